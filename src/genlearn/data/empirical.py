@@ -1,0 +1,55 @@
+"""The empirical distribution Q^(x) = (1/M) sum_m [x = x_m]: its unique patterns, frequencies and entropy
+H(Q^) = -sum_x Q^(x) log Q^(x) in nats (0 log 0 = 0)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class EmpiricalDistribution:
+    patterns: Tensor  # (K, n) binary patterns, or (K,) categorical outcomes
+    counts: Tensor  # (K,) int64
+    kind: str
+
+    @classmethod
+    def from_samples(cls, x: Tensor, kind: str = "binary") -> "EmpiricalDistribution":
+        if kind == "categorical":
+            values, counts = torch.unique(torch.as_tensor(x).long().reshape(-1), return_counts=True)
+        elif kind == "binary":
+            values, counts = torch.unique(torch.as_tensor(x).to(torch.float32), dim=0, return_counts=True)
+        else:
+            raise ValueError("an empirical distribution of real-valued data has no finite entropy")
+        return cls(values, counts, kind)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def probs(self) -> Tensor:
+        """Frequencies Q^(pattern_k) = count_k / M, float64."""
+        c = self.counts.double()
+        return c / c.sum()
+
+    def entropy(self) -> float:
+        """H(Q^) in nats."""
+        p = self.probs
+        return float(-(p * torch.log(p)).sum())
+
+    def as_model(self):
+        """Q^ as a PatternTable (binary) or Categorical-like table, usable wherever a model is."""
+        from genlearn.models.table import PatternTable
+
+        if self.kind != "binary":
+            raise ValueError("as_model is for binary data")
+        return PatternTable(self.patterns, self.probs)
+
+
+def empirical_entropy(x: Tensor, kind: str = "binary") -> float | None:
+    """H(Q^) in nats of the samples x, or None for real-valued data (no finite entropy)."""
+    if kind == "real":
+        return None
+    return EmpiricalDistribution.from_samples(x, kind).entropy()

@@ -1,0 +1,85 @@
+"""Validation of user data, once, at the boundary. Every failure names the problem, where it is and the fix."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from genlearn.errors import DataError
+
+
+def _first_bad_index(mask: Tensor) -> tuple:
+    idx = torch.nonzero(mask, as_tuple=False)[0].tolist()
+    return tuple(idx)
+
+
+def check_finite(x: Tensor, what: str = "data") -> None:
+    if torch.is_floating_point(x):
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            where = _first_bad_index(bad)
+            raise DataError(
+                f"{what} contains {x[where].item()} at index {list(where)} ({int(bad.sum())} non-finite values); "
+                "remove or impute NaN/inf entries first"
+            )
+
+
+def check_not_empty(x: Tensor, what: str = "data") -> None:
+    if x.numel() == 0 or x.shape[0] == 0:
+        raise DataError(f"{what} is empty (shape {tuple(x.shape)}); at least one example is needed")
+
+
+def check_binary(x, n_features: int | None = None, what: str = "data") -> Tensor:
+    """Return x as float32 of shape (M, n) with values in {0, 1}, or raise DataError saying what is wrong."""
+    x = torch.as_tensor(x)
+    if x.ndim == 1 and n_features == 1:
+        x = x.reshape(-1, 1)
+    if x.ndim != 2:
+        raise DataError(f"{what} must be a 2-D array (examples x features), got shape {tuple(x.shape)}")
+    check_not_empty(x, what)
+    if n_features is not None and x.shape[1] != n_features:
+        raise DataError(
+            f"{what} has {x.shape[1]} features per example but the model expects {n_features}; "
+            "use data of the dimension the model was trained on"
+        )
+    check_finite(x, what)
+    bad = (x != 0) & (x != 1)
+    if bad.any():
+        where = _first_bad_index(bad)
+        raise DataError(
+            f"{what} must be binary (0/1) for this model but holds {x[where].item()!r} at row {where[0]}, "
+            f"column {where[1]} ({int(bad.sum())} such values); binarize it first "
+            "(e.g. --data NAME:binarize=threshold)"
+        )
+    return x.to(torch.float32)
+
+
+def check_categorical(x, n_categories: int, what: str = "data") -> Tensor:
+    """Return x as int64 of shape (M,) with values in {0..K-1}."""
+    x = torch.as_tensor(x)
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x.reshape(-1)
+    if x.ndim != 1:
+        raise DataError(f"{what} for a categorical model must be 1-D outcomes, got shape {tuple(x.shape)}")
+    check_not_empty(x, what)
+    check_finite(x, what)
+    bad = (x < 0) | (x >= n_categories) | (x != torch.round(x) if torch.is_floating_point(x) else torch.zeros_like(x, dtype=torch.bool))
+    if bad.any():
+        i = int(torch.nonzero(bad)[0])
+        raise DataError(
+            f"{what} must hold integer outcomes 0..{n_categories - 1}, but row {i} is {x[i].item()!r}"
+        )
+    return x.long()
+
+
+def check_real(x, n_features: int | None = None, what: str = "data") -> Tensor:
+    x = torch.as_tensor(x)
+    if x.ndim == 1:
+        x = x.reshape(-1, 1) if n_features in (None, 1) else x
+    if x.ndim != 2:
+        raise DataError(f"{what} must be a 2-D array (examples x features), got shape {tuple(x.shape)}")
+    check_not_empty(x, what)
+    if n_features is not None and x.shape[1] != n_features:
+        raise DataError(f"{what} has {x.shape[1]} features per example but the model expects {n_features}")
+    x = x.to(torch.float32) if not torch.is_floating_point(x) else x
+    check_finite(x, what)
+    return x

@@ -1,0 +1,26 @@
+"""One exception family: every error a user can cause is a GenlearnError with a message that names the
+problem and how to fix it. The CLI prints the message on one line and exits with code 2."""
+
+
+class GenlearnError(Exception):
+    """Base class of every error genlearn raises on purpose."""
+
+
+class DataError(GenlearnError):
+    """The data are missing, malformed, or do not fit the model (non-binary values, NaN, wrong shape...)."""
+
+
+class ConfigError(GenlearnError):
+    """A setting is impossible or inconsistent (negative learning rate, unknown model, zero components...)."""
+
+
+class IntractableError(GenlearnError):
+    """An exact computation was asked for on a state space too large to enumerate."""
+
+
+class NumericalError(GenlearnError):
+    """Training diverged: the loss or a parameter became NaN or infinite."""
+
+
+class RunError(GenlearnError):
+    """A run directory is missing, incomplete, or would be overwritten."""

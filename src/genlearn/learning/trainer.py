@@ -1,0 +1,264 @@
+"""The learning equation theta <- theta - eps * dD_KL(Q^||P_theta)/dtheta, for every model family.
+
+The trainer knows nothing of families: it asks the model for `loss(batch, generator)` (whose gradient is the
+KL gradient, exact or estimated), steps the optimizer, and after each epoch records the history
+(train NLL and empirical KL D_KL(Q^||P) = NLL - H(Q^), valid NLL, and the exact KL to the truth when known),
+writes a checkpoint, and applies early stopping on the validation NLL."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from genlearn.errors import ConfigError, IntractableError, NumericalError
+from genlearn.learning import checkpoint as ckpt
+
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+SCHEDULES = ("constant", "cosine", "exponential", "step")
+
+
+@dataclass
+class TrainConfig:
+    """epochs: passes over the training set; lr: eps of the learning equation; optimizer: gd (full-batch
+    gradient descent, the default of the theory), sgd (minibatch), momentum, adam; batch_size: None = the whole
+    training set; schedule of eps: constant, cosine (to 0 at the last epoch), exponential (x gamma per epoch),
+    step (x gamma every step_size epochs); patience: stop when the valid NLL has not improved for that many
+    epochs and restore the best parameters (None = off)."""
+
+    epochs: int = 100
+    lr: float = 0.1
+    optimizer: str = "gd"
+    batch_size: int | None = None
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    gamma: float = 0.99
+    step_size: int = 10
+    patience: int | None = None
+    seed: int = 0
+    eval_every: int = 1
+    progress: bool = True
+
+    def validate(self) -> "TrainConfig":
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ConfigError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"the learning rate must be a positive number, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 1:
+            raise ConfigError(f"eval_every must be a positive integer, got {self.eval_every!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    momentum = cfg.momentum if cfg.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(opt, cfg: TrainConfig):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    if cfg.schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    best_valid: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+
+
+class Trainer:
+    """Fits `model` to `dataset` with `config`; checkpoints to `out_dir` every epoch when given.
+
+    `callbacks` are called as fn(trainer, record) after every epoch (a KeyboardInterrupt raised there, or by
+    the user, stops training with the last checkpoint intact)."""
+
+    def __init__(self, model, dataset, config: TrainConfig, out_dir: Path | None = None,
+                 run_meta: dict | None = None, callbacks: list[Callable] | None = None):
+        self.model, self.dataset, self.cfg = model, dataset, config.validate()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.run_meta = run_meta or {}
+        self.callbacks = callbacks or []
+        self.generator = torch.Generator().manual_seed(int(config.seed))
+        torch.manual_seed(int(config.seed))
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(f"model {model.name!r} has no parameters to learn")
+        self.optimizer = make_optimizer(params, self.cfg)
+        self.schedule = make_schedule(self.optimizer, self.cfg)
+        self.state = TrainState()
+        self.best_params: dict | None = None
+        from genlearn.data.empirical import empirical_entropy
+
+        self.entropy_train = empirical_entropy(dataset.train, dataset.kind) if dataset.train_intensity is None else None
+
+    # -- one epoch -------------------------------------------------------------------------------------
+    def _batches(self, x: torch.Tensor):
+        m = x.shape[0]
+        if self.cfg.optimizer == "gd" or self.cfg.batch_size is None or self.cfg.batch_size >= m:
+            yield x
+            return
+        perm = torch.randperm(m, generator=self.generator)
+        for start in range(0, m, self.cfg.batch_size):
+            yield x[perm[start : start + self.cfg.batch_size]]
+
+    def _epoch(self) -> float:
+        self.model.train()
+        x = self.dataset.redraw_train(self.generator)
+        total, count = 0.0, 0
+        for batch in self._batches(x):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.model.loss(batch, generator=self.generator)
+            if not torch.isfinite(loss):
+                self._diverged(f"the loss became {float(loss)}")
+            loss.backward()
+            self.optimizer.step()
+            self.state.step += 1
+            total += float(loss.detach()) * batch.shape[0]
+            count += batch.shape[0]
+        for name, p in self.model.named_parameters():
+            if not torch.isfinite(p).all():
+                self._diverged(f"parameter {name!r} became non-finite")
+        self.model.on_epoch_end(x)
+        self.schedule.step()
+        return total / max(count, 1)
+
+    def _diverged(self, what: str):
+        where = f"at epoch {self.state.epoch + 1}, step {self.state.step + 1}"
+        kept = (f"; the last good checkpoint (epoch {self.state.epoch}) is kept in {self.out_dir}"
+                if self.out_dir is not None and self.state.epoch > 0 else "")
+        raise NumericalError(f"training diverged: {what} {where}{kept}. Lower the learning rate (--lr).")
+
+    # -- monitoring ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, mean_loss: float) -> dict:
+        from genlearn.divergence import kl_divergence, mean_nll
+
+        self.model.eval()
+        rec = {"epoch": self.state.epoch, "step": self.state.step, "lr": self.optimizer.param_groups[0]["lr"],
+               "loss": mean_loss}
+        if getattr(self.model, "tractable", True):
+            rec["train_nll"] = mean_nll(self.model, self.dataset.train)
+            if self.entropy_train is not None:
+                rec["train_kl"] = rec["train_nll"] - self.entropy_train
+            if self.dataset.valid is not None:
+                rec["valid_nll"] = mean_nll(self.model, self.dataset.valid)
+        if self.dataset.truth is not None:
+            try:
+                kl = kl_divergence(self.dataset.truth, self.model)
+                rec["kl_true"] = kl if isinstance(kl, float) else kl.value
+            except IntractableError:
+                pass
+        return rec
+
+    def _early_stopping(self, rec: dict) -> None:
+        valid = rec.get("valid_nll")
+        if self.cfg.patience is None or valid is None:
+            return
+        if self.state.best_valid is None or valid < self.state.best_valid - 1e-9:
+            self.state.best_valid, self.state.best_epoch, self.state.bad_epochs = valid, rec["epoch"], 0
+            self.best_params = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.state.bad_epochs += 1
+            if self.state.bad_epochs >= self.cfg.patience:
+                self.state.stopped_early = True
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def checkpoint_tensors(self) -> tuple[dict, dict]:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        opt_tensors, opt_meta = ckpt.flatten_optimizer_state(self.optimizer.state_dict())
+        tensors.update(opt_tensors)
+        tensors["rng.generator"] = self.generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.best_params is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_params.items()})
+        meta = {**self.run_meta, "model_config": self.model.config(), "train_config": self.cfg.to_dict(),
+                "state": asdict(self.state), "optimizer": opt_meta, "schedule": self.schedule.state_dict(),
+                "epoch": self.state.epoch}
+        return tensors, meta
+
+    def save(self) -> None:
+        if self.out_dir is not None:
+            tensors, meta = self.checkpoint_tensors()
+            ckpt.save_checkpoint(self.out_dir, tensors, meta)
+
+    def restore(self, tensors: dict, meta: dict) -> None:
+        """Continue exactly where a checkpoint stopped: parameters, optimizer, schedule, RNG, history."""
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.optimizer.load_state_dict(ckpt.unflatten_optimizer_state(tensors, meta["optimizer"]))
+        sched = dict(meta["schedule"])
+        self.schedule.load_state_dict(sched)
+        self.generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_params = best or None
+        self.state = TrainState(**meta["state"])
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        from tqdm.auto import tqdm
+
+        if self.state.epoch == 0 and not self.state.history:
+            self.state.history.append(self.evaluate(float("nan")))
+        bar = tqdm(total=self.cfg.epochs, initial=self.state.epoch, desc=f"fit {self.model.name}", unit="epoch",
+                   disable=not self.cfg.progress, leave=False)
+        try:
+            while self.state.epoch < self.cfg.epochs and not self.state.stopped_early:
+                t0 = time.perf_counter()
+                mean_loss = self._epoch()
+                self.state.epoch += 1
+                self.state.train_seconds += time.perf_counter() - t0
+                if self.state.epoch % self.cfg.eval_every == 0 or self.state.epoch == self.cfg.epochs:
+                    rec = self.evaluate(mean_loss)
+                    self.state.history.append(rec)
+                    self._early_stopping(rec)
+                    bar.set_postfix({k: f"{rec[k]:.4g}" for k in ("train_nll", "valid_nll", "kl_true") if k in rec})
+                else:
+                    rec = {"epoch": self.state.epoch, "step": self.state.step, "loss": mean_loss}
+                self.save()
+                bar.update(1)
+                for fn in self.callbacks:
+                    fn(self, rec)
+        finally:
+            bar.close()
+        if self.state.stopped_early and self.best_params is not None:
+            self.model.load_state_dict(self.best_params)
+        return self.state

@@ -1,0 +1,135 @@
+"""The small interface every model family implements (see DESIGN.md).
+
+A model is a torch.nn.Module with
+    log_prob(x)  -> log P(x|theta) per example, in nats (exact; IntractableError if it cannot be)
+    sample(n)    -> n draws from P(X|theta)
+    loss(x)      -> a scalar whose gradient is (an estimate of) dD_KL(Q^||P_theta)/dtheta on the batch x.
+For models with an exact likelihood loss(x) = -mean log P(x|theta) = D_KL(Q^||P_theta) + H(Q^) on the batch.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from genlearn.errors import ConfigError, DataError, IntractableError
+
+
+class GenerativeModel(torch.nn.Module):
+    """Base class. Subclasses set `name`, `support` ("binary", "categorical" or "real"), implement
+    `log_prob`, `sample`, `config()` (constructor keyword arguments, JSON-able) and may override `loss`."""
+
+    name: str = "model"
+    support: str = "binary"
+    #: True when log_prob is exact and cheap enough to monitor every epoch.
+    tractable: bool = True
+
+    n_features: int
+
+    # -- the interface -------------------------------------------------------------------------------
+    def log_prob(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Mean negative log-likelihood of the batch, nats per example: its gradient is dD_KL/dtheta."""
+        return -self.log_prob(x).mean()
+
+    def config(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- helpers shared by all families -------------------------------------------------------------
+    @property
+    def n_states(self) -> int | None:
+        """Size of the discrete state space, or None for continuous models."""
+        if self.support == "binary":
+            return 2 ** self.n_features
+        if self.support == "categorical":
+            return int(self.n_categories)
+        return None
+
+    def log_partition(self, **kwargs):
+        """log Z of a normalised model is 0 exactly."""
+        from genlearn.estimators import Estimate
+
+        return Estimate.exact(0.0, "normalised")
+
+    def fit_closed_form(self, x: Tensor) -> "GenerativeModel":  # pragma: no cover - optional
+        raise ConfigError(f"model {self.name!r} has no closed-form maximum-likelihood estimate")
+
+    def on_epoch_end(self, train: Tensor) -> None:
+        """Hook for families that keep state across epochs (persistent chains); nothing by default."""
+
+    def check_input(self, x: Tensor) -> Tensor:
+        """Validate the shape (and, for binary models, the values) of x at the model boundary."""
+        from genlearn.data.validate import check_binary, check_categorical, check_real
+
+        if self.support == "binary":
+            return check_binary(x, self.n_features)
+        if self.support == "categorical":
+            return check_categorical(x, self.n_categories)
+        return check_real(x, self.n_features)
+
+
+class EnergyModel(GenerativeModel):
+    """P(x) = exp(-E(x)) / Z. Subclasses implement `free_energy` and `log_partition`."""
+
+    tractable = False
+
+    def free_energy(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        log_z = self.log_partition(method="exact").value
+        return -self.free_energy(x) - log_z
+
+
+def require_enumerable(n: int, limit: int, what: str, suggestion: str = "an approximate method") -> None:
+    """Raise IntractableError when 2**n states are more than an exact computation may enumerate."""
+    if n > limit:
+        raise IntractableError(
+            f"{what} needs 2^{n} = {2.0 ** n:.3g} states; exact enumeration is limited to n <= {limit}. "
+            f"Use {suggestion} instead."
+        )
+
+
+def check_positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_probability_vector(p, what: str) -> Tensor:
+    p = torch.as_tensor(p, dtype=torch.float64)
+    if p.ndim != 1 or p.numel() < 1:
+        raise ConfigError(f"{what} must be a non-empty 1-D list of probabilities")
+    if not torch.isfinite(p).all() or (p < 0).any():
+        raise ConfigError(f"{what} must hold finite non-negative numbers, got {p.tolist()}")
+    if not math.isclose(float(p.sum()), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"{what} must sum to 1, got sum {float(p.sum()):.6g}")
+    return p
+
+
+def logit(p: Tensor, eps: float = 1e-6) -> Tensor:
+    """log(p / (1 - p)) with p clipped to [eps, 1 - eps] so that closed-form MLEs of 0 or 1 stay finite."""
+    p = p.clamp(eps, 1 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def reject_unknown(kind: str, got: dict) -> None:
+    if got:
+        raise ConfigError(f"unknown setting(s) for {kind}: {', '.join(sorted(got))}")
+
+
+def as_float(x: Tensor) -> Tensor:
+    if not isinstance(x, Tensor):
+        x = torch.as_tensor(x)
+    if not torch.is_floating_point(x):
+        x = x.to(torch.float32)
+    return x
+
+
+__all__ = ["GenerativeModel", "EnergyModel", "DataError", "require_enumerable"]

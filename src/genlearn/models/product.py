@@ -1,0 +1,75 @@
+"""Independent Bernoulli units: P(x|theta) = prod_i p_i^x_i (1-p_i)^(1-x_i), p_i = sigmoid(theta_i).
+
+`Bernoulli` (the coin) is the one-unit case. The closed-form MLE is p_i = mean of x_i over the data."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genlearn.models.base import GenerativeModel, as_float, check_positive_int, logit
+
+
+class ProductBernoulli(GenerativeModel):
+    """n independent Bernoulli pixels with logits theta (the learned parameters)."""
+
+    name = "product-bernoulli"
+    support = "binary"
+
+    def __init__(self, n_features: int, probs=None):
+        super().__init__()
+        self.n_features = check_positive_int(n_features, "n_features")
+        if probs is None:
+            init = torch.zeros(self.n_features)
+        else:
+            p = torch.as_tensor(probs, dtype=torch.float32).reshape(-1)
+            if p.numel() != self.n_features or (p < 0).any() or (p > 1).any() or not torch.isfinite(p).all():
+                from genlearn.errors import ConfigError
+
+                raise ConfigError(f"probs must be {self.n_features} numbers in [0, 1]")
+            init = logit(p)
+        self.logits = torch.nn.Parameter(init.clone())
+
+    @property
+    def probs(self) -> Tensor:
+        return torch.sigmoid(self.logits)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """sum_i [x_i log p_i + (1-x_i) log(1-p_i)] in nats, computed stably from the logits."""
+        x = as_float(x).to(self.logits.dtype)
+        return -F.binary_cross_entropy_with_logits(
+            self.logits.expand_as(x), x, reduction="none"
+        ).sum(-1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        p = self.probs.detach().expand(n, self.n_features)
+        return torch.bernoulli(p, generator=generator)
+
+    def config(self) -> dict:
+        return {"n_features": self.n_features}
+
+    @torch.no_grad()
+    def fit_closed_form(self, x: Tensor) -> "ProductBernoulli":
+        """MLE: p_i = (1/M) sum_m x_mi (clipped to [1e-6, 1-1e-6] so the logits stay finite)."""
+        self.logits.copy_(logit(as_float(x).double().mean(0)).to(self.logits.dtype))
+        return self
+
+
+class Bernoulli(ProductBernoulli):
+    """The coin: one Bernoulli(p) unit; data are shape (M, 1) in {0, 1}."""
+
+    name = "bernoulli"
+
+    def __init__(self, p: float | None = None, n_features: int = 1):
+        if n_features != 1:
+            from genlearn.errors import ConfigError
+
+            raise ConfigError("a Bernoulli (coin) model has exactly one unit; use product-bernoulli for more")
+        super().__init__(1, None if p is None else [p])
+
+    @property
+    def p(self) -> float:
+        return float(self.probs.detach()[0])
+
+    def config(self) -> dict:
+        return {}

@@ -1,0 +1,55 @@
+"""A distribution given by a table of binary patterns and their probabilities (for example the uniform
+distribution over bars-and-stripes, or the empirical distribution Q^ of a data set).
+
+log P(x) = log q_k if x is pattern k, and -inf for a pattern outside the table."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from genlearn.errors import ConfigError
+from genlearn.models.base import GenerativeModel, as_float
+
+
+def pattern_codes(x: Tensor) -> Tensor:
+    """Integer code sum_i x_i 2^i of each binary row (n <= 62)."""
+    n = x.shape[-1]
+    if n > 62:
+        raise ConfigError(f"patterns of {n} bits cannot be coded as 64-bit integers (at most 62)")
+    weights = (2 ** torch.arange(n, dtype=torch.int64))
+    return (x.to(torch.int64) * weights).sum(-1)
+
+
+class PatternTable(GenerativeModel):
+    """Fixed (not learned) distribution over the listed binary patterns."""
+
+    name = "pattern-table"
+    support = "binary"
+
+    def __init__(self, patterns: Tensor, probs: Tensor):
+        super().__init__()
+        patterns = as_float(patterns)
+        probs = torch.as_tensor(probs, dtype=torch.float64)
+        if patterns.ndim != 2 or probs.shape != (patterns.shape[0],):
+            raise ConfigError("patterns must be (K, n) and probs (K,)")
+        self.n_features = patterns.shape[1]
+        codes = pattern_codes(patterns)
+        order = torch.argsort(codes)
+        self.register_buffer("patterns", patterns[order])
+        self.register_buffer("codes", codes[order])
+        self.register_buffer("probs", probs[order] / probs.sum())
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        codes = pattern_codes(as_float(x))
+        pos = torch.searchsorted(self.codes, codes).clamp_max(self.codes.numel() - 1)
+        found = self.codes[pos] == codes
+        out = torch.full(codes.shape, -torch.inf, dtype=torch.float64)
+        out[found] = torch.log(self.probs[pos[found]])
+        return out
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        idx = torch.multinomial(self.probs, n, replacement=True, generator=generator)
+        return self.patterns[idx].clone()
+
+    def config(self) -> dict:
+        return {"n_features": self.n_features, "n_patterns": int(self.codes.numel())}
