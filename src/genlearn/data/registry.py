@@ -93,7 +93,7 @@ def load_dataset(spec: str, data_dir=None, **settings):
         dataset.settings.setdefault("spec", spec)
         dataset.settings.setdefault("settings", {k: v for k, v in full.items() if _jsonable(v)})
         return dataset
-    path = Path(name if not spec_settings else name)
+    path = Path(name)
     if path.exists():
         from genlearn.data.files import load_path
 
@@ -114,11 +114,14 @@ def _jsonable(v) -> bool:
 def _ensure_sources_loaded() -> None:
     import genlearn.data.synthetic  # noqa: F401  (registers coin, die, ...)
     import genlearn.data.digits  # noqa: F401
-    try:
-        import genlearn.data.named  # noqa: F401  (real data sets resolved from a directory)
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while the module is absent
-        if exc.name != "genlearn.data.named":
-            raise
+    import importlib
+
+    for module in ("genlearn.data.named", "genlearn.data.teacher"):  # real data sets; teacher models
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
 
 
 def list_sources() -> list[Source]:
