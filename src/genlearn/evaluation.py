@@ -15,13 +15,13 @@ from genlearn.models.base import EnergyModel
 
 
 @torch.no_grad()
-def split_nll(model, x: torch.Tensor, partition: str = "exact", log_z=None, **partition_options) -> dict:
+def split_nll(model, x: torch.Tensor, partition: str = "auto", log_z=None, **partition_options) -> dict:
     """{"nll", "nll_method", "bits_per_dim"} (+ "nll_lower", "nll_upper", "log_z"... for energy models)."""
     x = model.check_input(x)
     n_dims = model.n_features
     if isinstance(model, EnergyModel):
         if log_z is None:
-            log_z = model.log_partition(method=partition, **partition_options)
+            log_z = partition_estimate(model, partition, **partition_options)
         mean_f = 0.0
         for start in range(0, x.shape[0], 10_000):
             mean_f += float(model.free_energy(x[start : start + 10_000]).double().sum())
@@ -38,15 +38,25 @@ def split_nll(model, x: torch.Tensor, partition: str = "exact", log_z=None, **pa
     return out
 
 
+def partition_estimate(model, partition: str = "auto", **options):
+    """log Z of an energy model: `auto` is exact enumeration when the model allows it, else AIS."""
+    if partition == "auto":
+        try:
+            return model.log_partition(method="exact")
+        except IntractableError:
+            partition = "ais"
+    return model.log_partition(method=partition, **options)
+
+
 @torch.no_grad()
-def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str = "exact",
+def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str = "auto",
              **partition_options) -> dict:
     """Metrics of a fitted model on a data set: `<split>_nll` for each split present (nats per example),
     the empirical entropy and KL on train, and the exact KL to the truth when it is known and enumerable."""
     out: dict = {}
     log_z = None
     if isinstance(model, EnergyModel):
-        log_z = model.log_partition(method=partition, **partition_options)
+        log_z = partition_estimate(model, partition, **partition_options)
         out["log_z"] = log_z.value
         out["log_z_lower"] = log_z.lower if math.isfinite(log_z.lower) else None
         out["log_z_upper"] = log_z.upper if math.isfinite(log_z.upper) else None
