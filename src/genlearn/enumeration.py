@@ -9,11 +9,21 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from genlearn.models.base import require_enumerable
+from genlearn.errors import IntractableError
 
 #: largest n for which exact enumeration over {0,1}^n is allowed (2^24 = 16.8 million states)
 MAX_ENUMERABLE = 24
 DEFAULT_CHUNK = 1 << 16
+
+
+def require_enumerable(n: int, limit: int = MAX_ENUMERABLE, what: str = "exact enumeration",
+                       suggestion: str = "an approximate method") -> None:
+    """Raise IntractableError when 2**n states are more than an exact computation may enumerate."""
+    if n > limit:
+        raise IntractableError(
+            f"{what} needs 2^{n} = {2.0 ** n:.3g} states; exact enumeration is limited to n <= {limit}. "
+            f"Use {suggestion} instead."
+        )
 
 
 def states_from_codes(codes: Tensor, n: int, dtype=torch.float32) -> Tensor:

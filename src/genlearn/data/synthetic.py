@@ -113,3 +113,25 @@ def product_bernoulli(settings, data_dir=None) -> Dataset:
         g = torch.Generator().manual_seed(int(settings["seed"]) + 10_007)
         probs = torch.rand(dim, generator=g).mul(0.9).add(0.05).tolist()
     return from_truth("product-bernoulli", ProductBernoulli(dim, probs), settings)
+
+
+@register_source(
+    "gaussian", "real-valued samples from a Gaussian with diagonal covariance; truth known",
+    {"dim": (1, "dimension"), "mean": (0.0, "mean (one number or m1/m2/...)"),
+     "std": (1.0, "standard deviation (one number or s1/s2/...)"), **_COMMON},
+)
+def gaussian(settings, data_dir=None) -> Dataset:
+    from genlearn.models.gaussian import Gaussian
+
+    dim = settings["dim"]
+    mean, std = settings["mean"], settings["std"]
+    for value in (mean, std):
+        if isinstance(value, list):
+            dim = len(value)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ConfigError(f"dim must be a positive integer, got {dim!r}")
+    mean = mean if isinstance(mean, list) else [mean] * dim
+    std = std if isinstance(std, list) else [std] * dim
+    if len(mean) != dim or len(std) != dim or any(not isinstance(s, (int, float)) or s <= 0 for s in std):
+        raise ConfigError("gaussian needs dim means and dim positive standard deviations")
+    return from_truth("gaussian", Gaussian(dim, "diag", mean=mean, std=std), settings, kind="real")

@@ -148,7 +148,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.model.loss(batch, generator=self.generator)
             if not torch.isfinite(loss):
-                self._diverged(f"the loss became {float(loss)}")
+                self._diverged(f"the loss became {loss.item()}")
             loss.backward()
             self.optimizer.step()
             self.state.step += 1

@@ -23,7 +23,5 @@ def _import_families() -> None:
                 raise
 
 
-_import_families()
-
 __all__ = ["Bernoulli", "Categorical", "EnergyModel", "Gaussian", "GenerativeModel", "PatternTable",
            "ProductBernoulli", "build_model", "list_models", "register_model"]

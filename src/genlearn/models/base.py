@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor
 
+from genlearn.enumeration import require_enumerable  # noqa: F401  (re-exported for the families)
 from genlearn.errors import ConfigError, DataError, IntractableError
 
 
@@ -85,15 +86,6 @@ class EnergyModel(GenerativeModel):
     def log_prob(self, x: Tensor) -> Tensor:
         log_z = self.log_partition(method="exact").value
         return -self.free_energy(x) - log_z
-
-
-def require_enumerable(n: int, limit: int, what: str, suggestion: str = "an approximate method") -> None:
-    """Raise IntractableError when 2**n states are more than an exact computation may enumerate."""
-    if n > limit:
-        raise IntractableError(
-            f"{what} needs 2^{n} = {2.0 ** n:.3g} states; exact enumeration is limited to n <= {limit}. "
-            f"Use {suggestion} instead."
-        )
 
 
 def check_positive_int(value, what: str) -> int:

@@ -39,7 +39,10 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 
 def _ensure_loaded() -> None:
-    import genlearn.models  # noqa: F401  (its __init__ imports every family)
+    """Import every family module (lazily, so that family modules may import the core freely)."""
+    from genlearn.models import _import_families
+
+    _import_families()
 
 
 def get_spec(name: str) -> ModelSpec:

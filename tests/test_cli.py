@@ -1,0 +1,160 @@
+"""The `genlearn` command end to end: fit, eval, sample, kl, lists, demo, resume, and bad input (exit 2)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from genlearn import fit, load_run
+from genlearn.cli import main
+from genlearn.runs import MODEL_FILE
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_fit_eval_sample(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--epochs", "20",
+                              "--optimizer", "adam", "--lr", "0.1", "--batch-size", "200", "--out", out, "--quiet")
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("model", "dataset", "train_nll", "valid_nll", "test_nll", "entropy_empirical", "kl_empirical",
+                "wall_seconds", "history"):
+        assert key in metrics
+    assert metrics["kl_empirical"] == pytest.approx(metrics["train_nll"] - metrics["entropy_empirical"])
+    assert json.loads(stdout)["test_nll"] == pytest.approx(metrics["test_nll"])
+    assert (out / "learning_curve.png").stat().st_size > 1000 and (out / "samples.png").exists()
+
+    code, stdout, _ = run_cli(capsys, "eval", out, "--split", "test")
+    assert code == 0 and json.loads(stdout)["test_nll"] == pytest.approx(metrics["test_nll"], rel=1e-9)
+
+    code, _, _ = run_cli(capsys, "sample", out, "-n", "16", "--out", tmp_path / "grid.png")
+    assert code == 0 and (tmp_path / "grid.png").stat().st_size > 500
+    code, stdout, _ = run_cli(capsys, "sample", out, "-n", "5")
+    rows = [list(map(float, r.split(","))) for r in stdout.strip().splitlines()]
+    assert np.array(rows).shape == (5, 64) and set(np.unique(rows)) <= {0.0, 1.0}
+    code, _, err = run_cli(capsys, "sample", out, "-n", "16", "--out", tmp_path / "grid.png")
+    assert code == 2 and "exists" in err  # nothing overwritten without asking
+
+
+def test_fit_reports_kl_to_the_truth_and_reaches_mle(tmp_path, capsys):
+    code, stdout, _ = run_cli(capsys, "fit", "bernoulli", "--data", "coin:p=0.3,n=500", "--epochs", "300",
+                              "--lr", "2", "--out", tmp_path / "coin", "--quiet")
+    assert code == 0
+    m = json.loads((tmp_path / "coin" / "metrics.json").read_text())
+    run = load_run(tmp_path / "coin")
+    assert m["kl_empirical"] == pytest.approx(0.0, abs=1e-8)  # gradient descent reached the MLE
+    p = run.model.p
+    assert m["kl_true"] == pytest.approx(0.3 * np.log(0.3 / p) + 0.7 * np.log(0.7 / (1 - p)), rel=1e-4)
+
+
+def test_kl_command(tmp_path, capsys):
+    code, stdout, _ = run_cli(capsys, "kl", "--p", "0.5,0.5", "--q", "0.9,0.1")
+    assert code == 0 and json.loads(stdout)["kl"] == pytest.approx(0.5108256237659905)
+    for name, p in (("a", "0.2"), ("b", "0.7")):
+        run_cli(capsys, "fit", "product-bernoulli", "--data", f"product-bernoulli:probs={p}/0.5,n=400",
+                "--epochs", "200", "--lr", "2", "--out", tmp_path / name, "--quiet")
+    code, stdout, _ = run_cli(capsys, "kl", "--p", tmp_path / "a", "--q", tmp_path / "b")
+    ra, rb = load_run(tmp_path / "a").model, load_run(tmp_path / "b").model
+    pa, pb = ra.probs.detach().double(), rb.probs.detach().double()
+    expected = float((pa * torch.log(pa / pb) + (1 - pa) * torch.log((1 - pa) / (1 - pb))).sum())
+    assert code == 0 and json.loads(stdout)["kl"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_lists(capsys):
+    code, stdout, _ = run_cli(capsys, "models")
+    assert code == 0 and "product-bernoulli" in stdout and "categorical" in stdout
+    code, stdout, _ = run_cli(capsys, "datasets")
+    assert code == 0 and "bars-and-stripes" in stdout and "digits" in stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "nosuchmodel", "--data", "digits"], "unknown model"),
+    (["fit", "product-bernoulli", "--data", "digits", "--lr", "-1"], "learning rate"),
+    (["fit", "product-bernoulli", "--data", "coin:p=2"], "p must be"),
+    (["fit", "categorical", "--data", "digits"], "categorical data"),
+    (["fit", "product-bernoulli", "--data", "/no/such/file.npz"], "no such file"),
+    (["eval", "/no/such/run"], "no run folder"),
+    (["kl", "--p", "0.5,0.6", "--q", "0.5,0.5"], "sum to 1"),
+    (["sample", "/no/such/run"], "no run folder"),
+])
+def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
+    code, _, err = run_cli(capsys, *argv, *(["--out", tmp_path / "x"] if argv[0] == "fit" else []))
+    assert code == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    code, _, err = run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--out", out, "--epochs", "1")
+    assert code == 2 and "--overwrite" in err
+    code, _, err = run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--out", out, "--epochs", "1",
+                           "--overwrite")
+    assert code == 2 and (out / "notes.txt").read_text() == "precious"
+
+
+def test_divergence_gives_clear_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "fit", "gaussian", "--data", "gaussian:mean=2,std=3,n=200", "--lr", "1e6",
+                           "--optimizer", "sgd", "--batch-size", "10", "--out", tmp_path / "nan", "--quiet")
+    assert code == 2 and "diverged" in err and "--lr" in err and "Traceback" not in err
+
+
+def test_divergence_keeps_last_good_checkpoint(tmp_path):
+    from genlearn.errors import NumericalError
+    from genlearn.learning.checkpoint import load_checkpoint
+
+    def explode(trainer, record):
+        if trainer.state.epoch == 3:
+            trainer.optimizer.param_groups[0]["lr"] = 1e6
+
+    with pytest.raises(NumericalError, match=r"last good checkpoint \(epoch 3\)"):
+        fit("gaussian", "gaussian:mean=2,std=3,n=200", out=tmp_path / "r", epochs=10, lr=0.01, optimizer="sgd",
+            batch_size=10, callbacks=[explode], progress=False)
+    tensors, meta = load_checkpoint(tmp_path / "r")
+    assert meta["epoch"] == 3 and all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model."))
+
+
+def test_wrong_data_kind_for_model(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "fit", "gaussian", "--data", "digits", "--out", tmp_path / "x")
+    assert code == 2 and "real data" in err
+
+
+class _Interrupt:
+    def __init__(self, at):
+        self.at = at
+
+    def __call__(self, trainer, record):
+        if trainer.state.epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, capsys):
+    settings = dict(epochs=8, lr=0.05, optimizer="adam", batch_size=64, seed=7, progress=False)
+    full = fit("product-bernoulli", "digits", out=tmp_path / "full", **settings)
+    with pytest.raises(KeyboardInterrupt):
+        fit("product-bernoulli", "digits", out=tmp_path / "cut", callbacks=[_Interrupt(3)], **settings)
+    assert not (tmp_path / "cut" / MODEL_FILE).exists()
+    code, _, _ = run_cli(capsys, "fit", "--resume", tmp_path / "cut", "--quiet")
+    assert code == 0
+    resumed = load_run(tmp_path / "cut")
+    assert torch.equal(resumed.model.logits, full.model.logits)
+    assert [r["train_nll"] for r in resumed.metrics["history"]] == [r["train_nll"] for r in full.metrics["history"]]
+
+
+def test_demo_fast(tmp_path, capsys):
+    code, stdout, _ = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--fast", "--quiet")
+    assert code == 0
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    for name in ("coin", "die"):
+        assert summary["gradient_descent"][name]["max_abs_gap_to_mle"] < 1e-4
+    assert summary["die"][-1]["kl_true_mean"] == pytest.approx(summary["die"][-1]["asymptotic_kl"], rel=0.6)
+    assert summary["digits"]["test_nll"] < 30  # independent pixels on 8x8 digits: about 24.8 nats
+    for png in ("kl_vs_n.png", "gradient_descent.png", "digits_samples.png", "digits_learning_curve.png"):
+        assert (tmp_path / "demo" / png).stat().st_size > 1000
+    assert "![" in (tmp_path / "demo" / "report.md").read_text()
