@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# The unit tests use small tensors, for which one thread is fastest (no OpenMP spin-waiting on a busy machine).
+torch.set_num_threads(1)
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

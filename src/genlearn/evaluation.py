@@ -78,8 +78,8 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str =
         h = empirical_entropy(dataset.train, dataset.kind)
         out["entropy_empirical"] = h
         out["kl_empirical"] = out["train_nll"] - h
-    else:
-        out["entropy_empirical"] = None
+    elif "train_nll" in out:
+        out["entropy_empirical"] = None  # real-valued or dynamically binarized data: no finite H(Q^)
         out["kl_empirical"] = None
     if dataset.truth is not None:
         try:

@@ -50,8 +50,10 @@ class Gaussian(GenerativeModel):
     def log_prob(self, x: Tensor) -> Tensor:
         x = as_float(x).to(self.mean.dtype).reshape(-1, self.n_features)
         diff = x - self.mean
-        L = self.scale_tril()
-        z = torch.linalg.solve_triangular(L, diff.T, upper=False).T
+        if self.covariance == "diag":
+            z = diff * torch.exp(-self.log_diag)
+        else:
+            z = torch.linalg.solve_triangular(self.scale_tril(), diff.T, upper=False).T
         return -0.5 * self.n_features * math.log(2 * math.pi) - self.log_diag.sum() - 0.5 * (z**2).sum(-1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
