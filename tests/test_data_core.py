@@ -75,3 +75,21 @@ def test_validation_names_problem_and_place():
         check_binary(torch.zeros(0, 5))
     with pytest.raises(DataError, match="0..5"):
         check_categorical(torch.tensor([0, 6]), 6)
+
+
+def test_dynamic_binarization_redraws_every_epoch():
+    """With x ~ Bernoulli(intensity) redrawn each epoch, the product-Bernoulli MLE tends to the mean intensity,
+    not to the frequencies of one static draw."""
+    from genlearn.data.binarize import binarize
+    from genlearn.data.dataset import Dataset
+    from genlearn.learning import TrainConfig, Trainer
+    from genlearn.models import ProductBernoulli
+
+    intensity = torch.full((20, 3), 0.5)
+    static = binarize(intensity, "static", seed=4)
+    ds = Dataset(name="t", kind="binary", train=static, train_intensity=intensity)
+    model = ProductBernoulli(3)
+    Trainer(model, ds, TrainConfig(epochs=2000, lr=0.02, optimizer="sgd", progress=False)).fit()
+    static_freq = static.mean(0)
+    assert (static_freq - 0.5).abs().max() > 0.1  # the single draw is far from 0.5 ...
+    assert torch.allclose(model.probs.detach(), torch.full((3,), 0.5), atol=0.06)  # ... the fit is not
