@@ -112,8 +112,10 @@ def kl_enumerate(p, q, chunk_size: int = 1 << 16) -> float:
     if p.support != "binary":
         raise ConfigError("exact enumeration needs discrete models; use method='mc' or 'quad' for real data")
     _same_dim(p, q)
+    p, q = float64_copy(p), float64_copy(q)
+    dtype = torch.float64 if _is_float64(p) and _is_float64(q) else torch.float32
     total = 0.0
-    for states in iter_states(p.n_features, chunk_size, what="exact KL"):
+    for states in iter_states(p.n_features, chunk_size, dtype=dtype, what="exact KL"):
         total += float(_kl_terms(p.log_prob(states).double(), q.log_prob(states).double()).sum())
     return total
 
@@ -186,17 +188,28 @@ def empirical_kl(model, x: Tensor, kind: str | None = None, batch_size: int = 10
 FLOAT64_EVAL_MAX_PARAMS = 100_000
 
 
+def _is_float64(model) -> bool:
+    return any(p.dtype == torch.float64 for p in model.parameters())
+
+
+def float64_copy(model):
+    """A float64 copy of a small model (<= FLOAT64_EVAL_MAX_PARAMS parameters) for exact sums; large models are
+    returned as they are."""
+    if sum(p.numel() for p in model.parameters()) > FLOAT64_EVAL_MAX_PARAMS:
+        return model
+    import copy
+
+    return copy.deepcopy(model).double()
+
+
 @torch.no_grad()
 def mean_nll(model, x: Tensor, batch_size: int = 10_000) -> float:
     """-(1/M) sum_m log P(x_m|theta) in nats per example, accumulated in float64."""
     if x.shape[0] == 0:
         raise DataError("cannot evaluate the likelihood of an empty data set")
-    if sum(p.numel() for p in model.parameters()) <= FLOAT64_EVAL_MAX_PARAMS:
-        import copy
-
-        model = copy.deepcopy(model).double()
-        if torch.is_floating_point(x):
-            x = x.double()
+    model = float64_copy(model)
+    if torch.is_floating_point(x) and _is_float64(model):
+        x = x.double()
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
         total += float(model.log_prob(x[start : start + batch_size]).double().sum())
