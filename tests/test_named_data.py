@@ -37,7 +37,11 @@ def shared(*parts) -> Path:
 
 # -- missing data ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(EXPECTED_FILES))
-def test_missing_data_message_names_every_folder_and_file(tmp_path, name):
+def test_missing_data_message_names_every_folder_and_file(tmp_path, name, monkeypatch):
+    import genlearn.data.named as named
+
+    # Debian's dataset-fashion-mnist may be installed on this machine: pretend it is not
+    monkeypatch.setattr(named, "FASHION_SYSTEM_DIR", tmp_path / "no-system-copy")
     with pytest.raises(DataError) as info:
         load_dataset(name, data_dir=tmp_path)
     msg = str(info.value)
