@@ -1,0 +1,212 @@
+"""MADE, the masked autoencoder for distribution estimation [`made`] (Germain et al. 2015).
+
+A feed-forward net x -> h^1 -> ... -> h^L -> logits whose weight matrices are multiplied by binary masks so that
+output i depends only on the inputs that come before i in an ordering. With degrees m^0(i) = position of input i
+in the ordering (1..n) and hidden degrees m^l(k) in {min m^{l-1}, ..., n - 1}:
+    M^l_kj = [m^l(k) >= m^{l-1}(j)]  (hidden layers),   M^out_ik = [m^0(i) > m^L(k)]  (output layer),
+    h^l = act(b^l + (W^l * M^l) h^{l-1}),   P(x_i = 1 | x_{<i}) = sigmoid(c_i + ((V * M^out) h^L)_i),
+    log P(x) = sum_i log P(x_i | x_{<i})  (nats, exact).
+
+Connectivity-agnostic training: `masks` = K connectivities (orderings and hidden degrees) drawn once from
+`seed` (so they are deterministic and saved with the model); each training minibatch uses one of them
+(`mask_sampling`: "random", drawn from the trainer's generator, or "cycle" through them in turn), and the
+model is the ensemble  log P(x) = logsumexp_k log P_k(x) - log K  (the average of the K probabilities).
+With order="fixed" all K masks share the identity ordering and differ only in the hidden connectivity; with order="random" each
+mask also has its own random ordering. Sampling from the ensemble: k ~ uniform, then ancestral sampling with
+mask k (n passes of the network).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genlearn.errors import ConfigError
+from genlearn.models.base import GenerativeModel, as_float, check_positive_int, logit
+from genlearn.models.fvsbn import (ORDERS, bernoulli_log_prob, check_int, check_order, init_seed_generator,
+                                   make_ordering)
+from genlearn.models.registry import ModelSpec, Option, register_model
+
+MAX_MASKS = 1024
+MAX_HIDDEN = 100_000
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+MASK_SAMPLING = ("cycle", "random")
+
+
+def parse_hidden(hidden, flag: str = "--hidden") -> list[int]:
+    """Hidden layer sizes from an int (one layer), a list of ints, or a string "500" / "500,500"."""
+    if isinstance(hidden, str):
+        try:
+            hidden = [int(h) for h in hidden.replace(" ", "").split(",") if h != ""]
+        except ValueError:
+            raise ConfigError(f"{flag} must be layer sizes such as 500 or 500,500, got {hidden!r}") from None
+    elif isinstance(hidden, int) and not isinstance(hidden, bool):
+        hidden = [hidden]
+    if not isinstance(hidden, (list, tuple)) or not hidden:
+        raise ConfigError(f"{flag} must name at least one hidden layer size, got {hidden!r}")
+    for h in hidden:
+        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HIDDEN:
+            raise ConfigError(f"{flag}: every hidden layer needs between 1 and {MAX_HIDDEN} units, got {hidden!r}")
+    return [int(h) for h in hidden]
+
+
+def activation_fn(name: str):
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    return {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[name]
+
+
+class MADE(GenerativeModel):
+    """n_features: n; hidden: layer sizes; masks: K connectivities (1 = a single fixed mask); order: "fixed" or
+    "random"; mask_sampling: how training picks a mask ("cycle" or "random"); activation of the hidden layers;
+    seed: initial weights and the masks."""
+
+    name = "made"
+    support = "binary"
+
+    def __init__(self, n_features: int, hidden=500, masks: int = 1, order: str = "fixed",
+                 mask_sampling: str = "random", activation: str = "relu", seed: int = 0):
+        super().__init__()
+        self.n_features = n = check_positive_int(n_features, "n_features")
+        self.hidden = parse_hidden(hidden)
+        self.masks = check_int(masks, "masks", 1, MAX_MASKS)
+        self.order = check_order(order)
+        if mask_sampling not in MASK_SAMPLING:
+            raise ConfigError(f"--mask-sampling must be one of {', '.join(MASK_SAMPLING)}, got {mask_sampling!r}")
+        self.mask_sampling = mask_sampling
+        self.activation = activation
+        self._act = activation_fn(activation)
+        self.seed = int(seed)
+        g = init_seed_generator(seed)
+        sizes = [n] + self.hidden
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = torch.nn.Linear(sizes[-1], n)
+        for lin in list(self.layers) + [self.out]:  # uniform(+-1/sqrt(fan_in)) from the explicit generator
+            bound = 1.0 / math.sqrt(lin.in_features)
+            with torch.no_grad():
+                lin.weight.copy_((torch.rand(lin.weight.shape, generator=g) * 2 - 1) * bound)
+                lin.bias.copy_((torch.rand(lin.bias.shape, generator=g) * 2 - 1) * bound)
+        # degrees of every mask: deg_0 (K, n) = positions 1..n of the inputs; deg_l (K, H_l)
+        deg0 = torch.empty(self.masks, n, dtype=torch.long)
+        degs = [torch.empty(self.masks, h, dtype=torch.long) for h in self.hidden]
+        for k in range(self.masks):
+            ordering = make_ordering(n, order, g)
+            deg0[k, ordering] = torch.arange(1, n + 1)
+            low = 1
+            for layer, h in enumerate(self.hidden):
+                high = max(n - 1, low)
+                degs[layer][k] = torch.randint(low, high + 1, (h,), generator=g)
+                low = int(degs[layer][k].min())
+        self.register_buffer("deg0", deg0)
+        for layer, d in enumerate(degs):
+            self.register_buffer(f"deg{layer + 1}", d)
+        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        self._cache = None
+
+    # -- masks ---------------------------------------------------------------------------------------
+    def degrees(self, k: int) -> list[Tensor]:
+        return [getattr(self, f"deg{layer}")[k] for layer in range(len(self.hidden) + 1)]
+
+    def ordering(self, k: int = 0) -> Tensor:
+        """The ordering of mask k: ordering[d] = the dimension predicted at step d."""
+        return torch.argsort(self.deg0[k])
+
+    def mask_matrices(self, k: int) -> list[Tensor]:
+        """[M^1, ..., M^L, M^out] for mask k (float, in the dtype of the weights); cached for the last k."""
+        dtype = self.out.weight.dtype
+        bufs = [getattr(self, f"deg{layer}") for layer in range(len(self.hidden) + 1)]
+        key = (k, dtype, tuple((id(b), b._version) for b in bufs))
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        d = self.degrees(k)
+        mats = [(d[layer + 1].unsqueeze(1) >= d[layer].unsqueeze(0)).to(dtype) for layer in range(len(self.hidden))]
+        mats.append((d[0].unsqueeze(1) > d[-1].unsqueeze(0)).to(dtype))
+        self._cache = (key, mats)
+        return mats
+
+    # -- the network ---------------------------------------------------------------------------------
+    def conditional_logits(self, x: Tensor, k: int = 0) -> Tensor:
+        """l_i(x) with mask k (B, n), indexed by dimension: P(x_i = 1 | x_{<i}) = sigmoid(l_i)."""
+        h = as_float(x).to(self.out.weight.dtype)
+        mats = self.mask_matrices(k)
+        for lin, m in zip(self.layers, mats[:-1]):
+            h = self._act(F.linear(h, lin.weight * m, lin.bias))
+        return F.linear(h, self.out.weight * mats[-1], self.out.bias)
+
+    def log_prob_mask(self, x: Tensor, k: int) -> Tensor:
+        """log P_k(x) in nats for the autoregressive model of mask k."""
+        return bernoulli_log_prob(self.conditional_logits(x, k), as_float(x))
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Ensemble: logsumexp_k log P_k(x) - log K (nats, exact; K = 1 is the single-mask MADE)."""
+        if self.masks == 1:
+            return self.log_prob_mask(x, 0)
+        lp = torch.stack([self.log_prob_mask(x, k) for k in range(self.masks)])
+        return torch.logsumexp(lp, 0) - math.log(self.masks)
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """-mean log P_k(x) for the mask k of this minibatch (connectivity-agnostic training); with one mask
+        this is the exact NLL in nats per example."""
+        if self.masks == 1:
+            return -self.log_prob_mask(x, 0).mean()
+        if self.mask_sampling == "random":
+            k = int(torch.randint(self.masks, (1,), generator=generator))
+        else:
+            k = int(self.step_count) % self.masks
+        if self.training:
+            self.step_count += 1
+        return -self.log_prob_mask(x, k).mean()
+
+    @torch.no_grad()
+    def init_from_data(self, x: Tensor) -> "MADE":
+        """Output biases to the logits of the pixel means."""
+        self.out.bias.copy_(logit(self.check_input(x).double().mean(0), 1e-3).to(self.out.bias.dtype))
+        return self
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """k ~ uniform{1..K} per sample, then x_{o_d} ~ Bernoulli(sigmoid(l_{o_d}(x))) for d = 1..n."""
+        n = check_positive_int(n, "number of samples")
+        ks = (torch.randint(self.masks, (n,), generator=generator) if self.masks > 1
+              else torch.zeros(n, dtype=torch.long))
+        x = torch.zeros(n, self.n_features, dtype=self.out.weight.dtype)
+        for k in torch.unique(ks).tolist():
+            rows = torch.nonzero(ks == k).flatten()
+            xk = torch.zeros(rows.numel(), self.n_features, dtype=x.dtype)
+            for i in self.ordering(k).tolist():
+                p = torch.sigmoid(self.conditional_logits(xk, k)[:, i])
+                xk[:, i] = torch.bernoulli(p, generator=generator)
+            x[rows] = xk
+        return x.float()
+
+    def config(self) -> dict:
+        return {"n_features": self.n_features, "hidden": list(self.hidden), "masks": self.masks,
+                "order": self.order, "mask_sampling": self.mask_sampling, "activation": self.activation,
+                "seed": self.seed}
+
+
+def _build(dataset, o: dict) -> MADE:
+    return MADE(dataset.n_features, hidden=o["hidden"], masks=o["masks"], order=o["order"],
+                mask_sampling=o["mask_sampling"], activation=o["activation"],
+                seed=o["init_seed"]).init_from_data(dataset.train)
+
+
+register_model(ModelSpec(
+    "made", MADE, "masked autoencoder (MADE): one or more masked hidden layers, mask ensembles", ("binary",),
+    _build,
+    options={
+        "hidden": Option(str, "500", "hidden layer sizes, e.g. 500 or 500,500"),
+        "masks": Option(int, 1, f"number of masks K used in training and averaged at test (1..{MAX_MASKS})"),
+        "order": Option(str, "fixed", "input ordering: fixed (identity) or random (one per mask)", ORDERS),
+        "mask_sampling": Option(str, "random", "how a training minibatch picks its mask: random (from the "
+                                "trainer's generator) or cycle (in turn)",
+                                MASK_SAMPLING),
+        "activation": Option(str, "relu", "hidden activation: relu, sigmoid or tanh", ACTIVATIONS),
+        "init_seed": Option(int, 0, "seed of the initial weights and of the masks"),
+    },
+    train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
+))
+
+__all__ = ["MADE", "parse_hidden"]

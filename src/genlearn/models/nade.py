@@ -1,0 +1,292 @@
+"""NADE, the neural autoregressive distribution estimator [`nade`] (Larochelle & Murray 2011; order-agnostic
+training and ensembles as in Uria, Murray & Larochelle 2014).
+
+For an ordering o (o_d = the dimension predicted at step d), with shared weights W (H x n), c (H), V (n x H'),
+b (n) and, for order-agnostic models, mask weights U (H x n):
+    a_d = c + sum_{e<d} (W[:, o_e] x_{o_e} + U[:, o_e]),    h_d = act(a_d)   [h_d <- act(c2 + W2 h_d) if 2 layers]
+    P(x_{o_d} = 1 | x_{o_<d}) = sigmoid(b_{o_d} + V[o_d] . h_d),     log P_o(x) = sum_d log P(x_{o_d} | x_{o_<d}).
+The a_d of all n steps come from one exclusive cumulative sum over d of the per-step contributions, so a whole
+log-likelihood costs O(nH) per example (not n separate networks of O(nH) each); a second hidden layer adds
+O(n H H2). (U is the "mask input" of Uria et al.: the input is (x * m, m), m = indicator of the observed dims,
+so the network knows which zeros are observed and which are missing.)
+
+Order-agnostic training (`order_agnostic=True`): for each example an ordering and a split d ~ U{0..n-1} are
+drawn (from the trainer's generator); only the set of the first d dimensions matters, so one pass gives the
+conditionals of all n - d unobserved dims and the loss
+    -(n / (n - d)) sum_{j unobserved} log P(x_j | x_observed)
+is an unbiased estimate of E_o[-log P_o(x)]. The model is then the ensemble over K fixed orderings drawn once
+from `seed` (`orderings`): log P(x) = logsumexp_k log P_{o_k}(x) - log K, exact and deterministic. Sampling
+from the ensemble: k ~ uniform, then ancestral sampling along o_k.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genlearn.errors import ConfigError
+from genlearn.models.base import GenerativeModel, as_float, check_positive_int, logit
+from genlearn.models.fvsbn import ORDERS, bernoulli_log_prob, check_int, check_order, init_seed_generator
+from genlearn.models.made import ACTIVATIONS, activation_fn, parse_hidden
+from genlearn.models.registry import ModelSpec, Option, register_model
+
+MAX_ORDERINGS = 1024
+#: elements of one (batch x block x H) slab of the blocked pass; ~4 MB of float32 so that it stays in cache
+SLAB_ELEMENTS = 1_000_000
+
+
+def _act_and_grad(name: str):
+    """(act, d act / d a expressed with a and h = act(a))."""
+    if name == "relu":
+        return torch.relu, lambda a, h: (a > 0).to(a.dtype)
+    if name == "sigmoid":
+        return torch.sigmoid, lambda a, h: h * (1 - h)
+    return torch.tanh, lambda a, h: 1 - h * h
+
+
+class _OneLayerNADE(torch.autograd.Function):
+    """Fused one-hidden-layer NADE pass over blocks of the ordering, O(nH) time per example and O(H) state:
+
+        a_d = c + sum_{e<d} (x_e w_e + u_e),   l_d = v_d . act(a_d)          (ordering coordinates)
+
+    Forward keeps only the carries a at the block starts; backward recomputes each block in reverse order and
+    uses suffix sums of dL/da: dL/dw_e = sum_b x_be sum_{d>e} dL/da_bd,  dL/du_e = sum_b sum_{d>e} dL/da_bd,
+    dL/dv_d = sum_b g_bd h_bd,  dL/dc = sum_{b,d} dL/da_bd,  dL/dx_be = w_e . sum_{d>e} dL/da_bd.
+    No (batch x n x H) tensor is ever materialised."""
+
+    @staticmethod
+    def forward(ctx, xo, wo, uo, c, vo, act_name: str):
+        act, _ = _act_and_grad(act_name)
+        bsz, n = xo.shape
+        block = max(1, min(n, SLAB_ELEMENTS // max(bsz * wo.shape[1], 1)))
+        out = torch.empty(bsz, n, dtype=wo.dtype)
+        carry = c.expand(bsz, -1).clone()
+        starts = []
+        for s in range(0, n, block):
+            e = min(s + block, n)
+            starts.append(carry.clone())
+            contrib = xo[:, s:e, None] * wo[s:e]
+            if uo is not None:
+                contrib += uo[s:e]
+            a = torch.cumsum(contrib, 1)
+            a.sub_(contrib).add_(carry.unsqueeze(1))          # exclusive prefix sums + the carry
+            carry += contrib.sum(1)
+            out[:, s:e] = torch.einsum("bsh,sh->bs", act(a), vo[s:e])
+        ctx.save_for_backward(xo, wo, uo if uo is not None else torch.empty(0), vo, torch.stack(starts, 1))
+        ctx.block, ctx.act_name, ctx.has_u = block, act_name, uo is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xo, wo, uo, vo, starts = ctx.saved_tensors
+        act, dact = _act_and_grad(ctx.act_name)
+        bsz, n = xo.shape
+        g = g.contiguous()
+        gw, gv = torch.zeros_like(wo), torch.zeros_like(vo)
+        gu = torch.zeros_like(wo) if ctx.has_u else None
+        gc = torch.zeros(wo.shape[1], dtype=wo.dtype)
+        gx = torch.zeros_like(xo) if ctx.needs_input_grad[0] else None
+        suffix = torch.zeros(bsz, wo.shape[1], dtype=wo.dtype)   # sum of dL/da over the later blocks
+        blocks = list(range(0, n, ctx.block))
+        for i in reversed(range(len(blocks))):
+            s = blocks[i]
+            e = min(s + ctx.block, n)
+            contrib = xo[:, s:e, None] * wo[s:e]
+            if ctx.has_u:
+                contrib += uo[s:e]
+            a = torch.cumsum(contrib, 1)
+            a.sub_(contrib).add_(starts[:, i].unsqueeze(1))
+            h = act(a)
+            gs = g[:, s:e]
+            gv[s:e] = torch.einsum("bs,bsh->sh", gs, h)
+            da = (gs.unsqueeze(-1) * vo[s:e]).mul_(dact(a, h))
+            gc += da.sum((0, 1))
+            later = torch.flip(torch.cumsum(torch.flip(da, (1,)), 1), (1,))  # sum_{d >= e} within the block
+            later.sub_(da).add_(suffix.unsqueeze(1))                       # sum_{d > e} over everything
+            suffix += da.sum(1)
+            gw[s:e] = torch.einsum("bs,bsh->sh", xo[:, s:e], later)
+            if gx is not None:
+                gx[:, s:e] = torch.einsum("bsh,sh->bs", later, wo[s:e])
+            if ctx.has_u:
+                gu[s:e] = later.sum(0)
+        return gx, gw, gu, gc, gv, None
+
+
+class NADE(GenerativeModel):
+    """n_features: n; hidden: H (int) or [H, H2] (optional second hidden layer); order: "fixed" (identity
+    first ordering) or "random"; order_agnostic: train over random orderings with the mask input;
+    orderings: K orderings averaged at test time (order-agnostic models only); activation of the hidden
+    layers; seed: initial weights and the orderings."""
+
+    name = "nade"
+    support = "binary"
+
+    def __init__(self, n_features: int, hidden=500, order: str = "fixed", order_agnostic: bool = False,
+                 orderings: int = 1, activation: str = "relu", seed: int = 0):
+        super().__init__()
+        self.n_features = n = check_positive_int(n_features, "n_features")
+        self.hidden = parse_hidden(hidden)
+        if len(self.hidden) > 2:
+            raise ConfigError(f"NADE has one or two hidden layers (--hidden H or H,H2), got {self.hidden}")
+        self.order = check_order(order)
+        self.order_agnostic = bool(order_agnostic)
+        self.orderings = check_int(orderings, "orderings", 1, MAX_ORDERINGS)
+        if self.orderings > 1 and not self.order_agnostic:
+            raise ConfigError("--orderings > 1 (a test-time ensemble over orderings) needs a model trained for "
+                              "all orderings: add --order-agnostic, or use --orderings 1")
+        self.activation = activation
+        self._act = activation_fn(activation)
+        self.seed = int(seed)
+        #: use the fused blocked pass for one hidden layer (False: plain autograd over a (B, n, H) tensor)
+        self.fused = True
+        g = init_seed_generator(seed)
+        h1 = self.hidden[0]
+        h_last = self.hidden[-1]
+
+        def uniform(shape, fan_in):
+            return (torch.rand(shape, generator=g) * 2 - 1) / math.sqrt(fan_in)
+
+        self.W = torch.nn.Parameter(uniform((h1, n), n))
+        self.c = torch.nn.Parameter(torch.zeros(h1))
+        self.U = torch.nn.Parameter(uniform((h1, n), n)) if self.order_agnostic else None
+        if len(self.hidden) == 2:
+            self.W2 = torch.nn.Parameter(uniform((self.hidden[1], h1), h1))
+            self.c2 = torch.nn.Parameter(torch.zeros(self.hidden[1]))
+        else:
+            self.W2 = self.c2 = None
+        self.V = torch.nn.Parameter(uniform((n, h_last), h_last))
+        self.b = torch.nn.Parameter(torch.zeros(n))
+        orders = torch.empty(self.orderings, n, dtype=torch.long)
+        for k in range(self.orderings):
+            orders[k] = torch.arange(n) if (k == 0 and order == "fixed") else torch.randperm(n, generator=g)
+        self.register_buffer("order_table", orders)
+
+    @torch.no_grad()
+    def init_from_data(self, x: Tensor) -> "NADE":
+        """Output biases to the logits of the pixel means."""
+        self.b.copy_(logit(self.check_input(x).double().mean(0), 1e-3).to(self.b.dtype))
+        return self
+
+    def ordering(self, k: int = 0) -> Tensor:
+        return self.order_table[k]
+
+    # -- the O(nH) forward pass ------------------------------------------------------------------------
+    def _top(self, h: Tensor) -> Tensor:
+        if self.W2 is not None:
+            h = self._act(F.linear(h, self.W2, self.c2))
+        return h
+
+    def ordered_logits(self, x: Tensor, ordering: Tensor) -> Tensor:
+        """Logits of P(x_{o_d} = 1 | x_{o_<d}) for d = 0..n-1 (B, n), in ordering coordinates, by one exclusive
+        cumulative sum over d of W[:, o_d] x_{o_d} (+ U[:, o_d]); with one hidden layer by the fused blocked
+        pass `_OneLayerNADE` (same numbers, a fraction of the memory traffic)."""
+        x = as_float(x).to(self.W.dtype)
+        xo = x[:, ordering]                                 # (B, n)
+        wo = self.W.T[ordering]                             # (n, H)
+        if self.W2 is None and self.fused:
+            uo = self.U.T[ordering] if self.U is not None else None
+            return _OneLayerNADE.apply(xo, wo, uo, self.c, self.V[ordering], self.activation) + self.b[ordering]
+        contrib = xo.unsqueeze(-1) * wo                     # (B, n, H): step d adds W[:, o_d] x_{o_d}
+        if self.U is not None:
+            contrib = contrib + self.U.T[ordering]          # ... and the mask weight U[:, o_d]
+        a = F.pad(torch.cumsum(contrib[:, :-1], dim=1), (0, 0, 1, 0)) + self.c
+        h = self._top(self._act(a))                         # (B, n, H_last)
+        return torch.einsum("bnh,nh->bn", h, self.V[ordering]) + self.b[ordering]
+
+    def conditional_logits(self, x: Tensor, k: int = 0) -> Tensor:
+        """l_i(x) with ordering k (B, n), indexed by dimension: P(x_i = 1 | x_{before i}) = sigmoid(l_i)."""
+        o = self.ordering(k)
+        lo = self.ordered_logits(x, o)
+        out = torch.empty_like(lo)
+        out[:, o] = lo
+        return out
+
+    def log_prob_ordering(self, x: Tensor, k: int = 0) -> Tensor:
+        """log P_{o_k}(x) in nats."""
+        o = self.ordering(k)
+        return bernoulli_log_prob(self.ordered_logits(x, o), as_float(x)[:, o])
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log P(x) in nats: the single ordering, or logsumexp_k log P_{o_k}(x) - log K for an ensemble."""
+        if self.orderings == 1:
+            return self.log_prob_ordering(x, 0)
+        lp = torch.stack([self.log_prob_ordering(x, k) for k in range(self.orderings)])
+        return torch.logsumexp(lp, 0) - math.log(self.orderings)
+
+    # -- order-agnostic training --------------------------------------------------------------------
+    def masked_logits(self, x: Tensor, observed: Tensor) -> Tensor:
+        """Logits of P(x_j = 1 | x_observed) for every j (B, n), given a 0/1 mask of observed dims (B, n)."""
+        x = as_float(x).to(self.W.dtype)
+        m = observed.to(x.dtype)
+        a = F.linear(x * m, self.W, self.c)
+        if self.U is not None:
+            a = a + F.linear(m, self.U)
+        return F.linear(self._top(self._act(a)), self.V, self.b)
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Fixed order: the exact NLL (nats per example). Order-agnostic: the unbiased estimate
+        -(n/(n-d)) sum_{j unobserved} log P(x_j | x_observed) averaged over the batch, with a random ordering
+        and split d ~ U{0..n-1} per example drawn from `generator`."""
+        if not self.order_agnostic:
+            return -self.log_prob_ordering(x, 0).mean()
+        x = as_float(x).to(self.W.dtype)
+        bsz, n = x.shape
+        ranks = torch.argsort(torch.rand(bsz, n, generator=generator), dim=1)  # random rank of each dim
+        d = torch.randint(0, n, (bsz, 1), generator=generator)
+        observed = ranks < d
+        logits = self.masked_logits(x, observed)
+        ll = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        ll = (ll * (~observed)).sum(-1) * (n / (n - d.squeeze(1))).to(x.dtype)
+        return -ll.mean()
+
+    # -- sampling ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """k ~ uniform over the K orderings, then ancestral sampling along o_k, updating a_d in O(H) a step."""
+        n = check_positive_int(n, "number of samples")
+        ks = (torch.randint(self.orderings, (n,), generator=generator) if self.orderings > 1
+              else torch.zeros(n, dtype=torch.long))
+        x = torch.zeros(n, self.n_features, dtype=self.W.dtype)
+        for k in torch.unique(ks).tolist():
+            rows = torch.nonzero(ks == k).flatten()
+            xk = torch.zeros(rows.numel(), self.n_features, dtype=x.dtype)
+            a = self.c.expand(rows.numel(), -1).clone()
+            for i in self.ordering(k).tolist():
+                h = self._top(self._act(a))
+                p = torch.sigmoid(h @ self.V[i] + self.b[i])
+                xk[:, i] = torch.bernoulli(p, generator=generator)
+                a += xk[:, i : i + 1] * self.W[:, i]
+                if self.U is not None:
+                    a += self.U[:, i]
+            x[rows] = xk
+        return x.float()
+
+    def config(self) -> dict:
+        return {"n_features": self.n_features, "hidden": list(self.hidden), "order": self.order,
+                "order_agnostic": self.order_agnostic, "orderings": self.orderings,
+                "activation": self.activation, "seed": self.seed}
+
+
+def _build(dataset, o: dict) -> NADE:
+    return NADE(dataset.n_features, hidden=o["hidden"], order=o["order"], order_agnostic=bool(o["order_agnostic"]),
+                orderings=o["orderings"], activation=o["activation"],
+                seed=o["init_seed"]).init_from_data(dataset.train)
+
+
+register_model(ModelSpec(
+    "nade", NADE, "neural autoregressive distribution estimator (fixed order or order-agnostic ensembles)",
+    ("binary",), _build,
+    options={
+        "hidden": Option(str, "500", "hidden layer sizes: H, or H,H2 for a second hidden layer"),
+        "order": Option(str, "fixed", "ordering: fixed (identity) or random", ORDERS),
+        "order_agnostic": Option(bool, False, "train over random orderings (Uria et al. 2014) with mask input"),
+        "orderings": Option(int, 1, f"orderings K averaged at test time (order-agnostic only, 1..{MAX_ORDERINGS})"),
+        "activation": Option(str, "relu", "hidden activation: relu, sigmoid or tanh", ACTIVATIONS),
+        "init_seed": Option(int, 0, "seed of the initial weights and of the orderings"),
+    },
+    train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
+))
+
+__all__ = ["NADE"]

@@ -1,0 +1,381 @@
+"""Fully visible Boltzmann machine: exact log Z / log P against brute force, the moment-difference gradient
+against finite differences of the exact KL, Gibbs and exact samplers against exact moments, spins vs {0,1},
+the gradient estimators through the generic Trainer, the teacher data source and the CLI."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from genlearn.data.registry import load_dataset
+from genlearn.errors import ConfigError, IntractableError
+from genlearn.learning import TrainConfig, Trainer
+from genlearn.learning.boltzmann_gradients import (data_moments, linear_response_moments,
+                                                    mean_field_magnetizations)
+from genlearn.models.boltzmann import (BoltzmannMachine, binary_to_spins, exact_statistics, spins_to_binary,
+                                       symmetric_zero_diagonal)
+from genlearn.models.registry import build_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one thread is faster on a shared 2-core machine (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_machine(n, scale=1.0, spins=False, seed=0, dtype=torch.float64, **kw):
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randn(n, generator=g, dtype=torch.float64) * scale
+    a = torch.triu(torch.randn(n, n, generator=g, dtype=torch.float64), 1) * scale
+    model = BoltzmannMachine(n, spins=spins, **kw).to(dtype)
+    return model.set_parameters(b, a + a.T)
+
+
+def brute_force_log_weights(model):
+    """-E(x) for every x in {0,1}^n by itertools and explicit sums (no matrix code), float64."""
+    b, W = model.bias.detach().double(), model.weights.detach().double()
+    n = model.n_features
+    out = {}
+    for bits in itertools.product((0, 1), repeat=n):
+        v = [2 * t - 1 for t in bits] if model.spins else list(bits)
+        e = sum(float(b[i]) * v[i] for i in range(n))
+        e += sum(float(W[i, j]) * v[i] * v[j] for i in range(n) for j in range(i + 1, n))
+        out[bits] = e
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- exact
+@pytest.mark.parametrize("n,spins", [(1, False), (3, False), (5, False), (4, True)])
+def test_log_partition_and_log_prob_equal_brute_force(n, spins):
+    model = random_machine(n, spins=spins, seed=n)
+    lw = brute_force_log_weights(model)
+    log_z = math.log(sum(math.exp(v) for v in lw.values()))
+    est = model.log_partition(method="exact")
+    assert est.method == "exact enumeration" and est.stderr == 0
+    assert est.value == pytest.approx(log_z, abs=1e-10)
+    x = torch.tensor(list(lw), dtype=torch.float32)
+    expected = torch.tensor([v - log_z for v in lw.values()], dtype=torch.float64)
+    torch.testing.assert_close(model.log_prob(x).double(), expected, atol=1e-10, rtol=0)
+
+
+def test_chunked_statistics_equal_single_pass():
+    model = random_machine(7, seed=3)
+    one = exact_statistics(model._log_weight64(), 7)
+    chunked = exact_statistics(model._log_weight64(), 7, chunk_size=5)  # 26 uneven chunks, running rescaling
+    assert chunked[0] == pytest.approx(one[0], abs=1e-12)
+    torch.testing.assert_close(chunked[1], one[1], atol=1e-12, rtol=0)
+    torch.testing.assert_close(chunked[2], one[2], atol=1e-12, rtol=0)
+    # the moments are those of the brute-force distribution
+    lw = brute_force_log_weights(model)
+    x = torch.tensor(list(lw), dtype=torch.float64)
+    p = torch.softmax(torch.tensor(list(lw.values()), dtype=torch.float64), 0)
+    torch.testing.assert_close(one[1], p @ x, atol=1e-12, rtol=0)
+    torch.testing.assert_close(one[2], x.T @ (p[:, None] * x), atol=1e-12, rtol=0)
+
+
+def test_weights_are_symmetric_with_zero_diagonal():
+    a = torch.randn(5, 5)
+    w = symmetric_zero_diagonal(a)
+    assert torch.equal(w, w.T) and torch.equal(torch.diagonal(w), torch.zeros(5))
+    assert torch.equal(torch.triu(w, 1), torch.triu(a, 1))
+
+
+# ------------------------------------------------------------------------------------------- gradients
+def exact_kl(model, x):
+    """D_KL(Q^||P) = NLL - H(Q^) by enumeration (float64)."""
+    from genlearn.divergence import empirical_kl
+
+    return empirical_kl(model, x)["kl"]
+
+
+@pytest.mark.parametrize("spins", [False, True])
+def test_moment_difference_gradient_equals_finite_difference_of_exact_kl(spins):
+    torch.manual_seed(0)
+    model = random_machine(4, scale=0.7, spins=spins, seed=11)
+    x = torch.bernoulli(torch.full((40, 4), 0.4), generator=torch.Generator().manual_seed(5))
+    model.zero_grad()
+    model.loss(x).backward()
+    grad_b, grad_a = model.bias.grad.clone(), model.coupling_param.grad.clone()
+    # the analytic form, for the 0/1 parametrisation: <x>_P - <x>_Q^ and <x_i x_j>_P - <x_i x_j>_Q^
+    if not spins:
+        m, c = model.exact_moments()
+        md, cd = data_moments(x)
+        torch.testing.assert_close(grad_b, m - md, atol=1e-12, rtol=0)
+        torch.testing.assert_close(torch.triu(grad_a, 1), torch.triu(c - cd, 1), atol=1e-12, rtol=0)
+    eps = 1e-6
+    for param, grad in ((model.bias, grad_b), (model.coupling_param, grad_a)):
+        for idx in itertools.product(*(range(s) for s in param.shape)):
+            with torch.no_grad():
+                param[idx] += eps
+                up = exact_kl(model, x)
+                param[idx] -= 2 * eps
+                down = exact_kl(model, x)
+                param[idx] += eps
+            assert grad[idx].item() == pytest.approx((up - down) / (2 * eps), abs=1e-7), (param.shape, idx)
+    # the loss value of the exact estimator is the exact NLL of the batch
+    assert float(model.loss(x)) == pytest.approx(exact_kl(model, x) + _entropy(x), abs=1e-10)
+
+
+def _entropy(x):
+    from genlearn.data.empirical import empirical_entropy
+
+    return empirical_entropy(x)
+
+
+def test_log_prob_is_differentiable_with_the_exact_gradient():
+    model = random_machine(4, seed=2)
+    x = torch.bernoulli(torch.full((30, 4), 0.5), generator=torch.Generator().manual_seed(1))
+    model.zero_grad()
+    (-model.log_prob(x).mean()).backward()
+    g_autograd = model.bias.grad.clone()
+    model.zero_grad()
+    model.loss(x).backward()
+    torch.testing.assert_close(g_autograd, model.bias.grad, atol=1e-12, rtol=0)
+
+
+def test_pseudo_likelihood_equals_enumerated_conditionals():
+    model = random_machine(4, seed=7, gradient="pseudo-likelihood")
+    x = torch.bernoulli(torch.full((25, 4), 0.5), generator=torch.Generator().manual_seed(2))
+    lw = brute_force_log_weights(model)
+    total = 0.0
+    for row in x.tolist():
+        bits = tuple(int(v) for v in row)
+        for i in range(4):
+            flipped = bits[:i] + (1 - bits[i],) + bits[i + 1:]
+            total += lw[bits] - math.log(math.exp(lw[bits]) + math.exp(lw[flipped]))
+    assert float(model.loss(x)) == pytest.approx(-total / 25, abs=1e-10)
+
+
+# ------------------------------------------------------------------------------------------- sampling
+def _check_moments(samples, model, sigmas=4.5):
+    """Sample <x_i>, <x_i x_j> within `sigmas` standard errors sqrt(p(1-p)/S) of the exact values."""
+    m, c = model.exact_moments()
+    ms, cs = data_moments(samples)
+    s = samples.shape[0]
+    for est, exact in ((ms, m), (cs, c)):
+        se = torch.sqrt(exact * (1 - exact) / s).clamp_min(1e-4)
+        z = ((est - exact).abs() / se).max()
+        assert z < sigmas, f"max |z| = {float(z):.2f}"
+
+
+def test_gibbs_samples_match_exact_marginals_and_pairwise_moments():
+    model = random_machine(6, scale=0.8, seed=4, dtype=torch.float32)
+    g = torch.Generator().manual_seed(123)
+    samples = model.sample(20_000, generator=g, steps=30)  # 20,000 independent chains, 30 sweeps each
+    _check_moments(samples, model)
+    # and they are not exact draws from something else: the uniform start alone would fail
+    with pytest.raises(AssertionError):
+        _check_moments(torch.bernoulli(torch.full((20_000, 6), 0.5), generator=g), model)
+
+
+def test_exact_sampling_matches_exact_moments():
+    model = random_machine(8, scale=0.8, seed=9, dtype=torch.float32)
+    samples = model.sample(50_000, generator=torch.Generator().manual_seed(0))
+    assert samples.dtype == torch.float32 and set(samples.unique().tolist()) <= {0.0, 1.0}
+    _check_moments(samples, model)
+
+
+# -------------------------------------------------------------------------------------- spins vs 0/1
+def test_spin_and_binary_parametrisations_agree_after_change_of_variables():
+    spin = random_machine(5, spins=True, seed=21)
+    h, J = spin.bias.detach(), spin.weights.detach()
+    b, W = spins_to_binary(h, J)
+    binary = BoltzmannMachine(5).double().set_parameters(b, W)
+    x = torch.tensor(list(itertools.product((0.0, 1.0), repeat=5)))
+    torch.testing.assert_close(spin.log_prob(x), binary.log_prob(x), atol=1e-12, rtol=0)
+    # energies differ by the constant E_spin(0): E_spin(x) = E_binary(x) + E_spin(0)
+    shift = spin.energy(torch.zeros(1, 5))
+    torch.testing.assert_close(spin.energy(x), binary.energy(x) + shift, atol=1e-12, rtol=0)
+    # the inverse map recovers (h, J), and the spin energy is -(h.s + 1/2 s.J.s) with s = 2x - 1
+    h2, J2 = binary_to_spins(b, W)
+    torch.testing.assert_close(h2, h, atol=1e-12, rtol=0)
+    torch.testing.assert_close(J2, J, atol=1e-12, rtol=0)
+    s = 2 * x.double() - 1
+    torch.testing.assert_close(spin.energy(x), -(s @ h + 0.5 * ((s @ J) * s).sum(1)), atol=1e-12, rtol=0)
+    # and both learn the same distribution: after a few exact gradient steps the KLs agree
+    data = binary.sample(500, generator=torch.Generator().manual_seed(3))
+    fits = []
+    for spins in (False, True):
+        m = BoltzmannMachine(5, spins=spins).double()
+        opt = torch.optim.LBFGS(m.parameters(), max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+                                line_search_fn="strong_wolfe")
+
+        def closure(m=m, opt=opt):
+            opt.zero_grad()
+            loss = m.loss(data)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        fits.append(m.log_prob(x).detach())
+    torch.testing.assert_close(fits[0], fits[1], atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------- errors
+def test_too_many_units_for_exact_raise_clear_errors():
+    with pytest.raises(IntractableError, match="pcd"):
+        BoltzmannMachine(25, gradient="exact")
+    model = BoltzmannMachine(25, gradient="pcd")
+    assert not model.tractable
+    with pytest.raises(IntractableError, match="ais"):
+        model.log_partition(method="exact")
+    with pytest.raises(IntractableError):
+        model.log_prob(torch.zeros(1, 25))
+    with pytest.raises(ConfigError, match="gradient"):
+        BoltzmannMachine(3, gradient="newton")
+    ds = load_dataset("bars-and-stripes:size=5,n=10")  # 25 pixels
+    with pytest.raises(IntractableError, match="pseudo-likelihood"):
+        build_model("boltzmann", ds, gradient="exact")
+    assert build_model("boltzmann", ds, gradient="pseudo-likelihood").n_features == 25
+
+
+def test_estimates_of_log_z_bracket_the_exact_value():
+    model = random_machine(10, scale=0.4, seed=8, dtype=torch.float32)
+    exact = model.log_partition(method="exact").value
+    ais = model.log_partition(method="ais", steps=300, chains=200, seed=1)
+    assert ais.method == "ais" and abs(ais.value - exact) < max(4 * ais.stderr, 0.02)
+    mf = model.log_partition(method="mean-field")
+    assert mf.value <= exact + 1e-9  # the Gibbs variational bound
+    assert mf.value > exact - 2.0
+
+
+def test_mean_field_linear_response_is_accurate_for_weak_couplings_and_tap_more():
+    from genlearn.data.teacher import teacher_machine
+
+    teacher = teacher_machine(10, scale=0.2, field=0.3, seed=0)
+    m, c = teacher.exact_moments()
+    h, J = (t.detach().double() for t in teacher.spin_params())
+    errors = []
+    for tap in (False, True):
+        mag = mean_field_magnetizations(h, J, torch.zeros(10, dtype=torch.float64), 500, tap)
+        mm, cc = linear_response_moments(h, J, mag, tap)
+        errors.append(max(float((mm - m).abs().max()), float((cc - c).abs().max())))
+    assert errors[0] < 0.02 and errors[1] < errors[0] / 3, errors
+
+
+# ------------------------------------------------------------------------------------------- learning
+def _fit(model, ds, epochs, lr=0.05, schedule="constant", optimizer="adam"):
+    cfg = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule, eval_every=10_000,
+                      progress=False)
+    return Trainer(model, ds, cfg).fit()
+
+
+def test_trainer_with_exact_gradient_reaches_moment_matching():
+    ds = load_dataset("boltzmann-teacher:n=6,samples=2000,scale=1.0,seed=3")
+    model = BoltzmannMachine(6, gradient="exact")
+    state = _fit(model, ds, 1500, lr=1.0, optimizer="momentum")  # heavy ball, full batch
+    m, c = model.exact_moments()
+    md, cd = data_moments(ds.train)
+    assert float((m - md).abs().max()) < 1e-6 and float((c - cd).abs().max()) < 1e-6
+    first, last = state.history[0], state.history[-1]
+    assert last["kl_true"] < 0.05 * first["kl_true"]  # the teacher is learned (M = 2000)
+    assert last["train_kl"] >= -1e-9
+
+
+@pytest.mark.parametrize("gradient,tol", [("gibbs", 0.004), ("pcd", 0.005), ("mean-field", 0.008),
+                                          ("tap", 0.006), ("pseudo-likelihood", 0.001)])
+def test_approximate_gradients_learn_a_weakly_coupled_teacher(gradient, tol):
+    """Each estimator reaches an exact KL to the teacher within `tol` nats of the exact-gradient fit."""
+    ds = load_dataset("boltzmann-teacher:n=6,samples=2000,scale=0.5,seed=1")
+    reference = _fit(BoltzmannMachine(6), ds, 400, schedule="cosine").history[-1]["kl_true"]
+    state = _fit(BoltzmannMachine(6, gradient=gradient, n_chains=500), ds, 400, schedule="cosine")
+    kl0, kl = state.history[0]["kl_true"], state.history[-1]["kl_true"]
+    assert kl < reference + tol and kl < 0.05 * kl0, (kl, reference, kl0)
+
+
+def test_pcd_chains_are_checkpointed_and_resume_exactly(tmp_path):
+    from genlearn.runs import fit
+
+    spec = "boltzmann-teacher:n=5,samples=300"
+    kw = dict(gradient="pcd", n_chains=50, optimizer="adam", lr=0.05, plots=False, progress=False)
+    full = fit("boltzmann", spec, out=tmp_path / "full", epochs=6, **kw)
+    fit("boltzmann", spec, out=tmp_path / "part", epochs=3, **kw)
+    resumed = fit("boltzmann", spec, out=tmp_path / "part", epochs=6, resume=True, plots=False)
+    assert bool(resumed.model.chains_ready)
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+# ------------------------------------------------------------------------------------------- data
+def test_teacher_source_samples_its_truth():
+    ds = load_dataset("boltzmann-teacher:n=7,samples=20000,scale=1.5,seed=2")
+    assert ds.truth.n_features == 7 and ds.truth.spins
+    assert ds.sizes() == {"train": 20000, "valid": 4000, "test": 4000}
+    _check_moments(ds.train, ds.truth)
+    same = load_dataset("boltzmann-teacher:n=7,samples=100,scale=1.5,seed=2")
+    assert torch.equal(same.train, ds.train[:100])  # nested training sets for a fixed teacher
+    other = load_dataset("boltzmann-teacher:n=7,samples=100,scale=1.5,seed=3,teacher_seed=2")
+    assert torch.equal(other.truth.bias, ds.truth.bias) and not torch.equal(other.train, same.train)
+    with pytest.raises(ConfigError):
+        load_dataset("boltzmann-teacher:n=0")
+    with pytest.raises(ConfigError):
+        load_dataset("boltzmann-teacher:scale=-1")
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def test_cli_fit_eval_sample(tmp_path, capsys):
+    import json
+
+    from genlearn.cli import main
+
+    out = tmp_path / "bm"
+    assert main(["fit", "boltzmann", "--data", "bars-and-stripes:size=3", "--gradient", "exact", "--epochs", "5",
+                 "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", "bars-and-stripes:size=3"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["train_nll_method"] == "exact enumeration"
+    from genlearn.runs import load_run
+
+    run = load_run(out)
+    ds = load_dataset("bars-and-stripes:size=3")
+    expected = -float(run.model.log_prob(ds.test).double().mean())
+    assert metrics["test_nll"] == pytest.approx(expected, abs=1e-5)
+    assert metrics["kl_true"] == pytest.approx(float(
+        -torch.log(torch.tensor(14.0)) - run.model.log_prob(ds.truth.patterns).double().mean()), abs=1e-5)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["gradient_estimator"] == "exact" and saved["model_config"]["gradient"] == "exact"
+    assert main(["sample", str(out), "-n", "8", "--out", str(tmp_path / "s.csv")]) == 0
+    assert main(["sample", str(out), "-n", "8", "--steps", "5", "--out", str(tmp_path / "g.csv")]) == 0
+    rows = [line.split(",") for line in (tmp_path / "g.csv").read_text().split() if line]
+    assert len(rows) == 8 and all(len(r) == 9 and set(r) <= {"0", "1", "0.0", "1.0"} for r in rows)
+    assert main(["fit", "boltzmann", "--data", "bars-and-stripes:size=5", "--gradient", "exact", "--epochs", "1",
+                 "--out", str(tmp_path / "big"), "--quiet"]) == 2
+    assert "pcd" in capsys.readouterr().err
+
+
+def test_bars_and_stripes_are_the_ground_states_of_a_pairwise_energy():
+    """E = lam * sum_{2x2 blocks} (x_a + x_d - x_b - x_c)^2 is pairwise (x^2 = x); its zero set is exactly the
+    14 bars-and-stripes 3x3 patterns, so KL(uniform B&S || P_lam) = log(1 + sum_{f>0} e^{-lam f} / 14) -> 0
+    as lam -> infinity, ~ 64 e^{-lam} / 14 (64 states have f = 1), and is > 0 at every finite lam."""
+    from genlearn.data.synthetic import bars_and_stripes_patterns
+    from genlearn.divergence import kl_divergence
+    from genlearn.models.table import PatternTable
+
+    size, n = 3, 9
+    q = torch.zeros(n, n, dtype=torch.float64)
+    for i, j in itertools.product(range(size - 1), repeat=2):
+        v = torch.zeros(n, dtype=torch.float64)
+        v[i * size + j] = v[(i + 1) * size + j + 1] = 1
+        v[i * size + j + 1] = v[(i + 1) * size + j] = -1
+        q += torch.outer(v, v)
+    off = q - torch.diag(torch.diagonal(q))
+    patterns = bars_and_stripes_patterns(size)
+    truth = PatternTable(patterns, torch.full((14,), 1 / 14))
+    states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=n)), dtype=torch.float64)
+    for lam in (4.0, 12.0):
+        model = BoltzmannMachine(n).double().set_parameters(-lam * torch.diagonal(q), -2 * lam * off)
+        f = model.energy(states) / lam
+        torch.testing.assert_close(f, ((states @ q) * states).sum(1), atol=1e-9, rtol=0)
+        ground = states[f.abs() < 1e-9]
+        assert ground.shape[0] == 14 and torch.equal(torch.unique(ground.float(), dim=0), torch.unique(patterns, dim=0))
+        kl = kl_divergence(truth, model)
+        n1 = int(((f - 1).abs() < 1e-9).sum())
+        exact = math.log1p(sum(math.exp(-lam * float(v)) for v in f[f > 0.5]) / 14)
+        assert n1 == 64 and kl == pytest.approx(exact, rel=1e-9) and kl > 0
+    assert kl == pytest.approx(64 * math.exp(-12.0) / 14, rel=1e-3)

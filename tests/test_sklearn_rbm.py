@@ -1,0 +1,101 @@
+"""genlearn.sklearn.BernoulliRBM: scikit-learn's estimator checks, and real log-likelihoods checked against
+exact enumeration (they must sum to one over all binary rows)."""
+import numpy as np
+import pytest
+import torch
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from genlearn.enumeration import all_states
+from genlearn.sklearn import BernoulliRBM
+
+#: generic checks that feed real-valued (non-binary) data to score_samples: the likelihood of an RBM is only
+#: defined on {0,1}^n, so score_samples raises ValueError there. The same invariances are tested on binary
+#: data below (test_score_samples_invariances_on_binary_data).
+EXPECTED_FAILED = {
+    "check_fit_score_takes_y": "score/score_samples need binary rows; the check passes real-valued X",
+    "check_pipeline_consistency": "calls score on real-valued X (likelihood defined on binary rows only)",
+    "check_methods_sample_order_invariance": "calls score_samples on real-valued X (tested on binary X below)",
+    "check_methods_subset_invariance": "calls score_samples on real-valued X (tested on binary X below)",
+}
+
+
+@parametrize_with_checks([BernoulliRBM(n_components=8, n_iter=2, random_state=0)],
+                         expected_failed_checks=lambda est: EXPECTED_FAILED)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def binary_data(n=300, d=8, seed=0):
+    rng = np.random.RandomState(seed)
+    proto = rng.rand(3, d) < 0.5
+    rows = proto[rng.randint(0, 3, n)] ^ (rng.rand(n, d) < 0.1)
+    return rows.astype(np.float64)
+
+
+def test_score_samples_is_a_normalised_exact_log_likelihood():
+    X = binary_data()
+    est = BernoulliRBM(n_components=5, learning_rate=0.1, batch_size=10, n_iter=20, random_state=0).fit(X)
+    every_row = all_states(8, torch.float64).numpy()
+    log_p = est.score_samples(every_row)
+    assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-6)
+    # brute force: log P(v) = log sum_h exp(-E(v, h)) - log Z with the fitted attributes
+    W, b, c = est.components_.T, est.intercept_visible_, est.intercept_hidden_
+    h = all_states(5, torch.float64).numpy()
+    lw = (every_row @ b)[:, None] + (h @ c)[None, :] + every_row @ W @ h.T
+    log_unnorm = np.logaddexp.reduce(lw, axis=1)
+    brute = log_unnorm - np.logaddexp.reduce(log_unnorm)
+    assert np.allclose(log_p, brute, atol=1e-4)
+    assert est.log_z_.method.startswith("exact")
+    assert est.score(X) == pytest.approx(np.mean(est.score_samples(X)))
+    # training helps: the fitted model beats the untrained one (n_iter=0) by a wide margin
+    untrained = BernoulliRBM(n_components=5, n_iter=0, random_state=0).fit(X)
+    assert est.score(X) > untrained.score(X) + 1.0
+
+
+def test_score_samples_uses_ais_for_large_models_and_agrees_with_exact():
+    X = binary_data(n=200, d=22, seed=1)
+    est = BernoulliRBM(n_components=24, learning_rate=0.05, batch_size=20, n_iter=5, random_state=0,
+                       ais_steps=1000).fit(X)
+    lz = est.log_z_
+    assert lz.method == "ais" and lz.details["steps"] == 1000
+    exact = est.model_.log_partition(method="exact").value  # 2^22 visible states: still enumerable
+    assert abs(lz.value - exact) < 0.5
+    assert np.allclose(est.score_samples(X[:5]), -est.model_.free_energy(torch.tensor(X[:5]).float()).detach().double().numpy()
+                       - lz.value, atol=1e-4)
+
+
+def test_score_samples_invariances_on_binary_data():
+    X = binary_data()
+    est = BernoulliRBM(n_components=6, n_iter=3, random_state=0).fit(X)
+    full = est.score_samples(X)
+    perm = np.random.RandomState(1).permutation(len(X))
+    assert np.allclose(est.score_samples(X[perm]), full[perm])
+    assert np.allclose(est.score_samples(X[:7]), full[:7])
+
+
+def test_transform_sample_gibbs_and_errors():
+    X = binary_data()
+    est = BernoulliRBM(n_components=6, n_iter=3, random_state=0).fit(X.astype(np.float32))
+    h = est.transform(X.astype(np.float32))
+    assert h.dtype == np.float32 and h.shape == (len(X), 6)
+    ref = 1 / (1 + np.exp(-(X @ est.components_.T + est.intercept_hidden_)))
+    assert np.allclose(h, ref, atol=1e-5)
+    s = est.sample(50, steps=20, random_state=0)
+    assert s.shape == (50, 8) and set(np.unique(s)) <= {0.0, 1.0}
+    assert np.array_equal(s, est.sample(50, steps=20, random_state=0))
+    v = est.gibbs(X[:4])
+    assert v.shape == (4, 8) and set(np.unique(v)) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="binary"):
+        est.score_samples(X * 0.5)
+    with pytest.raises(ValueError, match="n_components"):
+        BernoulliRBM(n_components=0).fit(X)
+
+
+def test_partial_fit_matches_the_sklearn_update_rule_in_expectation_and_changes_the_model():
+    X = binary_data()
+    est = BernoulliRBM(n_components=6, batch_size=300, random_state=0)
+    est.partial_fit(X)
+    first = est.components_.copy()
+    est.partial_fit(X)
+    assert not np.allclose(first, est.components_)
+    assert est.n_features_in_ == 8
