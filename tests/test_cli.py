@@ -155,6 +155,9 @@ def test_demo_fast(tmp_path, capsys):
         assert summary["gradient_descent"][name]["max_abs_gap_to_mle"] < 1e-4
     assert summary["die"][-1]["kl_true_mean"] == pytest.approx(summary["die"][-1]["asymptotic_kl"], rel=0.6)
     assert summary["digits"]["test_nll"] < 30  # independent pixels on 8x8 digits: about 24.8 nats
+    bm = summary["boltzmann"]
+    assert bm[1]["kl_true"] < bm[0]["kl_true"] / 3  # the KL to the teacher falls with M (~ d/(2M))
+    assert all(r["kl_empirical"] >= 0 for r in bm)
     for png in ("kl_vs_n.png", "gradient_descent.png", "digits_samples.png", "digits_learning_curve.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
     assert "![" in (tmp_path / "demo" / "report.md").read_text()
