@@ -107,11 +107,11 @@ def test_hand_written_cd_gradient_equals_autograd_of_the_surrogate(gradient, n_c
     assert float(value) == pytest.approx(float(surrogate), abs=1e-4)
     for mine, ref in ((dW, W.grad), (db, b.grad), (dc, c.grad)):
         assert torch.allclose(mine.double(), ref, atol=1e-5)
-    # and loss() routes exactly that gradient to the parameters
-    m.weight.grad = None
-    m.loss(x, generator=torch.Generator().manual_seed(9)).backward() if gradient == "cd" else None
+    # and loss() routes exactly that gradient to the parameters (CD: same generator state, same negatives)
     if gradient == "cd":
+        m.loss(x, generator=torch.Generator().manual_seed(9)).backward()
         assert torch.allclose(m.weight.grad.double(), W.grad, atol=1e-5)
+        assert torch.allclose(m.hidden_bias.grad.double(), c.grad, atol=1e-5)
 
 
 def _angle(a: torch.Tensor, b: torch.Tensor) -> float:

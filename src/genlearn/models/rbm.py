@@ -48,7 +48,7 @@ REVERSE_ROWS = 100
 def sample_bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Independent Bernoulli(p) draws as 0/1 in p's dtype (uniform < p)."""
     u = torch.rand(p.shape, generator=generator, dtype=p.dtype)
-    return (u < p).to(p.dtype)
+    return torch.lt(u, p, out=u)  # 1.0 where u < p, in place
 
 
 def _sum_softplus(a: Tensor, p: Tensor) -> Tensor:
