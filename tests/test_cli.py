@@ -161,3 +161,14 @@ def test_demo_fast(tmp_path, capsys):
     for png in ("kl_vs_n.png", "gradient_descent.png", "digits_samples.png", "digits_learning_curve.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
     assert "![" in (tmp_path / "demo" / "report.md").read_text()
+
+
+def test_shared_flags_are_converted_to_each_familys_type():
+    from genlearn.errors import ConfigError
+    from genlearn.models.registry import Option, coerce_option
+
+    assert coerce_option("4", Option(int, 16, "hidden units"), "hidden") == 4
+    assert coerce_option("500,500", Option(str, "500", "sizes"), "hidden") == "500,500"
+    assert coerce_option("no", Option(bool, False, "flag"), "em") is False
+    with pytest.raises(ConfigError, match="--hidden must be int"):
+        coerce_option("500,500", Option(int, 16, "hidden units"), "hidden")

@@ -31,21 +31,30 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
+    """One flag per option name across all families. When families give the same name different types, the
+    flag takes a string and `build_model` converts it with the chosen family's type."""
     from genlearn.models.registry import list_models
 
     seen: dict = {}
     for spec in list_models():
         for name, opt in spec.options.items():
-            seen.setdefault(name, (opt, []))[1].append(spec.name)
+            seen.setdefault(name, []).append((spec.name, opt))
     g = p.add_argument_group("model options (each applies to the models named in brackets)")
-    for name, (opt, models) in sorted(seen.items()):
+    for name, uses in sorted(seen.items()):
         flag = "--" + name.replace("_", "-")
-        if opt.type is bool:
-            g.add_argument(flag, dest=f"model_{name}", action="store_true", default=None,
-                           help=f"{opt.help} [{', '.join(models)}]")
+        types = {opt.type for _, opt in uses}
+        helps = {opt.help for _, opt in uses}
+        if len(helps) == 1:
+            text = f"{uses[0][1].help} [{', '.join(m for m, _ in uses)}]"
         else:
-            g.add_argument(flag, dest=f"model_{name}", type=opt.type, default=None, metavar=name.upper(),
-                           help=f"{opt.help} (default {opt.default}) [{', '.join(models)}]")
+            text = " | ".join(f"{m}: {opt.help} (default {opt.default})" for m, opt in uses)
+        if types == {bool}:
+            g.add_argument(flag, dest=f"model_{name}", action="store_true", default=None, help=text)
+        else:
+            kind = types.pop() if len(types) == 1 else str
+            if len(helps) == 1:
+                text = f"{uses[0][1].help} (default {uses[0][1].default}) [{', '.join(m for m, _ in uses)}]"
+            g.add_argument(flag, dest=f"model_{name}", type=kind, default=None, metavar=name.upper(), help=text)
 
 
 def _data_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -109,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ais_options(args) -> dict:
+    """--ais-steps / --ais-chains / --seed as keyword arguments of model.log_partition."""
+    options = {k: v for k, v in (("steps", args.ais_steps), ("chains", args.ais_chains)) if v is not None}
+    if args.partition == "ais" or options:
+        options["seed"] = args.seed if args.seed is not None else 0
+    return options
+
+
 def cmd_fit(args) -> int:
     from genlearn.runs import fit
 
@@ -122,7 +139,7 @@ def cmd_fit(args) -> int:
         if args.out and Path(args.out) != Path(args.resume):
             raise ConfigError("--resume DIR continues the run in DIR; do not give a different --out")
         run = fit(None, args.data, out=args.resume, resume=True, data_dir=args.data_dir,
-                  partition=args.partition, **train)
+                  partition=args.partition, partition_options=_ais_options(args), **train)
     else:
         if not args.model:
             raise ConfigError("say which model to fit, e.g. `genlearn fit product-bernoulli --data digits`")
@@ -130,7 +147,7 @@ def cmd_fit(args) -> int:
             raise ConfigError("say which data to fit with --data (e.g. --data digits); see `genlearn datasets`")
         out = args.out or f"runs/{args.model}-{args.data.split(':')[0].replace('/', '_')}"
         run = fit(args.model, args.data, out=out, overwrite=args.overwrite, data_dir=args.data_dir,
-                  partition=args.partition, **train, **model_options)
+                  partition=args.partition, partition_options=_ais_options(args), **train, **model_options)
     keys = ("model", "dataset", "train_nll", "valid_nll", "test_nll", "entropy_empirical", "kl_empirical",
             "kl_true", "wall_seconds")
     print(json.dumps({k: run.metrics.get(k) for k in keys if k in run.metrics}, indent=2))
@@ -153,9 +170,7 @@ def cmd_eval(args) -> int:
             raise ConfigError("this run was fitted on an in-memory data set; give --data to evaluate it")
         dataset = load_dataset(spec, args.data_dir if args.data_dir else run.meta.get("data_dir"))
         splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
-        options = {k: v for k, v in (("steps", args.ais_steps), ("chains", args.ais_chains)) if v is not None}
-        if args.partition == "ais" or options:
-            options["seed"] = args.seed
+        options = _ais_options(args)
         metrics = {"run": str(args.run), "model": run.meta["model"], "dataset": dataset.name, "data_spec": spec,
                    **evaluate(run.model, dataset, splits=splits, partition=args.partition, **options)}
         gap = (metrics.get("log_z_details") or {}).get("forward_reverse_gap")

@@ -193,9 +193,12 @@ def _is_float64(model) -> bool:
 
 
 def float64_copy(model):
-    """A float64 copy of a small model (<= FLOAT64_EVAL_MAX_PARAMS parameters) for exact sums; large models are
-    returned as they are."""
-    if sum(p.numel() for p in model.parameters()) > FLOAT64_EVAL_MAX_PARAMS:
+    """A float64 copy of a small normalised model (<= FLOAT64_EVAL_MAX_PARAMS parameters) for exact sums;
+    large models, and energy models (which compute log Z in float64 themselves and cache it), are returned as
+    they are."""
+    from genlearn.models.base import EnergyModel
+
+    if isinstance(model, EnergyModel) or sum(p.numel() for p in model.parameters()) > FLOAT64_EVAL_MAX_PARAMS:
         return model
     import copy
 

@@ -62,12 +62,14 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False, data_dir=None,
-        partition: str = "auto", callbacks=None, plots: bool = True, **kwargs) -> Run:
+        partition: str = "auto", partition_options: dict | None = None, callbacks=None, plots: bool = True,
+        **kwargs) -> Run:
     """Fit `model` (a CLI name such as "product-bernoulli", or a GenerativeModel) to `data` (a spec such as
     "coin:p=0.3,n=1000", a path, or a Dataset) by minimising D_KL(Q^||P_theta).
 
     Keyword arguments are TrainConfig fields (epochs, lr, optimizer, batch_size, ...) or model options
-    (hidden, components, ...). With `out`, the run is checkpointed there every epoch; `resume=True` continues the
+    (hidden, components, ...). `partition` / `partition_options` say how log Z of an energy model is obtained
+    for the final metrics (auto = exact when enumerable, else AIS; e.g. {"steps": 100000}). With `out`, the run is checkpointed there every epoch; `resume=True` continues the
     run in `out` exactly where it stopped (pass a larger `epochs` to train longer)."""
     t_start = time.perf_counter()
     train_kwargs, model_options = _split_kwargs(kwargs)
@@ -108,11 +110,11 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     if resume:
         trainer.restore(tensors, meta)
     trainer.fit()
-    return _finish(trainer, dataset, out, partition, plots, t_start)
+    return _finish(trainer, dataset, out, partition, partition_options or {}, plots, t_start)
 
 
-def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str, plots: bool,
-            t_start: float) -> Run:
+def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str, partition_options: dict,
+            plots: bool, t_start: float) -> Run:
     from genlearn.evaluation import evaluate
 
     model = trainer.model
@@ -122,7 +124,7 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
                "n_parameters": sum(p.numel() for p in model.parameters()),
                "train_config": trainer.cfg.to_dict(), "epochs_run": trainer.state.epoch,
                "stopped_early": trainer.state.stopped_early, "best_epoch": trainer.state.best_epoch}
-    metrics.update(evaluate(model, dataset, partition=partition))
+    metrics.update(evaluate(model, dataset, partition=partition, **partition_options))
     if hasattr(model, "describe_training"):
         metrics.update(model.describe_training())
     metrics["units"] = "nats per example (bits_per_dim in bits per dimension)"

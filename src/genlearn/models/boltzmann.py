@@ -381,7 +381,7 @@ register_model(ModelSpec(
     "fully visible Boltzmann machine exp(b.x + 1/2 x.W.x)/Z, exact up to 24 units",
     ("binary",), _build,
     options={
-        "gradient": Option(str, "exact", "for boltzmann: how the model moments of the KL gradient are obtained: exact "
+        "gradient": Option(str, "exact", "how the model moments of the KL gradient are obtained: exact "
                            "(enumeration, n <= 24), gibbs (CD-k from the data), pcd (persistent chains), mean-field, "
                            "tap, pseudo-likelihood (a different objective)",
                            GRADIENTS),

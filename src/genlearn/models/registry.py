@@ -64,11 +64,29 @@ def build_model(name: str, dataset, **options):
         flags = ", ".join("--" + k.replace("_", "-") for k in sorted(unknown))
         raise ConfigError(f"{flags} does not apply to model {name!r}")
     full = {k: o.default for k, o in spec.options.items()}
-    full.update({k: v for k, v in options.items() if v is not None})
+    full.update({k: coerce_option(v, spec.options[k], k) for k, v in options.items() if v is not None})
     for key, opt in spec.options.items():
         if opt.choices and full[key] not in opt.choices:
             raise ConfigError(f"--{key.replace('_', '-')} must be one of {', '.join(map(str, opt.choices))}")
     return spec.build(dataset, full)
+
+
+def coerce_option(value, opt: Option, name: str):
+    """Convert a string given on the command line to the option's type (flags shared by families with
+    different types arrive as strings)."""
+    if not isinstance(value, str) or opt.type is str:
+        return value
+    flag = "--" + name.replace("_", "-")
+    if opt.type is bool:
+        if value.lower() in ("true", "yes", "1"):
+            return True
+        if value.lower() in ("false", "no", "0"):
+            return False
+        raise ConfigError(f"{flag} must be true or false, got {value!r}")
+    try:
+        return opt.type(value)
+    except ValueError:
+        raise ConfigError(f"{flag} must be {opt.type.__name__}, got {value!r}") from None
 
 
 def build_from_config(name: str, config: dict):
