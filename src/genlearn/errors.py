@@ -1,16 +1,17 @@
 """One exception family: every error a user can cause is a GenlearnError with a message that names the
-problem and how to fix it. The CLI prints the message on one line and exits with code 2."""
+problem and how to fix it. The CLI prints the message on one line and exits with code 2. DataError and ConfigError are also ValueErrors,
+as Python (and scikit-learn) code expects of bad input."""
 
 
 class GenlearnError(Exception):
     """Base class of every error genlearn raises on purpose."""
 
 
-class DataError(GenlearnError):
+class DataError(GenlearnError, ValueError):
     """The data are missing, malformed, or do not fit the model (non-binary values, NaN, wrong shape...)."""
 
 
-class ConfigError(GenlearnError):
+class ConfigError(GenlearnError, ValueError):
     """A setting is impossible or inconsistent (negative learning rate, unknown model, zero components...)."""
 
 
