@@ -172,3 +172,11 @@ def test_shared_flags_are_converted_to_each_familys_type():
     assert coerce_option("no", Option(bool, False, "flag"), "em") is False
     with pytest.raises(ConfigError, match="--hidden must be int"):
         coerce_option("500,500", Option(int, 16, "hidden units"), "hidden")
+
+
+def test_time_budget_stops_after_the_epoch_that_spends_it(tmp_path):
+    run = fit("product-bernoulli", "digits", out=tmp_path / "t", epochs=50, lr=0.05, optimizer="adam",
+              batch_size=100, max_minutes=1e-9, progress=False)
+    assert run.metrics["epochs_run"] == 1 and run.metrics["out_of_time"] is True
+    resumed = fit(None, None, out=tmp_path / "t", resume=True, max_minutes=10.0, epochs=3, progress=False)
+    assert resumed.metrics["epochs_run"] == 3 and resumed.metrics["out_of_time"] is False

@@ -26,6 +26,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=("constant", "cosine", "exponential", "step"), help="learning-rate schedule")
     g.add_argument("--gamma", type=float, help="decay factor of the exponential/step schedule (0.99)")
     g.add_argument("--patience", type=int, help="early stopping: epochs without valid-NLL improvement (off)")
+    g.add_argument("--max-minutes", type=float, help="stop after this much training time (minutes; no limit)")
     g.add_argument("--eval-every", type=int, help="monitor the NLL/KL every N epochs (1)")
     g.add_argument("--seed", type=int, help="random seed (0); the same seed gives the same run")
 
@@ -131,7 +132,7 @@ def cmd_fit(args) -> int:
 
     model_options = {k[6:]: v for k, v in vars(args).items() if k.startswith("model_") and v is not None}
     train = {k: getattr(args, k) for k in ("epochs", "lr", "optimizer", "batch_size", "momentum", "weight_decay",
-                                           "schedule", "gamma", "patience", "eval_every", "seed")}
+                                           "schedule", "gamma", "patience", "max_minutes", "eval_every", "seed")}
     train["progress"] = not args.quiet and sys.stderr.isatty()
     if args.resume:
         if args.model or model_options:

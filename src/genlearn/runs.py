@@ -123,7 +123,8 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
                "data": dataset.describe(), "model_config": model.config(),
                "n_parameters": sum(p.numel() for p in model.parameters()),
                "train_config": trainer.cfg.to_dict(), "epochs_run": trainer.state.epoch,
-               "stopped_early": trainer.state.stopped_early, "best_epoch": trainer.state.best_epoch}
+               "stopped_early": trainer.state.stopped_early, "best_epoch": trainer.state.best_epoch,
+               "out_of_time": trainer.state.out_of_time}
     metrics.update(evaluate(model, dataset, partition=partition, **partition_options))
     if hasattr(model, "describe_training"):
         metrics.update(model.describe_training())

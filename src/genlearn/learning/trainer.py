@@ -39,6 +39,7 @@ class TrainConfig:
     gamma: float = 0.99
     step_size: int = 10
     patience: int | None = None
+    max_minutes: float | None = None
     seed: int = 0
     eval_every: int = 1
     progress: bool = True
@@ -54,6 +55,8 @@ class TrainConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0):
+            raise ConfigError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
         if not 0 <= self.momentum < 1:
@@ -78,7 +81,9 @@ class TrainConfig:
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # the fused implementation is several times faster on CPU (one kernel for all parameters)
+        fused = all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     momentum = cfg.momentum if cfg.optimizer == "momentum" else 0.0
     return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
 
@@ -102,6 +107,7 @@ class TrainState:
     best_epoch: int | None = None
     bad_epochs: int = 0
     stopped_early: bool = False
+    out_of_time: bool = False
     train_seconds: float = 0.0
 
 
@@ -160,6 +166,11 @@ class Trainer:
         self.model.on_epoch_end(x)
         self.schedule.step()
         return total / max(count, 1)
+
+    def _out_of_time(self) -> bool:
+        if self.cfg.max_minutes is not None and self.state.train_seconds >= 60 * self.cfg.max_minutes:
+            self.state.out_of_time = True
+        return self.state.out_of_time
 
     def _diverged(self, what: str):
         where = f"at epoch {self.state.epoch + 1}, step {self.state.step + 1}"
@@ -231,6 +242,7 @@ class Trainer:
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_params = best or None
         self.state = TrainState(**meta["state"])
+        self.state.out_of_time = False  # a resumed run gets the (possibly larger) budget of its new settings
 
     # -- the loop --------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -241,7 +253,7 @@ class Trainer:
         bar = tqdm(total=self.cfg.epochs, initial=self.state.epoch, desc=f"fit {self.model.name}", unit="epoch",
                    disable=not self.cfg.progress, leave=False)
         try:
-            while self.state.epoch < self.cfg.epochs and not self.state.stopped_early:
+            while self.state.epoch < self.cfg.epochs and not (self.state.stopped_early or self._out_of_time()):
                 t0 = time.perf_counter()
                 mean_loss = self._epoch()
                 self.state.epoch += 1
