@@ -10,7 +10,7 @@ from genlearn.data import Dataset
 from genlearn.enumeration import all_states
 from genlearn.errors import ConfigError
 from genlearn.learning import TrainConfig, Trainer
-from genlearn.learning.em import e_step, fit_em, log_prior, m_step
+from genlearn.learning.em import e_step, fit_em, m_step
 from genlearn.models.mixture import MixtureOfBernoulli
 from genlearn.models.registry import build_model
 

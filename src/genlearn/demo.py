@@ -9,8 +9,6 @@
     of moments): the exact KL to the teacher falls with the sample size M, roughly like d/(2M)."""
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from genlearn.enumeration import require_enumerable  # noqa: F401  (re-exported for the families)
-from genlearn.errors import ConfigError, DataError, IntractableError
+from genlearn.errors import ConfigError, DataError
 
 
 class GenerativeModel(torch.nn.Module):

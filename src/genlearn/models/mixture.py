@@ -16,7 +16,6 @@ Sampling is by component: k ~ pi, then x_i ~ Bernoulli(p_ki) independently.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from genlearn.errors import ConfigError
