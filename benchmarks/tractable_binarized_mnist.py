@@ -206,6 +206,8 @@ def main(argv=None):
     p.add_argument("--full", action="store_true", help="no time budget: run the full recipe (hours)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--weight-decay", type=float, default=None, help="override the recipe's weight decay")
+    p.add_argument("--lr-decay", type=float, default=None, help="override the recipe's per-epoch lr factor")
     p.add_argument("--components", type=int, default=None, help="mixture: K (default 500)")
     p.add_argument("--smoothing", type=str, default=None, help="mixture: comma list of Beta pseudo-counts")
     p.add_argument("--train-subset", type=int, default=None, help="use the first N training examples (smoke)")
@@ -231,7 +233,8 @@ def main(argv=None):
             res = run_em(key, train, valid, test, budget, log, components=args.components, smoothings=sm,
                          iterations=args.epochs)
         else:
-            res = run_gradient(key, train, valid, test, budget, log, lr=args.lr, epochs=args.epochs)
+            res = run_gradient(key, train, valid, test, budget, log, lr=args.lr, epochs=args.epochs,
+                               weight_decay=args.weight_decay, lr_decay=args.lr_decay)
         res.update({"published": PUBLISHED[key], "target": PUBLISHED[key] + 1.0, "recipe": RECIPES[key],
                     "settings": settings, "reached_target": res["test_nll"] <= PUBLISHED[key] + 1.0})
         print(f"== {key}: test NLL {res['test_nll']:.3f} nats (published {PUBLISHED[key]}), valid "
