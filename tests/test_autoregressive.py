@@ -36,6 +36,7 @@ FACTORIES = {
     "made-1": lambda n: MADE(n, 20, activation="sigmoid"),
     "made-2-layers": lambda n: MADE(n, [20, 16], activation="tanh"),
     "made-masks-random-order": lambda n: MADE(n, [24, 24], masks=3, order="random", seed=1),
+    "made-no-direct": lambda n: MADE(n, [24], masks=2, order="random", seed=4, direct=False),
 }
 
 
@@ -272,3 +273,17 @@ def test_mask_sampling_loss_is_one_member_nll_and_visits_every_mask(sampling):
         values = [float(model.loss(x, generator=g2)) for _ in range(30)]
         again = [min(range(3), key=lambda k: abs(members_nll[k] - v)) for v in values]
         assert again == seen
+
+
+def test_made_direct_connection_contains_the_fvsbn():
+    """With the hidden-to-output weights at zero, MADE with direct connections is exactly an FVSBN with
+    the same (strictly lower-triangular) weights and biases."""
+    n = 9
+    made = randomize(MADE(n, 7), 3).double()
+    fvsbn = FVSBN(n).double()
+    with torch.no_grad():
+        made.out.weight.zero_()
+        fvsbn.weight.copy_(torch.tril(made.direct_weight, -1))
+        fvsbn.bias.copy_(made.out.bias)
+    x = all_states(n, dtype=torch.float64)
+    assert torch.allclose(made.log_prob(x), fvsbn.log_prob(x), atol=1e-12)

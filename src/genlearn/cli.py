@@ -49,8 +49,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
             text = f"{uses[0][1].help} [{', '.join(m for m, _ in uses)}]"
         else:
             text = " | ".join(f"{m}: {opt.help} (default {opt.default})" for m, opt in uses)
-        if types == {bool}:
-            g.add_argument(flag, dest=f"model_{name}", action="store_true", default=None, help=text)
+        if types == {bool}:  # a flag; one that defaults to on also gets --no-NAME
+            on_by_default = any(opt.default for _, opt in uses)
+            action = argparse.BooleanOptionalAction if on_by_default else "store_true"
+            g.add_argument(flag, dest=f"model_{name}", action=action, default=None, help=text)
         else:
             kind = types.pop() if len(types) == 1 else str
             if len(helps) == 1:

@@ -130,8 +130,7 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
         lw += inc
         if k == steps:
             break
-        hb[:, :n_hid] = sample_bernoulli(s, generator)
-        hb[:, :n_hid] *= beta[:, None]
+        sample_bernoulli(s, generator, out=hb[:, :n_hid]).mul_(beta[:, None])
         hb[:, n_hid] = beta
         torch.addmm(b0, hb, wt_aug, out=logits)
         v = sample_bernoulli(logits.sigmoid_(), generator)

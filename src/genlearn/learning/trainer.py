@@ -1,7 +1,8 @@
 """The learning equation theta <- theta - eps * dD_KL(Q^||P_theta)/dtheta, for every model family.
 
 The trainer knows nothing of families: it asks the model for `loss(batch, generator)` (whose gradient is the
-KL gradient, exact or estimated), steps the optimizer, and after each epoch records the history
+KL gradient, exact or estimated) or, when the model has it, `write_gradient(batch, generator)` (which sets
+p.grad to that gradient directly and returns the objective value), steps the optimizer, and after each epoch records the history
 (train NLL and empirical KL D_KL(Q^||P) = NLL - H(Q^), valid NLL, and the exact KL to the truth when known),
 writes a checkpoint, and applies early stopping on the validation NLL."""
 from __future__ import annotations
@@ -85,7 +86,12 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
         fused = all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params)
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     momentum = cfg.momentum if cfg.optimizer == "momentum" else 0.0
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
+    fused = all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params)
+    try:  # one fused kernel for all parameters where this torch has it
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay,
+                               fused=fused or None)
+    except (RuntimeError, TypeError):
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
 
 
 def make_schedule(opt, cfg: TrainConfig):
@@ -132,6 +138,7 @@ class Trainer:
         self.schedule = make_schedule(self.optimizer, self.cfg)
         self.state = TrainState()
         self.best_params: dict | None = None
+        self._sampler = None
         from genlearn.data.empirical import empirical_entropy
 
         self.entropy_train = empirical_entropy(dataset.train, dataset.kind) if dataset.train_intensity is None else None
@@ -142,20 +149,28 @@ class Trainer:
         if self.cfg.optimizer == "gd" or self.cfg.batch_size is None or self.cfg.batch_size >= m:
             yield x
             return
-        perm = torch.randperm(m, generator=self.generator)
-        for start in range(0, m, self.cfg.batch_size):
-            yield x[perm[start : start + self.cfg.batch_size]]
+        from genlearn.learning.batches import MinibatchSampler
+
+        key = (id(x), x._version, self.cfg.batch_size)
+        if self._sampler is None or self._sampler[0] != key:  # binary data is bit-packed once per training set
+            self._sampler = (key, MinibatchSampler(x, self.cfg.batch_size))
+        yield from self._sampler[1].batches(self.generator)
 
     def _epoch(self) -> float:
         self.model.train()
         x = self.dataset.redraw_train(self.generator)
         total, count = 0.0, 0
+        write_gradient = getattr(self.model, "write_gradient", None)
         for batch in self._batches(x):
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.model.loss(batch, generator=self.generator)
+            if write_gradient is not None:  # a hand-computed gradient (no autograd graph), e.g. the RBM's CD-k
+                loss = write_gradient(batch, generator=self.generator)
+            else:
+                loss = self.model.loss(batch, generator=self.generator)
             if not torch.isfinite(loss):
                 self._diverged(f"the loss became {loss.item()}")
-            loss.backward()
+            if write_gradient is None:
+                loss.backward()
             self.optimizer.step()
             self.state.step += 1
             total += float(loss.detach()) * batch.shape[0]

@@ -4,8 +4,13 @@ A feed-forward net x -> h^1 -> ... -> h^L -> logits whose weight matrices are mu
 output i depends only on the inputs that come before i in an ordering. With degrees m^0(i) = position of input i
 in the ordering (1..n) and hidden degrees m^l(k) in {min m^{l-1}, ..., n - 1}:
     M^l_kj = [m^l(k) >= m^{l-1}(j)]  (hidden layers),   M^out_ik = [m^0(i) > m^L(k)]  (output layer),
-    h^l = act(b^l + (W^l * M^l) h^{l-1}),   P(x_i = 1 | x_{<i}) = sigmoid(c_i + ((V * M^out) h^L)_i),
-    log P(x) = sum_i log P(x_i | x_{<i})  (nats, exact).
+    h^l = act(b^l + (W^l * M^l) h^{l-1}),   P(x_i = 1 | x_{<i}) = sigmoid(c_i + ((V * M^out) h^L)_i
+                                                                        + ((A * M^dir) x)_i),
+    M^dir_ij = [m^0(i) > m^0(j)],   log P(x) = sum_i log P(x_i | x_{<i})  (nats, exact).
+
+The direct input-to-output term A (`direct=True`, the default; the "Output" direct connection of the MADE
+paper's MNIST experiments) contains the FVSBN as the special case V = 0, so early dimensions in the ordering,
+which see few hidden units, still get a logistic regression on all the inputs before them.
 
 Connectivity-agnostic training: `masks` = K connectivities (orderings and hidden degrees) drawn once from
 `seed` (so they are deterministic and saved with the model); each training minibatch uses one of them
@@ -61,13 +66,15 @@ def activation_fn(name: str):
 class MADE(GenerativeModel):
     """n_features: n; hidden: layer sizes; masks: K connectivities (1 = a single fixed mask); order: "fixed" or
     "random"; mask_sampling: how training picks a mask ("cycle" or "random"); activation of the hidden layers;
-    seed: initial weights and the masks."""
+    direct: add the masked input-to-output weights A (see the module docstring); seed: initial weights and the
+    masks."""
 
     name = "made"
     support = "binary"
 
     def __init__(self, n_features: int, hidden=500, masks: int = 1, order: str = "fixed",
-                 mask_sampling: str = "random", activation: str = "relu", seed: int = 0):
+                 mask_sampling: str = "random", activation: str = "relu", seed: int = 0,
+                 direct: bool = True):
         super().__init__()
         self.n_features = n = check_positive_int(n_features, "n_features")
         self.hidden = parse_hidden(hidden)
@@ -83,6 +90,8 @@ class MADE(GenerativeModel):
         sizes = [n] + self.hidden
         self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = torch.nn.Linear(sizes[-1], n)
+        self.direct = bool(direct)
+        self.direct_weight = torch.nn.Parameter(torch.zeros(n, n)) if self.direct else None
         for lin in list(self.layers) + [self.out]:  # uniform(+-1/sqrt(fan_in)) from the explicit generator
             bound = 1.0 / math.sqrt(lin.in_features)
             with torch.no_grad():
@@ -114,7 +123,7 @@ class MADE(GenerativeModel):
         return torch.argsort(self.deg0[k])
 
     def mask_matrices(self, k: int) -> list[Tensor]:
-        """[M^1, ..., M^L, M^out] for mask k (float, in the dtype of the weights); cached for the last k."""
+        """[M^1, ..., M^L, M^out] (+ M^dir with `direct`) for mask k (float, in the dtype of the weights); cached for the last k."""
         dtype = self.out.weight.dtype
         bufs = [getattr(self, f"deg{layer}") for layer in range(len(self.hidden) + 1)]
         key = (k, dtype, tuple((id(b), b._version) for b in bufs))
@@ -123,17 +132,23 @@ class MADE(GenerativeModel):
         d = self.degrees(k)
         mats = [(d[layer + 1].unsqueeze(1) >= d[layer].unsqueeze(0)).to(dtype) for layer in range(len(self.hidden))]
         mats.append((d[0].unsqueeze(1) > d[-1].unsqueeze(0)).to(dtype))
+        if self.direct:
+            mats.append((d[0].unsqueeze(1) > d[0].unsqueeze(0)).to(dtype))
         self._cache = (key, mats)
         return mats
 
     # -- the network ---------------------------------------------------------------------------------
     def conditional_logits(self, x: Tensor, k: int = 0) -> Tensor:
         """l_i(x) with mask k (B, n), indexed by dimension: P(x_i = 1 | x_{<i}) = sigmoid(l_i)."""
-        h = as_float(x).to(self.out.weight.dtype)
+        x = h = as_float(x).to(self.out.weight.dtype)
         mats = self.mask_matrices(k)
-        for lin, m in zip(self.layers, mats[:-1]):
+        n_layers = len(self.layers)
+        for lin, m in zip(self.layers, mats[:n_layers]):
             h = self._act(F.linear(h, lin.weight * m, lin.bias))
-        return F.linear(h, self.out.weight * mats[-1], self.out.bias)
+        out = F.linear(h, self.out.weight * mats[n_layers], self.out.bias)
+        if self.direct:
+            out = out.addmm_(x, (self.direct_weight * mats[n_layers + 1]).T)
+        return out
 
     def log_prob_mask(self, x: Tensor, k: int) -> Tensor:
         """log P_k(x) in nats for the autoregressive model of mask k."""
@@ -184,13 +199,13 @@ class MADE(GenerativeModel):
     def config(self) -> dict:
         return {"n_features": self.n_features, "hidden": list(self.hidden), "masks": self.masks,
                 "order": self.order, "mask_sampling": self.mask_sampling, "activation": self.activation,
-                "seed": self.seed}
+                "seed": self.seed, "direct": self.direct}
 
 
 def _build(dataset, o: dict) -> MADE:
     return MADE(dataset.n_features, hidden=o["hidden"], masks=o["masks"], order=o["order"],
                 mask_sampling=o["mask_sampling"], activation=o["activation"],
-                seed=o["init_seed"]).init_from_data(dataset.train)
+                seed=o["init_seed"], direct=o["direct"]).init_from_data(dataset.train)
 
 
 register_model(ModelSpec(
@@ -205,6 +220,7 @@ register_model(ModelSpec(
                                 MASK_SAMPLING),
         "activation": Option(str, "relu", "hidden activation: relu, sigmoid or tanh", ACTIVATIONS),
         "init_seed": Option(int, 0, "seed of the initial weights and of the masks"),
+        "direct": Option(bool, True, "masked direct input-to-output weights (as in the MADE paper's MNIST runs)"),
     },
     train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
 ))

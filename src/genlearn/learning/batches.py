@@ -1,0 +1,47 @@
+"""Minibatches in a random order, fast for binary data.
+
+Gathering 100 random rows of a large float32 matrix is limited by memory latency (each row is a separate
+place in memory): about 2-4 us per row on the project's machine, 0.2-0.3 s per epoch of 60,000 MNIST images,
+as much as the RBM's arithmetic of a tenth of an epoch. Binary rows (every value exactly 0 or 1) are therefore
+kept bit-packed (numpy.packbits, 1 bit per value: 98 bytes per MNIST image, the whole training set in a few MB)
+and unpacked per minibatch, which gives exactly the same float rows about 10x faster. Other data is gathered
+with index_select. The order is a uniform random permutation drawn from the trainer's generator (the same draw
+for both paths, so results do not depend on which path ran)."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def is_binary_matrix(x: Tensor) -> bool:
+    """True when x is a 2-D floating tensor whose every value is exactly 0 or 1."""
+    if x.ndim != 2 or not x.dtype.is_floating_point or x.numel() == 0:
+        return False
+    return bool(((x == 0) | (x == 1)).all())
+
+
+class MinibatchSampler:
+    """Rows of `x` in minibatches of `batch_size`, in the order of a permutation drawn from `generator`.
+
+    Binary float matrices are bit-packed once (in __init__) and unpacked per batch; the batches are new float
+    tensors of x's dtype, equal to x[perm[start:start + batch_size]]."""
+
+    def __init__(self, x: Tensor, batch_size: int):
+        self.x, self.batch_size = x, int(batch_size)
+        self.m, self.n = x.shape[0], x.shape[1] if x.ndim == 2 else 0
+        self.packed = None
+        if x.device.type == "cpu" and is_binary_matrix(x):
+            self.packed = np.packbits(x.numpy().astype(np.uint8), axis=1)
+
+    def batches(self, generator: torch.Generator) -> Iterator[Tensor]:
+        perm = torch.randperm(self.m, generator=generator)
+        for start in range(0, self.m, self.batch_size):
+            idx = perm[start : start + self.batch_size]
+            if self.packed is None:
+                yield self.x.index_select(0, idx)
+            else:
+                bits = np.unpackbits(self.packed[idx.numpy()], axis=1, count=self.n)
+                yield torch.from_numpy(bits).to(self.x.dtype)
