@@ -159,22 +159,26 @@ class Trainer:
     def _epoch(self) -> float:
         self.model.train()
         x = self.dataset.redraw_train(self.generator)
-        total, count = 0.0, 0
+        losses, sizes = [], []
         write_gradient = getattr(self.model, "write_gradient", None)
         for batch in self._batches(x):
-            self.optimizer.zero_grad(set_to_none=True)
             if write_gradient is not None:  # a hand-computed gradient (no autograd graph), e.g. the RBM's CD-k
                 loss = write_gradient(batch, generator=self.generator)
             else:
+                self.optimizer.zero_grad(set_to_none=True)
                 loss = self.model.loss(batch, generator=self.generator)
-            if not torch.isfinite(loss):
-                self._diverged(f"the loss became {loss.item()}")
-            if write_gradient is None:
                 loss.backward()
             self.optimizer.step()
             self.state.step += 1
-            total += float(loss.detach()) * batch.shape[0]
-            count += batch.shape[0]
+            # no per-minibatch synchronisation: the values are summed once per epoch (a non-finite loss shows
+            # there, and non-finite parameters are caught just below either way)
+            losses.append(loss.detach())
+            sizes.append(batch.shape[0])
+        count = sum(sizes)
+        total = float(torch.dot(torch.stack(losses).double(), torch.tensor(sizes, dtype=torch.float64))) if losses else 0.0
+        if not math.isfinite(total):
+            bad = next(i for i, v in enumerate(losses) if not torch.isfinite(v))
+            self._diverged(f"the loss became {losses[bad].item()}", step=self.state.step - len(losses) + bad + 1)
         for name, p in self.model.named_parameters():
             if not torch.isfinite(p).all():
                 self._diverged(f"parameter {name!r} became non-finite")
@@ -187,8 +191,8 @@ class Trainer:
             self.state.out_of_time = True
         return self.state.out_of_time
 
-    def _diverged(self, what: str):
-        where = f"at epoch {self.state.epoch + 1}, step {self.state.step + 1}"
+    def _diverged(self, what: str, step: int | None = None):
+        where = f"at epoch {self.state.epoch + 1}, step {self.state.step + 1 if step is None else step}"
         kept = (f"; the last good checkpoint (epoch {self.state.epoch}) is kept in {self.out_dir}"
                 if self.out_dir is not None and self.state.epoch > 0 else "")
         raise NumericalError(f"training diverged: {what} {where}{kept}. Lower the learning rate (--lr).")

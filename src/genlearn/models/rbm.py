@@ -296,6 +296,8 @@ class RBM(EnergyModel):
         """Set p.grad of W, b, c to the KL-gradient estimate on batch x and return the objective value (the
         trainer's fast path: the same numbers as loss(x).backward() without an autograd graph or copies)."""
         if self.gradient == "exact":
+            for p in self.parameters():
+                p.grad = None
             loss = self.loss(x, generator)
             loss.backward()
             return loss.detach()
