@@ -28,6 +28,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, help="early stopping: epochs without valid-NLL improvement (off)")
     g.add_argument("--max-minutes", type=float, help="stop after this much training time (minutes; no limit)")
     g.add_argument("--eval-every", type=int, help="monitor the NLL/KL every N epochs (1)")
+    g.add_argument("--monitor-ais-steps", type=int, metavar="STEPS",
+                   help="RBMs too large for an exact log Z: monitor the train/valid NLL by forward AIS with this many "
+                        "temperatures at every evaluation (off)")
     g.add_argument("--seed", type=int, help="random seed (0); the same seed gives the same run")
 
 
@@ -134,7 +137,8 @@ def cmd_fit(args) -> int:
 
     model_options = {k[6:]: v for k, v in vars(args).items() if k.startswith("model_") and v is not None}
     train = {k: getattr(args, k) for k in ("epochs", "lr", "optimizer", "batch_size", "momentum", "weight_decay",
-                                           "schedule", "gamma", "patience", "max_minutes", "eval_every", "seed")}
+                                           "schedule", "gamma", "patience", "max_minutes", "eval_every",
+                                           "monitor_ais_steps", "seed")}
     train["progress"] = not args.quiet and sys.stderr.isatty()
     if args.resume:
         if args.model or model_options:

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 CURVE_KEYS = {"train_kl": "train D_KL(Q^||P) [nats]", "train_nll": "train NLL [nats]",
-              "valid_nll": "valid NLL [nats]", "kl_true": "D_KL(Q||P) to the truth [nats]"}
+              "valid_nll": "valid NLL [nats]", "kl_true": "D_KL(Q||P) to the truth [nats]",
+              "train_nll_ais": "train NLL, forward AIS [nats]", "valid_nll_ais": "valid NLL, forward AIS [nats]"}
 
 
 def learning_curve(history: list[dict], path: Path, title: str = "learning curve") -> Path | None:
