@@ -121,7 +121,8 @@ def main(argv=None):
         res[f"{key}_epoch_seconds_best"] = min(times)
         res[f"{key}_epoch_seconds_median"] = statistics.median(times)
         res[f"{key}_epoch_fraction_of_roofline"] = flops_made / min(times) / 1e9 / roof
-        print(f"MADE 1x500{' + direct connection' if direct else ' (no direct connection)'} epoch ({train.shape[0]} x 784, "
+        label = " + direct connection" if direct else " (no direct connection)"
+        print(f"MADE 1x500{label} epoch ({train.shape[0]} x 784, "
               f"batch 100, Trainer + fused Adam): best {min(times):.2f} s, median {statistics.median(times):.2f} s "
               f"(target < 2.5 s); {res[f'{key}_epoch_fraction_of_roofline']:.2f} of the GEMM roofline", flush=True)
     res["made_epoch_target_seconds"] = 2.5

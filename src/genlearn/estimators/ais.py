@@ -99,8 +99,13 @@ def gibbs_sweeps(W: Tensor, b: Tensor, c: Tensor, v: Tensor, sweeps: int, genera
 @torch.no_grad()
 def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor, generator) -> Tensor:
     """Run chains v (C x V) along their own temperature paths (K + 1 x C); returns log weights (C, float64)
-    sum_k f_{beta_k}(v_{k-1}) - f_{beta_{k-1}}(v_{k-1})."""
-    from genlearn.models.rbm import sample_bernoulli
+    sum_k f_{beta_k}(v_{k-1}) - f_{beta_{k-1}}(v_{k-1}), where
+    f_beta(v) = v.b0 + beta v.(b - b0) + sum_j softplus(beta (c_j + v.W_j)), so that
+    f_{beta_k} - f_{beta_{k-1}} = dbeta v.d - sum_j log1p(sigmoid(beta_k a_j) expm1(-dbeta a_j)),  dbeta = beta_k - beta_{k-1},
+    with a = c + v W and d = b - b0. The transition at beta_k is one Gibbs sweep h ~ sigmoid(beta_k a),
+    v ~ sigmoid(b0 + beta_k (W h + d)). Every product and elementwise step writes into buffers allocated once
+    (a step is ~16 tensor operations: on small matrices their count, not their arithmetic, sets the speed)."""
+    from genlearn.models.rbm import uniform_
 
     dtype = W.dtype
     n_chains, n_vis = v.shape
@@ -109,31 +114,37 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     # [W | d] and [c | 0]: one product gives the hidden pre-activations a = c + v W and the visible term v.d
     w_aug = torch.cat([W, d[:, None]], 1)
     c_aug = torch.cat([c, torch.zeros(1, dtype=dtype)])
-    # [beta h | beta] @ [W^T ; d] + b0 = b0 + beta (W h + d): visible logits at temperature beta
+    # [h | 1] @ [W^T ; d] = W h + d: the visible logits at beta are b0 + beta (W h + d)
     wt_aug = torch.cat([W.T, d[None, :]], 0).contiguous()
-    hb = torch.empty(n_chains, n_hid + 1, dtype=dtype)
+    hb = torch.ones(n_chains, n_hid + 1, dtype=dtype)
     lw = torch.zeros(n_chains, dtype=torch.float64)
     paths = paths.to(dtype)
     steps = paths.shape[0] - 1
+    beta_cols = paths.unsqueeze(-1).unbind(0)                      # beta_k as (C, 1) columns
+    dbeta = paths[1:] - paths[:-1]
+    dbeta_rows, neg_dbeta_cols = dbeta.unbind(0), (-dbeta).unsqueeze(-1).unbind(0)
+    v = v.to(dtype).clone()
     av = torch.empty(n_chains, n_hid + 1, dtype=dtype)
     s = torch.empty(n_chains, n_hid, dtype=dtype)
     e = torch.empty(n_chains, n_hid, dtype=dtype)
+    inc = torch.empty(n_chains, dtype=dtype)
     logits = torch.empty(n_chains, n_vis, dtype=dtype)
+    u = torch.empty(n_chains, n_hid + n_vis, dtype=dtype)         # the uniforms of one sweep, drawn at once
     for k in range(1, steps + 1):
-        beta, dbeta = paths[k], paths[k] - paths[k - 1]
+        beta = beta_cols[k]
         torch.addmm(c_aug, v, w_aug, out=av)
-        a, vd = av[:, :n_hid], av[:, n_hid]
-        torch.mul(a, beta[:, None], out=s).sigmoid_()  # sigmoid(beta_k a)
-        torch.mul(a, -dbeta[:, None], out=e).expm1_()  # expm1(-(beta_k - beta_{k-1}) a)
-        inc = e.mul_(s).log1p_().sum(1).neg_()  # sum_j softplus(beta_k a) - softplus(beta_{k-1} a)
-        inc += dbeta * vd
-        lw += inc
+        a = av[:, :n_hid]
+        torch.mul(a, beta, out=s).sigmoid_()                       # sigmoid(beta_k a)
+        torch.mul(a, neg_dbeta_cols[k - 1], out=e).expm1_().mul_(s).log1p_()
+        torch.sum(e, 1, out=inc)
+        lw.add_(torch.addcmul(inc.neg_(), dbeta_rows[k - 1], av[:, n_hid]))
         if k == steps:
             break
-        sample_bernoulli(s, generator, out=hb[:, :n_hid]).mul_(beta[:, None])
-        hb[:, n_hid] = beta
-        torch.addmm(b0, hb, wt_aug, out=logits)
-        v = sample_bernoulli(logits.sigmoid_(), generator)
+        uniform_(u, generator)
+        torch.lt(u[:, :n_hid], s, out=hb[:, :n_hid])               # h ~ P_beta(h | v); hb = [h | 1]
+        torch.mm(hb, wt_aug, out=logits)
+        torch.addcmul(b0, logits, beta, out=logits).sigmoid_()     # P_beta(v_i = 1 | h)
+        torch.lt(u[:, n_hid:], logits, out=v)
     return lw
 
 

@@ -2,9 +2,9 @@
 
 The trainer knows nothing of families: it asks the model for `loss(batch, generator)` (whose gradient is the
 KL gradient, exact or estimated) or, when the model has it, `write_gradient(batch, generator)` (which sets
-p.grad to that gradient directly and returns the objective value), steps the optimizer, and after each epoch records the history
-(train NLL and empirical KL D_KL(Q^||P) = NLL - H(Q^), valid NLL, and the exact KL to the truth when known),
-writes a checkpoint, and applies early stopping on the validation NLL."""
+p.grad to that gradient directly and returns the objective value), steps the optimizer, and after each epoch
+records the history (train NLL and empirical KL D_KL(Q^||P) = NLL - H(Q^), valid NLL, and the exact KL to the
+truth when known), writes a checkpoint, and applies early stopping on the validation NLL."""
 from __future__ import annotations
 
 import math
@@ -182,7 +182,8 @@ class Trainer:
             losses.append(loss.detach())
             sizes.append(batch.shape[0])
         count = sum(sizes)
-        total = float(torch.dot(torch.stack(losses).double(), torch.tensor(sizes, dtype=torch.float64))) if losses else 0.0
+        weights = torch.tensor(sizes, dtype=torch.float64)
+        total = float(torch.dot(torch.stack(losses).double(), weights)) if losses else 0.0
         if not math.isfinite(total):
             bad = next(i for i, v in enumerate(losses) if not torch.isfinite(v))
             self._diverged(f"the loss became {losses[bad].item()}", step=self.state.step - len(losses) + bad + 1)

@@ -123,7 +123,8 @@ class MADE(GenerativeModel):
         return torch.argsort(self.deg0[k])
 
     def mask_matrices(self, k: int) -> list[Tensor]:
-        """[M^1, ..., M^L, M^out] (+ M^dir with `direct`) for mask k (float, in the dtype of the weights); cached for the last k."""
+        """[M^1, ..., M^L, M^out] (+ M^dir with `direct`) for mask k (float, in the dtype of the weights); cached
+        for the last k."""
         dtype = self.out.weight.dtype
         bufs = [getattr(self, f"deg{layer}") for layer in range(len(self.hidden) + 1)]
         key = (k, dtype, tuple((id(b), b._version) for b in bufs))

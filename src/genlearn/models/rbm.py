@@ -49,20 +49,24 @@ REVERSE_ROWS = 100
 _U24 = 2.0 ** -24
 
 
-def sample_bernoulli(p: Tensor, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
-    """Independent Bernoulli(p) draws as 0/1 in p's dtype: 1 where u < p, u ~ uniform[0, 1).
+def uniform_(u: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Fill u (contiguous) with independent uniforms on [0, 1), in place.
 
     float32: u = k 2^-24 with k the low 24 bits of a 32-bit word; the words come two at a time from one 64-bit
     draw of the generator (both halves uniform: bit 63 of the draw is not used), which is ~1.7x faster than
-    torch.rand and has the same 24-bit resolution. Other dtypes: torch.rand. `out` (p's shape and dtype)
-    receives the draws."""
-    if p.dtype != torch.float32:
-        u = torch.rand(p.shape, generator=generator, dtype=p.dtype)
-        return torch.lt(u, p, out=u if out is None else out)
-    n = p.numel()
+    torch.rand and has the same 24-bit resolution. Other dtypes: Tensor.uniform_."""
+    if u.dtype != torch.float32:
+        return u.uniform_(generator=generator)
+    n = u.numel()
     words = torch.empty((n + 1) // 2, dtype=torch.int64).random_(generator=generator)
-    k = words.view(torch.int32)[:n].bitwise_and_(0xFFFFFF).view(p.shape)
-    u = k.to(torch.float32).mul_(_U24)
+    k = words.view(torch.int32)[:n].bitwise_and_(0xFFFFFF).view(u.shape)
+    return torch.mul(k, _U24, out=u)
+
+
+def sample_bernoulli(p: Tensor, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+    """Independent Bernoulli(p) draws as 0/1 in p's dtype: 1 where u < p, u ~ uniform[0, 1) from `uniform_`.
+    `out` (p's shape and dtype) receives the draws."""
+    u = uniform_(torch.empty(p.shape, dtype=p.dtype), generator)
     return torch.lt(u, p, out=u if out is None else out)
 
 
@@ -442,4 +446,4 @@ register_model(ModelSpec(
     train_defaults={"optimizer": "momentum", "lr": 0.05, "batch_size": 100, "momentum": 0.5},
 ))
 
-__all__ = ["RBM", "plot_filters", "sample_bernoulli"]
+__all__ = ["RBM", "plot_filters", "sample_bernoulli", "uniform_"]
