@@ -223,9 +223,10 @@ class RBM(EnergyModel):
     # -- learning ---------------------------------------------------------------------------------
     def _workspace(self, batch: int, negatives: int) -> dict:
         """Buffers of one CD step, reused from step to step: rows [x; v~] (B+N, V), pre-activations and hidden
-        probabilities (B+N, H), the per-row weights [-1/B ...; 1/N ...] and the three gradients."""
+        probabilities (B+N, H), the per-row weights [-1/B ...; 1/N ...], the uniforms of the k sweeps
+        (k, N, H+V), the hidden samples (N, H), visible probabilities (N, V) and the three gradients."""
         W = self.weight
-        key = (batch, negatives, W.dtype, W.device)
+        key = (batch, negatives, self.k, W.dtype, W.device)
         ws = getattr(self, "_cd_workspace", None)
         if ws is None or ws["key"] != key:
             rows = batch + negatives
@@ -235,7 +236,10 @@ class RBM(EnergyModel):
                   "pre": torch.empty(rows, self.n_hidden, dtype=W.dtype),
                   "probs": torch.empty(rows, self.n_hidden, dtype=W.dtype), "weights": weights,
                   "dW": torch.empty_like(W), "db": torch.empty_like(self.visible_bias),
-                  "dc": torch.empty_like(self.hidden_bias)}
+                  "dc": torch.empty_like(self.hidden_bias),
+                  "uniforms": torch.empty(self.k, negatives, self.n_hidden + self.n_visible, dtype=W.dtype),
+                  "hidden": torch.empty(negatives, self.n_hidden, dtype=W.dtype),
+                  "visible_probs": torch.empty(negatives, self.n_visible, dtype=W.dtype)}
             self._cd_workspace = ws
         return ws
 
@@ -258,19 +262,23 @@ class RBM(EnergyModel):
         data.copy_(x)
         torch.addmm(c, data, W, out=pre[:B])
         torch.sigmoid(pre[:B], out=probs[:B])
+        u, h, pv = ws["uniforms"], ws["hidden"], ws["visible_probs"]
+        uniform_(u, generator)  # every uniform of the k sweeps in one draw: sweep i uses u[i, :, :H] then u[i, :, H:]
+        H = self.n_hidden
         if pcd:
             if not int(self.chains_ready):
                 self.chains.copy_(data[torch.arange(self.n_chains) % B])
                 self.chains_ready.fill_(1)
-            h = sample_bernoulli(torch.sigmoid(torch.addmm(c, self.chains, W)), generator)
+            torch.lt(u[0, :, :H], torch.sigmoid(torch.addmm(c, self.chains, W)), out=h)
         else:
-            h = sample_bernoulli(probs[:B], generator)
+            torch.lt(u[0, :, :H], probs[:B], out=h)
         for step in range(self.k):
-            sample_bernoulli(torch.sigmoid(torch.addmm(b, h, W.T)), generator, out=negatives)
+            torch.addmm(b, h, W.T, out=pv).sigmoid_()
+            torch.lt(u[step, :, H:], pv, out=negatives)
             torch.addmm(c, negatives, W, out=pre[B:])
             torch.sigmoid(pre[B:], out=probs[B:])
             if step < self.k - 1:
-                h = sample_bernoulli(probs[B:], generator)
+                torch.lt(u[step + 1, :, :H], probs[B:], out=h)
         if pcd:
             self.chains.copy_(negatives)
         w = ws["weights"]
