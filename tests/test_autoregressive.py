@@ -308,3 +308,15 @@ def test_nade_compiled_kernel_equals_the_torch_pass(activation, order_agnostic):
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-10, rtol=0), name
+
+
+def test_made_runs_saved_before_the_direct_connection_still_load():
+    from genlearn.models.registry import build_from_config
+
+    old = MADE(6, 5, direct=False)
+    config = old.config()
+    del config["direct"]  # what older versions wrote
+    model = build_from_config("made", config)
+    model.load_state_dict(old.state_dict())
+    x = all_states(6, dtype=torch.float32)
+    assert not model.direct and torch.equal(model.log_prob(x), old.log_prob(x))

@@ -197,6 +197,12 @@ class MADE(GenerativeModel):
             x[rows] = xk
         return x.float()
 
+    @classmethod
+    def from_config(cls, config: dict) -> "MADE":
+        """Runs saved before the direct connection existed have no "direct" key and no direct weights."""
+        config.setdefault("direct", False)
+        return cls(**config)
+
     def config(self) -> dict:
         return {"n_features": self.n_features, "hidden": list(self.hidden), "masks": self.masks,
                 "order": self.order, "mask_sampling": self.mask_sampling, "activation": self.activation,

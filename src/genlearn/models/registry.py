@@ -90,7 +90,9 @@ def coerce_option(value, opt: Option, name: str):
 
 
 def build_from_config(name: str, config: dict):
-    return get_spec(name).cls(**config)
+    """The model of a saved run from its config (a family may adapt configs of older versions: `from_config`)."""
+    cls = get_spec(name).cls
+    return cls.from_config(dict(config)) if hasattr(cls, "from_config") else cls(**config)
 
 
 def list_models() -> list[ModelSpec]:
