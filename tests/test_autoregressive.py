@@ -202,7 +202,8 @@ def test_bad_settings_raise_config_error(make):
 
 @pytest.mark.parametrize("argv", [["fvsbn", "--order", "random"],
                                   ["nade", "--hidden", "8", "--order-agnostic", "--orderings", "3"],
-                                  ["made", "--hidden", "12,12", "--masks", "2"]])
+                                  ["made", "--hidden", "12,12", "--masks", "2"],
+                                  ["made", "--hidden", "12", "--no-direct"]])
 def test_cli_fit_eval_sample(tmp_path, capsys, argv):
     import json
 
@@ -216,6 +217,9 @@ def test_cli_fit_eval_sample(tmp_path, capsys, argv):
     assert abs(json.loads(capsys.readouterr().out)["test_nll"] - fitted["test_nll"]) < 1e-9
     assert main(["sample", str(out), "-n", "4", "--out", str(tmp_path / "s.csv")]) == 0
     assert (tmp_path / "s.csv").exists()
+    if argv[0] == "made":  # the direct connection is on by default and --no-direct turns it off
+        config = json.loads((out / "metrics.json").read_text())["model_config"]
+        assert config["direct"] == ("--no-direct" not in argv)
 
 
 @pytest.mark.parametrize("argv,word", [(["made", "--hidden", "0"], "hidden"), (["made", "--masks", "0"], "masks"),
