@@ -5,7 +5,8 @@
 2. One training epoch of MADE 1x500 on 50,000 x 784 with batch 100 through genlearn's Trainer (bit-packed
    minibatches, forward, backward, fused Adam step), with the direct input-output connection (the default) and
    without it: seconds per epoch (target < 2.5 s); best and median of --epochs timed epochs after a warm-up.
-3. NADE with 500 hidden units (fixed order, the O(nH) cumulative-sum pass): training and evaluation examples per
+3. NADE with 500 hidden units (fixed order, the O(nH) pass: numba kernels when installed, else torch):
+   training and evaluation examples per
    second, and the achieved FLOP/s as a fraction of the GEMM roofline. FLOPs counted per example: forward
    ~4nH (x_d W[:,d] products and the cumulative sum: 2nH; output dot products: 2nH), training ~3x forward.
    Order-agnostic NADE training (dense GEMMs, one split per example) is reported alongside.
@@ -150,7 +151,8 @@ def main(argv=None):
     train_epoch(oa, opt, train, 100, g, limit=1000)
     secs_oa = train_epoch(oa, opt, train, 100, g, limit=10 * m)
     res["oa_nade_train_examples_per_second"] = 10 * m / secs_oa
-    print(f"NADE 500 (fixed order, cumulative sums): train {res['nade_train_examples_per_second']:.0f} ex/s "
+    print(f"NADE 500 (fixed order, compiled kernels when numba is installed): train "
+          f"{res['nade_train_examples_per_second']:.0f} ex/s "
           f"({res['nade_train_fraction_of_roofline']:.3f} of roofline), eval {res['nade_eval_examples_per_second']:.0f}"
           f" ex/s ({res['nade_eval_fraction_of_roofline']:.3f} of roofline); order-agnostic training "
           f"{res['oa_nade_train_examples_per_second']:.0f} ex/s", flush=True)

@@ -19,7 +19,9 @@ class EmpiricalDistribution:
         if kind == "categorical":
             values, counts = torch.unique(torch.as_tensor(x).long().reshape(-1), return_counts=True)
         elif kind == "binary":
-            values, counts = torch.unique(torch.as_tensor(x).to(torch.float32), dim=0, return_counts=True)
+            from genlearn.data.bitpack import unique_rows
+
+            values, counts = unique_rows(torch.as_tensor(x))
         else:
             raise ValueError("an empirical distribution of real-valued data has no finite entropy")
         return cls(values, counts, kind)

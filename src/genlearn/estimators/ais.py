@@ -45,7 +45,9 @@ BASE_RATE_SMOOTHING = 0.05
 def base_rate_logits(x: Tensor, smoothing: float = BASE_RATE_SMOOTHING) -> Tensor:
     """Logits of the smoothed training means p_i = (mean_i + s) / (1 + 2 s), s = `smoothing` (a pseudo-count of
     s M on each outcome; Salakhutdinov & Murray used 0.05 M on the ones), float32."""
-    p = (x.double().mean(0) + smoothing) / (1.0 + 2.0 * smoothing)
+    from genlearn.models.base import column_means
+
+    p = (column_means(x) + smoothing) / (1.0 + 2.0 * smoothing)
     return (torch.log(p) - torch.log1p(-p)).float()
 
 

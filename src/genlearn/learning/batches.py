@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from genlearn.data.bitpack import CHUNK_ROWS, pack_rows, unpack_rows
 
 
 def is_binary_matrix(x: Tensor) -> bool:
     """True when x is a 2-D floating tensor whose every value is exactly 0 or 1."""
     if x.ndim != 2 or not x.dtype.is_floating_point or x.numel() == 0:
         return False
-    return bool(((x == 0) | (x == 1)).all())
+    return all(bool(((c == 0) | (c == 1)).all()) for c in x.split(CHUNK_ROWS))
 
 
 class MinibatchSampler:
@@ -34,7 +35,7 @@ class MinibatchSampler:
         self.m, self.n = x.shape[0], x.shape[1] if x.ndim == 2 else 0
         self.packed = None
         if x.device.type == "cpu" and is_binary_matrix(x):
-            self.packed = np.packbits(x.numpy().astype(np.uint8), axis=1)
+            self.packed = pack_rows(x)
 
     def batches(self, generator: torch.Generator) -> Iterator[Tensor]:
         perm = torch.randperm(self.m, generator=generator)
@@ -43,5 +44,4 @@ class MinibatchSampler:
             if self.packed is None:
                 yield self.x.index_select(0, idx)
             else:
-                bits = np.unpackbits(self.packed[idx.numpy()], axis=1, count=self.n)
-                yield torch.from_numpy(bits).to(self.x.dtype)
+                yield unpack_rows(self.packed[idx.numpy()], self.n, self.x.dtype)

@@ -131,7 +131,9 @@ def reseed_collapsed(x: Tensor, log_weights: Tensor, logits: Tensor, stats: EMSt
     lp = torch.cat([mixture_log_prob(x[s : s + chunk].double(), log_weights, logits)
                     for s in range(0, m, chunk)])
     worst = torch.argsort(lp)[: len(dead)]
-    mean = x.double().mean(0)
+    from genlearn.models.base import column_means
+
+    mean = column_means(x)
     weights = torch.exp(log_weights)
     for k, idx in zip(dead, worst.tolist()):
         p = (0.75 * x[idx].double() + 0.25 * mean).clamp(EPS, 1 - EPS)

@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlearn.errors import ConfigError
-from genlearn.models.base import GenerativeModel, as_float, check_positive_int, logit
+from genlearn.models.base import (
+    GenerativeModel,
+    as_float,
+    check_positive_int,
+    column_means,
+    logit,
+)
 from genlearn.models.registry import ModelSpec, Option, register_model
 
 ORDERS = ("fixed", "random")
@@ -75,7 +81,7 @@ class FVSBN(GenerativeModel):
     @torch.no_grad()
     def init_from_data(self, x: Tensor) -> "FVSBN":
         """Biases to the logits of the pixel means (the independent-Bernoulli fit), weights to zero."""
-        self.bias.copy_(logit(self.check_input(x).double().mean(0), 1e-3).to(self.bias.dtype))
+        self.bias.copy_(logit(column_means(self.check_input(x)), 1e-3).to(self.bias.dtype))
         return self
 
     def conditional_logits(self, x: Tensor, k: int = 0) -> Tensor:

@@ -29,9 +29,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlearn.errors import ConfigError
-from genlearn.models.base import GenerativeModel, as_float, check_positive_int, logit
-from genlearn.models.fvsbn import (ORDERS, bernoulli_log_prob, check_int, check_order, init_seed_generator,
-                                   make_ordering)
+from genlearn.models.base import (
+    GenerativeModel,
+    as_float,
+    check_positive_int,
+    column_means,
+    logit,
+)
+from genlearn.models.fvsbn import (
+    ORDERS,
+    bernoulli_log_prob,
+    check_int,
+    check_order,
+    init_seed_generator,
+    make_ordering,
+)
 from genlearn.models.registry import ModelSpec, Option, register_model
 
 MAX_MASKS = 1024
@@ -178,7 +190,7 @@ class MADE(GenerativeModel):
     @torch.no_grad()
     def init_from_data(self, x: Tensor) -> "MADE":
         """Output biases to the logits of the pixel means."""
-        self.out.bias.copy_(logit(self.check_input(x).double().mean(0), 1e-3).to(self.out.bias.dtype))
+        self.out.bias.copy_(logit(column_means(self.check_input(x)), 1e-3).to(self.out.bias.dtype))
         return self
 
     @torch.no_grad()

@@ -27,8 +27,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlearn.errors import ConfigError
-from genlearn.models.base import GenerativeModel, as_float, check_positive_int, logit
-from genlearn.models.fvsbn import ORDERS, bernoulli_log_prob, check_int, check_order, init_seed_generator
+from genlearn.models.base import (
+    GenerativeModel,
+    as_float,
+    check_positive_int,
+    column_means,
+    logit,
+)
+from genlearn.models.fvsbn import (
+    ORDERS,
+    bernoulli_log_prob,
+    check_int,
+    check_order,
+    init_seed_generator,
+)
 from genlearn.models.made import ACTIVATIONS, activation_fn, parse_hidden
 from genlearn.models.registry import ModelSpec, Option, register_model
 
@@ -205,7 +217,7 @@ class NADE(GenerativeModel):
     @torch.no_grad()
     def init_from_data(self, x: Tensor) -> "NADE":
         """Output biases to the logits of the pixel means."""
-        self.b.copy_(logit(self.check_input(x).double().mean(0), 1e-3).to(self.b.dtype))
+        self.b.copy_(logit(column_means(self.check_input(x)), 1e-3).to(self.b.dtype))
         return self
 
     def ordering(self, k: int = 0) -> Tensor:

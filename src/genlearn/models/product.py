@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlearn.models.base import GenerativeModel, as_float, check_positive_int, logit
+from genlearn.models.base import (
+    GenerativeModel,
+    as_float,
+    check_positive_int,
+    column_means,
+    logit,
+)
 
 
 class ProductBernoulli(GenerativeModel):
@@ -51,7 +57,7 @@ class ProductBernoulli(GenerativeModel):
     @torch.no_grad()
     def fit_closed_form(self, x: Tensor) -> "ProductBernoulli":
         """MLE: p_i = (1/M) sum_m x_mi (clipped to [1e-6, 1-1e-6] so the logits stay finite)."""
-        self.logits.copy_(logit(as_float(x).double().mean(0)).to(self.logits.dtype))
+        self.logits.copy_(logit(column_means(as_float(x))).to(self.logits.dtype))
         return self
 
 
