@@ -96,9 +96,19 @@ def ais_nll(model: RBM, ds: Dataset, steps, chains=100, seed=0, reverse=True) ->
     return out
 
 
+def lr_factor(progress: float, decay: str, final: float) -> float:
+    """Learning-rate multiplier at `progress` = t / T in [0, 1]: linear max(final, 1 - t/T) or geometric
+    final^(t/T) (equal steps in log lr)."""
+    progress = min(max(progress, 0.0), 1.0)
+    if decay == "geometric":
+        return final**progress
+    return max(final, 1.0 - progress)
+
+
 def big_stage(ds: Dataset, args, res: dict, out_dir: Path) -> None:
-    """PCD-k for a wall-clock budget of --big-minutes of training, with the learning rate decayed linearly in
-    the elapsed training time, lr(t) = lr0 max(0.02, 1 - t / T) (set after every epoch)."""
+    """PCD-k for a wall-clock budget of --big-minutes of training, with the learning rate decayed in the elapsed
+    training time t out of the budget T (set after every epoch), from lr0 = --big-lr to f lr0 with
+    f = --big-final-fraction: linear, lr(t) = lr0 max(f, 1 - t / T), or geometric, lr(t) = lr0 f^(t / T)."""
     model = RBM(784, 500, k=args.big_k, gradient="pcd", n_chains=100, seed=0)
     budget = 60.0 * args.big_minutes
     cfg = TrainConfig(epochs=100_000, lr=args.big_lr, optimizer="momentum", momentum=0.9, batch_size=100,
@@ -108,7 +118,7 @@ def big_stage(ds: Dataset, args, res: dict, out_dir: Path) -> None:
     def monitor(trainer, rec):
         e, spent = trainer.state.epoch, trainer.state.train_seconds
         for group in trainer.optimizer.param_groups:
-            group["lr"] = args.big_lr * max(0.02, 1.0 - spent / budget)
+            group["lr"] = args.big_lr * lr_factor(spent / budget, args.big_decay, args.big_final_fraction)
         last = spent >= budget
         if last:
             trainer.state.stopped_early = True  # the budget is spent: end the loop after this epoch
@@ -124,7 +134,8 @@ def big_stage(ds: Dataset, args, res: dict, out_dir: Path) -> None:
     big = {"model": model.config(), "train_config": cfg.to_dict(), "train_seconds": seconds,
            "train_wall_seconds_incl_monitoring": wall, "curve": curve,
            "epochs": curve[-1]["epoch"] if curve else None, "budget_minutes": args.big_minutes,
-           "lr_schedule": "linear in elapsed training time from big_lr to 2% of it",
+           "lr_schedule": f"{args.big_decay} in elapsed training time from big_lr to "
+                          f"{args.big_final_fraction:g} of it",
            "published_test_nll": PUBLISHED["rbm500"]}
     res["rbm500"] = big
     from safetensors.torch import save_file
@@ -169,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--big-minutes", type=float, default=9.0, help="training budget of the 784 x 500 RBM")
     ap.add_argument("--big-k", type=int, default=1)
     ap.add_argument("--big-lr", type=float, default=0.005)
+    ap.add_argument("--big-decay", choices=("linear", "geometric"), default="linear",
+                    help="learning-rate decay in the elapsed training time")
+    ap.add_argument("--big-final-fraction", type=float, default=0.02, help="final lr as a fraction of --big-lr")
     ap.add_argument("--curve-every", type=int, default=20)
     ap.add_argument("--curve-steps", type=int, default=2000)
     ap.add_argument("--ais-steps", type=int, default=None, help="final AIS temperatures (default: published 14,500)")

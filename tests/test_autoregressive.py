@@ -176,7 +176,7 @@ def test_trainer_reduces_nll_and_config_rebuilds_the_model(name, opts):
     ds = Dataset("clusters", "binary", x[:500], valid=x[500:])
     model = build_model(name, ds, **opts)
     state = Trainer(model, ds, TrainConfig(epochs=30, lr=0.02, optimizer="adam", batch_size=50,
-                                           progress=False)).fit()
+                                           progress=False, monitor_ensemble=True)).fit()
     independent = ProductBernoulli(10).fit_closed_form(ds.train)
     baseline = float(-independent.log_prob(ds.valid).mean())       # ~5.4 nats
     true_nll = float(-truth[500:].mean())                           # ~4.4 nats (the true mixture)
@@ -324,3 +324,30 @@ def test_made_runs_saved_before_the_direct_connection_still_load():
     model.load_state_dict(old.state_dict())
     x = all_states(6, dtype=torch.float32)
     assert not model.direct and torch.equal(model.log_prob(x), old.log_prob(x))
+
+
+@pytest.mark.parametrize("name,opts", [("nade", {"hidden": "8", "order_agnostic": True, "orderings": 4}),
+                                       ("made", {"hidden": "8", "masks": 3})])
+def test_ensembles_are_monitored_through_member_0_and_reported_in_full(name, opts):
+    """By default the trainer monitors an ensemble through member 0 alone (train/valid_nll_member, early stopping
+    on it); the final metrics of a fit are those of the whole ensemble."""
+    from genlearn.divergence import mean_nll
+    from genlearn.runs import fit
+
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(300, 8, generator=g) < torch.linspace(0.1, 0.9, 8)).float()
+    ds = Dataset("ramp", "binary", x[:200], valid=x[200:])
+    model = build_model(name, ds, **opts)
+    run = fit(model, ds, epochs=4, lr=0.02, optimizer="adam", batch_size=50, progress=False, plots=False)
+    last = run.metrics["history"][-1]
+    assert "valid_nll" not in last and last["monitored_member"] == 0
+    assert run.metrics["valid_nll"] == pytest.approx(mean_nll(model, ds.valid), abs=1e-9)
+    member0 = -float(model.double().member_log_prob(x[200:].double(), 0).mean())
+    assert last["valid_nll_member"] == pytest.approx(member0, abs=1e-5)
+    assert abs(run.metrics["valid_nll"] - member0) > 1e-4  # the ensemble is not member 0
+    # early stopping follows the monitored member
+    model = build_model(name, ds, **opts)
+    trainer = Trainer(model, ds, TrainConfig(epochs=6, lr=0.05, optimizer="adam", batch_size=50, patience=2,
+                                             progress=False))
+    state = trainer.fit()
+    assert state.best_valid == min(r["valid_nll_member"] for r in state.history[1:])  # [0]: before training

@@ -31,6 +31,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--monitor-ais-steps", type=int, metavar="STEPS",
                    help="RBMs too large for an exact log Z: monitor the train/valid NLL by forward AIS with this many "
                         "temperatures at every evaluation (off)")
+    g.add_argument("--monitor-ensemble", action="store_true", default=None,
+                   help="MADE masks / NADE orderings: evaluate the whole ensemble at every evaluation (default: "
+                        "member 0 alone, recorded as *_nll_member; the final metrics always use the ensemble)")
     g.add_argument("--seed", type=int, help="random seed (0); the same seed gives the same run")
 
 
@@ -138,7 +141,7 @@ def cmd_fit(args) -> int:
     model_options = {k[6:]: v for k, v in vars(args).items() if k.startswith("model_") and v is not None}
     train = {k: getattr(args, k) for k in ("epochs", "lr", "optimizer", "batch_size", "momentum", "weight_decay",
                                            "schedule", "gamma", "patience", "max_minutes", "eval_every",
-                                           "monitor_ais_steps", "seed")}
+                                           "monitor_ais_steps", "monitor_ensemble", "seed")}
     train["progress"] = not args.quiet and sys.stderr.isatty()
     if args.resume:
         if args.model or model_options:

@@ -206,8 +206,9 @@ def float64_copy(model):
 
 
 @torch.no_grad()
-def mean_nll(model, x: Tensor, batch_size: int = 10_000) -> float:
-    """-(1/M) sum_m log P(x_m|theta) in nats per example, accumulated in float64."""
+def mean_nll(model, x: Tensor, batch_size: int = 10_000, member: int | None = None) -> float:
+    """-(1/M) sum_m log P(x_m|theta) in nats per example, accumulated in float64; with `member` = k, the NLL of
+    ensemble member k alone (model.member_log_prob: one mask of a MADE, one ordering of a NADE ensemble)."""
     if x.shape[0] == 0:
         raise DataError("cannot evaluate the likelihood of an empty data set")
     model = float64_copy(model)
@@ -215,5 +216,7 @@ def mean_nll(model, x: Tensor, batch_size: int = 10_000) -> float:
         x = x.double()
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
-        total += float(model.log_prob(x[start : start + batch_size]).double().sum())
+        xb = x[start : start + batch_size]
+        lp = model.log_prob(xb) if member is None else model.member_log_prob(xb, member)
+        total += float(lp.double().sum())
     return -total / x.shape[0]

@@ -31,7 +31,10 @@ class TrainConfig:
     epochs and restore the best parameters (None = off); monitor_ais_steps: for energy models too large for an
     exact log Z (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every evaluation by forward AIS with this
     many temperatures (100 chains; recorded as train_nll_ais / valid_nll_ais with the AIS effective sample size;
-    forward AIS under-estimates log Z on average, so these are optimistic; None = off)."""
+    forward AIS under-estimates log Z on average, so these are optimistic; None = off); monitor_ensemble: an
+    ensemble of K members (MADE masks, NADE orderings) is monitored through member 0 alone by default (recorded
+    as train_nll_member / valid_nll_member, early stopping on the latter; 1/K of the cost), True evaluates the
+    whole ensemble at every evaluation. The final metrics of a fit always use the whole ensemble."""
 
     epochs: int = 100
     lr: float = 0.1
@@ -47,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1
     monitor_ais_steps: int | None = None
+    monitor_ensemble: bool = False
     progress: bool = True
 
     def validate(self) -> "TrainConfig":
@@ -213,7 +217,12 @@ class Trainer:
         self.model.eval()
         rec = {"epoch": self.state.epoch, "step": self.state.step, "lr": self.optimizer.param_groups[0]["lr"],
                "loss": mean_loss}
-        if getattr(self.model, "tractable", True):
+        if getattr(self.model, "ensemble_size", 1) > 1 and not self.cfg.monitor_ensemble:
+            rec["monitored_member"] = 0
+            rec["train_nll_member"] = mean_nll(self.model, self.dataset.train, member=0)
+            if self.dataset.valid is not None:
+                rec["valid_nll_member"] = mean_nll(self.model, self.dataset.valid, member=0)
+        elif getattr(self.model, "tractable", True):
             rec["train_nll"] = mean_nll(self.model, self.dataset.train)
             if self.entropy_train is not None:
                 rec["train_kl"] = rec["train_nll"] - self.entropy_train
@@ -253,7 +262,7 @@ class Trainer:
         return out
 
     def _early_stopping(self, rec: dict) -> None:
-        valid = rec.get("valid_nll")
+        valid = rec.get("valid_nll", rec.get("valid_nll_member"))
         if self.cfg.patience is None or valid is None:
             return
         if self.state.best_valid is None or valid < self.state.best_valid - 1e-9:
@@ -314,7 +323,8 @@ class Trainer:
                     rec = self.evaluate(mean_loss)
                     self.state.history.append(rec)
                     self._early_stopping(rec)
-                    bar.set_postfix({k: f"{rec[k]:.4g}" for k in ("train_nll", "valid_nll", "kl_true") if k in rec})
+                    bar.set_postfix({k: f"{rec[k]:.4g}" for k in ("train_nll", "valid_nll", "train_nll_member",
+                                                                     "valid_nll_member", "kl_true") if k in rec})
                 else:
                     rec = {"epoch": self.state.epoch, "step": self.state.step, "loss": mean_loss}
                 self.save()

@@ -167,6 +167,15 @@ class MADE(GenerativeModel):
         """log P_k(x) in nats for the autoregressive model of mask k."""
         return bernoulli_log_prob(self.conditional_logits(x, k), as_float(x))
 
+    @property
+    def ensemble_size(self) -> int:
+        """K, the number of masks averaged by log_prob (members of the ensemble)."""
+        return self.masks
+
+    def member_log_prob(self, x: Tensor, k: int) -> Tensor:
+        """log P_k(x) of ensemble member (mask) k alone, nats (what the trainer monitors for K > 1)."""
+        return self.log_prob_mask(x, k)
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Ensemble: logsumexp_k log P_k(x) - log K (nats, exact; K = 1 is the single-mask MADE)."""
         if self.masks == 1:

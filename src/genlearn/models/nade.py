@@ -261,6 +261,15 @@ class NADE(GenerativeModel):
         o = self.ordering(k)
         return bernoulli_log_prob(self.ordered_logits(x, o), as_float(x)[:, o])
 
+    @property
+    def ensemble_size(self) -> int:
+        """K, the number of orderings averaged by log_prob (members of the ensemble)."""
+        return self.orderings
+
+    def member_log_prob(self, x: Tensor, k: int) -> Tensor:
+        """log P_{o_k}(x) of ensemble member (ordering) k alone, nats (what the trainer monitors for K > 1)."""
+        return self.log_prob_ordering(x, k)
+
     def log_prob(self, x: Tensor) -> Tensor:
         """log P(x) in nats: the single ordering, or logsumexp_k log P_{o_k}(x) - log K for an ensemble."""
         if self.orderings == 1:
