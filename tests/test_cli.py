@@ -81,6 +81,7 @@ def test_lists(capsys):
     (["eval", "/no/such/run"], "no run folder"),
     (["kl", "--p", "0.5,0.6", "--q", "0.5,0.5"], "sum to 1"),
     (["sample", "/no/such/run"], "no run folder"),
+    (["fit", "product-bernoulli", "--data", "digits", "--threads", "0"], "--threads must be a positive"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
     code, _, err = run_cli(capsys, *argv, *(["--out", tmp_path / "x"] if argv[0] == "fit" else []))
@@ -180,3 +181,13 @@ def test_time_budget_stops_after_the_epoch_that_spends_it(tmp_path):
     assert run.metrics["epochs_run"] == 1 and run.metrics["out_of_time"] is True
     resumed = fit(None, None, out=tmp_path / "t", resume=True, max_minutes=10.0, epochs=3, progress=False)
     assert resumed.metrics["epochs_run"] == 3 and resumed.metrics["out_of_time"] is False
+
+
+def test_threads_option_sets_torch_threads(tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        code, _, _ = run_cli(capsys, "fit", "product-bernoulli", "--data", "coin:p=0.3,n=50", "--epochs", "2",
+                             "--threads", "1", "--out", tmp_path / "t", "--quiet")
+        assert code == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
