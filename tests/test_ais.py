@@ -128,3 +128,14 @@ def test_bad_settings_are_config_errors():
         RBM(5, 3).log_partition(method="ais", chains=1)
     with pytest.raises(ConfigError, match="partition method"):
         RBM(5, 3).log_partition(method="magic")
+
+
+def test_progress_bar_reports_the_temperatures_and_leaves_the_estimate_unchanged(capsys):
+    g = torch.Generator().manual_seed(3)
+    W, b, c = torch.randn(12, 6, generator=g) * 0.3, torch.randn(12, generator=g) * 0.1, torch.zeros(6)
+    quiet = ais_log_partition(W, b, c, steps=1200, chains=20, seed=1, reverse=False, warn=False)
+    capsys.readouterr()
+    shown = ais_log_partition(W, b, c, steps=1200, chains=20, seed=1, reverse=False, warn=False, progress=True)
+    err = capsys.readouterr().err
+    assert shown.value == quiet.value
+    assert "AIS" in err and "temperature" in err

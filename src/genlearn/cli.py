@@ -135,6 +135,8 @@ def _ais_options(args) -> dict:
     options = {k: v for k, v in (("steps", args.ais_steps), ("chains", args.ais_chains)) if v is not None}
     if args.partition == "ais" or options:
         options["seed"] = args.seed if args.seed is not None else 0
+    if sys.stderr.isatty() and not getattr(args, "quiet", False):
+        options["progress"] = True  # a bar over the AIS temperatures (ignored by exact log Z)
     return options
 
 

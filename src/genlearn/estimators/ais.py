@@ -39,6 +39,8 @@ PUBLISHED_STEPS = 14_500
 _SEGMENTS = ((0.0, 0.5, 500), (0.5, 0.9, 4000), (0.9, 1.0, 10000))
 #: ESS below this fraction of the chains triggers a warning
 ESS_WARN_FRACTION = 0.1
+#: the progress bar of `anneal` advances by this many temperatures at a time
+PROGRESS_EVERY = 500
 BASE_RATE_SMOOTHING = 0.05
 
 
@@ -99,7 +101,8 @@ def gibbs_sweeps(W: Tensor, b: Tensor, c: Tensor, v: Tensor, sweeps: int, genera
 
 
 @torch.no_grad()
-def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor, generator) -> Tensor:
+def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor, generator,
+           progress: bool = False) -> Tensor:
     """Run chains v (C x V) along their own temperature paths (K + 1 x C); returns log weights (C, float64)
     sum_k f_{beta_k}(v_{k-1}) - f_{beta_{k-1}}(v_{k-1}), where
     f_beta(v) = v.b0 + beta v.(b - b0) + sum_j softplus(beta (c_j + v.W_j)), so that
@@ -132,7 +135,10 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     inc = torch.empty(n_chains, dtype=dtype)
     logits = torch.empty(n_chains, n_vis, dtype=dtype)
     u = torch.empty(n_chains, n_hid + n_vis, dtype=dtype)         # the uniforms of one sweep, drawn at once
+    bar = _progress_bar(steps, progress)
     for k in range(1, steps + 1):
+        if bar is not None and k % PROGRESS_EVERY == 0:
+            bar.update(PROGRESS_EVERY)
         beta = beta_cols[k]
         torch.addmm(c_aug, v, w_aug, out=av)
         a = av[:, :n_hid]
@@ -147,17 +153,29 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
         torch.mm(hb, wt_aug, out=logits)
         torch.addcmul(b0, logits, beta, out=logits).sigmoid_()     # P_beta(v_i = 1 | h)
         torch.lt(u[:, n_hid:], logits, out=v)
+    if bar is not None:
+        bar.close()
     return lw
+
+
+def _progress_bar(steps: int, progress: bool):
+    """A tqdm bar over the temperatures (updated every PROGRESS_EVERY of them), or None."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc="AIS", unit="temperature", unit_scale=True, leave=False, mininterval=0.5)
 
 
 @torch.no_grad()
 def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_logits: Tensor | None = None, steps: int | None = None,
                       chains: int = 100, seed: int = 0, reverse: bool = True, reverse_start: Tensor | None = None,
-                      burn_in: int = 1000, dtype=torch.float32, warn: bool = True) -> Estimate:
+                      burn_in: int = 1000, dtype=torch.float32, warn: bool = True,
+                      progress: bool = False) -> Estimate:
     """AIS estimate of log Z (nats) of the RBM (W, b, c) from the base-rate model with logits `base_logits`
     (uniform visibles when None), with `steps` temperatures (default the published 14,500) and `chains`
     chains; with `reverse`, reverse AIS from `reverse_start` rows (cycled to `chains` rows; base-rate samples
-    when None) after `burn_in` Gibbs sweeps at beta = 1.
+    when None) after `burn_in` Gibbs sweeps at beta = 1. `progress`: a progress bar over the temperatures.
 
     Returns Estimate(value = forward estimate, stderr (delta method), lower = forward - 2 stderr,
     upper = reverse + 2 reverse stderr (inf without reverse), details = {forward, reverse, forward_stderr,
@@ -196,7 +214,7 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_logits: Tensor | Non
         v_rev = gibbs_sweeps(W, b, c, v_rev, burn_in, g)
         start_states.append(v_rev)
         paths.append(betas.flip(0)[:, None].expand(-1, chains))
-    lw = anneal(W, b, c, b0, torch.cat(start_states), torch.cat(paths, 1).contiguous(), g)
+    lw = anneal(W, b, c, b0, torch.cat(start_states), torch.cat(paths, 1).contiguous(), g, progress=progress)
     lw_f = lw[:chains]
     forward = log_z0 + log_mean_exp(lw_f)
     ess_f = effective_sample_size(lw_f)

@@ -356,14 +356,14 @@ class RBM(EnergyModel):
 
     def log_partition(self, method: str = "auto", steps: int | None = None, chains: int = 100, seed: int = 0,
                       data: Tensor | None = None, reverse: bool = True, burn_in: int = 1000, kernel: str = "auto",
-                      **unused):
+                      progress: bool = False, **unused):
         """log Z in nats as an Estimate.
 
         method: "exact" (enumerate the smaller layer, <= 25 units; IntractableError beyond), "ais" (AIS from the
         base rate with `steps` temperatures (default 14,500), `chains` chains, `seed`, and, with `reverse`, reverse
         AIS from training rows after `burn_in` Gibbs sweeps), "auto" (exact when the smaller layer has <= 25
         units and n 2^m <= 2^35, else ais). `data`: training rows for the base rate and reverse starts (else the
-        stored statistics)."""
+        stored statistics). `progress`: a progress bar over the AIS temperatures."""
         from genlearn.estimators import Estimate
         from genlearn.estimators.exact_rbm import check_exact_limit, rbm_log_partition
 
@@ -390,7 +390,8 @@ class RBM(EnergyModel):
             base = self.base_rate_logits if int(self.base_rate_ready) else None
             rows = self.reverse_rows
         return ais_log_partition(self.weight, self.visible_bias, self.hidden_bias, base, steps=steps,
-                                 chains=chains, seed=seed, reverse=reverse, reverse_start=rows, burn_in=burn_in)
+                                 chains=chains, seed=seed, reverse=reverse, reverse_start=rows, burn_in=burn_in,
+                                 progress=progress)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log P(x) = -F(x) - log Z with the exact log Z (IntractableError when the smaller layer is too big)."""
