@@ -33,7 +33,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "temperatures at every evaluation (off)")
     g.add_argument("--monitor-ensemble", action="store_true", default=None,
                    help="MADE masks / NADE orderings: evaluate the whole ensemble at every evaluation (default: "
-                        "member 0 alone, recorded as *_nll_member; the final metrics always use the ensemble)")
+                        "one member alone, recorded as *_nll_member; the final metrics always use the ensemble)")
     g.add_argument("--seed", type=int, help="random seed (0); the same seed gives the same run")
 
 

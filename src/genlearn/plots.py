@@ -13,8 +13,8 @@ import torch  # noqa: E402
 CURVE_KEYS = {"train_kl": "train D_KL(Q^||P) [nats]", "train_nll": "train NLL [nats]",
               "valid_nll": "valid NLL [nats]", "kl_true": "D_KL(Q||P) to the truth [nats]",
               "train_nll_ais": "train NLL, forward AIS [nats]", "valid_nll_ais": "valid NLL, forward AIS [nats]",
-              "train_nll_member": "train NLL, ensemble member 0 [nats]",
-              "valid_nll_member": "valid NLL, ensemble member 0 [nats]"}
+              "train_nll_member": "train NLL, one ensemble member [nats]",
+              "valid_nll_member": "valid NLL, one ensemble member [nats]"}
 
 
 def learning_curve(history: list[dict], path: Path, title: str = "learning curve") -> Path | None:

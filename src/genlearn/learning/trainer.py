@@ -32,9 +32,10 @@ class TrainConfig:
     exact log Z (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every evaluation by forward AIS with this
     many temperatures (100 chains; recorded as train_nll_ais / valid_nll_ais with the AIS effective sample size;
     forward AIS under-estimates log Z on average, so these are optimistic; None = off); monitor_ensemble: an
-    ensemble of K members (MADE masks, NADE orderings) is monitored through member 0 alone by default (recorded
-    as train_nll_member / valid_nll_member, early stopping on the latter; 1/K of the cost), True evaluates the
-    whole ensemble at every evaluation. The final metrics of a fit always use the whole ensemble."""
+    ensemble of K members (MADE masks, NADE orderings) is monitored through one member by default
+    (model.monitor_member, recorded as monitored_member, train_nll_member / valid_nll_member, early stopping on
+    the latter; 1/K of the cost), True evaluates the whole ensemble at every evaluation. The final metrics of a
+    fit always use the whole ensemble."""
 
     epochs: int = 100
     lr: float = 0.1
@@ -218,10 +219,10 @@ class Trainer:
         rec = {"epoch": self.state.epoch, "step": self.state.step, "lr": self.optimizer.param_groups[0]["lr"],
                "loss": mean_loss}
         if getattr(self.model, "ensemble_size", 1) > 1 and not self.cfg.monitor_ensemble:
-            rec["monitored_member"] = 0
-            rec["train_nll_member"] = mean_nll(self.model, self.dataset.train, member=0)
+            k = rec["monitored_member"] = int(getattr(self.model, "monitor_member", 0))
+            rec["train_nll_member"] = mean_nll(self.model, self.dataset.train, member=k)
             if self.dataset.valid is not None:
-                rec["valid_nll_member"] = mean_nll(self.model, self.dataset.valid, member=0)
+                rec["valid_nll_member"] = mean_nll(self.model, self.dataset.valid, member=k)
         elif getattr(self.model, "tractable", True):
             rec["train_nll"] = mean_nll(self.model, self.dataset.train)
             if self.entropy_train is not None:

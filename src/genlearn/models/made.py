@@ -176,6 +176,9 @@ class MADE(GenerativeModel):
         """log P_k(x) of ensemble member (mask) k alone, nats (what the trainer monitors for K > 1)."""
         return self.log_prob_mask(x, k)
 
+    #: the member the trainer monitors
+    monitor_member = 0
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Ensemble: logsumexp_k log P_k(x) - log K (nats, exact; K = 1 is the single-mask MADE)."""
         if self.masks == 1:

@@ -270,6 +270,13 @@ class NADE(GenerativeModel):
         """log P_{o_k}(x) of ensemble member (ordering) k alone, nats (what the trainer monitors for K > 1)."""
         return self.log_prob_ordering(x, k)
 
+    @property
+    def monitor_member(self) -> int:
+        """The member the trainer monitors: the first random ordering. (With order="fixed", ordering 0 is the
+        identity, which an order-agnostic model fits worse than a typical ordering: measured ~7-9 nats on
+        binarized MNIST, train and valid alike, so it would be a pessimistic proxy.)"""
+        return 1 if self.order == "fixed" and self.orderings > 1 else 0
+
     def log_prob(self, x: Tensor) -> Tensor:
         """log P(x) in nats: the single ordering, or logsumexp_k log P_{o_k}(x) - log K for an ensemble."""
         if self.orderings == 1:
