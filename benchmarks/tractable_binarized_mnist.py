@@ -83,11 +83,10 @@ def nll(fn, x: torch.Tensor, batch: int = 100) -> float:
 
 def quick_valid_fn(model):
     """What is monitored every epoch: the model's exact log P, except for ensembles where one member
-    (mask / ordering 0) is monitored (the ensemble itself is evaluated at the end)."""
-    if isinstance(model, MADE) and model.masks > 1:
-        return lambda x: model.log_prob_mask(x, 0)
-    if isinstance(model, NADE) and model.orderings > 1:
-        return lambda x: model.log_prob_ordering(x, 0)
+    (model.monitor_member: mask 0, a NADE's first random ordering) is monitored (the ensemble itself is evaluated
+    at the end)."""
+    if getattr(model, "ensemble_size", 1) > 1:
+        return lambda x: model.member_log_prob(x, model.monitor_member)
     return model.log_prob
 
 
@@ -240,6 +239,11 @@ def main(argv=None):
         print(f"== {key}: test NLL {res['test_nll']:.3f} nats (published {PUBLISHED[key]}), valid "
               f"{res['valid_nll']:.3f}, wall {res['wall_seconds']:.0f} s", flush=True)
         model = res.pop("_model", None)
+        if model is not None:  # the fitted parameters, for later analysis (not committed: *.safetensors)
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                      str(args.out.parent / f"{args.out.stem}_{key}.safetensors"))
         results[key] = res
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))
