@@ -135,8 +135,6 @@ def _ais_options(args) -> dict:
     options = {k: v for k, v in (("steps", args.ais_steps), ("chains", args.ais_chains)) if v is not None}
     if args.partition == "ais" or options:
         options["seed"] = args.seed if args.seed is not None else 0
-    if sys.stderr.isatty() and not getattr(args, "quiet", False):
-        options["progress"] = True  # a bar over the AIS temperatures (ignored by exact log Z)
     return options
 
 
@@ -187,7 +185,8 @@ def cmd_eval(args) -> int:
         splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
         options = _ais_options(args)
         metrics = {"run": str(args.run), "model": run.meta["model"], "dataset": dataset.name, "data_spec": spec,
-                   **evaluate(run.model, dataset, splits=splits, partition=args.partition, **options)}
+                   **evaluate(run.model, dataset, splits=splits, partition=args.partition,
+                              progress=sys.stderr.isatty(), **options)}
         gap = (metrics.get("log_z_details") or {}).get("forward_reverse_gap")
         if gap is not None and abs(gap) > 1.0:
             print(f"genlearn: warning: forward and reverse AIS disagree by {gap:.2f} nats; "

@@ -206,17 +206,31 @@ def float64_copy(model):
 
 
 @torch.no_grad()
-def mean_nll(model, x: Tensor, batch_size: int = 10_000, member: int | None = None) -> float:
+def mean_nll(model, x: Tensor, batch_size: int = 10_000, member: int | None = None, progress: bool = False,
+             desc: str = "NLL") -> float:
     """-(1/M) sum_m log P(x_m|theta) in nats per example, accumulated in float64; with `member` = k, the NLL of
-    ensemble member k alone (model.member_log_prob: one mask of a MADE, one ordering of a NADE ensemble)."""
+    ensemble member k alone (model.member_log_prob: one mask of a MADE, one ordering of a NADE ensemble).
+    A whole ensemble of K members goes through in chunks of batch_size / K rows (the same chunks with or without
+    `progress`, a tqdm bar over the rows named `desc`)."""
     if x.shape[0] == 0:
         raise DataError("cannot evaluate the likelihood of an empty data set")
     model = float64_copy(model)
     if torch.is_floating_point(x) and _is_float64(model):
         x = x.double()
+    if member is None:
+        batch_size = max(1, batch_size // int(getattr(model, "ensemble_size", 1)))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=x.shape[0], desc=desc, unit="row", unit_scale=True, leave=False, mininterval=0.5)
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
         lp = model.log_prob(xb) if member is None else model.member_log_prob(xb, member)
         total += float(lp.double().sum())
+        if bar is not None:
+            bar.update(xb.shape[0])
+    if bar is not None:
+        bar.close()
     return -total / x.shape[0]

@@ -15,13 +15,15 @@ from genlearn.models.base import EnergyModel
 
 
 @torch.no_grad()
-def split_nll(model, x: torch.Tensor, partition: str = "auto", log_z=None, **partition_options) -> dict:
-    """{"nll", "nll_method", "bits_per_dim"} (+ "nll_lower", "nll_upper", "log_z"... for energy models)."""
+def split_nll(model, x: torch.Tensor, partition: str = "auto", log_z=None, progress: bool = False,
+              desc: str = "NLL", **partition_options) -> dict:
+    """{"nll", "nll_method", "bits_per_dim"} (+ "nll_lower", "nll_upper", "log_z"... for energy models);
+    `progress`: progress bars (named `desc`) over the rows and the AIS temperatures."""
     x = model.check_input(x)
     n_dims = model.n_features
     if isinstance(model, EnergyModel):
         if log_z is None:
-            log_z = partition_estimate(model, partition, **partition_options)
+            log_z = partition_estimate(model, partition, progress=progress, **partition_options)
         mean_f = 0.0
         for start in range(0, x.shape[0], 10_000):
             mean_f += float(model.free_energy(x[start : start + 10_000]).double().sum())
@@ -33,30 +35,34 @@ def split_nll(model, x: torch.Tensor, partition: str = "auto", log_z=None, **par
                "mean_free_energy": mean_f}
         out["log_z_details"] = log_z.details
     else:
-        out = {"nll": mean_nll(model, x), "nll_method": "exact"}
+        out = {"nll": mean_nll(model, x, progress=progress, desc=desc), "nll_method": "exact"}
     out["bits_per_dim"] = out["nll"] / (n_dims * math.log(2))
     return out
 
 
-def partition_estimate(model, partition: str = "auto", **options):
-    """log Z of an energy model: `auto` is exact enumeration when the model allows it, else AIS."""
+def partition_estimate(model, partition: str = "auto", progress: bool = False, **options):
+    """log Z of an energy model: `auto` is exact enumeration when the model allows it, else AIS (with a
+    progress bar over its temperatures when `progress`)."""
     if partition == "auto":
         try:
             return model.log_partition(method="exact")
         except IntractableError:
             partition = "ais"
+    if progress and partition == "ais":
+        options["progress"] = True
     return model.log_partition(method=partition, **options)
 
 
 @torch.no_grad()
-def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str = "auto",
+def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str = "auto", progress: bool = False,
              **partition_options) -> dict:
     """Metrics of a fitted model on a data set: `<split>_nll` for each split present (nats per example),
-    the empirical entropy and KL on train, and the exact KL to the truth when it is known and enumerable."""
+    the empirical entropy and KL on train, and the exact KL to the truth when it is known and enumerable.
+    `progress`: progress bars over AIS temperatures and over each split's rows."""
     out: dict = {}
     log_z = None
     if isinstance(model, EnergyModel):
-        log_z = partition_estimate(model, partition, **partition_options)
+        log_z = partition_estimate(model, partition, progress=progress, **partition_options)
         out["log_z"] = log_z.value
         out["log_z_lower"] = log_z.lower if math.isfinite(log_z.lower) else None
         out["log_z_upper"] = log_z.upper if math.isfinite(log_z.upper) else None
@@ -66,7 +72,7 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str =
         x = getattr(dataset, split)
         if x is None:
             continue
-        res = split_nll(model, x, log_z=log_z)
+        res = split_nll(model, x, log_z=log_z, progress=progress, desc=f"{split} NLL")
         out[f"{split}_nll"] = res["nll"]
         out[f"{split}_nll_method"] = res["nll_method"]
         out[f"{split}_bits_per_dim"] = res["bits_per_dim"]

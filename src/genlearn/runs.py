@@ -125,7 +125,7 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
                "train_config": trainer.cfg.to_dict(), "epochs_run": trainer.state.epoch,
                "stopped_early": trainer.state.stopped_early, "best_epoch": trainer.state.best_epoch,
                "out_of_time": trainer.state.out_of_time}
-    metrics.update(evaluate(model, dataset, partition=partition, **partition_options))
+    metrics.update(evaluate(model, dataset, partition=partition, progress=trainer.cfg.progress, **partition_options))
     if hasattr(model, "describe_training"):
         metrics.update(model.describe_training())
     metrics["units"] = "nats per example (bits_per_dim in bits per dimension)"
