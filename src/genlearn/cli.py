@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     threads.add_argument("--threads", type=int, metavar="N",
                          help="CPU threads for torch and the compiled kernels (default: torch's, one per core)")
 
-    p = sub.add_parser("fit", parents=[threads], help="fit a model to a data set; writes checkpoint, metrics.json and plots to --out")
+    p = sub.add_parser("fit", parents=[threads],
+                       help="fit a model to a data set; writes checkpoint, metrics.json and plots to --out")
     p.add_argument("model", nargs="?", help="model name (see `genlearn models`); not needed with --resume")
     _data_args(p, required=False)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/MODEL-DATASET)")
@@ -100,14 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     _train_args(p)
     _model_args(p)
 
-    p = sub.add_parser("eval", parents=[threads], help="print the metrics of a fitted run as JSON (optionally on other data)")
+    p = sub.add_parser("eval", parents=[threads],
+                       help="print the metrics of a fitted run as JSON (optionally on other data)")
     p.add_argument("run", metavar="DIR")
     _data_args(p, required=False)
     p.add_argument("--split", choices=("train", "valid", "test", "all"), default="all")
     p.add_argument("--seed", type=int, default=0, help="seed of stochastic estimators (AIS)")
     _partition_args(p)
 
-    p = sub.add_parser("sample", parents=[threads], help="draw samples from a fitted run: a PNG grid for images, else CSV")
+    p = sub.add_parser("sample", parents=[threads],
+                       help="draw samples from a fitted run: a PNG grid for images, else CSV")
     p.add_argument("run", metavar="DIR")
     p.add_argument("-n", type=int, default=64, help="number of samples (64)")
     p.add_argument("--out", metavar="FILE", help=".png (image grid) or .csv; default: CSV on standard output")
@@ -115,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="Gibbs sweeps for models sampled by MCMC")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
-    p = sub.add_parser("kl", parents=[threads], help="D_KL(P||Q) between two tables (--p 0.5,0.5 --q 0.9,0.1) or two fitted runs")
+    p = sub.add_parser("kl", parents=[threads],
+                       help="D_KL(P||Q) between two tables (--p 0.5,0.5 --q 0.9,0.1) or two fitted runs")
     p.add_argument("--p", required=True, help="probabilities p1,p2,... or a run folder")
     p.add_argument("--q", required=True, help="probabilities q1,q2,... or a run folder")
     p.add_argument("--method", default="auto", choices=("auto", "closed-form", "enumerate", "mc"))
@@ -123,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list the named data sets")
     sub.add_parser("models", help="list the model families")
 
-    p = sub.add_parser("demo", parents=[threads], help="the framework's story on the embedded data, with a report folder")
+    p = sub.add_parser("demo", parents=[threads],
+                       help="the framework's story on the embedded data, with a report folder")
     p.add_argument("--out", default="reports/demo", metavar="DIR")
     p.add_argument("--fast", action="store_true", help="a smaller, quicker version (for tests)")
     p.add_argument("--quiet", action="store_true")
