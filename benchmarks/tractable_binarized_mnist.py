@@ -137,8 +137,8 @@ def train_gradient(model, train, valid, *, lr, batch_size, epochs, patience, bud
     return curve, time.perf_counter() - t0, best_epoch
 
 
-def make_model(key: str, n: int, train: torch.Tensor, seed: int = 0):
-    spec = RECIPES[key]["model"]
+def make_model(key: str, n: int, train: torch.Tensor, seed: int = 0, model_overrides: dict | None = None):
+    spec = {**RECIPES[key]["model"], **(model_overrides or {})}
     if key == "fvsbn":
         return FVSBN(n, seed=seed, **spec).init_from_data(train)
     if key in ("nade", "oa-nade"):
@@ -174,10 +174,10 @@ def run_em(key, train, valid, test, budget_s, log, components=None, smoothings=N
             "_model": model}
 
 
-def run_gradient(key, train, valid, test, budget_s, log, seed=0, **overrides):
+def run_gradient(key, train, valid, test, budget_s, log, seed=0, model_overrides=None, **overrides):
     rec = RECIPES[key]
     tr = {**rec["train"], **{k: v for k, v in overrides.items() if v is not None}}
-    model = make_model(key, train.shape[1], train, seed)
+    model = make_model(key, train.shape[1], train, seed, model_overrides)
     t0 = time.perf_counter()
     curve, secs, best_epoch = train_gradient(model, train, valid, lr=tr["lr"], batch_size=tr["batch_size"],
                                              epochs=tr["epochs"], patience=tr["patience"], budget_s=budget_s,
@@ -189,7 +189,7 @@ def run_gradient(key, train, valid, test, budget_s, log, seed=0, **overrides):
            "eval_seconds": time.perf_counter() - te}
     if isinstance(model, (MADE, NADE)) and (getattr(model, "masks", 1) > 1 or getattr(model, "orderings", 1) > 1):
         out["test_nll_single_member"] = nll(quick_valid_fn(model), test)
-    out.update({"train_seconds": secs, "wall_seconds": time.perf_counter() - t0, "epochs": len(curve),
+    out.update({"model_settings": {**rec["model"], **(model_overrides or {})}, "train_seconds": secs, "wall_seconds": time.perf_counter() - t0, "epochs": len(curve),
                 "best_epoch": best_epoch, "train_settings": tr, "curve": curve,
                 "stopped_by": ("patience" if len(curve) - best_epoch >= tr["patience"] else
                                "epochs" if len(curve) >= tr["epochs"] else "time budget")})
@@ -211,6 +211,9 @@ def main(argv=None):
     p.add_argument("--smoothing", type=str, default=None, help="mixture: comma list of Beta pseudo-counts")
     p.add_argument("--train-subset", type=int, default=None, help="use the first N training examples (smoke)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--order", choices=("fixed", "random"), default=None,
+                   help="made / nade: override the recipe's ordering (random: one random ordering per mask)")
+    p.add_argument("--hidden", type=int, default=None, help="made / nade: override the recipe's hidden units")
     p.add_argument("--out", type=Path, default=RESULTS / "tractable_binarized_mnist.json")
     args = p.parse_args(argv)
     if args.threads:
@@ -232,8 +235,9 @@ def main(argv=None):
             res = run_em(key, train, valid, test, budget, log, components=args.components, smoothings=sm,
                          iterations=args.epochs)
         else:
+            overrides = {k: v for k, v in (("order", args.order), ("hidden", args.hidden)) if v is not None}
             res = run_gradient(key, train, valid, test, budget, log, lr=args.lr, epochs=args.epochs,
-                               weight_decay=args.weight_decay, lr_decay=args.lr_decay)
+                               weight_decay=args.weight_decay, lr_decay=args.lr_decay, model_overrides=overrides)
         res.update({"published": PUBLISHED[key], "target": PUBLISHED[key] + 1.0, "recipe": RECIPES[key],
                     "settings": settings, "reached_target": res["test_nll"] <= PUBLISHED[key] + 1.0})
         print(f"== {key}: test NLL {res['test_nll']:.3f} nats (published {PUBLISHED[key]}), valid "
