@@ -266,8 +266,11 @@ def save_plots(key, res, model, folder: Path) -> None:
                 x = model.sample(64, generator=torch.Generator().manual_seed(0))
             sample_grid(x, (28, 28), Path(f"{stem}_samples.png"), title=f"{key} samples")
         curve = res.get("curve") or (res["runs"][0]["curve"] if res.get("runs") else [])
-        hist = [{"epoch": c.get("epoch", c.get("iteration")), "valid_nll": c.get("valid_nll"),
-                 "train_nll": c.get("train_loss", c.get("train_nll"))} for c in curve]
+        # an ensemble's curve is that of its members: the training loss averages over random members, the
+        # valid NLL is the monitored member's (the ensemble is evaluated once, at the end)
+        suffix = "_member" if getattr(model, "ensemble_size", 1) > 1 else ""
+        hist = [{"epoch": c.get("epoch", c.get("iteration")), f"valid_nll{suffix}": c.get("valid_nll"),
+                 f"train_nll{suffix}": c.get("train_loss", c.get("train_nll"))} for c in curve]
         learning_curve(hist, Path(f"{stem}_curve.png"), title=f"{key} on binarized MNIST")
     except Exception as exc:  # plotting must never lose a measured result
         print(f"(plots for {key} skipped: {exc})", flush=True)
