@@ -50,8 +50,9 @@ def load(data_dir: Path) -> Dataset:
                    image_shape=(28, 28))
 
 
-def train(model: RBM, ds: Dataset, cfg: TrainConfig, callbacks=None) -> float:
-    model.init_visible_bias(ds.train)
+def train(model: RBM, ds: Dataset, cfg: TrainConfig, callbacks=None, init_bias: bool = True) -> float:
+    if init_bias:
+        model.init_visible_bias(ds.train)
     t0 = time.perf_counter()
     Trainer(model, ds, cfg, callbacks=callbacks).fit()
     return time.perf_counter() - t0
@@ -110,6 +111,10 @@ def big_stage(ds: Dataset, args, res: dict, out_dir: Path) -> None:
     training time t out of the budget T (set after every epoch), from lr0 = --big-lr to f lr0 with
     f = --big-final-fraction: linear, lr(t) = lr0 max(f, 1 - t / T), or geometric, lr(t) = lr0 f^(t / T)."""
     model = RBM(784, 500, k=args.big_k, gradient="pcd", n_chains=100, seed=0)
+    if args.init_from:  # a second stage: continue from a saved model (its parameters and persistent chains)
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(args.init_from))
     budget = 60.0 * args.big_minutes
     cfg = TrainConfig(epochs=100_000, lr=args.big_lr, optimizer="momentum", momentum=0.9, batch_size=100,
                       weight_decay=1e-4, schedule="constant", seed=0, progress=False, eval_every=100_000)
@@ -129,14 +134,14 @@ def big_stage(ds: Dataset, args, res: dict, out_dir: Path) -> None:
             print(f"  epoch {e}: test NLL ~ {r['test_nll_forward']:.2f} (AIS {args.curve_steps} steps, "
                   f"ESS {r['ess_forward']:.0f}), {spent:.0f} s training", flush=True)
 
-    wall = train(model, ds, cfg, callbacks=[monitor])
+    wall = train(model, ds, cfg, callbacks=[monitor], init_bias=not args.init_from)
     seconds = curve[-1]["train_seconds"] if curve else wall
     big = {"model": model.config(), "train_config": cfg.to_dict(), "train_seconds": seconds,
            "train_wall_seconds_incl_monitoring": wall, "curve": curve,
            "epochs": curve[-1]["epoch"] if curve else None, "budget_minutes": args.big_minutes,
            "lr_schedule": f"{args.big_decay} in elapsed training time from big_lr to "
                           f"{args.big_final_fraction:g} of it",
-           "published_test_nll": PUBLISHED["rbm500"]}
+           "published_test_nll": PUBLISHED["rbm500"], "init_from": args.init_from}
     res["rbm500"] = big
     from safetensors.torch import save_file
 
@@ -183,6 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--big-decay", choices=("linear", "geometric"), default="linear",
                     help="learning-rate decay in the elapsed training time")
     ap.add_argument("--big-final-fraction", type=float, default=0.02, help="final lr as a fraction of --big-lr")
+    ap.add_argument("--init-from", default=None, metavar="SAFETENSORS",
+                    help="start the 784 x 500 RBM from this saved state (rbm500.safetensors of an earlier stage)")
     ap.add_argument("--curve-every", type=int, default=20)
     ap.add_argument("--curve-steps", type=int, default=2000)
     ap.add_argument("--ais-steps", type=int, default=None, help="final AIS temperatures (default: published 14,500)")
