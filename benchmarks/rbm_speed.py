@@ -6,6 +6,9 @@ measured in the same run; AIS (14,500 and, with --raise-steps, 100,000 temperatu
     flock /tmp/genlearn-heavy.lock .venv/bin/python benchmarks/rbm_speed.py [--data-dir ../shared/data]
         [--repeats 3] [--raise-steps 100000]
 
+Both genlearn's default (full-precision products) and its mixed precision (matmul_precision="bfloat16":
+bfloat16 operands, float32 accumulation) are timed; the roofline fractions are against the float32 GEMM peak
+(the issue's definition) and, for bfloat16, also against the bfloat16 GEMM peak measured in the same run.
 FLOPs of one CD-1 epoch: 5 matrix products of 2 B V H per minibatch (x W, h W^T, v W, x^T P(h|x), v^T P(h|v)),
 i.e. 10 M V H = 2.35e11 for M = 60,000. roofline_fraction = (epoch FLOPs / epoch seconds) / peak GEMM FLOP/s,
 with the peak measured as the best of torch float32 matrix products (2048^3 and the epoch's own shapes).
@@ -40,9 +43,9 @@ def read_idx_images(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows * cols)
 
 
-def gemm_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    out = torch.empty(m, n)
+def gemm_gflops(m: int, k: int, n: int, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    out = torch.empty(m, n, dtype=dtype)
     torch.mm(a, b, out=out)
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -95,50 +98,72 @@ def main(argv=None) -> int:
     res["gemm_gflops"] = gf
     res["gemm_peak_gflops"] = peak
     print("float32 GEMM GFLOP/s:", {k: round(v, 1) for k, v in gf.items()})
+    gf16 = {name: gemm_gflops(*sh, dtype=torch.bfloat16) for name, sh in shapes.items()}
+    peak16 = max(gf16.values())
+    res["gemm_gflops_bfloat16"] = gf16
+    res["gemm_peak_gflops_bfloat16"] = peak16
+    print("bfloat16 GEMM GFLOP/s (float32 accumulation):", {k: round(v, 1) for k, v in gf16.items()})
 
     # -- one CD-1 epoch through the Trainer ------------------------------------------------------
     if args.paired:
-        # Interleave the two at a fine grain (100 minibatches each, in turn) so that both see the same machine
-        # state: this virtual machine's speed drifts by up to ~40% within a minute.
+        # Interleave genlearn (full and bfloat16 products) and scikit-learn at a fine grain (100 minibatches each,
+        # in turn) so that all see the same machine state: this virtual machine's speed drifts by up to ~40%
+        # within a minute.
         from sklearn.neural_network import BernoulliRBM
 
         chunk = 10_000
         parts = [x[s : s + chunk] for s in range(0, M, chunk)]
-        model = RBM(V, H, k=1, seed=0)
-        model.init_visible_bias(x)
         cfg = TrainConfig(epochs=1, lr=0.05, optimizer="momentum", momentum=0.5, batch_size=B, seed=0,
                           progress=False)
-        trainers = [Trainer(model, Dataset(name="mnist-threshold", kind="binary", train=part, valid=None,
-                                           test=None, image_shape=(28, 28)), cfg) for part in parts]
-        ours, theirs = [], []
+        precisions = ("full", "bfloat16")
+        trainers = {}
+        for precision in precisions:
+            model = RBM(V, H, k=1, seed=0, matmul_precision=precision)
+            model.init_visible_bias(x)
+            trainers[precision] = [Trainer(model, Dataset(name="mnist-threshold", kind="binary", train=part,
+                                                          valid=None, test=None, image_shape=(28, 28)), cfg)
+                                   for part in parts]
+        ours = {precision: [] for precision in precisions}
+        theirs = []
         for _ in range(args.repeats):
-            t_ours = t_theirs = 0.0
-            for trainer, part in zip(trainers, parts):
-                t0 = time.perf_counter()
-                trainer._epoch()
-                t_ours += time.perf_counter() - t0
+            t_ours = dict.fromkeys(precisions, 0.0)
+            t_theirs = 0.0
+            for i, part in enumerate(parts):
+                for precision in precisions:
+                    t0 = time.perf_counter()
+                    trainers[precision][i]._epoch()
+                    t_ours[precision] += time.perf_counter() - t0
                 sk = BernoulliRBM(n_components=H, learning_rate=0.05, batch_size=B, n_iter=1, random_state=0)
                 part_np = part.numpy()
                 t0 = time.perf_counter()
                 sk.fit(part_np)
                 t_theirs += time.perf_counter() - t0
-            ours.append(t_ours)
+            for precision in precisions:
+                ours[precision].append(t_ours[precision])
             theirs.append(t_theirs)
-            print(f"epoch (6 interleaved chunks of 100 minibatches): genlearn {t_ours:.2f} s, "
-                  f"scikit-learn {t_theirs:.2f} s, ratio {t_theirs / t_ours:.2f}", flush=True)
+            print(f"epoch (6 interleaved chunks of 100 minibatches): genlearn {t_ours['full']:.2f} s, "
+                  f"genlearn bfloat16 {t_ours['bfloat16']:.2f} s, scikit-learn {t_theirs:.2f} s, ratios "
+                  f"{t_theirs / t_ours['full']:.2f} / {t_theirs / t_ours['bfloat16']:.2f}", flush=True)
         flops = 10.0 * M * V * H
-        ratios = sorted(t / o for o, t in zip(ours, theirs))
-        res.update({"paired_epoch_seconds_all": ours, "paired_sklearn_epoch_seconds_all": theirs,
-                    "paired_ratios": ratios, "epoch_seconds": min(ours), "sklearn_epoch_seconds": min(theirs),
-                    "ratio_vs_sklearn": ratios[len(ratios) // 2], "ratio_best_to_best": min(theirs) / min(ours),
-                    "roofline_fraction": flops / min(ours) / 1e9 / peak,
-                    "roofline_fraction_vs_epoch_shapes": flops / min(ours) / 1e9 / max(
-                        gf["B x V x H"], gf["B x H x V"], gf["V x B x H"]),
+        shapes_peak = max(gf["B x V x H"], gf["B x H x V"], gf["V x B x H"])
+        res.update({"paired_sklearn_epoch_seconds_all": theirs, "sklearn_epoch_seconds": min(theirs),
                     "peak_rss_mb": rss_mb()})
-        print(f"paired: genlearn {min(ours):.2f} s, sklearn {min(theirs):.2f} s, median ratio "
-              f"{res['ratio_vs_sklearn']:.2f}, roofline fraction {res['roofline_fraction']:.2f} "
-              f"(peak {peak:.1f} GFLOP/s; {res['roofline_fraction_vs_epoch_shapes']:.2f} of the epoch's own "
-              f"GEMM shapes)")
+        for precision in precisions:
+            sfx = "" if precision == "full" else "_bfloat16"
+            best = min(ours[precision])
+            ratios = sorted(t / o for o, t in zip(ours[precision], theirs))
+            res.update({f"paired_epoch_seconds_all{sfx}": ours[precision], f"paired_ratios{sfx}": ratios,
+                        f"epoch_seconds{sfx}": best, f"ratio_vs_sklearn{sfx}": ratios[len(ratios) // 2],
+                        f"ratio_best_to_best{sfx}": min(theirs) / best,
+                        f"roofline_fraction{sfx}": flops / best / 1e9 / peak,
+                        f"roofline_fraction_vs_epoch_shapes{sfx}": flops / best / 1e9 / shapes_peak})
+            print(f"paired, {precision} products: genlearn {best:.2f} s, sklearn {min(theirs):.2f} s, median "
+                  f"ratio {res[f'ratio_vs_sklearn{sfx}']:.2f}, {res[f'roofline_fraction{sfx}']:.2f} of the float32 "
+                  f"GEMM peak {peak:.1f} GFLOP/s ({res[f'roofline_fraction_vs_epoch_shapes{sfx}']:.2f} of the "
+                  f"epoch's own float32 GEMM shapes)")
+        res["roofline_fraction_bfloat16_vs_bfloat16_peak"] = flops / res["epoch_seconds_bfloat16"] / 1e9 / peak16
+        print(f"bfloat16 epoch against the bfloat16 GEMM peak ({peak16:.1f} GFLOP/s): "
+              f"{res['roofline_fraction_bfloat16_vs_bfloat16_peak']:.2f}")
         out = Path(args.out).with_name("rbm_speed_paired.json")
         out.write_text(json.dumps(res, indent=2))
         print("wrote", out)
@@ -175,6 +200,22 @@ def main(argv=None) -> int:
     res["epoch_gflops_achieved"] = flops / epoch / 1e9
     res["roofline_fraction"] = flops / epoch / 1e9 / peak
     res["rss_after_training_mb"] = rss_mb()
+    if not args.epoch_only:  # the same epoch with bfloat16 products (mixed precision), alternating with float32
+        model16 = RBM(V, H, k=1, seed=0, matmul_precision="bfloat16")
+        model16.init_visible_bias(x)
+        trainer16 = Trainer(model16, ds, cfg)
+        times16 = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            trainer16._epoch()
+            times16.append(time.perf_counter() - t0)
+        res["epoch_seconds_all_bfloat16"] = times16
+        res["epoch_seconds_bfloat16"] = min(times16)
+        res["roofline_fraction_bfloat16"] = flops / min(times16) / 1e9 / peak
+        res["roofline_fraction_bfloat16_vs_bfloat16_peak"] = flops / min(times16) / 1e9 / peak16
+        print(f"genlearn CD-1 epoch, bfloat16 products: {min(times16):.2f} s = {res['roofline_fraction_bfloat16']:.2f}"
+              f" of the float32 GEMM peak, {res['roofline_fraction_bfloat16_vs_bfloat16_peak']:.2f} of the "
+              f"bfloat16 one ({peak16:.1f} GFLOP/s)")
     print(f"genlearn CD-1 epoch: {epoch:.2f} s (all {[round(t, 2) for t in times]}), "
           f"{flops / epoch / 1e9:.1f} GFLOP/s = {res['roofline_fraction']:.2f} of the GEMM peak {peak:.1f}")
     if args.epoch_only:
@@ -195,6 +236,7 @@ def main(argv=None) -> int:
         res["sklearn_epoch_seconds_all"] = sk_times
         res["sklearn_epoch_seconds"] = min(sk_times)
         res["ratio_vs_sklearn"] = min(sk_times) / epoch
+        res["ratio_vs_sklearn_bfloat16"] = min(sk_times) / res["epoch_seconds_bfloat16"]
         print(f"sklearn BernoulliRBM epoch: {min(sk_times):.2f} s -> genlearn is {res['ratio_vs_sklearn']:.2f}x faster")
 
     # -- AIS on the 784 x 500 RBM after a few epochs -------------------------------------------------

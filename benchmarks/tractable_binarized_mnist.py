@@ -90,12 +90,21 @@ def quick_valid_fn(model):
     return model.log_prob
 
 
+def time_decayed_lr(lr0: float, elapsed_s: float, budget_s: float, final_fraction: float) -> float:
+    """Learning rate decayed geometrically in the elapsed wall time: lr0 * f^(t/T), f = final_fraction, t/T
+    clipped to [0, 1] (equal steps in log lr; half the budget is spent below lr0 * sqrt(f))."""
+    return lr0 * final_fraction ** min(max(elapsed_s / budget_s, 0.0), 1.0)
+
+
 def train_gradient(model, train, valid, *, lr, batch_size, epochs, patience, budget_s, seed=0,
-                   weight_decay=0.0, lr_decay=1.0, valid_subset=None, log=print):
+                   weight_decay=0.0, lr_decay=1.0, valid_subset=None, time_decay_to=None, log=print):
     """Adam on model.loss(batch, generator) (the same loss the genlearn Trainer uses), learning rate
-    multiplied by `lr_decay` after every epoch, per-epoch valid NLL, keep the best-valid parameters; stop at
-    `epochs`, after `patience` epochs without improvement or at the wall-time budget.
-    Returns (curve, seconds, best_epoch)."""
+    multiplied by `lr_decay` after every epoch or, with `time_decay_to` = f, set at the start of every epoch to
+    lr * f^(t/T) (t elapsed, T the wall-time budget); per-epoch valid NLL (on the first `valid_subset` rows if
+    given), keep the best-valid parameters; stop at `epochs`, after `patience` epochs without improvement or at
+    the wall-time budget. Returns (curve, seconds, best_epoch)."""
+    if time_decay_to is not None and not math.isfinite(budget_s):
+        raise SystemExit("a learning rate decayed in time needs a finite --budget-minutes")
     g = torch.Generator().manual_seed(seed)
     try:  # the fused (single-kernel) Adam is several times faster than the per-tensor loop on CPU
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
@@ -107,6 +116,9 @@ def train_gradient(model, train, valid, *, lr, batch_size, epochs, patience, bud
     t0 = time.perf_counter()
     m = train.shape[0]
     for epoch in range(1, epochs + 1):
+        if time_decay_to is not None:
+            for group in opt.param_groups:
+                group["lr"] = time_decayed_lr(lr, time.perf_counter() - t0, budget_s, time_decay_to)
         model.train()
         perm = torch.randperm(m, generator=g)
         tot = 0.0
@@ -119,11 +131,12 @@ def train_gradient(model, train, valid, *, lr, batch_size, epochs, patience, bud
             opt.step()
             tot += float(loss.detach()) * xb.shape[0]
         epoch_s = time.perf_counter() - te
-        sched.step()
+        if time_decay_to is None:
+            sched.step()
         model.eval()
         vn = nll(quick_valid_fn(model), v)
         rec = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1), "epoch_seconds": round(epoch_s, 2),
-               "train_loss": tot / m, "valid_nll": vn}
+               "lr": opt.param_groups[0]["lr"], "train_loss": tot / m, "valid_nll": vn}
         curve.append(rec)
         log(json.dumps(rec))
         if vn < best - 1e-4:
@@ -177,12 +190,16 @@ def run_em(key, train, valid, test, budget_s, log, components=None, smoothings=N
 def run_gradient(key, train, valid, test, budget_s, log, seed=0, model_overrides=None, **overrides):
     rec = RECIPES[key]
     tr = {**rec["train"], **{k: v for k, v in overrides.items() if v is not None}}
+    if tr.get("time_decay_to") is not None:
+        tr["lr_decay"] = None  # the decay in time replaces the per-epoch factor
     model = make_model(key, train.shape[1], train, seed, model_overrides)
     t0 = time.perf_counter()
     curve, secs, best_epoch = train_gradient(model, train, valid, lr=tr["lr"], batch_size=tr["batch_size"],
                                              epochs=tr["epochs"], patience=tr["patience"], budget_s=budget_s,
                                              weight_decay=tr.get("weight_decay", 0.0),
-                                             lr_decay=tr.get("lr_decay", 1.0), seed=seed, log=log)
+                                             lr_decay=tr.get("lr_decay") or 1.0, seed=seed, log=log,
+                                             valid_subset=tr.get("valid_subset"),
+                                             time_decay_to=tr.get("time_decay_to"))
     model.eval()
     te = time.perf_counter()
     out = {"valid_nll": nll(model.log_prob, valid), "test_nll": nll(model.log_prob, test),
@@ -207,6 +224,12 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--weight-decay", type=float, default=None, help="override the recipe's weight decay")
     p.add_argument("--lr-decay", type=float, default=None, help="override the recipe's per-epoch lr factor")
+    p.add_argument("--time-decay-to", type=float, default=None, metavar="F",
+                   help="instead of the per-epoch factor, decay the learning rate geometrically in the elapsed "
+                        "wall time, lr * F^(t/budget) (needs --budget-minutes)")
+    p.add_argument("--patience", type=int, default=None, help="override the recipe's early-stopping patience")
+    p.add_argument("--valid-subset", type=int, default=None, metavar="N",
+                   help="monitor on the first N valid rows (the final valid and test NLL use all rows)")
     p.add_argument("--components", type=int, default=None, help="mixture: K (default 500)")
     p.add_argument("--smoothing", type=str, default=None, help="mixture: comma list of Beta pseudo-counts")
     p.add_argument("--train-subset", type=int, default=None, help="use the first N training examples (smoke)")
@@ -237,7 +260,9 @@ def main(argv=None):
         else:
             overrides = {k: v for k, v in (("order", args.order), ("hidden", args.hidden)) if v is not None}
             res = run_gradient(key, train, valid, test, budget, log, lr=args.lr, epochs=args.epochs,
-                               weight_decay=args.weight_decay, lr_decay=args.lr_decay, model_overrides=overrides)
+                               weight_decay=args.weight_decay, lr_decay=args.lr_decay, model_overrides=overrides,
+                               patience=args.patience, valid_subset=args.valid_subset,
+                               time_decay_to=args.time_decay_to)
         res.update({"published": PUBLISHED[key], "target": PUBLISHED[key] + 1.0, "recipe": RECIPES[key],
                     "settings": settings, "reached_target": res["test_nll"] <= PUBLISHED[key] + 1.0})
         print(f"== {key}: test NLL {res['test_nll']:.3f} nats (published {PUBLISHED[key]}), valid "
