@@ -54,6 +54,20 @@ def gemm_gflops(m: int, k: int, n: int, seconds: float = 1.0, dtype: torch.dtype
     return 2.0 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
 
 
+def timed_epochs(ds: Dataset, hidden: int, cfg: TrainConfig, repeats: int, precision: str = "full"):
+    """A fresh RBM (CD-1, seed 0, visible biases from the data) and its Trainer; wall seconds of `repeats`
+    training epochs. Returns (model, trainer, seconds)."""
+    model = RBM(ds.train.shape[1], hidden, k=1, seed=0, matmul_precision=precision)
+    model.init_visible_bias(ds.train)
+    trainer = Trainer(model, ds, cfg)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        trainer._epoch()
+        times.append(time.perf_counter() - t0)
+    return model, trainer, times
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -183,15 +197,8 @@ def main(argv=None) -> int:
                 res["epoch_seconds_by_omp_policy"][pol] = json.loads(line[-1][11:])
                 print(pol, res["epoch_seconds_by_omp_policy"][pol])
     ds = Dataset(name="mnist-threshold", kind="binary", train=x, valid=None, test=None, image_shape=(28, 28))
-    model = RBM(V, H, k=1, seed=0)
-    model.init_visible_bias(x)
     cfg = TrainConfig(epochs=1, lr=0.05, optimizer="momentum", momentum=0.5, batch_size=B, seed=0, progress=False)
-    trainer = Trainer(model, ds, cfg)
-    times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        trainer._epoch()
-        times.append(time.perf_counter() - t0)
+    model, trainer, times = timed_epochs(ds, H, cfg, args.repeats)
     epoch = min(times)
     flops = 10.0 * M * V * H
     res["epoch_seconds_all"] = times
@@ -200,15 +207,8 @@ def main(argv=None) -> int:
     res["epoch_gflops_achieved"] = flops / epoch / 1e9
     res["roofline_fraction"] = flops / epoch / 1e9 / peak
     res["rss_after_training_mb"] = rss_mb()
-    if not args.epoch_only:  # the same epoch with bfloat16 products (mixed precision), alternating with float32
-        model16 = RBM(V, H, k=1, seed=0, matmul_precision="bfloat16")
-        model16.init_visible_bias(x)
-        trainer16 = Trainer(model16, ds, cfg)
-        times16 = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            trainer16._epoch()
-            times16.append(time.perf_counter() - t0)
+    if not args.epoch_only:  # the same epochs with bfloat16 products (mixed precision), after the float32 ones
+        times16 = timed_epochs(ds, H, cfg, args.repeats, "bfloat16")[2]
         res["epoch_seconds_all_bfloat16"] = times16
         res["epoch_seconds_bfloat16"] = min(times16)
         res["roofline_fraction_bfloat16"] = flops / min(times16) / 1e9 / peak

@@ -49,10 +49,14 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
     gradient : "pcd" (scikit-learn's choice), "cd" or "exact" (small models).
     log_z : "auto" (exact when min(n_features, n_components) <= 20, else AIS), "exact" or "ais".
     ais_steps, ais_chains : AIS settings (None = the published 14,500 temperatures).
+    matmul_precision : "full" or "bfloat16": precision of the training's matrix products (bfloat16 operands
+        rounded to 8 significant bits, including gray-level inputs, with float32 accumulation; faster on CPUs
+        with AVX512-BF16 or AMX). Likelihoods are always computed in full precision.
     """
 
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,
-                 random_state=None, k=1, gradient="pcd", log_z="auto", ais_steps=None, ais_chains=100):
+                 random_state=None, k=1, gradient="pcd", log_z="auto", ais_steps=None, ais_chains=100,
+                 matmul_precision="full"):
         self.n_components = n_components
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -64,6 +68,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         self.log_z = log_z
         self.ais_steps = ais_steps
         self.ais_chains = ais_chains
+        self.matmul_precision = matmul_precision
 
     # -- helpers --------------------------------------------------------------------------------------
     def _check_params(self):
@@ -80,6 +85,8 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
             raise ValueError(f"gradient must be 'pcd', 'cd' or 'exact', got {self.gradient!r}")
         if self.log_z not in ("auto", "exact", "ais"):
             raise ValueError(f"log_z must be 'auto', 'exact' or 'ais', got {self.log_z!r}")
+        if self.matmul_precision not in ("full", "bfloat16"):
+            raise ValueError(f"matmul_precision must be 'full' or 'bfloat16', got {self.matmul_precision!r}")
 
     def _validate(self, X, reset: bool):
         X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32), accept_sparse=False)
@@ -88,7 +95,8 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
     def _new_model(self, n_features: int, rng) -> None:
         self._torch_seed = int(rng.randint(np.iinfo(np.int32).max))
         self.model_ = RBM(n_features, int(self.n_components), k=int(self.k), gradient=self.gradient,
-                          n_chains=int(self.batch_size), init_std=0.01, seed=self._torch_seed)
+                          n_chains=int(self.batch_size), init_std=0.01, seed=self._torch_seed,
+                          matmul_precision=self.matmul_precision)
         self._generator = torch.Generator().manual_seed(self._torch_seed)
         self._log_z_cache = []
 
