@@ -191,3 +191,42 @@ def test_threads_option_sets_torch_threads(tmp_path, capsys):
         assert code == 0 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_geometric_schedule_over_epochs_and_over_the_time_budget(tmp_path, capsys):
+    """--schedule geometric: the rate of epoch e (1-based) of E is lr f^((e-1)/(E-1)), from lr to lr f in equal
+    log steps; with max_minutes the exponent is the elapsed training time over the budget (clipped at 1); the
+    resumed run continues the same rates; a final fraction outside (0, 1] is a clear error (exit code 2)."""
+    import genlearn
+    from genlearn.learning.trainer import TrainConfig, Trainer
+    from genlearn.models.core_families import ProductBernoulli
+
+    ds = genlearn.load_dataset("digits")
+    rates = []
+    cfg = TrainConfig(epochs=5, lr=0.1, optimizer="sgd", batch_size=500, schedule="geometric",
+                      final_lr_fraction=0.01, progress=False)
+    trainer = Trainer(ProductBernoulli(ds.n_features), ds, cfg,
+                      callbacks=[lambda t, rec: rates.append(t.optimizer.param_groups[0]["lr"])])
+    rates.append(trainer.optimizer.param_groups[0]["lr"])  # the rate of epoch 1; each callback: the next one's
+    trainer.fit()
+    assert rates[:5] == pytest.approx([0.1 * 0.01 ** (e / 4) for e in range(5)], rel=1e-12)
+    assert rates[5] == pytest.approx(0.001, rel=1e-12)  # clipped at lr f after the last epoch
+    timed = Trainer(ProductBernoulli(ds.n_features), ds, TrainConfig(
+        epochs=5, lr=0.1, optimizer="sgd", schedule="geometric", final_lr_fraction=0.01, max_minutes=10.0,
+        progress=False))
+    for seconds, factor in ((0.0, 1.0), (150.0, 0.01 ** 0.25), (300.0, 0.1), (900.0, 0.01)):
+        timed.state.train_seconds = seconds
+        assert timed._geometric_factor(3) == pytest.approx(factor, rel=1e-12)
+    settings = dict(epochs=6, lr=0.05, optimizer="adam", batch_size=64, seed=7, progress=False,
+                    schedule="geometric", final_lr_fraction=0.05)
+    full = fit("product-bernoulli", "digits", out=tmp_path / "full", **settings)
+    with pytest.raises(KeyboardInterrupt):
+        fit("product-bernoulli", "digits", out=tmp_path / "cut", callbacks=[_Interrupt(3)], **settings)
+    code, _, _ = run_cli(capsys, "fit", "--resume", tmp_path / "cut", "--quiet")
+    assert code == 0
+    resumed = load_run(tmp_path / "cut")
+    assert [r["lr"] for r in resumed.metrics["history"][1:]] == [r["lr"] for r in full.metrics["history"][1:]]
+    assert torch.equal(resumed.model.logits, full.model.logits)
+    code, _, err = run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--schedule", "geometric",
+                           "--final-lr-fraction", "0", "--out", tmp_path / "bad", "--quiet")
+    assert code == 2 and "final_lr_fraction must be in (0, 1]" in err

@@ -23,8 +23,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="minibatch size (default: the whole training set)")
     g.add_argument("--momentum", type=float, help="momentum coefficient for --optimizer momentum (0.9)")
     g.add_argument("--weight-decay", type=float, help="L2 penalty added to the gradient (0)")
-    g.add_argument("--schedule", choices=("constant", "cosine", "exponential", "step"), help="learning-rate schedule")
+    g.add_argument("--schedule", choices=("constant", "cosine", "exponential", "step", "geometric"),
+                   help="learning-rate schedule (geometric: from --lr to --lr x --final-lr-fraction in equal log "
+                        "steps, over --max-minutes of training time when given, else over the epochs)")
     g.add_argument("--gamma", type=float, help="decay factor of the exponential/step schedule (0.99)")
+    g.add_argument("--final-lr-fraction", type=float, help="geometric schedule: the last rate over --lr (0.01)")
     g.add_argument("--patience", type=int, help="early stopping: epochs without valid-NLL improvement (off)")
     g.add_argument("--max-minutes", type=float, help="stop after this much training time (minutes; no limit)")
     g.add_argument("--eval-every", type=int, help="monitor the NLL/KL every N epochs (1)")
@@ -148,7 +151,7 @@ def cmd_fit(args) -> int:
 
     model_options = {k[6:]: v for k, v in vars(args).items() if k.startswith("model_") and v is not None}
     train = {k: getattr(args, k) for k in ("epochs", "lr", "optimizer", "batch_size", "momentum", "weight_decay",
-                                           "schedule", "gamma", "patience", "max_minutes", "eval_every",
+                                           "schedule", "gamma", "final_lr_fraction", "patience", "max_minutes", "eval_every",
                                            "monitor_ais_steps", "monitor_ensemble", "seed")}
     train["progress"] = not args.quiet and sys.stderr.isatty()
     if args.resume:

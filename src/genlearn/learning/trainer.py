@@ -19,7 +19,7 @@ from genlearn.errors import ConfigError, IntractableError, NumericalError
 from genlearn.learning import checkpoint as ckpt
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
-SCHEDULES = ("constant", "cosine", "exponential", "step")
+SCHEDULES = ("constant", "cosine", "exponential", "step", "geometric")
 
 
 @dataclass
@@ -27,7 +27,9 @@ class TrainConfig:
     """epochs: passes over the training set; lr: eps of the learning equation; optimizer: gd (full-batch
     gradient descent, the default of the theory), sgd (minibatch), momentum, adam; batch_size: None = the whole
     training set; schedule of eps: constant, cosine (to 0 at the last epoch), exponential (x gamma per epoch),
-    step (x gamma every step_size epochs); patience: stop when the valid NLL has not improved for that many
+    step (x gamma every step_size epochs), geometric (lr f^p with f = final_lr_fraction and p the progress in
+    [0, 1]: the elapsed training time over max_minutes when that is set, else (epoch - 1) / (epochs - 1) for
+    the epoch about to run; equal steps in log lr, from lr to lr f); patience: stop when the valid NLL has not improved for that many
     epochs and restore the best parameters (None = off); monitor_ais_steps: for energy models too large for an
     exact log Z (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every evaluation by forward AIS with this
     many temperatures (100 chains; recorded as train_nll_ais / valid_nll_ais with the AIS effective sample size;
@@ -46,6 +48,7 @@ class TrainConfig:
     schedule: str = "constant"
     gamma: float = 0.99
     step_size: int = 10
+    final_lr_fraction: float = 0.01
     patience: int | None = None
     max_minutes: float | None = None
     seed: int = 0
@@ -63,6 +66,8 @@ class TrainConfig:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if not (isinstance(self.final_lr_fraction, (int, float)) and 0 < self.final_lr_fraction <= 1):
+            raise ConfigError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
         if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0):
@@ -147,7 +152,11 @@ class Trainer:
         if not params:
             raise ConfigError(f"model {model.name!r} has no parameters to learn")
         self.optimizer = make_optimizer(params, self.cfg)
-        self.schedule = make_schedule(self.optimizer, self.cfg)
+        self._epoch_started: float | None = None
+        if self.cfg.schedule == "geometric":
+            self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._geometric_factor)
+        else:
+            self.schedule = make_schedule(self.optimizer, self.cfg)
         self.state = TrainState()
         self.best_params: dict | None = None
         self._sampler = None
@@ -169,6 +178,7 @@ class Trainer:
         yield from self._sampler[1].batches(self.generator)
 
     def _epoch(self) -> float:
+        self._epoch_started = time.perf_counter()
         self.model.train()
         x = self.dataset.redraw_train(self.generator)
         losses, sizes = [], []
@@ -197,7 +207,21 @@ class Trainer:
                 self._diverged(f"parameter {name!r} became non-finite")
         self.model.on_epoch_end(x)
         self.schedule.step()
+        self._epoch_started = None
         return total / max(count, 1)
+
+    def _geometric_factor(self, epochs_done: int) -> float:
+        """final_lr_fraction^p for the next epoch: p = elapsed training seconds / (60 max_minutes) when a time
+        budget is set, else epochs_done / (epochs - 1); p is clipped to [0, 1]."""
+        cfg = self.cfg
+        if cfg.max_minutes is not None:
+            seconds = getattr(self, "state", TrainState()).train_seconds
+            if self._epoch_started is not None:  # called at the end of an epoch, before train_seconds counts it
+                seconds += time.perf_counter() - self._epoch_started
+            progress = seconds / (60.0 * cfg.max_minutes)
+        else:
+            progress = epochs_done / max(cfg.epochs - 1, 1)
+        return cfg.final_lr_fraction ** min(max(progress, 0.0), 1.0)
 
     def _out_of_time(self) -> bool:
         if self.cfg.max_minutes is not None and self.state.train_seconds >= 60 * self.cfg.max_minutes:
