@@ -322,3 +322,19 @@ def test_bfloat16_training_reaches_the_exact_nll_of_full_precision_training():
 def test_unknown_matmul_precision_is_a_config_error():
     with pytest.raises(ConfigError, match="matmul_precision"):
         RBM(4, 3, matmul_precision="half")
+
+
+def test_built_rbm_starts_from_the_data_base_rate_unless_told_zero():
+    """build_model("rbm") sets b = logit of the smoothed training means (Hinton's practical guide), as the other
+    families start from their data; init_visible="zero" keeps b = 0; anything else is a ConfigError."""
+    import genlearn
+    from genlearn.estimators.ais import base_rate_logits
+    from genlearn.models.registry import build_model
+
+    ds = genlearn.load_dataset("digits")  # pixel means from 0 to 0.83
+    model = build_model("rbm", ds, hidden=4)
+    expected = base_rate_logits(ds.train, smoothing=0.01)
+    assert torch.allclose(model.visible_bias, expected.to(model.visible_bias.dtype)) and expected.abs().max() > 3
+    assert torch.count_nonzero(build_model("rbm", ds, hidden=4, init_visible="zero").visible_bias) == 0
+    with pytest.raises(ConfigError, match="init-visible"):
+        build_model("rbm", ds, hidden=4, init_visible="mean")

@@ -482,10 +482,14 @@ def _as(kind: type, value, flag: str):
 
 
 def _build(dataset, options: dict) -> RBM:
-    return RBM(dataset.n_features, n_hidden=_as(int, options["hidden"], "hidden"), k=_as(int, options["k"], "k"),
-               persistent=_as(bool, options["persistent"], "persistent"), gradient=options["gradient"],
-               n_chains=_as(int, options["n_chains"], "n-chains"), init_std=_as(float, options["init_std"], "init-std"),
-               seed=_as(int, options["init_seed"], "init-seed"), matmul_precision=options["matmul_precision"])
+    model = RBM(dataset.n_features, n_hidden=_as(int, options["hidden"], "hidden"), k=_as(int, options["k"], "k"),
+                persistent=_as(bool, options["persistent"], "persistent"), gradient=options["gradient"],
+                n_chains=_as(int, options["n_chains"], "n-chains"),
+                init_std=_as(float, options["init_std"], "init-std"), seed=_as(int, options["init_seed"], "init-seed"),
+                matmul_precision=options["matmul_precision"])
+    if options["init_visible"] == "data":
+        model.init_visible_bias(dataset.train)
+    return model
 
 
 register_model(ModelSpec(
@@ -500,6 +504,8 @@ register_model(ModelSpec(
         "n_chains": Option(int, 100, "number of persistent chains (PCD)"),
         "init_std": Option(float, 0.01, "standard deviation of the initial weights"),
         "init_seed": Option(int, 0, "seed of the initial weights"),
+        "init_visible": Option(str, "data", "initial visible biases: data (logits of the smoothed training means, "
+                               "Hinton's practical guide) or zero", ("data", "zero")),
         "matmul_precision": Option(str, "full", "precision of the CD/PCD matrix products: full, or bfloat16 "
                                    "(mixed precision: bfloat16 operands, float32 accumulation; ~1.8x faster on "
                                    "CPUs with AVX512-BF16 or AMX, and on GPUs)", ("full", "bfloat16")),
