@@ -127,8 +127,9 @@ class _OneLayerNADE(torch.autograd.Function):
 
 
 class _CompiledOneLayerNADE(torch.autograd.Function):
-    """The same pass as `_OneLayerNADE`, fused per example by the numba kernels of `nade_kernels` (~3x faster
-    training, ~4x faster evaluation on the project's machine; same numbers to float rounding)."""
+    """The same pass as `_OneLayerNADE`, fused per example by the vectorised numba kernels of `nade_kernels`
+    (on the project's machine, one thread, 784 x 500: ~1,700 training and ~12,000 evaluation examples per second;
+    same numbers to float rounding)."""
 
     @staticmethod
     def forward(ctx, xo, wo, uo, c, vo, act_name: str):
