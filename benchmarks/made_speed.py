@@ -70,7 +70,8 @@ def load(data_dir: Path):
     path = data_dir / "binarized_mnist" / "binarized_mnist_uint8.npz"
     if path.exists():
         with np.load(path) as f:
-            return torch.from_numpy(f["train"].astype(np.float32)), torch.from_numpy(f["test"].astype(np.float32)), str(path)
+            train, test = (torch.from_numpy(f[k].astype(np.float32)) for k in ("train", "test"))
+            return train, test, str(path)
     g = torch.Generator().manual_seed(0)
     return (torch.bernoulli(torch.full((50_000, 784), 0.13), generator=g),
             torch.bernoulli(torch.full((10_000, 784), 0.13), generator=g), "random Bernoulli(0.13) data")

@@ -93,7 +93,8 @@ def main(argv=None) -> int:
         return 1
     res: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
                  "torch": torch.__version__, "threads": torch.get_num_threads(),
-                 "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
+                 "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+                 "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
                  "load_average_at_start": os.getloadavg()}
     x_np = (read_idx_images(path) > 127).astype(np.float32)
     x = torch.from_numpy(x_np)
@@ -247,7 +248,8 @@ def main(argv=None) -> int:
     res["ais_seconds"] = time.perf_counter() - t0
     res["ais_forward_log_z"] = est.value
     res["ais_ess"] = est.details["ess_forward"]
-    print(f"AIS 14,500 x 100 forward: {res['ais_seconds']:.1f} s, log Z = {est.value:.2f}, ESS {est.details['ess_forward']:.1f}")
+    print(f"AIS 14,500 x 100 forward: {res['ais_seconds']:.1f} s, log Z = {est.value:.2f}, "
+          f"ESS {est.details['ess_forward']:.1f}")
     t0 = time.perf_counter()
     est = model.log_partition(method="ais", steps=None, chains=100, seed=0, reverse=True)
     res["ais_forward_reverse_seconds"] = time.perf_counter() - t0

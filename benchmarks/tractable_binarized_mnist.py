@@ -206,7 +206,8 @@ def run_gradient(key, train, valid, test, budget_s, log, seed=0, model_overrides
            "eval_seconds": time.perf_counter() - te}
     if isinstance(model, (MADE, NADE)) and (getattr(model, "masks", 1) > 1 or getattr(model, "orderings", 1) > 1):
         out["test_nll_single_member"] = nll(quick_valid_fn(model), test)
-    out.update({"model_settings": {**rec["model"], **(model_overrides or {})}, "train_seconds": secs, "wall_seconds": time.perf_counter() - t0, "epochs": len(curve),
+    out.update({"model_settings": {**rec["model"], **(model_overrides or {})}, "train_seconds": secs,
+                "wall_seconds": time.perf_counter() - t0, "epochs": len(curve),
                 "best_epoch": best_epoch, "train_settings": tr, "curve": curve,
                 "stopped_by": ("patience" if len(curve) - best_epoch >= tr["patience"] else
                                "epochs" if len(curve) >= tr["epochs"] else "time budget")})

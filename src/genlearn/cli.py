@@ -151,7 +151,8 @@ def cmd_fit(args) -> int:
 
     model_options = {k[6:]: v for k, v in vars(args).items() if k.startswith("model_") and v is not None}
     train = {k: getattr(args, k) for k in ("epochs", "lr", "optimizer", "batch_size", "momentum", "weight_decay",
-                                           "schedule", "gamma", "final_lr_fraction", "patience", "max_minutes", "eval_every",
+                                           "schedule", "gamma", "final_lr_fraction", "patience", "max_minutes",
+                                           "eval_every",
                                            "monitor_ais_steps", "monitor_ensemble", "seed")}
     train["progress"] = not args.quiet and sys.stderr.isatty()
     if args.resume:

@@ -1,6 +1,6 @@
 """One exception family: every error a user can cause is a GenlearnError with a message that names the
-problem and how to fix it. The CLI prints the message on one line and exits with code 2. DataError and ConfigError are also ValueErrors,
-as Python (and scikit-learn) code expects of bad input."""
+problem and how to fix it. The CLI prints the message on one line and exits with code 2. DataError and
+ConfigError are also ValueErrors, as Python (and scikit-learn) code expects of bad input."""
 
 
 class GenlearnError(Exception):

@@ -69,8 +69,9 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
 
     Keyword arguments are TrainConfig fields (epochs, lr, optimizer, batch_size, ...) or model options
     (hidden, components, ...). `partition` / `partition_options` say how log Z of an energy model is obtained
-    for the final metrics (auto = exact when enumerable, else AIS; e.g. {"steps": 100000}). With `out`, the run is checkpointed there every epoch; `resume=True` continues the
-    run in `out` exactly where it stopped (pass a larger `epochs` to train longer)."""
+    for the final metrics (auto = exact when enumerable, else AIS; e.g. {"steps": 100000}). With `out`, the run
+    is checkpointed there every epoch; `resume=True` continues the run in `out` exactly where it stopped (pass
+    a larger `epochs` to train longer)."""
     t_start = time.perf_counter()
     train_kwargs, model_options = _split_kwargs(kwargs)
     out = Path(out) if out is not None else None

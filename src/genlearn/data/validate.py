@@ -62,7 +62,8 @@ def check_categorical(x, n_categories: int, what: str = "data") -> Tensor:
         raise DataError(f"{what} for a categorical model must be 1-D outcomes, got shape {tuple(x.shape)}")
     check_not_empty(x, what)
     check_finite(x, what)
-    bad = (x < 0) | (x >= n_categories) | (x != torch.round(x) if torch.is_floating_point(x) else torch.zeros_like(x, dtype=torch.bool))
+    fractional = x != torch.round(x) if torch.is_floating_point(x) else torch.zeros_like(x, dtype=torch.bool)
+    bad = (x < 0) | (x >= n_categories) | fractional
     if bad.any():
         i = int(torch.nonzero(bad)[0])
         raise DataError(

@@ -106,10 +106,11 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     """Run chains v (C x V) along their own temperature paths (K + 1 x C); returns log weights (C, float64)
     sum_k f_{beta_k}(v_{k-1}) - f_{beta_{k-1}}(v_{k-1}), where
     f_beta(v) = v.b0 + beta v.(b - b0) + sum_j softplus(beta (c_j + v.W_j)), so that
-    f_{beta_k} - f_{beta_{k-1}} = dbeta v.d - sum_j log1p(sigmoid(beta_k a_j) expm1(-dbeta a_j)),  dbeta = beta_k - beta_{k-1},
-    with a = c + v W and d = b - b0. The transition at beta_k is one Gibbs sweep h ~ sigmoid(beta_k a),
-    v ~ sigmoid(b0 + beta_k (W h + d)). Every product and elementwise step writes into buffers allocated once
-    (a step is ~16 tensor operations: on small matrices their count, not their arithmetic, sets the speed)."""
+    f_{beta_k} - f_{beta_{k-1}} = dbeta v.d - sum_j log1p(sigmoid(beta_k a_j) expm1(-dbeta a_j)),
+    dbeta = beta_k - beta_{k-1}, with a = c + v W and d = b - b0. The transition at beta_k is one Gibbs sweep
+    h ~ sigmoid(beta_k a), v ~ sigmoid(b0 + beta_k (W h + d)). Every product and elementwise step writes into
+    buffers allocated once (a step is ~16 tensor operations: on small matrices their count, not their
+    arithmetic, sets the speed)."""
     from genlearn.models.rbm import uniform_
 
     dtype = W.dtype

@@ -75,7 +75,8 @@ def unflatten_optimizer_state(tensors: dict, meta: dict) -> dict:
 def save_checkpoint(directory: Path, tensors: dict, meta: dict) -> None:
     directory = Path(directory)
     clean = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(directory / TENSORS, lambda tmp: save_file(clean, tmp, metadata={"epoch": str(meta.get("epoch"))}))
+    epoch = {"epoch": str(meta.get("epoch"))}
+    atomic_write_bytes(directory / TENSORS, lambda tmp: save_file(clean, tmp, metadata=epoch))
     write_json(directory / META, meta)
 
 

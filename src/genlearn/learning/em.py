@@ -193,8 +193,8 @@ def fit_em(model, x: Tensor, iterations: int = 100, tol: float = 1e-6, smoothing
     valid: optional validation data: its NLL is recorded, the parameters of the best valid NLL are returned,
     and `patience` stops after that many iterations without improvement; init: "data" re-initialises the
     means from random training examples (see MixtureOfBernoulli.init_from_data), None keeps the current
-    parameters; generator: the randomness of the initialisation; max_seconds: stop after this wall time (checked after each iteration);
-    callback(record) is called after every iteration."""
+    parameters; generator: the randomness of the initialisation; max_seconds: stop after this wall time
+    (checked after each iteration); callback(record) is called after every iteration."""
     if not isinstance(iterations, int) or iterations < 0:
         raise ConfigError(f"EM iterations must be a non-negative integer, got {iterations!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1):

@@ -29,15 +29,15 @@ class TrainConfig:
     training set; schedule of eps: constant, cosine (to 0 at the last epoch), exponential (x gamma per epoch),
     step (x gamma every step_size epochs), geometric (lr f^p with f = final_lr_fraction and p the progress in
     [0, 1]: the elapsed training time over max_minutes when that is set, else (epoch - 1) / (epochs - 1) for
-    the epoch about to run; equal steps in log lr, from lr to lr f); patience: stop when the valid NLL has not improved for that many
-    epochs and restore the best parameters (None = off); monitor_ais_steps: for energy models too large for an
-    exact log Z (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every evaluation by forward AIS with this
-    many temperatures (100 chains; recorded as train_nll_ais / valid_nll_ais with the AIS effective sample size;
-    forward AIS under-estimates log Z on average, so these are optimistic; None = off); monitor_ensemble: an
-    ensemble of K members (MADE masks, NADE orderings) is monitored through one member by default
-    (model.monitor_member, recorded as monitored_member, train_nll_member / valid_nll_member, early stopping on
-    the latter; 1/K of the cost), True evaluates the whole ensemble at every evaluation. The final metrics of a
-    fit always use the whole ensemble."""
+    the epoch about to run; equal steps in log lr, from lr to lr f); patience: stop when the valid NLL has not
+    improved for that many epochs and restore the best parameters (None = off); monitor_ais_steps: for energy
+    models too large for an exact log Z (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every
+    evaluation by forward AIS with this many temperatures (100 chains; recorded as train_nll_ais / valid_nll_ais
+    with the AIS effective sample size; forward AIS under-estimates log Z on average, so these are optimistic;
+    None = off); monitor_ensemble: an ensemble of K members (MADE masks, NADE orderings) is monitored through
+    one member by default (model.monitor_member, recorded as monitored_member, train_nll_member /
+    valid_nll_member, early stopping on the latter; 1/K of the cost), True evaluates the whole ensemble at
+    every evaluation. The final metrics of a fit always use the whole ensemble."""
 
     epochs: int = 100
     lr: float = 0.1

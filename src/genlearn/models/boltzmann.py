@@ -288,7 +288,8 @@ class BoltzmannMachine(EnergyModel):
             return self.ais_log_partition(steps or 1000, chains or 100, 0 if seed is None else seed)
         if method == "mean-field":
             return self.mean_field_log_partition()
-        raise ConfigError(f"unknown log Z method {method!r} for a Boltzmann machine; use exact, auto, ais or mean-field")
+        raise ConfigError(f"unknown log Z method {method!r} for a Boltzmann machine; "
+                          "use exact, auto, ais or mean-field")
 
     @torch.no_grad()
     def ais_log_partition(self, steps: int = 1000, chains: int = 100, seed: int = 0) -> Estimate:

@@ -8,7 +8,8 @@ from genlearn.models.registry import ModelSpec, Option, register_model
 
 def _coin(dataset, options):
     if dataset.n_features != 1:
-        raise ConfigError(f"bernoulli models one binary variable; the data have {dataset.n_features} (use product-bernoulli)")
+        raise ConfigError(f"bernoulli models one binary variable; the data have {dataset.n_features} "
+                          "(use product-bernoulli)")
     return Bernoulli()
 
 

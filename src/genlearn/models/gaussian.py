@@ -27,7 +27,8 @@ class Gaussian(GenerativeModel):
             raise ConfigError(f"covariance must be 'diag' or 'full', got {covariance!r}")
         self.covariance = covariance
         d = self.n_features
-        self.mean = torch.nn.Parameter(torch.zeros(d) if mean is None else torch.as_tensor(mean, dtype=torch.float32).reshape(d).clone())
+        start = torch.zeros(d) if mean is None else torch.as_tensor(mean, dtype=torch.float32).reshape(d).clone()
+        self.mean = torch.nn.Parameter(start)
         log_std = torch.zeros(d) if std is None else torch.log(torch.as_tensor(std, dtype=torch.float32).reshape(d))
         self.log_diag = torch.nn.Parameter(log_std.clone())
         if covariance == "full":

@@ -16,9 +16,9 @@ Connectivity-agnostic training: `masks` = K connectivities (orderings and hidden
 `seed` (so they are deterministic and saved with the model); each training minibatch uses one of them
 (`mask_sampling`: "random", drawn from the trainer's generator, or "cycle" through them in turn), and the
 model is the ensemble  log P(x) = logsumexp_k log P_k(x) - log K  (the average of the K probabilities).
-With order="fixed" all K masks share the identity ordering and differ only in the hidden connectivity; with order="random" each
-mask also has its own random ordering. Sampling from the ensemble: k ~ uniform, then ancestral sampling with
-mask k (n passes of the network).
+With order="fixed" all K masks share the identity ordering and differ only in the hidden connectivity; with
+order="random" each mask also has its own random ordering. Sampling from the ensemble: k ~ uniform, then
+ancestral sampling with mask k (n passes of the network).
 """
 from __future__ import annotations
 
