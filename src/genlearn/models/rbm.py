@@ -274,8 +274,9 @@ class RBM(EnergyModel):
         Returns (value, dW, db, dc, v~), views of a reused workspace; value = mean F(x) - mean F(v~) (nats).
 
         matmul_precision="bfloat16": the four products take bfloat16 operands (the 0/1 states exactly, W and
-        w * P(h|.) rounded to 8 significant bits, relative error <= 2^-9) with float32 accumulation; biases,
-        probabilities, sampling, db, dc and the value stay in the parameters' dtype."""
+        w * P(h|.) rounded to 8 significant bits, relative error <= 2^-9) with float32 accumulation, and return
+        bfloat16 (torch has no float32-output bfloat16 product on CPU), so the pre-activations and dW are rounded
+        the same way; biases, probabilities, sampling, db, dc and the value stay in the parameters' dtype."""
         W, b, c = self.weight, self.visible_bias, self.hidden_bias
         B = x.shape[0]
         pcd = self.gradient == "pcd"
