@@ -3,8 +3,9 @@
 1. float32 GEMM roofline of this machine, measured in the same run: (100 x 784) @ (784 x 500), the shape of a
    MADE/NADE minibatch, and a large 2048^3 product (GFLOP/s = 2 m k n / seconds).
 2. One training epoch of MADE 1x500 on 50,000 x 784 with batch 100 through genlearn's Trainer (bit-packed
-   minibatches, forward, backward, fused Adam step), with the direct input-output connection (the default) and
-   without it: seconds per epoch (target < 2.5 s); best and median of --epochs timed epochs after a warm-up.
+   minibatches, forward, backward, fused Adam step), with the direct input-output connection (the default),
+   without it, and with it and bfloat16 training products (`matmul_precision="bfloat16"`): seconds per epoch
+   (target < 2.5 s); best and median of --epochs timed epochs after a warm-up.
 3. NADE with 500 hidden units (fixed order, the O(nH) pass: numba kernels when installed, else torch):
    training and evaluation examples per
    second, and the achieved FLOP/s as a fraction of the GEMM roofline. FLOPs counted per example: forward
@@ -106,9 +107,9 @@ def main(argv=None):
 
     # -- MADE 1x500 epoch, through genlearn's Trainer (what `genlearn fit made` runs) -------------------------
     ds = Dataset(name="binarized-mnist", kind="binary", train=train, valid=None, test=None, image_shape=(28, 28))
-    for direct in (True, False):
-        key = "made" if direct else "made_no_direct"
-        made = MADE(784, 500, seed=0, direct=direct).init_from_data(train)
+    for key, direct, precision in (("made", True, "full"), ("made_no_direct", False, "full"),
+                                   ("made_bf16", True, "bfloat16")):
+        made = MADE(784, 500, seed=0, direct=direct, matmul_precision=precision).init_from_data(train)
         trainer = Trainer(made, ds, TrainConfig(epochs=1, optimizer="adam", lr=1e-3, batch_size=100, seed=0,
                                                 progress=False))
         times = []
@@ -124,6 +125,7 @@ def main(argv=None):
         res[f"{key}_epoch_seconds_median"] = statistics.median(times)
         res[f"{key}_epoch_fraction_of_roofline"] = flops_made / min(times) / 1e9 / roof
         label = " + direct connection" if direct else " (no direct connection)"
+        label += ", bfloat16 products (fraction of the float32 roofline)" if precision == "bfloat16" else ""
         print(f"MADE 1x500{label} epoch ({train.shape[0]} x 784, "
               f"batch 100, Trainer + fused Adam): best {min(times):.2f} s, median {statistics.median(times):.2f} s "
               f"(target < 2.5 s); {res[f'{key}_epoch_fraction_of_roofline']:.2f} of the GEMM roofline", flush=True)

@@ -88,6 +88,17 @@ class EnergyModel(GenerativeModel):
         return -self.free_energy(x) - log_z
 
 
+#: precision of a model's training matrix products: "full" (the parameters' dtype) or "bfloat16" (mixed: bfloat16
+#: operands, float32 accumulation and outputs, on CPUs with AVX512-BF16 or AMX and on GPUs)
+MATMUL_PRECISIONS = ("full", "bfloat16")
+
+
+def check_matmul_precision(value) -> str:
+    if value not in MATMUL_PRECISIONS:
+        raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {value!r}")
+    return value
+
+
 def check_positive_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{what} must be a positive integer, got {value!r}")

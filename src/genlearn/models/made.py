@@ -30,8 +30,10 @@ from torch import Tensor
 
 from genlearn.errors import ConfigError
 from genlearn.models.base import (
+    MATMUL_PRECISIONS,
     GenerativeModel,
     as_float,
+    check_matmul_precision,
     check_positive_int,
     column_means,
     logit,
@@ -79,15 +81,17 @@ class MADE(GenerativeModel):
     """n_features: n; hidden: layer sizes; masks: K connectivities (1 = a single fixed mask); order: "fixed" or
     "random"; mask_sampling: how training picks a mask ("cycle" or "random"); activation of the hidden layers;
     direct: add the masked input-to-output weights A (see the module docstring); seed: initial weights and the
-    masks."""
+    masks; matmul_precision: "full", or "bfloat16" for the training loss's matrix products (bfloat16 operands,
+    float32 accumulation, under torch.autocast; log_prob, sampling and evaluation stay in full precision)."""
 
     name = "made"
     support = "binary"
 
     def __init__(self, n_features: int, hidden=500, masks: int = 1, order: str = "fixed",
                  mask_sampling: str = "random", activation: str = "relu", seed: int = 0,
-                 direct: bool = True):
+                 direct: bool = True, matmul_precision: str = "full"):
         super().__init__()
+        self.matmul_precision = check_matmul_precision(matmul_precision)
         self.n_features = n = check_positive_int(n_features, "n_features")
         self.hidden = parse_hidden(hidden)
         self.masks = check_int(masks, "masks", 1, MAX_MASKS)
@@ -160,7 +164,7 @@ class MADE(GenerativeModel):
             h = self._act(F.linear(h, lin.weight * m, lin.bias))
         out = F.linear(h, self.out.weight * mats[n_layers], self.out.bias)
         if self.direct:
-            out = out.addmm_(x, (self.direct_weight * mats[n_layers + 1]).T)
+            out = torch.addmm(out, x, (self.direct_weight * mats[n_layers + 1]).T)  # autocast applies to addmm
         return out
 
     def log_prob_mask(self, x: Tensor, k: int) -> Tensor:
@@ -188,16 +192,18 @@ class MADE(GenerativeModel):
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """-mean log P_k(x) for the mask k of this minibatch (connectivity-agnostic training); with one mask
-        this is the exact NLL in nats per example."""
+        this is the exact NLL in nats per example (up to the rounding of bfloat16 products, if chosen)."""
         if self.masks == 1:
-            return -self.log_prob_mask(x, 0).mean()
-        if self.mask_sampling == "random":
+            k = 0
+        elif self.mask_sampling == "random":
             k = int(torch.randint(self.masks, (1,), generator=generator))
         else:
             k = int(self.step_count) % self.masks
-        if self.training:
+        if self.training and self.masks > 1:
             self.step_count += 1
-        return -self.log_prob_mask(x, k).mean()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.matmul_precision == "bfloat16"):
+            logits = self.conditional_logits(x, k)
+        return -bernoulli_log_prob(logits.to(self.out.weight.dtype), as_float(x)).mean()
 
     @torch.no_grad()
     def init_from_data(self, x: Tensor) -> "MADE":
@@ -230,13 +236,14 @@ class MADE(GenerativeModel):
     def config(self) -> dict:
         return {"n_features": self.n_features, "hidden": list(self.hidden), "masks": self.masks,
                 "order": self.order, "mask_sampling": self.mask_sampling, "activation": self.activation,
-                "seed": self.seed, "direct": self.direct}
+                "seed": self.seed, "direct": self.direct, "matmul_precision": self.matmul_precision}
 
 
 def _build(dataset, o: dict) -> MADE:
     return MADE(dataset.n_features, hidden=o["hidden"], masks=o["masks"], order=o["order"],
                 mask_sampling=o["mask_sampling"], activation=o["activation"],
-                seed=o["init_seed"], direct=o["direct"]).init_from_data(dataset.train)
+                seed=o["init_seed"], direct=o["direct"],
+                matmul_precision=o["matmul_precision"]).init_from_data(dataset.train)
 
 
 register_model(ModelSpec(
@@ -252,6 +259,10 @@ register_model(ModelSpec(
         "activation": Option(str, "relu", "hidden activation: relu, sigmoid or tanh", ACTIVATIONS),
         "init_seed": Option(int, 0, "seed of the initial weights and of the masks"),
         "direct": Option(bool, True, "masked direct input-to-output weights (as in the MADE paper's MNIST runs)"),
+        "matmul_precision": Option(str, "full", "precision of the training loss's matrix products: full, or "
+                                   "bfloat16 (bfloat16 operands, float32 accumulation; faster on CPUs with "
+                                   "AVX512-BF16 or AMX); likelihoods are always computed in full precision",
+                                   MATMUL_PRECISIONS),
     },
     train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
 ))

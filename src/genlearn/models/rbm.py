@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from genlearn.errors import ConfigError, DataError, IntractableError
-from genlearn.models.base import EnergyModel, check_positive_int
+from genlearn.models.base import MATMUL_PRECISIONS, EnergyModel, check_matmul_precision, check_positive_int
 from genlearn.models.registry import ModelSpec, Option, register_model
 
 GRADIENTS = ("cd", "pcd", "exact")
@@ -43,10 +43,6 @@ AUTO_EXACT_LIMIT = 25
 AUTO_EXACT_TERMS = 1 << 35
 #: number of training rows kept (in a buffer) to start reverse AIS chains from
 REVERSE_ROWS = 100
-#: precision of the CD/PCD matrix products: "full" (the parameters' dtype) or "bfloat16" (mixed precision)
-MATMUL_PRECISIONS = ("full", "bfloat16")
-
-
 #: 2^-24: float32 uniforms u = k 2^-24, k uniform in {0, ..., 2^24 - 1} (the resolution torch.rand gives float32)
 _U24 = 2.0 ** -24
 
@@ -107,10 +103,7 @@ class RBM(EnergyModel):
                  gradient: str | None = None, n_chains: int = 100, init_std: float = 0.01, seed: int = 0,
                  matmul_precision: str = "full"):
         super().__init__()
-        if matmul_precision not in MATMUL_PRECISIONS:
-            raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, "
-                              f"got {matmul_precision!r}")
-        self.matmul_precision = matmul_precision
+        self.matmul_precision = check_matmul_precision(matmul_precision)
         self.n_features = self.n_visible = check_positive_int(n_visible, "n_visible")
         self.n_hidden = check_positive_int(n_hidden, "the number of hidden units (--hidden)")
         self.k = check_positive_int(k, "the number of Gibbs steps k (--k)")
@@ -509,7 +502,7 @@ register_model(ModelSpec(
                                "Hinton's practical guide) or zero", ("data", "zero")),
         "matmul_precision": Option(str, "full", "precision of the CD/PCD matrix products: full, or bfloat16 "
                                    "(mixed precision: bfloat16 operands, float32 accumulation; ~1.8x faster on "
-                                   "CPUs with AVX512-BF16 or AMX, and on GPUs)", ("full", "bfloat16")),
+                                   "CPUs with AVX512-BF16 or AMX, and on GPUs)", MATMUL_PRECISIONS),
     },
     train_defaults={"optimizer": "momentum", "lr": 0.05, "batch_size": 100, "momentum": 0.5},
 ))
