@@ -76,7 +76,7 @@ def _data_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def _partition_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--partition", choices=("auto", "exact", "ais"), default="auto",
+    p.add_argument("--partition", choices=("auto", "exact", "ais"),
                    help="log Z of energy models: exact enumeration, AIS with reverse-AIS bounds, or auto")
     p.add_argument("--ais-steps", type=int, help="AIS inverse temperatures (default: the published 14,500)")
     p.add_argument("--ais-chains", type=int, help="AIS chains (default 100)")
@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", parents=[threads],
                        help="fit a model to a data set; writes checkpoint, metrics.json and plots to --out")
-    p.add_argument("model", nargs="?", help="model name (see `genlearn models`); not needed with --resume")
+    p.add_argument("model", nargs="?", help="model name (see `genlearn models`); not needed with --resume or --recipe")
+    p.add_argument("--recipe", metavar="NAME",
+                   help="a named configuration that reproduces a published figure (see `genlearn recipes`); "
+                        "flags given beside it override its settings and are recorded in the run")
     _data_args(p, required=False)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/MODEL-DATASET)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -127,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--q", required=True, help="probabilities q1,q2,... or a run folder")
     p.add_argument("--method", default="auto", choices=("auto", "closed-form", "enumerate", "mc"))
 
+    sub.add_parser("recipes", help="list the recipes: named configurations, the figure each produced and its cost")
     sub.add_parser("datasets", help="list the named data sets")
     sub.add_parser("models", help="list the model families")
 
@@ -155,13 +159,15 @@ def cmd_fit(args) -> int:
                                            "eval_every",
                                            "monitor_ais_steps", "monitor_ensemble", "seed")}
     train["progress"] = not args.quiet and sys.stderr.isatty()
+    if args.recipe:
+        return _fit_recipe(args, train, model_options)
     if args.resume:
         if args.model or model_options:
             raise ConfigError("--resume continues a run with its own model and options; do not repeat them")
         if args.out and Path(args.out) != Path(args.resume):
             raise ConfigError("--resume DIR continues the run in DIR; do not give a different --out")
         run = fit(None, args.data, out=args.resume, resume=True, data_dir=args.data_dir,
-                  partition=args.partition, partition_options=_ais_options(args), **train)
+                  partition=args.partition or "auto", partition_options=_ais_options(args), **train)
     else:
         if not args.model:
             raise ConfigError("say which model to fit, e.g. `genlearn fit product-bernoulli --data digits`")
@@ -169,11 +175,57 @@ def cmd_fit(args) -> int:
             raise ConfigError("say which data to fit with --data (e.g. --data digits); see `genlearn datasets`")
         out = args.out or f"runs/{args.model}-{args.data.split(':')[0].replace('/', '_')}"
         run = fit(args.model, args.data, out=out, overwrite=args.overwrite, data_dir=args.data_dir,
-                  partition=args.partition, partition_options=_ais_options(args), **train, **model_options)
-    keys = ("model", "dataset", "train_nll", "valid_nll", "test_nll", "entropy_empirical", "kl_empirical",
-            "kl_true", "wall_seconds")
+                  partition=args.partition or "auto", partition_options=_ais_options(args), **train, **model_options)
+    return _report_fit(run)
+
+
+def _report_fit(run) -> int:
+    keys = ("model", "recipe", "dataset", "train_nll", "valid_nll", "test_nll", "test_nll_method",
+            "test_nll_lower", "test_nll_upper", "entropy_empirical", "kl_empirical", "kl_true", "wall_seconds")
     print(json.dumps({k: run.metrics.get(k) for k in keys if k in run.metrics}, indent=2))
     print(f"run written to {run.dir}", file=sys.stderr)
+    return 0
+
+
+def _fit_recipe(args, train: dict, model_options: dict) -> int:
+    """`genlearn fit --recipe NAME [overrides]`: the recipe's settings with every flag given on top; the run
+    records the recipe's name and the overrides."""
+    from genlearn.recipes import load_recipe
+    from genlearn.runs import fit
+
+    if args.resume:
+        raise ConfigError("--resume DIR continues a run with its own settings (a recipe's included); drop --recipe")
+    recipe = load_recipe(args.recipe)
+    if args.model and args.model != recipe.model:
+        raise ConfigError(f"recipe {recipe.name!r} fits model {recipe.model!r}, not {args.model!r}; drop the model name")
+    if args.threads is None and recipe.threads is not None:
+        _set_threads(recipe.threads)
+    progress = train.pop("progress")
+    overrides = {**{k: v for k, v in train.items() if v is not None}, **model_options}
+    if args.data:
+        overrides["data"] = args.data
+    evaluation = dict(recipe.evaluation)
+    partition = args.partition or evaluation.pop("partition", "auto")
+    partition_options = {**evaluation, **_ais_options(args)}
+    if args.partition or args.ais_steps or args.ais_chains:
+        overrides["evaluation"] = {"partition": partition, **_ais_options(args)}
+    out = args.out or f"runs/{recipe.name}"
+    run = fit(recipe.model, args.data or recipe.data, out=out, overwrite=args.overwrite, data_dir=args.data_dir,
+              partition=partition, partition_options=partition_options, progress=progress,
+              recipe={"name": recipe.name, "overrides": overrides},
+              **recipe.fit_kwargs({**train, **model_options}))
+    return _report_fit(run)
+
+
+def cmd_recipes(args) -> int:
+    from genlearn.recipes import list_recipes
+
+    for r in list_recipes():
+        fig = r.figure
+        figure = f"{fig.get('metric', 'figure')} {fig.get('value')}" + (
+            f" (published {fig['published']})" if fig.get("published") is not None else "")
+        print(f"{r.name:16s} {r.summary}\n{'':16s} {figure}; {fig.get('cost', 'cost not recorded')}")
+    print("run one with `genlearn fit --recipe NAME --data-dir DIR`; flags given beside it override its settings")
     return 0
 
 
@@ -183,7 +235,7 @@ def cmd_eval(args) -> int:
     from genlearn.runs import load_run
 
     run = load_run(args.run)
-    if args.data is None and args.partition == "auto" and args.split == "all" and run.metrics:
+    if args.data is None and args.partition in (None, "auto") and args.split == "all" and run.metrics:
         metrics = dict(run.metrics)
         metrics.pop("history", None)
     else:
@@ -194,7 +246,7 @@ def cmd_eval(args) -> int:
         splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
         options = _ais_options(args)
         metrics = {"run": str(args.run), "model": run.meta["model"], "dataset": dataset.name, "data_spec": spec,
-                   **evaluate(run.model, dataset, splits=splits, partition=args.partition,
+                   **evaluate(run.model, dataset, splits=splits, partition=args.partition or "auto",
                               progress=sys.stderr.isatty(), **options)}
         gap = (metrics.get("log_z_details") or {}).get("forward_reverse_gap")
         if gap is not None and abs(gap) > 1.0:
@@ -291,7 +343,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"fit": cmd_fit, "eval": cmd_eval, "sample": cmd_sample, "kl": cmd_kl, "datasets": cmd_datasets,
-            "models": cmd_models, "demo": cmd_demo}
+            "models": cmd_models, "demo": cmd_demo, "recipes": cmd_recipes}
 
 
 def _set_threads(n: int | None) -> None:

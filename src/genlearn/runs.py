@@ -63,7 +63,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False, data_dir=None,
         partition: str = "auto", partition_options: dict | None = None, callbacks=None, plots: bool = True,
-        **kwargs) -> Run:
+        recipe: dict | None = None, **kwargs) -> Run:
     """Fit `model` (a CLI name such as "product-bernoulli", or a GenerativeModel) to `data` (a spec such as
     "coin:p=0.3,n=1000", a path, or a Dataset) by minimising D_KL(Q^||P_theta).
 
@@ -71,7 +71,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     (hidden, components, ...). `partition` / `partition_options` say how log Z of an energy model is obtained
     for the final metrics (auto = exact when enumerable, else AIS; e.g. {"steps": 100000}). With `out`, the run
     is checkpointed there every epoch; `resume=True` continues the run in `out` exactly where it stopped (pass
-    a larger `epochs` to train longer)."""
+    a larger `epochs` to train longer). `recipe` ({"name", "overrides"}) is recorded in the run when the settings
+    came from a recipe (genlearn.recipes)."""
     t_start = time.perf_counter()
     train_kwargs, model_options = _split_kwargs(kwargs)
     out = Path(out) if out is not None else None
@@ -84,7 +85,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         model_name = meta["model"]
         model_obj = build_from_config(model_name, meta["model_config"])
         cfg_dict = {**meta["train_config"], **train_kwargs}
-        run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options") if k in meta}
+        run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe")
+                    if k in meta}
     else:
         dataset = data if isinstance(data, Dataset) else load_dataset(data, data_dir)
         if isinstance(model, str):
@@ -100,6 +102,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
                     "data_spec": data if isinstance(data, str) else None,
                     "data_dir": None if data_dir is None else str(data_dir),
                     "model_options": {k: v for k, v in model_options.items() if v is not None}}
+        if recipe is not None:
+            run_meta["recipe"] = recipe
         if out is not None:
             _prepare_out(out, overwrite)
     for split in ("train", "valid", "test"):
@@ -121,6 +125,7 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
     model = trainer.model
     model.eval()
     metrics = {"model": trainer.run_meta.get("model", model.name), "dataset": dataset.name,
+               **({"recipe": trainer.run_meta["recipe"]} if "recipe" in trainer.run_meta else {}),
                "data": dataset.describe(), "model_config": model.config(),
                "n_parameters": sum(p.numel() for p in model.parameters()),
                "train_config": trainer.cfg.to_dict(), "epochs_run": trainer.state.epoch,

@@ -37,7 +37,12 @@ class TrainConfig:
     None = off); monitor_ensemble: an ensemble of K members (MADE masks, NADE orderings) is monitored through
     one member by default (model.monitor_member, recorded as monitored_member, train_nll_member /
     valid_nll_member, early stopping on the latter; 1/K of the cost), True evaluates the whole ensemble at
-    every evaluation. The final metrics of a fit always use the whole ensemble."""
+    every evaluation. The final metrics of a fit always use the whole ensemble. monitor_rows: monitor the
+    train/valid NLL on the first N rows of each split (None = all rows; the final metrics always use every row);
+    keep_best: at the end of training, restore the parameters of the best monitored valid NLL (as early stopping
+    does), even when training ran to its last epoch or its time budget; checkpoint_every: write the checkpoint
+    every N epochs (and always after the last one): a large model's checkpoint (parameters, optimizer moments,
+    best parameters) can take longer to write than an epoch takes to run."""
 
     epochs: int = 100
     lr: float = 0.1
@@ -55,6 +60,9 @@ class TrainConfig:
     eval_every: int = 1
     monitor_ais_steps: int | None = None
     monitor_ensemble: bool = False
+    monitor_rows: int | None = None
+    keep_best: bool = False
+    checkpoint_every: int = 1
     progress: bool = True
 
     def validate(self) -> "TrainConfig":
@@ -83,6 +91,10 @@ class TrainConfig:
         if self.monitor_ais_steps is not None and (not isinstance(self.monitor_ais_steps, int)
                                                    or self.monitor_ais_steps < 1):
             raise ConfigError(f"monitor_ais_steps must be a positive integer, got {self.monitor_ais_steps!r}")
+        if self.monitor_rows is not None and (not isinstance(self.monitor_rows, int) or self.monitor_rows < 1):
+            raise ConfigError(f"monitor_rows must be a positive integer, got {self.monitor_rows!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -228,6 +240,11 @@ class Trainer:
             self.state.out_of_time = True
         return self.state.out_of_time
 
+    def _finished(self) -> bool:
+        """True when the loop will not run another epoch (last epoch, early stop, or the time budget spent)."""
+        over = self.cfg.max_minutes is not None and self.state.train_seconds >= 60 * self.cfg.max_minutes
+        return self.state.epoch >= self.cfg.epochs or self.state.stopped_early or over
+
     def _diverged(self, what: str, step: int | None = None):
         where = f"at epoch {self.state.epoch + 1}, step {self.state.step + 1 if step is None else step}"
         kept = (f"; the last good checkpoint (epoch {self.state.epoch}) is kept in {self.out_dir}"
@@ -240,19 +257,20 @@ class Trainer:
         from genlearn.divergence import kl_divergence, mean_nll
 
         self.model.eval()
+        train, valid = self._monitored(self.dataset.train), self._monitored(self.dataset.valid)
         rec = {"epoch": self.state.epoch, "step": self.state.step, "lr": self.optimizer.param_groups[0]["lr"],
                "loss": mean_loss}
         if getattr(self.model, "ensemble_size", 1) > 1 and not self.cfg.monitor_ensemble:
             k = rec["monitored_member"] = int(getattr(self.model, "monitor_member", 0))
-            rec["train_nll_member"] = mean_nll(self.model, self.dataset.train, member=k)
-            if self.dataset.valid is not None:
-                rec["valid_nll_member"] = mean_nll(self.model, self.dataset.valid, member=k)
+            rec["train_nll_member"] = mean_nll(self.model, train, member=k)
+            if valid is not None:
+                rec["valid_nll_member"] = mean_nll(self.model, valid, member=k)
         elif getattr(self.model, "tractable", True):
-            rec["train_nll"] = mean_nll(self.model, self.dataset.train)
-            if self.entropy_train is not None:
+            rec["train_nll"] = mean_nll(self.model, train)
+            if self.entropy_train is not None and train is self.dataset.train:
                 rec["train_kl"] = rec["train_nll"] - self.entropy_train
-            if self.dataset.valid is not None:
-                rec["valid_nll"] = mean_nll(self.model, self.dataset.valid)
+            if valid is not None:
+                rec["valid_nll"] = mean_nll(self.model, valid)
         elif self.cfg.monitor_ais_steps is not None:
             rec.update(self._ais_nll())
         if self.dataset.truth is not None:
@@ -262,6 +280,12 @@ class Trainer:
             except IntractableError:
                 pass
         return rec
+
+    def _monitored(self, x):
+        """The rows monitored during training: the first cfg.monitor_rows rows of x (all when None)."""
+        if x is None or self.cfg.monitor_rows is None:
+            return x
+        return x[: self.cfg.monitor_rows]
 
     def _ais_nll(self) -> dict:
         """Train/valid NLL of an intractable energy model with log Z from forward AIS (cfg.monitor_ais_steps
@@ -281,21 +305,21 @@ class Trainer:
         except (ConfigError, IntractableError):
             return {}
         out = {"log_z_ais": log_z.value, "ais_ess": log_z.details.get("ess_forward"),
-               "train_nll_ais": split_nll(self.model, self.dataset.train, log_z=log_z)["nll"]}
+               "train_nll_ais": split_nll(self.model, self._monitored(self.dataset.train), log_z=log_z)["nll"]}
         if self.dataset.valid is not None:
-            out["valid_nll_ais"] = split_nll(self.model, self.dataset.valid, log_z=log_z)["nll"]
+            out["valid_nll_ais"] = split_nll(self.model, self._monitored(self.dataset.valid), log_z=log_z)["nll"]
         return out
 
     def _early_stopping(self, rec: dict) -> None:
-        valid = rec.get("valid_nll", rec.get("valid_nll_member"))
-        if self.cfg.patience is None or valid is None:
+        valid = rec.get("valid_nll", rec.get("valid_nll_member", rec.get("valid_nll_ais")))
+        if (self.cfg.patience is None and not self.cfg.keep_best) or valid is None:
             return
         if self.state.best_valid is None or valid < self.state.best_valid - 1e-9:
             self.state.best_valid, self.state.best_epoch, self.state.bad_epochs = valid, rec["epoch"], 0
             self.best_params = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
             self.state.bad_epochs += 1
-            if self.state.bad_epochs >= self.cfg.patience:
+            if self.cfg.patience is not None and self.state.bad_epochs >= self.cfg.patience:
                 self.state.stopped_early = True
 
     # -- checkpoints -----------------------------------------------------------------------------------
@@ -344,7 +368,7 @@ class Trainer:
                 mean_loss = self._epoch()
                 self.state.epoch += 1
                 self.state.train_seconds += time.perf_counter() - t0
-                if self.state.epoch % self.cfg.eval_every == 0 or self.state.epoch == self.cfg.epochs:
+                if self.state.epoch % self.cfg.eval_every == 0 or self._finished():
                     rec = self.evaluate(mean_loss)
                     self.state.history.append(rec)
                     self._early_stopping(rec)
@@ -352,12 +376,13 @@ class Trainer:
                                                                      "valid_nll_member", "kl_true") if k in rec})
                 else:
                     rec = {"epoch": self.state.epoch, "step": self.state.step, "loss": mean_loss}
-                self.save()
+                if self.state.epoch % self.cfg.checkpoint_every == 0 or self._finished():
+                    self.save()
                 bar.update(1)
                 for fn in self.callbacks:
                     fn(self, rec)
         finally:
             bar.close()
-        if self.state.stopped_early and self.best_params is not None:
+        if (self.state.stopped_early or self.cfg.keep_best) and self.best_params is not None:
             self.model.load_state_dict(self.best_params)
         return self.state

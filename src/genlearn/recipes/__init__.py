@@ -1,0 +1,84 @@
+"""Named configurations that reproduce the published figures: `genlearn fit --recipe NAME`.
+
+A recipe is a TOML file in this folder: the model family and its options, the data set, the training settings,
+how the final likelihood is obtained, and the figure the recipe produced (value, metric, split, machine, cost).
+Running one goes through the same `genlearn.fit` as every other fit, so a figure quoted from a recipe is one a
+user can re-run:
+
+    genlearn recipes                                     # name, figure, cost
+    genlearn fit --recipe made-32 --data-dir DIR [--max-minutes M] [--lr ...]   # overrides are recorded
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
+from genlearn.errors import ConfigError
+
+#: the keys a recipe file may hold
+RECIPE_KEYS = {"summary", "model", "data", "threads", "model_options", "train", "evaluation", "figure"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """name: the file's stem; model: a family name; data: a data spec (NAME[:key=value,...]);
+    model_options / train / evaluation: keyword arguments of `genlearn.fit` (model options, TrainConfig fields,
+    and `partition` / `partition_options` of the final likelihood); threads: CPU threads the figure was measured
+    with (used when the user gives none); figure: what it produced (value, metric, published, cost, machine...)."""
+
+    name: str
+    summary: str
+    model: str
+    data: str
+    model_options: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    figure: dict = field(default_factory=dict)
+    threads: int | None = None
+
+    def fit_kwargs(self, overrides: dict | None = None) -> dict:
+        """Keyword arguments of genlearn.fit: the recipe's model options and training settings, then the
+        overrides (TrainConfig fields or model options) on top."""
+        kwargs = {**self.model_options, **self.train}
+        kwargs.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return kwargs
+
+    def describe(self) -> dict:
+        return {"name": self.name, "summary": self.summary, "model": self.model, "data": self.data,
+                "model_options": self.model_options, "train": self.train, "evaluation": self.evaluation,
+                "threads": self.threads, "figure": self.figure}
+
+
+def _files() -> dict:
+    folder = resources.files(__name__)
+    return {p.name[:-5]: p for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def recipe_names() -> list[str]:
+    return sorted(_files())
+
+
+def load_recipe(name: str) -> Recipe:
+    """The recipe called `name` (ConfigError naming the known ones when there is none)."""
+    files = _files()
+    if name not in files:
+        raise ConfigError(f"unknown recipe {name!r}; known: {', '.join(sorted(files))} (see `genlearn recipes`)")
+    try:
+        raw = tomllib.loads(files[name].read_text())
+    except tomllib.TOMLDecodeError as exc:  # a broken file shipped with the package is a bug, said plainly
+        raise ConfigError(f"recipe {name!r} is not valid TOML ({exc})") from None
+    unknown = set(raw) - RECIPE_KEYS
+    if unknown or not {"model", "data", "summary"} <= set(raw):
+        raise ConfigError(f"recipe {name!r} must have model, data and summary, and only {sorted(RECIPE_KEYS)}")
+    return Recipe(name=name, summary=raw["summary"], model=raw["model"], data=raw["data"],
+                  model_options=dict(raw.get("model_options", {})), train=dict(raw.get("train", {})),
+                  evaluation=dict(raw.get("evaluation", {})), figure=dict(raw.get("figure", {})),
+                  threads=raw.get("threads"))
+
+
+def list_recipes() -> list[Recipe]:
+    return [load_recipe(n) for n in recipe_names()]
+
+
+__all__ = ["Recipe", "list_recipes", "load_recipe", "recipe_names"]
