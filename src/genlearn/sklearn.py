@@ -28,7 +28,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from genlearn.models.rbm import RBM, sample_bernoulli
+from genlearn.models.rbm import RBM
+from genlearn.numerics import sample_bernoulli
 
 #: score_samples uses the exact log Z when the smaller layer has at most this many units
 EXACT_SCORE_LIMIT = 20

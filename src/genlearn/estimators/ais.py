@@ -33,6 +33,7 @@ from torch import Tensor
 
 from genlearn.errors import ConfigError
 from genlearn.estimators.estimate import Estimate
+from genlearn.numerics import BASE_RATE_SMOOTHING, base_rate_logits, sample_bernoulli, uniform_  # noqa: F401
 
 #: the published schedule: steps of 1e-3 on [0, 0.5], 1e-4 on [0.5, 0.9], 1e-5 on [0.9, 1]
 PUBLISHED_STEPS = 14_500
@@ -41,16 +42,6 @@ _SEGMENTS = ((0.0, 0.5, 500), (0.5, 0.9, 4000), (0.9, 1.0, 10000))
 ESS_WARN_FRACTION = 0.1
 #: the progress bar of `anneal` advances by this many temperatures at a time
 PROGRESS_EVERY = 500
-BASE_RATE_SMOOTHING = 0.05
-
-
-def base_rate_logits(x: Tensor, smoothing: float = BASE_RATE_SMOOTHING) -> Tensor:
-    """Logits of the smoothed training means p_i = (mean_i + s) / (1 + 2 s), s = `smoothing` (a pseudo-count of
-    s M on each outcome; Salakhutdinov & Murray used 0.05 M on the ones), float32."""
-    from genlearn.models.base import column_means
-
-    p = (column_means(x) + smoothing) / (1.0 + 2.0 * smoothing)
-    return (torch.log(p) - torch.log1p(-p)).float()
 
 
 def annealing_schedule(steps: int | None = None) -> Tensor:
@@ -92,8 +83,6 @@ def log_mean_stderr(lw: Tensor) -> float:
 @torch.no_grad()
 def gibbs_sweeps(W: Tensor, b: Tensor, c: Tensor, v: Tensor, sweeps: int, generator) -> Tensor:
     """`sweeps` Gibbs sweeps (h ~ P(h|v), v ~ P(v|h)) of the RBM from the rows v; returns the last v."""
-    from genlearn.models.rbm import sample_bernoulli
-
     for _ in range(sweeps):
         h = sample_bernoulli(torch.sigmoid(torch.addmm(c, v, W)), generator)
         v = sample_bernoulli(torch.sigmoid(torch.addmm(b, h, W.T)), generator)
@@ -111,8 +100,6 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     h ~ sigmoid(beta_k a), v ~ sigmoid(b0 + beta_k (W h + d)). Every product and elementwise step writes into
     buffers allocated once (a step is ~16 tensor operations: on small matrices their count, not their
     arithmetic, sets the speed)."""
-    from genlearn.models.rbm import uniform_
-
     dtype = W.dtype
     n_chains, n_vis = v.shape
     n_hid = W.shape[1]
@@ -198,8 +185,6 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_logits: Tensor | Non
     b0 = base_logits.detach().to(dtype)
     log_z0 = float(torch.nn.functional.softplus(b0.double()).sum()) + n_hid * math.log(2.0)
     g = torch.Generator().manual_seed(int(seed))
-    from genlearn.models.rbm import sample_bernoulli
-
     v_fwd = sample_bernoulli(torch.sigmoid(b0).expand(chains, n_vis), g)
     start_states, paths = [v_fwd], [betas[:, None].expand(-1, chains)]
     reverse_init = None

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from genlearn.errors import ConfigError, DataError
+from genlearn.numerics import column_means
 
 EPS = 1e-10
 DEFAULT_CHUNK = 10_000
@@ -131,8 +132,6 @@ def reseed_collapsed(x: Tensor, log_weights: Tensor, logits: Tensor, stats: EMSt
     lp = torch.cat([mixture_log_prob(x[s : s + chunk].double(), log_weights, logits)
                     for s in range(0, m, chunk)])
     worst = torch.argsort(lp)[: len(dead)]
-    from genlearn.models.base import column_means
-
     mean = column_means(x)
     weights = torch.exp(log_weights)
     for k, idx in zip(dead, worst.tolist()):

@@ -189,7 +189,9 @@ class Trainer:
             self._sampler = (key, MinibatchSampler(x, self.cfg.batch_size))
         yield from self._sampler[1].batches(self.generator)
 
-    def _epoch(self) -> float:
+    def train_epoch(self) -> float:
+        """One pass of the learning rule over the training set (every minibatch, then the end-of-epoch hooks);
+        returns the mean objective per example. `fit` calls it in its loop; benchmarks call it to time epochs."""
         self._epoch_started = time.perf_counter()
         self.model.train()
         x = self.dataset.redraw_train(self.generator)
@@ -365,7 +367,7 @@ class Trainer:
         try:
             while self.state.epoch < self.cfg.epochs and not (self.state.stopped_early or self._out_of_time()):
                 t0 = time.perf_counter()
-                mean_loss = self._epoch()
+                mean_loss = self.train_epoch()
                 self.state.epoch += 1
                 self.state.train_seconds += time.perf_counter() - t0
                 if self.state.epoch % self.cfg.eval_every == 0 or self._finished():

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from genlearn.enumeration import require_enumerable  # noqa: F401  (re-exported for the families)
 from genlearn.errors import ConfigError, DataError
+from genlearn.numerics import column_means, logit  # noqa: F401  (re-exported for the families)
 
 
 class GenerativeModel(torch.nn.Module):
@@ -114,20 +115,6 @@ def check_probability_vector(p, what: str) -> Tensor:
     if not math.isclose(float(p.sum()), 1.0, abs_tol=1e-6):
         raise ConfigError(f"{what} must sum to 1, got sum {float(p.sum()):.6g}")
     return p
-
-
-def column_means(x: Tensor, chunk: int = 8192) -> Tensor:
-    """Mean of every column of x (M, n) in float64, summed a chunk of rows at a time (no float64 copy of x)."""
-    total = torch.zeros(x.shape[1], dtype=torch.float64)
-    for c in x.split(chunk):
-        total += c.sum(0, dtype=torch.float64)
-    return total / x.shape[0]
-
-
-def logit(p: Tensor, eps: float = 1e-6) -> Tensor:
-    """log(p / (1 - p)) with p clipped to [eps, 1 - eps] so that closed-form MLEs of 0 or 1 stay finite."""
-    p = p.clamp(eps, 1 - eps)
-    return torch.log(p) - torch.log1p(-p)
 
 
 def reject_unknown(kind: str, got: dict) -> None:
