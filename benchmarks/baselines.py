@@ -9,27 +9,22 @@ NLL = -(1/M) sum_m log P(x_m) is computed by genlearn.evaluation.split_nll and c
 -sum_i [q_i log p_i + (1 - q_i) log(1 - p_i)], q_i the split's pixel means.
 
     .venv/bin/python benchmarks/baselines.py [--data-dir ../shared/data] [--sets binarized-mnist,adult,dna,nips]
+    .venv/bin/python benchmarks/baselines.py --smoke --out /tmp/b.json      # the embedded digits, a second
 
-Prints a table and writes benchmarks/results/baselines.json keyed by data set."""
+Prints a table and merges the results into benchmarks/results/baselines.json, keyed by data set."""
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from genlearn.data import load_dataset  # noqa: E402
-from genlearn.evaluation import split_nll  # noqa: E402
-from genlearn.models import ProductBernoulli  # noqa: E402
+import common
+from genlearn import ProductBernoulli, load_dataset
+from genlearn.evaluation import split_nll
 
 ALPHAS = (0.0, 0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 DEFAULT_SETS = ("binarized-mnist", "adult", "dna", "nips")
@@ -79,18 +74,18 @@ def run_set(name: str, data_dir: Path) -> dict:
                       "chosen_on": "valid", "valid_nll_by_alpha": {str(a): v for a, v in grid.items()}},
         "sizes": data.sizes(), "n_features": data.n_features, "data_settings": data.settings,
         "load_seconds": load_s, "wall_seconds": wall, "units": "nats per example",
-        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, no GPU",
-        "load_average_1min_after": os.getloadavg()[0],
+        "machine": common.machine_record(), "load_average_1min_after": os.getloadavg()[0],
     }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser = common.parser(__file__, __doc__, threads=min(2, os.cpu_count() or 1))
     parser.add_argument("--sets", default=",".join(DEFAULT_SETS))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "baselines.json"))
     args = parser.parse_args(argv)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.smoke:
+        args.sets = "digits" if args.sets == parser.get_default("sets") else args.sets
+        args.threads = 1 if args.threads == parser.get_default("threads") else args.threads
+    common.set_threads(args.threads)
     data_dir = Path(args.data_dir)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     print(f"independent Bernoulli baseline; data dir {data_dir}; alpha grid {ALPHAS}; torch {torch.__version__}, "
@@ -102,11 +97,7 @@ def main(argv=None) -> int:
         results[name] = r
         print(f"{name:<16} {r['smoothing']['alpha']:>6g} {r['train_nll']:>9.3f} {r['valid_nll']:>9.3f} "
               f"{r['test_nll']:>9.3f} {r['test_bits_per_dim']:>8.4f} {r['wall_seconds']:>7.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    tmp.replace(out)
+    out = common.write_results(args.out, results, merge_depth=1)
     print(f"wrote {out}")
     return 0
 

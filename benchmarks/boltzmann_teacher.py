@@ -17,37 +17,44 @@ are exactly the bars-and-stripes patterns: its KL -> 0 as lambda -> infinity, ne
 Part 3: every estimator on bars-and-stripes 3x3 (the comparison table uses part 1 at M = 1e4 and this).
 
 Usage: flock /tmp/genlearn-heavy.lock .venv/bin/python benchmarks/boltzmann_teacher.py [--fast]
-Writes benchmarks/results/boltzmann_teacher.json (or boltzmann_teacher_fast.json with --fast)."""
+       .venv/bin/python benchmarks/boltzmann_teacher.py --smoke --out /tmp/bt.json     # seconds
+Writes benchmarks/results/boltzmann_teacher.json (or boltzmann_teacher_fast.json with --fast). Every machine is
+built and trained as `genlearn fit boltzmann --gradient ESTIMATOR` does (the family's learning rule, genlearn's
+Trainer)."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import platform
 import time
-from pathlib import Path
 
 import torch
 
+import common
 from genlearn.data.dataset import Dataset
 from genlearn.data.registry import load_dataset
 from genlearn.data.synthetic import bars_and_stripes_patterns
 from genlearn.errors import NumericalError
-from genlearn.learning import TrainConfig, Trainer
+from genlearn.learning.trainer import TrainConfig, Trainer
 from genlearn.learning.boltzmann_gradients import data_moments
 from genlearn.models.boltzmann import BoltzmannMachine
 from genlearn.models.table import PatternTable
 
 ESTIMATORS = ("exact", "gibbs", "pcd", "mean-field", "tap", "pseudo-likelihood")
-RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("teacher", "bars", "estimators")
 
 
-def train(model, ds, epochs, lr, optimizer="adam", schedule="cosine", eval_every=None, seed=0) -> dict:
-    """Fit with the generic Trainer; return final exact metrics, moment mismatch and timing."""
+def machine(ds, **options):
+    """A BoltzmannMachine for `ds` and its learning rule, as `genlearn fit boltzmann` builds them."""
+    return common.model_and_rule("boltzmann", ds, **options)
+
+
+def train(model_rule, ds, epochs, lr, optimizer="adam", schedule="cosine", eval_every=None, seed=0) -> dict:
+    """Fit with the generic Trainer and the model's rule; return final exact metrics, moment mismatch and
+    timing."""
+    model, rule = model_rule
     cfg = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule, seed=seed,
                       eval_every=eval_every or epochs, progress=False)
-    trainer = Trainer(model, ds, cfg)
+    trainer = Trainer(model, ds, cfg, rule=rule)
     t0 = time.perf_counter()
     status = "ok"
     try:
@@ -73,13 +80,13 @@ def part_teacher(sizes, epochs, ml_epochs, chains) -> dict:
         ds = load_dataset(f"boltzmann-teacher:n=12,samples={samples},scale=1.0,field=0.3,seed=0")
         with torch.no_grad():
             teacher_train_kl = float(-ds.truth.log_prob(ds.train).double().mean()) - _entropy(ds.train)
-        ref = train(BoltzmannMachine(12), ds, ml_epochs, 0.5, optimizer="momentum", schedule="constant")
+        ref = train(machine(ds), ds, ml_epochs, 0.5, optimizer="momentum", schedule="constant")
         print(f"M={samples:>6}  exact-ml     KL(Q||P)={ref['kl_true']:.5f}  KL(Q^||P)={ref['train_kl']:.5f}  "
               f"moment err={ref['moment_error']:.2e}  {ref['train_seconds']:.1f}s   "
               f"[teacher itself: KL(Q^||Q)={teacher_train_kl:.5f}]", flush=True)
         rows.append({"samples": samples, "estimator": "exact-ml", **ref, "teacher_train_kl": teacher_train_kl})
         for est in ESTIMATORS:
-            r = train(BoltzmannMachine(12, gradient=est, n_chains=chains), ds, epochs, 0.05)
+            r = train(machine(ds, gradient=est, n_chains=chains), ds, epochs, 0.05)
             if r["status"] == "ok":
                 r["excess_train_kl"] = r["train_kl"] - ref["train_kl"]
                 print(f"M={samples:>6}  {est:<17} KL(Q||P)={r['kl_true']:.5f}  KL(Q^||P)={r['train_kl']:.5f} "
@@ -137,12 +144,14 @@ def part_bars(epochs_by_size, eval_every) -> dict:
         n_pat = ds.train.shape[0]
         construction = []
         for lam in (1, 2, 4, 8, 16):
-            construction.append({"lambda": lam, "kl": kl_divergence(ds.truth, block_energy_machine(size, lam))})
+            kl = kl_divergence(ds.truth, block_energy_machine(size, lam))  # an Estimate (exact here)
+            construction.append({"lambda": lam, "kl": float(getattr(kl, "value", kl))})
         entry = {"patterns": n_pat, "log_n_patterns": math.log(n_pat), "epochs": epochs,
                  "block_energy_kl": construction, "recipes": {}}
         for label, (optimizer, lr) in BARS_RECIPES.items():
-            model = BoltzmannMachine(size * size)
-            curve = train(model, ds, epochs, lr, optimizer=optimizer, schedule="constant", eval_every=eval_every)
+            model, rule = machine(ds)
+            curve = train((model, rule), ds, epochs, lr, optimizer=optimizer, schedule="constant",
+                          eval_every=eval_every)
             print(f"bars-and-stripes {size}x{size} ({n_pat} patterns, n={size * size}): exact gradient, {optimizer} "
                   f"lr {lr}, {epochs} epochs, {curve['train_seconds']:.1f}s; largest |W_ij| "
                   f"{float(model.weights.detach().abs().max()):.2f}", flush=True)
@@ -172,7 +181,7 @@ def part_bars_estimators(epochs, chains) -> list:
     ds = bars_dataset(3)
     rows = []
     for est in ESTIMATORS:
-        r = train(BoltzmannMachine(9, gradient=est, n_chains=chains), ds, epochs, 0.05)
+        r = train(machine(ds, gradient=est, n_chains=chains), ds, epochs, 0.05)
         r.pop("history", None)
         rows.append({"estimator": est, **r})
         if r["status"] == "ok":
@@ -183,29 +192,28 @@ def part_bars_estimators(epochs, chains) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--fast", action="store_true", help="a small smoke-test version")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest for these tiny matrices)")
+    p = common.parser(__file__, __doc__, data=False, threads=1)  # 1 thread: fastest for these tiny matrices
+    p.add_argument("--fast", action="store_true", help="a small version (minutes)")
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to (re)run, merged into the "
                    "existing results file: teacher, bars, estimators")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.fast:
+    common.set_threads(args.threads)
+    if args.smoke:
+        sizes, epochs, ml_epochs, chains, bars = [100], 30, 60, 50, {3: 60}
+        bars_every, bars_est_epochs = 20, 30
+    elif args.fast:
         sizes, epochs, ml_epochs, chains, bars = [100, 1000], 200, 300, 200, {3: 400}
         bars_every, bars_est_epochs = 50, 200
     else:
         sizes, epochs, ml_epochs, chains, bars = [100, 1000, 10_000, 100_000], 2000, 5000, 1000, {3: 20_000, 4: 10_000}
         bars_every, bars_est_epochs = 50, 2000
-    settings = {"fast": args.fast, "threads": args.threads, "torch": torch.__version__,
-                "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-                "cpu_count": __import__("os").cpu_count()}
+    settings = {**common.machine_record(), "fast": args.fast, "smoke": args.smoke}
     print(json.dumps(settings), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / ("boltzmann_teacher_fast.json" if args.fast else "boltzmann_teacher.json")
+    path = args.out
+    if args.fast and path == p.get_default("out"):
+        path = path.with_name("boltzmann_teacher_fast.json")
     parts = set(args.parts.split(","))
-    result = json.loads(path.read_text()) if path.exists() and parts != set(PARTS) else {}
-    result.setdefault("seconds", {})
-    result["settings"] = settings
+    result = {"seconds": {}, "settings": settings}
     for part in PARTS:
         if part not in parts:
             continue
@@ -219,8 +227,8 @@ def main(argv=None) -> int:
                                                      "recipe": "full batch, adam, lr 0.05, cosine",
                                                      "rows": part_bars_estimators(bars_est_epochs, chains)}
         result["seconds"][part] = time.perf_counter() - t0
-    result.pop("total_seconds", None)
-    path.write_text(json.dumps(result, indent=1, default=float))
+    # re-running some parts keeps the others' results in the file
+    common.write_results(path, result, merge_depth=2 if parts != set(PARTS) else 0)
     print(f"wall seconds by part: {json.dumps(result['seconds'])}; wrote {path}")
     return 0
 

@@ -14,130 +14,101 @@
 4. Evaluation of the 10,000 test images under a 32-mask MADE ensemble (32 full passes + logsumexp).
 
     flock /tmp/genlearn-heavy.lock .venv/bin/python benchmarks/made_speed.py > /tmp/made_speed.log 2>&1
-"""
+    .venv/bin/python benchmarks/made_speed.py --smoke --out /tmp/m.json    # seconds: 1,000 synthetic rows
+
+Data: the static binarized MNIST (`genlearn.load_dataset("binarized-mnist")`), or, when it is not found (and
+with --smoke), rows of independent Bernoulli(0.13) pixels of the same shape."""
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from genlearn.data import Dataset  # noqa: E402
-from genlearn.learning.trainer import TrainConfig, Trainer  # noqa: E402
-from genlearn.models.made import MADE  # noqa: E402
-from genlearn.models.nade import NADE  # noqa: E402
+import common
+import genlearn
+from genlearn import Dataset, DataError
+from genlearn.learning.trainer import TrainConfig, Trainer
 
 
-def gemm_gflops(m: int, k: int, n: int, seconds: float = 2.0) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(3):
-        a @ b
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        reps += 1
-    return 2.0 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+def adam_trainer(family: str, train: torch.Tensor, image_shape=None, **options):
+    """A model of `family` (seed 0, initialised from the data) and a Trainer of it on `train` with Adam at rate
+    1e-3 (fused), batch 100, the rule `genlearn fit FAMILY` uses: what `genlearn fit` runs."""
+    ds = Dataset(name="binarized-mnist", kind="binary", train=train, valid=None, test=None, image_shape=image_shape)
+    model, rule = common.model_and_rule(family, ds, init_seed=0, **options)
+    cfg = TrainConfig(epochs=1, optimizer="adam", lr=1e-3, batch_size=100, seed=0, progress=False)
+    return model, Trainer(model, ds, cfg, rule=rule)
 
 
-def make_adam(model, lr=1e-3):
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr)
-
-
-def train_epoch(model, opt, x, batch, g, limit=None) -> float:
-    perm = torch.randperm(x.shape[0], generator=g)
-    stop = x.shape[0] if limit is None else min(limit, x.shape[0])
+def timed_epoch(trainer) -> float:
     t0 = time.perf_counter()
-    for s in range(0, stop, batch):
-        opt.zero_grad(set_to_none=True)
-        model.loss(x[perm[s : s + batch]], generator=g).backward()
-        opt.step()
+    trainer.train_epoch()
     return time.perf_counter() - t0
 
 
-def load(data_dir: Path):
-    path = data_dir / "binarized_mnist" / "binarized_mnist_uint8.npz"
-    if path.exists():
-        with np.load(path) as f:
-            train, test = (torch.from_numpy(f[k].astype(np.float32)) for k in ("train", "test"))
-            return train, test, str(path)
+def load(data_dir, smoke: bool):
+    """(train, test, description): binarized MNIST, or Bernoulli(0.13) pixels when it is missing or --smoke."""
+    if not smoke:
+        try:
+            ds = genlearn.load_dataset("binarized-mnist", data_dir)
+            return ds.train, ds.test, ds.settings.get("source", "binarized-mnist")
+        except DataError as exc:
+            print(f"binarized MNIST not found ({str(exc)[:80]}...): timing on random data", flush=True)
     g = torch.Generator().manual_seed(0)
-    return (torch.bernoulli(torch.full((50_000, 784), 0.13), generator=g),
-            torch.bernoulli(torch.full((10_000, 784), 0.13), generator=g), "random Bernoulli(0.13) data")
+    rows = (1000, 300) if smoke else (50_000, 10_000)
+    return (torch.bernoulli(torch.full((rows[0], 784), 0.13), generator=g),
+            torch.bernoulli(torch.full((rows[1], 784), 0.13), generator=g), "random Bernoulli(0.13) data")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    p = common.parser(__file__, __doc__)
     p.add_argument("--epochs", type=int, default=3, help="timed MADE epochs")
     p.add_argument("--nade-examples", type=int, default=5000, help="examples timed for NADE")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, to check that the script runs")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "made_speed.json")
+    p.add_argument("--hidden", type=int, default=500, help="hidden units of every model")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.set_threads(args.threads)
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    train, test, source = load(args.data_dir)
+    train, test, source = load(args.data_dir, args.smoke)
     if args.smoke:
-        train, test, args.nade_examples, args.epochs = train[:1000], test[:300], 200, 1
-    res = {"settings": {"machine": f"{platform.machine()} {os.cpu_count()} cores, no GPU", "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "data": source, "date": time.strftime("%Y-%m-%d %H:%M"),
-                        "dtype": "float32", "batch_size": 100}}
+        args.nade_examples, args.epochs, args.hidden = 100, 1, 64
+    n, h = train.shape[1], args.hidden
+    res = {"settings": {**common.machine_record(), "data": source, "dtype": "float32", "batch_size": 100,
+                        "hidden": h}}
     print("settings", json.dumps(res["settings"]), flush=True)
 
-    res["gemm_gflops_100x784x500"] = gemm_gflops(100, 784, 500)
-    res["gemm_gflops_2048"] = gemm_gflops(2048, 2048, 2048)
-    roof = max(res["gemm_gflops_100x784x500"], res["gemm_gflops_2048"])
-    print(f"GEMM float32: {res['gemm_gflops_100x784x500']:.1f} GFLOP/s at 100x784x500, "
+    gf, roof = common.gemm_peak({"100x784x500": (100, n, h), "2048": (2048, 2048, 2048)},
+                                seconds=0.05 if args.smoke else 2.0)
+    res["gemm_gflops_100x784x500"], res["gemm_gflops_2048"] = gf["100x784x500"], gf["2048"]
+    print(f"GEMM float32: {res['gemm_gflops_100x784x500']:.1f} GFLOP/s at 100x{n}x{h}, "
           f"{res['gemm_gflops_2048']:.1f} GFLOP/s at 2048^3", flush=True)
 
     # -- MADE 1x500 epoch, through genlearn's Trainer (what `genlearn fit made` runs) -------------------------
-    ds = Dataset(name="binarized-mnist", kind="binary", train=train, valid=None, test=None, image_shape=(28, 28))
     for key, direct, precision in (("made", True, "full"), ("made_no_direct", False, "full"),
                                    ("made_bf16", True, "bfloat16")):
-        made = MADE(784, 500, seed=0, direct=direct, matmul_precision=precision).init_from_data(train)
-        trainer = Trainer(made, ds, TrainConfig(epochs=1, optimizer="adam", lr=1e-3, batch_size=100, seed=0,
-                                                progress=False))
-        times = []
-        for _ in range(args.epochs + 1):  # the first epoch is a warm-up
-            t0 = time.perf_counter()
-            trainer._epoch()
-            times.append(time.perf_counter() - t0)
-        times = times[1:]
+        _, trainer = adam_trainer("made", train, (28, 28), hidden=str(h), direct=direct, matmul_precision=precision)
+        times = [timed_epoch(trainer) for _ in range(args.epochs + 1)][1:]  # the first epoch is a warm-up
         # forward: x W1 and h V (2 n H multiply-adds each), + x A (n^2) with the direct connection; x3 to train
-        flops_made = 3 * 2 * (2 * 784 * 500 + (784 * 784 if direct else 0)) * train.shape[0]
+        flops_made = 3 * 2 * (2 * n * h + (n * n if direct else 0)) * train.shape[0]
         res[f"{key}_epoch_seconds"] = times
         res[f"{key}_epoch_seconds_best"] = min(times)
         res[f"{key}_epoch_seconds_median"] = statistics.median(times)
         res[f"{key}_epoch_fraction_of_roofline"] = flops_made / min(times) / 1e9 / roof
         label = " + direct connection" if direct else " (no direct connection)"
         label += ", bfloat16 products (fraction of the float32 roofline)" if precision == "bfloat16" else ""
-        print(f"MADE 1x500{label} epoch ({train.shape[0]} x 784, "
+        print(f"MADE 1x{h}{label} epoch ({train.shape[0]} x {n}, "
               f"batch 100, Trainer + fused Adam): best {min(times):.2f} s, median {statistics.median(times):.2f} s "
               f"(target < 2.5 s); {res[f'{key}_epoch_fraction_of_roofline']:.2f} of the GEMM roofline", flush=True)
     res["made_epoch_target_seconds"] = 2.5
 
     # -- NADE 500 --------------------------------------------------------------------------------------
-    n, h = 784, 500
-    nade = NADE(n, h, seed=0).init_from_data(train)
-    opt = make_adam(nade)
     m = args.nade_examples
-    train_epoch(nade, opt, train, 100, g, limit=300)
-    secs = train_epoch(nade, opt, train, 100, g, limit=m)
+    # a warm-up epoch of 300 rows, then an epoch of m rows timed (the same model, Trainers of the two row sets)
+    nade, warm_up = adam_trainer("nade", train[:300], hidden=str(h))
+    timed_epoch(warm_up)
+    secs = timed_epoch(Trainer(nade, Dataset(name="binarized-mnist", kind="binary", train=train[:m]),
+                               warm_up.cfg, rule=warm_up.rule))
     fwd_flops = 4 * n * h
     res["nade_train_examples_per_second"] = m / secs
     res["nade_train_fraction_of_roofline"] = 3 * fwd_flops * m / secs / 1e9 / roof
@@ -151,12 +122,13 @@ def main(argv=None):
     res["nade_eval_fraction_of_roofline"] = fwd_flops * m / secs_eval / 1e9 / roof
     for precision, key in (("full", "oa_nade_train_examples_per_second"),
                            ("bfloat16", "oa_nade_train_bf16_examples_per_second")):
-        oa = NADE(n, h, order_agnostic=True, seed=0, matmul_precision=precision).init_from_data(train)
-        opt = make_adam(oa)
-        train_epoch(oa, opt, train, 100, g, limit=1000)
-        secs_oa = train_epoch(oa, opt, train, 100, g, limit=10 * m)
+        oa, warm_up = adam_trainer("nade", train[:1000], hidden=str(h), order_agnostic=True,
+                                   matmul_precision=precision)
+        timed_epoch(warm_up)
+        secs_oa = timed_epoch(Trainer(oa, Dataset(name="binarized-mnist", kind="binary", train=train[: 10 * m]),
+                                      warm_up.cfg, rule=warm_up.rule))
         res[key] = 10 * m / secs_oa
-    print(f"NADE 500 (fixed order, compiled kernels when numba is installed): train "
+    print(f"NADE {h} (fixed order, compiled kernels when numba is installed): train "
           f"{res['nade_train_examples_per_second']:.0f} ex/s "
           f"({res['nade_train_fraction_of_roofline']:.3f} of roofline), eval {res['nade_eval_examples_per_second']:.0f}"
           f" ex/s ({res['nade_eval_fraction_of_roofline']:.3f} of roofline); order-agnostic training "
@@ -164,7 +136,7 @@ def main(argv=None):
           f"{res['oa_nade_train_bf16_examples_per_second']:.0f} ex/s", flush=True)
 
     # -- 32-mask MADE evaluation of the test set --------------------------------------------------------
-    made32 = MADE(784, 500, masks=32, seed=0).init_from_data(train)  # with the direct connection
+    made32, _ = adam_trainer("made", train, hidden=str(h), masks=32)  # with the direct connection
     made32.eval()
     with torch.no_grad():
         made32.log_prob(test[:100])
@@ -173,10 +145,9 @@ def main(argv=None):
         res["made32_eval_seconds"] = time.perf_counter() - t0
     res["made32_eval_examples"] = int(test.shape[0])
     res["made32_eval_check_mean_nll_untrained"] = float(-lp.double().mean())
-    print(f"MADE 1x500, 32-mask ensemble: log P of {test.shape[0]} test images in {res['made32_eval_seconds']:.2f} s",
+    print(f"MADE 1x{h}, 32-mask ensemble: log P of {test.shape[0]} test images in {res['made32_eval_seconds']:.2f} s",
           flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1))
+    common.write_results(args.out, res)
     return 0
 
 

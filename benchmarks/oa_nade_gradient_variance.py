@@ -13,10 +13,12 @@ deviation of the minibatch loss (nats), and the ratio stratified / independent.
 
     .venv/bin/python benchmarks/oa_nade_gradient_variance.py \
         --checkpoint benchmarks/results/tractable_binarized_mnist_oanade_strat_oa-nade.safetensors
-"""
+    .venv/bin/python benchmarks/oa_nade_gradient_variance.py --smoke --out /tmp/v.json   # untrained, digits
+
+--checkpoint is the safetensors file of the model's parameters, or a genlearn run folder of an order-agnostic NADE
+(`genlearn fit --recipe oa-nade`, or tractable_binarized_mnist.py --run-dir)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,11 +28,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-import genlearn.models.nade as nade_module  # noqa: E402
-from genlearn.models.nade import NADE  # noqa: E402
+import common
+import genlearn
+import genlearn.models.nade as nade_module
 
 
 def independent_uniform(batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -38,7 +38,25 @@ def independent_uniform(batch: int, generator: torch.Generator | None = None) ->
     return torch.rand(batch, 1, generator=generator)
 
 
-def gradient_statistics(model: NADE, x: torch.Tensor, batches: int, batch_size: int, seed: int) -> dict:
+def load_model(checkpoint: Path | None, dataset, hidden: int):
+    """The order-agnostic NADE of a run folder or of a safetensors file of its parameters (an untrained one, seed
+    0, when there is no checkpoint)."""
+    if checkpoint is not None and checkpoint.is_dir():
+        model = genlearn.load_run(checkpoint).model
+        if not getattr(model, "order_agnostic", False):
+            raise SystemExit(f"{checkpoint} is not a run of an order-agnostic NADE")
+        return model
+    model, _ = common.model_and_rule("nade", dataset, hidden=str(hidden), order_agnostic=True, init_seed=0)
+    if checkpoint is not None:
+        state = load_file(str(checkpoint))
+        missing = [k for k in ("W", "U", "V", "b", "c") if k not in state]
+        if missing:
+            raise SystemExit(f"{checkpoint} lacks {missing}: not a one-layer order-agnostic NADE checkpoint")
+        model.load_state_dict({k: state[k] for k in ("W", "U", "V", "b", "c")}, strict=False)
+    return model
+
+
+def gradient_statistics(model, x: torch.Tensor, batches: int, batch_size: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     grads, losses = [], []
     for _ in range(batches):
@@ -56,30 +74,27 @@ def gradient_statistics(model: NADE, x: torch.Tensor, batches: int, batch_size: 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, required=True, help="oa-nade safetensors from the MNIST benchmark")
-    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    p = common.parser(__file__, __doc__, threads=2)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="oa-nade safetensors from the MNIST benchmark, or a run folder (required unless --smoke)")
     p.add_argument("--hidden", type=int, default=500)
     p.add_argument("--batches", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "oa_nade_gradient_variance.json")
     args = p.parse_args(argv)
-    for path in (args.checkpoint, args.data_dir / "binarized_mnist" / "binarized_mnist_uint8.npz"):
-        if not path.exists():
-            raise SystemExit(f"missing {path}")
-    torch.set_num_threads(args.threads)
-    with np.load(args.data_dir / "binarized_mnist" / "binarized_mnist_uint8.npz") as f:
-        x = torch.from_numpy(f["train"].astype(np.float32))
-    model = NADE(x.shape[1], hidden=args.hidden, order_agnostic=True)
-    state = load_file(str(args.checkpoint))
-    missing = [k for k in ("W", "U", "V", "b", "c") if k not in state]
-    if missing:
-        raise SystemExit(f"{args.checkpoint} lacks {missing}: not a one-layer order-agnostic NADE checkpoint")
-    model.load_state_dict({k: state[k] for k in ("W", "U", "V", "b", "c")}, strict=False)
-    settings = {"checkpoint": str(args.checkpoint), "batches": args.batches, "batch_size": args.batch_size,
-                "seed": args.seed, "threads": args.threads, "torch": torch.__version__}
+    if args.smoke:
+        args.hidden, args.batches, args.batch_size = 16, 10, 50
+        args.threads = 1 if args.threads == p.get_default("threads") else args.threads
+    elif args.checkpoint is None:
+        raise SystemExit("--checkpoint is required (a trained order-agnostic NADE), except with --smoke")
+    if args.checkpoint is not None and not args.checkpoint.exists():
+        raise SystemExit(f"missing {args.checkpoint}")
+    common.set_threads(args.threads)
+    dataset = genlearn.load_dataset("digits" if args.smoke else "binarized-mnist", args.data_dir)
+    x = dataset.train
+    model = load_model(args.checkpoint, dataset, args.hidden)
+    settings = {**common.machine_record(), "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
+                "data": dataset.name, "batches": args.batches, "batch_size": args.batch_size, "seed": args.seed}
     print("settings", json.dumps(settings), flush=True)
     res = {"settings": settings}
     stratified = nade_module.stratified_uniform
@@ -96,8 +111,7 @@ def main(argv=None) -> int:
     res["wall_seconds"] = time.perf_counter() - t0
     print(f"gradient variance, stratified / independent: {res['variance_ratio_stratified_to_independent']:.3f} "
           f"({res['wall_seconds']:.1f} s)", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1))
+    common.write_results(args.out, res)
     return 0
 
 

@@ -5,6 +5,7 @@ measured in the same run; AIS (14,500 and, with --raise-steps, 100,000 temperatu
 
     flock /tmp/genlearn-heavy.lock .venv/bin/python benchmarks/rbm_speed.py [--data-dir ../shared/data]
         [--repeats 3] [--raise-steps 100000]
+    .venv/bin/python benchmarks/rbm_speed.py --smoke --out /tmp/s.json     # seconds: digits, small sizes
 
 Both genlearn's default (full-precision products) and its mixed precision (matmul_precision="bfloat16":
 bfloat16 operands, float32 accumulation) are timed; the roofline fractions are against the float32 GEMM peak
@@ -16,54 +17,39 @@ Writes benchmarks/results/rbm_speed.json."""
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import common
+import genlearn
+from genlearn import Dataset
+from genlearn.learning.trainer import TrainConfig, Trainer
 
-from genlearn.data import Dataset  # noqa: E402
-from genlearn.learning.trainer import TrainConfig, Trainer  # noqa: E402
-from genlearn.models.rbm import RBM  # noqa: E402
-
-
-def read_idx_images(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    n, rows, cols = (int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in (1, 2, 3))
-    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows * cols)
+#: --smoke: the embedded 8x8 digits, a small RBM, short GEMM timings and AIS schedules
+SMOKE = {"hidden": 32, "small_hidden": 12, "gemm_seconds": 0.05, "ais_steps": 200, "raise_steps": 300}
 
 
-def gemm_gflops(m: int, k: int, n: int, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    out = torch.empty(m, n, dtype=dtype)
-    torch.mm(a, b, out=out)
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        torch.mm(a, b, out=out)
-        reps += 1
-    return 2.0 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+def rbm_trainer(ds: Dataset, hidden: int, cfg: TrainConfig, precision: str = "full"):
+    """A fresh RBM (CD-1, seed 0, visible biases from the data) and a Trainer of it on ds with the rule
+    `genlearn fit rbm` uses."""
+    model, rule = common.model_and_rule("rbm", ds, hidden=hidden, k=1, init_seed=0, init_visible="data",
+                                        matmul_precision=precision)
+    return model, Trainer(model, ds, cfg, rule=rule)
 
 
 def timed_epochs(ds: Dataset, hidden: int, cfg: TrainConfig, repeats: int, precision: str = "full"):
-    """A fresh RBM (CD-1, seed 0, visible biases from the data) and its Trainer; wall seconds of `repeats`
-    training epochs. Returns (model, trainer, seconds)."""
-    model = RBM(ds.train.shape[1], hidden, k=1, seed=0, matmul_precision=precision)
-    model.init_visible_bias(ds.train)
-    trainer = Trainer(model, ds, cfg)
+    """A fresh RBM and its Trainer; wall seconds of `repeats` training epochs. Returns (model, trainer, seconds)."""
+    model, trainer = rbm_trainer(ds, hidden, cfg, precision)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        trainer._epoch()
+        trainer.train_epoch()
         times.append(time.perf_counter() - t0)
     return model, trainer, times
 
@@ -73,8 +59,7 @@ def rss_mb() -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap = common.parser(__file__, __doc__)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--raise-steps", type=int, default=0, help="also time AIS with this many steps (0: skip)")
     ap.add_argument("--skip-sklearn", action="store_true")
@@ -85,36 +70,38 @@ def main(argv=None) -> int:
     ap.add_argument("--paired", action="store_true",
                     help="only interleave genlearn and scikit-learn epochs (repeats pairs) and the GEMM peak, so that "
                          "both see the same machine state; writes rbm_speed_paired.json")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rbm_speed.json"))
+    ap.add_argument("--ais-steps", type=int, default=None, help="AIS temperatures (default: the published 14,500)")
     args = ap.parse_args(argv)
-    path = Path(args.data_dir) / "mnist" / "train-images-idx3-ubyte.gz"
-    if not path.exists():
-        print(f"MNIST not found at {path}; pass --data-dir")
-        return 1
-    res: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
-                 "torch": torch.__version__, "threads": torch.get_num_threads(),
-                 "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-                 "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
-                 "load_average_at_start": os.getloadavg()}
-    x_np = (read_idx_images(path) > 127).astype(np.float32)
-    x = torch.from_numpy(x_np)
+    common.set_threads(args.threads)
+    sizes = SMOKE if args.smoke else {"hidden": 500, "small_hidden": 25, "gemm_seconds": 1.0,
+                                      "ais_steps": args.ais_steps, "raise_steps": args.raise_steps}
+    if args.smoke:
+        args.raise_steps = sizes["raise_steps"]
+        args.policies = "" if args.policies == ap.get_default("policies") else args.policies
+    res: dict = {**common.machine_record(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+                 "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT")}
+    # MNIST 60,000 x 784 (all training images: no validation split) thresholded at 0.5
+    data = (genlearn.load_dataset("digits") if args.smoke else
+            genlearn.load_dataset("mnist", args.data_dir, binarize="threshold", valid=0))
+    x = data.train
+    x_np = x.numpy()  # scikit-learn's copy shares the memory
+    res["rss_after_data_mb"] = rss_mb()
     M, V = x.shape
-    H, B = 500, 100
-    res["settings"] = {"examples": M, "visible": V, "hidden": H, "batch": B, "k": 1, "gradient": "cd",
-                       "optimizer": "sgd (momentum 0.5)", "binarization": "threshold 0.5"}
+    H, B = sizes["hidden"], 100
+    res["settings"] = {"data": data.name, "examples": M, "visible": V, "hidden": H, "batch": B, "k": 1,
+                       "gradient": "cd", "optimizer": "sgd (momentum 0.5)",
+                       "binarization": data.settings.get("binarization")}
     if not args.epoch_only:
         print(json.dumps(res, indent=1))
 
     # -- GEMM roofline ---------------------------------------------------------------------------
     shapes = {"2048x2048x2048": (2048, 2048, 2048), "B x V x H": (B, V, H), "B x H x V": (B, H, V),
               "V x B x H": (V, B, H)}
-    gf = {name: gemm_gflops(*s) for name, s in shapes.items()}
-    peak = max(gf.values())
+    gf, peak = common.gemm_peak(shapes, seconds=sizes["gemm_seconds"])
     res["gemm_gflops"] = gf
     res["gemm_peak_gflops"] = peak
     print("float32 GEMM GFLOP/s:", {k: round(v, 1) for k, v in gf.items()})
-    gf16 = {name: gemm_gflops(*sh, dtype=torch.bfloat16) for name, sh in shapes.items()}
-    peak16 = max(gf16.values())
+    gf16, peak16 = common.gemm_peak(shapes, seconds=sizes["gemm_seconds"], dtype=torch.bfloat16)
     res["gemm_gflops_bfloat16"] = gf16
     res["gemm_peak_gflops_bfloat16"] = peak16
     print("bfloat16 GEMM GFLOP/s (float32 accumulation):", {k: round(v, 1) for k, v in gf16.items()})
@@ -133,10 +120,10 @@ def main(argv=None) -> int:
         precisions = ("full", "bfloat16")
         trainers = {}
         for precision in precisions:
-            model = RBM(V, H, k=1, seed=0, matmul_precision=precision)
-            model.init_visible_bias(x)
-            trainers[precision] = [Trainer(model, Dataset(name="mnist-threshold", kind="binary", train=part,
-                                                          valid=None, test=None, image_shape=(28, 28)), cfg)
+            model, rule = common.model_and_rule("rbm", data, hidden=H, k=1, init_seed=0, init_visible="data",
+                                                matmul_precision=precision)
+            trainers[precision] = [Trainer(model, Dataset(name=data.name, kind="binary", train=part, valid=None,
+                                                          test=None, image_shape=data.image_shape), cfg, rule=rule)
                                    for part in parts]
         ours = {precision: [] for precision in precisions}
         theirs = []
@@ -146,7 +133,7 @@ def main(argv=None) -> int:
             for i, part in enumerate(parts):
                 for precision in precisions:
                     t0 = time.perf_counter()
-                    trainers[precision][i]._epoch()
+                    trainers[precision][i].train_epoch()
                     t_ours[precision] += time.perf_counter() - t0
                 sk = BernoulliRBM(n_components=H, learning_rate=0.05, batch_size=B, n_iter=1, random_state=0)
                 part_np = part.numpy()
@@ -179,8 +166,7 @@ def main(argv=None) -> int:
         res["roofline_fraction_bfloat16_vs_bfloat16_peak"] = flops / res["epoch_seconds_bfloat16"] / 1e9 / peak16
         print(f"bfloat16 epoch against the bfloat16 GEMM peak ({peak16:.1f} GFLOP/s): "
               f"{res['roofline_fraction_bfloat16_vs_bfloat16_peak']:.2f}")
-        out = Path(args.out).with_name("rbm_speed_paired.json")
-        out.write_text(json.dumps(res, indent=2))
+        out = common.write_results(Path(args.out).with_name("rbm_speed_paired.json"), res)
         print("wrote", out)
         return 0
     if not args.epoch_only and args.policies:
@@ -191,13 +177,15 @@ def main(argv=None) -> int:
         for pol in args.policies.split(","):
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
             env.update(envs[pol])
-            out = subprocess.run([sys.executable, __file__, "--epoch-only", "--data-dir", args.data_dir,
-                                  "--repeats", str(args.repeats)], env=env, capture_output=True, text=True)
+            cmd = [sys.executable, __file__, "--epoch-only", "--data-dir", str(args.data_dir),
+                   "--repeats", str(args.repeats)] + (["--smoke"] if args.smoke else []) + (
+                ["--threads", str(args.threads)] if args.threads else [])
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             line = [ln for ln in out.stdout.splitlines() if ln.startswith("EPOCH_JSON ")]
             if line:
                 res["epoch_seconds_by_omp_policy"][pol] = json.loads(line[-1][11:])
                 print(pol, res["epoch_seconds_by_omp_policy"][pol])
-    ds = Dataset(name="mnist-threshold", kind="binary", train=x, valid=None, test=None, image_shape=(28, 28))
+    ds = data
     cfg = TrainConfig(epochs=1, lr=0.05, optimizer="momentum", momentum=0.5, batch_size=B, seed=0, progress=False)
     model, trainer, times = timed_epochs(ds, H, cfg, args.repeats)
     epoch = min(times)
@@ -242,16 +230,16 @@ def main(argv=None) -> int:
 
     # -- AIS on the 784 x 500 RBM after a few epochs -------------------------------------------------
     for _ in range(2):
-        trainer._epoch()
+        trainer.train_epoch()
     t0 = time.perf_counter()
-    est = model.log_partition(method="ais", steps=None, chains=100, seed=0, reverse=False)
+    est = model.log_partition(method="ais", steps=sizes["ais_steps"], chains=100, seed=0, reverse=False)
     res["ais_seconds"] = time.perf_counter() - t0
     res["ais_forward_log_z"] = est.value
     res["ais_ess"] = est.details["ess_forward"]
-    print(f"AIS 14,500 x 100 forward: {res['ais_seconds']:.1f} s, log Z = {est.value:.2f}, "
+    print(f"AIS {est.details['steps']:,} x 100 forward: {res['ais_seconds']:.1f} s, log Z = {est.value:.2f}, "
           f"ESS {est.details['ess_forward']:.1f}")
     t0 = time.perf_counter()
-    est = model.log_partition(method="ais", steps=None, chains=100, seed=0, reverse=True)
+    est = model.log_partition(method="ais", steps=sizes["ais_steps"], chains=100, seed=0, reverse=True)
     res["ais_forward_reverse_seconds"] = time.perf_counter() - t0
     res["ais_forward_reverse"] = {k: est.details[k] for k in ("forward", "reverse", "ess_forward", "ess_reverse",
                                                              "burn_in")}
@@ -266,21 +254,19 @@ def main(argv=None) -> int:
         print(f"AIS {args.raise_steps} x 100 forward: {res['ais_raise_seconds']:.1f} s, log Z = {est.value:.2f}")
 
     # -- exact log Z of a 784 x 25 RBM -------------------------------------------------------------
-    small = RBM(V, 25, k=1, seed=0)
-    small.init_visible_bias(x)
-    Trainer(small, ds, TrainConfig(epochs=1, lr=0.05, optimizer="momentum", momentum=0.5, batch_size=B, seed=0,
-                                   progress=False))._epoch()
+    small, small_trainer = rbm_trainer(ds, sizes["small_hidden"], cfg)
+    small_trainer.train_epoch()
     t0 = time.perf_counter()
     lz = small.log_partition(method="exact").value
     res["exact_logz_seconds"] = time.perf_counter() - t0
     res["exact_logz_784x25"] = lz
-    print(f"exact log Z 784 x 25: {res['exact_logz_seconds']:.1f} s (log Z = {lz:.4f})")
+    res["exact_logz_shape"] = [V, sizes["small_hidden"]]
+    print(f"exact log Z {V} x {sizes['small_hidden']}: {res['exact_logz_seconds']:.1f} s (log Z = {lz:.4f})")
     res["peak_rss_mb"] = rss_mb()
     res["peak_rss_note"] = ("whole benchmark process incl. scikit-learn's run" if not args.skip_sklearn
                             else "whole benchmark process")
     print(f"peak RSS {res['peak_rss_mb']:.0f} MB (after training only: {res['rss_after_training_mb']:.0f} MB)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    common.write_results(args.out, res)
     print("wrote", args.out)
     return 0
 

@@ -23,3 +23,11 @@ def _deterministic():
     torch.manual_seed(0)
     os.environ.setdefault("MPLBACKEND", "Agg")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_test():
+    """Every test starts with one torch thread, whatever the test before it set (a CLI run with --threads or a
+    recipe's own thread count changes the process-wide setting)."""
+    torch.set_num_threads(1)
+    yield

@@ -7,6 +7,7 @@ import torch
 
 from genlearn.estimators.ais import (PUBLISHED_STEPS, ais_log_partition, annealing_schedule, base_rate_logits,
                                      effective_sample_size)
+from genlearn.learning.rules import make_rule
 from genlearn.learning.trainer import TrainConfig, Trainer
 from genlearn.models.rbm import RBM
 
@@ -48,10 +49,11 @@ def trained_rbm():
     import genlearn
 
     ds = genlearn.load_dataset("bars-and-stripes:size=5,n=2000,seed=1")
-    model = RBM(25, 12, persistent=True, k=5, n_chains=100, init_std=0.1, seed=0)
+    model = RBM(25, 12, init_std=0.1, seed=0)
     model.init_visible_bias(ds.train)
+    rule = make_rule("contrastive-divergence", {"k": 5, "persistent": True, "n_chains": 100})
     Trainer(model, ds, TrainConfig(epochs=15, lr=0.05, optimizer="momentum", momentum=0.5, batch_size=100,
-                                   seed=0, progress=False)).fit()
+                                   seed=0, progress=False), rule=rule).fit()
     return model, ds
 
 

@@ -1,6 +1,7 @@
 """Fully visible Boltzmann machine: exact log Z / log P against brute force, the moment-difference gradient
 against finite differences of the exact KL, Gibbs and exact samplers against exact moments, spins vs {0,1},
-the gradient estimators through the generic Trainer, the teacher data source and the CLI."""
+the gradient estimators (the "boltzmann-moments" learning rule) through the generic Trainer, their state through
+checkpoints, the teacher data source and the CLI."""
 from __future__ import annotations
 
 import itertools
@@ -16,7 +17,12 @@ from genlearn.learning.boltzmann_gradients import (data_moments, linear_response
                                                     mean_field_magnetizations)
 from genlearn.models.boltzmann import (BoltzmannMachine, binary_to_spins, exact_statistics, spins_to_binary,
                                        symmetric_zero_diagonal)
-from genlearn.models.registry import build_model
+from genlearn.learning.rules import make_rule
+from genlearn.models.registry import build_model, rule_for
+
+
+def moments_rule(estimator="exact", **settings):
+    return make_rule("boltzmann-moments", {"estimator": estimator, **settings})
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,11 +34,11 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def random_machine(n, scale=1.0, spins=False, seed=0, dtype=torch.float64, **kw):
+def random_machine(n, scale=1.0, spins=False, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     b = torch.randn(n, generator=g, dtype=torch.float64) * scale
     a = torch.triu(torch.randn(n, n, generator=g, dtype=torch.float64), 1) * scale
-    model = BoltzmannMachine(n, spins=spins, **kw).to(dtype)
+    model = BoltzmannMachine(n, spins=spins).to(dtype)
     return model.set_parameters(b, a + a.T)
 
 
@@ -99,8 +105,15 @@ def test_moment_difference_gradient_equals_finite_difference_of_exact_kl(spins):
     model = random_machine(4, scale=0.7, spins=spins, seed=11)
     x = torch.bernoulli(torch.full((40, 4), 0.4), generator=torch.Generator().manual_seed(5))
     model.zero_grad()
-    model.loss(x).backward()
+    value = moments_rule("exact").compute_gradient(model, x, None)
     grad_b, grad_a = model.bias.grad.clone(), model.coupling_param.grad.clone()
+    # the model's own loss (what maximum-likelihood differentiates) has the same gradient and value
+    model.zero_grad()
+    loss = model.loss(x)
+    loss.backward()
+    torch.testing.assert_close(model.bias.grad, grad_b, atol=1e-12, rtol=0)
+    torch.testing.assert_close(model.coupling_param.grad, grad_a, atol=1e-12, rtol=0)
+    assert float(loss) == pytest.approx(float(value), abs=1e-12)
     # the analytic form, for the 0/1 parametrisation: <x>_P - <x>_Q^ and <x_i x_j>_P - <x_i x_j>_Q^
     if not spins:
         m, c = model.exact_moments()
@@ -128,18 +141,19 @@ def _entropy(x):
 
 
 def test_log_prob_is_differentiable_with_the_exact_gradient():
+    """Autograd through log_prob gives the moment difference of the exact estimator's surrogate."""
     model = random_machine(4, seed=2)
     x = torch.bernoulli(torch.full((30, 4), 0.5), generator=torch.Generator().manual_seed(1))
     model.zero_grad()
     (-model.log_prob(x).mean()).backward()
     g_autograd = model.bias.grad.clone()
     model.zero_grad()
-    model.loss(x).backward()
+    moments_rule("exact").compute_gradient(model, x, None)
     torch.testing.assert_close(g_autograd, model.bias.grad, atol=1e-12, rtol=0)
 
 
 def test_pseudo_likelihood_equals_enumerated_conditionals():
-    model = random_machine(4, seed=7, gradient="pseudo-likelihood")
+    model = random_machine(4, seed=7)
     x = torch.bernoulli(torch.full((25, 4), 0.5), generator=torch.Generator().manual_seed(2))
     lw = brute_force_log_weights(model)
     total = 0.0
@@ -148,7 +162,8 @@ def test_pseudo_likelihood_equals_enumerated_conditionals():
         for i in range(4):
             flipped = bits[:i] + (1 - bits[i],) + bits[i + 1:]
             total += lw[bits] - math.log(math.exp(lw[bits]) + math.exp(lw[flipped]))
-    assert float(model.loss(x)) == pytest.approx(-total / 25, abs=1e-10)
+    value = moments_rule("pseudo-likelihood").compute_gradient(model, x, None)
+    assert float(value) == pytest.approx(-total / 25, abs=1e-10)
 
 
 # ------------------------------------------------------------------------------------------- sampling
@@ -219,18 +234,24 @@ def test_spin_and_binary_parametrisations_agree_after_change_of_variables():
 # ------------------------------------------------------------------------------------------- errors
 def test_too_many_units_for_exact_raise_clear_errors():
     with pytest.raises(IntractableError, match="pcd"):
-        BoltzmannMachine(25, gradient="exact")
-    model = BoltzmannMachine(25, gradient="pcd")
+        moments_rule("exact").check(BoltzmannMachine(25))
+    model = BoltzmannMachine(25)
+    moments_rule("pcd").check(model)
     assert not model.tractable
+    with pytest.raises(IntractableError, match="pcd"):
+        model.loss(torch.zeros(1, 25))
     with pytest.raises(IntractableError, match="ais"):
         model.log_partition(method="exact")
     with pytest.raises(IntractableError):
         model.log_prob(torch.zeros(1, 25))
-    with pytest.raises(ConfigError, match="gradient"):
-        BoltzmannMachine(3, gradient="newton")
+    with pytest.raises(ConfigError, match="estimator"):
+        moments_rule("newton")
+    with pytest.raises(ConfigError, match="learning rule"):
+        BoltzmannMachine(3, gradient="pcd")
     ds = load_dataset("bars-and-stripes:size=5,n=10")  # 25 pixels
-    with pytest.raises(IntractableError, match="pseudo-likelihood"):
-        build_model("boltzmann", ds, gradient="exact")
+    with pytest.raises(IntractableError, match="pseudo-likelihood"):  # before any training
+        Trainer(build_model("boltzmann", ds, gradient="exact"), ds, TrainConfig(epochs=1, progress=False),
+                rule=make_rule(*rule_for("boltzmann", gradient="exact")))
     assert build_model("boltzmann", ds, gradient="pseudo-likelihood").n_features == 25
 
 
@@ -259,16 +280,16 @@ def test_mean_field_linear_response_is_accurate_for_weak_couplings_and_tap_more(
 
 
 # ------------------------------------------------------------------------------------------- learning
-def _fit(model, ds, epochs, lr=0.05, schedule="constant", optimizer="adam"):
+def _fit(model, ds, epochs, lr=0.05, schedule="constant", optimizer="adam", rule=None):
     cfg = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, schedule=schedule, eval_every=10_000,
                       progress=False)
-    return Trainer(model, ds, cfg).fit()
+    return Trainer(model, ds, cfg, rule=rule).fit()
 
 
 def test_trainer_with_exact_gradient_reaches_moment_matching():
     ds = load_dataset("boltzmann-teacher:n=6,samples=2000,scale=1.0,seed=3")
-    model = BoltzmannMachine(6, gradient="exact")
-    state = _fit(model, ds, 1500, lr=1.0, optimizer="momentum")  # heavy ball, full batch
+    model = BoltzmannMachine(6)
+    state = _fit(model, ds, 1500, lr=1.0, optimizer="momentum")  # heavy ball, full batch, maximum-likelihood
     m, c = model.exact_moments()
     md, cd = data_moments(ds.train)
     assert float((m - md).abs().max()) < 1e-6 and float((c - cd).abs().max()) < 1e-6
@@ -282,23 +303,54 @@ def test_trainer_with_exact_gradient_reaches_moment_matching():
 def test_approximate_gradients_learn_a_weakly_coupled_teacher(gradient, tol):
     """Each estimator reaches an exact KL to the teacher within `tol` nats of the exact-gradient fit."""
     ds = load_dataset("boltzmann-teacher:n=6,samples=2000,scale=0.5,seed=1")
-    reference = _fit(BoltzmannMachine(6), ds, 400, schedule="cosine").history[-1]["kl_true"]
-    state = _fit(BoltzmannMachine(6, gradient=gradient, n_chains=500), ds, 400, schedule="cosine")
+    reference = _fit(BoltzmannMachine(6), ds, 400, schedule="cosine", rule=moments_rule()).history[-1]["kl_true"]
+    state = _fit(BoltzmannMachine(6), ds, 400, schedule="cosine", rule=moments_rule(gradient, n_chains=500))
     kl0, kl = state.history[0]["kl_true"], state.history[-1]["kl_true"]
     assert kl < reference + tol and kl < 0.05 * kl0, (kl, reference, kl0)
 
 
-def test_pcd_chains_are_checkpointed_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("gradient,state", [("pcd", "chains"), ("mean-field", "magnetization")])
+def test_estimator_state_is_checkpointed_and_resumes_exactly(tmp_path, gradient, state):
+    """The PCD chains / the mean-field warm start are the rule's state: saved as rule.<name>, restored on resume,
+    so 3 + 3 epochs equal 6 epochs bit for bit (parameters and state)."""
+    from safetensors.torch import load_file
+
     from genlearn.runs import fit
 
     spec = "boltzmann-teacher:n=5,samples=300"
-    kw = dict(gradient="pcd", n_chains=50, optimizer="adam", lr=0.05, plots=False, progress=False)
+    kw = dict(gradient=gradient, n_chains=50, optimizer="adam", lr=0.05, batch_size=100, plots=False,
+              progress=False)
     full = fit("boltzmann", spec, out=tmp_path / "full", epochs=6, **kw)
     fit("boltzmann", spec, out=tmp_path / "part", epochs=3, **kw)
+    assert f"rule.{state}" in load_file(str(tmp_path / "part" / "checkpoint.safetensors"))
     resumed = fit("boltzmann", spec, out=tmp_path / "part", epochs=6, resume=True, plots=False)
-    assert bool(resumed.model.chains_ready)
+    assert resumed.rule.settings()["estimator"] == gradient
+    assert torch.equal(resumed.rule.state_tensors()[state], full.rule.state_tensors()[state])
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_a_pcd_run_saved_by_an_earlier_version_resumes_with_its_chains(tmp_path):
+    """tests/fixtures/legacy_runs/boltzmann-pcd kept its chains in model buffers (chains, chains_ready,
+    mf_magnetization) and its estimator in model_config: the model loads without them, the rule is derived from
+    the old config and takes the old chains as its state."""
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from genlearn.runs import fit, load_run
+
+    src = Path(__file__).parent / "fixtures" / "legacy_runs" / "boltzmann-pcd"
+    old = load_file(str(src / "checkpoint.safetensors"))
+    run = load_run(src)
+    assert run.model.config() == {"n_features": 9, "spins": False}
+    assert run.rule.settings() == {"estimator": "pcd", "k": 1, "n_chains": 100, "mf_iterations": 200}
+    assert torch.equal(run.rule.state_tensors()["chains"], old["model.chains"])
+    shutil.copytree(src, tmp_path / "run")
+    resumed = fit(None, None, out=tmp_path / "run", epochs=4, resume=True, plots=False)
+    assert resumed.metrics["gradient_estimator"] == "pcd" and resumed.metrics["epochs_run"] == 4
+    assert resumed.rule.state_tensors()["chains"].shape == (100, 9)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -339,7 +391,9 @@ def test_cli_fit_eval_sample(tmp_path, capsys):
     assert metrics["kl_true"] == pytest.approx(float(
         -torch.log(torch.tensor(14.0)) - run.model.log_prob(ds.truth.patterns).double().mean()), abs=1e-5)
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["gradient_estimator"] == "exact" and saved["model_config"]["gradient"] == "exact"
+    assert saved["gradient_estimator"] == "exact" and saved["model_config"] == {"n_features": 9, "spins": False}
+    assert saved["rule"] == {"name": "boltzmann-moments", "settings": {"estimator": "exact", "k": 1, "n_chains": 100,
+                                                                      "mf_iterations": 200}}
     assert main(["sample", str(out), "-n", "8", "--out", str(tmp_path / "s.csv")]) == 0
     assert main(["sample", str(out), "-n", "8", "--steps", "5", "--out", str(tmp_path / "g.csv")]) == 0
     rows = [line.split(",") for line in (tmp_path / "g.csv").read_text().split() if line]
@@ -374,7 +428,7 @@ def test_bars_and_stripes_are_the_ground_states_of_a_pairwise_energy():
         torch.testing.assert_close(f, ((states @ q) * states).sum(1), atol=1e-9, rtol=0)
         ground = states[f.abs() < 1e-9]
         assert ground.shape[0] == 14 and torch.equal(torch.unique(ground.float(), dim=0), torch.unique(patterns, dim=0))
-        kl = kl_divergence(truth, model)
+        kl = kl_divergence(truth, model).value  # exact (enumeration): an Estimate with zero width
         n1 = int(((f - 1).abs() < 1e-9).sum())
         exact = math.log1p(sum(math.exp(-lam * float(v)) for v in f[f > 0.5]) / 14)
         assert n1 == 64 and kl == pytest.approx(exact, rel=1e-9) and kl > 0

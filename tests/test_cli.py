@@ -164,15 +164,27 @@ def test_demo_fast(tmp_path, capsys):
     assert "![" in (tmp_path / "demo" / "report.md").read_text()
 
 
-def test_shared_flags_are_converted_to_each_familys_type():
+def test_each_family_converts_its_own_flags_with_one_message_format(capsys):
+    """The same flag name has each family's own type (RBM --hidden: an integer; MADE --hidden: layer sizes),
+    converted once, from the family's typed config; a bad value is one line naming the flag."""
     from genlearn.errors import ConfigError
-    from genlearn.models.registry import Option, coerce_option
+    from genlearn.models.registry import get_spec
 
-    assert coerce_option("4", Option(int, 16, "hidden units"), "hidden") == 4
-    assert coerce_option("500,500", Option(str, "500", "sizes"), "hidden") == "500,500"
-    assert coerce_option("no", Option(bool, False, "flag"), "em") is False
-    with pytest.raises(ConfigError, match="--hidden must be int"):
-        coerce_option("500,500", Option(int, 16, "hidden units"), "hidden")
+    assert get_spec("rbm").parse_options({"hidden": "4"}).hidden == 4
+    assert get_spec("made").parse_options({"hidden": "500,500"}).hidden == (500, 500)
+    assert get_spec("made").parse_options({"hidden": 300}).hidden == (300,)
+    assert get_spec("mixture").parse_options({"em": "no"}).em is False
+    with pytest.raises(ConfigError, match="--hidden must be an integer, got '500,500'"):
+        get_spec("rbm").parse_options({"hidden": "500,500"})
+    with pytest.raises(ConfigError, match="--order must be one of fixed, random, got 'sideways'"):
+        get_spec("fvsbn").parse_options({"order": "sideways"})
+    with pytest.raises(ConfigError, match="--components does not apply to model 'rbm'"):
+        get_spec("rbm").parse_options({"components": 3})
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "rbm", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "--persistent" in text and "--components" not in text and "--masks" not in text
 
 
 def test_time_budget_stops_after_the_epoch_that_spends_it(tmp_path):
@@ -199,7 +211,7 @@ def test_geometric_schedule_over_epochs_and_over_the_time_budget(tmp_path, capsy
     resumed run continues the same rates; a final fraction outside (0, 1] is a clear error (exit code 2)."""
     import genlearn
     from genlearn.learning.trainer import TrainConfig, Trainer
-    from genlearn.models.core_families import ProductBernoulli
+    from genlearn.models import ProductBernoulli
 
     ds = genlearn.load_dataset("digits")
     rates = []

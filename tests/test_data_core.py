@@ -6,7 +6,7 @@ import torch
 
 from genlearn.data import load_dataset, parse_spec
 from genlearn.data.synthetic import bars_and_stripes_patterns
-from genlearn.data.validate import check_binary, check_categorical
+from genlearn.validate import check_binary, check_categorical
 from genlearn.errors import ConfigError, DataError
 
 

@@ -1,13 +1,15 @@
-"""The fast paths of minibatch training: bit-packed minibatches, the 64-bit Bernoulli sampler, the RBM's direct
-gradient and the exact log Z cache under in-place (fused) optimizer updates. Each is checked against the plain
-computation it replaces."""
+"""The fast paths of minibatch training: bit-packed minibatches, the 64-bit Bernoulli sampler, the CD rule's direct
+gradient (matrix products into a reused workspace) and the exact log Z cache under in-place (fused) optimizer
+updates. Each is checked against the plain computation it replaces."""
 import math
 
 import pytest
 import torch
 
 from genlearn.learning.batches import MinibatchSampler, is_binary_matrix
-from genlearn.models.rbm import RBM, sample_bernoulli
+from genlearn.learning.rules import make_rule
+from genlearn.models.rbm import RBM
+from genlearn.numerics import sample_bernoulli
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -49,19 +51,39 @@ def test_fast_bernoulli_sampler_has_the_right_means_and_independent_halves():
     assert abs(corr) < 5 / math.sqrt(a.numel())
 
 
-def test_rbm_write_gradient_equals_the_autograd_gradient_of_loss():
-    """The trainer's direct path sets p.grad to exactly what loss(x).backward() gives (same random draws)."""
+def test_cd_rule_writes_the_autograd_gradient_of_its_surrogate_into_a_reused_workspace():
+    """The CD/PCD rule sets p.grad to exactly the autograd gradient of mean F(x) - mean F(v~) (v~ held fixed),
+    without an autograd graph, and the gradients are views of one workspace reused from step to step (no
+    allocation per batch); the PCD chains are updated in place."""
     x = torch.bernoulli(torch.full((20, 12), 0.4), generator=torch.Generator().manual_seed(1))
-    for gradient in ("cd", "pcd"):
-        a = RBM(12, 7, k=2, gradient=gradient, n_chains=9, seed=2, init_std=0.3)
-        b = RBM(12, 7, k=2, gradient=gradient, n_chains=9, seed=2, init_std=0.3)
-        value_a = a.write_gradient(x, torch.Generator().manual_seed(5))
-        loss_b = b.loss(x, torch.Generator().manual_seed(5))
-        loss_b.backward()
-        assert torch.allclose(value_a, loss_b.detach())
-        for pa, pb in zip(a.parameters(), b.parameters()):
-            assert torch.equal(pa.grad, pb.grad)
-        assert torch.equal(a.chains, b.chains)
+    for persistent in (False, True):
+        model = RBM(12, 7, seed=2, init_std=0.3).double()
+        rule = make_rule("contrastive-divergence", {"k": 2, "persistent": persistent, "n_chains": 9})
+        g = torch.Generator().manual_seed(5)
+        pointers = None
+        for step in range(3):
+            for p in model.parameters():
+                p.grad = None
+            chains_before = None if rule.chains is None else rule.chains.clone()
+            value = rule.compute_gradient(model, x, g)
+            grads = [p.grad for p in model.parameters()]
+            negatives = rule._workspace["rows"][x.shape[0]:]
+            if persistent and chains_before is not None:
+                assert not torch.equal(chains_before, rule.chains)
+                assert torch.equal(rule.chains, negatives)
+            W, b, c = (p.detach().clone().requires_grad_() for p in model.parameters())
+
+            def free(v):
+                return -(v @ b) - torch.nn.functional.softplus(v @ W + c).sum(-1)
+
+            surrogate = free(x.double()).mean() - free(negatives.clone()).mean()
+            surrogate.backward()
+            assert float(value) == pytest.approx(float(surrogate), abs=1e-12)
+            for mine, ref in zip(grads, (W.grad, b.grad, c.grad)):
+                assert torch.allclose(mine, ref, atol=1e-12)
+            now = [t.data_ptr() for t in grads]
+            assert pointers is None or now == pointers  # the same workspace every step
+            pointers = now
 
 
 def test_exact_log_z_is_recomputed_after_a_fused_optimizer_step():

@@ -1,5 +1,6 @@
 """Mixture of Bernoullis and its EM: oracles are exact enumeration, the closed-form M-step written out, the
-monotonicity of EM, stationarity of the EM fixed point, and agreement of EM with gradient descent."""
+monotonicity of EM, stationarity of the EM fixed point, agreement of EM with gradient descent, and the "em"
+learning rule inside the Trainer against fit_em."""
 import itertools
 import math
 
@@ -11,8 +12,9 @@ from genlearn.enumeration import all_states
 from genlearn.errors import ConfigError
 from genlearn.learning import TrainConfig, Trainer
 from genlearn.learning.em import e_step, fit_em, m_step
+from genlearn.learning.rules import make_rule
 from genlearn.models.mixture import MixtureOfBernoulli
-from genlearn.models.registry import build_model
+from genlearn.models.registry import build_model, rule_for
 
 
 def teacher(n=10, k=3, seed=1):
@@ -67,8 +69,9 @@ def test_em_never_decreases_the_log_likelihood():
 
 def test_map_em_never_decreases_the_log_posterior_and_records_it_exactly():
     x = teacher().sample(300, generator=torch.Generator().manual_seed(3))
-    m = MixtureOfBernoulli(10, 5, smoothing=1.0, weight_smoothing=1.0)
-    res = fit_em(m, x, iterations=40, tol=0.0, reseed=False, generator=torch.Generator().manual_seed(4))
+    m = MixtureOfBernoulli(10, 5)
+    res = fit_em(m, x, iterations=40, tol=0.0, reseed=False, smoothing=1.0, weight_smoothing=1.0,
+                 generator=torch.Generator().manual_seed(4))
     obj = [r["objective"] for r in res.history]
     assert all(b >= a - 1e-9 for a, b in zip(obj, obj[1:]))
     md = m.double()
@@ -124,18 +127,58 @@ def test_gradient_descent_reaches_the_em_optimum():
     assert min(float((w_em[list(p)] - w_gd).abs().max()) for p in itertools.permutations(range(3))) < 5e-3
 
 
-def test_em_inside_the_trainer_is_exact_em():
-    """`em=True`: one Trainer epoch (in minibatches) = one EM iteration of fit_em on the whole set."""
+@pytest.mark.parametrize("smoothing", [0.0, 0.5])
+def test_em_inside_the_trainer_is_exact_em(smoothing):
+    """The "em" rule: one Trainer epoch (in minibatches of 64, no optimizer step) = one EM iteration of fit_em on
+    the whole set, so 15 epochs give fit_em's parameters after 15 iterations; without smoothing the recorded
+    train NLL never increases (MAP EM: the log posterior never decreases)."""
     x = teacher().sample(500, generator=torch.Generator().manual_seed(8))
-    a = MixtureOfBernoulli(10, 4, em=True, smoothing=0.5).init_from_data(x, torch.Generator().manual_seed(3))
-    b = MixtureOfBernoulli(10, 4, smoothing=0.5).init_from_data(x, torch.Generator().manual_seed(3))
-    state = Trainer(a, Dataset("t", "binary", x), TrainConfig(epochs=15, lr=1.0, optimizer="sgd", batch_size=64,
-                                                               progress=False)).fit()
-    fit_em(b, x, iterations=15, tol=-1.0, init=None, reseed=False)
+    a = MixtureOfBernoulli(10, 4).init_from_data(x, torch.Generator().manual_seed(3))
+    b = MixtureOfBernoulli(10, 4).init_from_data(x, torch.Generator().manual_seed(3))
+    rule = make_rule("em", {"smoothing": smoothing, "reseed": False})
+    assert not rule.uses_optimizer
+    state = Trainer(a, Dataset("t", "binary", x), TrainConfig(epochs=15, lr=1.0, optimizer="adam", batch_size=64,
+                                                               progress=False), rule=rule).fit()
+    res = fit_em(b, x, iterations=15, tol=-1.0, init=None, reseed=False, smoothing=smoothing)
     assert torch.allclose(a.probs, b.probs, atol=1e-5)
     assert torch.allclose(a.weights, b.weights, atol=1e-5)
-    nll = [r["train_nll"] for r in state.history]
-    assert all(q <= p + 1e-5 for p, q in zip(nll, nll[1:]))
+    assert all(p.grad is None for p in a.parameters())  # no gradient, no dummy tensor: the M-step set them
+    # the loss of epoch t is the NLL before its M-step: fit_em's record of iteration t (the model's float32
+    # parameters against fit_em's float64 ones: 4e-8 nats measured)
+    losses = [r["loss"] for r in state.history[1:]]
+    assert losses == pytest.approx([r["train_nll"] for r in res.history[:15]], abs=1e-6)
+    assert [r["train_nll_before"] for r in rule.history] == pytest.approx(losses, abs=1e-12)
+    if smoothing == 0:
+        nll = [r["train_nll"] for r in state.history]
+        assert all(q <= p + 1e-5 for p, q in zip(nll, nll[1:]))
+    else:
+        obj = [r["objective"] for r in res.history]
+        assert all(q >= p - 1e-9 for p, q in zip(obj, obj[1:]))
+
+
+def test_em_rule_resumes_exactly_and_runs_saved_by_earlier_versions_resume(tmp_path):
+    """fit("mixture", em=True): 2 + 2 epochs equal 4 epochs bit for bit (the EM statistics live within an epoch,
+    so the checkpoint needs no rule state); the legacy run fixture (em in its model_config) resumes with the EM
+    rule."""
+    import shutil
+    from pathlib import Path
+
+    from genlearn.runs import fit, load_run
+
+    kw = dict(components=3, em=True, smoothing=0.1, batch_size=20, plots=False, progress=False)
+    full = fit("mixture", "bars-and-stripes", out=tmp_path / "full", epochs=4, **kw)
+    fit("mixture", "bars-and-stripes", out=tmp_path / "part", epochs=2, **kw)
+    resumed = fit(None, None, out=tmp_path / "part", epochs=4, resume=True, plots=False)
+    assert resumed.rule.settings() == {"smoothing": 0.1, "weight_smoothing": 0.0, "reseed": True, "min_mass": 1e-3}
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    src = Path(__file__).parent / "fixtures" / "legacy_runs" / "mixture-em"
+    run = load_run(src)
+    assert run.rule.name == "em" and run.model.config() == {"n_features": 64, "components": 4, "seed": 0}
+    shutil.copytree(src, tmp_path / "legacy")
+    again = fit(None, None, out=tmp_path / "legacy", epochs=5, resume=True, plots=False)
+    nll = [r["train_nll"] for r in again.metrics["history"]]
+    assert len(nll) == 6 and all(q <= p + 1e-6 for p, q in zip(nll, nll[1:]))
 
 
 def test_collapsed_component_is_reseeded():
@@ -155,10 +198,27 @@ def test_collapsed_component_is_reseeded():
 
 
 @pytest.mark.parametrize("kwargs", [{"components": 0}, {"components": -2}, {"components": True},
-                                    {"components": 2.5}, {"smoothing": -1.0}, {"min_mass": float("nan")}])
+                                    {"components": 2.5}])
 def test_bad_settings_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         MixtureOfBernoulli(5, **{"components": 2, **kwargs})
+
+
+@pytest.mark.parametrize("settings", [{"smoothing": -1.0}, {"min_mass": float("nan")}, {"reseed": "maybe"},
+                                      {"weight_smoothing": "a lot"}])
+def test_bad_em_settings_raise_config_error(settings):
+    with pytest.raises(ConfigError):
+        make_rule("em", settings)
+
+
+def test_em_settings_left_the_model():
+    with pytest.raises(ConfigError, match="learning rule"):
+        MixtureOfBernoulli(5, 2, em=True)
+    old = {"n_features": 5, "components": 2, "em": True, "smoothing": 1.0, "weight_smoothing": 0.0, "reseed": True,
+           "min_mass": 0.001, "seed": 4}
+    assert MixtureOfBernoulli.from_config(old).config() == {"n_features": 5, "components": 2, "seed": 4}
+    with pytest.raises(ConfigError, match="mixture of Bernoullis"):
+        make_rule("em").check(build_model("product-bernoulli", Dataset("t", "binary", torch.zeros(3, 5))))
 
 
 def test_registry_builds_from_options_and_rebuilds_from_config():
@@ -167,7 +227,10 @@ def test_registry_builds_from_options_and_rebuilds_from_config():
     with pytest.raises(ConfigError):
         build_model("mixture", ds, components=0)
     m = build_model("mixture", ds, components=4, em=True, smoothing=1.0)
-    assert m.em and m.components == 4
+    assert m.components == 4
+    assert rule_for("mixture", components=4, em=True, smoothing=1.0) == (
+        "em", {"smoothing": 1.0, "weight_smoothing": 0.0, "reseed": True, "min_mass": 1e-3})
+    assert rule_for("mixture", components=4) == ("maximum-likelihood", {})
     m2 = MixtureOfBernoulli(**m.config())
     m2.load_state_dict(m.state_dict())
     assert torch.equal(m.log_prob(x), m2.log_prob(x))
@@ -187,7 +250,8 @@ def test_cli_fits_by_em_then_evaluates_and_samples(tmp_path, capsys):
     from genlearn import load_run
 
     run = load_run(out)
-    assert run.model.em and run.model.components == 3
+    assert run.rule.name == "em" and run.model.components == 3
+    assert run.metrics["rule"]["name"] == "em" and "EM" in run.metrics["objective"]
     nll = [r["train_nll"] for r in run.metrics["history"] if "train_nll" in r]
     assert len(nll) == 16  # before training + 15 EM steps
     assert all(b <= a + 1e-6 for a, b in zip(nll, nll[1:]))

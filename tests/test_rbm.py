@@ -1,5 +1,6 @@
 """RBM: energies, exact log Z and exact gradients against brute-force enumeration of the joint (v, h) states,
-CD/PCD gradients against the exact gradient, exact-gradient training, Gibbs sampling against exact marginals."""
+the CD/PCD rule's gradients against the exact gradient, exact-gradient training, Gibbs sampling against exact
+marginals, PCD chains (owned by the learning rule) through checkpoints, and runs saved by earlier versions."""
 import math
 
 import pytest
@@ -8,12 +9,19 @@ import torch
 from genlearn.enumeration import all_states
 from genlearn.errors import ConfigError, IntractableError
 from genlearn.estimators.exact_rbm import rbm_log_partition
+from genlearn.learning.legacy import rule_from_legacy_config
+from genlearn.learning.rules import make_rule
 from genlearn.models.rbm import RBM
 
 
-def random_rbm(V, H, scale=1.0, seed=0, **kw) -> RBM:
+def cd_rule(k=1, persistent=False, n_chains=100, matmul_precision="full"):
+    return make_rule("contrastive-divergence", {"k": k, "persistent": persistent, "n_chains": n_chains,
+                                                "matmul_precision": matmul_precision})
+
+
+def random_rbm(V, H, scale=1.0, seed=0) -> RBM:
     g = torch.Generator().manual_seed(seed)
-    m = RBM(V, H, **kw).double()
+    m = RBM(V, H).double()
     with torch.no_grad():
         m.weight.copy_(torch.randn(V, H, generator=g, dtype=torch.float64) * scale)
         m.visible_bias.copy_(torch.randn(V, generator=g, dtype=torch.float64))
@@ -70,16 +78,46 @@ def test_exact_log_z_beyond_the_limit_names_it_and_suggests_ais():
     with pytest.raises(IntractableError, match="25"):
         m.log_prob(torch.zeros(2, 784))
     with pytest.raises(IntractableError, match="cd or pcd"):
-        RBM(100, 30, gradient="exact")
+        make_rule("rbm-exact-gradient").check(RBM(100, 30))
+    with pytest.raises(IntractableError, match="cd or pcd"):
+        RBM(100, 30).loss(torch.zeros(2, 100))
     with pytest.raises(ConfigError, match="persistent"):
-        RBM(5, 3, persistent=True, gradient="cd")
+        rule_from_legacy_config("rbm", {"persistent": True, "gradient": "cd"})
+    from genlearn.models.registry import rule_for
+
+    with pytest.raises(ConfigError, match="persistent"):
+        rule_for("rbm", persistent=True, gradient="cd")
+
+
+def test_learning_settings_are_the_rules_not_the_models():
+    """k, persistent, gradient, n_chains, matmul_precision left the RBM: passing one says where it went; a config of
+    an earlier version is read by from_config (dropping them) and its rule derived from it."""
+    with pytest.raises(ConfigError, match="learning rule"):
+        RBM(5, 3, k=2)
+    with pytest.raises(TypeError):
+        RBM(5, 3, colour="red")
+    old = {"n_visible": 64, "n_hidden": 8, "k": 3, "persistent": True, "gradient": "pcd", "n_chains": 50,
+           "init_std": 0.01, "seed": 0, "matmul_precision": "bfloat16"}
+    model = RBM.from_config(old)
+    assert model.config() == {"n_visible": 64, "n_hidden": 8, "init_std": 0.01, "seed": 0}
+    assert rule_from_legacy_config("rbm", old) == ("contrastive-divergence", {
+        "k": 3, "persistent": True, "n_chains": 50, "matmul_precision": "bfloat16"})
+    assert rule_from_legacy_config("rbm", {**old, "gradient": "exact", "persistent": False}) == (
+        "rbm-exact-gradient", {})
+    assert rule_from_legacy_config("rbm", {**old, "gradient": None, "persistent": False})[1]["persistent"] is False
 
 
 def test_exact_gradient_equals_autograd_of_brute_force_nll():
-    m = random_rbm(6, 4, seed=2, gradient="exact")
+    """The rbm-exact-gradient rule (by hand, no graph) and the model's loss (autograd, what maximum-likelihood
+    uses) both give the gradient of the brute-force NLL over all joint states, and its value."""
+    m = random_rbm(6, 4, seed=2)
     x = all_states(6, torch.float64)[torch.tensor([0, 3, 3, 17, 40, 63, 63, 63, 22])]
+    value = make_rule("rbm-exact-gradient").compute_gradient(m, x, None)
+    by_rule = [p.grad.clone() for p in (m.weight, m.visible_bias, m.hidden_bias)]
+    m.zero_grad(set_to_none=True)
     loss = m.loss(x)
     loss.backward()
+    assert float(value) == pytest.approx(float(loss), abs=1e-12)
     W, b, c = (p.detach().clone().requires_grad_() for p in (m.weight, m.visible_bias, m.hidden_bias))
     lw = (all_states(6, torch.float64) @ b)[:, None] + (all_states(4, torch.float64) @ c)[None, :] \
         + all_states(6, torch.float64) @ W @ all_states(4, torch.float64).T
@@ -88,16 +126,39 @@ def test_exact_gradient_equals_autograd_of_brute_force_nll():
     nll = f.mean() + log_z
     nll.backward()
     assert float(loss) == pytest.approx(float(nll), abs=1e-10)
-    for p, q in ((m.weight, W), (m.visible_bias, b), (m.hidden_bias, c)):
+    for p, q, r in zip((m.weight, m.visible_bias, m.hidden_bias), (W, b, c), by_rule):
         assert torch.allclose(p.grad, q.grad, atol=1e-10)
+        assert torch.allclose(r, q.grad, atol=1e-10)
 
 
-@pytest.mark.parametrize("gradient,n_chains,k", [("cd", 100, 1), ("cd", 100, 3), ("pcd", 37, 2)])
-def test_hand_written_cd_gradient_equals_autograd_of_the_surrogate(gradient, n_chains, k):
+def test_exact_gradient_equals_finite_differences_of_the_exact_kl():
+    """The exact rule's gradient against central differences of D_KL(Q^||P) computed by enumeration."""
+    from genlearn.divergence import empirical_kl
+
+    m = random_rbm(5, 3, scale=0.7, seed=8)
+    x = all_states(5, torch.float64)[torch.tensor([1, 4, 4, 9, 17, 30, 31, 31])]
+    make_rule("rbm-exact-gradient").compute_gradient(m, x, None)
+    eps = 1e-6
+    for p in (m.weight, m.visible_bias, m.hidden_bias):
+        grad = p.grad.clone()
+        for idx in ((0,) * p.ndim, tuple(s - 1 for s in p.shape)):
+            with torch.no_grad():
+                p[idx] += eps
+                up = empirical_kl(m, x)["kl"]
+                p[idx] -= 2 * eps
+                down = empirical_kl(m, x)["kl"]
+                p[idx] += eps
+            assert float(grad[idx]) == pytest.approx((up - down) / (2 * eps), abs=1e-6)
+
+
+@pytest.mark.parametrize("persistent,n_chains,k", [(False, 100, 1), (False, 100, 3), (True, 37, 2)])
+def test_hand_written_cd_gradient_equals_autograd_of_the_surrogate(persistent, n_chains, k):
     """The fast path (matrix products by hand) has the gradient of mean F(x) - mean F(v~), v~ held fixed."""
-    m = random_rbm(20, 7, scale=0.5, seed=4, gradient=gradient, n_chains=n_chains, k=k).float()
+    m = random_rbm(20, 7, scale=0.5, seed=4).float()
+    rule = cd_rule(k=k, persistent=persistent, n_chains=n_chains)
     x = (torch.rand(50, 20, generator=torch.Generator().manual_seed(1)) < 0.4).float()
-    value, dW, db, dc, neg = m.cd_gradient(x, torch.Generator().manual_seed(9), return_negatives=True)
+    value, dW, db, dc, neg = rule.gradient(m, x, torch.Generator().manual_seed(9))
+    assert neg.shape == (n_chains if persistent else 50, 20)
     W, b, c = (p.detach().double().requires_grad_() for p in (m.weight, m.visible_bias, m.hidden_bias))
 
     def free(v):
@@ -108,11 +169,14 @@ def test_hand_written_cd_gradient_equals_autograd_of_the_surrogate(gradient, n_c
     assert float(value) == pytest.approx(float(surrogate), abs=1e-4)
     for mine, ref in ((dW, W.grad), (db, b.grad), (dc, c.grad)):
         assert torch.allclose(mine.double(), ref, atol=1e-5)
-    # and loss() routes exactly that gradient to the parameters (CD: same generator state, same negatives)
-    if gradient == "cd":
-        m.loss(x, generator=torch.Generator().manual_seed(9)).backward()
-        assert torch.allclose(m.weight.grad.double(), W.grad, atol=1e-5)
-        assert torch.allclose(m.hidden_bias.grad.double(), c.grad, atol=1e-5)
+    # and compute_gradient routes exactly that gradient to p.grad (CD: same generator state, same negatives)
+    if not persistent:
+        for p in m.parameters():
+            p.grad = None
+        again = cd_rule(k=k).compute_gradient(m, x, torch.Generator().manual_seed(9))
+        assert torch.equal(again, value)
+        for p, mine in zip((m.weight, m.visible_bias, m.hidden_bias), (dW, db, dc)):
+            assert torch.equal(p.grad, mine)
 
 
 def _angle(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -127,27 +191,23 @@ def test_cd_and_pcd_gradients_point_near_the_exact_gradient():
     torch.manual_seed(0)
     base = random_rbm(6, 4, scale=0.7, seed=5).float()
     x = all_states(6)[torch.randint(0, 64, (400,), generator=torch.Generator().manual_seed(2))]
-    ex = RBM(6, 4, gradient="exact").float()
-    ex.load_state_dict(base.state_dict(), strict=False)
-    ex.loss(x).backward()
-    exact = torch.cat([ex.weight.grad.reshape(-1), ex.visible_bias.grad, ex.hidden_bias.grad]).double()
+    make_rule("rbm-exact-gradient").compute_gradient(base, x, None)
+    exact = torch.cat([base.weight.grad.reshape(-1), base.visible_bias.grad, base.hidden_bias.grad]).double()
     g = torch.Generator().manual_seed(3)
 
-    def mean_grad(model, calls, burn=0, batch=x):
+    def mean_grad(rule, calls, burn=0, batch=x):
         for _ in range(burn):
-            model.cd_gradient(batch, g)
+            rule.gradient(base, batch, g)
         acc = 0
         for _ in range(calls):
-            _, dW, db, dc = model.cd_gradient(batch, g)
+            _, dW, db, dc, _ = rule.gradient(base, batch, g)
             acc = acc + torch.cat([dW.reshape(-1), db, dc]).double()
         return acc / calls
 
     angles = {}
-    for name, kw, calls, burn in (("cd1", dict(k=1), 200, 0), ("cd10", dict(k=10), 100, 0),
-                                  ("pcd", dict(gradient="pcd", n_chains=20000), 20, 30)):
-        m = RBM(6, 4, **kw).float()
-        m.load_state_dict({**base.state_dict(), **{k: v for k, v in m.state_dict().items() if "chains" in k}})
-        angles[name] = _angle(mean_grad(m, calls, burn), exact)
+    for name, rule, calls, burn in (("cd1", cd_rule(k=1), 200, 0), ("cd10", cd_rule(k=10), 100, 0),
+                                    ("pcd", cd_rule(persistent=True, n_chains=20000), 20, 30)):
+        angles[name] = _angle(mean_grad(rule, calls, burn), exact)
     assert angles["pcd"] < 1.0, angles
     assert angles["cd10"] < 2.0, angles
     assert angles["cd1"] < 8.0, angles
@@ -159,9 +219,9 @@ def test_exact_gradient_training_on_bars_and_stripes_drives_the_kl_down_monotoni
     from genlearn.learning.trainer import TrainConfig, Trainer
 
     ds = genlearn.load_dataset("bars-and-stripes:size=3")
-    model = RBM(9, 6, gradient="exact", init_std=0.5, seed=0)
+    model = RBM(9, 6, init_std=0.5, seed=0)
     cfg = TrainConfig(epochs=60, lr=1.0, optimizer="gd", seed=0, progress=False)
-    state = Trainer(model, ds, cfg).fit()
+    state = Trainer(model, ds, cfg, rule=make_rule("rbm-exact-gradient")).fit()
     kl = [r["train_kl"] for r in state.history]
     kl_true = [r["kl_true"] for r in state.history]
     assert all(b <= a + 1e-9 for a, b in zip(kl, kl[1:])), kl
@@ -169,6 +229,11 @@ def test_exact_gradient_training_on_bars_and_stripes_drives_the_kl_down_monotoni
     assert kl_true[-1] < 0.75 * kl_true[0]
     # the exact loss value is the exact training NLL
     assert state.history[-1]["train_nll"] == pytest.approx(float(model.loss(ds.train)), abs=1e-4)
+    # maximum-likelihood (autograd of model.loss) follows the same path: the same gradient, float32 rounding apart
+    ml = RBM(9, 6, init_std=0.5, seed=0)
+    Trainer(ml, ds, cfg).fit()
+    for p, q in zip(ml.parameters(), model.parameters()):
+        assert torch.allclose(p, q, atol=1e-3)
 
 
 def test_long_gibbs_chains_match_exact_marginals():
@@ -184,20 +249,27 @@ def test_long_gibbs_chains_match_exact_marginals():
 
 
 def test_config_roundtrip_buffers_and_log_z_cache():
-    m = RBM(12, 5, k=2, persistent=True, n_chains=8, seed=3)
-    assert m.config()["gradient"] == "pcd" and m.tractable
+    m = RBM(12, 5, seed=3)
+    rule = cd_rule(k=2, persistent=True, n_chains=8)
+    assert m.tractable
     x = (torch.rand(30, 12, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
     lz0 = m.log_partition(method="exact").value
-    m.loss(x, generator=torch.Generator().manual_seed(1)).backward()
+    rule.compute_gradient(m, x, torch.Generator().manual_seed(1))
+    assert int(m.base_rate_ready) == 1  # the first batch's statistics
     opt.step()
-    m.on_epoch_end(x)
+    rule.end_epoch(m, x)
     lz1 = m.log_partition(method="exact").value
     assert lz1 != lz0  # the cache follows the parameters
     assert lz1 == pytest.approx(rbm_log_partition(m.weight, m.visible_bias, m.hidden_bias), abs=1e-9)
     clone = RBM(**m.config())
     clone.load_state_dict(m.state_dict())
-    assert torch.equal(clone.chains, m.chains) and int(clone.chains_ready) == 1
+    assert set(m.state_dict()) == {"weight", "visible_bias", "hidden_bias", "base_rate_logits", "base_rate_ready",
+                                   "reverse_rows"}
+    assert rule.state_tensors()["chains"].shape == (8, 12)  # the chains are the rule's
+    again = make_rule(rule.name, rule.settings())
+    again.load_state_tensors(rule.state_tensors())
+    assert torch.equal(again.chains, rule.chains) and again.settings() == rule.settings()
     assert torch.equal(clone.base_rate_logits, m.base_rate_logits) and int(clone.base_rate_ready) == 2
     assert torch.equal(clone.reverse_rows, m.reverse_rows) and clone.reverse_rows.shape == (30, 12)
     assert clone.log_partition(method="exact").value == pytest.approx(lz1, abs=1e-9)
@@ -215,9 +287,13 @@ def test_cli_fit_eval_sample_end_to_end(tmp_path, capsys):
     assert main(["fit", "rbm", "--data", "bars-and-stripes:size=3", "--hidden", "4", "--k", "2", "--persistent",
                  "--matmul-precision", "bfloat16", "--epochs", "3", "--out", str(run), "--quiet"]) == 0
     loaded = load_run(run)
-    assert loaded.model.config()["gradient"] == "pcd" and loaded.model.k == 2 and loaded.model.n_hidden == 4
-    assert loaded.model.matmul_precision == "bfloat16"
-    assert int(loaded.model.base_rate_ready) == 2 and int(loaded.model.chains_ready) == 1
+    assert loaded.model.n_hidden == 4 and "k" not in loaded.model.config()
+    assert loaded.rule.name == "contrastive-divergence"
+    assert loaded.rule.settings() == {"k": 2, "persistent": True, "n_chains": 100, "matmul_precision": "bfloat16"}
+    assert loaded.rule.chains.shape == (100, 9)
+    assert int(loaded.model.base_rate_ready) == 2
+    assert loaded.metrics["rbm_gradient"] == "pcd" and loaded.metrics["rbm_k"] == 2
+    assert loaded.metrics["rule"]["name"] == "contrastive-divergence"
     capsys.readouterr()
     assert main(["eval", str(run), "--partition", "exact", "--split", "test"]) == 0
     exact = json.loads(capsys.readouterr().out)
@@ -250,18 +326,20 @@ def test_cli_fit_eval_sample_end_to_end(tmp_path, capsys):
 
 
 def test_trainer_monitors_an_intractable_rbm_by_ais_close_to_the_exact_nll():
-    """An RBM whose smaller layer (18 units) is above the trainer's exact-monitoring limit gets train/valid NLL
-    estimates by forward AIS at every evaluation; they agree with the exact NLL (2^18 states) within 0.5 nats."""
+    """An RBM whose exact log Z costs more than the likelihood policy allows every epoch (40 x 24: 40 2^24 terms)
+    gets train/valid NLL estimates by forward AIS at every evaluation; they agree with the exact NLL (2^24
+    states, enumerated once) within 0.5 nats."""
     import genlearn
     from genlearn.evaluation import split_nll
     from genlearn.learning.trainer import TrainConfig, Trainer
+    from genlearn.likelihood import monitors_exactly
 
-    ds = genlearn.load_dataset("product-bernoulli:dim=20,n=400,seed=1")
-    model = RBM(20, 18, seed=0, init_std=0.1)
-    assert not model.tractable
+    ds = genlearn.load_dataset("product-bernoulli:dim=40,n=400,seed=1")
+    model = RBM(40, 24, seed=0, init_std=0.1)
+    assert not monitors_exactly(model)
     cfg = TrainConfig(epochs=2, lr=0.05, optimizer="momentum", batch_size=50, seed=0, progress=False,
                       monitor_ais_steps=3000)
-    state = Trainer(model, ds, cfg).fit()
+    state = Trainer(model, ds, cfg, rule=cd_rule()).fit()
     last = state.history[-1]
     assert {"train_nll_ais", "valid_nll_ais", "log_z_ais", "ais_ess"} <= set(last)
     assert "train_nll" not in last
@@ -269,24 +347,26 @@ def test_trainer_monitors_an_intractable_rbm_by_ais_close_to_the_exact_nll():
     assert abs(last["valid_nll_ais"] - exact) < 0.5
 
 
-@pytest.mark.parametrize("gradient,calls", [("cd", 3), ("pcd", 1)])
-def test_bfloat16_products_stay_within_their_rounding_of_full_precision(gradient, calls):
+@pytest.mark.parametrize("persistent,calls", [(False, 3), (True, 1)])
+def test_bfloat16_products_stay_within_their_rounding_of_full_precision(persistent, calls):
     """matmul_precision="bfloat16" against full precision from the same parameters and uniforms (CD-1, PCD-1):
     the products' operands and outputs are rounded to 8 significant bits (2^-9 relative), so a few samples flip
     where u is within ~1e-3 of P (measured: 0.02-0.1% of the negatives) and dW, db, dc differ by 0.6-1.6%
     (mostly through those flips), the value by < 0.1%."""
     g = torch.Generator().manual_seed(0)
-    full = RBM(200, 64, k=1, gradient=gradient, n_chains=30, seed=0)
+    full = RBM(200, 64, seed=0)
     with torch.no_grad():
         full.weight.normal_(0, 0.3, generator=g)
         full.visible_bias.normal_(0, 1, generator=g)
         full.hidden_bias.normal_(0, 1, generator=g)
-    low = RBM(200, 64, k=1, gradient=gradient, n_chains=30, seed=0, matmul_precision="bfloat16")
+    low = RBM(200, 64, seed=0)
     low.load_state_dict(full.state_dict())
+    rule_full = cd_rule(persistent=persistent, n_chains=30)
+    rule_low = cd_rule(persistent=persistent, n_chains=30, matmul_precision="bfloat16")
     x = (torch.rand(50, 200, generator=torch.Generator().manual_seed(1)) < 0.3).float()
     for call in range(calls):
-        a = full.cd_gradient(x, torch.Generator().manual_seed(10 + call), return_negatives=True)
-        b = low.cd_gradient(x, torch.Generator().manual_seed(10 + call), return_negatives=True)
+        a = rule_full.gradient(full, x, torch.Generator().manual_seed(10 + call))
+        b = rule_low.gradient(low, x, torch.Generator().manual_seed(10 + call))
         flipped = float((a[4] != b[4]).float().mean())
         assert flipped < 0.005, flipped
         assert float(a[0]) == pytest.approx(float(b[0]), rel=3e-3)
@@ -294,7 +374,8 @@ def test_bfloat16_products_stay_within_their_rounding_of_full_precision(gradient
             rel = float((u - w).norm() / u.norm())
             assert rel < 0.04, (name, rel, flipped)
         assert not torch.equal(a[1], b[1])  # the bfloat16 path really ran
-    assert low.config()["matmul_precision"] == "bfloat16" and RBM(**low.config()).matmul_precision == "bfloat16"
+    rebuilt = make_rule(rule_low.name, rule_low.settings())
+    assert rule_low.settings()["matmul_precision"] == "bfloat16" and rebuilt.config.matmul_precision == "bfloat16"
 
 
 def test_bfloat16_training_reaches_the_exact_nll_of_full_precision_training():
@@ -309,10 +390,10 @@ def test_bfloat16_training_reaches_the_exact_nll_of_full_precision_training():
     for precision in ("full", "bfloat16"):
         nlls = []
         for seed in range(3):
-            m = RBM(9, 6, k=1, seed=seed, init_std=0.1, matmul_precision=precision)
+            m = RBM(9, 6, seed=seed, init_std=0.1)
             cfg = TrainConfig(epochs=40, lr=0.1, optimizer="momentum", momentum=0.5, batch_size=10, seed=seed,
                               progress=False)
-            Trainer(m, ds, cfg).fit()
+            Trainer(m, ds, cfg, rule=cd_rule(matmul_precision=precision)).fit()
             with torch.no_grad():
                 nlls.append(-float(m.double().log_prob(ds.train.double()).mean()))
         mean_nll[precision] = sum(nlls) / len(nlls)
@@ -321,16 +402,16 @@ def test_bfloat16_training_reaches_the_exact_nll_of_full_precision_training():
 
 
 def test_unknown_matmul_precision_is_a_config_error():
-    with pytest.raises(ConfigError, match="matmul_precision"):
-        RBM(4, 3, matmul_precision="half")
+    with pytest.raises(ConfigError, match="matmul-precision"):
+        cd_rule(matmul_precision="half")
 
 
 def test_built_rbm_starts_from_the_data_base_rate_unless_told_zero():
     """build_model("rbm") sets b = logit of the smoothed training means (Hinton's practical guide), as the other
     families start from their data; init_visible="zero" keeps b = 0; anything else is a ConfigError."""
     import genlearn
-    from genlearn.estimators.ais import base_rate_logits
     from genlearn.models.registry import build_model
+    from genlearn.numerics import base_rate_logits
 
     ds = genlearn.load_dataset("digits")  # pixel means from 0 to 0.83
     model = build_model("rbm", ds, hidden=4)
@@ -339,3 +420,56 @@ def test_built_rbm_starts_from_the_data_base_rate_unless_told_zero():
     assert torch.count_nonzero(build_model("rbm", ds, hidden=4, init_visible="zero").visible_bias) == 0
     with pytest.raises(ConfigError, match="init-visible"):
         build_model("rbm", ds, hidden=4, init_visible="mean")
+
+
+def test_pcd_chains_survive_save_and_resume_bit_exactly(tmp_path):
+    """PCD-2 with 7 chains: 4 epochs straight == 2 epochs, then --resume to 4. The chains are the rule's state,
+    saved as rule.chains in the checkpoint with the rule's record; parameters, AIS statistics and chains agree
+    bit for bit."""
+    from safetensors.torch import load_file
+
+    from genlearn.runs import fit
+
+    kw = dict(hidden=4, persistent=True, k=2, n_chains=7, batch_size=5, plots=False, progress=False)
+    full = fit("rbm", "bars-and-stripes:size=3", out=tmp_path / "full", epochs=4, **kw)
+    fit("rbm", "bars-and-stripes:size=3", out=tmp_path / "part", epochs=2, **kw)
+    tensors = load_file(str(tmp_path / "part" / "checkpoint.safetensors"))
+    assert tensors["rule.chains"].shape == (7, 9) and "model.chains" not in tensors
+    import json
+
+    meta = json.loads((tmp_path / "part" / "checkpoint.json").read_text())
+    assert meta["rule"] == {"name": "contrastive-divergence",
+                            "settings": {"k": 2, "persistent": True, "n_chains": 7, "matmul_precision": "full"}}
+    resumed = fit(None, None, out=tmp_path / "part", epochs=4, resume=True, plots=False)
+    assert resumed.rule.settings() == full.rule.settings()
+    assert torch.equal(resumed.rule.chains, full.rule.chains)
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_a_run_saved_by_an_earlier_version_loads_and_resumes_with_its_chains(tmp_path):
+    """tests/fixtures/legacy_runs/rbm-pcd was written when the chains were model buffers and the learning settings
+    constructor arguments: it loads, its rule is derived from the old config with the old chains as its state,
+    and it resumes (the new checkpoint then has a rule record and rule.chains)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from genlearn.runs import fit, load_run
+
+    src = Path(__file__).parent / "fixtures" / "legacy_runs" / "rbm-pcd"
+    old = load_file(str(src / "checkpoint.safetensors"))
+    run = load_run(src)
+    assert run.rule.name == "contrastive-divergence" and run.rule.config.persistent
+    assert torch.equal(run.rule.chains, old["model.chains"])
+    assert torch.equal(run.model.weight, load_file(str(src / "model.safetensors"))["weight"])
+    work = tmp_path / "rbm-pcd"
+    shutil.copytree(src, work)
+    resumed = fit(None, None, out=work, epochs=3, resume=True, plots=False)
+    assert resumed.metrics["epochs_run"] == 3 and resumed.metrics["rbm_gradient"] == "pcd"
+    assert not torch.equal(resumed.rule.chains, old["model.chains"])
+    meta = json.loads((work / "checkpoint.json").read_text())
+    assert meta["rule"]["name"] == "contrastive-divergence"
+    assert "rule.chains" in load_file(str(work / "checkpoint.safetensors"))

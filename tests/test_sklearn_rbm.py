@@ -54,9 +54,13 @@ def test_score_samples_is_a_normalised_exact_log_likelihood():
 
 
 def test_score_samples_uses_ais_for_large_models_and_agrees_with_exact():
+    """log_z="ais" on a 22 x 24 model agrees with its exact log Z (2^22 states); "auto" picks AIS once the smaller
+    layer is beyond exact enumeration (30 x 28)."""
+    big = BernoulliRBM(n_components=28, n_iter=1, random_state=0, ais_steps=100).fit(binary_data(n=60, d=30))
+    assert big.log_z_.method == "ais"
     X = binary_data(n=200, d=22, seed=1)
     est = BernoulliRBM(n_components=24, learning_rate=0.05, batch_size=20, n_iter=5, random_state=0,
-                       ais_steps=1000).fit(X)
+                       log_z="ais", ais_steps=1000).fit(X)
     lz = est.log_z_
     assert lz.method == "ais" and lz.details["steps"] == 1000
     exact = est.model_.log_partition(method="exact").value  # 2^22 visible states: still enumerable

@@ -1,4 +1,4 @@
-"""The `genlearn` command: fit, eval, sample, kl, datasets, models, demo.
+"""The `genlearn` command: fit, eval, sample, kl, recipes, datasets, models, demo.
 
 Every error a user can cause (GenlearnError, unreadable files) is printed as one line `genlearn: error: ...`
 and exits with code 2, without a traceback."""
@@ -9,114 +9,97 @@ import json
 import sys
 from pathlib import Path
 
+from genlearn.divergence import KL_METHODS
 from genlearn.errors import ConfigError, GenlearnError, RunError
+from genlearn.likelihood import PARTITION_METHODS
 
 EXIT_USAGE = 2
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("learning (theta <- theta - lr * dD_KL/dtheta)")
-    g.add_argument("--epochs", type=int, help="passes over the training set (default 100, or the model's)")
-    g.add_argument("--lr", type=float, help="learning rate eps (default 0.1, or the model's)")
-    g.add_argument("--optimizer", choices=("gd", "sgd", "momentum", "adam"),
-                   help="gd = full-batch gradient descent (default); sgd/momentum/adam use --batch-size")
-    g.add_argument("--batch-size", type=int, help="minibatch size (default: the whole training set)")
-    g.add_argument("--momentum", type=float, help="momentum coefficient for --optimizer momentum (0.9)")
-    g.add_argument("--weight-decay", type=float, help="L2 penalty added to the gradient (0)")
-    g.add_argument("--schedule", choices=("constant", "cosine", "exponential", "step", "geometric"),
-                   help="learning-rate schedule (geometric: from --lr to --lr x --final-lr-fraction in equal log "
-                        "steps, over --max-minutes of training time when given, else over the epochs)")
-    g.add_argument("--gamma", type=float, help="decay factor of the exponential/step schedule (0.99)")
-    g.add_argument("--final-lr-fraction", type=float, help="geometric schedule: the last rate over --lr (0.01)")
-    g.add_argument("--patience", type=int, help="early stopping: epochs without valid-NLL improvement (off)")
-    g.add_argument("--max-minutes", type=float, help="stop after this much training time (minutes; no limit)")
-    g.add_argument("--eval-every", type=int, help="monitor the NLL/KL every N epochs (1)")
-    g.add_argument("--monitor-ais-steps", type=int, metavar="STEPS",
-                   help="RBMs too large for an exact log Z: monitor the train/valid NLL by forward AIS with this many "
-                        "temperatures at every evaluation (off)")
-    g.add_argument("--monitor-ensemble", action="store_true", default=None,
-                   help="MADE masks / NADE orderings: evaluate the whole ensemble at every evaluation (default: "
-                        "one member alone, recorded as *_nll_member; the final metrics always use the ensemble)")
-    g.add_argument("--seed", type=int, help="random seed (0); the same seed gives the same run")
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's error format: one line `genlearn: error: ...` and exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"genlearn: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    """One flag per option name across all families. When families give the same name different types, the
-    flag takes a string and `build_model` converts it with the chosen family's type."""
-    from genlearn.models.registry import list_models
-
-    seen: dict = {}
-    for spec in list_models():
-        for name, opt in spec.options.items():
-            seen.setdefault(name, []).append((spec.name, opt))
-    g = p.add_argument_group("model options (each applies to the models named in brackets)")
-    for name, uses in sorted(seen.items()):
-        flag = "--" + name.replace("_", "-")
-        types = {opt.type for _, opt in uses}
-        helps = {opt.help for _, opt in uses}
-        if len(helps) == 1:
-            text = f"{uses[0][1].help} [{', '.join(m for m, _ in uses)}]"
-        else:
-            text = " | ".join(f"{m}: {opt.help} (default {opt.default})" for m, opt in uses)
-        if types == {bool}:  # a flag; one that defaults to on also gets --no-NAME
-            on_by_default = any(opt.default for _, opt in uses)
-            action = argparse.BooleanOptionalAction if on_by_default else "store_true"
-            g.add_argument(flag, dest=f"model_{name}", action=action, default=None, help=text)
-        else:
-            kind = types.pop() if len(types) == 1 else str
-            if len(helps) == 1:
-                text = f"{uses[0][1].help} (default {uses[0][1].default}) [{', '.join(m for m, _ in uses)}]"
-            g.add_argument(flag, dest=f"model_{name}", type=kind, default=None, metavar=name.upper(), help=text)
-
-
-def _data_args(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument("--data", required=required, metavar="DATASET",
+def _data_args(p: argparse.ArgumentParser, required: bool = False, suppress: bool = False) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    p.add_argument("--data", required=required, metavar="DATASET", default=default,
                    help="NAME[:key=value,...] (see `genlearn datasets`) or a path to a file or folder")
-    p.add_argument("--data-dir", metavar="DIR", help="where named real data sets live (or env GENLEARN_DATA)")
+    p.add_argument("--data-dir", metavar="DIR", default=default,
+                   help="where named real data sets live (or env GENLEARN_DATA)")
 
 
-def _partition_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--partition", choices=("auto", "exact", "ais"),
-                   help="log Z of energy models: exact enumeration, AIS with reverse-AIS bounds, or auto")
-    p.add_argument("--ais-steps", type=int, help="AIS inverse temperatures (default: the published 14,500)")
-    p.add_argument("--ais-chains", type=int, help="AIS chains (default 100)")
+def _partition_args(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    p.add_argument("--partition", choices=PARTITION_METHODS, default=default,
+                   help="log Z of energy models: exact enumeration, AIS with reverse-AIS bounds, the mean-field "
+                        "lower bound (Boltzmann machines), or auto (the policy of genlearn.likelihood; default)")
+    p.add_argument("--ais-steps", type=int, default=default,
+                   help="AIS inverse temperatures (default: the published 14,500)")
+    p.add_argument("--ais-chains", type=int, default=default, help="AIS chains (default 100)")
+
+
+def _threads_arg(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    p.add_argument("--threads", type=int, metavar="N", default=argparse.SUPPRESS if suppress else None,
+                   help="CPU threads for torch and the compiled kernels (default: torch's, one per core)")
+
+
+def _fit_arguments(p: argparse.ArgumentParser, spec=None) -> None:
+    """The flags of `genlearn fit [FAMILY]`: run and data flags, the training flags (from TrainConfig, with the
+    family's own defaults in their help) and, for a family, its options (from its config dataclass). Every
+    value stays unset unless given, so flags may come before or after the family name."""
+    from genlearn import options
+    from genlearn.learning.trainer import TrainConfig
+
+    suppress = argparse.SUPPRESS
+    _data_args(p, suppress=True)
+    p.add_argument("--out", metavar="DIR", default=suppress, help="run folder (default runs/MODEL-DATASET)")
+    p.add_argument("--overwrite", action="store_true", default=suppress, help="replace an existing run in --out")
+    p.add_argument("--resume", metavar="DIR", default=suppress,
+                   help="continue the interrupted run in DIR exactly where it stopped")
+    p.add_argument("--recipe", metavar="NAME", default=suppress,
+                   help="a named configuration that reproduces a published figure (see `genlearn recipes`); "
+                        "flags given beside it override its settings and are recorded in the run")
+    p.add_argument("--quiet", action="store_true", default=suppress, help="no progress bar")
+    _threads_arg(p, suppress=True)
+    _partition_args(p, suppress=True)
+    g = p.add_argument_group("learning (theta <- theta - lr * dD_KL/dtheta)")
+    options.add_arguments(g, TrainConfig, "train_", spec.train_defaults if spec is not None else None)
+    if spec is not None and options.field_types(spec.config):
+        g = p.add_argument_group(f"{spec.name} options")
+        options.add_arguments(g, spec.config, "model_")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from genlearn.models.registry import list_models
+
+    parser = _Parser(
         prog="genlearn",
         description="Learn generative models P(X|theta) by minimising D_KL(Q^||P_theta) = NLL - H(Q^).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    threads = argparse.ArgumentParser(add_help=False)
-    threads.add_argument("--threads", type=int, metavar="N",
-                         help="CPU threads for torch and the compiled kernels (default: torch's, one per core)")
 
-    p = sub.add_parser("fit", parents=[threads],
-                       help="fit a model to a data set; writes checkpoint, metrics.json and plots to --out")
-    p.add_argument("model", nargs="?", help="model name (see `genlearn models`); not needed with --resume or --recipe")
-    p.add_argument("--recipe", metavar="NAME",
-                   help="a named configuration that reproduces a published figure (see `genlearn recipes`); "
-                        "flags given beside it override its settings and are recorded in the run")
-    _data_args(p, required=False)
-    p.add_argument("--out", metavar="DIR", help="run folder (default runs/MODEL-DATASET)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR exactly where it stopped")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _partition_args(p)
-    _train_args(p)
-    _model_args(p)
+    p = sub.add_parser("fit", help="fit a model to a data set; writes checkpoint, metrics.json and plots to --out",
+                       description="Fit a model family (`genlearn fit FAMILY --help` lists its options), run a "
+                                   "recipe (--recipe NAME) or continue a run (--resume DIR).")
+    _fit_arguments(p)
+    families = p.add_subparsers(dest="family", metavar="FAMILY", required=False)
+    for spec in list_models():
+        fp = families.add_parser(spec.name, help=spec.summary, description=f"{spec.name}: {spec.summary}")
+        _fit_arguments(fp, spec)
 
-    p = sub.add_parser("eval", parents=[threads],
-                       help="print the metrics of a fitted run as JSON (optionally on other data)")
+    p = sub.add_parser("eval", help="print the metrics of a fitted run as JSON (optionally on other data)")
+    _threads_arg(p)
     p.add_argument("run", metavar="DIR")
-    _data_args(p, required=False)
+    _data_args(p)
     p.add_argument("--split", choices=("train", "valid", "test", "all"), default="all")
     p.add_argument("--seed", type=int, default=0, help="seed of stochastic estimators (AIS)")
     _partition_args(p)
 
-    p = sub.add_parser("sample", parents=[threads],
-                       help="draw samples from a fitted run: a PNG grid for images, else CSV")
+    p = sub.add_parser("sample", help="draw samples from a fitted run: a PNG grid for images, else CSV")
+    _threads_arg(p)
     p.add_argument("run", metavar="DIR")
     p.add_argument("-n", type=int, default=64, help="number of samples (64)")
     p.add_argument("--out", metavar="FILE", help=".png (image grid) or .csv; default: CSV on standard output")
@@ -124,18 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="Gibbs sweeps for models sampled by MCMC")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
-    p = sub.add_parser("kl", parents=[threads],
-                       help="D_KL(P||Q) between two tables (--p 0.5,0.5 --q 0.9,0.1) or two fitted runs")
+    p = sub.add_parser("kl", help="D_KL(P||Q) between two tables (--p 0.5,0.5 --q 0.9,0.1) or two fitted runs")
+    _threads_arg(p)
     p.add_argument("--p", required=True, help="probabilities p1,p2,... or a run folder")
     p.add_argument("--q", required=True, help="probabilities q1,q2,... or a run folder")
-    p.add_argument("--method", default="auto", choices=("auto", "closed-form", "enumerate", "mc"))
+    p.add_argument("--method", default="auto", choices=KL_METHODS,
+                   help="closed form, exact enumeration, quadrature or Monte Carlo (auto: the exact one that applies)")
 
     sub.add_parser("recipes", help="list the recipes: named configurations, the figure each produced and its cost")
     sub.add_parser("datasets", help="list the named data sets")
     sub.add_parser("models", help="list the model families")
 
-    p = sub.add_parser("demo", parents=[threads],
-                       help="the framework's story on the embedded data, with a report folder")
+    p = sub.add_parser("demo", help="the framework's story on the embedded data, with a report folder")
+    _threads_arg(p)
     p.add_argument("--out", default="reports/demo", metavar="DIR")
     p.add_argument("--fast", action="store_true", help="a smaller, quicker version (for tests)")
     p.add_argument("--quiet", action="store_true")
@@ -144,38 +128,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _ais_options(args) -> dict:
     """--ais-steps / --ais-chains / --seed as keyword arguments of model.log_partition."""
-    options = {k: v for k, v in (("steps", args.ais_steps), ("chains", args.ais_chains)) if v is not None}
-    if args.partition == "ais" or options:
-        options["seed"] = args.seed if args.seed is not None else 0
+    steps, chains = getattr(args, "ais_steps", None), getattr(args, "ais_chains", None)
+    options = {k: v for k, v in (("steps", steps), ("chains", chains)) if v is not None}
+    if getattr(args, "partition", None) == "ais" or options:
+        seed = getattr(args, "seed", None)
+        options["seed"] = seed if isinstance(seed, int) else 0
     return options
 
 
+def _given(args, prefix: str, config_cls) -> dict:
+    """The flags given on the command line with this prefix, converted to the config's types."""
+    from genlearn import options
+
+    return {k[len(prefix):]: options.convert(config_cls, k[len(prefix):], v)
+            for k, v in vars(args).items() if k.startswith(prefix)}
+
+
 def cmd_fit(args) -> int:
+    from genlearn.learning.trainer import TrainConfig
+    from genlearn.models.registry import get_spec
     from genlearn.runs import fit
 
-    model_options = {k[6:]: v for k, v in vars(args).items() if k.startswith("model_") and v is not None}
-    train = {k: getattr(args, k) for k in ("epochs", "lr", "optimizer", "batch_size", "momentum", "weight_decay",
-                                           "schedule", "gamma", "final_lr_fraction", "patience", "max_minutes",
-                                           "eval_every",
-                                           "monitor_ais_steps", "monitor_ensemble", "seed")}
-    train["progress"] = not args.quiet and sys.stderr.isatty()
-    if args.recipe:
-        return _fit_recipe(args, train, model_options)
-    if args.resume:
-        if args.model or model_options:
+    family = getattr(args, "family", None)
+    train = _given(args, "train_", TrainConfig)
+    model_options = _given(args, "model_", get_spec(family).config) if family else {}
+    progress = not getattr(args, "quiet", False) and sys.stderr.isatty()
+    data, data_dir, out = getattr(args, "data", None), getattr(args, "data_dir", None), getattr(args, "out", None)
+    partition = getattr(args, "partition", None)
+    if getattr(args, "recipe", None):
+        return _fit_recipe(args, family, train, model_options, progress)
+    if getattr(args, "resume", None):
+        if family or model_options:
             raise ConfigError("--resume continues a run with its own model and options; do not repeat them")
-        if args.out and Path(args.out) != Path(args.resume):
+        if out and Path(out) != Path(args.resume):
             raise ConfigError("--resume DIR continues the run in DIR; do not give a different --out")
-        run = fit(None, args.data, out=args.resume, resume=True, data_dir=args.data_dir,
-                  partition=args.partition or "auto", partition_options=_ais_options(args), **train)
-    else:
-        if not args.model:
-            raise ConfigError("say which model to fit, e.g. `genlearn fit product-bernoulli --data digits`")
-        if not args.data:
-            raise ConfigError("say which data to fit with --data (e.g. --data digits); see `genlearn datasets`")
-        out = args.out or f"runs/{args.model}-{args.data.split(':')[0].replace('/', '_')}"
-        run = fit(args.model, args.data, out=out, overwrite=args.overwrite, data_dir=args.data_dir,
-                  partition=args.partition or "auto", partition_options=_ais_options(args), **train, **model_options)
+        run = fit(None, data, out=args.resume, resume=True, data_dir=data_dir, partition=partition or "auto",
+                  partition_options=_ais_options(args), progress=progress, **train)
+        return _report_fit(run)
+    if not family:
+        raise ConfigError("say which model to fit, e.g. `genlearn fit product-bernoulli --data digits` "
+                          "(see `genlearn models`), or give --recipe NAME or --resume DIR")
+    if not data:
+        raise ConfigError("say which data to fit with --data (e.g. --data digits); see `genlearn datasets`")
+    out = out or f"runs/{family}-{data.split(':')[0].replace('/', '_')}"
+    run = fit(family, data, out=out, overwrite=getattr(args, "overwrite", False), data_dir=data_dir,
+              partition=partition or "auto", partition_options=_ais_options(args), progress=progress,
+              **train, **model_options)
     return _report_fit(run)
 
 
@@ -187,32 +185,32 @@ def _report_fit(run) -> int:
     return 0
 
 
-def _fit_recipe(args, train: dict, model_options: dict) -> int:
+def _fit_recipe(args, family, train: dict, model_options: dict, progress: bool) -> int:
     """`genlearn fit --recipe NAME [overrides]`: the recipe's settings with every flag given on top; the run
     records the recipe's name and the overrides."""
     from genlearn.recipes import load_recipe
     from genlearn.runs import fit
 
-    if args.resume:
+    if getattr(args, "resume", None):
         raise ConfigError("--resume DIR continues a run with its own settings (a recipe's included); drop --recipe")
     recipe = load_recipe(args.recipe)
-    if args.model and args.model != recipe.model:
-        raise ConfigError(f"recipe {recipe.name!r} fits model {recipe.model!r}, not {args.model!r}; drop the model name")
-    if args.threads is None and recipe.threads is not None:
+    if family and family != recipe.model:
+        raise ConfigError(f"recipe {recipe.name!r} fits model {recipe.model!r}, not {family!r}")
+    if getattr(args, "threads", None) is None and recipe.threads is not None:
         _set_threads(recipe.threads)
-    progress = train.pop("progress")
-    overrides = {**{k: v for k, v in train.items() if v is not None}, **model_options}
-    if args.data:
-        overrides["data"] = args.data
+    overrides = {**train, **model_options}
+    data = getattr(args, "data", None)
+    if data:
+        overrides["data"] = data
     evaluation = dict(recipe.evaluation)
-    partition = args.partition or evaluation.pop("partition", "auto")
+    partition = getattr(args, "partition", None) or evaluation.pop("partition", "auto")
     partition_options = {**evaluation, **_ais_options(args)}
-    if args.partition or args.ais_steps or args.ais_chains:
+    if getattr(args, "partition", None) or _ais_options(args):
         overrides["evaluation"] = {"partition": partition, **_ais_options(args)}
-    out = args.out or f"runs/{recipe.name}"
-    run = fit(recipe.model, args.data or recipe.data, out=out, overwrite=args.overwrite, data_dir=args.data_dir,
-              partition=partition, partition_options=partition_options, progress=progress,
-              recipe={"name": recipe.name, "overrides": overrides},
+    out = getattr(args, "out", None) or f"runs/{recipe.name}"
+    run = fit(recipe.model, data or recipe.data, out=out, overwrite=getattr(args, "overwrite", False),
+              data_dir=getattr(args, "data_dir", None), partition=partition, partition_options=partition_options,
+              progress=progress, recipe={"name": recipe.name, "overrides": overrides},
               **recipe.fit_kwargs({**train, **model_options}))
     return _report_fit(run)
 
@@ -235,7 +233,8 @@ def cmd_eval(args) -> int:
     from genlearn.runs import load_run
 
     run = load_run(args.run)
-    if args.data is None and args.partition in (None, "auto") and args.split == "all" and run.metrics:
+    recompute = args.data is not None or args.data_dir is not None or args.partition not in (None, "auto")
+    if not recompute and args.split == "all" and run.metrics:  # the metrics the fit wrote
         metrics = dict(run.metrics)
         metrics.pop("history", None)
     else:
@@ -245,8 +244,13 @@ def cmd_eval(args) -> int:
         dataset = load_dataset(spec, args.data_dir if args.data_dir else run.meta.get("data_dir"))
         splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
         options = _ais_options(args)
+        partition = args.partition
+        if partition is None and not options:  # the settings the fit was evaluated with (e.g. AIS steps)
+            recorded = dict(run.metrics.get("evaluation") or {})
+            partition = recorded.pop("partition", None)
+            options = {k: v for k, v in recorded.items() if k in ("steps", "chains", "seed")}
         metrics = {"run": str(args.run), "model": run.meta["model"], "dataset": dataset.name, "data_spec": spec,
-                   **evaluate(run.model, dataset, splits=splits, partition=args.partition or "auto",
+                   **evaluate(run.model, dataset, splits=splits, partition=partition or "auto",
                               progress=sys.stderr.isatty(), **options)}
         gap = (metrics.get("log_z_details") or {}).get("forward_reverse_gap")
         if gap is not None and abs(gap) > 1.0:
@@ -304,14 +308,12 @@ def _distribution(text: str):
 
 def cmd_kl(args) -> int:
     from genlearn.divergence import kl_divergence
-    from genlearn.estimators import Estimate
 
     p, q = _distribution(args.p), _distribution(args.q)
     if isinstance(p, list) != isinstance(q, list):
         raise ConfigError("compare two tables or two runs, not one of each")
-    value = kl_divergence(p, q, method=args.method)
-    result = value.to_dict() if isinstance(value, Estimate) else {"kl": value, "method": "exact"}
-    result["units"] = "nats"
+    estimate = kl_divergence(p, q, method=args.method)
+    result = {"kl": estimate.value, **estimate.to_dict(), "units": "nats"}
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -357,8 +359,44 @@ def _set_threads(n: int | None) -> None:
     torch.set_num_threads(n)
 
 
+def _with_recipe_family(argv: list[str]) -> list[str]:
+    """`genlearn fit --recipe NAME --hidden 50`: the recipe's family is inserted after `fit`, so that the
+    family's own flags parse (an unknown recipe is reported by cmd_fit)."""
+    if len(argv) < 2 or argv[0] != "fit" or not argv[1].startswith("-"):
+        return argv
+    name = None
+    for i, a in enumerate(argv):
+        if a == "--recipe" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif a.startswith("--recipe="):
+            name = a.split("=", 1)[1]
+    if name is None:
+        return argv
+    from genlearn.recipes import load_recipe
+
+    try:
+        family = load_recipe(name).model
+    except GenlearnError:
+        return argv
+    return ["fit", family, *argv[1:]]
+
+
+def _check_family(argv: list[str]) -> None:
+    """`genlearn fit NAME`: an unknown family is a ConfigError listing the known ones (not an argparse dump)."""
+    if len(argv) > 1 and argv[0] == "fit" and not argv[1].startswith("-"):
+        from genlearn.models.registry import get_spec
+
+        get_spec(argv[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = _with_recipe_family(list(sys.argv[1:] if argv is None else argv))
+    try:
+        _check_family(argv)
+    except GenlearnError as exc:
+        print(f"genlearn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     try:
         _set_threads(getattr(args, "threads", None))

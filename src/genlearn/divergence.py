@@ -1,11 +1,21 @@
 """Kullback-Leibler divergence D_KL(P||Q) = sum_x P(x) log(P(x)/Q(x)) in nats (0 log 0 = 0; +inf where
-P(x) > 0 and Q(x) = 0).
+P(x) > 0 and Q(x) = 0), and the empirical KL that learning minimises.
 
-- `kl_tables`: between two probability tables;
-- `register_kl`: closed forms by (type P, type Q), looked up along the class hierarchy;
-- `kl_divergence(p, q)`: closed form when registered, else exact enumeration over {0,1}^n (n <= 24) or over
-  the K outcomes, else (continuous) numerical integration in 1-D or Monte Carlo with a standard error;
-- `empirical_kl`: the quantity learning minimises, D_KL(Q^||P_theta) = NLL(theta) - H(Q^)."""
+`kl_divergence(p, q)` is the one entry point and always returns an `Estimate` (value, stderr, lower, upper,
+method, details); exact methods have stderr 0 and lower = upper = value:
+
+- "closed-form": registered by (type P, type Q) with `register_kl`, looked up along the class hierarchy;
+- "enumerate": exact enumeration over {0,1}^n (n <= 24) or over the K outcomes, float64 ("exact enumeration");
+- "exact": closed form if registered, else enumeration (IntractableError when neither applies);
+- "quad": adaptive quadrature for 1-D continuous models;
+- "mc": Monte Carlo (1/S) sum_s [log p(x_s) - log q(x_s)], x_s ~ p, with its standard error. An energy model
+  (P = exp(-F)/Z) enters through its free energy and a log Z from the likelihood policy
+  (`genlearn.likelihood.log_partition(model, partition)`), whose bracket widens the KL's;
+- "auto": closed form, else enumeration for discrete models, else quadrature in 1-D, else Monte Carlo for
+  continuous models (a discrete model beyond enumeration raises IntractableError: ask for method="mc").
+
+Two probability tables (lists or tensors) are compared exactly. The low-level helpers `kl_tables` and
+`kl_enumerate` return plain floats."""
 from __future__ import annotations
 
 import math
@@ -14,18 +24,24 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from genlearn.enumeration import iter_states
-from genlearn.errors import ConfigError, DataError
+from genlearn.enumeration import MAX_ENUMERABLE, iter_states, require_enumerable
+from genlearn.errors import ConfigError, IntractableError
 from genlearn.estimators.estimate import Estimate
+from genlearn.likelihood import _is_float64, float64_copy, log_partition, mean_nll
+from genlearn.models.base import EnergyModel
 from genlearn.models.categorical import Categorical
 from genlearn.models.gaussian import Gaussian
 from genlearn.models.product import ProductBernoulli
+
+#: what `kl_divergence(method=...)` accepts
+KL_METHODS = ("auto", "exact", "closed-form", "enumerate", "quad", "mc")
 
 _KL_REGISTRY: dict[tuple[type, type], Callable] = {}
 
 
 def register_kl(type_p: type, type_q: type):
-    """Decorator: register fn(p, q) -> float as the closed form of D_KL(p||q) for these types."""
+    """Decorator: register fn(p, q) -> float (nats) as the closed form of D_KL(p||q) for these types;
+    `kl_divergence` returns it as an exact Estimate with method "closed-form"."""
 
     def wrap(fn):
         _KL_REGISTRY[(type_p, type_q)] = fn
@@ -112,6 +128,8 @@ def kl_enumerate(p, q, chunk_size: int = 1 << 16) -> float:
     if p.support != "binary":
         raise ConfigError("exact enumeration needs discrete models; use method='mc' or 'quad' for real data")
     _same_dim(p, q)
+    require_enumerable(p.n_features, MAX_ENUMERABLE, "the exact KL",
+                       "kl_divergence(p, q, method='mc') (Monte Carlo with a standard error)")
     p, q = float64_copy(p), float64_copy(q)
     dtype = torch.float64 if _is_float64(p) and _is_float64(q) else torch.float32
     total = 0.0
@@ -137,37 +155,89 @@ def kl_quadrature(p, q, lower: float = -math.inf, upper: float = math.inf) -> Es
     return Estimate(value, "quadrature", abserr, value - abserr, value + abserr)
 
 
+def _unnormalised_log_prob(model, x: Tensor) -> Tensor:
+    """log P(x) + log Z per row, float64: -F(x) for an energy model, log P(x) for a normalised one."""
+    if isinstance(model, EnergyModel):
+        return -model.free_energy(x).double()
+    return model.log_prob(x).double()
+
+
 @torch.no_grad()
-def kl_monte_carlo(p, q, n_samples: int = 100_000, seed: int = 0) -> Estimate:
-    """D_KL(p||q) ~ (1/S) sum_s [log p(x_s) - log q(x_s)], x_s ~ p, with its standard error."""
+def kl_monte_carlo(p, q, n_samples: int = 100_000, seed: int = 0, partition: str = "auto",
+                   **partition_options) -> Estimate:
+    """D_KL(p||q) ~ (1/S) sum_s [log p(x_s) - log q(x_s)], x_s ~ p (S = n_samples, `seed`), in nats.
+
+    For an energy model log P(x) = -F(x) - log Z: the mean is taken over -F, and log Z comes from the likelihood
+    policy (`partition`: auto | exact | ais, `partition_options` for AIS), so that
+    KL = mean_s[u_p(x_s) - u_q(x_s)] - log Z_p + log Z_q with u = -F (energy) or log P (normalised).
+    stderr = sqrt(se_MC^2 + stderr(log Z_p)^2 + stderr(log Z_q)^2); the bracket is the Monte Carlo mean +- 3 se_MC
+    widened by the log Z brackets. Method "monte-carlo" when both log Z are exact, else "monte-carlo + <method>"."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+        raise ConfigError(f"Monte Carlo KL needs an integer number of samples >= 2, got {n_samples!r}")
+    zp = log_partition(p, partition, **partition_options)  # first: an intractable log Z fails before sampling
+    zq = log_partition(q, partition, **partition_options)
     g = torch.Generator().manual_seed(seed)
     x = p.sample(n_samples, g)
-    r = (p.log_prob(x) - q.log_prob(x)).double()
-    value, stderr = float(r.mean()), float(r.std() / math.sqrt(n_samples))
-    return Estimate(value, "monte-carlo", stderr, value - 3 * stderr, value + 3 * stderr, {"n_samples": n_samples})
+    r = _unnormalised_log_prob(p, x) - _unnormalised_log_prob(q, x)
+    mean, se = float(r.mean()), float(r.std() / math.sqrt(n_samples))
+    value = mean - zp.value + zq.value
+    z_se = [z.stderr for z in (zp, zq) if math.isfinite(z.stderr)]
+    stderr = math.sqrt(se**2 + sum(v**2 for v in z_se))
+    lower = mean - 3 * se - zp.upper + zq.lower
+    upper = mean + 3 * se - zp.lower + zq.upper
+    approx = sorted({z.method for z in (zp, zq) if not z.is_exact})
+    method = "monte-carlo" + "".join(f" + {m}" for m in approx)
+    details = {"n_samples": n_samples, "seed": seed, "monte_carlo_mean": mean, "monte_carlo_stderr": se}
+    for name, z in (("p", zp), ("q", zq)):
+        if isinstance(z.details, dict) and z.method != "normalised":
+            details[f"log_z_{name}"] = z.to_dict()
+    return Estimate(value, method, stderr, max(lower, 0.0), upper, details)  # and D_KL >= 0 always
 
 
-def kl_divergence(p, q, method: str = "auto", **kwargs) -> float | Estimate:
-    """D_KL(p||q) in nats. method: auto | closed-form | enumerate | quad | mc.
+def _closed_form(p, q) -> Estimate | None:
+    fn = _lookup(p, q)
+    if fn is None:
+        return None
+    with torch.no_grad():
+        value = fn(p, q)
+    return value if isinstance(value, Estimate) else Estimate.exact(value, "closed-form")
 
-    auto uses a registered closed form, else enumeration for discrete models, else quadrature in 1-D,
-    else Monte Carlo. Exact methods return a float; approximate ones an Estimate."""
+
+def _enumerable(p) -> bool:
+    return p.support == "categorical" or (p.support == "binary" and p.n_features <= MAX_ENUMERABLE)
+
+
+def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs) -> Estimate:
+    """D_KL(p||q) in nats, always as an Estimate (see the module docstring for the methods).
+
+    method: auto | exact | closed-form | enumerate | quad | mc. `partition` (auto | exact | ais) is how the
+    Monte Carlo method obtains the log Z of energy models; `kwargs` go to the chosen method (chunk_size for
+    enumeration; lower/upper for quadrature; n_samples, seed and AIS options for Monte Carlo). Two probability
+    tables (lists or tensors) give the exact "tables" KL."""
+    if method not in KL_METHODS:
+        raise ConfigError(f"unknown KL method {method!r}; use {', '.join(KL_METHODS)}")
     if isinstance(p, (list, tuple, Tensor)) or isinstance(q, (list, tuple, Tensor)):
-        return kl_tables(p, q)
-    if method in ("auto", "closed-form"):
-        fn = _lookup(p, q)
-        if fn is not None:
-            with torch.no_grad():
-                return fn(p, q)
+        return Estimate.exact(kl_tables(p, q), "exact (probability tables)")
+    if method in ("auto", "exact", "closed-form"):
+        est = _closed_form(p, q)
+        if est is not None:
+            return est
         if method == "closed-form":
             raise ConfigError(f"no closed form registered for KL({type(p).__name__} || {type(q).__name__})")
-    if method in ("auto", "enumerate") and p.support in ("binary", "categorical"):
-        return kl_enumerate(p, q, **kwargs)
-    if method in ("auto", "quad") and p.support == "real" and p.n_features == 1:
+    discrete = p.support in ("binary", "categorical")
+    if method == "enumerate" or (method in ("auto", "exact") and discrete):
+        if method != "enumerate" and not _enumerable(p):
+            raise IntractableError(
+                f"the exact KL needs 2^{p.n_features} states (enumeration is limited to n <= {MAX_ENUMERABLE}) and "
+                f"no closed form is registered for KL({type(p).__name__} || {type(q).__name__}); use "
+                "kl_divergence(p, q, method='mc') for a Monte Carlo estimate")
+        return Estimate.exact(kl_enumerate(p, q, **kwargs), "exact enumeration")
+    if method == "exact":
+        raise IntractableError(f"no exact KL for KL({type(p).__name__} || {type(q).__name__}) of {p.support} "
+                               "models; use method='quad' (1-D) or 'mc'")
+    if method == "quad" or (method == "auto" and p.support == "real" and p.n_features == 1):
         return kl_quadrature(p, q, **kwargs)
-    if method in ("auto", "mc"):
-        return kl_monte_carlo(p, q, **kwargs)
-    raise ConfigError(f"unknown or inapplicable KL method {method!r}; use auto, closed-form, enumerate, quad or mc")
+    return kl_monte_carlo(p, q, partition=partition, **kwargs)
 
 
 @torch.no_grad()
@@ -183,54 +253,5 @@ def empirical_kl(model, x: Tensor, kind: str | None = None, batch_size: int = 10
     return {"kl": None if h is None else nll - h, "nll": nll, "entropy": h}
 
 
-#: models with at most this many parameters are evaluated in float64 (so that an exact MLE gives KL = 0 to
-#: ~1e-12 instead of float32 rounding of ~1e-7); larger ones in their own precision
-FLOAT64_EVAL_MAX_PARAMS = 100_000
-
-
-def _is_float64(model) -> bool:
-    return any(p.dtype == torch.float64 for p in model.parameters())
-
-
-def float64_copy(model):
-    """A float64 copy of a small normalised model (<= FLOAT64_EVAL_MAX_PARAMS parameters) for exact sums;
-    large models, and energy models (which compute log Z in float64 themselves and cache it), are returned as
-    they are."""
-    from genlearn.models.base import EnergyModel
-
-    if isinstance(model, EnergyModel) or sum(p.numel() for p in model.parameters()) > FLOAT64_EVAL_MAX_PARAMS:
-        return model
-    import copy
-
-    return copy.deepcopy(model).double()
-
-
-@torch.no_grad()
-def mean_nll(model, x: Tensor, batch_size: int = 10_000, member: int | None = None, progress: bool = False,
-             desc: str = "NLL") -> float:
-    """-(1/M) sum_m log P(x_m|theta) in nats per example, accumulated in float64; with `member` = k, the NLL of
-    ensemble member k alone (model.member_log_prob: one mask of a MADE, one ordering of a NADE ensemble).
-    A whole ensemble of K members goes through in chunks of batch_size / K rows (the same chunks with or without
-    `progress`, a tqdm bar over the rows named `desc`)."""
-    if x.shape[0] == 0:
-        raise DataError("cannot evaluate the likelihood of an empty data set")
-    model = float64_copy(model)
-    if torch.is_floating_point(x) and _is_float64(model):
-        x = x.double()
-    if member is None:
-        batch_size = max(1, batch_size // int(getattr(model, "ensemble_size", 1)))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=x.shape[0], desc=desc, unit="row", unit_scale=True, leave=False, mininterval=0.5)
-    total = 0.0
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        lp = model.log_prob(xb) if member is None else model.member_log_prob(xb, member)
-        total += float(lp.double().sum())
-        if bar is not None:
-            bar.update(xb.shape[0])
-    if bar is not None:
-        bar.close()
-    return -total / x.shape[0]
+__all__ = ["KL_METHODS", "empirical_kl", "kl_divergence", "kl_enumerate", "kl_monte_carlo", "kl_quadrature",
+           "kl_tables", "mean_nll", "register_kl"]

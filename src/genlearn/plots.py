@@ -59,3 +59,19 @@ def sample_grid(samples: torch.Tensor, image_shape: tuple[int, int], path: Path,
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_filters(model, path, image_shape: tuple[int, int] | None = None, n: int = 100, title: str | None = None):
+    """The weights of the first `n` hidden units of an RBM (columns of W, one image each, scaled to [0, 1] per
+    unit) as a PNG grid; image_shape defaults to a square side sqrt(V)."""
+    from genlearn.errors import ConfigError
+
+    W = model.weight.detach().float()[:, : min(n, model.n_hidden)].T
+    if image_shape is None:
+        side = int(round(math.sqrt(model.n_visible)))
+        if side * side != model.n_visible:
+            raise ConfigError(f"cannot show {model.n_visible} visible units as a square image; give image_shape")
+        image_shape = (side, side)
+    lo, hi = W.min(1, keepdim=True).values, W.max(1, keepdim=True).values
+    return sample_grid((W - lo) / (hi - lo).clamp_min(1e-12), image_shape, path,
+                       title or f"RBM filters (first {W.shape[0]} hidden units)")

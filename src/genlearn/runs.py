@@ -16,8 +16,10 @@ from genlearn.data.dataset import Dataset
 from genlearn.data.registry import load_dataset
 from genlearn.errors import ConfigError, RunError
 from genlearn.learning import checkpoint as ckpt
+from genlearn.learning.legacy import rule_record
+from genlearn.learning.rules import LearningRule, make_rule, rule_from_record
 from genlearn.learning.trainer import TrainConfig, Trainer
-from genlearn.models.registry import build_from_config, build_model, get_spec
+from genlearn.models.registry import build_from_config, build_model, get_spec, rule_for
 
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
@@ -32,6 +34,8 @@ class Run:
     metrics: dict
     dir: Path | None = None
     dataset: Dataset | None = None
+    #: the learning rule the model was trained with (with its final state), when the run was fitted here
+    rule: LearningRule | None = None
 
     def log_prob(self, x):
         return self.model.log_prob(self.model.check_input(x))
@@ -61,18 +65,39 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _rule_for(model_name: str, options: dict) -> LearningRule:
+    """The learning rule family `model_name` learns with under these options (the family's ModelSpec.rule)."""
+    name, settings = rule_for(model_name, **options)
+    return make_rule(name, settings)
+
+
+def _as_rule(rule) -> LearningRule:
+    """A LearningRule from what `fit(rule=...)` accepts: a LearningRule, a registered name, or (name, settings)."""
+    if isinstance(rule, LearningRule):
+        return rule
+    if isinstance(rule, str):
+        return make_rule(rule)
+    if isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str):
+        return make_rule(rule[0], rule[1])
+    raise ConfigError(f"rule must be a LearningRule, a rule name or (name, settings), got {rule!r}")
+
+
 def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False, data_dir=None,
         partition: str = "auto", partition_options: dict | None = None, callbacks=None, plots: bool = True,
-        recipe: dict | None = None, **kwargs) -> Run:
+        recipe: dict | None = None, rule=None, **kwargs) -> Run:
     """Fit `model` (a CLI name such as "product-bernoulli", or a GenerativeModel) to `data` (a spec such as
     "coin:p=0.3,n=1000", a path, or a Dataset) by minimising D_KL(Q^||P_theta).
 
     Keyword arguments are TrainConfig fields (epochs, lr, optimizer, batch_size, ...) or model options
-    (hidden, components, ...). `partition` / `partition_options` say how log Z of an energy model is obtained
+    (hidden, components, k, em, ...). How the model learns is a learning rule (genlearn.learning.rules): for a
+    family name it comes from the family's options (e.g. k, persistent for an RBM, em for a mixture); for a model
+    instance pass `rule` (a LearningRule, a rule name, or (name, settings); default: the rule its family learns
+    with under default options, e.g. CD-1 for an RBM, else "maximum-likelihood").
+    `partition` / `partition_options` say how log Z of an energy model is obtained
     for the final metrics (auto = exact when enumerable, else AIS; e.g. {"steps": 100000}). With `out`, the run
     is checkpointed there every epoch; `resume=True` continues the run in `out` exactly where it stopped (pass
     a larger `epochs` to train longer). `recipe` ({"name", "overrides"}) is recorded in the run when the settings
-    came from a recipe (genlearn.recipes)."""
+    came from a recipe (genlearn.recipes). A resumed run continues with the rule recorded in its checkpoint."""
     t_start = time.perf_counter()
     train_kwargs, model_options = _split_kwargs(kwargs)
     out = Path(out) if out is not None else None
@@ -84,6 +109,10 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
             data or meta["data_spec"], data_dir if data_dir is not None else meta.get("data_dir"))
         model_name = meta["model"]
         model_obj = build_from_config(model_name, meta["model_config"])
+        if rule is not None:
+            raise ConfigError("a resumed run continues with the learning rule recorded in its checkpoint; "
+                              "do not pass rule=")
+        rule_obj = rule_from_record(rule_record(meta))
         cfg_dict = {**meta["train_config"], **train_kwargs}
         run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe")
                     if k in meta}
@@ -93,10 +122,20 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
             model_name = model
             model_obj = build_model(model, dataset, **model_options)
             defaults = get_spec(model).train_defaults
+            if rule is None:
+                rule_obj = _rule_for(model, model_options)
+            else:
+                rule_obj = _as_rule(rule)
+                default = rule_for(model)
+                if rule_for(model, **model_options) != default:
+                    given = sorted(k for k, v in model_options.items() if rule_for(model, **{k: v}) != default)
+                    raise ConfigError(f"the learning option(s) {', '.join(given) or 'given'} of {model!r} and rule= "
+                                      "both say how it learns; give one of them")
         else:
             if model_options:
                 raise ConfigError(f"unknown setting(s) {', '.join(sorted(model_options))} for a model instance")
             model_obj, model_name, defaults = model, model.name, {}
+            rule_obj = _default_rule(model) if rule is None else _as_rule(rule)
         cfg_dict = {**defaults, **train_kwargs}
         run_meta = {"model": model_name, "dataset": dataset.name,
                     "data_spec": data if isinstance(data, str) else None,
@@ -111,11 +150,22 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         if x is not None:
             model_obj.check_input(x)
     cfg = TrainConfig.from_dict(cfg_dict)
-    trainer = Trainer(model_obj, dataset, cfg, out, run_meta, callbacks)
+    trainer = Trainer(model_obj, dataset, cfg, out, run_meta, callbacks, rule=rule_obj)
     if resume:
         trainer.restore(tensors, meta)
     trainer.fit()
     return _finish(trainer, dataset, out, partition, partition_options or {}, plots, t_start)
+
+
+def _default_rule(model):
+    """The learning rule of a model instance's family under its default options (maximum likelihood for a model
+    of no registered family)."""
+    from genlearn.models.registry import list_models
+
+    specs = {spec.name: spec for spec in list_models()}
+    if model.name in specs and isinstance(model, specs[model.name].cls):
+        return _as_rule(rule_for(model.name))
+    return make_rule("maximum-likelihood")
 
 
 def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str, partition_options: dict,
@@ -132,8 +182,9 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
                "stopped_early": trainer.state.stopped_early, "best_epoch": trainer.state.best_epoch,
                "out_of_time": trainer.state.out_of_time}
     metrics.update(evaluate(model, dataset, partition=partition, progress=trainer.cfg.progress, **partition_options))
-    if hasattr(model, "describe_training"):
-        metrics.update(model.describe_training())
+    metrics["evaluation"] = {"partition": partition, **partition_options}
+    metrics["rule"] = trainer.rule.record()
+    metrics.update(trainer.rule.describe())
     metrics["units"] = "nats per example (bits_per_dim in bits per dimension)"
     metrics["train_seconds"] = trainer.state.train_seconds
     metrics["wall_seconds"] = time.perf_counter() - t_start
@@ -144,7 +195,7 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
         ckpt.write_json(out / METRICS_FILE, _finite(metrics))
         if plots:
             write_plots(model, dataset, trainer.state.history, out)
-    return Run(model, _finite(metrics), out, dataset)
+    return Run(model, _finite(metrics), out, dataset, trainer.rule)
 
 
 def write_plots(model, dataset: Dataset, history: list, out: Path) -> None:
@@ -169,13 +220,15 @@ def _finite(obj):
 
 
 def load_run(directory) -> Run:
-    """Reopen a fitted run: its model (with log_prob / sample) and its metrics."""
+    """Reopen a fitted run: its model (with log_prob / sample), its metrics, and the learning rule it trained
+    with (with the rule's state at the last checkpoint)."""
     import json
 
     directory = Path(directory)
     if not directory.is_dir():
         raise RunError(f"no run folder at {directory}")
-    tensors, meta = ckpt.load_checkpoint(directory)
+    # a published run holds the final parameters (model.safetensors) and no training state
+    tensors, meta = ckpt.load_checkpoint(directory, tensors_required=not (directory / MODEL_FILE).exists())
     model = build_from_config(meta["model"], meta["model_config"])
     if (directory / MODEL_FILE).exists():
         try:
@@ -192,6 +245,13 @@ def load_run(directory) -> Run:
             metrics = json.loads((directory / METRICS_FILE).read_text())
         except json.JSONDecodeError as exc:
             raise RunError(f"{directory / METRICS_FILE} is not valid JSON ({exc})") from None
-    run = Run(model, metrics, directory)
+    rule = rule_from_record(rule_record(meta))
+    if "rule" in meta:
+        rule.load_state_tensors({k[5:]: v for k, v in tensors.items() if k.startswith("rule.")})
+    else:
+        from genlearn.learning.legacy import legacy_rule_state
+
+        rule.load_state_tensors(legacy_rule_state(tensors))
+    run = Run(model, metrics, directory, rule=rule)
     run.meta = meta
     return run

@@ -6,10 +6,11 @@ intercept_hidden_, intercept_visible_; fit, partial_fit, transform, gibbs) backe
 with what scikit-learn's lacks:
 
 - `score_samples(X)` returns the real per-example log-likelihood log P(x) = -F(x) - log Z in nats (not the
-  pseudo-likelihood). log Z is exact (enumerating the smaller layer, float64) when min(n_features,
-  n_components) <= 20, else estimated by AIS from the data base rate (14,500 temperatures, 100 chains by default;
-  `ais_steps`, `ais_chains`) with reverse AIS; the estimate used is in `log_z_` after the first scoring call
-  (value, stderr, lower, upper, method). `score(X)` is the mean of score_samples (nats per example).
+  pseudo-likelihood). log Z comes from the likelihood policy (`genlearn.likelihood`): exact (enumerating the
+  smaller layer, float64) when it has at most 25 units and n 2^m <= 2^35 terms, else estimated by AIS from the
+  data base rate (14,500 temperatures, 100 chains by default; `ais_steps`, `ais_chains`) with reverse AIS; the
+  estimate used is in `log_z_` after the first scoring call (value, stderr, lower, upper, method). `score(X)`
+  is the mean of score_samples (nats per example).
 - `sample(n_samples)` draws from the model by Gibbs sampling from random states (scikit-learn cannot).
 
 Training matches scikit-learn's algorithm: PCD-k (k=1 by default) with `batch_size` persistent chains and plain
@@ -31,9 +32,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from genlearn.models.rbm import RBM
 from genlearn.numerics import sample_bernoulli
 
-#: score_samples uses the exact log Z when the smaller layer has at most this many units
-EXACT_SCORE_LIMIT = 20
-
 
 class BernoulliRBM(TransformerMixin, BaseEstimator):
     """Bernoulli RBM with honest likelihoods (see the module docstring).
@@ -48,7 +46,8 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
     random_state : None, int or numpy RandomState; seeds weights, minibatch order and sampling.
     k : Gibbs sweeps per update.
     gradient : "pcd" (scikit-learn's choice), "cd" or "exact" (small models).
-    log_z : "auto" (exact when min(n_features, n_components) <= 20, else AIS), "exact" or "ais".
+    log_z : "auto" (the likelihood policy, genlearn.likelihood: exact when the smaller layer has at most 25 units
+        and n 2^m <= 2^35 terms, else AIS), "exact" or "ais".
     ais_steps, ais_chains : AIS settings (None = the published 14,500 temperatures).
     matmul_precision : "full" or "bfloat16": precision of the training's matrix products (bfloat16 operands
         rounded to 8 significant bits, including gray-level inputs, with float32 accumulation; faster on CPUs
@@ -95,30 +94,35 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
 
     def _new_model(self, n_features: int, rng) -> None:
         self._torch_seed = int(rng.randint(np.iinfo(np.int32).max))
-        self.model_ = RBM(n_features, int(self.n_components), k=int(self.k), gradient=self.gradient,
-                          n_chains=int(self.batch_size), init_std=0.01, seed=self._torch_seed,
-                          matmul_precision=self.matmul_precision)
+        from genlearn.learning.rules import make_rule
+
+        self.model_ = RBM(n_features, int(self.n_components), init_std=0.01, seed=self._torch_seed)
+        if self.gradient == "exact":
+            self._rule = make_rule("rbm-exact-gradient")
+        else:
+            self._rule = make_rule("contrastive-divergence", {
+                "k": int(self.k), "persistent": self.gradient == "pcd", "n_chains": int(self.batch_size),
+                "matmul_precision": self.matmul_precision})
+        self._rule.check(self.model_)
         self._generator = torch.Generator().manual_seed(self._torch_seed)
         self._log_z_cache = []
 
     def _sgd_pass(self, x: torch.Tensor, order: torch.Tensor | None) -> None:
-        model, lr = self.model_, float(self.learning_rate)
+        """One pass of plain SGD, theta <- theta - learning_rate * g, with g the learning rule's estimate of the KL
+        gradient on each minibatch (PCD-k / CD-k, or the exact gradient)."""
+        model, lr, rule = self.model_, float(self.learning_rate), self._rule
         params = (model.weight, model.visible_bias, model.hidden_bias)
         bs = int(self.batch_size)
         n = x.shape[0]
         with torch.no_grad():
             for start in range(0, n, bs):
                 batch = x[order[start:start + bs]] if order is not None else x[start:start + bs]
-                if self.gradient == "exact":
-                    for p in params:
-                        p.grad = None
-                    with torch.enable_grad():
-                        model.loss(batch).backward()
-                    grads = [p.grad for p in params]
-                else:
-                    _, *grads = model.cd_gradient(batch, self._generator)
-                for p, g in zip(params, grads):
-                    p.sub_(g, alpha=lr)  # gradient of the KL estimate: step downhill
+                for p in params:
+                    p.grad = None
+                rule.compute_gradient(model, batch, self._generator)
+                for p in params:
+                    p.sub_(p.grad, alpha=lr)  # gradient of the KL estimate: step downhill
+                    p.grad = None
 
     def _sync(self) -> None:
         m = self.model_
@@ -178,12 +182,10 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         """The log Z estimate used by score_samples (an Estimate; cached until the next fit)."""
         check_is_fitted(self)
         if not self._log_z_cache:
-            m = min(self.model_.n_visible, self.model_.n_hidden)
-            method = self.log_z
-            if method == "auto":
-                method = "exact" if m <= EXACT_SCORE_LIMIT else "ais"
-            est = self.model_.log_partition(method=method, steps=self.ais_steps, chains=int(self.ais_chains),
-                                            seed=self._torch_seed)
+            from genlearn.likelihood import log_partition
+
+            est = log_partition(self.model_, self.log_z, steps=self.ais_steps, chains=int(self.ais_chains),
+                                seed=self._torch_seed)
             self._log_z_cache.append(est)
         return self._log_z_cache[0]
 
@@ -231,16 +233,18 @@ class DensityEstimator(BaseEstimator):
     Parameters
     ----------
     model : a family name from `genlearn models` ("product-bernoulli", "mixture", "made", "gaussian", ...).
-    options : dict of the family's options (e.g. {"components": 20}); None for its defaults.
-    epochs, learning_rate, optimizer, batch_size : the learning equation's settings (see TrainConfig).
+    options : dict of the family's options (e.g. {"components": 20}), checked against the family's typed config
+        (`genlearn fit FAMILY --help` lists them); None for its defaults.
+    epochs, learning_rate, optimizer, batch_size : the learning equation's settings (see TrainConfig); None takes
+        the family's own training default (the same as `genlearn fit FAMILY`), then TrainConfig's.
     random_state : None or int; seeds the initialisation, minibatches and sampling.
 
     `score_samples(X)` is log P(x|theta) in nats per row (exact for normalised families; for energy models
     -F(x) - log Z with log Z exact when enumerable, else AIS); `score(X)` its mean; `sample(n)` draws rows.
     """
 
-    def __init__(self, model="product-bernoulli", *, options=None, epochs=100, learning_rate=0.05,
-                 optimizer="adam", batch_size=100, random_state=None, verbose=0):
+    def __init__(self, model="product-bernoulli", *, options=None, epochs=100, learning_rate=None,
+                 optimizer=None, batch_size=100, random_state=None, verbose=0):
         self.model = model
         self.options = options
         self.epochs = epochs
@@ -258,7 +262,8 @@ class DensityEstimator(BaseEstimator):
         """Fit the family to the rows of X (n_samples x n_features) by the trainer of `genlearn fit`."""
         from genlearn.data.dataset import Dataset
         from genlearn.learning import TrainConfig, Trainer
-        from genlearn.models.registry import build_model, get_spec
+        from genlearn.learning.rules import make_rule
+        from genlearn.models.registry import build_model, get_spec, rule_for
 
         x = self._tensor(X, reset=True)
         spec = get_spec(self.model)
@@ -270,26 +275,26 @@ class DensityEstimator(BaseEstimator):
         model.check_input(x)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         torch.manual_seed(seed)
-        config = TrainConfig(epochs=int(self.epochs), lr=float(self.learning_rate), optimizer=self.optimizer,
-                             batch_size=None if self.batch_size is None else int(self.batch_size), seed=seed,
-                             progress=bool(self.verbose))
-        Trainer(model, dataset, config).fit()
+        given = {"epochs": self.epochs, "lr": self.learning_rate, "optimizer": self.optimizer,
+                 "batch_size": self.batch_size}
+        settings = {**spec.train_defaults, **{k: v for k, v in given.items() if v is not None}}
+        if self.batch_size is None:  # None is a value here: the whole training set per step
+            settings["batch_size"] = None
+        config = TrainConfig.from_dict({**settings, "seed": seed, "progress": bool(self.verbose)})
+        rule = make_rule(*rule_for(self.model, **(self.options or {})))  # e.g. {"em": True}: the EM rule
+        Trainer(model, dataset, config, rule=rule).fit()
         self.model_ = model.eval()
         self._seed = seed
         return self
 
     def score_samples(self, X):
-        """log P(x|theta) per row, nats."""
-        from genlearn.evaluation import partition_estimate
-        from genlearn.models.base import EnergyModel
+        """log P(x|theta) per row, nats: exact for normalised families, -F(x) - log Z for energy models with log Z
+        from the likelihood policy (exact when enumerable, else AIS)."""
+        from genlearn.likelihood import log_likelihoods
 
         check_is_fitted(self, "model_")
-        x = self.model_.check_input(self._tensor(X, reset=False))
-        with torch.no_grad():
-            if isinstance(self.model_, EnergyModel):
-                log_z = partition_estimate(self.model_, "auto").value
-                return (-self.model_.free_energy(x).double() - log_z).numpy()
-            return self.model_.log_prob(x).double().numpy()
+        log_p, _ = log_likelihoods(self.model_, self._tensor(X, reset=False))
+        return log_p.numpy()
 
     def score(self, X, y=None):
         """Mean log-likelihood per row, nats (higher is better)."""

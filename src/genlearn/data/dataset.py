@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from genlearn.errors import ConfigError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from genlearn.models.base import GenerativeModel
 
 SPLITS = ("train", "valid", "test")
 
@@ -30,7 +26,8 @@ class Dataset:
     test: Tensor | None = None
     image_shape: tuple[int, int] | None = None
     n_categories: int | None = None
-    truth: "GenerativeModel | None" = None
+    #: a genlearn model (log_prob, sample) of the true distribution; typed loosely: data sit below models
+    truth: object | None = None
     settings: dict = field(default_factory=dict)
     #: for dynamic binarization: grey levels in [0, 1] from which train is redrawn every epoch
     train_intensity: Tensor | None = None

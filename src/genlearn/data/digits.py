@@ -7,7 +7,7 @@ import torch
 
 from genlearn.data.binarize import binarize
 from genlearn.data.dataset import Dataset, split_arrays
-from genlearn.data.registry import register_source
+from genlearn.data.sources import register_source
 
 
 @register_source(

@@ -1,5 +1,6 @@
 """The empirical distribution Q^(x) = (1/M) sum_m [x = x_m]: its unique patterns, frequencies and entropy
-H(Q^) = -sum_x Q^(x) log Q^(x) in nats (0 log 0 = 0)."""
+H(Q^) = -sum_x Q^(x) log Q^(x) in nats (0 log 0 = 0). (As a model usable wherever one is:
+`genlearn.models.table.PatternTable.from_samples(x)`.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,14 +41,6 @@ class EmpiricalDistribution:
         """H(Q^) in nats."""
         p = self.probs
         return float(-(p * torch.log(p)).sum())
-
-    def as_model(self):
-        """Q^ as a PatternTable (binary) or Categorical-like table, usable wherever a model is."""
-        from genlearn.models.table import PatternTable
-
-        if self.kind != "binary":
-            raise ValueError("as_model is for binary data")
-        return PatternTable(self.patterns, self.probs)
 
 
 def empirical_entropy(x: Tensor, kind: str = "binary") -> float | None:

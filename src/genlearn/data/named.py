@@ -27,7 +27,7 @@ import torch
 from genlearn.data import formats
 from genlearn.data.dataset import Dataset
 from genlearn.data.files import binarization_record, binarize_splits
-from genlearn.data.registry import register_source
+from genlearn.data.sources import register_source
 from genlearn.errors import ConfigError, DataError
 
 IMAGE_SHAPE = (28, 28)

@@ -1,7 +1,14 @@
 """Synthetic sources whose true distribution Q(X) is known, so the KL to the truth can be reported.
 
 Each draws `n` training samples and `n_test` (default n // 5, at least 1) validation and test samples,
-independently, with `seed`."""
+independently, with `seed`.
+
+The truth of a synthetic source *is* a model (Bernoulli, Categorical, PatternTable, ProductBernoulli, Gaussian;
+a BoltzmannMachine in `teacher`): it is what the KL to the truth is computed against and what draws the samples.
+So this module and `teacher` depend on `genlearn.models` and sit above it, with the catalogue
+(`genlearn.data.registry`) that lists them; the model classes are imported inside the source functions so that
+`import genlearn.data` stays light. Nothing below models (files, formats, the Dataset, the empirical
+distribution, the source table) imports them."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +16,7 @@ import itertools
 import torch
 
 from genlearn.data.dataset import Dataset
-from genlearn.data.registry import register_source
+from genlearn.data.sources import register_source
 from genlearn.errors import ConfigError
 
 _COMMON = {"n": (1000, "training sample size"), "n_test": (None, "valid and test sizes (default n // 5)"),

@@ -15,7 +15,7 @@ import math
 import torch
 
 from genlearn.data.dataset import Dataset
-from genlearn.data.registry import register_source
+from genlearn.data.sources import register_source
 from genlearn.data.synthetic import from_truth
 from genlearn.errors import ConfigError
 
@@ -36,13 +36,12 @@ def _nonnegative(value, what: str) -> float:
 
 def teacher_machine(n: int, scale: float = 1.0, field: float = 0.3, seed: int = 0):
     """The random teacher BoltzmannMachine (spins=True) described in the module docstring."""
-    from genlearn.models.boltzmann import MAX_EXACT_UNITS, BoltzmannMachine
+    from genlearn.models.boltzmann import BoltzmannMachine
 
     g = torch.Generator().manual_seed(_TEACHER_SEED_OFFSET + int(seed))
     h = torch.randn(n, generator=g, dtype=torch.float64) * field
     upper = torch.triu(torch.randn(n, n, generator=g, dtype=torch.float64), 1) * (scale / math.sqrt(n))
-    gradient = "exact" if n <= MAX_EXACT_UNITS else "pcd"
-    return BoltzmannMachine(n, spins=True, gradient=gradient).set_parameters(h, upper + upper.T)
+    return BoltzmannMachine(n, spins=True).set_parameters(h, upper + upper.T)
 
 
 @register_source(

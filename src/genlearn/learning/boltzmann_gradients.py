@@ -12,14 +12,17 @@ the surrogate loss
     L(theta) = <E_theta>_{m_data, C_data} - <E_theta>_{m_model, C_model}   (model moments held fixed),
 
 whose autograd gradient is exactly <dE/dtheta>_data - <dE/dtheta>_model with the model moments of the chosen
-estimator, so the generic Trainer (any optimizer) runs the learning equation unchanged. The estimators:
+estimator, so the generic Trainer (any optimizer) runs the learning equation unchanged. The estimators are
+objects that hold their settings (k, n_chains, mf_iterations) and their state (persistent chains, the last
+mean-field magnetisation); the "boltzmann-moments" rule of genlearn.learning.rules wraps them:
 
 - `ExactGradient` (gradient="exact"): model moments by enumeration of {0,1}^n (float64, n <= 24). The loss
   value is the exact batch NLL in nats, mean E(x) + log Z.
 - `ContrastiveDivergence` ("gibbs", CD-k): moments of k Gibbs sweeps started at the data batch. Value: the
   energy gap <E>_data - <E>_samples (nats), not a likelihood. Biased (the chains do not reach P).
 - `PersistentContrastiveDivergence` ("pcd"): moments of `n_chains` persistent chains advanced by k sweeps per
-  step (kept in the model's `chains` buffer, so checkpoints resume exactly). Same value as CD.
+  step (kept by the estimator and checkpointed by the "boltzmann-moments" learning rule, so --resume continues
+  exactly). Same value as CD.
 - `MeanFieldGradient` ("mean-field", "tap"): magnetisations from the naive (or TAP, Onsager-corrected)
   mean-field equations and correlations from linear response; an approximation, exact only as couplings -> 0.
   TAP moments are more accurate at given parameters, but TAP learning is unstable once couplings are strong
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlearn.errors import ConfigError
+from genlearn.models.boltzmann import mean_field_magnetizations
 
 
 def data_moments(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -61,6 +65,18 @@ class ExactGradient:
         e_data, e_model = model.mean_energy(m_data, c_data), model.mean_energy(m, c)
         return e_data - e_model + e_model.detach() + log_z
 
+    def state_tensors(self) -> dict:
+        return {}
+
+    def load_state_tensors(self, tensors: dict) -> None:
+        _no_state(self, tensors)
+
+
+def _no_state(estimator, tensors: dict) -> None:
+    if tensors:
+        raise ConfigError(f"the {estimator.name!r} Boltzmann gradient keeps no state, but the checkpoint holds "
+                          f"{', '.join(sorted(tensors))}")
+
 
 class ContrastiveDivergence:
     """CD-k: model moments from k Gibbs sweeps of chains started at the batch rows."""
@@ -68,46 +84,53 @@ class ContrastiveDivergence:
     name = "gibbs"
     objective = "maximum likelihood, CD-k gradient (k Gibbs sweeps from the data); loss = energy gap"
 
+    def __init__(self, k: int = 1):
+        self.k = k
+
     def loss(self, model, x: Tensor, generator=None) -> Tensor:
-        samples = model.gibbs(x, model.k, generator)
+        samples = model.gibbs(x, self.k, generator)
         return moment_matching_loss(model, x, *data_moments(samples))
+
+    def state_tensors(self) -> dict:
+        return {}
+
+    def load_state_tensors(self, tensors: dict) -> None:
+        _no_state(self, tensors)
 
 
 class PersistentContrastiveDivergence:
-    """PCD-k: model moments from `n_chains` persistent chains (uniform random start), k sweeps per step."""
+    """PCD-k: model moments from `n_chains` persistent chains, k sweeps per step. The chains (n_chains x n, in
+    the parameters' dtype) start uniformly at random, x ~ Bernoulli(1/2), at the first step."""
 
     name = "pcd"
     objective = "maximum likelihood, PCD gradient (persistent Gibbs chains); loss = energy gap"
 
+    def __init__(self, k: int = 1, n_chains: int = 100):
+        self.k, self.n_chains = k, n_chains
+        self.chains: Tensor | None = None
+
     def loss(self, model, x: Tensor, generator=None) -> Tensor:
         with torch.no_grad():
-            if not bool(model.chains_ready):
-                init = torch.bernoulli(torch.full(model.chains.shape, 0.5, dtype=torch.float32), generator=generator)
-                model.chains.copy_(init.to(model.chains.dtype))
-                model.chains_ready.fill_(True)
-            chains = model.gibbs(model.chains, model.k, generator)
-            model.chains.copy_(chains.to(model.chains.dtype))
+            dtype = model.bias.dtype
+            if self.chains is None:
+                init = torch.bernoulli(torch.full((self.n_chains, model.n_features), 0.5, dtype=torch.float32),
+                                       generator=generator)
+                self.chains = init.to(dtype)
+            elif self.chains.shape != (self.n_chains, model.n_features):
+                raise ConfigError(f"the persistent chains have shape {tuple(self.chains.shape)}, but the rule has "
+                                  f"n_chains={self.n_chains} for {model.n_features} units")
+            chains = model.gibbs(self.chains.to(dtype), self.k, generator)
+            self.chains = chains.to(dtype)
         return moment_matching_loss(model, x, *data_moments(chains))
 
+    def state_tensors(self) -> dict:
+        return {} if self.chains is None else {"chains": self.chains}
 
-@torch.no_grad()
-def mean_field_magnetizations(h: Tensor, J: Tensor, init: Tensor, iterations: int = 200, tap: bool = False,
-                              damping: float = 0.5, tol: float = 1e-10) -> Tensor:
-    """Damped fixed-point iteration of the spin mean-field equations, float64:
-    naive  M_i = tanh(h_i + sum_j J_ij M_j);
-    TAP    M_i = tanh(h_i + sum_j J_ij M_j - M_i sum_j J_ij^2 (1 - M_j^2))  (Onsager reaction term)."""
-    mag = init.clone().double()
-    J2 = J * J
-    for _ in range(iterations):
-        field = h + J @ mag
-        if tap:
-            field = field - mag * (J2 @ (1 - mag * mag))
-        new = torch.tanh(field)
-        change = float((new - mag).abs().max()) if mag.numel() else 0.0
-        mag = damping * mag + (1 - damping) * new
-        if change < tol:
-            break
-    return mag
+    def load_state_tensors(self, tensors: dict) -> None:
+        unknown = set(tensors) - {"chains"}
+        if unknown:
+            raise ConfigError(f"unknown PCD state {', '.join(sorted(unknown))} in the checkpoint")
+        self.chains = tensors["chains"].clone() if "chains" in tensors else None
 
 
 @torch.no_grad()
@@ -133,22 +156,35 @@ def linear_response_moments(h: Tensor, J: Tensor, mag: Tensor, tap: bool = False
 
 
 class MeanFieldGradient:
-    """Model moments from (naive or TAP) mean field + linear response; warm-started from the last solution
-    (kept in the model's `mf_magnetization` buffer). An approximation of the KL gradient."""
+    """Model moments from (naive or TAP) mean field + linear response, at most `iterations` damped fixed-point
+    iterations per step, warm-started from the last solution (`magnetization`, n spins in the parameters'
+    dtype, starting at 0). An approximation of the KL gradient."""
 
-    def __init__(self, tap: bool = False):
-        self.tap = tap
+    def __init__(self, tap: bool = False, iterations: int = 200):
+        self.tap, self.iterations = tap, iterations
         self.name = "tap" if tap else "mean-field"
         self.objective = ("approximate maximum likelihood: " + ("TAP" if tap else "naive") +
                           " mean-field magnetisations with linear-response correlations; loss = energy gap")
+        self.magnetization: Tensor | None = None
 
     def loss(self, model, x: Tensor, generator=None) -> Tensor:
         with torch.no_grad():
+            if self.magnetization is None:
+                self.magnetization = torch.zeros(model.n_features, dtype=model.bias.dtype)
             h, J = (t.detach().double() for t in model.spin_params())
-            mag = mean_field_magnetizations(h, J, model.mf_magnetization, model.mf_iterations, self.tap)
-            model.mf_magnetization.copy_(mag.to(model.mf_magnetization.dtype))
+            mag = mean_field_magnetizations(h, J, self.magnetization, self.iterations, self.tap)
+            self.magnetization = mag.to(self.magnetization.dtype)
             m, c = linear_response_moments(h, J, mag, self.tap)
         return moment_matching_loss(model, x, m, c)
+
+    def state_tensors(self) -> dict:
+        return {} if self.magnetization is None else {"magnetization": self.magnetization}
+
+    def load_state_tensors(self, tensors: dict) -> None:
+        unknown = set(tensors) - {"magnetization"}
+        if unknown:
+            raise ConfigError(f"unknown mean-field state {', '.join(sorted(unknown))} in the checkpoint")
+        self.magnetization = tensors["magnetization"].clone() if "magnetization" in tensors else None
 
 
 class PseudoLikelihood:
@@ -163,23 +199,32 @@ class PseudoLikelihood:
         x = x.to(b.dtype)
         return F.binary_cross_entropy_with_logits(x @ W + b, x, reduction="none").sum(1).mean()
 
+    def state_tensors(self) -> dict:
+        return {}
 
-def make_estimator(model):
-    """The estimator object for `model.gradient`."""
-    name = model.gradient
+    def load_state_tensors(self, tensors: dict) -> None:
+        _no_state(self, tensors)
+
+
+#: the estimators (the "boltzmann-moments" rule's `estimator` setting, the CLI's `--gradient`)
+ESTIMATORS = ("exact", "gibbs", "pcd", "mean-field", "tap", "pseudo-likelihood")
+
+
+def make_estimator(name: str, k: int = 1, n_chains: int = 100, mf_iterations: int = 200):
+    """A fresh estimator object (no state yet) for `name` in ESTIMATORS."""
     if name == "exact":
         return ExactGradient()
     if name == "gibbs":
-        return ContrastiveDivergence()
+        return ContrastiveDivergence(k)
     if name == "pcd":
-        return PersistentContrastiveDivergence()
+        return PersistentContrastiveDivergence(k, n_chains)
     if name in ("mean-field", "tap"):
-        return MeanFieldGradient(tap=name == "tap")
+        return MeanFieldGradient(tap=name == "tap", iterations=mf_iterations)
     if name == "pseudo-likelihood":
         return PseudoLikelihood()
-    raise ConfigError(f"unknown Boltzmann-machine gradient {name!r}")
+    raise ConfigError(f"unknown Boltzmann-machine gradient {name!r}; choose one of {', '.join(ESTIMATORS)}")
 
 
-__all__ = ["ContrastiveDivergence", "ExactGradient", "MeanFieldGradient", "PersistentContrastiveDivergence",
-           "PseudoLikelihood", "data_moments", "linear_response_moments", "make_estimator",
-           "mean_field_magnetizations", "moment_matching_loss"]
+__all__ = ["ESTIMATORS", "ContrastiveDivergence", "ExactGradient", "MeanFieldGradient",
+           "PersistentContrastiveDivergence", "PseudoLikelihood", "data_moments", "linear_response_moments",
+           "make_estimator", "mean_field_magnetizations", "moment_matching_loss"]

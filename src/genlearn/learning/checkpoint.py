@@ -80,14 +80,16 @@ def save_checkpoint(directory: Path, tensors: dict, meta: dict) -> None:
     write_json(directory / META, meta)
 
 
-def load_checkpoint(directory: Path) -> tuple[dict, dict]:
+def load_checkpoint(directory: Path, tensors_required: bool = True) -> tuple[dict, dict]:
+    """(tensors, meta) of the checkpoint in `directory`. With tensors_required=False a folder holding only
+    checkpoint.json (a published run: final parameters in model.safetensors, no optimizer state) gives ({}, meta)."""
     directory = Path(directory)
     meta_path, tensor_path = directory / META, directory / TENSORS
-    if not meta_path.exists() or not tensor_path.exists():
+    if not meta_path.exists() or (tensors_required and not tensor_path.exists()):
         raise RunError(f"{directory} holds no checkpoint ({META} and {TENSORS}); is it a `genlearn fit` output folder?")
     try:
         meta = json.loads(meta_path.read_text())
-        tensors = load_file(str(tensor_path))
+        tensors = load_file(str(tensor_path)) if tensor_path.exists() else {}
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         raise RunError(f"the checkpoint in {directory} is unreadable or truncated ({exc}); refit the model") from None
     return tensors, meta

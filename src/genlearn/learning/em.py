@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from genlearn.errors import ConfigError, DataError
+from genlearn.models.mixture import component_log_probs, mixture_log_prob
 from genlearn.numerics import column_means
 
 EPS = 1e-10
@@ -57,17 +58,6 @@ class EMStats:
         self.sums += other.sums
         self.log_lik += other.log_lik
         self.count += other.count
-
-
-def component_log_probs(x: Tensor, logits: Tensor) -> Tensor:
-    """log P_k(x_m) = x_m . l_k + sum_i log sigmoid(-l_ki), shape (M, K), in the dtype of `logits`."""
-    x = x.to(logits.dtype)
-    return x @ logits.T + torch.nn.functional.logsigmoid(-logits).sum(-1)
-
-
-def mixture_log_prob(x: Tensor, log_weights: Tensor, logits: Tensor) -> Tensor:
-    """log P(x_m) = logsumexp_k [log pi_k + log P_k(x_m)], shape (M,)."""
-    return torch.logsumexp(component_log_probs(x, logits) + log_weights, dim=-1)
 
 
 @torch.no_grad()
@@ -188,7 +178,7 @@ def fit_em(model, x: Tensor, iterations: int = 100, tol: float = 1e-6, smoothing
     """Fit a MixtureOfBernoulli `model` to binary data x (M, n) by EM, in place; returns an EMResult.
 
     iterations: maximum number of EM steps; tol: stop when the objective per example improves by less than
-    tol nats; smoothing / weight_smoothing: Beta / Dirichlet pseudo-counts (default: the model's settings);
+    tol nats; smoothing / weight_smoothing: Beta / Dirichlet pseudo-counts (default 0: maximum likelihood);
     valid: optional validation data: its NLL is recorded, the parameters of the best valid NLL are returned,
     and `patience` stops after that many iterations without improvement; init: "data" re-initialises the
     means from random training examples (see MixtureOfBernoulli.init_from_data), None keeps the current
@@ -201,8 +191,8 @@ def fit_em(model, x: Tensor, iterations: int = 100, tol: float = 1e-6, smoothing
     x = _check(model, x, "training data")
     if valid is not None:
         valid = _check(model, valid, "validation data")
-    a = model.smoothing if smoothing is None else float(smoothing)
-    a_pi = model.weight_smoothing if weight_smoothing is None else float(weight_smoothing)
+    a = 0.0 if smoothing is None else float(smoothing)
+    a_pi = 0.0 if weight_smoothing is None else float(weight_smoothing)
     if a < 0 or a_pi < 0:
         raise ConfigError("smoothing pseudo-counts must be >= 0")
     if init == "data":

@@ -1,22 +1,25 @@
 """The learning equation theta <- theta - eps * dD_KL(Q^||P_theta)/dtheta, for every model family.
 
-The trainer knows nothing of families: it asks the model for `loss(batch, generator)` (whose gradient is the
-KL gradient, exact or estimated) or, when the model has it, `write_gradient(batch, generator)` (which sets
-p.grad to that gradient directly and returns the objective value), steps the optimizer, and after each epoch
+The trainer knows nothing of families: it asks its learning rule (genlearn.learning.rules.LearningRule; by
+default "maximum-likelihood", autograd of model.loss) for the gradient of every batch, which the rule writes to
+p.grad (the KL gradient, exact or estimated), steps the optimizer (unless the rule sets the parameters itself,
+as EM does), calls the rule's end_epoch after the last batch, checkpoints the rule's state, and after each epoch
 records the history (train NLL and empirical KL D_KL(Q^||P) = NLL - H(Q^), valid NLL, and the exact KL to the
 truth when known), writes a checkpoint, and applies early stopping on the validation NLL."""
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from genlearn import options
 from genlearn.errors import ConfigError, IntractableError, NumericalError
 from genlearn.learning import checkpoint as ckpt
+from genlearn.options import option
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine", "exponential", "step", "geometric")
@@ -44,26 +47,32 @@ class TrainConfig:
     every N epochs (and always after the last one): a large model's checkpoint (parameters, optimizer moments,
     best parameters) can take longer to write than an epoch takes to run."""
 
-    epochs: int = 100
-    lr: float = 0.1
-    optimizer: str = "gd"
-    batch_size: int | None = None
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    gamma: float = 0.99
-    step_size: int = 10
-    final_lr_fraction: float = 0.01
-    patience: int | None = None
-    max_minutes: float | None = None
-    seed: int = 0
-    eval_every: int = 1
-    monitor_ais_steps: int | None = None
-    monitor_ensemble: bool = False
-    monitor_rows: int | None = None
-    keep_best: bool = False
-    checkpoint_every: int = 1
-    progress: bool = True
+    epochs: int = option(100, "passes over the training set", minimum=0)
+    lr: float = option(0.1, "learning rate eps of theta <- theta - eps dD_KL/dtheta")
+    optimizer: str = option("gd", "gd = full-batch gradient descent; sgd/momentum/adam use --batch-size",
+                            choices=OPTIMIZERS)
+    batch_size: int | None = option(None, "minibatch size (default: the whole training set)", minimum=1)
+    momentum: float = option(0.9, "momentum coefficient for --optimizer momentum", minimum=0)
+    weight_decay: float = option(0.0, "L2 penalty added to the gradient", minimum=0)
+    schedule: str = option("constant", "learning-rate schedule (geometric: from --lr to --lr x --final-lr-fraction "
+                           "in equal log steps, over --max-minutes of training time when given, else over the "
+                           "epochs)", choices=SCHEDULES)
+    gamma: float = option(0.99, "decay factor of the exponential/step schedules")
+    step_size: int = option(10, "epochs between decays of the step schedule", minimum=1)
+    final_lr_fraction: float = option(0.01, "geometric schedule: the last rate over --lr")
+    patience: int | None = option(None, "early stopping: epochs without a better valid NLL (default off)", minimum=1)
+    max_minutes: float | None = option(None, "stop after this much training time, in minutes (default no limit)")
+    seed: int = option(0, "random seed; the same seed gives the same run on the same machine")
+    eval_every: int = option(1, "monitor the NLL/KL every N epochs", minimum=1)
+    monitor_ais_steps: int | None = option(None, "RBMs too large for an exact log Z: monitor the train/valid NLL "
+                                           "by forward AIS with this many temperatures (default off)", minimum=1)
+    monitor_ensemble: bool = option(False, "mask/ordering ensembles: monitor the whole ensemble at every "
+                                    "evaluation (default: one member, recorded as *_nll_member)")
+    monitor_rows: int | None = option(None, "monitor on the first N rows of train and valid (default all; the "
+                                      "final metrics always use every row)", minimum=1)
+    keep_best: bool = option(False, "at the end, restore the parameters of the best monitored valid NLL")
+    checkpoint_every: int = option(1, "write the checkpoint every N epochs (and after the last)", minimum=1)
+    progress: bool = option(True, "progress bar", cli=False)
 
     def validate(self) -> "TrainConfig":
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -102,11 +111,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        """From Python values or command-line strings, converted and checked field by field."""
+        return options.parse(cls, d, "training")
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -153,8 +159,17 @@ class Trainer:
     the user, stops training with the last checkpoint intact)."""
 
     def __init__(self, model, dataset, config: TrainConfig, out_dir: Path | None = None,
-                 run_meta: dict | None = None, callbacks: list[Callable] | None = None):
+                 run_meta: dict | None = None, callbacks: list[Callable] | None = None, rule=None):
+        from genlearn.learning.rules import LearningRule, make_rule
+
         self.model, self.dataset, self.cfg = model, dataset, config.validate()
+        if rule is None:
+            rule = make_rule("maximum-likelihood")
+        if not isinstance(rule, LearningRule):
+            raise ConfigError(f"rule must be a LearningRule (genlearn.learning.rules.make_rule), got {rule!r}")
+        rule.check(model)
+        #: the learning rule: how each batch's gradient is obtained, and its state
+        self.rule = rule
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.run_meta = run_meta or {}
         self.callbacks = callbacks or []
@@ -165,11 +180,11 @@ class Trainer:
             raise ConfigError(f"model {model.name!r} has no parameters to learn")
         self.optimizer = make_optimizer(params, self.cfg)
         self._epoch_started: float | None = None
+        self.state = TrainState()
         if self.cfg.schedule == "geometric":
             self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._geometric_factor)
         else:
             self.schedule = make_schedule(self.optimizer, self.cfg)
-        self.state = TrainState()
         self.best_params: dict | None = None
         self._sampler = None
         from genlearn.data.empirical import empirical_entropy
@@ -196,15 +211,12 @@ class Trainer:
         self.model.train()
         x = self.dataset.redraw_train(self.generator)
         losses, sizes = [], []
-        write_gradient = getattr(self.model, "write_gradient", None)
+        rule, step = self.rule, self.rule.uses_optimizer
         for batch in self._batches(x):
-            if write_gradient is not None:  # a hand-computed gradient (no autograd graph), e.g. the RBM's CD-k
-                loss = write_gradient(batch, generator=self.generator)
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = self.model.loss(batch, generator=self.generator)
-                loss.backward()
-            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = rule.compute_gradient(self.model, batch, self.generator)
+            if step:
+                self.optimizer.step()
             self.state.step += 1
             # no per-minibatch synchronisation: the values are summed once per epoch (a non-finite loss shows
             # there, and non-finite parameters are caught just below either way)
@@ -219,8 +231,9 @@ class Trainer:
         for name, p in self.model.named_parameters():
             if not torch.isfinite(p).all():
                 self._diverged(f"parameter {name!r} became non-finite")
-        self.model.on_epoch_end(x)
-        self.schedule.step()
+        rule.end_epoch(self.model, x)
+        if step:  # a rule that sets the parameters itself (EM) has no use for the rate
+            self.schedule.step()
         self._epoch_started = None
         return total / max(count, 1)
 
@@ -229,7 +242,7 @@ class Trainer:
         budget is set, else epochs_done / (epochs - 1); p is clipped to [0, 1]."""
         cfg = self.cfg
         if cfg.max_minutes is not None:
-            seconds = getattr(self, "state", TrainState()).train_seconds
+            seconds = self.state.train_seconds
             if self._epoch_started is not None:  # called at the end of an epoch, before train_seconds counts it
                 seconds += time.perf_counter() - self._epoch_started
             progress = seconds / (60.0 * cfg.max_minutes)
@@ -256,18 +269,24 @@ class Trainer:
     # -- monitoring ------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, mean_loss: float) -> dict:
-        from genlearn.divergence import kl_divergence, mean_nll
+        """The monitoring record of this epoch. The likelihood policy decides what is affordable every epoch
+        (`genlearn.likelihood.monitors_exactly`): normalised models and energy models whose exact log Z is cheap
+        get the exact train/valid NLL (nats per example) and train KL; other energy models the forward-AIS NLL
+        when cfg.monitor_ais_steps is set (`_ais_nll`). `kl_true`: the KL to a known truth when it is exact
+        (closed form or enumeration) or, for continuous models, estimated."""
+        from genlearn.divergence import kl_divergence
+        from genlearn.likelihood import mean_nll, monitors_exactly
 
         self.model.eval()
         train, valid = self._monitored(self.dataset.train), self._monitored(self.dataset.valid)
         rec = {"epoch": self.state.epoch, "step": self.state.step, "lr": self.optimizer.param_groups[0]["lr"],
                "loss": mean_loss}
-        if getattr(self.model, "ensemble_size", 1) > 1 and not self.cfg.monitor_ensemble:
-            k = rec["monitored_member"] = int(getattr(self.model, "monitor_member", 0))
+        if self.model.ensemble_size > 1 and not self.cfg.monitor_ensemble:
+            k = rec["monitored_member"] = int(self.model.monitor_member)
             rec["train_nll_member"] = mean_nll(self.model, train, member=k)
             if valid is not None:
                 rec["valid_nll_member"] = mean_nll(self.model, valid, member=k)
-        elif getattr(self.model, "tractable", True):
+        elif monitors_exactly(self.model):
             rec["train_nll"] = mean_nll(self.model, train)
             if self.entropy_train is not None and train is self.dataset.train:
                 rec["train_kl"] = rec["train_nll"] - self.entropy_train
@@ -277,8 +296,7 @@ class Trainer:
             rec.update(self._ais_nll())
         if self.dataset.truth is not None:
             try:
-                kl = kl_divergence(self.dataset.truth, self.model)
-                rec["kl_true"] = kl if isinstance(kl, float) else kl.value
+                rec["kl_true"] = kl_divergence(self.dataset.truth, self.model).value
             except IntractableError:
                 pass
         return rec
@@ -290,11 +308,14 @@ class Trainer:
         return x[: self.cfg.monitor_rows]
 
     def _ais_nll(self) -> dict:
-        """Train/valid NLL of an intractable energy model with log Z from forward AIS (cfg.monitor_ais_steps
-        temperatures, 100 chains, seeded by the epoch); {} when the model has no AIS estimator."""
+        """Train/valid NLL (nats per example) of an energy model too large for exact monitoring, mean F(x) + log Z
+        with log Z from forward AIS through the likelihood policy (cfg.monitor_ais_steps temperatures, 100 chains,
+        seeded by the epoch, no reverse run): recorded as log_z_ais, ais_ess, train_nll_ais, valid_nll_ais.
+        Forward AIS under-estimates log Z on average, so these NLLs are optimistic. {} for a normalised model or
+        one without an AIS estimator."""
         import warnings
 
-        from genlearn.evaluation import split_nll
+        from genlearn.likelihood import log_partition, nll
         from genlearn.models.base import EnergyModel
 
         if not isinstance(self.model, EnergyModel):
@@ -302,14 +323,14 @@ class Trainer:
         try:
             with warnings.catch_warnings():  # a short monitoring schedule has a low ESS by design: it is recorded
                 warnings.simplefilter("ignore")
-                log_z = self.model.log_partition(method="ais", steps=self.cfg.monitor_ais_steps, chains=100,
-                                                 seed=self.state.epoch, reverse=False)
+                log_z = log_partition(self.model, "ais", steps=self.cfg.monitor_ais_steps, chains=100,
+                                      seed=self.state.epoch, reverse=False)
         except (ConfigError, IntractableError):
             return {}
         out = {"log_z_ais": log_z.value, "ais_ess": log_z.details.get("ess_forward"),
-               "train_nll_ais": split_nll(self.model, self._monitored(self.dataset.train), log_z=log_z)["nll"]}
+               "train_nll_ais": nll(self.model, self._monitored(self.dataset.train), log_z=log_z).value}
         if self.dataset.valid is not None:
-            out["valid_nll_ais"] = split_nll(self.model, self._monitored(self.dataset.valid), log_z=log_z)["nll"]
+            out["valid_nll_ais"] = nll(self.model, self._monitored(self.dataset.valid), log_z=log_z).value
         return out
 
     def _early_stopping(self, rec: dict) -> None:
@@ -333,7 +354,9 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if self.best_params is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_params.items()})
-        meta = {**self.run_meta, "model_config": self.model.config(), "train_config": self.cfg.to_dict(),
+        tensors.update({f"rule.{k}": v for k, v in self.rule.state_tensors().items()})
+        meta = {**self.run_meta, "model_config": self.model.config(), "rule": self.rule.record(),
+                "train_config": self.cfg.to_dict(),
                 "state": asdict(self.state), "optimizer": opt_meta, "schedule": self.schedule.state_dict(),
                 "epoch": self.state.epoch}
         return tensors, meta
@@ -344,8 +367,20 @@ class Trainer:
             ckpt.save_checkpoint(self.out_dir, tensors, meta)
 
     def restore(self, tensors: dict, meta: dict) -> None:
-        """Continue exactly where a checkpoint stopped: parameters, optimizer, schedule, RNG, history."""
+        """Continue exactly where a checkpoint stopped: parameters, the learning rule's state, optimizer, schedule,
+        RNG, history. (A checkpoint of an earlier version, without a "rule" record, kept the rule's state in model
+        buffers: genlearn.learning.legacy moves it to the rule.)"""
+        from genlearn.learning.legacy import legacy_rule_state, rule_record
+
+        saved = rule_record(meta)
+        if saved["name"] != self.rule.name:
+            raise ConfigError(f"the checkpoint was trained with the learning rule {saved['name']!r}, but this trainer "
+                              f"has {self.rule.name!r}; resume with the recorded rule (rule_from_record)")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        rule_state = {k[5:]: v for k, v in tensors.items() if k.startswith("rule.")}
+        if "rule" not in meta:
+            rule_state = legacy_rule_state(tensors)
+        self.rule.load_state_tensors(rule_state)
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer_state(tensors, meta["optimizer"]))
         sched = dict(meta["schedule"])
         self.schedule.load_state_dict(sched)

@@ -16,6 +16,7 @@ from torch import Tensor
 from genlearn.enumeration import require_enumerable  # noqa: F401  (re-exported for the families)
 from genlearn.errors import ConfigError, DataError
 from genlearn.numerics import column_means, logit  # noqa: F401  (re-exported for the families)
+from genlearn.validate import check_binary, check_categorical, check_real
 
 
 class GenerativeModel(torch.nn.Module):
@@ -43,6 +44,11 @@ class GenerativeModel(torch.nn.Module):
     def config(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @classmethod
+    def from_config(cls, config: dict) -> "GenerativeModel":
+        """The model with the constructor arguments `config()` returned (families adapt older configs here)."""
+        return cls(**config)
+
     # -- helpers shared by all families -------------------------------------------------------------
     @property
     def n_states(self) -> int | None:
@@ -62,13 +68,24 @@ class GenerativeModel(torch.nn.Module):
     def fit_closed_form(self, x: Tensor) -> "GenerativeModel":  # pragma: no cover - optional
         raise ConfigError(f"model {self.name!r} has no closed-form maximum-likelihood estimate")
 
-    def on_epoch_end(self, train: Tensor) -> None:
-        """Hook for families that keep state across epochs (persistent chains); nothing by default."""
+    # -- ensembles (declared here so the trainer and evaluation need no discovery) -------------------------
+    @property
+    def ensemble_size(self) -> int:
+        """K, the number of members of an ensemble model (MADE masks, NADE orderings) whose log_prob is
+        log (1/K) sum_k P_k(x); 1 for every other model."""
+        return 1
+
+    #: the member the trainer monitors when it monitors one member of an ensemble (0 for a single model)
+    monitor_member: int = 0
+
+    def member_log_prob(self, x: Tensor, k: int) -> Tensor:
+        """log P_k(x) of ensemble member k, nats per example; for a single model (K = 1) member 0 is the model."""
+        if k != 0:
+            raise ConfigError(f"model {self.name!r} is not an ensemble: it has member 0 only, not {k!r}")
+        return self.log_prob(x)
 
     def check_input(self, x: Tensor) -> Tensor:
         """Validate the shape (and, for binary models, the values) of x at the model boundary."""
-        from genlearn.data.validate import check_binary, check_categorical, check_real
-
         if self.support == "binary":
             return check_binary(x, self.n_features)
         if self.support == "categorical":
@@ -83,6 +100,17 @@ class EnergyModel(GenerativeModel):
 
     def free_energy(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def log_partition(self, method: str = "exact", **options):  # pragma: no cover - abstract
+        """log Z in nats as an Estimate, by the named computation ("exact", "ais", ...); which one to use is
+        decided by the likelihood policy, `genlearn.likelihood.log_partition(model, "auto")`."""
+        raise NotImplementedError
+
+    def exact_partition_size(self) -> tuple[int, int]:
+        """(u, n): an exact log Z sums the 2^u states of u enumerated units, each costing about n operations
+        (the likelihood policy's cost n 2^u). Default: every unit is enumerated, u = n = n_features; an RBM
+        enumerates its smaller layer and sums the larger one in closed form."""
+        return self.n_features, self.n_features
 
     def log_prob(self, x: Tensor) -> Tensor:
         log_z = self.log_partition(method="exact").value
@@ -115,6 +143,20 @@ def check_probability_vector(p, what: str) -> Tensor:
     if not math.isclose(float(p.sum()), 1.0, abs_tol=1e-6):
         raise ConfigError(f"{what} must sum to 1, got sum {float(p.sum()):.6g}")
     return p
+
+
+def reject_learning_settings(cls_name: str, got: dict, learning_keys: tuple, use: str) -> None:
+    """Constructor keywords of earlier versions that are settings of the learning rule now: one ConfigError that
+    says where they went (configs saved by earlier versions are read by `from_config`, which drops them)."""
+    if not got:
+        return
+    moved = sorted(k for k in got if k in learning_keys)
+    unknown = sorted(k for k in got if k not in learning_keys)
+    if unknown:
+        raise TypeError(f"{cls_name}() got unexpected keyword argument(s) {', '.join(unknown)}")
+    raise ConfigError(f"{', '.join(moved)} {'is a setting' if len(moved) == 1 else 'are settings'} of the learning "
+                      f"rule, not of the model: pass rule={use} to genlearn.fit or Trainer "
+                      "(genlearn.learning.rules.make_rule)")
 
 
 def reject_unknown(kind: str, got: dict) -> None:

@@ -10,14 +10,18 @@ changes. The change of variables between the two forms is exact (`spins_to_binar
     b = 2h - 2 J.1,  W = 4J,   and   E_spin(x) = E_binary(x) + E_spin(0).
 
 Exact computations enumerate {0,1}^n in chunks (float64, log-sum-exp) up to n = 24; exact sampling is by
-enumeration up to n = 20 and by Gibbs sampling beyond. The learning rule (`loss`) is the gradient of the
-empirical KL, a difference of moments,
+enumeration up to n = 20 and by Gibbs sampling beyond. The gradient of the empirical KL is a difference of
+moments,
 
-    dD_KL(Q^||P)/db_i  = <x_i>_P - <x_i>_Q^,    dD_KL(Q^||P)/dW_ij = <x_i x_j>_P - <x_i x_j>_Q^   (i < j),
+    dD_KL(Q^||P)/db_i  = <x_i>_P - <x_i>_Q^,    dD_KL(Q^||P)/dW_ij = <x_i x_j>_P - <x_i x_j>_Q^   (i < j);
 
-with the model moments from the estimator chosen by ``gradient`` (see genlearn.learning.boltzmann_gradients).
+`loss(x)` (the exact batch NLL, n <= 24) has exactly that gradient. The model is only the distribution: how
+it learns (exact, CD-k, PCD, mean-field, TAP, pseudo-likelihood) is the "boltzmann-moments" learning rule
+(genlearn.learning.rules, estimators in genlearn.learning.boltzmann_gradients).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import functools
 import math
@@ -28,9 +32,11 @@ from torch import Tensor
 from genlearn.enumeration import (DEFAULT_CHUNK, MAX_ENUMERABLE, iter_states, log_sum_exp_over_states,
                                   states_from_codes)
 from genlearn.errors import ConfigError, IntractableError
+from genlearn.estimators.ais import boltzmann_gibbs_sweeps
 from genlearn.estimators.estimate import Estimate
-from genlearn.models.base import EnergyModel, as_float, check_positive_int
-from genlearn.models.registry import ModelSpec, Option, register_model
+from genlearn.models.base import EnergyModel, as_float, check_positive_int, reject_learning_settings
+from genlearn.models.registry import ModelSpec, register_model
+from genlearn.options import option
 
 #: exact log Z, log_prob, KL and exact gradients up to this many units (2^24 states)
 MAX_EXACT_UNITS = MAX_ENUMERABLE
@@ -38,8 +44,12 @@ MAX_EXACT_UNITS = MAX_ENUMERABLE
 MAX_EXACT_SAMPLING_UNITS = 20
 #: Gibbs sweeps used by `sample` when exact sampling is impossible and no `steps` are given
 DEFAULT_GIBBS_STEPS = 1000
-#: the gradient estimators (CLI `--gradient`)
+#: the gradient estimators of the "boltzmann-moments" learning rule (CLI `--gradient`)
 GRADIENTS = ("exact", "gibbs", "pcd", "mean-field", "tap", "pseudo-likelihood")
+#: constructor settings of earlier versions that now belong to the learning rule (dropped by `from_config`)
+LEGACY_LEARNING_KEYS = ("gradient", "k", "n_chains", "mf_iterations")
+#: buffers of earlier versions that now belong to the learning rule (dropped when a state dict is loaded)
+LEGACY_BUFFERS = ("chains", "chains_ready", "mf_magnetization")
 _CACHED_STATES_MAX = 16
 
 
@@ -104,17 +114,31 @@ def exact_statistics(log_weight, n: int, chunk_size: int = DEFAULT_CHUNK) -> tup
 def gibbs_sweeps(x: Tensor, b: Tensor, W: Tensor, sweeps: int, generator: torch.Generator | None = None,
                  beta: float = 1.0) -> Tensor:
     """`sweeps` sequential-scan Gibbs sweeps of every chain (row of x) under P_beta(x) ∝ exp(-beta E(x)),
-    E(x) = -(b.x + 1/2 x.W.x): unit i is redrawn from P(x_i = 1 | x_-i) = sigmoid(beta (b_i + sum_j W_ij x_j)).
-    All chains are updated at once; returns a new tensor."""
-    x = x.clone()
-    b, W = b.to(x.dtype), W.to(x.dtype)
-    n = x.shape[1]
-    for _ in range(sweeps):
-        u = torch.rand(x.shape, generator=generator, dtype=x.dtype)
-        for i in range(n):
-            field = b[i] + x @ W[:, i]
-            x[:, i] = (u[:, i] < torch.sigmoid(beta * field)).to(x.dtype)
-    return x
+    E(x) = -(b.x + 1/2 x.W.x): unit i is redrawn from P(x_i = 1 | x_-i) = sigmoid(beta (b_i + sum_j W_ij x_j))
+    (the kernel of genlearn.estimators.ais, at one temperature). Returns a new tensor."""
+    return boltzmann_gibbs_sweeps(x, b.to(x.dtype), W.to(x.dtype), torch.tensor(float(beta), dtype=x.dtype),
+                                  sweeps, generator)
+
+
+@torch.no_grad()
+def mean_field_magnetizations(h: Tensor, J: Tensor, init: Tensor, iterations: int = 200, tap: bool = False,
+                              damping: float = 0.5, tol: float = 1e-10) -> Tensor:
+    """Damped fixed-point iteration of the spin mean-field equations, float64:
+    naive  M_i = tanh(h_i + sum_j J_ij M_j);
+    TAP    M_i = tanh(h_i + sum_j J_ij M_j - M_i sum_j J_ij^2 (1 - M_j^2))  (Onsager reaction term);
+    M <- damping M + (1 - damping) tanh(field), stopping when max |tanh(field) - M| < tol."""
+    mag = init.clone().double()
+    J2 = J * J
+    for _ in range(iterations):
+        field = h + J @ mag
+        if tap:
+            field = field - mag * (J2 @ (1 - mag * mag))
+        new = torch.tanh(field)
+        change = float((new - mag).abs().max()) if mag.numel() else 0.0
+        mag = damping * mag + (1 - damping) * new
+        if change < tol:
+            break
+    return mag
 
 
 @torch.no_grad()
@@ -135,49 +159,39 @@ class BoltzmannMachine(EnergyModel):
 
     Parameters: `bias` (b, or h with spins) and `coupling_param` A, an unconstrained n x n matrix whose strict
     upper triangle holds the couplings: W = triu(A, 1) + triu(A, 1)^T (the lower triangle and diagonal of A
-    are unused). Both start at 0 (the uniform distribution).
-
-    gradient: exact | gibbs (CD-k from the data) | pcd (k sweeps of `n_chains` persistent chains) |
-    mean-field (naive mean field + linear response; biased unless couplings are weak) | tap (TAP/Onsager-
-    corrected mean field + linear response; more accurate for weak couplings, but learning diverges for strong
-    ones, e.g. an SK teacher at inverse temperature 0.5-1) | pseudo-likelihood (maximises
-    sum_i log P(x_i|x_-i) instead of the likelihood: a different, consistent objective).
-    `mf_iterations` bounds the damped mean-field fixed-point iterations per step."""
+    are unused). Both start at 0 (the uniform distribution). The learning settings of earlier versions
+    (gradient, k, n_chains, mf_iterations) are those of the "boltzmann-moments" learning rule now:
+    exact | gibbs (CD-k from the data) | pcd (k sweeps of `n_chains` persistent chains) | mean-field (naive
+    mean field + linear response; biased unless couplings are weak) | tap (TAP/Onsager-corrected mean field +
+    linear response; more accurate for weak couplings, but learning diverges for strong ones, e.g. an SK teacher
+    at inverse temperature 0.5-1) | pseudo-likelihood (maximises sum_i log P(x_i|x_-i) instead of the
+    likelihood: a different, consistent objective)."""
 
     name = "boltzmann"
     support = "binary"
 
-    def __init__(self, n_features: int, spins: bool = False, gradient: str = "exact", k: int = 1,
-                 n_chains: int = 100, mf_iterations: int = 200):
+    def __init__(self, n_features: int, spins: bool = False, **legacy):
         super().__init__()
+        reject_learning_settings("BoltzmannMachine", legacy, LEGACY_LEARNING_KEYS,
+                                 "make_rule('boltzmann-moments', {'estimator': ..., 'k': ..., 'n_chains': ...})")
         self.n_features = check_positive_int(n_features, "n_features")
         if not isinstance(spins, bool):
             raise ConfigError(f"spins must be true or false, got {spins!r}")
-        if gradient not in GRADIENTS:
-            raise ConfigError(f"unknown Boltzmann-machine gradient {gradient!r}; choose one of {', '.join(GRADIENTS)}")
-        if gradient == "exact" and self.n_features > MAX_EXACT_UNITS:
-            raise IntractableError(
-                f"the exact gradient of a Boltzmann machine with {self.n_features} units needs 2^{self.n_features}"
-                f" = {2.0 ** self.n_features:.3g} states; it is limited to n <= {MAX_EXACT_UNITS}. Use --gradient pcd "
-                "or --gradient pseudo-likelihood (or mean-field) instead; log Z, NLL and KL will then only be "
-                "available as estimates (AIS)"
-            )
         self.spins = spins
-        self.gradient = gradient
-        self.k = check_positive_int(k, "k (Gibbs sweeps per gradient step)")
-        self.n_chains = check_positive_int(n_chains, "n_chains (persistent chains)")
-        self.mf_iterations = check_positive_int(mf_iterations, "mf_iterations")
         n = self.n_features
         self.bias = torch.nn.Parameter(torch.zeros(n))
         self.coupling_param = torch.nn.Parameter(torch.zeros(n, n))
-        # persistent state (checkpointed with the parameters, so that --resume continues exactly)
-        self.register_buffer("chains", torch.zeros(self.n_chains if gradient == "pcd" else 0, n))
-        self.register_buffer("chains_ready", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("mf_magnetization", torch.zeros(n if gradient in ("mean-field", "tap") else 0))
         self._exact_cache = None
-        from genlearn.learning.boltzmann_gradients import make_estimator
 
-        self.estimator = make_estimator(self)
+    @classmethod
+    def from_config(cls, config: dict) -> "BoltzmannMachine":
+        """Rebuild from `config()`; configs of earlier versions carry learning settings, which are dropped."""
+        return cls(**{k: v for k, v in config.items() if k not in LEGACY_LEARNING_KEYS})
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in LEGACY_BUFFERS:  # learning state of earlier versions: the learning rule's now
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- parameters ------------------------------------------------------------------------------------
     @property
@@ -277,49 +291,42 @@ class BoltzmannMachine(EnergyModel):
         _, m, c = self.exact_statistics()
         return m, c
 
-    def log_partition(self, method: str = "auto", steps: int | None = None, chains: int | None = None,
-                      seed: int | None = 0, **unused) -> Estimate:
-        """log Z in nats. method: exact (enumeration, n <= 24), auto (exact when n <= 24, else AIS),
-        ais (annealed importance sampling from the uniform distribution, `steps` temperatures, `chains`
-        chains), mean-field (the naive mean-field lower bound log Z >= sum_i H(m_i) - <E>_m)."""
-        if method == "exact" or (method == "auto" and self.n_features <= MAX_EXACT_UNITS):
+    def log_partition(self, method: str = "exact", steps: int | None = None, chains: int | None = None,
+                      seed: int | None = 0, reverse: bool = True, data: Tensor | None = None, burn_in: int = 200,
+                      **unused) -> Estimate:
+        """log Z in nats as an Estimate, by the named computation (the choice between them, "auto", is the
+        likelihood policy's: `genlearn.likelihood.log_partition(model)`).
+
+        method: "exact" (enumeration of {0,1}^n, n <= 24, float64; cached for the current parameters), "ais"
+        (annealed importance sampling from the uniform distribution along exp(-beta E), `steps` (default 1000)
+        equal steps, `chains` (default 100) chains, `seed`; with `reverse`, as many reverse chains from `data`
+        rows (uniform states when None) after `burn_in` Gibbs sweeps give the upper side of the bracket: see
+        `genlearn.estimators.ais.boltzmann_ais_log_partition`), "mean-field" (the naive mean-field lower bound
+        log Z >= max_m sum_i H(m_i) - <E>_m)."""
+        if method == "exact":
             return Estimate.exact(self._exact(moments=False)[0], "exact enumeration")
-        if method in ("ais", "auto"):
-            return self.ais_log_partition(steps or 1000, chains or 100, 0 if seed is None else seed)
+        if method == "ais":
+            from genlearn.estimators.ais import boltzmann_ais_log_partition
+
+            with torch.no_grad():
+                b, W = (t.detach() for t in self.binary_params())
+                shift = float(self.energy(torch.zeros(1, self.n_features)).double())  # E_model = E_binary + shift
+            rows = None if data is None else self.check_input(data)
+            return boltzmann_ais_log_partition(b, W, steps=1000 if steps is None else steps,
+                                               chains=100 if chains is None else chains,
+                                               seed=0 if seed is None else int(seed), reverse=reverse,
+                                               reverse_start=rows, burn_in=burn_in, log_z_offset=-shift)
         if method == "mean-field":
             return self.mean_field_log_partition()
-        raise ConfigError(f"unknown log Z method {method!r} for a Boltzmann machine; "
-                          "use exact, auto, ais or mean-field")
-
-    @torch.no_grad()
-    def ais_log_partition(self, steps: int = 1000, chains: int = 100, seed: int = 0) -> Estimate:
-        """Annealed importance sampling along P_beta ∝ 2^-n exp(-beta E(x)), beta = 0 .. 1 in `steps` equal
-        steps, one Gibbs sweep per temperature: log Z = n log 2 + log mean_c w_c, with
-        log w_c = -sum_k (beta_k - beta_{k-1}) E(x_{k-1}); stderr by the delta method (nats)."""
-        steps, chains = check_positive_int(steps, "AIS steps"), check_positive_int(chains, "AIS chains")
-        g = torch.Generator().manual_seed(int(seed))
-        b, W = (t.detach().double() for t in self.binary_params())
-        x = torch.bernoulli(torch.full((chains, self.n_features), 0.5, dtype=torch.float64), generator=g)
-        log_w = torch.zeros(chains, dtype=torch.float64)
-        betas = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-        for k in range(1, steps + 1):
-            log_w -= (betas[k] - betas[k - 1]) * quadratic_energy(x, b, W)
-            x = gibbs_sweeps(x, b, W, 1, g, beta=float(betas[k]))
-        shift = float(self.energy(torch.zeros(1, self.n_features)).double())  # E_model(x) = E_binary(x) + shift
-        lse = torch.logsumexp(log_w, 0)
-        value = float(lse) - math.log(chains) + self.n_features * math.log(2) - shift
-        w = torch.exp(log_w - lse)  # normalised weights, sum 1
-        rel_var = float(((w * chains - 1) ** 2).mean()) / chains  # var(mean w)/mean(w)^2
-        stderr = math.sqrt(rel_var)
-        return Estimate(value, "ais", stderr, value - 3 * stderr, value + 3 * stderr,
-                        {"steps": steps, "chains": chains, "seed": int(seed), "ess": float(1 / (w ** 2).sum())})
+        if method == "auto":
+            raise ConfigError("BoltzmannMachine.log_partition computes log Z by a named method (exact, ais or "
+                              "mean-field); the automatic choice is genlearn.likelihood.log_partition(model, 'auto')")
+        raise ConfigError(f"unknown log Z method {method!r} for a Boltzmann machine; use exact, ais or mean-field")
 
     @torch.no_grad()
     def mean_field_log_partition(self) -> Estimate:
         """Naive mean-field (Gibbs variational) lower bound: log Z >= max_m sum_i H(m_i) - <E>_m, with
         <E>_m = -(b.m + 1/2 m.W.m) for a product distribution of means m (W has a zero diagonal)."""
-        from genlearn.learning.boltzmann_gradients import mean_field_magnetizations
-
         b, W = (t.detach().double() for t in self.binary_params())
         h, J = binary_to_spins(b, W)
         mag = mean_field_magnetizations(h, J, torch.zeros_like(h), iterations=1000, tap=False)
@@ -357,41 +364,59 @@ class BoltzmannMachine(EnergyModel):
 
     # -- learning --------------------------------------------------------------------------------------
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """A scalar whose gradient is the (estimated) KL gradient <dE/dtheta>_data - <dE/dtheta>_model; its
-        value depends on the estimator (exact: the batch NLL; see genlearn.learning.boltzmann_gradients)."""
-        return self.estimator.loss(self, x, generator)
-
-    def describe_training(self) -> dict:
-        return {"gradient_estimator": self.gradient, "objective": self.estimator.objective}
+        """The exact NLL of the batch, mean E(x) + log Z in nats (float64; n <= 24, IntractableError beyond), written
+        through the moments as <E>_{m_data, C_data} + log Z so that its gradient is the exact KL gradient
+        <dE/dtheta>_data - <dE/dtheta>_model with both moments accumulated in float64:
+        loss = <E>_data - <E>_model + stop_gradient(<E>_model) + log Z, model moments (m, C) by enumeration."""
+        if self.n_features > MAX_EXACT_UNITS:
+            raise IntractableError(
+                f"the exact gradient of a Boltzmann machine with {self.n_features} units needs 2^{self.n_features}"
+                f" = {2.0 ** self.n_features:.3g} states; it is limited to n <= {MAX_EXACT_UNITS}. Use --gradient pcd "
+                "or --gradient pseudo-likelihood (or mean-field) instead; log Z, NLL and KL will then only be "
+                "available as estimates (AIS)")
+        log_z, m, c = self.exact_statistics()
+        xd = as_float(x).double()
+        e_data = self.mean_energy(xd.mean(0), xd.T @ xd / xd.shape[0])
+        e_model = self.mean_energy(m, c)
+        return e_data - e_model + e_model.detach() + log_z
 
     def config(self) -> dict:
-        return {"n_features": self.n_features, "spins": self.spins, "gradient": self.gradient, "k": self.k,
-                "n_chains": self.n_chains, "mf_iterations": self.mf_iterations}
+        return {"n_features": self.n_features, "spins": self.spins}
 
     def extra_repr(self) -> str:
-        return f"n_features={self.n_features}, spins={self.spins}, gradient={self.gradient!r}"
+        return f"n_features={self.n_features}, spins={self.spins}"
 
 
-def _build(dataset, options: dict) -> BoltzmannMachine:
-    return BoltzmannMachine(dataset.n_features, spins=bool(options["spins"]), gradient=options["gradient"],
-                            k=options["k"], n_chains=options["n_chains"])
+@dataclass(frozen=True)
+class BoltzmannConfig:
+    """Options of `genlearn fit boltzmann` (all but spins are the learning rule's)."""
+
+    spins: bool = option(False, "parametrise the energy in spins s = 2x - 1 in {-1,+1}")
+    gradient: str = option("exact", "how the model moments of the KL gradient are obtained: exact (enumeration, "
+                           f"n <= {MAX_EXACT_UNITS}), gibbs (CD-k from the data), pcd (persistent chains), "
+                           "mean-field, tap, pseudo-likelihood (a different objective)", choices=GRADIENTS)
+    k: int = option(1, "Gibbs sweeps per gradient step for --gradient gibbs/pcd", minimum=1)
+    n_chains: int = option(100, "persistent chains for --gradient pcd", minimum=1)
+    mf_iterations: int = option(200, "damped mean-field fixed-point iterations per step (mean-field, tap)",
+                                minimum=1)
+
+
+def _build(dataset, config: BoltzmannConfig) -> BoltzmannMachine:
+    return BoltzmannMachine(dataset.n_features, spins=config.spins)  # the other options are the rule's
+
+
+def _rule(config: BoltzmannConfig) -> tuple[str, dict]:
+    """The KL gradient <dE/dtheta>_data - <dE/dtheta>_model with the model moments from `gradient`."""
+    return "boltzmann-moments", {"estimator": config.gradient, "k": config.k, "n_chains": config.n_chains,
+                                 "mf_iterations": config.mf_iterations}
 
 
 register_model(ModelSpec(
     "boltzmann", BoltzmannMachine,
-    "fully visible Boltzmann machine exp(b.x + 1/2 x.W.x)/Z, exact up to 24 units",
-    ("binary",), _build,
-    options={
-        "gradient": Option(str, "exact", "how the model moments of the KL gradient are obtained: exact "
-                           "(enumeration, n <= 24), gibbs (CD-k from the data), pcd (persistent chains), mean-field, "
-                           "tap, pseudo-likelihood (a different objective)",
-                           GRADIENTS),
-        "k": Option(int, 1, "Gibbs sweeps per gradient step for --gradient gibbs/pcd"),
-        "n_chains": Option(int, 100, "persistent chains for --gradient pcd"),
-        "spins": Option(bool, False, "parametrise the energy in spins s = 2x - 1 in {-1,+1}"),
-    },
-    train_defaults={"optimizer": "adam", "lr": 0.05},
+    f"fully visible Boltzmann machine exp(b.x + 1/2 x.W.x)/Z, exact up to {MAX_EXACT_UNITS} units",
+    ("binary",), _build, BoltzmannConfig, _rule, train_defaults={"optimizer": "adam", "lr": 0.05},
 ))
 
+
 __all__ = ["BoltzmannMachine", "GRADIENTS", "binary_to_spins", "exact_statistics", "gibbs_sweeps",
-           "spins_to_binary"]
+           "mean_field_magnetizations", "spins_to_binary"]

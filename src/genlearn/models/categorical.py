@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from genlearn.models.base import GenerativeModel, check_positive_int, check_probability_vector
+from genlearn.models.registry import ModelSpec, register_model
 
 
 class Categorical(GenerativeModel):
@@ -48,3 +49,9 @@ class Categorical(GenerativeModel):
         counts = torch.bincount(torch.as_tensor(x).long().reshape(-1), minlength=self.n_categories).double()
         self.logits.copy_(torch.log((counts / counts.sum()).clamp_min(1e-12)).to(self.logits.dtype))
         return self
+
+
+register_model(ModelSpec(
+    "categorical", Categorical, "a die: K outcomes with probabilities softmax(theta)", ("categorical",),
+    lambda dataset, config: Categorical(dataset.n_categories),
+))

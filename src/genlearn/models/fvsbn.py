@@ -10,6 +10,8 @@ Helpers shared by the autoregressive families (NADE, MADE): `make_ordering`, `ch
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -22,7 +24,8 @@ from genlearn.models.base import (
     column_means,
     logit,
 )
-from genlearn.models.registry import ModelSpec, Option, register_model
+from genlearn.models.registry import ModelSpec, register_model
+from genlearn.options import option
 
 ORDERS = ("fixed", "random")
 
@@ -109,17 +112,22 @@ class FVSBN(GenerativeModel):
         return {"n_features": self.n_features, "order": self.order, "seed": self.seed}
 
 
-def _build(dataset, o: dict) -> FVSBN:
-    return FVSBN(dataset.n_features, order=o["order"], seed=o["init_seed"]).init_from_data(dataset.train)
+@dataclass(frozen=True)
+class FVSBNConfig:
+    """Options of `genlearn fit fvsbn`."""
+
+    order: str = option("fixed", "ordering of the dimensions: fixed (identity) or random", choices=ORDERS)
+    init_seed: int = option(0, "seed of the random ordering")
+
+
+def _build(dataset, config: FVSBNConfig) -> FVSBN:
+    return FVSBN(dataset.n_features, order=config.order, seed=config.init_seed).init_from_data(dataset.train)
 
 
 register_model(ModelSpec(
     "fvsbn", FVSBN, "fully visible sigmoid belief net (logistic autoregressive model)", ("binary",), _build,
-    options={
-        "order": Option(str, "fixed", "ordering of the dimensions: fixed (identity) or random", ORDERS),
-        "init_seed": Option(int, 0, "seed of the random ordering"),
-    },
-    train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
+    FVSBNConfig, train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
 ))
+
 
 __all__ = ["FVSBN", "bernoulli_log_prob", "check_order", "make_ordering"]

@@ -6,12 +6,15 @@ Closed-form MLE: mu = mean, Sigma = (1/M) sum (x - mu)(x - mu)^T (the biased cov
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from genlearn.errors import ConfigError
 from genlearn.models.base import GenerativeModel, as_float, check_positive_int
+from genlearn.models.registry import ModelSpec, register_model
+from genlearn.options import option
 
 
 class Gaussian(GenerativeModel):
@@ -80,3 +83,16 @@ class Gaussian(GenerativeModel):
                 rows, cols = torch.tril_indices(self.n_features, self.n_features, offset=-1)
                 self.off_diag.copy_(L[rows, cols].to(self.mean.dtype))
         return self
+
+
+@dataclass(frozen=True)
+class GaussianConfig:
+    """Options of `genlearn fit gaussian`."""
+
+    covariance: str = option("diag", "Gaussian covariance: diag or full", choices=("diag", "full"))
+
+
+register_model(ModelSpec(
+    "gaussian", Gaussian, "Gaussian for real data, diagonal or full covariance", ("real",),
+    lambda dataset, config: Gaussian(dataset.n_features, config.covariance), GaussianConfig,
+))

@@ -23,6 +23,7 @@ ancestral sampling with mask k (n passes of the network).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +47,8 @@ from genlearn.models.fvsbn import (
     init_seed_generator,
     make_ordering,
 )
-from genlearn.models.registry import ModelSpec, Option, register_model
+from genlearn.models.registry import ModelSpec, register_model
+from genlearn.options import option
 
 MAX_MASKS = 1024
 MAX_HIDDEN = 100_000
@@ -239,32 +241,34 @@ class MADE(GenerativeModel):
                 "seed": self.seed, "direct": self.direct, "matmul_precision": self.matmul_precision}
 
 
-def _build(dataset, o: dict) -> MADE:
-    return MADE(dataset.n_features, hidden=o["hidden"], masks=o["masks"], order=o["order"],
-                mask_sampling=o["mask_sampling"], activation=o["activation"],
-                seed=o["init_seed"], direct=o["direct"],
-                matmul_precision=o["matmul_precision"]).init_from_data(dataset.train)
+@dataclass(frozen=True)
+class MADEConfig:
+    """Options of `genlearn fit made`."""
+
+    hidden: tuple[int, ...] = option((500,), "hidden layer sizes, e.g. 500 or 500,500", minimum=1)
+    masks: int = option(1, f"number of masks K used in training and averaged at test (1..{MAX_MASKS})", minimum=1)
+    order: str = option("fixed", "input ordering: fixed (identity) or random (one per mask)", choices=ORDERS)
+    mask_sampling: str = option("random", "how a training minibatch picks its mask: random (from the trainer's "
+                                "generator) or cycle (in turn)", choices=MASK_SAMPLING)
+    activation: str = option("relu", "hidden activation", choices=ACTIVATIONS)
+    init_seed: int = option(0, "seed of the initial weights and of the masks")
+    direct: bool = option(True, "masked direct input-to-output weights (as in the MADE paper's MNIST runs)")
+    matmul_precision: str = option("full", "precision of the training loss's matrix products: full, or bfloat16 "
+                                   "(bfloat16 operands, float32 accumulation; faster only on CPUs with "
+                                   "AVX512-BF16 or AMX); likelihoods are always computed in full precision",
+                                   choices=MATMUL_PRECISIONS)
+
+
+def _build(dataset, config: MADEConfig) -> MADE:
+    return MADE(dataset.n_features, hidden=list(config.hidden), masks=config.masks, order=config.order,
+                mask_sampling=config.mask_sampling, activation=config.activation, seed=config.init_seed,
+                direct=config.direct, matmul_precision=config.matmul_precision).init_from_data(dataset.train)
 
 
 register_model(ModelSpec(
     "made", MADE, "masked autoencoder (MADE): one or more masked hidden layers, mask ensembles", ("binary",),
-    _build,
-    options={
-        "hidden": Option(str, "500", "hidden layer sizes, e.g. 500 or 500,500"),
-        "masks": Option(int, 1, f"number of masks K used in training and averaged at test (1..{MAX_MASKS})"),
-        "order": Option(str, "fixed", "input ordering: fixed (identity) or random (one per mask)", ORDERS),
-        "mask_sampling": Option(str, "random", "how a training minibatch picks its mask: random (from the "
-                                "trainer's generator) or cycle (in turn)",
-                                MASK_SAMPLING),
-        "activation": Option(str, "relu", "hidden activation: relu, sigmoid or tanh", ACTIVATIONS),
-        "init_seed": Option(int, 0, "seed of the initial weights and of the masks"),
-        "direct": Option(bool, True, "masked direct input-to-output weights (as in the MADE paper's MNIST runs)"),
-        "matmul_precision": Option(str, "full", "precision of the training loss's matrix products: full, or "
-                                   "bfloat16 (bfloat16 operands, float32 accumulation; faster on CPUs with "
-                                   "AVX512-BF16 or AMX); likelihoods are always computed in full precision",
-                                   MATMUL_PRECISIONS),
-    },
-    train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
+    _build, MADEConfig, train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
 ))
+
 
 __all__ = ["MADE", "parse_hidden"]

@@ -5,62 +5,67 @@
 with pi = softmax(mix_logits) and p_k = sigmoid(logits_k) (the learned parameters). log P(x) is computed as
 logsumexp_k [log pi_k + x . l_k + sum_i log sigmoid(-l_ki)] (nats), so it is exact and stable for any K.
 
-Two ways to minimise D_KL(Q^||P_theta) (= the NLL up to the entropy of the data), so users can compare them:
-  * gradient descent on -mean log P(x) (the default `loss`, any optimizer of the Trainer);
-  * EM (`em=True`, CLI `--em`): each Trainer epoch is one exact EM iteration. `loss(batch)` accumulates the
-    E-step statistics of the batch (and returns its NLL, with no gradient, so the optimizer step is a no-op);
-    `on_epoch_end(x_train)` applies the closed-form M-step (genlearn.learning.em). The batch size only bounds
-    memory. `genlearn.learning.em.fit_em(model, x)` is the same algorithm as a plain function.
+The model is the distribution only. Two learning rules minimise D_KL(Q^||P_theta) (= the NLL up to the entropy
+of the data), so users can compare them:
+  * "maximum-likelihood": gradient descent on `loss` = -mean log P(x) (any optimizer of the Trainer);
+  * "em" (CLI `--em`): each Trainer epoch is one exact EM iteration, E-step statistics accumulated per batch and
+    the closed-form M-step at the end of the epoch (genlearn.learning.rules.EM, genlearn.learning.em);
+    `genlearn.learning.em.fit_em(model, x)` is the same algorithm as a plain function.
 Sampling is by component: k ~ pi, then x_i ~ Bernoulli(p_ki) independently.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from genlearn.errors import ConfigError
-from genlearn.learning import em as em_lib
-from genlearn.models.base import GenerativeModel, as_float, check_positive_int
-from genlearn.models.registry import ModelSpec, Option, register_model
+from genlearn.models.base import GenerativeModel, as_float, check_positive_int, reject_learning_settings
+from genlearn.models.registry import ModelSpec, register_model
+from genlearn.options import option
 
 MAX_COMPONENTS = 100_000
+#: constructor settings of earlier versions that now belong to the "em" learning rule (dropped by `from_config`)
+LEGACY_LEARNING_KEYS = ("em", "smoothing", "weight_smoothing", "reseed", "min_mass")
+
+
+def component_log_probs(x: Tensor, logits: Tensor) -> Tensor:
+    """log P_k(x_m) = x_m . l_k + sum_i log sigmoid(-l_ki), shape (M, K), in the dtype of `logits`."""
+    x = x.to(logits.dtype)
+    return x @ logits.T + torch.nn.functional.logsigmoid(-logits).sum(-1)
+
+
+def mixture_log_prob(x: Tensor, log_weights: Tensor, logits: Tensor) -> Tensor:
+    """log P(x_m) = logsumexp_k [log pi_k + log P_k(x_m)], shape (M,)."""
+    return torch.logsumexp(component_log_probs(x, logits) + log_weights, dim=-1)
 
 
 class MixtureOfBernoulli(GenerativeModel):
     """K-component mixture of product-Bernoulli distributions over {0,1}^n.
 
-    n_features: n; components: K >= 1; em: train by EM inside the Trainer instead of by gradients;
-    smoothing: Beta pseudo-counts a of the (MAP) EM M-step, p_ki = (S_ki + a) / (N_k + 2a);
-    weight_smoothing: Dirichlet pseudo-counts of the mixture weights; reseed: move collapsed components
-    (mass below `min_mass` examples) onto the worst-explained example during EM; seed: initial parameters."""
+    n_features: n; components: K >= 1; seed: initial parameters p_ki ~ U(0.25, 0.75), pi uniform. (The EM
+    settings of earlier versions, em, smoothing, weight_smoothing, reseed, min_mass, are the "em" rule's.)"""
 
     name = "mixture"
     support = "binary"
 
-    def __init__(self, n_features: int, components: int = 10, em: bool = False, smoothing: float = 0.0,
-                 weight_smoothing: float = 0.0, reseed: bool = True, min_mass: float = 1e-3, seed: int = 0):
+    def __init__(self, n_features: int, components: int = 10, seed: int = 0, **legacy):
         super().__init__()
+        reject_learning_settings("MixtureOfBernoulli", legacy, LEGACY_LEARNING_KEYS,
+                                 "make_rule('em', {'smoothing': ..., 'weight_smoothing': ..., 'reseed': ..., "
+                                 "'min_mass': ...})")
         self.n_features = check_positive_int(n_features, "n_features")
         if isinstance(components, bool) or not isinstance(components, int) or components < 1:
             raise ConfigError(f"a mixture needs at least one component (--components >= 1), got {components!r}")
         if components > MAX_COMPONENTS:
             raise ConfigError(f"--components {components} is more than {MAX_COMPONENTS}; use fewer components")
-        for what, v in (("smoothing", smoothing), ("weight_smoothing", weight_smoothing), ("min_mass", min_mass)):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
-                raise ConfigError(f"--{what.replace('_', '-')} must be a finite number >= 0, got {v!r}")
         self.components = components
-        self.em = bool(em)
-        self.smoothing = float(smoothing)
-        self.weight_smoothing = float(weight_smoothing)
-        self.reseed = bool(reseed)
-        self.min_mass = float(min_mass)
         self.seed = int(seed)
         g = torch.Generator().manual_seed(self.seed)
         p = 0.25 + 0.5 * torch.rand(components, self.n_features, generator=g)
         self.mix_logits = torch.nn.Parameter(torch.zeros(components))
         self.logits = torch.nn.Parameter(torch.log(p) - torch.log1p(-p))
-        self._stats: em_lib.EMStats | None = None
-        self.em_history: list = []
 
     # -- parameters ----------------------------------------------------------------------------------
     @property
@@ -101,7 +106,7 @@ class MixtureOfBernoulli(GenerativeModel):
     # -- the interface -------------------------------------------------------------------------------
     def component_log_probs(self, x: Tensor) -> Tensor:
         """log P_k(x_m) (M, K) in nats."""
-        return em_lib.component_log_probs(as_float(x).to(self.logits.dtype), self.logits)
+        return component_log_probs(as_float(x).to(self.logits.dtype), self.logits)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log P(x) = logsumexp_k [log pi_k + log P_k(x)] in nats, per example."""
@@ -118,65 +123,49 @@ class MixtureOfBernoulli(GenerativeModel):
         k = torch.multinomial(self.weights.detach().float(), n, replacement=True, generator=generator)
         return torch.bernoulli(self.probs.detach().float()[k], generator=generator)
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Gradient mode: -mean log P(x) (nats). EM mode (training): E-step statistics of the batch are
-        accumulated for the M-step of `on_epoch_end`; the returned NLL carries no gradient."""
-        if not (self.em and self.training):
-            return -self.log_prob(x).mean()
-        stats = em_lib.e_step(x, self.log_weights.detach(), self.logits.detach())
-        if self._stats is None:
-            self._stats = em_lib.EMStats.zeros(self.components, self.n_features)
-        self._stats.add(stats)
-        return torch.tensor(-stats.log_lik / max(stats.count, 1), requires_grad=True)
-
-    @torch.no_grad()
-    def on_epoch_end(self, train: Tensor) -> None:
-        """EM mode: the closed-form M-step from the statistics of the epoch (a fresh E-step over `train` if the
-        batches did not cover it exactly once), then re-seeding of collapsed components."""
-        if not self.em:
-            return
-        stats, self._stats = self._stats, None
-        if stats is None or stats.count != train.shape[0]:
-            stats = em_lib.e_step(train, self.log_weights.detach(), self.logits.detach())
-        log_w, logits = em_lib.m_step(stats, self.smoothing, self.weight_smoothing,
-                                      previous_logits=self.logits.detach(), min_mass=self.min_mass)
-        rec = {"train_nll_before": -stats.log_lik / stats.count}
-        if self.reseed:
-            seeded = em_lib.reseed_collapsed(train, log_w, logits, stats, self.min_mass)
-            if seeded:
-                rec["reseeded"] = seeded
-        self.set_parameters(log_w, logits)
-        self.em_history.append(rec)
-
-    def fit_em(self, x: Tensor, **kwargs) -> em_lib.EMResult:
-        """Fit by EM (see genlearn.learning.em.fit_em for the settings)."""
-        return em_lib.fit_em(self, x, **kwargs)
-
     def config(self) -> dict:
-        return {"n_features": self.n_features, "components": self.components, "em": self.em,
-                "smoothing": self.smoothing, "weight_smoothing": self.weight_smoothing, "reseed": self.reseed,
-                "min_mass": self.min_mass, "seed": self.seed}
+        return {"n_features": self.n_features, "components": self.components, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "MixtureOfBernoulli":
+        """Rebuild from `config()`; configs of earlier versions carry the EM settings, which are dropped
+        (genlearn.learning.legacy derives the "em" rule from them)."""
+        return cls(**{k: v for k, v in config.items() if k not in LEGACY_LEARNING_KEYS})
 
 
-def _build(dataset, o: dict) -> MixtureOfBernoulli:
-    model = MixtureOfBernoulli(dataset.n_features, components=o["components"], em=bool(o["em"]),
-                               smoothing=o["smoothing"], weight_smoothing=o["weight_smoothing"],
-                               seed=o["init_seed"])
-    model.init_from_data(dataset.train, torch.Generator().manual_seed(int(o["init_seed"])))
+@dataclass(frozen=True)
+class MixtureConfig:
+    """Options of `genlearn fit mixture` (the last four are the EM rule's)."""
+
+    components: int = option(10, "number of mixture components K", minimum=1)
+    init_seed: int = option(0, "seed of the initial parameters (K random training examples)")
+    em: bool = option(False, "fit by EM (one closed-form EM iteration per epoch) instead of gradients")
+    smoothing: float = option(0.0, "EM: Beta pseudo-counts a in p = (S + a) / (N + 2a)", minimum=0)
+    weight_smoothing: float = option(0.0, "EM: Dirichlet pseudo-counts of the mixture weights", minimum=0)
+    reseed: bool = option(True, "EM: move a collapsed component onto the worst-explained training example")
+    min_mass: float = option(1e-3, "EM: responsibility mass (examples) below which a component has collapsed",
+                             minimum=0)
+
+
+def _build(dataset, config: MixtureConfig) -> MixtureOfBernoulli:
+    # em, smoothing, weight_smoothing, reseed and min_mass are the learning rule's (see _rule)
+    model = MixtureOfBernoulli(dataset.n_features, components=config.components, seed=config.init_seed)
+    model.init_from_data(dataset.train, torch.Generator().manual_seed(config.init_seed))
     return model
+
+
+def _rule(config: MixtureConfig) -> tuple[str, dict]:
+    """EM (closed-form M-step) with --em, else gradient descent on the exact NLL."""
+    if not config.em:
+        return "maximum-likelihood", {}
+    return "em", {"smoothing": config.smoothing, "weight_smoothing": config.weight_smoothing,
+                  "reseed": config.reseed, "min_mass": config.min_mass}
 
 
 register_model(ModelSpec(
     "mixture", MixtureOfBernoulli, "mixture of K product-Bernoulli components (EM or gradient descent)",
-    ("binary",), _build,
-    options={
-        "components": Option(int, 10, "number of mixture components K (>= 1)"),
-        "em": Option(bool, False, "fit by EM (one closed-form EM iteration per epoch) instead of gradients"),
-        "smoothing": Option(float, 0.0, "EM: Beta pseudo-counts a in p = (S + a) / (N + 2a)"),
-        "weight_smoothing": Option(float, 0.0, "EM: Dirichlet pseudo-counts of the mixture weights"),
-        "init_seed": Option(int, 0, "seed of the initial parameters (K random training examples)"),
-    },
-    train_defaults={"optimizer": "adam", "lr": 0.05},
+    ("binary",), _build, MixtureConfig, _rule, train_defaults={"optimizer": "adam", "lr": 0.05},
 ))
 
-__all__ = ["MixtureOfBernoulli"]
+
+__all__ = ["MixtureOfBernoulli", "component_log_probs", "mixture_log_prob"]

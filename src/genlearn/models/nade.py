@@ -22,6 +22,7 @@ k ~ uniform, then ancestral sampling along o_k.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,8 @@ from genlearn.models.fvsbn import (
     init_seed_generator,
 )
 from genlearn.models.made import ACTIVATIONS, activation_fn, parse_hidden
-from genlearn.models.registry import ModelSpec, Option, register_model
+from genlearn.models.registry import ModelSpec, register_model
+from genlearn.options import option
 
 MAX_ORDERINGS = 1024
 #: elements of one (batch x block x H) slab of the blocked pass; ~4 MB of float32 so that it stays in cache
@@ -372,28 +374,33 @@ class NADE(GenerativeModel):
                 "activation": self.activation, "seed": self.seed, "matmul_precision": self.matmul_precision}
 
 
-def _build(dataset, o: dict) -> NADE:
-    return NADE(dataset.n_features, hidden=o["hidden"], order=o["order"], order_agnostic=bool(o["order_agnostic"]),
-                orderings=o["orderings"], activation=o["activation"],
-                seed=o["init_seed"], matmul_precision=o["matmul_precision"]).init_from_data(dataset.train)
+@dataclass(frozen=True)
+class NADEConfig:
+    """Options of `genlearn fit nade`."""
+
+    hidden: tuple[int, ...] = option((500,), "hidden layer sizes: H, or H,H2 for a second hidden layer", minimum=1)
+    order: str = option("fixed", "ordering: fixed (identity) or random", choices=ORDERS)
+    order_agnostic: bool = option(False, "train over random orderings (Uria et al. 2014) with the mask input")
+    orderings: int = option(1, f"orderings K averaged at test time (order-agnostic only, 1..{MAX_ORDERINGS})",
+                            minimum=1)
+    activation: str = option("relu", "hidden activation", choices=ACTIVATIONS)
+    init_seed: int = option(0, "seed of the initial weights and of the orderings")
+    matmul_precision: str = option("full", "precision of the order-agnostic training products: full, or bfloat16 "
+                                   "(bfloat16 operands, float32 accumulation; ~1.6x faster only on CPUs with "
+                                   "AVX512-BF16 or AMX); likelihoods are always computed in full precision",
+                                   choices=MATMUL_PRECISIONS)
+
+
+def _build(dataset, config: NADEConfig) -> NADE:
+    return NADE(dataset.n_features, hidden=list(config.hidden), order=config.order,
+                order_agnostic=config.order_agnostic, orderings=config.orderings, activation=config.activation,
+                seed=config.init_seed, matmul_precision=config.matmul_precision).init_from_data(dataset.train)
 
 
 register_model(ModelSpec(
     "nade", NADE, "neural autoregressive distribution estimator (fixed order or order-agnostic ensembles)",
-    ("binary",), _build,
-    options={
-        "hidden": Option(str, "500", "hidden layer sizes: H, or H,H2 for a second hidden layer"),
-        "order": Option(str, "fixed", "ordering: fixed (identity) or random", ORDERS),
-        "order_agnostic": Option(bool, False, "train over random orderings (Uria et al. 2014) with mask input"),
-        "orderings": Option(int, 1, f"orderings K averaged at test time (order-agnostic only, 1..{MAX_ORDERINGS})"),
-        "activation": Option(str, "relu", "hidden activation: relu, sigmoid or tanh", ACTIVATIONS),
-        "init_seed": Option(int, 0, "seed of the initial weights and of the orderings"),
-        "matmul_precision": Option(str, "full", "precision of the order-agnostic training products: full, or "
-                                   "bfloat16 (bfloat16 operands, float32 accumulation; ~1.6x faster on CPUs with "
-                                   "AVX512-BF16 or AMX); likelihoods are always computed in full precision",
-                                   MATMUL_PRECISIONS),
-    },
-    train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
+    ("binary",), _build, NADEConfig, train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
 ))
+
 
 __all__ = ["NADE"]

@@ -3,17 +3,16 @@
 `Bernoulli` (the coin) is the one-unit case. The closed-form MLE is p_i = mean of x_i over the data."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlearn.models.base import (
-    GenerativeModel,
-    as_float,
-    check_positive_int,
-    column_means,
-    logit,
-)
+from genlearn.errors import ConfigError
+from genlearn.models.base import GenerativeModel, as_float, check_positive_int, column_means, logit
+from genlearn.models.registry import ModelSpec, register_model
+from genlearn.options import option
 
 
 class ProductBernoulli(GenerativeModel):
@@ -30,8 +29,6 @@ class ProductBernoulli(GenerativeModel):
         else:
             p = torch.as_tensor(probs, dtype=torch.float32).reshape(-1)
             if p.numel() != self.n_features or (p < 0).any() or (p > 1).any() or not torch.isfinite(p).all():
-                from genlearn.errors import ConfigError
-
                 raise ConfigError(f"probs must be {self.n_features} numbers in [0, 1]")
             init = logit(p)
         self.logits = torch.nn.Parameter(init.clone())
@@ -55,9 +52,13 @@ class ProductBernoulli(GenerativeModel):
         return {"n_features": self.n_features}
 
     @torch.no_grad()
-    def fit_closed_form(self, x: Tensor) -> "ProductBernoulli":
-        """MLE: p_i = (1/M) sum_m x_mi (clipped to [1e-6, 1-1e-6] so the logits stay finite)."""
-        self.logits.copy_(logit(column_means(as_float(x))).to(self.logits.dtype))
+    def fit_closed_form(self, x: Tensor, smoothing: float = 0.0) -> "ProductBernoulli":
+        """MLE p_i = (1/M) sum_m x_mi, or with smoothing a > 0 the add-a estimate p_i = (sum_m x_mi + a) / (M + 2a)
+        (the posterior mean under a Beta(a, a) prior); clipped to [1e-6, 1-1e-6] so the logits stay finite."""
+        x = as_float(x)
+        m = x.shape[0]
+        p = (column_means(x) * m + smoothing) / (m + 2 * smoothing)
+        self.logits.copy_(logit(p).to(self.logits.dtype))
         return self
 
 
@@ -68,8 +69,6 @@ class Bernoulli(ProductBernoulli):
 
     def __init__(self, p: float | None = None, n_features: int = 1):
         if n_features != 1:
-            from genlearn.errors import ConfigError
-
             raise ConfigError("a Bernoulli (coin) model has exactly one unit; use product-bernoulli for more")
         super().__init__(1, None if p is None else [p])
 
@@ -79,3 +78,36 @@ class Bernoulli(ProductBernoulli):
 
     def config(self) -> dict:
         return {}
+
+
+@dataclass(frozen=True)
+class ProductBernoulliConfig:
+    """Options of `genlearn fit product-bernoulli` / `bernoulli` (both are the learning rule's)."""
+
+    closed_form: bool = option(False, "fit by the closed-form estimate (one pass over the data) instead of "
+                               "gradient descent")
+    smoothing: float = option(0.0, "with --closed-form: pseudo-counts a of p = (S + a) / (M + 2a) (0 = the MLE)",
+                              minimum=0)
+
+
+def _rule(config: ProductBernoulliConfig) -> tuple[str, dict]:
+    if config.closed_form:
+        return "closed-form", {"smoothing": config.smoothing}
+    if config.smoothing:
+        raise ConfigError("--smoothing applies to the closed-form estimate: add --closed-form")
+    return "maximum-likelihood", {}
+
+
+def _coin(dataset, config) -> Bernoulli:
+    if dataset.n_features != 1:
+        raise ConfigError(f"bernoulli models one binary variable; the data have {dataset.n_features} "
+                          "(use product-bernoulli)")
+    return Bernoulli()
+
+
+register_model(ModelSpec("bernoulli", Bernoulli, "a coin: one Bernoulli(p) variable", ("binary",), _coin,
+                         ProductBernoulliConfig, _rule))
+register_model(ModelSpec(
+    "product-bernoulli", ProductBernoulli, "independent Bernoulli pixels (the baseline for binary images)",
+    ("binary",), lambda dataset, config: ProductBernoulli(dataset.n_features), ProductBernoulliConfig, _rule,
+))

@@ -1,21 +1,49 @@
-"""Model families by CLI name. Adding a family = one module that calls `register_model`, plus its tests.
+"""Model families by CLI name. Adding a family = one module in genlearn/models/ that defines the distribution, its
+typed config and calls `register_model`, plus its tests; the family modules are found by scanning this folder.
 
-Each entry says which data kinds it accepts, its CLI options (name -> Option) and how to build a model for a
-data set from those options. Models are rebuilt from `model.config()` with `build_from_config`."""
+A family declares
+    config:  a dataclass of its options made with genlearn.options.option (type, default, choices, help): the CLI
+             flags of `genlearn fit FAMILY`, the validation, the run folder's record and the scikit-learn
+             wrapper's `options` all come from it;
+    build:   (dataset, config) -> model, the distribution P(X|theta) for that data set;
+    rule:    (config) -> (rule name, settings), the learning rule it learns with by default (see
+             genlearn.learning.rules: "maximum-likelihood", "contrastive-divergence", "em", ...);
+    train_defaults: trainer settings the family works best with when the user does not say (optimizer, lr...).
+Models are rebuilt from a run folder with `build_from_config(name, model.config())`."""
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
+from genlearn import options as opts
 from genlearn.errors import ConfigError
+
+#: modules of this folder that are not families
+NOT_FAMILIES = {"base", "registry", "table", "nade_kernels"}
 
 
 @dataclass(frozen=True)
 class Option:
+    """A family option as the listing commands show it (derived from the family's config dataclass)."""
+
     type: type
     default: object
     help: str
     choices: tuple | None = None
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The config of a family without options."""
+
+
+def maximum_likelihood(config) -> tuple[str, dict]:
+    """The default learning rule: autograd of the model's loss (the exact NLL for tractable families)."""
+    return "maximum-likelihood", {}
 
 
 @dataclass(frozen=True)
@@ -24,25 +52,39 @@ class ModelSpec:
     cls: type
     summary: str
     data_kinds: tuple[str, ...]
-    build: Callable  # (dataset, options: dict) -> GenerativeModel
-    options: dict = field(default_factory=dict)
+    build: Callable  # (dataset, config) -> GenerativeModel
+    config: type = NoOptions
+    rule: Callable = maximum_likelihood  # (config) -> (rule name, settings)
     #: trainer settings this family works best with when the user does not say (e.g. optimizer, lr)
     train_defaults: dict = field(default_factory=dict)
+
+    @property
+    def options(self) -> dict[str, Option]:
+        """{name: Option(type, default, help, choices)} of the config's fields."""
+        types_ = opts.field_types(self.config)
+        return {f.name: Option(types_[f.name][0], f.default, f.metadata.get("help", ""), f.metadata.get("choices"))
+                for f in dataclasses.fields(self.config)}
+
+    def parse_options(self, options: dict | None):
+        """The family's config from user values (Python values or command-line strings), validated."""
+        return opts.parse(self.config, options, f"model {self.name!r}")
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
+    if not dataclasses.is_dataclass(spec.config):
+        raise TypeError(f"the config of family {spec.name!r} must be a dataclass")
     MODELS[spec.name] = spec
     return spec
 
 
 def _ensure_loaded() -> None:
-    """Import every family module (lazily, so that family modules may import the core freely)."""
-    from genlearn.models import _import_families
-
-    _import_families()
+    """Import every family module of this folder once (each registers itself)."""
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name not in NOT_FAMILIES:
+            importlib.import_module(f"genlearn.models.{info.name}")
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -53,46 +95,25 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def build_model(name: str, dataset, **options):
-    """Build model `name` for `dataset`, checking the data kind and that every option applies."""
+    """Build model `name` for `dataset` from its options (checked against the family's config)."""
     spec = get_spec(name)
     if dataset.kind not in spec.data_kinds:
         raise ConfigError(
             f"model {name!r} needs {' or '.join(spec.data_kinds)} data, but {dataset.name!r} is {dataset.kind}"
         )
-    unknown = {k for k, v in options.items() if v is not None} - set(spec.options)
-    if unknown:
-        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(unknown))
-        raise ConfigError(f"{flags} does not apply to model {name!r}")
-    full = {k: o.default for k, o in spec.options.items()}
-    full.update({k: coerce_option(v, spec.options[k], k) for k, v in options.items() if v is not None})
-    for key, opt in spec.options.items():
-        if opt.choices and full[key] not in opt.choices:
-            raise ConfigError(f"--{key.replace('_', '-')} must be one of {', '.join(map(str, opt.choices))}")
-    return spec.build(dataset, full)
+    return spec.build(dataset, spec.parse_options(options))
 
 
-def coerce_option(value, opt: Option, name: str):
-    """Convert a string given on the command line to the option's type (flags shared by families with
-    different types arrive as strings)."""
-    if not isinstance(value, str) or opt.type is str:
-        return value
-    flag = "--" + name.replace("_", "-")
-    if opt.type is bool:
-        if value.lower() in ("true", "yes", "1"):
-            return True
-        if value.lower() in ("false", "no", "0"):
-            return False
-        raise ConfigError(f"{flag} must be true or false, got {value!r}")
-    try:
-        return opt.type(value)
-    except ValueError:
-        raise ConfigError(f"{flag} must be {opt.type.__name__}, got {value!r}") from None
+def rule_for(name: str, **options) -> tuple[str, dict]:
+    """(rule name, settings) of the learning rule family `name` learns with under these options."""
+    spec = get_spec(name)
+    return spec.rule(spec.parse_options(options))
 
 
 def build_from_config(name: str, config: dict):
     """The model of a saved run from its config (a family may adapt configs of older versions: `from_config`)."""
     cls = get_spec(name).cls
-    return cls.from_config(dict(config)) if hasattr(cls, "from_config") else cls(**config)
+    return cls.from_config(dict(config))
 
 
 def list_models() -> list[ModelSpec]:

@@ -39,6 +39,15 @@ class PatternTable(GenerativeModel):
         self.register_buffer("codes", codes[order])
         self.register_buffer("probs", probs[order] / probs.sum())
 
+    @classmethod
+    def from_samples(cls, x: Tensor) -> "PatternTable":
+        """The empirical distribution Q^(x) = (1/M) sum_m [x = x_m] of binary rows x as a table: its distinct
+        patterns with their frequencies."""
+        from genlearn.data.empirical import EmpiricalDistribution
+
+        emp = EmpiricalDistribution.from_samples(x, "binary")
+        return cls(emp.patterns, emp.probs)
+
     def log_prob(self, x: Tensor) -> Tensor:
         codes = pattern_codes(as_float(x))
         pos = torch.searchsorted(self.codes, codes).clamp_max(self.codes.numel() - 1)

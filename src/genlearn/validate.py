@@ -1,4 +1,6 @@
-"""Validation of user data, once, at the boundary. Every failure names the problem, where it is and the fix."""
+"""Validation of user data, once, at the boundary (the models' check_input and the data loaders). Every failure
+names the problem, where it is and the fix. Low level: it imports nothing of genlearn but the errors, so models
+and data may both use it without depending on each other."""
 from __future__ import annotations
 
 import torch

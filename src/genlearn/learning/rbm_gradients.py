@@ -1,0 +1,167 @@
+"""Gradient kernels of a binary RBM: pure tensor functions of W (V x H), b (V), c (H) and a batch.
+
+    E(v, h) = -v.b - h.c - v^T W h,   F(v) = -v.b - sum_j softplus(c_j + v.W_j)   (free energy, nats)
+
+The gradient of the empirical KL is a difference of free-energy derivatives,
+
+    dD_KL(Q^||P)/dtheta = <dF/dtheta>_Q^ - <dF/dtheta>_P,
+    dF/dW = -v sigmoid(c + v W)^T,   dF/db = -v,   dF/dc = -sigmoid(c + v W),
+
+and the kernels here differ only in where the model expectation <.>_P comes from:
+
+- `cd_step`: CD-k (Hinton 2002) from k block-Gibbs sweeps started at the batch, or PCD-k (Tieleman 2008)
+  from k sweeps of persistent chains (given by the caller, updated in place);
+- `exact_gradient`: the exact moments of P by enumerating the smaller layer (genlearn.estimators.exact_rbm).
+
+Everything is computed with matrix products and no autograd graph; the learning rules of
+genlearn.learning.rules write the results into p.grad."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from genlearn.models.base import MATMUL_PRECISIONS
+from genlearn.numerics import uniform_
+
+
+def matmul_dtype(W: Tensor, precision: str) -> torch.dtype:
+    return torch.bfloat16 if precision == "bfloat16" else W.dtype
+
+
+def cd_workspace(previous: dict | None, W: Tensor, batch: int, negatives: int, k: int,
+                 precision: str = "full") -> dict:
+    """Buffers of one CD step, reused from step to step (returned unchanged when `previous` fits): rows [x; v~]
+    (B+N, V), pre-activations and hidden probabilities (B+N, H), the per-row weights [-1/B ...; 1/N ...], the
+    uniforms of the k sweeps (k, N, H+V), the hidden samples (N, H), visible probabilities (N, V) and the three
+    gradients. With bfloat16 products: the 0/1 rows and hidden samples are also kept in bfloat16 (exactly), with
+    a bfloat16 copy of W and bfloat16 outputs of the products."""
+    V, H = W.shape
+    low = matmul_dtype(W, precision)
+    key = (batch, negatives, k, W.dtype, low, W.device)
+    if previous is not None and previous["key"] == key:
+        return previous
+    rows = batch + negatives
+    dev = W.device
+    weights = torch.cat([torch.full((batch,), -1.0 / batch, dtype=W.dtype, device=dev),
+                         torch.full((negatives,), 1.0 / negatives, dtype=W.dtype, device=dev)])
+    ws = {"key": key, "rows": torch.empty(rows, V, dtype=W.dtype, device=dev),
+          "pre": torch.empty(rows, H, dtype=W.dtype, device=dev),
+          "probs": torch.empty(rows, H, dtype=W.dtype, device=dev), "weights": weights,
+          "dW": torch.empty_like(W), "db": torch.empty(V, dtype=W.dtype, device=dev),
+          "dc": torch.empty(H, dtype=W.dtype, device=dev),
+          "uniforms": torch.empty(k, negatives, H + V, dtype=W.dtype, device=dev),
+          "hidden": torch.empty(negatives, H, dtype=low, device=dev),
+          "visible_probs": torch.empty(negatives, V, dtype=W.dtype, device=dev)}
+    if low != W.dtype:
+        ws.update({"rows_low": torch.empty(rows, V, dtype=low, device=dev),
+                   "weight_low": torch.empty_like(W, dtype=low),
+                   "pre_low": torch.empty(rows, H, dtype=low, device=dev),
+                   "visible_low": torch.empty(negatives, V, dtype=low, device=dev),
+                   "probs_low": torch.empty(rows, H, dtype=low, device=dev),
+                   "dW_low": torch.empty_like(W, dtype=low)})
+    return ws
+
+
+@torch.no_grad()
+def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch.Generator | None,
+            ws: dict, chains: Tensor | None = None) -> tuple:
+    """One CD-k (chains=None) or PCD-k estimate of the KL gradient on batch x (B x V, in W's dtype):
+
+        dW = -(x^T P(h|x)) / B + (v~^T P(h|v~)) / N,  db = -mean x + mean v~,  dc = -mean P(h|x) + mean P(h|v~)
+
+    where v~ (N rows) are the negatives after k block-Gibbs sweeps started at the batch (CD, N = B) or at the
+    persistent `chains` (PCD, N x V in W's dtype, overwritten with v~). dW is one product
+    [x; v~]^T (w * [P(h|x); P(h|v~)]) with the row weights w = [-1/B; 1/N]. `ws` is the workspace of
+    `cd_workspace(..., batch=B, negatives=N, k)`. Returns (value, dW, db, dc, v~), views of the workspace
+    (overwritten by the next call); value = mean F(x) - mean F(v~) (nats per example, the CD objective).
+
+    All uniforms of the k sweeps are drawn in one call: sweep i uses u[i, :, :H] for the hidden layer and
+    u[i, :, H:] for the visible layer (so the same generator state gives the same negatives).
+
+    With a bfloat16 workspace the four products take bfloat16 operands (the 0/1 states exactly, W and
+    w * P(h|.) rounded to 8 significant bits, relative error <= 2^-9) with float32 accumulation, and return
+    bfloat16 (torch has no float32-output bfloat16 product on CPU), so the pre-activations and dW are rounded
+    the same way; biases, probabilities, sampling, db, dc and the value stay in the parameters' dtype."""
+    B = x.shape[0]
+    pcd = chains is not None
+    low = "weight_low" in ws
+    rows, pre, probs = ws["rows"], ws["pre"], ws["probs"]
+    rows_m = ws["rows_low"] if low else rows  # the 0/1 rows [x; v~] as product operands
+    Wm = ws["weight_low"].copy_(W) if low else W
+
+    def hidden_pre(src: Tensor, out: Tensor, scratch: Tensor | None) -> None:  # out = c + src W
+        if low:
+            torch.mm(src, Wm, out=scratch)
+            out.copy_(scratch).add_(c)
+        else:
+            torch.addmm(c, src, W, out=out)
+
+    data, negatives = rows[:B], rows_m[B:]
+    N = negatives.shape[0]
+    data.copy_(x)
+    if low:
+        rows_m[:B].copy_(data)
+    hidden_pre(rows_m[:B], pre[:B], ws.get("pre_low", pre)[:B])
+    torch.sigmoid(pre[:B], out=probs[:B])
+    u, h, pv = ws["uniforms"], ws["hidden"], ws["visible_probs"]
+    uniform_(u, generator)
+    H = W.shape[1]
+    if pcd:
+        chain_pre = torch.empty(N, H, dtype=W.dtype, device=W.device)
+        hidden_pre(chains.to(Wm.dtype), chain_pre, ws.get("pre_low", pre)[B:])
+        torch.lt(u[0, :, :H], chain_pre.sigmoid_(), out=h)
+    else:
+        torch.lt(u[0, :, :H], probs[:B], out=h)
+    for step in range(k):
+        if low:
+            torch.mm(h, Wm.T, out=ws["visible_low"])
+            pv.copy_(ws["visible_low"]).add_(b).sigmoid_()
+        else:
+            torch.addmm(b, h, W.T, out=pv).sigmoid_()
+        torch.lt(u[step, :, H:], pv, out=negatives)
+        hidden_pre(negatives, pre[B:], ws.get("pre_low", pre)[B:])
+        torch.sigmoid(pre[B:], out=probs[B:])
+        if step < k - 1:
+            torch.lt(u[step + 1, :, :H], probs[B:], out=h)
+    if low:
+        rows[B:].copy_(negatives)
+    if pcd:
+        chains.copy_(rows[B:])
+    w = ws["weights"]
+    # value: mean F(x) - mean F(v~) = sum_r w_r (v_r.b + sum_j softplus(pre_rj)), F(v) = -v.b - sum softplus
+    free = torch.nn.functional.softplus(pre).sum(1).add_(torch.mv(rows, b))
+    value = torch.dot(w, free)
+    probs.mul_(w.unsqueeze(1))
+    if low:
+        torch.mm(rows_m.T, ws["probs_low"].copy_(probs), out=ws["dW_low"])
+        ws["dW"].copy_(ws["dW_low"])
+    else:
+        torch.mm(rows.T, probs, out=ws["dW"])
+    torch.mv(rows.T, w, out=ws["db"])
+    torch.sum(probs, 0, out=ws["dc"])
+    return value, ws["dW"], ws["db"], ws["dc"], rows[B:]
+
+
+@torch.no_grad()
+def exact_gradient(W: Tensor, b: Tensor, c: Tensor, x: Tensor, limit: int) -> tuple:
+    """The exact KL gradient on batch x by enumerating the smaller layer (at most `limit` units):
+
+        dW = E_P[v h^T] - x^T P(h|x) / B,   db = E_P[v] - mean x,   dc = E_P[h] - mean P(h|x),
+
+    with the model moments E_P[.] from `rbm_exact_moments` (float64, rounded to W's dtype). Returns
+    (value, dW, db, dc) with value = mean F(x) + log Z, the exact NLL of the batch (nats per example)."""
+    from genlearn.estimators.exact_rbm import rbm_exact_moments
+
+    log_z, e_vh, e_v, e_h = rbm_exact_moments(W, b, c, limit=limit)
+    xd = x.to(W.dtype)
+    ph0 = torch.sigmoid(torch.addmm(c, xd, W))
+    B = x.shape[0]
+    dW = e_vh.to(W.dtype) - xd.T @ ph0 / B
+    db = e_v.to(W.dtype) - xd.mean(0)
+    dc = e_h.to(W.dtype) - ph0.mean(0)
+    free = -(xd @ b) - torch.nn.functional.softplus(torch.addmm(c, xd, W)).sum(-1)
+    value = (free.double().mean() + log_z).to(W.dtype)
+    return value, dW, db, dc
+
+
+__all__ = ["MATMUL_PRECISIONS", "cd_step", "cd_workspace", "exact_gradient", "matmul_dtype"]

@@ -1,0 +1,497 @@
+"""Learning rules: how theta moves, as objects handed to the one Trainer (genlearn.learning.trainer).
+
+The learning equation is theta <- theta - eps * g, where g is the gradient, exact or estimated, of the empirical
+KL divergence on a batch x(1..B),
+
+    D_KL(Q^||P_theta) = -(1/B) sum_m log P(x(m)|theta) - H(Q^)       (nats per example),
+
+or, for EM, a closed-form step that never increases it. A model says what the distribution is; a rule says how
+g is obtained and what state that needs (persistent chains, mean-field magnetisations, EM statistics). The
+Trainer uses only the interface declared by `LearningRule`; per epoch it does
+
+    for each batch:  p.grad = None for every parameter;  value = rule.compute_gradient(model, batch, generator)
+                     if rule.uses_optimizer: optimizer.step()
+    rule.end_epoch(model, train)
+
+and it checkpoints `rule.state_tensors()` (under a "rule." prefix) with the rule's name and `settings()`, so that
+`--resume` rebuilds the rule with `make_rule` and continues bit for bit.
+
+Registered rules (`make_rule(name, settings)`; settings are typed, see each `Settings` dataclass):
+
+- "maximum-likelihood" {}: g = autograd of model.loss(batch) (the mean NLL for every tractable family; the
+  order-agnostic NADE / MADE losses are the models' own unbiased estimates of it).
+- "contrastive-divergence" {k, persistent, n_chains, matmul_precision}: the RBM's CD-k / PCD-k estimate
+  g = <dF/dtheta>_batch - <dF/dtheta>_negatives, the negatives after k block-Gibbs sweeps from the batch (CD) or
+  from persistent chains owned by the rule (PCD); kernels in genlearn.learning.rbm_gradients.
+- "rbm-exact-gradient" {}: the RBM's exact g with the model moments by enumerating the smaller layer (<= 20).
+- "boltzmann-moments" {estimator, k, n_chains, mf_iterations}: a fully visible Boltzmann machine's
+  g = <dE/dtheta>_data - <dE/dtheta>_model with the model moments from `estimator` (exact, gibbs, pcd,
+  mean-field, tap, or pseudo-likelihood, a different objective); genlearn.learning.boltzmann_gradients.
+- "em" {smoothing, weight_smoothing, reseed, min_mass}: EM for the mixture of Bernoullis: E-step statistics per
+  batch, the closed-form (MAP) M-step at the end of each epoch, no optimizer step (genlearn.learning.em).
+- "closed-form" {smoothing}: the closed-form estimate (model.fit_closed_form) at the end of each epoch: the
+  MLE, or add-a smoothing for Bernoulli models; no optimizer step.
+"""
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from genlearn import options
+from genlearn.errors import ConfigError
+from genlearn.learning.rbm_gradients import cd_step, cd_workspace, exact_gradient
+from genlearn.models.base import MATMUL_PRECISIONS, GenerativeModel
+from genlearn.options import option
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """The settings of a rule without settings."""
+
+
+class LearningRule(ABC):
+    """How a model learns: the gradient (or closed-form step) of D_KL(Q^||P_theta) and the state it keeps.
+
+    Class attributes: `name` (the registry name), `uses_optimizer` (False for rules that set the parameters
+    themselves, e.g. EM's M-step), `Settings` (a frozen dataclass of typed settings made with
+    genlearn.options.option), `objective` (one line: what the returned value is). Instances hold their settings
+    in `self.config` (a `Settings` instance) and their state (chains, statistics)."""
+
+    name: ClassVar[str] = ""
+    uses_optimizer: ClassVar[bool] = True
+    Settings: ClassVar[type] = NoSettings
+    objective: ClassVar[str] = ""
+
+    def __init__(self, settings: dict | None = None):
+        self.config = parse_settings(self.name, self.Settings, settings)
+
+    # -- the interface the Trainer uses ------------------------------------------------------------
+    def check(self, model: GenerativeModel) -> None:
+        """Raise ConfigError (or IntractableError) when this rule cannot train `model`; the Trainer calls it
+        once, before training, so a wrong pairing fails with one message instead of deep in the first batch."""
+
+    @abstractmethod
+    def compute_gradient(self, model: GenerativeModel, batch: Tensor, generator: torch.Generator) -> Tensor:
+        """Set p.grad of the model's parameters to the (estimated) gradient of D_KL(Q^||P_theta) on `batch`
+        (the Trainer has set every p.grad to None before) and return the objective value on the batch: a
+        detached scalar, nats per example (see `objective`). `generator` is the Trainer's seeded generator."""
+
+    def end_epoch(self, model: GenerativeModel, train: Tensor) -> None:
+        """Called after the last batch of every epoch with the epoch's training rows (EM's M-step, the data
+        statistics an RBM's AIS needs). Nothing by default."""
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The rule's state to checkpoint (e.g. {"chains": ...}); {} for a stateless rule."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore what `state_tensors` returned (from a checkpoint)."""
+        if tensors:
+            raise ConfigError(f"the learning rule {self.name!r} keeps no state, but the checkpoint holds "
+                              f"{', '.join(sorted(tensors))}")
+
+    def settings(self) -> dict:
+        """The settings as JSON values: make_rule(self.name, self.settings()) rebuilds this rule (state aside)."""
+        return options.to_dict(self.config)
+
+    def describe(self) -> dict:
+        """What a run records about its learning in metrics.json (the objective and family-specific keys)."""
+        return {"objective": self.objective}
+
+    def record(self) -> dict:
+        """{"name", "settings"}: what a checkpoint stores to rebuild the rule."""
+        return {"name": self.name, "settings": self.settings()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings()!r})"
+
+
+# ------------------------------------------------------------------------------------------------------
+# the registry
+# ------------------------------------------------------------------------------------------------------
+RULES: dict[str, type[LearningRule]] = {}
+
+
+def register_rule(name: str, cls: type[LearningRule]) -> type[LearningRule]:
+    """Register a LearningRule subclass under `name` (its `name` attribute)."""
+    if not (isinstance(cls, type) and issubclass(cls, LearningRule)):
+        raise TypeError(f"a learning rule must subclass LearningRule, got {cls!r}")
+    if cls.name != name:
+        raise TypeError(f"learning rule class {cls.__name__} has name {cls.name!r}, registered as {name!r}")
+    if not dataclasses.is_dataclass(cls.Settings):
+        raise TypeError(f"the Settings of learning rule {name!r} must be a dataclass")
+    RULES[name] = cls
+    return cls
+
+
+def parse_settings(name: str, cls: type, settings: dict | None):
+    """A `cls` instance from a dict of settings (Python values or command-line strings): unknown names and bad
+    values are one ConfigError each."""
+    settings = dict(settings or {})
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for the learning rule {name!r}; its settings: "
+                          f"{', '.join(known) or 'none'}")
+    return options.parse(cls, settings, f"the learning rule {name!r}")
+
+
+def make_rule(name: str, settings: dict | None = None) -> LearningRule:
+    """The learning rule `name` with `settings` (defaults for those not given); ConfigError for an unknown name
+    or setting."""
+    if name not in RULES:
+        raise ConfigError(f"unknown learning rule {name!r}; known: {', '.join(sorted(RULES))}")
+    return RULES[name](settings)
+
+
+def rule_from_record(record: dict) -> LearningRule:
+    """The rule of a checkpoint's {"name", "settings"} record."""
+    return make_rule(record["name"], record.get("settings") or {})
+
+
+def list_rules() -> list[str]:
+    return sorted(RULES)
+
+
+def _check_family(rule: LearningRule, model, cls: type, what: str) -> None:
+    if not isinstance(model, cls):
+        raise ConfigError(f"the learning rule {rule.name!r} trains {what}, not a {getattr(model, 'name', model)!r} "
+                          "model; use the rule of its family (e.g. maximum-likelihood)")
+
+
+# ------------------------------------------------------------------------------------------------------
+# maximum likelihood by autograd
+# ------------------------------------------------------------------------------------------------------
+class MaximumLikelihood(LearningRule):
+    """g = d model.loss(batch) / dtheta by autograd. For a tractable family model.loss = -(1/B) sum log P(x|theta),
+    the batch NLL, so g is the exact gradient of D_KL(Q^||P_theta) on the batch (they differ by H(Q^), which does
+    not depend on theta); families whose loss is an unbiased estimate (order-agnostic NADE, MADE with mask
+    sampling) give an unbiased estimate of it."""
+
+    name = "maximum-likelihood"
+    objective = "maximum likelihood: autograd of model.loss(batch), the mean NLL (nats per example)"
+
+    def compute_gradient(self, model, batch, generator):
+        loss = model.loss(batch, generator=generator)
+        loss.backward()
+        return loss.detach()
+
+
+# ------------------------------------------------------------------------------------------------------
+# RBM: CD-k / PCD-k and the exact gradient
+# ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ContrastiveDivergenceSettings:
+    k: int = option(1, "Gibbs sweeps per update (CD-k / PCD-k)", minimum=1)
+    persistent: bool = option(False, "persistent chains (PCD-k): the negatives continue from the last update's")
+    n_chains: int = option(100, "number of persistent chains (PCD)", minimum=1)
+    matmul_precision: str = option("full", "precision of the CD/PCD matrix products: full, or bfloat16 (bfloat16 "
+                                   "operands, float32 accumulation)", choices=MATMUL_PRECISIONS)
+
+
+class ContrastiveDivergence(LearningRule):
+    """CD-k (Hinton 2002) / PCD-k (Tieleman 2008) for a binary RBM:
+
+        g = (1/B) sum_m dF(x_m)/dtheta - (1/N) sum_n dF(v~_n)/dtheta,
+
+    with the N negatives v~ after k block-Gibbs sweeps from the batch (CD, N = B) or from `n_chains` persistent
+    chains (PCD; they start at the first batch's rows, cycled, and are owned and checkpointed by this rule). The
+    returned value is the CD objective mean F(x) - mean F(v~) (nats per example, not a likelihood). Matrix
+    products by hand, reused buffers, bfloat16 products on request (genlearn.learning.rbm_gradients.cd_step).
+    The rule also stores the RBM's AIS data statistics (model.set_training_statistics)."""
+
+    name = "contrastive-divergence"
+    Settings = ContrastiveDivergenceSettings
+    objective = "maximum likelihood, CD-k/PCD-k gradient; loss = mean F(data) - mean F(negatives) (nats)"
+
+    def __init__(self, settings: dict | None = None):
+        super().__init__(settings)
+        self.chains: Tensor | None = None
+        self._workspace: dict | None = None
+
+    def check(self, model):
+        from genlearn.models.rbm import RBM
+
+        _check_family(self, model, RBM, "an RBM")
+
+    @torch.no_grad()
+    def compute_gradient(self, model, batch, generator):
+        model.check_batch(batch)
+        cfg = self.config
+        W, b, c = model.weight, model.visible_bias, model.hidden_bias
+        x = batch.to(W.dtype)
+        B = x.shape[0]
+        chains = None
+        if cfg.persistent:
+            if self.chains is None:
+                self.chains = x[torch.arange(cfg.n_chains) % B].clone()
+            elif self.chains.shape != (cfg.n_chains, model.n_visible):
+                raise ConfigError(f"the persistent chains have shape {tuple(self.chains.shape)}, but the rule has "
+                                  f"n_chains={cfg.n_chains} for {model.n_visible} visible units")
+            elif self.chains.dtype != W.dtype or self.chains.device != W.device:
+                self.chains = self.chains.to(W)
+            chains = self.chains
+        N = cfg.n_chains if cfg.persistent else B
+        self._workspace = cd_workspace(self._workspace, W, B, N, cfg.k, cfg.matmul_precision)
+        value, dW, db, dc, _ = cd_step(W, b, c, x, cfg.k, generator, self._workspace, chains)
+        W.grad, b.grad, c.grad = dW, db, dc
+        return value
+
+    def gradient(self, model, batch: Tensor, generator: torch.Generator | None = None) -> tuple:
+        """(value, dW, db, dc, negatives) of one step as new tensors: what compute_gradient writes to p.grad
+        (which it also does here) and the negatives v~. Advances the persistent chains like a training step."""
+        value = self.compute_gradient(model, batch, generator)
+        ws, B = self._workspace, batch.shape[0]
+        return value, ws["dW"].clone(), ws["db"].clone(), ws["dc"].clone(), ws["rows"][B:].clone()
+
+    def end_epoch(self, model, train):
+        if int(model.base_rate_ready) < 2:
+            model.set_training_statistics(train, full=True)
+
+    def state_tensors(self):
+        return {} if self.chains is None else {"chains": self.chains}
+
+    def load_state_tensors(self, tensors):
+        unknown = set(tensors) - {"chains"}
+        if unknown:
+            raise ConfigError(f"unknown state {', '.join(sorted(unknown))} for the learning rule {self.name!r}")
+        if "chains" in tensors and not self.config.persistent:
+            raise ConfigError("the checkpoint holds persistent chains, but the contrastive-divergence rule is not "
+                              "persistent")
+        self.chains = tensors["chains"].clone() if "chains" in tensors else None
+
+    def describe(self):
+        return {"rbm_gradient": "pcd" if self.config.persistent else "cd", "rbm_k": self.config.k,
+                "objective": self.objective}
+
+
+class RBMExactGradient(LearningRule):
+    """The exact KL gradient of a small binary RBM:
+
+        g = (1/B) sum_m dF(x_m)/dtheta + d log Z/dtheta,   d log Z/d(W, b, c) = (E_P[v h^T], E_P[v], E_P[h]),
+
+    with the model moments by enumerating the 2^m states of the smaller layer (m <= 20, float64). The value is
+    the exact batch NLL mean F(x) + log Z (nats per example)."""
+
+    name = "rbm-exact-gradient"
+    objective = "maximum likelihood, exact gradient (model moments by enumerating the smaller layer)"
+
+    def check(self, model):
+        from genlearn.models.rbm import RBM, check_exact_gradient_limit
+
+        _check_family(self, model, RBM, "an RBM")
+        check_exact_gradient_limit(model)
+
+    @torch.no_grad()
+    def compute_gradient(self, model, batch, generator):
+        from genlearn.models.rbm import EXACT_GRADIENT_LIMIT
+
+        model.check_batch(batch)
+        W, b, c = model.weight, model.visible_bias, model.hidden_bias
+        value, dW, db, dc = exact_gradient(W, b, c, batch, EXACT_GRADIENT_LIMIT)
+        W.grad, b.grad, c.grad = dW, db, dc
+        return value
+
+    def end_epoch(self, model, train):
+        if int(model.base_rate_ready) < 2:
+            model.set_training_statistics(train, full=True)
+
+    def describe(self):
+        return {"rbm_gradient": "exact", "objective": self.objective}
+
+
+# ------------------------------------------------------------------------------------------------------
+# fully visible Boltzmann machine: moment estimators
+# ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BoltzmannMomentsSettings:
+    estimator: str = option("exact", "how the model moments are obtained: exact (enumeration, n <= 24), gibbs "
+                            "(CD-k from the data), pcd (persistent chains), mean-field, tap, pseudo-likelihood (a "
+                            "different objective)",
+                            choices=("exact", "gibbs", "pcd", "mean-field", "tap", "pseudo-likelihood"))
+    k: int = option(1, "Gibbs sweeps per gradient step (gibbs, pcd)", minimum=1)
+    n_chains: int = option(100, "persistent chains (pcd)", minimum=1)
+    mf_iterations: int = option(200, "damped mean-field fixed-point iterations per step (mean-field, tap)",
+                                minimum=1)
+
+
+class BoltzmannMoments(LearningRule):
+    """The KL gradient of a fully visible Boltzmann machine, E(x) = -(b.x + 1/2 x.W.x):
+
+        g = <dE/dtheta>_Q^ - <dE/dtheta>_P,   i.e. dD/db_i = <x_i>_P - <x_i>_Q^,  dD/dW_ij = <x_i x_j>_P - <x_i x_j>_Q^,
+
+    as the autograd gradient of the surrogate <E>_data - <E>_model (model moments held fixed) with the model
+    moments from `estimator` (see genlearn.learning.boltzmann_gradients; "pseudo-likelihood" differentiates
+    the negative log pseudo-likelihood instead). The estimator's state (PCD chains, the mean-field
+    magnetisation) is this rule's state, checkpointed for --resume."""
+
+    name = "boltzmann-moments"
+    Settings = BoltzmannMomentsSettings
+
+    def __init__(self, settings: dict | None = None):
+        from genlearn.learning.boltzmann_gradients import make_estimator
+
+        super().__init__(settings)
+        cfg = self.config
+        self.estimator = make_estimator(cfg.estimator, cfg.k, cfg.n_chains, cfg.mf_iterations)
+
+    @property
+    def objective(self) -> str:  # type: ignore[override]
+        return self.estimator.objective
+
+    def check(self, model):
+        from genlearn.errors import IntractableError
+        from genlearn.models.boltzmann import MAX_EXACT_UNITS, BoltzmannMachine
+
+        _check_family(self, model, BoltzmannMachine, "a fully visible Boltzmann machine")
+        n = model.n_features
+        if self.config.estimator == "exact" and n > MAX_EXACT_UNITS:
+            raise IntractableError(
+                f"the exact gradient of a Boltzmann machine with {n} units needs 2^{n} = {2.0 ** n:.3g} states; it "
+                f"is limited to n <= {MAX_EXACT_UNITS}. Use --gradient pcd or --gradient pseudo-likelihood (or "
+                "mean-field) instead; log Z, NLL and KL will then only be available as estimates (AIS)")
+
+    def compute_gradient(self, model, batch, generator):
+        loss = self.estimator.loss(model, batch, generator)
+        loss.backward()
+        return loss.detach()
+
+    def state_tensors(self):
+        return self.estimator.state_tensors()
+
+    def load_state_tensors(self, tensors):
+        self.estimator.load_state_tensors(tensors)
+
+    def describe(self):
+        return {"gradient_estimator": self.config.estimator, "objective": self.objective}
+
+
+# ------------------------------------------------------------------------------------------------------
+# EM for the mixture of Bernoullis
+# ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EMSettings:
+    smoothing: float = option(0.0, "Beta pseudo-counts a of the M-step, p = (S + a) / (N + 2a)", minimum=0)
+    weight_smoothing: float = option(0.0, "Dirichlet pseudo-counts of the mixture weights", minimum=0)
+    reseed: bool = option(True, "move a collapsed component onto the worst-explained training example")
+    min_mass: float = option(1e-3, "responsibility mass (examples) below which a component has collapsed",
+                             minimum=0)
+
+
+class EM(LearningRule):
+    """Expectation-maximisation for the mixture of Bernoullis, one EM iteration per Trainer epoch:
+
+    E-step, per batch: r_mk = P(k|x_m) at the parameters of the epoch's start, accumulated as N_k = sum_m r_mk and
+    S_ki = sum_m r_mk x_mi (float64); M-step, at the end of the epoch (closed form, MAP under Beta / Dirichlet
+    pseudo-counts a = smoothing, a_pi = weight_smoothing):
+
+        p_ki = (S_ki + a) / (N_k + 2a),   pi_k = (N_k + a_pi) / (M + K a_pi),
+
+    then collapsed components (N_k < min_mass) are re-seeded when `reseed`. Without smoothing no iteration
+    decreases the log-likelihood (Dempster et al. 1977). No gradient and no optimizer step: the batch size only
+    bounds memory. The value returned per batch is its NLL at the epoch's parameters (nats per example).
+    `history` holds one record per M-step (the train NLL before it, re-seeded components)."""
+
+    name = "em"
+    uses_optimizer = False
+    Settings = EMSettings
+
+    def __init__(self, settings: dict | None = None):
+        super().__init__(settings)
+        self._stats = None
+        self.history: list[dict] = []
+
+    @property
+    def objective(self) -> str:  # type: ignore[override]
+        cfg = self.config
+        if cfg.smoothing or cfg.weight_smoothing:
+            return (f"MAP by EM (Beta pseudo-counts {cfg.smoothing:g}, Dirichlet pseudo-counts "
+                    f"{cfg.weight_smoothing:g}); loss = NLL before the M-step (nats)")
+        return "maximum likelihood by EM (closed-form M-step per epoch); loss = NLL before the M-step (nats)"
+
+    def check(self, model):
+        from genlearn.models.mixture import MixtureOfBernoulli
+
+        _check_family(self, model, MixtureOfBernoulli, "a mixture of Bernoullis")
+
+    @torch.no_grad()
+    def compute_gradient(self, model, batch, generator):
+        from genlearn.learning.em import EMStats, e_step
+
+        stats = e_step(batch, model.log_weights.detach(), model.logits.detach())
+        if self._stats is None:
+            self._stats = EMStats.zeros(model.components, model.n_features)
+        self._stats.add(stats)
+        return torch.tensor(-stats.log_lik / max(stats.count, 1), dtype=torch.float64)
+
+    @torch.no_grad()
+    def end_epoch(self, model, train):
+        """The closed-form M-step from the statistics of the epoch (a fresh E-step over `train` if the batches
+        did not cover it exactly once), then re-seeding of collapsed components."""
+        from genlearn.learning.em import e_step, m_step, reseed_collapsed
+
+        cfg = self.config
+        stats, self._stats = self._stats, None
+        if stats is None or stats.count != train.shape[0]:
+            stats = e_step(train, model.log_weights.detach(), model.logits.detach())
+        log_w, logits = m_step(stats, cfg.smoothing, cfg.weight_smoothing, previous_logits=model.logits.detach(),
+                               min_mass=cfg.min_mass)
+        rec = {"train_nll_before": -stats.log_lik / stats.count}
+        if cfg.reseed:
+            seeded = reseed_collapsed(train, log_w, logits, stats, cfg.min_mass)
+            if seeded:
+                rec["reseeded"] = seeded
+        model.set_parameters(log_w, logits)
+        self.history.append(rec)
+
+
+# ------------------------------------------------------------------------------------------------------
+# closed form
+# ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClosedFormSettings:
+    smoothing: float = option(0.0, "pseudo-counts a of the estimate p = (S + a) / (M + 2a) (product Bernoullis; "
+                              "0 = the maximum-likelihood estimate)", minimum=0)
+
+
+class ClosedForm(LearningRule):
+    """theta = argmin_theta D_KL(Q^||P_theta) in closed form (`model.fit_closed_form`), computed at the end of
+    every epoch from all the epoch's training rows: the MLE (p_i = S_i / M for product Bernoullis with
+    S_i = sum_m x_mi, the frequencies for a die, mean and covariance for a Gaussian), or for Bernoulli models with
+    `smoothing` a > 0 the add-a estimate p_i = (S_i + a) / (M + 2a), the posterior mean under a Beta(a, a)
+    prior. One epoch is enough; no optimizer step. The value returned per batch is the batch NLL before the
+    update (nats per example)."""
+
+    name = "closed-form"
+    uses_optimizer = False
+    Settings = ClosedFormSettings
+    objective = "closed-form estimate: maximum likelihood, or add-a smoothing p = (S + a) / (M + 2a)"
+
+    def check(self, model) -> None:
+        if type(model).fit_closed_form is GenerativeModel.fit_closed_form:
+            raise ConfigError(f"model {model.name!r} has no closed-form estimate; use maximum-likelihood")
+        if self.config.smoothing and model.support != "binary":
+            raise ConfigError(f"closed-form smoothing applies to Bernoulli models, not {model.name!r}")
+
+    @torch.no_grad()
+    def compute_gradient(self, model, batch, generator):
+        return -model.log_prob(batch).double().mean().float()
+
+    def end_epoch(self, model, train) -> None:
+        if self.config.smoothing:
+            model.fit_closed_form(train, smoothing=self.config.smoothing)
+        else:
+            model.fit_closed_form(train)
+
+
+for _cls in (MaximumLikelihood, ContrastiveDivergence, RBMExactGradient, BoltzmannMoments, EM, ClosedForm):
+    register_rule(_cls.name, _cls)
+
+__all__ = ["EM", "BoltzmannMoments", "ClosedForm", "ContrastiveDivergence", "LearningRule", "MaximumLikelihood",
+           "RBMExactGradient", "RULES", "list_rules", "make_rule", "parse_settings", "register_rule",
+           "rule_from_record"]

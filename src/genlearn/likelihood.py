@@ -1,0 +1,254 @@
+"""The likelihood policy: how log Z and the log-likelihood of a model are obtained, decided in one place.
+
+A normalised model (every family with an exact `log_prob`) has log Z = 0 and NLL = -(1/M) sum_m log P(x_m)
+exactly. An energy model P(x) = exp(-F(x)) / Z (Boltzmann machines, RBMs) has
+
+    NLL = (1/M) sum_m F(x_m) + log Z        (nats per example; bits per dimension = NLL / (n log 2))
+
+and log Z is obtained by one of the computations the model offers:
+
+- "exact": enumeration of the 2^u states of u enumerated units (an RBM enumerates its smaller layer and sums the
+  other one in closed form, a fully visible Boltzmann machine enumerates every unit), float64, log-sum-exp;
+- "ais": annealed importance sampling, whose forward estimate is a stochastic lower bound of log Z, with reverse
+  AIS (from training rows or model samples) for a stochastic upper bound: the Estimate's [lower, upper];
+- "mean-field": the naive mean-field (Gibbs variational) lower bound of a Boltzmann machine.
+
+"auto" is decided here, never by the model: exact when the enumeration is affordable, AIS otherwise. The cost of
+an exact log Z is measured in *terms*, n 2^u for 2^u enumerated states that each cost about n operations
+(`EnergyModel.exact_partition_size()` gives (u, n)):
+
+- `EXACT_UNITS`, `EXACT_TERMS`: an evaluation (`genlearn eval`, the final metrics of a fit, the scikit-learn
+  wrappers' `score_samples`, KL estimates) is exact when u <= 25 and n 2^u <= 2^35 (784 x 25 RBM: 2.6e10
+  terms, tens of seconds), else AIS;
+- `MONITOR_TERMS`: the trainer's per-epoch monitoring is exact when n 2^u <= 2^29 (about a second: a 784 x 16
+  RBM is 5.1e7 terms, a 24-unit Boltzmann machine 4.0e8), else forward AIS when asked for
+  (`TrainConfig.monitor_ais_steps`), else nothing.
+
+A model whose kernel cannot enumerate u units (it raises IntractableError) falls back to AIS under "auto".
+Every result is an `Estimate` (value, stderr, lower, upper, method, details); exact ones have stderr 0 and
+lower = upper = value. This module sits above the models and below learning: the trainer, evaluation, the
+scikit-learn wrappers and `divergence` call it; models never do."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor
+
+from genlearn.errors import ConfigError, DataError, IntractableError
+from genlearn.estimators.estimate import Estimate
+from genlearn.models.base import EnergyModel
+
+#: exact log Z under "auto" when at most this many units are enumerated (2^25 = 33.5 million states) ...
+EXACT_UNITS = 25
+#: ... and the enumeration costs at most this many terms n 2^u
+EXACT_TERMS = 1 << 35
+#: the trainer monitors the exact NLL every epoch when the exact log Z costs at most this many terms
+MONITOR_TERMS = 1 << 29
+#: how log Z may be asked for; a model offers the computations it has (an RBM has no mean-field bound)
+PARTITION_METHODS = ("auto", "exact", "ais", "mean-field")
+#: what the policy decides for what: "evaluate" (one-off numbers) or "monitor" (every epoch of training)
+PURPOSES = ("evaluate", "monitor")
+#: rows per chunk when summing free energies or log-probabilities
+ROWS_PER_CHUNK = 10_000
+
+
+# ---------------------------------------------------------------------------------------------- the decision
+def exact_cost(model) -> tuple[int, float] | None:
+    """(u, terms) of an exact log Z of an energy model: 2^u enumerated states, terms = n 2^u; None for a
+    normalised model (log Z = 0, nothing to enumerate)."""
+    if not isinstance(model, EnergyModel):
+        return None
+    u, n = model.exact_partition_size()
+    return int(u), float(n) * 2.0 ** int(u)
+
+
+def choose_method(model, purpose: str = "evaluate") -> str:
+    """The method "auto" resolves to: "normalised" for a model with an exact log_prob; for an energy model
+    "exact" when u <= EXACT_UNITS and n 2^u <= EXACT_TERMS (purpose "evaluate") or <= MONITOR_TERMS (purpose
+    "monitor"), else "ais"."""
+    if purpose not in PURPOSES:
+        raise ConfigError(f"unknown purpose {purpose!r}; choose {' or '.join(PURPOSES)}")
+    cost = exact_cost(model)
+    if cost is None:
+        return "normalised"
+    u, terms = cost
+    limit = EXACT_TERMS if purpose == "evaluate" else MONITOR_TERMS
+    return "exact" if u <= EXACT_UNITS and terms <= limit else "ais"
+
+
+def monitors_exactly(model) -> bool:
+    """True when the trainer may compute the exact NLL of `model` at every monitoring step (normalised models,
+    and energy models whose exact log Z costs at most MONITOR_TERMS terms)."""
+    return choose_method(model, "monitor") in ("normalised", "exact")
+
+
+def _describe_choice(model, purpose: str, chosen: str) -> str:
+    u, terms = exact_cost(model)
+    limit = EXACT_TERMS if purpose == "evaluate" else MONITOR_TERMS
+    return (f"auto ({purpose}): exact log Z enumerates 2^{u} states, {terms:.3g} terms "
+            f"(exact when u <= {EXACT_UNITS} and terms <= 2^{int(math.log2(limit))}): {chosen}")
+
+
+# ---------------------------------------------------------------------------------------------- log Z
+def log_partition(model, method: str = "auto", purpose: str = "evaluate", progress: bool = False,
+                  **options) -> Estimate:
+    """log Z of `model` in nats, as an Estimate.
+
+    method: "auto" (decided by `choose_method(model, purpose)`; exact falls back to AIS when the model's kernel
+    cannot enumerate), "exact", "ais" (forward AIS with, where the model has it, reverse AIS for the upper
+    side of the bracket), "mean-field" (a lower bound, Boltzmann machines). `options` go to the model's
+    computation (AIS: steps, chains, seed, reverse, burn_in, data; unknown ones are ignored by the models);
+    `progress`: a progress bar over the AIS temperatures. A normalised model gives Estimate.exact(0.0,
+    "normalised") whatever the method. With "auto" the details record the choice under "policy"."""
+    if method not in PARTITION_METHODS:
+        raise ConfigError(f"unknown partition method {method!r}; choose one of {', '.join(PARTITION_METHODS)}")
+    if not isinstance(model, EnergyModel):
+        return Estimate.exact(0.0, "normalised")
+    if method != "auto":
+        return _compute(model, method, progress, options)
+    chosen = choose_method(model, purpose)
+    note = _describe_choice(model, purpose, chosen)
+    if chosen == "exact":
+        try:
+            est = _compute(model, "exact", progress, options)
+        except IntractableError as exc:
+            chosen, note = "ais", f"{note}; the model cannot enumerate ({exc}): ais"
+    if chosen == "ais":
+        est = _compute(model, "ais", progress, options)
+    return dataclasses.replace(est, details={**est.details, "policy": note})
+
+
+def _compute(model, method: str, progress: bool, options: dict) -> Estimate:
+    if method == "exact":
+        return model.log_partition(method="exact")
+    if progress:
+        options = {**options, "progress": True}
+    return model.log_partition(method=method, **options)
+
+
+# ---------------------------------------------------------------------------------------------- NLL
+def _is_float64(model) -> bool:
+    return any(p.dtype == torch.float64 for p in model.parameters())
+
+
+#: models with at most this many parameters are evaluated in float64 (so that an exact MLE gives KL = 0 to
+#: ~1e-12 instead of float32 rounding of ~1e-7); larger ones in their own precision
+FLOAT64_EVAL_MAX_PARAMS = 100_000
+
+
+def float64_copy(model):
+    """A float64 copy of a small normalised model (<= FLOAT64_EVAL_MAX_PARAMS parameters) for exact sums;
+    large models, and energy models (which compute log Z in float64 themselves and cache it), are returned as
+    they are."""
+    if isinstance(model, EnergyModel) or sum(p.numel() for p in model.parameters()) > FLOAT64_EVAL_MAX_PARAMS:
+        return model
+    import copy
+
+    return copy.deepcopy(model).double()
+
+
+@torch.no_grad()
+def mean_nll(model, x: Tensor, batch_size: int = ROWS_PER_CHUNK, member: int | None = None,
+             progress: bool = False, desc: str = "NLL") -> float:
+    """-(1/M) sum_m log P(x_m|theta) in nats per example with the model's exact log_prob, accumulated in
+    float64; with `member` = k, the NLL of ensemble member k alone (model.member_log_prob: one mask of a MADE,
+    one ordering of a NADE ensemble). A whole ensemble of K members goes through in chunks of batch_size / K
+    rows (the same chunks with or without `progress`, a tqdm bar over the rows named `desc`)."""
+    if x.shape[0] == 0:
+        raise DataError("cannot evaluate the likelihood of an empty data set")
+    model = float64_copy(model)
+    if torch.is_floating_point(x) and _is_float64(model):
+        x = x.double()
+    if member is None:
+        batch_size = max(1, batch_size // int(getattr(model, "ensemble_size", 1)))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=x.shape[0], desc=desc, unit="row", unit_scale=True, leave=False, mininterval=0.5)
+    total = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size]
+        lp = model.log_prob(xb) if member is None else model.member_log_prob(xb, member)
+        total += float(lp.double().sum())
+        if bar is not None:
+            bar.update(xb.shape[0])
+    if bar is not None:
+        bar.close()
+    return -total / x.shape[0]
+
+
+@torch.no_grad()
+def mean_free_energy(model: EnergyModel, x: Tensor) -> float:
+    """(1/M) sum_m F(x_m) in nats, float64 accumulation, in chunks of ROWS_PER_CHUNK rows."""
+    if x.shape[0] == 0:
+        raise DataError("cannot evaluate the likelihood of an empty data set")
+    total = 0.0
+    for start in range(0, x.shape[0], ROWS_PER_CHUNK):
+        total += float(model.free_energy(x[start : start + ROWS_PER_CHUNK]).double().sum())
+    return total / x.shape[0]
+
+
+@torch.no_grad()
+def nll(model, x: Tensor, method: str = "auto", log_z: Estimate | None = None, purpose: str = "evaluate",
+        progress: bool = False, desc: str = "NLL", **options) -> Estimate:
+    """NLL of the rows x in nats per example, as an Estimate with the method and bracket of its log Z.
+
+    Normalised model: exact (method "exact"). Energy model: mean F(x) + log Z, with log Z given (`log_z`, e.g.
+    computed once for several splits) or from `log_partition(model, method, purpose, **options)`; then
+    stderr = stderr of log Z and [lower, upper] = mean F(x) + [lower, upper] of log Z. details: bits_per_dim and,
+    for energy models, log_z, log_z_stderr, mean_free_energy, log_z_details."""
+    x = model.check_input(x)
+    per_dim = 1.0 / (model.n_features * math.log(2))
+    if not isinstance(model, EnergyModel):
+        value = mean_nll(model, x, progress=progress, desc=desc)
+        return Estimate.exact(value, "exact", {"bits_per_dim": value * per_dim})
+    if log_z is None:
+        log_z = log_partition(model, method, purpose=purpose, progress=progress, **options)
+    mean_f = mean_free_energy(model, x)
+    value = mean_f + log_z.value
+    details = {"bits_per_dim": value * per_dim, "log_z": log_z.value, "log_z_stderr": log_z.stderr,
+               "mean_free_energy": mean_f, "log_z_details": log_z.details}
+    return Estimate(value, log_z.method, log_z.stderr, mean_f + log_z.lower, mean_f + log_z.upper, details)
+
+
+def split_nll(model, x: Tensor, partition: str = "auto", log_z: Estimate | None = None, progress: bool = False,
+              desc: str = "NLL", **partition_options) -> dict:
+    """`nll` as the flat dict the metrics use: {"nll", "nll_method", "bits_per_dim"} and, for energy models,
+    "nll_lower", "nll_upper" (None when a side is unbounded), "log_z", "log_z_stderr", "mean_free_energy",
+    "log_z_details"."""
+    est = nll(model, x, partition, log_z=log_z, progress=progress, desc=desc, **partition_options)
+    out = {"nll": est.value, "nll_method": est.method}
+    if "log_z" in est.details:
+        out.update({"log_z": est.details["log_z"], "log_z_stderr": est.details["log_z_stderr"],
+                    "nll_lower": est.lower if math.isfinite(est.lower) else None,
+                    "nll_upper": est.upper if math.isfinite(est.upper) else None,
+                    "mean_free_energy": est.details["mean_free_energy"],
+                    "log_z_details": est.details["log_z_details"]})
+    out["bits_per_dim"] = est.details["bits_per_dim"]
+    return out
+
+
+@torch.no_grad()
+def log_likelihoods(model, x: Tensor, log_z: Estimate | None = None, method: str = "auto",
+                    **options) -> tuple[Tensor, Estimate]:
+    """(log P(x_m) per row in nats, float64; the log Z Estimate used): exact log_prob for a normalised model,
+    -F(x) - log Z for an energy model (log Z as in `log_partition`)."""
+    x = model.check_input(x)
+    if not isinstance(model, EnergyModel):
+        model = float64_copy(model)
+        xx = x.double() if torch.is_floating_point(x) and _is_float64(model) else x
+        rows = [model.log_prob(xx[s : s + ROWS_PER_CHUNK]).double() for s in range(0, x.shape[0], ROWS_PER_CHUNK)]
+        return torch.cat(rows) if rows else torch.zeros(0, dtype=torch.float64), Estimate.exact(0.0, "normalised")
+    if log_z is None:
+        log_z = log_partition(model, method, **options)
+    rows = [model.free_energy(x[s : s + ROWS_PER_CHUNK]).double() for s in range(0, x.shape[0], ROWS_PER_CHUNK)]
+    free = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.float64)
+    return -free - log_z.value, log_z
+
+
+__all__ = ["EXACT_TERMS", "EXACT_UNITS", "MONITOR_TERMS", "PARTITION_METHODS", "choose_method", "exact_cost",
+           "float64_copy", "log_likelihoods", "log_partition", "mean_free_energy", "mean_nll", "monitors_exactly",
+           "nll", "split_nll"]

@@ -1,0 +1,103 @@
+"""Recipes (genlearn.recipes) and the published parameters (benchmarks/models/NAME).
+
+Every shipped recipe must name a family, validate against the family's config and the TrainConfig, and carry
+its figure; `genlearn fit --recipe` must run through the product and record the recipe and the overrides;
+every published run folder must re-evaluate to the figure its metrics.json states (on ../shared/data)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from genlearn.cli import main
+from genlearn.errors import ConfigError
+from genlearn.learning.trainer import TrainConfig
+from genlearn.likelihood import PARTITION_METHODS
+from genlearn.models.registry import get_spec
+from genlearn.recipes import list_recipes, load_recipe, recipe_names
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+PUBLISHED = ROOT / "benchmarks" / "models"
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_validates_against_its_family_and_the_trainer(name):
+    recipe = load_recipe(name)
+    spec = get_spec(recipe.model)
+    spec.parse_options(recipe.model_options)
+    TrainConfig.from_dict(recipe.train).validate()
+    assert recipe.evaluation.get("partition", "auto") in PARTITION_METHODS
+    assert set(recipe.evaluation) <= {"partition", "steps", "chains", "seed"}
+    fig = recipe.figure
+    assert fig["metric"] == "test_nll" and math.isfinite(fig["value"]) and fig["cost"] and fig["machine"]
+
+
+def test_the_headline_figures_have_recipes():
+    """The README's headline figures (binarized MNIST): each has a recipe that states it."""
+    figures = {r.figure["value"] for r in list_recipes()}
+    for value in (129.77, 97.95, 87.98, 91.37, 88.54, 86.82, 148.66, 88.0, 205.79):
+        assert value in figures, value
+
+
+def test_unknown_recipe_is_one_clear_error(capsys):
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'; known: "):
+        load_recipe("nope")
+    assert main(["fit", "--recipe", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("genlearn: error: unknown recipe")
+
+
+def test_fit_recipe_records_the_recipe_and_the_overrides(tmp_path, capsys):
+    """A recipe's settings, then every flag given beside it (a family option and a training flag), through the
+    same fit as any other run; the data override is recorded too."""
+    out = tmp_path / "run"
+    rc = main(["fit", "--recipe", "fvsbn", "--data", "digits", "--epochs", "2", "--order", "random",
+               "--quiet", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"] == {"name": "fvsbn", "overrides": {"epochs": 2, "order": "random", "data": "digits"}}
+    assert metrics["train_config"]["epochs"] == 2 and metrics["epochs_run"] == 2
+    assert metrics["train_config"]["optimizer"] == "adam" and metrics["train_config"]["gamma"] == 0.99  # recipe
+    assert metrics["model_config"]["order"] == "random"
+    assert metrics["evaluation"] == {"partition": "auto"}
+
+
+def test_fit_recipe_rejects_a_family_other_than_its_own(tmp_path, capsys):
+    assert main(["fit", "rbm", "--recipe", "fvsbn", "--data", "digits", "--out", str(tmp_path / "x")]) == 2
+    assert "fits model 'fvsbn', not 'rbm'" in capsys.readouterr().err
+
+
+def test_recipes_command_lists_every_recipe_with_its_figure(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for r in list_recipes():
+        assert r.name in out and f"test_nll {r.figure['value']}" in out
+
+
+def _published():
+    return sorted(p.name for p in PUBLISHED.iterdir() if (p / "checkpoint.json").exists()) if PUBLISHED.exists() else []
+
+
+@pytest.mark.parametrize("name", _published())
+def test_published_folder_is_small_and_loads(name):
+    from genlearn import load_run
+
+    folder = PUBLISHED / name
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 5 * 2**20
+    run = load_run(folder)
+    x = run.sample(3)
+    assert x.shape == (3, run.model.n_features)
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
+@pytest.mark.parametrize("name", [n for n in _published() if "784x500" not in n])  # AIS at 100,000: minutes
+def test_published_parameters_reproduce_their_figure(name, capsys):
+    """`genlearn eval benchmarks/models/NAME --data-dir DIR` gives the figure of RESULTS (exact likelihoods)."""
+    metrics = json.loads((PUBLISHED / name / "metrics.json").read_text())
+    assert main(["eval", str(PUBLISHED / name), "--data-dir", str(SHARED), "--split", "test"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert abs(got["test_nll"] - metrics["test_nll"]) <= 0.05
