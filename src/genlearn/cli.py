@@ -66,7 +66,8 @@ def _fit_arguments(p: argparse.ArgumentParser, spec=None) -> None:
     _threads_arg(p, suppress=True)
     _partition_args(p, suppress=True)
     g = p.add_argument_group("learning (theta <- theta - lr * dD_KL/dtheta)")
-    options.add_arguments(g, TrainConfig, "train_", spec.train_defaults if spec is not None else None)
+    options.add_arguments(g, TrainConfig, "train_", spec.train_defaults if spec is not None else None,
+                          spec.name if spec is not None else "")
     if spec is not None and options.field_types(spec.config):
         g = p.add_argument_group(f"{spec.name} options")
         options.add_arguments(g, spec.config, "model_")

@@ -156,29 +156,37 @@ def to_dict(instance) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(instance).items()}
 
 
-def add_arguments(group, cls, dest_prefix: str = "", defaults: dict | None = None) -> None:
+def add_arguments(group, cls, dest_prefix: str = "", defaults: dict | None = None, owner: str = "") -> None:
     """One argparse flag per CLI field of `cls`, into `group`; values stay unset unless given (SUPPRESS), arrive
     as strings (bools as switches, with --no-NAME for those on by default) and are converted by `parse`.
-    `defaults` overrides the defaults shown in the help (a family's own training defaults)."""
+    `defaults`: the defaults of `owner` (a family's own training defaults) that replace the field's in the help."""
     types_ = field_types(cls)
+    defaults = defaults or {}
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if not meta.get("cli", True) or "help" not in meta:
             continue
         t, _ = types_[f.name]
-        default = (defaults or {}).get(f.name, f.default)
+        default = defaults.get(f.name, f.default)
         text = meta["help"]
+        if f.name in defaults:
+            text += f" ({owner} default {_shown(default)})"
+        elif t is bool:
+            text += f" (default {'on' if default else 'off'})"
+        elif default is not None and "default" not in text:
+            text += f" (default {_shown(default)})"
         dest = dest_prefix + f.name
         if t is bool:
             action = argparse.BooleanOptionalAction if default else "store_true"
-            group.add_argument(flag(f.name), dest=dest, action=action, default=argparse.SUPPRESS,
-                               help=f"{text} (default {'on' if default else 'off'})")
+            group.add_argument(flag(f.name), dest=dest, action=action, default=argparse.SUPPRESS, help=text)
             continue
         choices = meta.get("choices")
         metavar = "{" + ",".join(str(c) for c in choices if c is not None) + "}" if choices else f.name.upper()
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        group.add_argument(flag(f.name), dest=dest, type=str, default=argparse.SUPPRESS, metavar=metavar,
-                           help=f"{text} (default {shown})")
+        group.add_argument(flag(f.name), dest=dest, type=str, default=argparse.SUPPRESS, metavar=metavar, help=text)
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 __all__ = ["add_arguments", "convert", "field_types", "flag", "option", "parse", "to_dict"]
