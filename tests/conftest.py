@@ -27,7 +27,10 @@ def _deterministic():
 
 @pytest.fixture(autouse=True)
 def _one_thread_per_test():
-    """Every test starts with one torch thread, whatever the test before it set (a CLI run with --threads or a
-    recipe's own thread count changes the process-wide setting)."""
+    """Every test starts and ends with one torch thread (and so one numba thread for the NADE kernels), whatever it
+    set itself: a CLI run with --threads, or a recipe's own thread count, changes the process-wide setting, and
+    a module-scoped fixture of the next file runs before this fixture does (a sum over 2 threads is not
+    bit-identical to a sum over 1)."""
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(1)
