@@ -235,3 +235,23 @@ def test_the_trainer_monitors_through_the_policy():
     state = Trainer(small, ds, TrainConfig(epochs=1, lr=0.01, optimizer="sgd", batch_size=50, progress=False),
                     rule=make_rule("contrastive-divergence")).fit()
     assert state.history[-1]["train_nll"] == pytest.approx(L.nll(small, x).value, abs=1e-6)
+
+
+def test_monitoring_enumerates_the_kl_to_the_truth_only_up_to_the_policy_cap(monkeypatch):
+    """Every epoch the Trainer records kl_true by a closed form, or by enumeration when the state space has at
+    most likelihood.MONITOR_KL_STATES states; beyond the cap the history has no kl_true, while the final
+    metrics (one enumeration) still report it."""
+    import genlearn
+    from genlearn import likelihood
+
+    monkeypatch.setattr(likelihood, "MONITOR_KL_STATES", 8)
+    ds = genlearn.load_dataset("bars-and-stripes:size=2,n=200")  # 4 units: 16 states > 8
+    run = genlearn.fit("fvsbn", ds, epochs=2, optimizer="adam", lr=0.05, progress=False, plots=False)
+    assert all("kl_true" not in r for r in run.metrics["history"])
+    assert run.metrics["kl_true"] > 0 and run.metrics["kl_true_method"] == "exact enumeration"
+    pb = genlearn.load_dataset("product-bernoulli:dim=5,n=200")  # 32 states, but a closed form
+    run = genlearn.fit("product-bernoulli", pb, epochs=2, lr=0.5, progress=False, plots=False)
+    assert all(r["kl_true"] > 0 for r in run.metrics["history"])
+    monkeypatch.setattr(likelihood, "MONITOR_KL_STATES", 16)
+    run = genlearn.fit("fvsbn", ds, epochs=2, optimizer="adam", lr=0.05, progress=False, plots=False)
+    assert all(r["kl_true"] > 0 for r in run.metrics["history"])

@@ -46,6 +46,9 @@ EXACT_UNITS = 25
 EXACT_TERMS = 1 << 35
 #: the trainer monitors the exact NLL every epoch when the exact log Z costs at most this many terms
 MONITOR_TERMS = 1 << 29
+#: the trainer monitors the KL to a known truth every epoch by enumeration only up to this many states (a closed
+#: form is always used; the final metrics enumerate up to 2^24 states)
+MONITOR_KL_STATES = 1 << 20
 #: how log Z may be asked for; a model offers the computations it has (an RBM has no mean-field bound)
 PARTITION_METHODS = ("auto", "exact", "ais", "mean-field")
 #: what the policy decides for what: "evaluate" (one-off numbers) or "monitor" (every epoch of training)

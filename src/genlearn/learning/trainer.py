@@ -295,11 +295,27 @@ class Trainer:
         elif self.cfg.monitor_ais_steps is not None:
             rec.update(self._ais_nll())
         if self.dataset.truth is not None:
-            try:
-                rec["kl_true"] = kl_divergence(self.dataset.truth, self.model).value
-            except IntractableError:
-                pass
+            rec.update(self._kl_true(kl_divergence))
         return rec
+
+    def _kl_true(self, kl_divergence) -> dict:
+        """{"kl_true": D_KL(truth || model)} (nats) for the monitoring record: a registered closed form, else exact
+        enumeration when the state space has at most likelihood.MONITOR_KL_STATES states (2^24 states of a
+        neural model would cost minutes every epoch), else the estimate kl_divergence gives for continuous
+        models; {} when none is affordable (the final metrics still report it)."""
+        from genlearn.likelihood import MONITOR_KL_STATES
+
+        truth = self.dataset.truth
+        try:
+            return {"kl_true": kl_divergence(truth, self.model, method="closed-form").value}
+        except ConfigError:
+            pass
+        if truth.n_states is not None and truth.n_states > MONITOR_KL_STATES:
+            return {}
+        try:
+            return {"kl_true": kl_divergence(truth, self.model).value}
+        except IntractableError:
+            return {}
 
     def _monitored(self, x):
         """The rows monitored during training: the first cfg.monitor_rows rows of x (all when None)."""
