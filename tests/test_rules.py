@@ -19,8 +19,9 @@ from genlearn.models.registry import build_model
 
 
 def test_the_registered_rules_and_their_default_settings():
-    assert list_rules() == ["boltzmann-moments", "closed-form", "contrastive-divergence", "em",
+    assert list_rules() == ["boltzmann-moments", "closed-form", "contrastive-divergence", "elbo", "em",
                             "maximum-likelihood", "rbm-exact-gradient"]
+    assert make_rule("elbo").settings() == {"iw_samples": 1, "warmup_epochs": 0}
     assert make_rule("closed-form").settings() == {"smoothing": 0.0} and not make_rule("closed-form").uses_optimizer
     assert make_rule("maximum-likelihood").settings() == {}
     assert make_rule("contrastive-divergence").settings() == {"k": 1, "persistent": False, "n_chains": 100,
@@ -36,7 +37,8 @@ def test_the_registered_rules_and_their_default_settings():
 def test_a_rule_is_rebuilt_from_its_json_record(name):
     settings = {"contrastive-divergence": {"k": 3, "persistent": True, "n_chains": 7},
                 "boltzmann-moments": {"estimator": "tap", "mf_iterations": 50},
-                "em": {"smoothing": 0.5, "reseed": False}}.get(name, {})
+                "em": {"smoothing": 0.5, "reseed": False},
+                "elbo": {"iw_samples": 5, "warmup_epochs": 3}}.get(name, {})
     rule = make_rule(name, settings)
     record = json.loads(json.dumps(rule.record()))
     again = rule_from_record(record)

@@ -6,8 +6,8 @@ from genlearn.data import Dataset, EmpiricalDistribution, load_dataset
 from genlearn.divergence import empirical_kl, kl_divergence, register_kl
 from genlearn.errors import ConfigError, DataError, GenlearnError, IntractableError, NumericalError, RunError
 from genlearn.estimators import Estimate
-from genlearn.models import (Bernoulli, Categorical, EnergyModel, Gaussian, GenerativeModel, PatternTable,
-                             ProductBernoulli)
+from genlearn.models import (Bernoulli, Categorical, EnergyModel, Gaussian, GenerativeModel, LatentVariableModel,
+                             PatternTable, ProductBernoulli)
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ def __getattr__(name):  # lazy: fit/load_run pull in the trainer and plotting on
 
 
 __all__ = ["Bernoulli", "Categorical", "ConfigError", "DataError", "Dataset", "EmpiricalDistribution", "EnergyModel",
-           "Estimate", "Gaussian", "GenerativeModel", "GenlearnError", "IntractableError", "NumericalError",
+           "Estimate", "Gaussian", "GenerativeModel", "GenlearnError", "IntractableError", "LatentVariableModel",
+           "NumericalError",
            "PatternTable", "ProductBernoulli", "RunError", "empirical_kl", "fit", "kl_divergence", "load_dataset",
            "load_run", "register_kl"]

@@ -31,14 +31,25 @@ def _data_args(p: argparse.ArgumentParser, required: bool = False, suppress: boo
                    help="where named real data sets live (or env GENLEARN_DATA)")
 
 
-def _partition_args(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+def _partition_args(p: argparse.ArgumentParser, suppress: bool = False, fit: bool = False) -> None:
+    """The evaluation flags; in `genlearn fit` the importance-sample count is --eval-iw-samples (--iw-samples is
+    the training bound's k of the vae family there)."""
     default = argparse.SUPPRESS if suppress else None
     p.add_argument("--partition", choices=PARTITION_METHODS, default=default,
                    help="log Z of energy models: exact enumeration, AIS with reverse-AIS bounds, the mean-field "
                         "lower bound (Boltzmann machines), or auto (the policy of genlearn.likelihood; default)")
     p.add_argument("--ais-steps", type=int, default=default,
                    help="AIS inverse temperatures (default: the published 14,500)")
-    p.add_argument("--ais-chains", type=int, default=default, help="AIS chains (default 100)")
+    p.add_argument("--ais-chains", type=int, default=default, help="AIS chains (default 100; latent models 4)")
+    g = p.add_argument_group("latent-variable models (vae): log P(x) = log integral p(z) P(x|z) dz")
+    g.add_argument("--eval-iw-samples" if fit else "--iw-samples", dest="eval_iw_samples", type=int, default=default,
+                   metavar="K",
+                   help="importance samples per test row, q(z|x) as proposal (default 5000)")
+    g.add_argument("--ais-rows", type=int, default=default, metavar="N",
+                   help="also run AIS over z (HMC) on the first N test rows (with --partition ais: 1000)")
+    g.add_argument("--ais-leapfrog", type=int, default=default, metavar="L", help="HMC leapfrog steps (10)")
+    g.add_argument("--bdmc-rows", type=int, default=default, metavar="N",
+                   help="BDMC: forward and reverse AIS on N rows simulated from the model (default 100)")
 
 
 def _threads_arg(p: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -64,7 +75,7 @@ def _fit_arguments(p: argparse.ArgumentParser, spec=None) -> None:
                         "flags given beside it override its settings and are recorded in the run")
     p.add_argument("--quiet", action="store_true", default=suppress, help="no progress bar")
     _threads_arg(p, suppress=True)
-    _partition_args(p, suppress=True)
+    _partition_args(p, suppress=True, fit=True)
     g = p.add_argument_group("learning (theta <- theta - lr * dD_KL/dtheta)")
     options.add_arguments(g, TrainConfig, "train_", spec.train_defaults if spec is not None else None,
                           spec.name if spec is not None else "")
@@ -127,10 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: evaluation flags -> keyword arguments of the likelihood computations (energy models: steps, chains; latent
+#: models: those and the importance-sampling / AIS-over-z / BDMC settings)
+EVALUATION_FLAGS = {"ais_steps": "steps", "ais_chains": "chains", "eval_iw_samples": "iw_samples",
+                    "ais_rows": "ais_rows", "ais_leapfrog": "ais_leapfrog", "bdmc_rows": "bdmc_rows"}
+
+
 def _ais_options(args) -> dict:
-    """--ais-steps / --ais-chains / --seed as keyword arguments of model.log_partition."""
-    steps, chains = getattr(args, "ais_steps", None), getattr(args, "ais_chains", None)
-    options = {k: v for k, v in (("steps", steps), ("chains", chains)) if v is not None}
+    """--ais-steps / --ais-chains / --seed (and the latent-model flags) as keyword arguments of the likelihood
+    computations; a value below 1 is one error naming the flag."""
+    options = {}
+    for flag, key in EVALUATION_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            if value < (0 if flag in ("ais_rows", "bdmc_rows") else 1):
+                name = "iw-samples (evaluation)" if flag == "eval_iw_samples" else flag.replace("_", "-")
+                raise ConfigError(f"--{name} must be a positive integer, got {value}")
+            options[key] = value
     if getattr(args, "partition", None) == "ais" or options:
         seed = getattr(args, "seed", None)
         options["seed"] = seed if isinstance(seed, int) else 0
@@ -234,7 +258,8 @@ def cmd_eval(args) -> int:
     from genlearn.runs import load_run
 
     run = load_run(args.run)
-    recompute = args.data is not None or args.data_dir is not None or args.partition not in (None, "auto")
+    recompute = (args.data is not None or args.data_dir is not None or args.partition not in (None, "auto")
+                 or bool(_ais_options(args)))
     if not recompute and args.split == "all" and run.metrics:  # the metrics the fit wrote
         metrics = dict(run.metrics)
         metrics.pop("history", None)
@@ -249,7 +274,7 @@ def cmd_eval(args) -> int:
         if partition is None and not options:  # the settings the fit was evaluated with (e.g. AIS steps)
             recorded = dict(run.metrics.get("evaluation") or {})
             partition = recorded.pop("partition", None)
-            options = {k: v for k, v in recorded.items() if k in ("steps", "chains", "seed")}
+            options = {k: v for k, v in recorded.items() if k in ("seed", *EVALUATION_FLAGS.values())}
         metrics = {"run": str(args.run), "model": run.meta["model"], "dataset": dataset.name, "data_spec": spec,
                    **evaluate(run.model, dataset, splits=splits, partition=partition or "auto",
                               progress=sys.stderr.isatty(), **options)}

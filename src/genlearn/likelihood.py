@@ -25,6 +25,13 @@ an exact log Z is measured in *terms*, n 2^u for 2^u enumerated states that each
   (`TrainConfig.monitor_ais_steps`), else nothing.
 
 A model whose kernel cannot enumerate u units (it raises IntractableError) falls back to AIS under "auto".
+A latent-variable model (VAE: P(x) = integral p(z) P(x|z) dz) has no exact log P(x); "auto" is importance
+sampling with the model's encoder q(z|x) as proposal, `IS_SAMPLES` = 5,000 samples per row (the literature's
+protocol; `iw_samples` to change it), and "ais" is AIS over z from the prior to the posterior with HMC transitions
+(genlearn.estimators.latent_ais) on a subset of rows, whose accuracy BDMC brackets on simulated data. Both
+estimate log P(x) from below in expectation, so their NLLs are stochastic upper bounds; the ELBO is reported next
+to them. The trainer monitors latent models through the ELBO (and an IS estimate when asked for).
+
 Every result is an `Estimate` (value, stderr, lower, upper, method, details); exact ones have stderr 0 and
 lower = upper = value. This module sits above the models and below learning: the trainer, evaluation, the
 scikit-learn wrappers and `divergence` call it; models never do."""
@@ -38,7 +45,7 @@ from torch import Tensor
 
 from genlearn.errors import ConfigError, DataError, IntractableError
 from genlearn.estimators.estimate import Estimate
-from genlearn.models.base import EnergyModel
+from genlearn.models.base import EnergyModel, LatentVariableModel
 
 #: exact log Z under "auto" when at most this many units are enumerated (2^25 = 33.5 million states) ...
 EXACT_UNITS = 25
@@ -55,6 +62,10 @@ PARTITION_METHODS = ("auto", "exact", "ais", "mean-field")
 PURPOSES = ("evaluate", "monitor")
 #: rows per chunk when summing free energies or log-probabilities
 ROWS_PER_CHUNK = 10_000
+#: importance samples per row when a latent-variable model's likelihood is evaluated (k = 5,000, as published)
+IS_SAMPLES = 5000
+#: how log P(x) of a latent-variable model may be asked for
+LATENT_METHODS = ("auto", "importance-sampling", "ais")
 
 
 # ---------------------------------------------------------------------------------------------- the decision
@@ -68,11 +79,14 @@ def exact_cost(model) -> tuple[int, float] | None:
 
 
 def choose_method(model, purpose: str = "evaluate") -> str:
-    """The method "auto" resolves to: "normalised" for a model with an exact log_prob; for an energy model
+    """The method "auto" resolves to: "normalised" for a model with an exact log_prob; "importance-sampling" for a
+    latent-variable model; for an energy model
     "exact" when u <= EXACT_UNITS and n 2^u <= EXACT_TERMS (purpose "evaluate") or <= MONITOR_TERMS (purpose
     "monitor"), else "ais"."""
     if purpose not in PURPOSES:
         raise ConfigError(f"unknown purpose {purpose!r}; choose {' or '.join(PURPOSES)}")
+    if isinstance(model, LatentVariableModel):
+        return "importance-sampling"
     cost = exact_cost(model)
     if cost is None:
         return "normalised"
@@ -205,6 +219,8 @@ def nll(model, x: Tensor, method: str = "auto", log_z: Estimate | None = None, p
     for energy models, log_z, log_z_stderr, mean_free_energy, log_z_details."""
     x = model.check_input(x)
     per_dim = 1.0 / (model.n_features * math.log(2))
+    if isinstance(model, LatentVariableModel):
+        return latent_nll(model, x, method, progress=progress, desc=desc, **options)
     if not isinstance(model, EnergyModel):
         value = mean_nll(model, x, progress=progress, desc=desc)
         return Estimate.exact(value, "exact", {"bits_per_dim": value * per_dim})
@@ -224,6 +240,13 @@ def split_nll(model, x: Tensor, partition: str = "auto", log_z: Estimate | None 
     "log_z_details"."""
     est = nll(model, x, partition, log_z=log_z, progress=progress, desc=desc, **partition_options)
     out = {"nll": est.value, "nll_method": est.method}
+    if isinstance(model, LatentVariableModel):
+        d = est.details
+        out.update({"nll_stderr": est.stderr, "elbo": d.get("elbo"), "iw_samples": d.get("iw_samples"),
+                    "ess_mean": d.get("ess_mean"), "nll_rows": d.get("rows")})
+        for key in ("ais_steps", "ais_chains", "accept_rate"):
+            if key in d:
+                out[key] = d[key]
     if "log_z" in est.details:
         out.update({"log_z": est.details["log_z"], "log_z_stderr": est.details["log_z_stderr"],
                     "nll_lower": est.lower if math.isfinite(est.lower) else None,
@@ -238,8 +261,12 @@ def split_nll(model, x: Tensor, partition: str = "auto", log_z: Estimate | None 
 def log_likelihoods(model, x: Tensor, log_z: Estimate | None = None, method: str = "auto",
                     **options) -> tuple[Tensor, Estimate]:
     """(log P(x_m) per row in nats, float64; the log Z Estimate used): exact log_prob for a normalised model,
-    -F(x) - log Z for an energy model (log Z as in `log_partition`)."""
+    -F(x) - log Z for an energy model (log Z as in `log_partition`), the importance-sampling estimate log P^(x)
+    for a latent-variable model (`importance_sampling`; options iw_samples, seed)."""
     x = model.check_input(x)
+    if isinstance(model, LatentVariableModel):
+        est = importance_sampling(model, x, **options)
+        return est["log_p"], Estimate.exact(0.0, "normalised")
     if not isinstance(model, EnergyModel):
         model = float64_copy(model)
         xx = x.double() if torch.is_floating_point(x) and _is_float64(model) else x
@@ -252,6 +279,71 @@ def log_likelihoods(model, x: Tensor, log_z: Estimate | None = None, method: str
     return -free - log_z.value, log_z
 
 
-__all__ = ["EXACT_TERMS", "EXACT_UNITS", "MONITOR_TERMS", "PARTITION_METHODS", "choose_method", "exact_cost",
+# ---------------------------------------------------------------------------------------------- latent models
+def importance_sampling(model, x: Tensor, iw_samples: int = IS_SAMPLES, seed: int = 0, progress: bool = False,
+                        desc: str = "importance sampling") -> dict:
+    """Per-row importance-sampling estimates for a latent-variable model with q(z|x) as proposal
+    (genlearn.estimators.importance): {"log_p", "elbo", "ess", "variance"}, float64 tensors (nats), from
+    `iw_samples` samples per row drawn from a generator seeded with `seed` (the same call gives the same numbers)."""
+    from genlearn.estimators.importance import importance_log_marginal
+
+    generator = torch.Generator().manual_seed(int(seed))
+    return importance_log_marginal(model.log_weights, x, iw_samples, generator, progress=progress, desc=desc)
+
+
+def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMPLES, seed: int = 0,
+               ais_steps: int = 1000, ais_chains: int = 16, ais_leapfrog: int = 10, ais_rows: int | None = None,
+               progress: bool = False, desc: str = "NLL", **ignored) -> Estimate:
+    """NLL (nats per example) of a latent-variable model as an Estimate.
+
+    "auto" / "importance-sampling": -(1/M) sum_m log P^(x_m) with `iw_samples` samples per row; stderr is the
+    Monte Carlo error of the estimate, sqrt(sum_m Var[log P^(x_m)]) / M (delta method); details: the mean ELBO
+    (nats, <= -NLL), the mean effective sample size, the spread over rows (row_stderr). "ais": forward AIS over z
+    with HMC (`ais_steps` temperatures, `ais_chains` chains, `ais_leapfrog` leapfrog steps) on the first `ais_rows`
+    rows (all when None), genlearn.estimators.latent_ais. Both under-estimate log P(x) in expectation: the NLLs
+    are stochastic upper bounds (the bracket of an AIS figure comes from BDMC, `bdmc_gap`)."""
+    if method not in LATENT_METHODS:
+        raise ConfigError(f"unknown likelihood method {method!r} for a latent-variable model; choose one of "
+                          f"{', '.join(LATENT_METHODS)}")
+    if x.shape[0] == 0:
+        raise DataError("cannot evaluate the likelihood of an empty data set")
+    per_dim = 1.0 / (model.n_features * math.log(2))
+    if method == "ais":
+        from genlearn.estimators.latent_ais import ais_estimate
+
+        rows = x if ais_rows is None else x[:ais_rows]
+        est, _ = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, rows, steps=ais_steps,
+                              chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress)
+        return dataclasses.replace(est, details={**est.details, "bits_per_dim": est.value * per_dim,
+                                                 "rows": int(rows.shape[0]), "ais_steps": ais_steps,
+                                                 "ais_chains": ais_chains})
+    res = importance_sampling(model, x, iw_samples, seed, progress=progress, desc=desc)
+    m = x.shape[0]
+    value = -float(res["log_p"].mean())
+    stderr = float(res["variance"].sum().sqrt()) / m
+    details = {"iw_samples": iw_samples, "seed": seed, "rows": m, "elbo": float(res["elbo"].mean()),
+               "ess_mean": float(res["ess"].mean()), "row_stderr": float(res["log_p"].std()) / math.sqrt(m)
+               if m > 1 else 0.0, "bits_per_dim": value * per_dim,
+               "bound": "stochastic upper bound of the NLL: E[log P^(x)] <= log P(x)"}
+    return Estimate(value, "importance-sampling", stderr, details=details)
+
+
+@torch.no_grad()
+def latent_monitor(model, x: Tensor, iw_samples: int | None = None, seed: int = 0) -> dict:
+    """What the trainer records each epoch for a latent-variable model on the rows x: {"neg_elbo": -mean ELBO
+    (one sample per row, nats)} and, with `iw_samples`, {"nll_is": the importance-sampling NLL}; seeded, so that
+    epochs are compared on the same random numbers."""
+    generator = torch.Generator().manual_seed(int(seed))
+    total = 0.0
+    for start in range(0, x.shape[0], ROWS_PER_CHUNK):
+        total += float(model.log_weights(x[start : start + ROWS_PER_CHUNK], 1, generator).double().sum())
+    out = {"neg_elbo": -total / x.shape[0]}
+    if iw_samples is not None:
+        out["nll_is"] = -float(importance_sampling(model, x, iw_samples, seed)["log_p"].mean())
+    return out
+
+
+__all__ = ["EXACT_TERMS", "IS_SAMPLES", "LATENT_METHODS", "importance_sampling", "latent_monitor", "latent_nll",
+           "EXACT_UNITS", "MONITOR_TERMS", "PARTITION_METHODS", "choose_method", "exact_cost",
            "float64_copy", "log_likelihoods", "log_partition", "mean_free_energy", "mean_nll", "monitors_exactly",
            "nll", "split_nll"]

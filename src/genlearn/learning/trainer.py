@@ -40,7 +40,10 @@ class TrainConfig:
     None = off); monitor_ensemble: an ensemble of K members (MADE masks, NADE orderings) is monitored through
     one member by default (model.monitor_member, recorded as monitored_member, train_nll_member /
     valid_nll_member, early stopping on the latter; 1/K of the cost), True evaluates the whole ensemble at
-    every evaluation. The final metrics of a fit always use the whole ensemble. monitor_rows: monitor the
+    every evaluation. The final metrics of a fit always use the whole ensemble. Latent-variable models (VAE) are
+monitored through -ELBO on train and valid (train_neg_elbo, valid_neg_elbo, with one seeded sample per row) and,
+with monitor_is_samples = k, the importance-sampling valid NLL (valid_nll_is); early stopping uses the latter
+when present, else valid_neg_elbo. monitor_rows: monitor the
     train/valid NLL on the first N rows of each split (None = all rows; the final metrics always use every row);
     keep_best: at the end of training, restore the parameters of the best monitored valid NLL (as early stopping
     does), even when training ran to its last epoch or its time budget; checkpoint_every: write the checkpoint
@@ -68,6 +71,9 @@ class TrainConfig:
                                            "by forward AIS with this many temperatures (default off)", minimum=1)
     monitor_ensemble: bool = option(False, "mask/ordering ensembles: monitor the whole ensemble at every "
                                     "evaluation (default: one member, recorded as *_nll_member)")
+    monitor_is_samples: int | None = option(None, "latent-variable models: also monitor the valid NLL by importance "
+                                            "sampling with this many samples per row (default: the ELBO only)",
+                                            minimum=1)
     monitor_rows: int | None = option(None, "monitor on the first N rows of train and valid (default all; the "
                                       "final metrics always use every row)", minimum=1)
     keep_best: bool = option(False, "at the end, restore the parameters of the best monitored valid NLL")
@@ -275,7 +281,7 @@ class Trainer:
         when cfg.monitor_ais_steps is set (`_ais_nll`). `kl_true`: the KL to a known truth when it is exact
         (closed form or enumeration) or, for continuous models, estimated."""
         from genlearn.divergence import kl_divergence
-        from genlearn.likelihood import mean_nll, monitors_exactly
+        from genlearn.likelihood import choose_method, mean_nll, monitors_exactly
 
         self.model.eval()
         train, valid = self._monitored(self.dataset.train), self._monitored(self.dataset.valid)
@@ -292,11 +298,29 @@ class Trainer:
                 rec["train_kl"] = rec["train_nll"] - self.entropy_train
             if valid is not None:
                 rec["valid_nll"] = mean_nll(self.model, valid)
+        elif choose_method(self.model, "monitor") == "importance-sampling":
+            rec.update(self._latent_monitor(train, valid))
         elif self.cfg.monitor_ais_steps is not None:
             rec.update(self._ais_nll())
         if self.dataset.truth is not None:
             rec.update(self._kl_true(kl_divergence))
         return rec
+
+    def _latent_monitor(self, train, valid) -> dict:
+        """-ELBO (nats per example) on the monitored train and valid rows, the upper bound -ELBO - H(Q^) of the
+        train KL, and the valid importance-sampling NLL when cfg.monitor_is_samples is set (seeded: every epoch
+        sees the same random numbers)."""
+        from genlearn.likelihood import latent_monitor
+
+        out = {"train_neg_elbo": latent_monitor(self.model, train, seed=0)["neg_elbo"]}
+        if self.entropy_train is not None and train is self.dataset.train:
+            out["train_kl_upper"] = out["train_neg_elbo"] - self.entropy_train
+        if valid is not None:
+            res = latent_monitor(self.model, valid, self.cfg.monitor_is_samples, seed=1)
+            out["valid_neg_elbo"] = res["neg_elbo"]
+            if "nll_is" in res:
+                out["valid_nll_is"] = res["nll_is"]
+        return out
 
     def _kl_true(self, kl_divergence) -> dict:
         """{"kl_true": D_KL(truth || model)} (nats) for the monitoring record: a registered closed form, else exact
@@ -350,7 +374,8 @@ class Trainer:
         return out
 
     def _early_stopping(self, rec: dict) -> None:
-        valid = rec.get("valid_nll", rec.get("valid_nll_member", rec.get("valid_nll_ais")))
+        valid = next((rec[k] for k in ("valid_nll", "valid_nll_member", "valid_nll_ais", "valid_nll_is",
+                                       "valid_neg_elbo") if rec.get(k) is not None), None)
         if (self.cfg.patience is None and not self.cfg.keep_best) or valid is None:
             return
         if self.state.best_valid is None or valid < self.state.best_valid - 1e-9:
@@ -426,7 +451,8 @@ class Trainer:
                     self.state.history.append(rec)
                     self._early_stopping(rec)
                     bar.set_postfix({k: f"{rec[k]:.4g}" for k in ("train_nll", "valid_nll", "train_nll_member",
-                                                                     "valid_nll_member", "kl_true") if k in rec})
+                                                                     "valid_nll_member", "valid_neg_elbo",
+                                                                     "valid_nll_is", "kl_true") if k in rec})
                 else:
                     rec = {"epoch": self.state.epoch, "step": self.state.step, "loss": mean_loss}
                 if self.state.epoch % self.cfg.checkpoint_every == 0 or self._finished():

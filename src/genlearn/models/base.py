@@ -117,6 +117,45 @@ class EnergyModel(GenerativeModel):
         return -self.free_energy(x) - log_z
 
 
+class LatentVariableModel(GenerativeModel):
+    """P(x|theta) = integral p(z|theta) P(x|z,theta) dz over a continuous latent z in R^D, with an encoder
+    q(z|x) (the proposal of importance sampling and the variational posterior of the ELBO).
+
+    log P(x) has no closed form, so `log_prob` raises IntractableError: the likelihood policy
+    (genlearn.likelihood) estimates it, by importance sampling with q as proposal or by AIS over z, and says how.
+    Subclasses implement, with z of shape (..., D) and x of shape (B, n) broadcast against z's leading dims:
+
+        sample_prior(n, generator) -> z (n, D)        log_prior(z) -> log p(z)  (...)
+        log_likelihood(x, z) -> log P(x|z)  (...)     decoder_logits(z) -> (..., n)  (binary pixels)
+        sample_posterior(x, k, generator) -> (z (k, B, D) reparameterised, log q(z|x) (k, B))
+        posterior_mean(x) -> E_q[z|x] (B, D)
+
+    `log_weights` gives the importance log-weights log w = log P(x|z) + log p(z) - log q(z|x), z ~ q(z|x), whose
+    mean is the ELBO and whose log-mean-exp over k samples is the IWAE bound, both <= log P(x) (nats)."""
+
+    tractable = False
+    latent_dim: int
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        from genlearn.errors import IntractableError
+
+        raise IntractableError(
+            f"model {self.name!r} is a latent-variable model: log P(x) = log integral p(z) P(x|z) dz has no closed "
+            "form; estimate it with genlearn.likelihood.log_likelihoods(model, x) (importance sampling) or "
+            "genlearn.likelihood.nll(model, x, method='ais')")
+
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
+        """log P(x, z) = log P(x|z) + log p(z), nats, shape z.shape[:-1]."""
+        return self.log_likelihood(x, z) + self.log_prior(z)
+
+    def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None,
+                    kl_weight: float = 1.0) -> Tensor:
+        """(k, B) importance log-weights log P(x|z) + kl_weight (log p(z) - log q(z|x)), z ~ q(z|x)
+        reparameterised (differentiable in theta); kl_weight < 1 is KL warm-up (1 = the true weights)."""
+        z, log_q = self.sample_posterior(x, k, generator)
+        return self.log_likelihood(x, z) + kl_weight * (self.log_prior(z) - log_q)
+
+
 #: precision of a model's training matrix products: "full" (the parameters' dtype) or "bfloat16" (mixed: bfloat16
 #: operands, float32 accumulation and outputs, on CPUs with AVX512-BF16 or AMX and on GPUs)
 MATMUL_PRECISIONS = ("full", "bfloat16")
@@ -172,4 +211,4 @@ def as_float(x: Tensor) -> Tensor:
     return x
 
 
-__all__ = ["GenerativeModel", "EnergyModel", "DataError", "require_enumerable"]
+__all__ = ["GenerativeModel", "EnergyModel", "LatentVariableModel", "DataError", "require_enumerable"]

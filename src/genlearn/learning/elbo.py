@@ -1,0 +1,83 @@
+"""The variational learning rule of latent-variable models: maximise a lower bound of log P(x|theta).
+
+For a batch x(1..B) and k importance samples z(1..k) ~ q(z|x) per row (reparameterised),
+
+    log w_j = log P(x|z_j) + log p(z_j) - log q(z_j|x),
+    L_k(x) = log (1/k) sum_j w_j  <=  log P(x|theta)            (nats; Burda et al. 2016),
+
+L_1 is the ELBO and L_k (k > 1) the IWAE bound, non-decreasing in k in expectation. The rule descends
+-(1/B) sum_m L_k(x_m), an upper bound of the batch NLL, so that mean(-L_k) - H(Q^) bounds D_KL(Q^||P_theta) from
+above; the gap is E[log P(x) - L_k(x)] (for k = 1 the mean KL(q(z|x) || P(z|x,theta))).
+
+KL warm-up (`warmup_epochs` W > 0): during epoch e (counted from 1) the weights are
+log P(x|z) + beta_e (log p(z) - log q(z|x)) with beta_e = min(1, e / W); the value returned in those epochs is
+the warm objective, not a bound. The epoch counter is the rule's state and is checkpointed."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from genlearn.errors import ConfigError
+from genlearn.learning.rule_base import LearningRule, register_rule
+from genlearn.models.base import LatentVariableModel
+from genlearn.options import option
+
+
+@dataclass(frozen=True)
+class ELBOSettings:
+    iw_samples: int = option(1, "importance samples k per row: 1 = the ELBO, k > 1 = the IWAE bound", minimum=1)
+    warmup_epochs: int = option(0, "KL warm-up over this many epochs (0 = off)", minimum=0)
+
+
+class ImportanceWeightedBound(LearningRule):
+    """g = -d/dtheta (1/B) sum_m L_k(x_m) by autograd through reparameterised samples (module docstring)."""
+
+    name = "elbo"
+    Settings = ELBOSettings
+    objective = "variational: -mean L_k(x), the ELBO (k = 1) or IWAE bound (k > 1), an upper bound of the NLL (nats)"
+
+    def __init__(self, settings: dict | None = None):
+        super().__init__(settings)
+        self.epochs_done = 0
+
+    def check(self, model):
+        if not isinstance(model, LatentVariableModel):
+            raise ConfigError(f"the learning rule {self.name!r} trains latent-variable models (e.g. vae), not a "
+                              f"{getattr(model, 'name', model)!r} model; use the rule of its family")
+
+    def kl_weight(self) -> float:
+        """beta of the current epoch: min(1, e / W), e = epochs done + 1; 1 without warm-up."""
+        w = self.config.warmup_epochs
+        return 1.0 if w == 0 else min(1.0, (self.epochs_done + 1) / w)
+
+    def compute_gradient(self, model, batch, generator):
+        k = self.config.iw_samples
+        log_w = model.log_weights(batch, k, generator, kl_weight=self.kl_weight())
+        bound = torch.logsumexp(log_w, 0) - math.log(k) if k > 1 else log_w[0]
+        loss = -bound.mean()
+        loss.backward()
+        return loss.detach()
+
+    def end_epoch(self, model, train):
+        self.epochs_done += 1
+
+    def state_tensors(self):
+        return {"epochs_done": torch.tensor(self.epochs_done, dtype=torch.long)}
+
+    def load_state_tensors(self, tensors):
+        unknown = set(tensors) - {"epochs_done"}
+        if unknown:
+            raise ConfigError(f"the learning rule {self.name!r} keeps epochs_done, not {', '.join(sorted(unknown))}")
+        self.epochs_done = int(tensors["epochs_done"]) if "epochs_done" in tensors else 0
+
+    def describe(self):
+        k = self.config.iw_samples
+        return {"objective": self.objective, "bound": "elbo" if k == 1 else f"iwae-{k}", "iw_samples": k,
+                "warmup_epochs": self.config.warmup_epochs}
+
+
+register_rule("elbo", ImportanceWeightedBound)
+
+__all__ = ["ELBOSettings", "ImportanceWeightedBound"]

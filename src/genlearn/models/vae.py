@@ -1,0 +1,334 @@
+"""Variational autoencoder [`vae`] (Kingma & Welling 2014; IWAE, Burda et al. 2016; VampPrior and the two-layer
+hierarchy of Tomczak & Welling 2018): a latent-variable model of binary vectors x in {0,1}^n,
+
+    P(x|theta) = integral p(z) P(x|z) dz,   P(x|z) = prod_i Bern(x_i | sigmoid(l_i(z))),
+
+with an MLP decoder z -> logits l(z) and a Gaussian encoder q(z|x) = N(mu(x), diag exp(logvar(x))), an MLP,
+reparameterised z = mu + exp(logvar / 2) * eps, eps ~ N(0, I).
+
+Stochastic layers (`latent`: one size, or two sizes d1,d2):
+
+- one layer: p(z) P(x|z), q(z|x);
+- two layers, a plain top-down hierarchy with the inference network of Tomczak & Welling's HVAE:
+  p(z2) p(z1|z2) P(x|z1,z2) and q(z2|x) q(z1|x,z2), every conditional a diagonal Gaussian (or the Bernoulli
+  decoder) whose parameters come from an MLP; z = (z1, z2) concatenated (D = d1 + d2).
+
+The top prior p(z_top) is N(0, I) (`prior="standard"`) or the VampPrior (`prior="vampprior"`), the mixture of the
+encoder's posteriors at K learned pseudo-inputs u_k in [0,1]^n:  p(z_top) = (1/K) sum_k q(z_top|u_k).
+
+Every density is in nats. log P(x) itself is intractable (`log_prob` raises): the ELBO / IWAE bounds and the
+importance-sampling / AIS estimates of genlearn.likelihood use `log_weights`, `log_joint`, `sample_prior`."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genlearn.errors import ConfigError
+from genlearn.models.base import LatentVariableModel, as_float, check_positive_int, column_means, logit
+from genlearn.models.fvsbn import init_seed_generator
+from genlearn.models.registry import ModelSpec, register_model
+from genlearn.options import option
+
+ACTIVATIONS = ("tanh", "relu", "softplus", "gated")
+PRIORS = ("standard", "vampprior")
+MAX_LATENT = 10_000
+MAX_HIDDEN = 100_000
+#: the encoder's log-variances are clipped to this range (a posterior standard deviation between e^-4 = 0.018 and
+#: e^3 = 20), which keeps the VampPrior's mixture densities and the AIS/HMC energies finite
+LOGVAR_RANGE = (-8.0, 6.0)
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, diag exp(logvar)) summed over the last dimension, nats."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(-1)
+
+
+def standard_normal_log_density(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last dimension, nats."""
+    return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
+
+
+def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
+    """log prod_i Bern(x_i | sigmoid(l_i)) = sum_i x_i l_i - softplus(l_i), nats; x broadcasts against logits."""
+    return (x * logits - F.softplus(logits)).sum(-1)
+
+
+class MLP(torch.nn.Module):
+    """h = act(sum_j A_j x_j + b) through `hidden` layers. Several inputs enter the first layer as a sum of linear
+    maps (equal to one linear map of their concatenation) so that an input of shape (B, .) broadcasts against one
+    of shape (k, B, .) without copies. "gated": h = (A x + b) * sigmoid(C x + c) (gated dense layers)."""
+
+    def __init__(self, inputs: list[int], hidden: list[int], activation: str):
+        super().__init__()
+        self.gated = activation == "gated"
+        width = 2 if self.gated else 1
+        self.act = {"tanh": torch.tanh, "relu": torch.relu, "softplus": F.softplus, "gated": None}[activation]
+        self.first = torch.nn.ModuleList(torch.nn.Linear(d, width * hidden[0], bias=(i == 0))
+                                         for i, d in enumerate(inputs))
+        self.rest = torch.nn.ModuleList(torch.nn.Linear(a, width * b) for a, b in zip(hidden[:-1], hidden[1:]))
+        self.out_features = hidden[-1]
+
+    def _activate(self, pre: Tensor) -> Tensor:
+        if self.gated:
+            a, g = pre.chunk(2, dim=-1)
+            return a * torch.sigmoid(g)
+        return self.act(pre)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        pre = self.first[0](xs[0])
+        for lin, x in zip(self.first[1:], xs[1:]):
+            pre = pre + lin(x)
+        h = self._activate(pre)
+        for lin in self.rest:
+            h = self._activate(lin(h))
+        return h
+
+
+class GaussianHead(torch.nn.Module):
+    """(mu, logvar) of a diagonal Gaussian from features h; logvar clipped to LOGVAR_RANGE."""
+
+    def __init__(self, features: int, dim: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(features, 2 * dim)
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.linear(h).chunk(2, dim=-1)
+        return mu, torch.clamp(logvar, *LOGVAR_RANGE)
+
+
+def _reparameterise(mu: Tensor, logvar: Tensor, k: int | None, generator) -> Tensor:
+    """z = mu + exp(logvar / 2) eps, eps ~ N(0, I); with k, k draws stacked in front: (k, *mu.shape)."""
+    shape = mu.shape if k is None else (k, *mu.shape)
+    eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def parse_sizes(value, flag: str, limit: int, counts: tuple[int, ...] | None = None) -> list[int]:
+    """Layer sizes from an int, a list of ints or a string "200" / "200,200"; each in 1..limit."""
+    if isinstance(value, str):
+        try:
+            value = [int(v) for v in value.replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            raise ConfigError(f"{flag} must be sizes such as 50 or 40,40, got {value!r}") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{flag} must name at least one size, got {value!r}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
+            raise ConfigError(f"{flag}: every size must be an integer between 1 and {limit}, got {list(value)!r}")
+    if counts is not None and len(value) not in counts:
+        raise ConfigError(f"{flag} takes {' or '.join(map(str, counts))} sizes, got {list(value)!r}")
+    return [int(v) for v in value]
+
+
+class VAE(LatentVariableModel):
+    """n_features: n binary pixels; latent: [d] (one stochastic layer) or [d1, d2] (two, z2 on top); hidden: the
+    sizes of every MLP's deterministic layers (the generative MLPs use them in reverse); activation: tanh, relu,
+    softplus or gated; prior: "standard" N(0, I) or "vampprior" with `pseudo_inputs` K; seed: initial weights."""
+
+    name = "vae"
+    support = "binary"
+
+    def __init__(self, n_features: int, latent=50, hidden=(200, 200), activation: str = "tanh",
+                 prior: str = "standard", pseudo_inputs: int = 500, seed: int = 0):
+        super().__init__()
+        self.n_features = n = check_positive_int(n_features, "n_features")
+        self.latent = parse_sizes(latent, "--latent", MAX_LATENT, counts=(1, 2))
+        self.hidden = parse_sizes(hidden, "--hidden", MAX_HIDDEN)
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        if prior not in PRIORS:
+            raise ConfigError(f"--prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+        self.activation, self.prior, self.seed = activation, prior, int(seed)
+        self.pseudo_inputs = check_positive_int(pseudo_inputs, "--pseudo-inputs")
+        self.latent_dim = sum(self.latent)
+        self.layers = len(self.latent)
+        hid, rev = self.hidden, list(reversed(self.hidden))
+        top = self.latent[-1]
+        # q(z_top|x): the encoder of a one-layer VAE, q(z2|x) of the hierarchy; the VampPrior reuses it
+        self.enc_top = MLP([n], hid, activation)
+        self.enc_top_head = GaussianHead(hid[-1], top)
+        if self.layers == 2:
+            d1, d2 = self.latent
+            self.enc_bottom = MLP([n, d2], hid, activation)  # q(z1|x, z2)
+            self.enc_bottom_head = GaussianHead(hid[-1], d1)
+            self.prior_bottom = MLP([d2], rev, activation)  # p(z1|z2)
+            self.prior_bottom_head = GaussianHead(rev[-1], d1)
+            self.dec = MLP([d1, d2], rev, activation)  # P(x|z1, z2)
+        else:
+            self.dec = MLP([top], rev, activation)  # P(x|z)
+        self.dec_out = torch.nn.Linear(rev[-1], n)
+        if prior == "vampprior":
+            self.pseudo = torch.nn.Parameter(torch.full((self.pseudo_inputs, n), 0.5))
+        g = init_seed_generator(seed)
+        with torch.no_grad():  # uniform(+-1/sqrt(fan_in)) from the explicit generator: deterministic per seed
+            for module in self.modules():
+                if isinstance(module, torch.nn.Linear):
+                    bound = 1.0 / math.sqrt(module.in_features)
+                    module.weight.copy_((torch.rand(module.weight.shape, generator=g) * 2 - 1) * bound)
+                    if module.bias is not None:
+                        module.bias.copy_((torch.rand(module.bias.shape, generator=g) * 2 - 1) * bound)
+            if prior == "vampprior":
+                self.pseudo.copy_(0.5 + 0.01 * torch.randn(self.pseudo.shape, generator=g))
+
+    # -- the pieces --------------------------------------------------------------------------------------------
+    def _split(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(z1, z2) of a two-layer z = (z1, z2); (z, None) for one layer."""
+        if self.layers == 1:
+            return z, None
+        return z[..., : self.latent[0]], z[..., self.latent[0]:]
+
+    def encode_top(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of q(z_top|x) (z for one layer, z2 for two)."""
+        return self.enc_top_head(self.enc_top(x))
+
+    def pseudo_input_values(self) -> Tensor:
+        """The VampPrior's pseudo-inputs u_k = hardtanh(pseudo_k, 0, 1) in [0, 1]^n, shape (K, n)."""
+        return F.hardtanh(self.pseudo, 0.0, 1.0)
+
+    def log_prior_top(self, z_top: Tensor) -> Tensor:
+        """log p(z_top): N(0, I), or the VampPrior log (1/K) sum_k N(z; mu_k, diag v_k) with (mu_k, log v_k) the
+        encoder at u_k; the quadratic forms sum_j (z_j - mu_kj)^2 / v_kj as matrix products, in float64."""
+        if self.prior == "standard":
+            return standard_normal_log_density(z_top)
+        mu, logvar = self.encode_top(self.pseudo_input_values())  # (K, d)
+        zz = z_top.reshape(-1, z_top.shape[-1]).double()
+        mu, logvar = mu.double(), logvar.double()
+        inv = torch.exp(-logvar)
+        quad = zz.pow(2) @ inv.T - 2 * zz @ (mu * inv).T + (mu.pow(2) * inv).sum(-1)
+        log_comp = -0.5 * (quad + logvar.sum(-1) + z_top.shape[-1] * LOG_2PI)  # (N, K)
+        out = torch.logsumexp(log_comp, -1) - math.log(self.pseudo_inputs)
+        return out.to(z_top.dtype).reshape(z_top.shape[:-1])
+
+    def sample_top_prior(self, n: int, generator=None) -> Tensor:
+        top = self.latent[-1]
+        dtype = self.dec_out.weight.dtype
+        if self.prior == "standard":
+            return torch.randn(n, top, generator=generator, dtype=dtype)
+        ks = torch.randint(self.pseudo_inputs, (n,), generator=generator)
+        mu, logvar = self.encode_top(self.pseudo_input_values()[ks])
+        return _reparameterise(mu, logvar, None, generator)
+
+    # -- the LatentVariableModel interface ------------------------------------------------------------------------
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z): log p(z_top) (+ log p(z1|z2) for two layers), nats, shape z.shape[:-1]."""
+        z1, z2 = self._split(z)
+        if self.layers == 1:
+            return self.log_prior_top(z1)
+        mu, logvar = self.prior_bottom_head(self.prior_bottom(z2))
+        return self.log_prior_top(z2) + gaussian_log_density(z1, mu, logvar)
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ p(z), shape (n, D) (ancestral: z2 ~ p(z2), then z1 ~ p(z1|z2))."""
+        top = self.sample_top_prior(n, generator)
+        if self.layers == 1:
+            return top
+        mu, logvar = self.prior_bottom_head(self.prior_bottom(top))
+        return torch.cat([_reparameterise(mu, logvar, None, generator), top], -1)
+
+    def decoder_logits(self, z: Tensor) -> Tensor:
+        """l(z), shape (..., n): P(x_i = 1|z) = sigmoid(l_i(z))."""
+        z1, z2 = self._split(z)
+        h = self.dec(z1) if self.layers == 1 else self.dec(z1, z2)
+        return self.dec_out(h)
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """log P(x|z) = sum_i x_i l_i(z) - softplus(l_i(z)), nats; x (B, n) broadcasts against z (..., B, D)."""
+        return bernoulli_log_likelihood(self.decoder_logits(z), as_float(x).to(self.dec_out.weight.dtype))
+
+    def sample_posterior(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(z, log q(z|x)): k reparameterised draws per row, z (k, B, D), log q (k, B) in nats."""
+        x = as_float(x).to(self.dec_out.weight.dtype)
+        mu, logvar = self.encode_top(x)
+        top = _reparameterise(mu, logvar, k, generator)
+        log_q = gaussian_log_density(top, mu, logvar)
+        if self.layers == 1:
+            return top, log_q
+        mu1, logvar1 = self.enc_bottom_head(self.enc_bottom(x, top))
+        z1 = _reparameterise(mu1, logvar1, None, generator)
+        return torch.cat([z1, top], -1), log_q + gaussian_log_density(z1, mu1, logvar1)
+
+    @torch.no_grad()
+    def posterior_mean(self, x: Tensor) -> Tensor:
+        """The encoder's means (B, D): mu(x) for one layer; (mu1(x, mu2(x)), mu2(x)) for two."""
+        x = as_float(x).to(self.dec_out.weight.dtype)
+        mu, _ = self.encode_top(x)
+        if self.layers == 1:
+            return mu
+        mu1, _ = self.enc_bottom_head(self.enc_bottom(x, mu))
+        return torch.cat([mu1, mu], -1)
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """-mean ELBO of the batch with one sample per row, nats per example (>= the mean NLL)."""
+        return -self.log_weights(x, 1, generator).mean()
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ p(z), then x_i ~ Bern(sigmoid(l_i(z))) independently."""
+        n = check_positive_int(n, "number of samples")
+        probs = torch.sigmoid(self.decoder_logits(self.sample_prior(n, generator)))
+        return torch.bernoulli(probs, generator=generator).float()
+
+    @torch.no_grad()
+    def init_from_data(self, x: Tensor) -> "VAE":
+        """The decoder's output biases to the logits of the pixel means; the VampPrior's pseudo-inputs to training
+        rows pulled towards 1/2 (u = 0.05 + 0.9 x, so that hardtanh passes their gradient)."""
+        x = self.check_input(x)
+        self.dec_out.bias.copy_(logit(column_means(x), 1e-3).to(self.dec_out.bias.dtype))
+        if self.prior == "vampprior":
+            if self.pseudo_inputs > x.shape[0]:
+                raise ConfigError(f"--pseudo-inputs {self.pseudo_inputs} is more than the {x.shape[0]} training rows; "
+                                  "a VampPrior needs at most one pseudo-input per training row")
+            rows = torch.randperm(x.shape[0], generator=init_seed_generator(self.seed))[: self.pseudo_inputs]
+            self.pseudo.copy_(0.05 + 0.9 * x[rows].to(self.pseudo.dtype))
+        return self
+
+    def config(self) -> dict:
+        return {"n_features": self.n_features, "latent": list(self.latent), "hidden": list(self.hidden),
+                "activation": self.activation, "prior": self.prior, "pseudo_inputs": self.pseudo_inputs,
+                "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Options of `genlearn fit vae`."""
+
+    latent: tuple[int, ...] = option((50,), "latent sizes: one stochastic layer (e.g. 50) or two, bottom first "
+                                     "(e.g. 40,40: p(z2) p(z1|z2) P(x|z1,z2))", minimum=1)
+    hidden: tuple[int, ...] = option((200, 200), "deterministic layer sizes of every MLP (encoders; the "
+                                     "generative MLPs use them in reverse)", minimum=1)
+    activation: str = option("tanh", "hidden activation (gated: gated dense layers)", choices=ACTIVATIONS)
+    prior: str = option("standard", "prior of the top latent layer: standard N(0, I) or vampprior (a mixture of "
+                        "the encoder's posteriors at learned pseudo-inputs)", choices=PRIORS)
+    pseudo_inputs: int = option(500, "number K of VampPrior pseudo-inputs (at most the training rows)", minimum=1)
+    iw_samples: int = option(1, "importance samples k per row in training: 1 = the ELBO, k > 1 = the IWAE bound",
+                             minimum=1)
+    warmup_epochs: int = option(0, "KL warm-up: the weight of log p(z) - log q(z|x) grows linearly to 1 over "
+                                "this many epochs (0 = off)", minimum=0)
+    init_seed: int = option(0, "seed of the initial weights")
+
+
+def _build(dataset, config: VAEConfig) -> VAE:
+    return VAE(dataset.n_features, latent=list(config.latent), hidden=list(config.hidden),
+               activation=config.activation, prior=config.prior, pseudo_inputs=config.pseudo_inputs,
+               seed=config.init_seed).init_from_data(dataset.train)
+
+
+def _rule(config: VAEConfig) -> tuple[str, dict]:
+    return "elbo", {"iw_samples": config.iw_samples, "warmup_epochs": config.warmup_epochs}
+
+
+register_model(ModelSpec(
+    "vae", VAE, "variational autoencoder: Bernoulli decoder, Gaussian encoder, 1 or 2 stochastic layers, "
+    "standard or VampPrior; ELBO or IWAE-k training", ("binary",), _build, VAEConfig, rule=_rule,
+    train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
+))
+
+
+__all__ = ["VAE", "VAEConfig", "gaussian_log_density", "standard_normal_log_density"]

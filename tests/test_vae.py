@@ -1,0 +1,207 @@
+"""The VAE family and its ELBO / IWAE rule, checked against oracles:
+
+- a VAE small enough to integrate (2-D latent, 4 pixels): log P(x) by dense quadrature over z sums to 1 over the
+  16 states, the ELBO lies below it for every x, the IWAE bound L_k rises with k towards it in expectation, and
+  the importance-sampling estimate agrees with it within its stated standard error;
+- gradients of the ELBO/IWAE objective against central finite differences in float64 (same random numbers);
+- the VampPrior's matrix-product log-density against the mixture computed term by term;
+- the two-layer hierarchy's densities against their definitions;
+- CLI fit / eval / sample end to end, bad options as one-line errors, dynamic binarization."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import genlearn
+from genlearn.cli import main
+from genlearn.enumeration import all_states
+from genlearn.estimators.latent_ais import quadrature_log_marginal
+from genlearn.learning.rules import make_rule
+from genlearn.likelihood import importance_sampling, latent_nll
+from genlearn.models.vae import VAE, gaussian_log_density
+
+
+def _tiny(latent=2, prior="standard", seed=3, n=4, hidden=(8,), scale=2.0) -> VAE:
+    """A float64 VAE whose weights are scaled up so that P(x) is far from uniform and q(z|x) from p(z)."""
+    torch.manual_seed(seed)
+    model = VAE(n, latent=latent, hidden=list(hidden), prior=prior, pseudo_inputs=3, seed=seed).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+        if prior == "vampprior":
+            model.pseudo.copy_(torch.rand(model.pseudo.shape, dtype=torch.float64))
+    return model
+
+
+def _exact(model, x) -> torch.Tensor:
+    return quadrature_log_marginal(model.log_prior, model.log_likelihood, x, dim=model.latent_dim, points=401)
+
+
+@pytest.mark.parametrize("latent,prior,scale", [(2, "standard", 2.0), (2, "vampprior", 1.0), ([1, 1], "standard", 1.0)])
+def test_quadrature_normalises_and_bounds_hold(latent, prior, scale):
+    model = _tiny(latent, prior, scale=scale)
+    states = all_states(4).double()
+    with torch.no_grad():
+        log_p = _exact(model, states)
+        assert abs(torch.logsumexp(log_p, 0).item()) < 1e-6, "P(x) by quadrature does not sum to 1"
+        g = torch.Generator().manual_seed(0)
+        elbo = model.log_weights(states, 20000, g).mean(0)  # E_q[log w] to ~1e-2
+        assert (elbo < log_p + 1e-2).all(), f"ELBO above log P(x): {elbo - log_p}"
+        assert (log_p - elbo).mean() > 0.05, "the tiny model is too easy: q equals the posterior"
+        # IWAE bound non-decreasing in k in expectation (averaged over 400 repetitions), and below log P(x)
+        bounds, errors = [], []
+        for k in (1, 5, 50):
+            lw = model.log_weights(states.repeat(400, 1), k, g)
+            draws = (torch.logsumexp(lw, 0) - math.log(k)).reshape(400, 16)
+            bounds.append(draws.mean(0))
+            errors.append(draws.std(0) / math.sqrt(400))
+        for a in range(2):  # L_k <= L_(k') for k < k', within 4 standard errors of the difference
+            noise = 4 * (errors[a].pow(2) + errors[a + 1].pow(2)).sqrt()
+            assert (bounds[a] <= bounds[a + 1] + noise).all(), f"L_k decreased: {bounds[a] - bounds[a + 1]}"
+        assert (bounds[2] <= log_p + 4 * errors[2]).all()
+        assert (bounds[2] - bounds[0]).mean() > 0.02, "the bound does not tighten with k"
+        # importance sampling with 5,000 samples agrees with the quadrature within its stated error
+        res = importance_sampling(model, states, iw_samples=5000, seed=1)
+        err = (res["log_p"] - log_p).abs()
+        assert (err <= 4 * res["variance"].sqrt() + 1e-4).all(), f"IS off by {err.max():.2e}"
+        est = latent_nll(model, states, iw_samples=5000, seed=1)
+        assert est.method == "importance-sampling"
+        assert abs(est.value + log_p.mean().item()) <= 4 * est.stderr + 1e-4
+        assert est.details["elbo"] < -est.value
+
+
+def test_ais_estimate_brackets_the_quadrature():
+    model = _tiny(2, "standard")
+    x = all_states(4).double()
+    exact = _exact(model, x).mean().item()
+    with torch.enable_grad():
+        est = latent_nll(model, x, "ais", ais_steps=200, ais_chains=16, ais_leapfrog=5, seed=0)
+    assert est.method == "ais"
+    assert abs(est.value + exact) < 0.02, f"AIS NLL {est.value:.4f} vs quadrature {-exact:.4f}"
+
+
+@pytest.mark.parametrize("k,latent,prior", [(1, 2, "standard"), (3, [2, 2], "vampprior")])
+def test_bound_gradient_matches_finite_differences(k, latent, prior):
+    model = _tiny(latent, prior, scale=1.0)
+    x = all_states(4).double()[[1, 6, 13]]
+    rule = make_rule("elbo", {"iw_samples": k})
+
+    def objective() -> torch.Tensor:
+        return -(torch.logsumexp(model.log_weights(x, k, torch.Generator().manual_seed(7)), 0) - math.log(k)).mean()
+
+    model.zero_grad(set_to_none=True)
+    value = rule.compute_gradient(model, x, torch.Generator().manual_seed(7))
+    assert value.item() == pytest.approx(objective().item(), abs=1e-12)
+    h = 1e-6
+    for name, p in model.named_parameters():
+        grad = p.grad.reshape(-1)
+        for i in torch.randperm(p.numel(), generator=torch.Generator().manual_seed(0))[:3].tolist():
+            with torch.no_grad():
+                flat = p.view(-1)
+                old = flat[i].item()
+                flat[i] = old + h
+                up = objective().item()
+                flat[i] = old - h
+                down = objective().item()
+                flat[i] = old
+            fd = (up - down) / (2 * h)
+            assert grad[i].item() == pytest.approx(fd, rel=1e-5, abs=1e-7), f"{name}[{i}]"
+
+
+def test_vampprior_density_is_the_mixture_of_encoder_posteriors():
+    model = _tiny(2, "vampprior")
+    z = torch.randn(3, 5, 2, dtype=torch.float64)
+    with torch.no_grad():
+        mu, logvar = model.encode_top(model.pseudo_input_values())
+        comps = torch.stack([gaussian_log_density(z, mu[j], logvar[j]) for j in range(model.pseudo_inputs)], -1)
+        expected = torch.logsumexp(comps, -1) - math.log(model.pseudo_inputs)
+        torch.testing.assert_close(model.log_prior(z), expected, atol=1e-10, rtol=0)
+
+
+def test_two_layer_densities_follow_their_definitions():
+    model = _tiny([2, 3], "standard")
+    x = all_states(4).double()[:6]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z, log_q = model.sample_posterior(x, 4, g)
+        assert z.shape == (4, 6, 5) and log_q.shape == (4, 6)
+        z1, z2 = z[..., :2], z[..., 2:]
+        mu2, lv2 = model.encode_top(x)
+        mu1, lv1 = model.enc_bottom_head(model.enc_bottom(x, z2))
+        torch.testing.assert_close(log_q, gaussian_log_density(z2, mu2, lv2) + gaussian_log_density(z1, mu1, lv1))
+        pm, plv = model.prior_bottom_head(model.prior_bottom(z2))
+        std = -0.5 * (math.log(2 * math.pi) * 3 + z2.pow(2).sum(-1))
+        torch.testing.assert_close(model.log_prior(z), std + gaussian_log_density(z1, pm, plv))
+        s = model.sample(50, torch.Generator().manual_seed(1))
+        assert s.shape == (50, 4) and set(s.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_log_prob_says_it_is_intractable():
+    with pytest.raises(genlearn.IntractableError, match="latent-variable model"):
+        _tiny().log_prob(torch.zeros(1, 4, dtype=torch.float64))
+
+
+def test_warmup_weight_grows_to_one_and_rule_rejects_other_families():
+    rule = make_rule("elbo", {"warmup_epochs": 4})
+    weights = []
+    for _ in range(6):
+        weights.append(rule.kl_weight())
+        rule.end_epoch(None, None)
+    assert weights == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert rule.state_tensors()["epochs_done"].item() == 6
+    with pytest.raises(genlearn.ConfigError, match="latent-variable"):
+        rule.check(genlearn.ProductBernoulli(3))
+
+
+def test_fit_records_bounds_and_monitoring(tmp_path):
+    run = genlearn.fit("vae", "bars-and-stripes:size=2,n=400", out=tmp_path / "r", epochs=3, latent="2",
+                       hidden="8", monitor_is_samples=20, patience=5, progress=False, plots=False,
+                       partition_options={"iw_samples": 200})
+    m = run.metrics
+    assert m["test_nll_method"] == "importance-sampling" and m["test_iw_samples"] == 200
+    assert m["train_iw_samples"] == 100
+    for split in ("train", "valid", "test"):
+        assert -m[f"{split}_elbo"] >= m[f"{split}_nll"] - 1e-9, "the IS NLL must be below -ELBO"
+        assert m[f"{split}_nll_stderr"] > 0
+    assert m["kl_empirical_upper"] == pytest.approx(-m["train_elbo"] - m["entropy_empirical"])
+    assert m["kl_empirical_upper_is"] <= m["kl_empirical_upper"]
+    assert m["rule"] == {"name": "elbo", "settings": {"iw_samples": 1, "warmup_epochs": 0}}
+    last = m["history"][-1]
+    assert {"train_neg_elbo", "valid_neg_elbo", "valid_nll_is", "train_kl_upper"} <= set(last)
+    assert last["valid_nll_is"] <= last["valid_neg_elbo"] + 1e-9
+
+
+def test_cli_fit_eval_sample_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["fit", "vae", "--data", "bars-and-stripes:size=2,n=300", "--out", str(out), "--epochs", "2",
+            "--latent", "2", "--hidden", "8", "--iw-samples", "2", "--quiet"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--iw-samples", "300"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["test_nll_method"] == "importance-sampling" and metrics["test_iw_samples"] == 300
+    assert main(["sample", str(out), "-n", "5", "--seed", "1"]) == 0
+    rows = [line.split(",") for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(rows) == 5 and all(len(r) == 4 and set(r) <= {"0", "1"} for r in rows)
+
+
+@pytest.mark.parametrize("flag,value,needle", [("--iw-samples", "0", "iw"), ("--latent", "0", "latent"),
+                                               ("--pseudo-inputs", "5000", "pseudo-inputs"),
+                                               ("--latent", "2,2,2", "latent")])
+def test_bad_options_give_one_line_errors(tmp_path, capsys, flag, value, needle):
+    argv = ["fit", "vae", "--data", "bars-and-stripes:size=2,n=300", "--out", str(tmp_path / "r"), "--epochs", "1",
+            "--prior", "vampprior", flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("genlearn: error:") and needle in err[0], err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_dynamic_binarization_redraws_and_reports_no_entropy():
+    run = genlearn.fit("vae", "digits:binarize=dynamic", epochs=1, latent="2", hidden="16", progress=False,
+                       plots=False, partition_options={"iw_samples": 10})
+    assert run.dataset.train_intensity is not None
+    assert "kl_empirical_upper" not in run.metrics and math.isfinite(run.metrics["test_nll"])
