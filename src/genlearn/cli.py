@@ -203,8 +203,9 @@ def cmd_fit(args) -> int:
 
 
 def _report_fit(run) -> int:
-    keys = ("model", "recipe", "dataset", "train_nll", "valid_nll", "test_nll", "test_nll_method",
-            "test_nll_lower", "test_nll_upper", "entropy_empirical", "kl_empirical", "kl_true", "wall_seconds")
+    keys = ("model", "recipe", "dataset", "train_nll", "valid_nll", "test_nll", "test_nll_method", "test_nll_stderr",
+            "test_nll_lower", "test_nll_upper", "test_elbo", "entropy_empirical", "kl_empirical",
+            "kl_empirical_upper", "kl_empirical_upper_is", "kl_true", "wall_seconds")
     print(json.dumps({k: run.metrics.get(k) for k in keys if k in run.metrics}, indent=2))
     print(f"run written to {run.dir}", file=sys.stderr)
     return 0

@@ -23,7 +23,9 @@ from genlearn.models.registry import build_from_config, build_model, get_spec, r
 
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
-OWN_FILES = (ckpt.TENSORS, ckpt.META, MODEL_FILE, METRICS_FILE, "learning_curve.png", "samples.png")
+#: the plots of latent-variable models (write_plots)
+LATENT_PLOTS = ("reconstructions.png", "latent_manifold.png", "latent_encodings.png")
+OWN_FILES = (ckpt.TENSORS, ckpt.META, MODEL_FILE, METRICS_FILE, "learning_curve.png", "samples.png", *LATENT_PLOTS)
 
 
 @dataclass
@@ -38,6 +40,16 @@ class Run:
     rule: LearningRule | None = None
 
     def log_prob(self, x):
+        """log P(x) per row, nats. Exact for models with an exact log_prob. For a latent-variable model (VAE),
+        whose log P(x) is intractable, an ESTIMATE: genlearn.likelihood.log_likelihoods, importance sampling with
+        the encoder q(z|x) as proposal (likelihood.IS_SAMPLES = 5000 samples per row, seed 0; float64), which
+        under-estimates log P(x) in expectation (E[log P^(x)] <= log P(x))."""
+        from genlearn.models.base import LatentVariableModel
+
+        if isinstance(self.model, LatentVariableModel):
+            from genlearn.likelihood import log_likelihoods
+
+            return log_likelihoods(self.model, x)[0]
         return self.model.log_prob(self.model.check_input(x))
 
     def sample(self, n: int, seed: int = 0, **kwargs):
@@ -199,13 +211,44 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
 
 
 def write_plots(model, dataset: Dataset, history: list, out: Path) -> None:
+    """The plots of a run in `out`: learning_curve.png, and samples.png for image data. A latent-variable model
+    (VAE) also gets, on the test rows (else valid, else train): reconstructions.png (image data), the latent
+    manifold latent_manifold.png (image data, latent_dim == 2) and latent_encodings.png (the posterior means,
+    coloured by the split's class labels when the data set has them). A latent plot that does not apply is
+    removed from `out` (a stale one of an earlier run there would mislead)."""
     from genlearn import plots
+    from genlearn.models.base import LatentVariableModel
 
+    out = Path(out)
     plots.learning_curve(history, out / "learning_curve.png", f"{model.name} on {dataset.name}")
     if dataset.image_shape is not None:
         with torch.no_grad():
             x = model.sample(64, generator=torch.Generator().manual_seed(0))
         plots.sample_grid(x, dataset.image_shape, out / "samples.png", f"{model.name}: 64 samples")
+    written = set()
+    if isinstance(model, LatentVariableModel):
+        split = next((s for s in ("test", "valid", "train") if getattr(dataset, s) is not None), None)
+        if split is not None:
+            x = dataset.split(split)
+            if dataset.image_shape is not None:
+                plots.reconstructions(model, x, dataset.image_shape, out / "reconstructions.png", n=32,
+                                      title=f"{model.name} on {dataset.name}: {split} rows (odd rows) and their "
+                                      "reconstructions (even rows),\nsigmoid(decoder_logits(z)) at z = posterior "
+                                      "mean E_q[z|x]")
+                written.add("reconstructions.png")
+                if model.latent_dim == 2:
+                    plots.latent_manifold(model, dataset.image_shape, out / "latent_manifold.png")
+                    written.add("latent_manifold.png")
+            labels = dataset.split_labels(split)
+            d = model.latent_dim
+            what = f"{d}-D posterior means" if d <= 2 else f"2-D PCA of the {d}-D posterior means"
+            plots.latent_encodings(model, x, labels, out / "latent_encodings.png",
+                                   title=f"{model.name} on {dataset.name}: {what} of the {x.shape[0]} {split} rows"
+                                   + ("" if labels is not None else " (no labels)"))
+            written.add("latent_encodings.png")
+    for name in LATENT_PLOTS:
+        if name not in written and (out / name).is_file():
+            (out / name).unlink()
 
 
 def _finite(obj):

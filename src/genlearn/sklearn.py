@@ -17,6 +17,10 @@ Training matches scikit-learn's algorithm: PCD-k (k=1 by default) with `batch_si
 SGD steps of `learning_rate` times the mean gradient over the minibatch. Inputs are binary or in [0, 1] for
 fitting and transform (as in scikit-learn); likelihoods are only defined for binary rows, so score_samples on a
 non-binary row raises ValueError.
+
+`DensityEstimator`: any genlearn family as a density estimator. `VariationalAutoencoder` (alias `VAE`): the `vae`
+family as a density estimator and transformer of binary rows, whose score_samples are importance-sampling
+ESTIMATES of log P(x) (the likelihood of a VAE is intractable), recorded in `score_method_`.
 """
 from __future__ import annotations
 
@@ -224,7 +228,6 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         return tags
 
 
-__all__ = ["BernoulliRBM", "sample_bernoulli"]
 
 
 class DensityEstimator(BaseEstimator):
@@ -306,3 +309,175 @@ class DensityEstimator(BaseEstimator):
         seed = self._seed if random_state is None else int(check_random_state(random_state).randint(2**31 - 1))
         with torch.no_grad():
             return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
+
+
+class VariationalAutoencoder(TransformerMixin, BaseEstimator):
+    """A variational autoencoder (genlearn's `vae` family: Bernoulli decoder, Gaussian encoder q(z|x)) as a
+    scikit-learn density estimator and transformer of binary rows, trained by maximising the ELBO (k = 1) or the
+    IWAE bound (k > 1) with Adam, through genlearn's Trainer and the "elbo" learning rule.
+
+    log P(x) of a VAE is intractable: `score_samples(X)` returns ESTIMATES of log P(x) per row in nats, by
+    importance sampling with q(z|x) as proposal and `eval_iw_samples` samples per row (genlearn.likelihood;
+    E[log P^(x)] <= log P(x): they under-estimate in expectation, less as the number of samples grows); how they
+    were computed is recorded in `score_method_` = {"method": "importance-sampling", "iw_samples": k, "seed": s}.
+    `score(X)` is their mean. The random numbers are seeded (the same call gives the same numbers) and drawn
+    for the rows in order, so a row's estimate varies, within its Monte Carlo error, with the other rows scored
+    alongside it. `elbo(X)` gives the per-row ELBO (<= the estimates), `transform(X)` the posterior
+    means E_q[z|x], `sample(n)` binary rows drawn from the model. Every method takes binary (0/1) rows only and
+    raises ValueError for any other value.
+
+    Parameters
+    ----------
+    latent : size of the latent space D (int), or two sizes (d1, d2) for a two-layer hierarchy.
+    hidden : sizes of the deterministic layers of every MLP (int or tuple).
+    activation : "tanh", "relu", "softplus" or "gated".
+    prior : "standard" (N(0, I)) or "vampprior" (a mixture of the encoder's posteriors at learned pseudo-inputs).
+    pseudo_inputs : number of VampPrior pseudo-inputs (at most the number of training rows).
+    iw_samples : importance samples per row in training: 1 = the ELBO, k > 1 = the IWAE bound.
+    warmup_epochs : KL warm-up over this many epochs (0 = off).
+    epochs, learning_rate, batch_size : Adam's passes over the data, step size and minibatch size (None = the
+        whole training set per step).
+    eval_iw_samples : importance samples per row of score_samples / score (5000, the literature's protocol).
+    random_state : None or int; seeds the initial weights, minibatches, evaluation and sampling.
+    verbose : a progress bar while training.
+
+    Fitted attributes: `model_` (the genlearn VAE), `latent_dim_`, `n_features_in_`, `score_method_`.
+    """
+
+    def __init__(self, latent=50, *, hidden=(200, 200), activation="tanh", prior="standard", pseudo_inputs=500,
+                 iw_samples=1, warmup_epochs=0, epochs=100, learning_rate=1e-3, batch_size=100,
+                 eval_iw_samples=5000, random_state=None, verbose=0):
+        self.latent = latent
+        self.hidden = hidden
+        self.activation = activation
+        self.prior = prior
+        self.pseudo_inputs = pseudo_inputs
+        self.iw_samples = iw_samples
+        self.warmup_epochs = warmup_epochs
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.eval_iw_samples = eval_iw_samples
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def _check_params(self):
+        def count(name, minimum):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+                kind = "positive" if minimum == 1 else "non-negative"
+                raise ValueError(f"{name} must be a {kind} integer, got {v!r}")
+
+        for name in ("pseudo_inputs", "iw_samples", "eval_iw_samples"):
+            count(name, 1)
+        for name in ("warmup_epochs", "epochs"):
+            count(name, 0)
+        if self.batch_size is not None:
+            count("batch_size", 1)
+        if not (isinstance(self.learning_rate, (int, float, np.floating)) and not isinstance(self.learning_rate, bool)
+                and math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+
+    def _sizes(self, value):
+        """An int or a sequence of ints as the list the VAE takes (numpy integers included)."""
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return [int(value)]
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [int(v) if isinstance(v, np.integer) else v for v in value]
+        return value
+
+    def _binary(self, X, reset: bool, what: str) -> torch.Tensor:
+        X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32), accept_sparse=False)
+        bad = (X != 0) & (X != 1)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"{what} needs binary (0/1) rows: X[{r}, {c}] = {X[r, c]!r} ({int(bad.sum())} such "
+                             "values); a VAE with a Bernoulli decoder models {0,1}^n: binarize the data first "
+                             "(e.g. X > 0.5)")
+        return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+
+    def _record_score_method(self) -> dict:
+        self.score_method_ = {"method": "importance-sampling", "iw_samples": int(self.eval_iw_samples),
+                              "seed": self._seed}
+        return self.score_method_
+
+    # -- scikit-learn API -------------------------------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Fit to the binary rows of X (n_samples x n_features) by Adam on -ELBO (or -IWAE bound), `epochs` passes
+        in minibatches of batch_size, through genlearn's Trainer and the "elbo" learning rule."""
+        from genlearn.data.dataset import Dataset
+        from genlearn.learning import TrainConfig, Trainer
+        from genlearn.learning.rules import make_rule
+        from genlearn.models.registry import build_model, rule_for
+
+        self._check_params()
+        x = self._binary(X, reset=True, what="fit")
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        torch.manual_seed(seed)
+        options = {"latent": self._sizes(self.latent), "hidden": self._sizes(self.hidden),
+                   "activation": self.activation, "prior": self.prior, "pseudo_inputs": int(self.pseudo_inputs),
+                   "iw_samples": int(self.iw_samples), "warmup_epochs": int(self.warmup_epochs), "init_seed": seed}
+        dataset = Dataset(name="array", kind="binary", train=x)
+        model = build_model("vae", dataset, **options)  # ConfigError (a ValueError) for an impossible setting
+        rule = make_rule(*rule_for("vae", **options))
+        config = TrainConfig.from_dict({"epochs": int(self.epochs), "lr": float(self.learning_rate),
+                                        "optimizer": "adam",
+                                        "batch_size": None if self.batch_size is None else int(self.batch_size),
+                                        "seed": seed, "progress": bool(self.verbose)})
+        Trainer(model, dataset, config, rule=rule).fit()
+        self.model_ = model.eval()
+        self.latent_dim_ = int(model.latent_dim)
+        self._seed = seed
+        self._record_score_method()
+        return self
+
+    def score_samples(self, X):
+        """ESTIMATES of log P(x) per binary row, nats (float64): importance sampling with q(z|x) as proposal,
+        eval_iw_samples samples per row from a generator seeded at fit (score_method_ says how). They
+        under-estimate log P(x) in expectation (the IWAE bound L_k, k = eval_iw_samples)."""
+        from genlearn.likelihood import log_likelihoods
+
+        check_is_fitted(self, "model_")
+        x = self._binary(X, reset=False, what="score_samples")
+        how = self._record_score_method()
+        log_p, _ = log_likelihoods(self.model_, x, iw_samples=how["iw_samples"], seed=how["seed"])
+        return log_p.numpy()
+
+    def score(self, X, y=None):
+        """Mean of score_samples: the importance-sampling estimate of the mean log-likelihood, nats per row."""
+        return float(np.mean(self.score_samples(X)))
+
+    def elbo(self, X, n_samples=100):
+        """The ELBO E_q[log P(x|z) + log p(z) - log q(z|x)] per binary row, nats (float64), estimated by the mean
+        over n_samples draws z ~ q(z|x) (seeded at fit); a lower bound of log P(x), below score_samples."""
+        from genlearn.likelihood import importance_sampling
+
+        check_is_fitted(self, "model_")
+        x = self._binary(X, reset=False, what="elbo")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        return importance_sampling(self.model_, x, int(n_samples), self._seed)["elbo"].numpy()
+
+    def transform(self, X):
+        """The posterior means E_q[z|x] of the binary rows of X, shape (n_samples, latent_dim_), float64."""
+        check_is_fitted(self, "model_")
+        x = self._binary(X, reset=False, what="transform")
+        with torch.no_grad():
+            return self.model_.posterior_mean(x).double().numpy()
+
+    def sample(self, n_samples=1, random_state=None):
+        """n_samples binary rows drawn from the model: z ~ p(z), then x ~ Bernoulli(sigmoid(decoder(z)))."""
+        check_is_fitted(self, "model_")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        seed = self._seed if random_state is None else int(check_random_state(random_state).randint(2**31 - 1))
+        with torch.no_grad():
+            return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
+
+
+#: the scikit-learn VAE wrapper under its short name
+VAE = VariationalAutoencoder
+
+
+__all__ = ["BernoulliRBM", "DensityEstimator", "VAE", "VariationalAutoencoder", "sample_bernoulli"]

@@ -10,6 +10,9 @@
                      binarized_mnist_uint8.npz (keys train/valid/test) or the original text files
                      binarized_mnist_{train,valid,test}.amat.
     fashion-mnist    Fashion-MNIST (IDX, same names and splits as MNIST), binarized as mnist.
+                     mnist and fashion-mnist carry class labels (`Dataset.labels`, split like the images) when
+                     the label files train-labels-idx1-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] sit next to
+                     the images; without them the labels are None (they are never needed to train).
     adult, dna, nips UCI binary sets of the NADE benchmark: NAME.{train,valid,test}.data, comma-separated 0/1.
                      dna: split=nade (default) reads dna.npz, the NADE/MADE papers' 1400 / 600 / 1186 split;
                      split=debd reads the .data files, 1600 / 400 / 1186 (same 2000 rows, other valid cut).
@@ -91,8 +94,36 @@ def _read_images(path: Path) -> np.ndarray:
     return arr
 
 
+def _label_file(image_path: Path) -> Path | None:
+    """The IDX label file next to an image file (train-images-idx3-ubyte[.gz] -> train-labels-idx1-ubyte[.gz],
+    compressed or not, whichever exists), or None."""
+    base = image_path.name.replace("images", "labels").replace("idx3", "idx1")
+    stem = base[:-3] if base.endswith(".gz") else base
+    for candidate in (base, stem, stem + ".gz"):
+        if (image_path.parent / candidate).is_file():
+            return image_path.parent / candidate
+    return None
+
+
+def _read_labels(path: Path, n_images: int) -> np.ndarray:
+    arr = formats.read_idx(path)
+    if arr.ndim != 1 or arr.shape[0] != n_images:
+        raise DataError(f"{path} holds labels of shape {arr.shape}; expected {n_images} labels (one per image of "
+                        "the image file next to it)")
+    return arr.astype(np.int64)
+
+
+def _read_label_pair(train_path: Path, test_path: Path, n_train: int, n_test: int):
+    """(train labels, test labels, file names) when both label files sit next to the images, else None."""
+    files = [_label_file(train_path), _label_file(test_path)]
+    if any(f is None for f in files):
+        return None
+    return _read_labels(files[0], n_train), _read_labels(files[1], n_test), [f.name for f in files]
+
+
 def idx_image_dataset(name: str, settings: dict, data_dir, folders, extra_dirs=()) -> Dataset:
-    """MNIST-format images: train[:-valid] / train[-valid:] / test, grey/255 binarized per `settings`."""
+    """MNIST-format images: train[:-valid] / train[-valid:] / test, grey/255 binarized per `settings`; with the
+    class labels split the same way when the label files sit next to the images (else labels None)."""
     method = str(settings["binarize"]).lower()
     if method not in ("static", "threshold", "dynamic", "none"):
         raise ConfigError(f"unknown binarize={settings['binarize']!r}; choose static, threshold, dynamic or none")
@@ -109,6 +140,14 @@ def idx_image_dataset(name: str, settings: dict, data_dir, folders, extra_dirs=(
                  for k, v in grey.items() if v is not None}
     record = {"source": str(train_path.parent), "format": "idx", "files": [train_path.name, test_path.name],
               "splits": f"train = first {cut} training images, valid = last {n_valid}, test = t10k"}
+    labels = None
+    found = _read_label_pair(train_path, test_path, train_all.shape[0], test.shape[0])
+    if found is not None:
+        train_y, test_y, names = found
+        labels = {"train": torch.from_numpy(train_y[:cut]), "test": torch.from_numpy(test_y)}
+        if n_valid:
+            labels["valid"] = torch.from_numpy(train_y[cut:])
+        record["label_files"] = names
     if method == "none":
         out, train_intensity, kind = intensity, None, "real"
         record["binarization"] = "none (grey levels / 255)"
@@ -117,7 +156,7 @@ def idx_image_dataset(name: str, settings: dict, data_dir, folders, extra_dirs=(
         kind = "binary"
         record.update(binarization_record(method, settings["threshold"], settings["seed"]))
     return Dataset(name=name, kind=kind, train=out["train"], valid=out.get("valid"), test=out["test"],
-                   image_shape=IMAGE_SHAPE, settings=record, train_intensity=train_intensity)
+                   image_shape=IMAGE_SHAPE, settings=record, train_intensity=train_intensity, labels=labels)
 
 
 @register_source("mnist", "MNIST 28x28 (IDX files), 50000/10000/10000, binarized (static seed 0 by default)",
