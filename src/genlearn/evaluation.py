@@ -91,7 +91,7 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
       `ais_is_nll` = the IS NLL of the same rows for comparison) and BDMC on bdmc_rows rows simulated from the
       model (`bdmc_forward`, `bdmc_reverse` mean log P, `bdmc_gap` = reverse - forward: the bracket that bounds
       the error of AIS at these settings)."""
-    from genlearn.likelihood import IS_SAMPLES
+    from genlearn.likelihood import IS_SAMPLES, choose_method
 
     if partition not in ("auto", "importance-sampling", "ais"):
         raise ConfigError(f"--partition {partition!r} does not apply to a latent-variable model; use auto "
@@ -103,6 +103,10 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
     unknown = set(ais_options) - set(AIS_DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown evaluation option(s) {', '.join(sorted(unknown))} for a latent-variable model")
+    method = choose_method(model)
+    if method != "importance-sampling":
+        return _evaluate_without_encoder(model, dataset, splits, method, seed, progress,
+                                         {**AIS_DEFAULTS, **ais_options})
     iw_samples = IS_SAMPLES if iw_samples is None else iw_samples
     out: dict = {"likelihood_method": "importance-sampling"}
     for split in splits:
@@ -134,9 +138,70 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
     return out
 
 
+def _evaluate_without_encoder(model, dataset, splits, method: str, seed: int, progress: bool, opts: dict) -> dict:
+    """A latent-variable model without an encoder (a GAN's generator). "quadrature" (latent_dim <= 2): every
+    split's NLL by quadrature over z, exact up to the grid, and the empirical KL D_KL(Q^||P) = train NLL - H(Q^).
+    "ais": forward AIS over z on the first ais_rows rows of train and test (`<split>_nll`, method "ais",
+    `<split>_nll_rows`), the BDMC gap on bdmc_rows simulated rows, `test_nll_upper` = the AIS NLL (a stochastic
+    upper bound) and `test_nll_lower` = AIS NLL - BDMC gap (assuming the AIS error on test rows is no larger than
+    on the model's own samples), and the empirical KL estimate with the same bracket."""
+    from genlearn.likelihood import latent_nll
+
+    out: dict = {"likelihood_method": method}
+    if method == "ais":
+        splits = [s for s in ("train", "test") if s in splits]
+    for split in splits:
+        x = getattr(dataset, split)
+        if x is None:
+            continue
+        if method == "quadrature":
+            est = latent_nll(model, x, "quadrature")
+        else:
+            est = latent_nll(model, x, "ais", seed=seed, ais_rows=opts["ais_rows"], ais_steps=opts["ais_steps"],
+                             ais_chains=opts["ais_chains"], ais_leapfrog=opts["ais_leapfrog"], progress=progress)
+            out[f"{split}_nll_stderr"] = est.stderr
+            out[f"{split}_nll_rows"] = est.details["rows"]
+        out[f"{split}_nll"] = est.value
+        out[f"{split}_nll_method"] = est.method
+        out[f"{split}_bits_per_dim"] = est.details["bits_per_dim"]
+    if method == "ais" and opts["bdmc_rows"] and "test_nll" in out:
+        out.update(_bdmc_metrics(model, seed, progress, opts))
+        out["test_nll_upper"] = out["test_nll"]
+        out["test_nll_lower"] = out["test_nll"] - max(out["bdmc_gap"], 0.0)
+    if dataset.train_intensity is None and "train_nll" in out:
+        from genlearn.data.empirical import empirical_entropy
+
+        h = empirical_entropy(dataset.train, dataset.kind)
+        out["entropy_empirical"] = h
+        out["kl_empirical"] = out["train_nll"] - h
+        out["kl_empirical_method"] = method
+        if "bdmc_gap" in out:
+            out["kl_empirical_upper"] = out["kl_empirical"]
+            out["kl_empirical_lower"] = out["kl_empirical"] - max(out["bdmc_gap"], 0.0)
+    if dataset.truth is not None:
+        out.update(kl_true_metrics(dataset.truth, model))
+    return out
+
+
+def _bdmc_metrics(model, seed: int, progress: bool, opts: dict) -> dict:
+    """BDMC (forward and reverse AIS over z) on bdmc_rows rows simulated from the model."""
+    from genlearn.estimators.latent_ais import bdmc
+
+    def sample_data(z, generator):
+        return torch.bernoulli(torch.sigmoid(model.decoder_logits(z)), generator=generator)
+
+    with torch.enable_grad():
+        b = bdmc(model.log_prior, model.log_likelihood, model.sample_prior, sample_data, rows=opts["bdmc_rows"],
+                 steps=opts["ais_steps"], chains=opts["ais_chains"], leapfrog=opts["ais_leapfrog"], seed=seed,
+                 progress=progress)
+    return {"bdmc_gap": b["gap"], "bdmc_forward": b["forward_log_p"], "bdmc_reverse": b["reverse_log_p"],
+            "bdmc_rows": opts["bdmc_rows"],
+            "bdmc_note": "forward/reverse AIS on rows simulated from the model: their mean log P(x) lies between "
+                         "them (stochastically); the gap bounds the error of AIS at these settings"}
+
+
 def _ais_metrics(model, test, seed: int, progress: bool, opts: dict) -> dict:
     """Forward AIS on the first ais_rows test rows, the IS NLL of the same rows, and BDMC on simulated rows."""
-    from genlearn.estimators.latent_ais import bdmc
     from genlearn.likelihood import latent_nll
 
     rows = test[: opts["ais_rows"]]
@@ -149,17 +214,7 @@ def _ais_metrics(model, test, seed: int, progress: bool, opts: dict) -> dict:
            "ais_accept_rate": ais.details.get("accept_rate"), "ais_is_nll": same.value,
            "ais_is_nll_stderr": same.stderr}
     if opts["bdmc_rows"]:
-        def sample_data(z, generator):
-            return torch.bernoulli(torch.sigmoid(model.decoder_logits(z)), generator=generator)
-
-        with torch.enable_grad():
-            b = bdmc(model.log_prior, model.log_likelihood, model.sample_prior, sample_data, rows=opts["bdmc_rows"],
-                     steps=opts["ais_steps"], chains=opts["ais_chains"], leapfrog=opts["ais_leapfrog"], seed=seed,
-                     progress=progress)
-        out.update({"bdmc_gap": b["gap"], "bdmc_forward": b["forward_log_p"], "bdmc_reverse": b["reverse_log_p"],
-                    "bdmc_rows": opts["bdmc_rows"],
-                    "bdmc_note": "forward/reverse AIS on rows simulated from the model: mean log P(x) lies between "
-                                 "them (stochastically); the gap bounds the error of AIS at these settings"})
+        out.update(_bdmc_metrics(model, seed, progress, opts))
     return out
 
 

@@ -65,7 +65,11 @@ ROWS_PER_CHUNK = 10_000
 #: importance samples per row when a latent-variable model's likelihood is evaluated (k = 5,000, as published)
 IS_SAMPLES = 5000
 #: how log P(x) of a latent-variable model may be asked for
-LATENT_METHODS = ("auto", "importance-sampling", "ais")
+LATENT_METHODS = ("auto", "importance-sampling", "quadrature", "ais")
+#: a latent-variable model without an encoder is integrated by quadrature over z up to this many latent dimensions
+QUADRATURE_MAX_DIM = 2
+#: grid points per latent axis of that quadrature (trapezoid rule on [-8, 8]^D)
+QUADRATURE_POINTS = 401
 
 
 # ---------------------------------------------------------------------------------------------- the decision
@@ -79,14 +83,17 @@ def exact_cost(model) -> tuple[int, float] | None:
 
 
 def choose_method(model, purpose: str = "evaluate") -> str:
-    """The method "auto" resolves to: "normalised" for a model with an exact log_prob; "importance-sampling" for a
-    latent-variable model; for an energy model
+    """The method "auto" resolves to: "normalised" for a model with an exact log_prob; for a latent-variable model
+    "importance-sampling" (q(z|x) as proposal) when it has an encoder, else "quadrature" over z when
+    latent_dim <= QUADRATURE_MAX_DIM, else "ais" (over z, HMC); for an energy model
     "exact" when u <= EXACT_UNITS and n 2^u <= EXACT_TERMS (purpose "evaluate") or <= MONITOR_TERMS (purpose
     "monitor"), else "ais"."""
     if purpose not in PURPOSES:
         raise ConfigError(f"unknown purpose {purpose!r}; choose {' or '.join(PURPOSES)}")
     if isinstance(model, LatentVariableModel):
-        return "importance-sampling"
+        if model.has_encoder:
+            return "importance-sampling"
+        return "quadrature" if model.latent_dim <= QUADRATURE_MAX_DIM else "ais"
     cost = exact_cost(model)
     if cost is None:
         return "normalised"
@@ -265,8 +272,7 @@ def log_likelihoods(model, x: Tensor, log_z: Estimate | None = None, method: str
     for a latent-variable model (`importance_sampling`; options iw_samples, seed)."""
     x = model.check_input(x)
     if isinstance(model, LatentVariableModel):
-        est = importance_sampling(model, x, **options)
-        return est["log_p"], Estimate.exact(0.0, "normalised")
+        return latent_log_likelihoods(model, x, **options)[0], Estimate.exact(0.0, "normalised")
     if not isinstance(model, EnergyModel):
         model = float64_copy(model)
         xx = x.double() if torch.is_floating_point(x) and _is_float64(model) else x
@@ -302,18 +308,22 @@ def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMP
     with HMC (`ais_steps` temperatures, `ais_chains` chains, `ais_leapfrog` leapfrog steps) on the first `ais_rows`
     rows (all when None), genlearn.estimators.latent_ais. Both under-estimate log P(x) in expectation: the NLLs
     are stochastic upper bounds (the bracket of an AIS figure comes from BDMC, `bdmc_gap`)."""
-    if method not in LATENT_METHODS:
-        raise ConfigError(f"unknown likelihood method {method!r} for a latent-variable model; choose one of "
-                          f"{', '.join(LATENT_METHODS)}")
+    method = _latent_method(model, method)
     if x.shape[0] == 0:
         raise DataError("cannot evaluate the likelihood of an empty data set")
     per_dim = 1.0 / (model.n_features * math.log(2))
+    if method == "quadrature":
+        log_p = quadrature(model, x)
+        value = -float(log_p.mean())
+        return Estimate.exact(value, "quadrature", {"bits_per_dim": value * per_dim, "rows": int(x.shape[0]),
+                                                    "points_per_axis": QUADRATURE_POINTS, "box": [-8.0, 8.0]})
     if method == "ais":
         from genlearn.estimators.latent_ais import ais_estimate
 
         rows = x if ais_rows is None else x[:ais_rows]
-        est, _ = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, rows, steps=ais_steps,
-                              chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress)
+        with torch.enable_grad():
+                est, _ = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, rows, steps=ais_steps,
+                                  chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress)
         return dataclasses.replace(est, details={**est.details, "bits_per_dim": est.value * per_dim,
                                                  "rows": int(rows.shape[0]), "ais_steps": ais_steps,
                                                  "ais_chains": ais_chains})
@@ -326,6 +336,52 @@ def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMP
                if m > 1 else 0.0, "bits_per_dim": value * per_dim,
                "bound": "stochastic upper bound of the NLL: E[log P^(x)] <= log P(x)"}
     return Estimate(value, "importance-sampling", stderr, details=details)
+
+
+def _latent_method(model, method: str) -> str:
+    """The method a latent-variable model's likelihood is computed with ("auto" resolved by `choose_method`)."""
+    if method not in LATENT_METHODS:
+        raise ConfigError(f"unknown likelihood method {method!r} for a latent-variable model; choose one of "
+                          f"{', '.join(LATENT_METHODS)}")
+    if method == "auto":
+        return choose_method(model)
+    if method == "importance-sampling" and not model.has_encoder:
+        raise ConfigError(f"model {model.name!r} has no encoder q(z|x) to importance-sample with; use quadrature "
+                          "(a latent space of at most 2 dimensions) or ais")
+    if method == "quadrature" and model.latent_dim > QUADRATURE_MAX_DIM:
+        raise ConfigError(f"quadrature integrates over at most {QUADRATURE_MAX_DIM} latent dimensions; this model "
+                          f"has {model.latent_dim}: use ais (or importance-sampling with an encoder)")
+    return method
+
+
+@torch.no_grad()
+def quadrature(model, x: Tensor) -> Tensor:
+    """log P(x) per row (float64, nats) by the trapezoid rule over z on [-8, 8]^D with QUADRATURE_POINTS points
+    per axis (genlearn.estimators.latent_ais.quadrature_log_marginal); D <= QUADRATURE_MAX_DIM."""
+    from genlearn.estimators.latent_ais import quadrature_log_marginal
+
+    dtype = next(model.parameters()).dtype
+    unique, inverse = torch.unique(x.to(dtype), dim=0, return_inverse=True)  # repeated rows integrated once
+    log_p = quadrature_log_marginal(model.log_prior, model.log_likelihood, unique, dim=model.latent_dim,
+                                    points=QUADRATURE_POINTS)
+    return log_p[inverse]
+
+
+def latent_log_likelihoods(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMPLES, seed: int = 0,
+                           ais_steps: int = 1000, ais_chains: int = 16, ais_leapfrog: int = 10,
+                           progress: bool = False) -> tuple[Tensor, str]:
+    """(log P(x) estimates per row, float64 nats; the method): importance sampling, quadrature or AIS over z."""
+    method = _latent_method(model, method)
+    if method == "quadrature":
+        return quadrature(model, x), method
+    if method == "ais":
+        from genlearn.estimators.latent_ais import ais_estimate
+
+        with torch.enable_grad():
+            _, per_row = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, x, steps=ais_steps,
+                                      chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress)
+        return per_row, method
+    return importance_sampling(model, x, iw_samples, seed, progress=progress)["log_p"], method
 
 
 @torch.no_grad()
@@ -343,7 +399,7 @@ def latent_monitor(model, x: Tensor, iw_samples: int | None = None, seed: int = 
     return out
 
 
-__all__ = ["EXACT_TERMS", "IS_SAMPLES", "LATENT_METHODS", "importance_sampling", "latent_monitor", "latent_nll",
-           "EXACT_UNITS", "MONITOR_TERMS", "PARTITION_METHODS", "choose_method", "exact_cost",
-           "float64_copy", "log_likelihoods", "log_partition", "mean_free_energy", "mean_nll", "monitors_exactly",
-           "nll", "split_nll"]
+__all__ = ["EXACT_TERMS", "EXACT_UNITS", "IS_SAMPLES", "LATENT_METHODS", "MONITOR_TERMS", "PARTITION_METHODS",
+           "QUADRATURE_MAX_DIM", "choose_method", "exact_cost", "float64_copy", "importance_sampling",
+           "latent_log_likelihoods", "latent_monitor", "latent_nll", "log_likelihoods", "log_partition",
+           "mean_free_energy", "mean_nll", "monitors_exactly", "nll", "quadrature", "split_nll"]

@@ -66,6 +66,11 @@ class LearningRule(ABC):
         """The settings as JSON values: make_rule(self.name, self.settings()) rebuilds this rule (state aside)."""
         return options.to_dict(self.config)
 
+    def epoch_record(self) -> dict:
+        """Numbers this rule adds to each monitoring record of the learning curve (e.g. an adversarial rule's
+        player losses and divergence estimate over the last epoch); {} by default."""
+        return {}
+
     def describe(self) -> dict:
         """What a run records about its learning in metrics.json (the objective and family-specific keys)."""
         return {"objective": self.objective}

@@ -304,14 +304,25 @@ class Trainer:
             rec.update(self._ais_nll())
         if self.dataset.truth is not None:
             rec.update(self._kl_true(kl_divergence))
+        rec.update(self.rule.epoch_record())
         return rec
 
     def _latent_monitor(self, train, valid) -> dict:
         """-ELBO (nats per example) on the monitored train and valid rows, the upper bound -ELBO - H(Q^) of the
         train KL, and the valid importance-sampling NLL when cfg.monitor_is_samples is set (seeded: every epoch
-        sees the same random numbers)."""
-        from genlearn.likelihood import latent_monitor
+        sees the same random numbers). A model without an encoder (a GAN's generator): the train/valid NLL by
+        quadrature over z when latent_dim <= 2, else nothing."""
+        from genlearn.likelihood import QUADRATURE_MAX_DIM, latent_monitor, latent_nll
 
+        if not self.model.has_encoder:  # no ELBO: the quadrature NLL when the latent space is small, else nothing
+            if self.model.latent_dim > QUADRATURE_MAX_DIM:
+                return {}
+            out = {"train_nll": latent_nll(self.model, train, "quadrature").value}
+            if self.entropy_train is not None and train is self.dataset.train:
+                out["train_kl"] = out["train_nll"] - self.entropy_train
+            if valid is not None:
+                out["valid_nll"] = latent_nll(self.model, valid, "quadrature").value
+            return out
         out = {"train_neg_elbo": latent_monitor(self.model, train, seed=0)["neg_elbo"]}
         if self.entropy_train is not None and train is self.dataset.train:
             out["train_kl_upper"] = out["train_neg_elbo"] - self.entropy_train

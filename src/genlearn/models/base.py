@@ -135,6 +135,9 @@ class LatentVariableModel(GenerativeModel):
 
     tractable = False
     latent_dim: int
+    #: False for a model without an encoder (a GAN's generator): no importance sampling with q(z|x); its
+    #: likelihood comes from quadrature over z (latent_dim <= 2) or AIS over z (genlearn.likelihood.choose_method)
+    has_encoder: bool = True
 
     def log_prob(self, x: Tensor) -> Tensor:
         from genlearn.errors import IntractableError
