@@ -392,7 +392,7 @@ def latent_monitor(model, x: Tensor, iw_samples: int | None = None, seed: int = 
     generator = torch.Generator().manual_seed(int(seed))
     total = 0.0
     for start in range(0, x.shape[0], ROWS_PER_CHUNK):
-        total += float(model.log_weights(x[start : start + ROWS_PER_CHUNK], 1, generator).double().sum())
+        total += float(model.elbo(x[start : start + ROWS_PER_CHUNK], generator).double().sum())
     out = {"neg_elbo": -total / x.shape[0]}
     if iw_samples is not None:
         out["nll_is"] = -float(importance_sampling(model, x, iw_samples, seed)["log_p"].mean())

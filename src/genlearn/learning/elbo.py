@@ -5,7 +5,9 @@ For a batch x(1..B) and k importance samples z(1..k) ~ q(z|x) per row (reparamet
     log w_j = log P(x|z_j) + log p(z_j) - log q(z_j|x),
     L_k(x) = log (1/k) sum_j w_j  <=  log P(x|theta)            (nats; Burda et al. 2016),
 
-L_1 is the ELBO and L_k (k > 1) the IWAE bound, non-decreasing in k in expectation. The rule descends
+L_1 is the ELBO and L_k (k > 1) the IWAE bound, non-decreasing in k in expectation. For k = 1 the rule uses the
+family's `elbo` (model.elbo: the VAE computes KL(q(z|x) || N(0, I)) in closed form when it can, an estimator of
+the same bound with lower variance). The rule descends
 -(1/B) sum_m L_k(x_m), an upper bound of the batch NLL, so that mean(-L_k) - H(Q^) bounds D_KL(Q^||P_theta) from
 above; the gap is E[log P(x) - L_k(x)] (for k = 1 the mean KL(q(z|x) || P(z|x,theta))).
 
@@ -54,8 +56,10 @@ class ImportanceWeightedBound(LearningRule):
 
     def compute_gradient(self, model, batch, generator):
         k = self.config.iw_samples
-        log_w = model.log_weights(batch, k, generator, kl_weight=self.kl_weight())
-        bound = torch.logsumexp(log_w, 0) - math.log(k) if k > 1 else log_w[0]
+        if k == 1:  # the family's ELBO estimate (a closed-form KL term where it has one)
+            bound = model.elbo(batch, generator, kl_weight=self.kl_weight())
+        else:
+            bound = torch.logsumexp(model.log_weights(batch, k, generator, kl_weight=self.kl_weight()), 0) - math.log(k)
         loss = -bound.mean()
         loss.backward()
         return loss.detach()

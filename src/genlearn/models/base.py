@@ -151,6 +151,11 @@ class LatentVariableModel(GenerativeModel):
         """log P(x, z) = log P(x|z) + log p(z), nats, shape z.shape[:-1]."""
         return self.log_likelihood(x, z) + self.log_prior(z)
 
+    def elbo(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0) -> Tensor:
+        """ELBO(x) = E_q[log P(x|z) + kl_weight (log p(z) - log q(z|x))] per row, estimated with one reparameterised
+        sample (nats; families may compute the KL term in closed form)."""
+        return self.log_weights(x, 1, generator, kl_weight)[0]
+
     def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None,
                     kl_weight: float = 1.0) -> Tensor:
         """(k, B) importance log-weights log P(x|z) + kl_weight (log p(z) - log q(z|x)), z ~ q(z|x)
