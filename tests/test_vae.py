@@ -205,7 +205,8 @@ def test_fit_records_bounds_and_monitoring(tmp_path):
         assert m[f"{split}_nll_stderr"] > 0
     assert m["kl_empirical_upper"] == pytest.approx(-m["train_elbo"] - m["entropy_empirical"])
     assert m["kl_empirical_upper_is"] <= m["kl_empirical_upper"]
-    assert m["rule"] == {"name": "elbo", "settings": {"iw_samples": 1, "warmup_epochs": 0}}
+    assert m["rule"] == {"name": "elbo", "settings": {"iw_samples": 1, "warmup_epochs": 0,
+                                                       "kl_estimator": "closed-form"}}
     last = m["history"][-1]
     assert {"train_neg_elbo", "valid_neg_elbo", "valid_nll_is", "train_kl_upper"} <= set(last)
     assert last["valid_nll_is"] <= last["valid_neg_elbo"] + 1e-9
@@ -242,3 +243,12 @@ def test_dynamic_binarization_redraws_and_reports_no_entropy():
                        plots=False, partition_options={"iw_samples": 10})
     assert run.dataset.train_intensity is not None
     assert "kl_empirical_upper" not in run.metrics and math.isfinite(run.metrics["test_nll"])
+
+
+def test_a_run_recorded_before_the_closed_form_kl_resumes_with_the_sampled_kl():
+    from genlearn.learning.legacy import rule_record
+
+    old = {"rule": {"name": "elbo", "settings": {"iw_samples": 1, "warmup_epochs": 0}}}
+    assert rule_record(old)["settings"]["kl_estimator"] == "sampled"
+    new = {"rule": {"name": "elbo", "settings": {"iw_samples": 1, "warmup_epochs": 0, "kl_estimator": "closed-form"}}}
+    assert rule_record(new) == new["rule"]

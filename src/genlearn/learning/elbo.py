@@ -7,7 +7,7 @@ For a batch x(1..B) and k importance samples z(1..k) ~ q(z|x) per row (reparamet
 
 L_1 is the ELBO and L_k (k > 1) the IWAE bound, non-decreasing in k in expectation. For k = 1 the rule uses the
 family's `elbo` (model.elbo: the VAE computes KL(q(z|x) || N(0, I)) in closed form when it can, an estimator of
-the same bound with lower variance). The rule descends
+the same bound with lower variance) unless `kl_estimator` is "sampled" (log w of one sample). The rule descends
 -(1/B) sum_m L_k(x_m), an upper bound of the batch NLL, so that mean(-L_k) - H(Q^) bounds D_KL(Q^||P_theta) from
 above; the gap is E[log P(x) - L_k(x)] (for k = 1 the mean KL(q(z|x) || P(z|x,theta))).
 
@@ -31,6 +31,9 @@ from genlearn.options import option
 class ELBOSettings:
     iw_samples: int = option(1, "importance samples k per row: 1 = the ELBO, k > 1 = the IWAE bound", minimum=1)
     warmup_epochs: int = option(0, "KL warm-up over this many epochs (0 = off)", minimum=0)
+    kl_estimator: str = option("closed-form", "k = 1: the KL term of the ELBO in closed form where the family has "
+                               "it (else sampled), or sampled: log q(z|x) - log p(z) at the one sample",
+                               choices=("closed-form", "sampled"))
 
 
 class ImportanceWeightedBound(LearningRule):
@@ -56,7 +59,7 @@ class ImportanceWeightedBound(LearningRule):
 
     def compute_gradient(self, model, batch, generator):
         k = self.config.iw_samples
-        if k == 1:  # the family's ELBO estimate (a closed-form KL term where it has one)
+        if k == 1 and self.config.kl_estimator == "closed-form":  # the family's ELBO (a closed-form KL if it has one)
             bound = model.elbo(batch, generator, kl_weight=self.kl_weight())
         else:
             bound = torch.logsumexp(model.log_weights(batch, k, generator, kl_weight=self.kl_weight()), 0) - math.log(k)
@@ -79,7 +82,7 @@ class ImportanceWeightedBound(LearningRule):
     def describe(self):
         k = self.config.iw_samples
         return {"objective": self.objective, "bound": "elbo" if k == 1 else f"iwae-{k}", "iw_samples": k,
-                "warmup_epochs": self.config.warmup_epochs}
+                "warmup_epochs": self.config.warmup_epochs, "kl_estimator": self.config.kl_estimator}
 
 
 register_rule("elbo", ImportanceWeightedBound)

@@ -44,7 +44,11 @@ def rule_record(meta: dict) -> dict:
     """{"name", "settings"} of the rule a checkpoint's run learns with: its "rule" record, or for a checkpoint of
     an earlier version the rule derived from its model_config."""
     if "rule" in meta:
-        return meta["rule"]
+        record = meta["rule"]
+        if record.get("name") == "elbo" and "kl_estimator" not in (record.get("settings") or {}):
+            # written before the closed-form KL existed: those runs sampled the KL term
+            record = {**record, "settings": {**(record.get("settings") or {}), "kl_estimator": "sampled"}}
+        return record
     name, settings = rule_from_legacy_config(meta.get("model", ""), meta.get("model_config", {}))
     return {"name": name, "settings": settings}
 

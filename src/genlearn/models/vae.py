@@ -323,6 +323,9 @@ class VAEConfig:
                              minimum=1)
     warmup_epochs: int = option(0, "KL warm-up: the weight of log p(z) - log q(z|x) grows linearly to 1 over "
                                 "this many epochs (0 = off)", minimum=0)
+    kl_estimator: str = option("closed-form", "ELBO training (k = 1): the KL term in closed form (one layer, "
+                               "standard prior; lower variance) or sampled at the one sample",
+                               choices=("closed-form", "sampled"))
     init_seed: int = option(0, "seed of the initial weights")
 
 
@@ -333,7 +336,8 @@ def _build(dataset, config: VAEConfig) -> VAE:
 
 
 def _rule(config: VAEConfig) -> tuple[str, dict]:
-    return "elbo", {"iw_samples": config.iw_samples, "warmup_epochs": config.warmup_epochs}
+    return "elbo", {"iw_samples": config.iw_samples, "warmup_epochs": config.warmup_epochs,
+                    "kl_estimator": config.kl_estimator}
 
 
 register_model(ModelSpec(
