@@ -23,3 +23,7 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) reports
+
+.PHONY: bench-deps
+bench-deps: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -r benchmarks/requirements-peers.txt

@@ -44,6 +44,10 @@ EXPECTED = {
                   "ais_seconds", "ais_forward_log_z",
                   "ais_forward_reverse.forward", "ais_forward_reverse.reverse", "ais_raise_seconds",
                   "exact_logz_784x25", "peak_rss_mb", "rss_after_data_mb"],
+    "vae_speed": ["vae.genlearn_seconds_median", "iwae.genlearn_seconds_median", "vae.genlearn_loss_per_example.*",
+                  "iwae.check_after_training.genlearn.neg_elbo", "settings.threads"],
+    "vae_is_speed": ["is_seconds", "roofline_seconds", "ratio_to_roofline", "achieved_gflops", "flops.total",
+                     "gemm_gflops.dec3", "breakdown_one_chunk.gemm_fraction", "probe.roofline_seconds"],
     "tractable_binarized_mnist": [f"{m}.{k}" for m in ("mixture", "fvsbn", "nade", "oa-nade", "made", "made-32")
                                   for k in ("test_nll", "valid_nll", "train_seconds", "epochs", "curve.*.epoch")]
     + ["oa-nade.test_nll_single_member", "made-32.test_nll_single_member", "oa-nade.curve.*.valid_nll_member",

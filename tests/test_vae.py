@@ -252,3 +252,19 @@ def test_a_run_recorded_before_the_closed_form_kl_resumes_with_the_sampled_kl():
     assert rule_record(old)["settings"]["kl_estimator"] == "sampled"
     new = {"rule": {"name": "elbo", "settings": {"iw_samples": 1, "warmup_epochs": 0, "kl_estimator": "closed-form"}}}
     assert rule_record(new) == new["rule"]
+
+
+def test_bfloat16_training_products_give_the_same_bound_to_bfloat16_rounding():
+    x = all_states(6)[::3].float()
+    full = VAE(6, latent=3, hidden=[16], seed=1)
+    half = VAE(6, latent=3, hidden=[16], seed=1, matmul_precision="bfloat16")
+    half.load_state_dict(full.state_dict())
+    for k in (1, 4):
+        rule = make_rule("elbo", {"iw_samples": k})
+        a = rule.compute_gradient(full, x, torch.Generator().manual_seed(0))
+        b = rule.compute_gradient(half, x, torch.Generator().manual_seed(0))
+        assert a.dtype == b.dtype == torch.float32
+        assert abs(a.item() - b.item()) < 0.02 * abs(a.item()), (a, b)
+        assert all(p.grad.dtype == torch.float32 for p in half.parameters())
+    assert VAE.from_config({k: v for k, v in half.config().items() if k != "matmul_precision"}).matmul_precision \
+        == "full"

@@ -20,8 +20,9 @@ from torch import Tensor
 
 from genlearn.errors import ConfigError
 
-#: rows x samples per chunk of decoder passes (bounded memory: about chunk x (n + hidden) floats)
-CHUNK = 50_000
+#: rows x samples per chunk of decoder passes (bounded memory: about chunk x (n + hidden) floats). 5,000 keeps the
+#: temporaries in cache-friendly, reused memory: 1.8x the GEMM roofline against 2.7x at 50,000 (vae_is_speed.py)
+CHUNK = 5_000
 
 
 @torch.no_grad()

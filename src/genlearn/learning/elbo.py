@@ -59,10 +59,12 @@ class ImportanceWeightedBound(LearningRule):
 
     def compute_gradient(self, model, batch, generator):
         k = self.config.iw_samples
-        if k == 1 and self.config.kl_estimator == "closed-form":  # the family's ELBO (a closed-form KL if it has one)
-            bound = model.elbo(batch, generator, kl_weight=self.kl_weight())
-        else:
-            bound = torch.logsumexp(model.log_weights(batch, k, generator, kl_weight=self.kl_weight()), 0) - math.log(k)
+        with model.training_precision():  # e.g. bfloat16 matrix products when the model asks for them
+            if k == 1 and self.config.kl_estimator == "closed-form":  # the family's ELBO (closed-form KL if any)
+                bound = model.elbo(batch, generator, kl_weight=self.kl_weight())
+            else:
+                log_w = model.log_weights(batch, k, generator, kl_weight=self.kl_weight())
+                bound = torch.logsumexp(log_w, 0) - math.log(k)
         loss = -bound.mean()
         loss.backward()
         return loss.detach()

@@ -151,6 +151,13 @@ class LatentVariableModel(GenerativeModel):
         """log P(x, z) = log P(x|z) + log p(z), nats, shape z.shape[:-1]."""
         return self.log_likelihood(x, z) + self.log_prior(z)
 
+    def training_precision(self):
+        """The context a learning rule computes the model's training bound in (e.g. bfloat16 autocast); none by
+        default."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
     def elbo(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0) -> Tensor:
         """ELBO(x) = E_q[log P(x|z) + kl_weight (log p(z) - log q(z|x))] per row, estimated with one reparameterised
         sample (nats; families may compute the KL term in closed form)."""
