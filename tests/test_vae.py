@@ -268,3 +268,17 @@ def test_bfloat16_training_products_give_the_same_bound_to_bfloat16_rounding():
         assert all(p.grad.dtype == torch.float32 for p in half.parameters())
     assert VAE.from_config({k: v for k, v in half.config().items() if k != "matmul_precision"}).matmul_precision \
         == "full"
+
+
+def test_log_likelihood_equals_the_bernoulli_sum_over_pixels():
+    """log P(x|z) computed through h . (W^T x) equals sum_i x_i l_i - softplus(l_i) of the decoder's logits."""
+    from genlearn.models.vae import bernoulli_log_likelihood
+
+    model = _tiny([2, 1], "standard", scale=1.5)
+    x = all_states(4).double()
+    z = torch.randn(7, 16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = model.decoder_logits(z)
+        direct = (x * logits - torch.nn.functional.softplus(logits)).sum(-1)
+        torch.testing.assert_close(model.log_likelihood(x, z), direct, atol=1e-12, rtol=0)
+        torch.testing.assert_close(bernoulli_log_likelihood(logits, x), direct, atol=1e-12, rtol=0)
