@@ -44,6 +44,8 @@ EXPECTED = {
                   "ais_seconds", "ais_forward_log_z",
                   "ais_forward_reverse.forward", "ais_forward_reverse.reverse", "ais_raise_seconds",
                   "exact_logz_784x25", "peak_rss_mb", "rss_after_data_mb"],
+    "gan_bars_and_stripes": ["configs.*.kl_qp_mean", "configs.*.mass_outside_mean", "configs.*.patterns_covered_mean",
+                             "configs.*.seeds_all_covered", "configs.*.runs.*.normalisation_error", "wall_seconds"],
     "vae_speed": ["vae.genlearn_seconds_median", "iwae.genlearn_seconds_median", "vae.genlearn_loss_per_example.*",
                   "iwae.check_after_training.genlearn.neg_elbo", "settings.threads"],
     "vae_is_speed": ["is_seconds", "roofline_seconds", "ratio_to_roofline", "achieved_gflops", "flops.total",

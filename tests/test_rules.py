@@ -19,8 +19,8 @@ from genlearn.models.registry import build_model
 
 
 def test_the_registered_rules_and_their_default_settings():
-    assert list_rules() == ["boltzmann-moments", "closed-form", "contrastive-divergence", "elbo", "em",
-                            "maximum-likelihood", "rbm-exact-gradient"]
+    assert list_rules() == ["boltzmann-moments", "closed-form", "contrastive-divergence", "elbo", "em", "f-gan",
+                            "maximum-likelihood", "quadrature-likelihood", "rbm-exact-gradient"]
     assert make_rule("elbo").settings() == {"iw_samples": 1, "warmup_epochs": 0, "kl_estimator": "closed-form"}
     assert make_rule("closed-form").settings() == {"smoothing": 0.0} and not make_rule("closed-form").uses_optimizer
     assert make_rule("maximum-likelihood").settings() == {}

@@ -6,6 +6,8 @@ method, details); exact methods have stderr 0 and lower = upper = value:
 
 - "closed-form": registered by (type P, type Q) with `register_kl`, looked up along the class hierarchy;
 - "enumerate": exact enumeration over {0,1}^n (n <= 24) or over the K outcomes, float64 ("exact enumeration");
+  a latent-variable model without an encoder and a latent space of D <= 2 enters with log P(x) by quadrature over
+  z (genlearn.likelihood.quadrature);
 - "exact": closed form if registered, else enumeration (IntractableError when neither applies);
 - "quad": adaptive quadrature for 1-D continuous models;
 - "mc": Monte Carlo (1/S) sum_s [log p(x_s) - log q(x_s)], x_s ~ p, with its standard error. An energy model
@@ -27,8 +29,8 @@ from torch import Tensor
 from genlearn.enumeration import MAX_ENUMERABLE, iter_states, require_enumerable
 from genlearn.errors import ConfigError, IntractableError
 from genlearn.estimators.estimate import Estimate
-from genlearn.likelihood import _is_float64, float64_copy, log_partition, mean_nll
-from genlearn.models.base import EnergyModel
+from genlearn.likelihood import QUADRATURE_MAX_DIM, _is_float64, float64_copy, log_partition, mean_nll, quadrature
+from genlearn.models.base import EnergyModel, LatentVariableModel
 from genlearn.models.categorical import Categorical
 from genlearn.models.gaussian import Gaussian
 from genlearn.models.product import ProductBernoulli
@@ -134,8 +136,21 @@ def kl_enumerate(p, q, chunk_size: int = 1 << 16) -> float:
     dtype = torch.float64 if _is_float64(p) and _is_float64(q) else torch.float32
     total = 0.0
     for states in iter_states(p.n_features, chunk_size, dtype=dtype, what="exact KL"):
-        total += float(_kl_terms(p.log_prob(states).double(), q.log_prob(states).double()).sum())
+        total += float(_kl_terms(_state_log_prob(p, states), _state_log_prob(q, states)).sum())
     return total
+
+
+def _state_log_prob(model, states: Tensor) -> Tensor:
+    """log P(x) of enumerated states, float64: the model's log_prob, or for a latent-variable model without an
+    encoder and latent_dim <= 2 (a GAN's generator) the quadrature over z of genlearn.likelihood.quadrature (exact
+    up to the grid); any other latent-variable model raises IntractableError (its log_prob)."""
+    if _by_quadrature(model):
+        return quadrature(model, states)
+    return model.log_prob(states).double()
+
+
+def _by_quadrature(model) -> bool:
+    return isinstance(model, LatentVariableModel) and not model.has_encoder and model.latent_dim <= QUADRATURE_MAX_DIM
 
 
 @torch.no_grad()
@@ -231,7 +246,8 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
                 f"the exact KL needs 2^{p.n_features} states (enumeration is limited to n <= {MAX_ENUMERABLE}) and "
                 f"no closed form is registered for KL({type(p).__name__} || {type(q).__name__}); use "
                 "kl_divergence(p, q, method='mc') for a Monte Carlo estimate")
-        return Estimate.exact(kl_enumerate(p, q, **kwargs), "exact enumeration")
+        how = " (log P by quadrature over z)" if _by_quadrature(p) or _by_quadrature(q) else ""
+        return Estimate.exact(kl_enumerate(p, q, **kwargs), "exact enumeration" + how)
     if method == "exact":
         raise IntractableError(f"no exact KL for KL({type(p).__name__} || {type(q).__name__}) of {p.support} "
                                "models; use method='quad' (1-D) or 'mc'")

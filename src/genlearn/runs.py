@@ -212,10 +212,10 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
 
 def write_plots(model, dataset: Dataset, history: list, out: Path) -> None:
     """The plots of a run in `out`: learning_curve.png, and samples.png for image data. A latent-variable model
-    (VAE) also gets, on the test rows (else valid, else train): reconstructions.png (image data), the latent
-    manifold latent_manifold.png (image data, latent_dim == 2) and latent_encodings.png (the posterior means,
-    coloured by the split's class labels when the data set has them). A latent plot that does not apply is
-    removed from `out` (a stale one of an earlier run there would mislead)."""
+    also gets the latent manifold latent_manifold.png (image data, latent_dim == 2) and, when it has an encoder
+    (VAE), on the test rows (else valid, else train): reconstructions.png (image data) and latent_encodings.png
+    (the posterior means, coloured by the split's class labels when the data set has them). A latent plot that
+    does not apply is removed from `out` (a stale one of an earlier run there would mislead)."""
     from genlearn import plots
     from genlearn.models.base import LatentVariableModel
 
@@ -230,15 +230,16 @@ def write_plots(model, dataset: Dataset, history: list, out: Path) -> None:
         split = next((s for s in ("test", "valid", "train") if getattr(dataset, s) is not None), None)
         if split is not None:
             x = dataset.split(split)
+            if dataset.image_shape is not None and model.latent_dim == 2:
+                plots.latent_manifold(model, dataset.image_shape, out / "latent_manifold.png")
+                written.add("latent_manifold.png")
+        if split is not None and model.has_encoder:  # reconstructions and encodings need q(z|x)
             if dataset.image_shape is not None:
                 plots.reconstructions(model, x, dataset.image_shape, out / "reconstructions.png", n=32,
                                       title=f"{model.name} on {dataset.name}: {split} rows (odd rows) and their "
                                       "reconstructions (even rows),\nsigmoid(decoder_logits(z)) at z = posterior "
                                       "mean E_q[z|x]")
                 written.add("reconstructions.png")
-                if model.latent_dim == 2:
-                    plots.latent_manifold(model, dataset.image_shape, out / "latent_manifold.png")
-                    written.add("latent_manifold.png")
             labels = dataset.split_labels(split)
             d = model.latent_dim
             what = f"{d}-D posterior means" if d <= 2 else f"2-D PCA of the {d}-D posterior means"

@@ -33,6 +33,10 @@ Registered rules (`make_rule(name, settings)`; settings are typed, see each `Set
   MLE, or add-a smoothing for Bernoulli models; no optimizer step.
 - "elbo" {iw_samples, warmup_epochs}: latent-variable models (VAE): autograd of -mean L_k(x), the ELBO (k = 1)
   or the IWAE bound (k > 1), with KL warm-up (genlearn.learning.elbo).
+- "f-gan" {divergence, estimator, samples_per_z, critic_steps, critic_penalty, temperature}: adversarial learning
+  of a GAN's generator under a chosen f-divergence through its variational bound, the critic and the generator
+  stepped on alternating minibatches; "quadrature-likelihood": maximum likelihood of a generator with a latent
+  space of at most 2 dimensions by autograd of its quadrature NLL (genlearn.learning.adversarial).
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ from genlearn.learning.rule_base import (  # noqa: F401  (re-exported: the rules
     register_rule,
 )
 from genlearn.learning import elbo as _elbo  # noqa: F401,E402  (registers "elbo")
+from genlearn.learning import adversarial as _adversarial  # noqa: F401,E402  (registers "f-gan", "quadrature-likelihood")
 
 
 def make_rule(name: str, settings: dict | None = None) -> LearningRule:

@@ -281,7 +281,8 @@ class Trainer:
         when cfg.monitor_ais_steps is set (`_ais_nll`). `kl_true`: the KL to a known truth when it is exact
         (closed form or enumeration) or, for continuous models, estimated."""
         from genlearn.divergence import kl_divergence
-        from genlearn.likelihood import choose_method, mean_nll, monitors_exactly
+        from genlearn.likelihood import mean_nll, monitors_exactly
+        from genlearn.models.base import LatentVariableModel
 
         self.model.eval()
         train, valid = self._monitored(self.dataset.train), self._monitored(self.dataset.valid)
@@ -298,7 +299,7 @@ class Trainer:
                 rec["train_kl"] = rec["train_nll"] - self.entropy_train
             if valid is not None:
                 rec["valid_nll"] = mean_nll(self.model, valid)
-        elif choose_method(self.model, "monitor") == "importance-sampling":
+        elif isinstance(self.model, LatentVariableModel):
             rec.update(self._latent_monitor(train, valid))
         elif self.cfg.monitor_ais_steps is not None:
             rec.update(self._ais_nll())
