@@ -30,8 +30,8 @@ def test_every_recipe_validates_against_its_family_and_the_trainer(name):
     spec.parse_options(recipe.model_options)
     TrainConfig.from_dict(recipe.train).validate()
     assert recipe.evaluation.get("partition", "auto") in PARTITION_METHODS
-    assert set(recipe.evaluation) <= {"partition", "steps", "chains", "seed", "iw_samples", "ais_rows", "ais_leapfrog",
-                                      "bdmc_rows"}
+    assert set(recipe.evaluation) <= {"partition", "steps", "chains", "seed", "iw_samples", "train_iw_samples",
+                                      "ais_rows", "ais_leapfrog", "bdmc_rows"}
     fig = recipe.figure
     assert fig["metric"] == "test_nll" and math.isfinite(fig["value"]) and fig["cost"] and fig["machine"]
 

@@ -275,7 +275,8 @@ def cmd_eval(args) -> int:
         if partition is None and not options:  # the settings the fit was evaluated with (e.g. AIS steps)
             recorded = dict(run.metrics.get("evaluation") or {})
             partition = recorded.pop("partition", None)
-            options = {k: v for k, v in recorded.items() if k in ("seed", *EVALUATION_FLAGS.values())}
+            kept = ("seed", "train_iw_samples", *EVALUATION_FLAGS.values())
+            options = {k: v for k, v in recorded.items() if k in kept}
         metrics = {"run": str(args.run), "model": run.meta["model"], "dataset": dataset.name, "data_spec": spec,
                    **evaluate(run.model, dataset, splits=splits, partition=partition or "auto",
                               progress=sys.stderr.isatty(), **options)}

@@ -132,7 +132,7 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
         out["kl_empirical_note"] = ("upper bounds of D_KL(Q^||P_theta): -ELBO - H(Q^), and the importance-sampling "
                                     "NLL - H(Q^) (an upper bound in expectation); the exact KL is intractable")
     if (partition == "ais" or ais_options) and dataset.test is not None and "test" in splits:
-        out.update(_ais_metrics(model, dataset.test, seed, progress, {**AIS_DEFAULTS, **ais_options}))
+        out.update(ais_metrics(model, dataset.test, seed, progress, **ais_options))
     if dataset.truth is not None:
         out.update(kl_true_metrics(dataset.truth, model))
     return out
@@ -200,8 +200,14 @@ def _bdmc_metrics(model, seed: int, progress: bool, opts: dict) -> dict:
                          "them (stochastically); the gap bounds the error of AIS at these settings"}
 
 
-def _ais_metrics(model, test, seed: int, progress: bool, opts: dict) -> dict:
-    """Forward AIS on the first ais_rows test rows, the IS NLL of the same rows, and BDMC on simulated rows."""
+def ais_metrics(model, test, seed: int = 0, progress: bool = False, **options) -> dict:
+    """Forward AIS over z on the first ais_rows test rows, the importance-sampling NLL of the same rows (5,000
+    samples) and BDMC on bdmc_rows rows simulated from the model (options: AIS_DEFAULTS), without the per-split
+    importance sampling of `evaluate_latent`: `ais_test_nll`, `ais_is_nll`, `bdmc_gap`, ... (nats)."""
+    unknown = set(options) - set(AIS_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown AIS option(s) {', '.join(sorted(unknown))}; known: {', '.join(AIS_DEFAULTS)}")
+    opts = {**AIS_DEFAULTS, **options}
     from genlearn.likelihood import latent_nll
 
     rows = test[: opts["ais_rows"]]
@@ -233,4 +239,4 @@ def kl_true_metrics(truth, model) -> dict:
     return out
 
 
-__all__ = ["evaluate", "empirical_kl", "kl_true_metrics", "split_nll"]
+__all__ = ["ais_metrics", "evaluate", "evaluate_latent", "empirical_kl", "kl_true_metrics", "split_nll"]
