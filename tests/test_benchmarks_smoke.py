@@ -46,6 +46,9 @@ EXPECTED = {
                   "exact_logz_784x25", "peak_rss_mb", "rss_after_data_mb"],
     "gan_bars_and_stripes": ["configs.*.kl_qp_mean", "configs.*.mass_outside_mean", "configs.*.patterns_covered_mean",
                              "configs.*.seeds_all_covered", "configs.*.runs.*.normalisation_error", "wall_seconds"],
+    "vae_binarized_mnist": [f"{r}.{k}" for r in ("vae", "iwae-50", "hvae-vampprior")
+                            for k in ("test_nll", "test_nll_stderr", "elbo", "wall_seconds", "target")]
+    + ["hvae-vampprior.ais_test_nll", "hvae-vampprior.bdmc_gap", "hvae-vampprior.ais_is_nll"],
     "vae_speed": ["vae.genlearn_seconds_median", "iwae.genlearn_seconds_median", "vae.genlearn_loss_per_example.*",
                   "iwae.check_after_training.genlearn.neg_elbo", "settings.threads"],
     "vae_is_speed": ["is_seconds", "roofline_seconds", "ratio_to_roofline", "achieved_gflops", "flops.total",
