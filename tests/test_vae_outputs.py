@@ -245,3 +245,23 @@ def test_run_log_prob_of_a_vae_is_the_importance_sampling_estimate(fitted, digit
     with torch.no_grad():
         elbo = model.log_weights(x, 1000, torch.Generator().manual_seed(1)).double().mean(0)
     assert log_p.mean() > elbo.mean()  # log P^ with 5000 samples lies above the ELBO on average
+
+
+def test_learning_curve_of_adversarial_learning_shows_both_players_and_the_divergence(tmp_path, monkeypatch):
+    """A GAN with a latent space beyond quadrature has no NLL to monitor: its learning curve is the two players'
+    epoch-mean losses in one panel and the critic's divergence estimate in another (one line each, in order)."""
+    history = [{"epoch": e, "loss": 5.0 / e, "critic_loss": -2.0 / e, "generator_loss": -0.5 + 0.1 * e,
+                "divergence_estimate": 5.0 / e} for e in range(1, 6)]
+    assert plots._panels(["critic_loss", "generator_loss", "divergence_estimate"]) == [
+        ("critic_loss", "generator_loss"), ("divergence_estimate",)]
+    figures = []
+    close = plots.plt.close
+    monkeypatch.setattr(plots.plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
+    assert _png(plots.learning_curve(history, tmp_path / "lc.png"))
+    (fig,) = figures
+    players, divergence = fig.axes
+    assert players.get_title() == plots.PANEL_TITLES[("critic_loss", "generator_loss")]
+    assert [line.get_label() for line in players.get_lines()] == [plots.CURVE_KEYS["critic_loss"],
+                                                                 plots.CURVE_KEYS["generator_loss"]]
+    assert np.allclose(players.get_lines()[0].get_ydata(), [-2.0 / e for e in range(1, 6)])
+    assert [line.get_label() for line in divergence.get_lines()] == [plots.CURVE_KEYS["divergence_estimate"]]

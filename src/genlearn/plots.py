@@ -21,12 +21,17 @@ CURVE_KEYS = {"train_kl": "train D_KL(Q^||P) [nats]", "train_nll": "train NLL [n
               "valid_nll_member": "valid NLL, one ensemble member [nats]",
               "train_neg_elbo": "train -ELBO [nats]", "valid_neg_elbo": "valid -ELBO [nats]",
               "valid_nll_is": "valid NLL, importance sampling [nats]",
-              "train_kl_upper": "train KL upper bound, -ELBO - H(Q^) [nats]"}
+              "train_kl_upper": "train KL upper bound, -ELBO - H(Q^) [nats]",
+              "critic_loss": "critic loss, -bound + penalty [nats]",
+              "generator_loss": "generator loss, -E_P f*(T(x)) [nats]",
+              "divergence_estimate": "D_f(Q||P) estimate, the critic's bound [nats]"}
 #: keys drawn together in one panel (one line each, with a legend), so that their difference is seen: the valid
-#: -ELBO and the valid importance-sampling NLL of a latent-variable model (the gap is the bound's slack)
-CURVE_PANELS = (("valid_neg_elbo", "valid_nll_is"),)
+#: -ELBO and the valid importance-sampling NLL of a latent-variable model (the gap is the bound's slack); the two
+#: players' losses of adversarial learning (critic and generator, epoch means)
+CURVE_PANELS = (("valid_neg_elbo", "valid_nll_is"), ("critic_loss", "generator_loss"))
 #: title of a shared panel
-PANEL_TITLES = {("valid_neg_elbo", "valid_nll_is"): "valid: -ELBO and NLL by importance sampling [nats]"}
+PANEL_TITLES = {("valid_neg_elbo", "valid_nll_is"): "valid: -ELBO and NLL by importance sampling [nats]",
+                ("critic_loss", "generator_loss"): "the two players' losses, epoch means [nats]"}
 
 
 def _panels(keys: list[str]) -> list[tuple[str, ...]]:

@@ -188,6 +188,26 @@ def check_positive_int(value, what: str) -> int:
     return value
 
 
+def parse_sizes(value, flag: str, limit: int, counts: tuple[int, ...] | None = None) -> list[int]:
+    """Layer sizes from an int, a list of ints or a string "200" / "200,200"; each in 1..limit; `counts`: the
+    numbers of sizes allowed (None: any). One ConfigError naming `flag` otherwise."""
+    if isinstance(value, str):
+        try:
+            value = [int(v) for v in value.replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            raise ConfigError(f"{flag} must be sizes such as 50 or 40,40, got {value!r}") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{flag} must name at least one size, got {value!r}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
+            raise ConfigError(f"{flag}: every size must be an integer between 1 and {limit}, got {list(value)!r}")
+    if counts is not None and len(value) not in counts:
+        raise ConfigError(f"{flag} takes {' or '.join(map(str, counts))} sizes, got {list(value)!r}")
+    return [int(v) for v in value]
+
+
 def check_probability_vector(p, what: str) -> Tensor:
     p = torch.as_tensor(p, dtype=torch.float64)
     if p.ndim != 1 or p.numel() < 1:

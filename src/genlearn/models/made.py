@@ -38,6 +38,7 @@ from genlearn.models.base import (
     check_positive_int,
     column_means,
     logit,
+    parse_sizes,
 )
 from genlearn.models.fvsbn import (
     ORDERS,
@@ -58,19 +59,7 @@ MASK_SAMPLING = ("cycle", "random")
 
 def parse_hidden(hidden, flag: str = "--hidden") -> list[int]:
     """Hidden layer sizes from an int (one layer), a list of ints, or a string "500" / "500,500"."""
-    if isinstance(hidden, str):
-        try:
-            hidden = [int(h) for h in hidden.replace(" ", "").split(",") if h != ""]
-        except ValueError:
-            raise ConfigError(f"{flag} must be layer sizes such as 500 or 500,500, got {hidden!r}") from None
-    elif isinstance(hidden, int) and not isinstance(hidden, bool):
-        hidden = [hidden]
-    if not isinstance(hidden, (list, tuple)) or not hidden:
-        raise ConfigError(f"{flag} must name at least one hidden layer size, got {hidden!r}")
-    for h in hidden:
-        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HIDDEN:
-            raise ConfigError(f"{flag}: every hidden layer needs between 1 and {MAX_HIDDEN} units, got {hidden!r}")
-    return [int(h) for h in hidden]
+    return parse_sizes(hidden, flag, MAX_HIDDEN)
 
 
 def activation_fn(name: str):

@@ -36,6 +36,7 @@ from genlearn.models.base import (
     check_positive_int,
     column_means,
     logit,
+    parse_sizes,
 )
 from genlearn.models.fvsbn import init_seed_generator
 from genlearn.models.registry import ModelSpec, register_model
@@ -115,25 +116,6 @@ def _reparameterise(mu: Tensor, logvar: Tensor, k: int | None, generator) -> Ten
     shape = mu.shape if k is None else (k, *mu.shape)
     eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
-
-
-def parse_sizes(value, flag: str, limit: int, counts: tuple[int, ...] | None = None) -> list[int]:
-    """Layer sizes from an int, a list of ints or a string "200" / "200,200"; each in 1..limit."""
-    if isinstance(value, str):
-        try:
-            value = [int(v) for v in value.replace(" ", "").split(",") if v != ""]
-        except ValueError:
-            raise ConfigError(f"{flag} must be sizes such as 50 or 40,40, got {value!r}") from None
-    elif isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{flag} must name at least one size, got {value!r}")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
-            raise ConfigError(f"{flag}: every size must be an integer between 1 and {limit}, got {list(value)!r}")
-    if counts is not None and len(value) not in counts:
-        raise ConfigError(f"{flag} takes {' or '.join(map(str, counts))} sizes, got {list(value)!r}")
-    return [int(v) for v in value]
 
 
 class VAE(LatentVariableModel):
