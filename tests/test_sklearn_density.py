@@ -1,5 +1,6 @@
 """genlearn.sklearn.DensityEstimator: scikit-learn's estimator contract (checked on the Gaussian family, which
-accepts the real-valued data the generic checks use) and exact likelihoods for the binary families."""
+accepts the real-valued data the generic checks use) and exact likelihoods for the binary families (a GAN's by
+quadrature over its 2-D latent space: normalised over all 2^n states as well)."""
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,8 @@ def test_gaussian_fit_reaches_closed_form_mle():
 
 @pytest.mark.parametrize("model, options", [("product-bernoulli", None), ("mixture", {"components": 3}),
                                             ("mixture", {"components": 3, "em": True}), ("fvsbn", None),
-                                            ("rbm", {"hidden": 3, "persistent": True, "n_chains": 20})])
+                                            ("rbm", {"hidden": 3, "persistent": True, "n_chains": 20}),
+                                            ("gan", {"latent": 2, "hidden": 8, "critic_hidden": 8})])
 def test_binary_families_give_normalised_log_likelihoods(model, options):
     rng = np.random.RandomState(1)
     X = (rng.rand(300, 6) < [0.2, 0.8, 0.5, 0.3, 0.6, 0.9]).astype(float)

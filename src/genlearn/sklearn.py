@@ -243,7 +243,10 @@ class DensityEstimator(BaseEstimator):
     random_state : None or int; seeds the initialisation, minibatches and sampling.
 
     `score_samples(X)` is log P(x|theta) in nats per row (exact for normalised families; for energy models
-    -F(x) - log Z with log Z exact when enumerable, else AIS); `score(X)` its mean; `sample(n)` draws rows.
+    -F(x) - log Z with log Z exact when enumerable, else AIS; for a latent-variable family the policy of
+    genlearn.likelihood.choose_method: importance sampling with q(z|x) (vae), quadrature over z (gan, latent <= 2)
+    or forward AIS over z (gan, larger latent spaces; an estimate that is low in expectation)); `score(X)` its
+    mean; `sample(n)` draws rows.
     """
 
     def __init__(self, model="product-bernoulli", *, options=None, epochs=100, learning_rate=None,
@@ -292,7 +295,8 @@ class DensityEstimator(BaseEstimator):
 
     def score_samples(self, X):
         """log P(x|theta) per row, nats: exact for normalised families, -F(x) - log Z for energy models with log Z
-        from the likelihood policy (exact when enumerable, else AIS)."""
+        from the likelihood policy (exact when enumerable, else AIS), the likelihood policy's estimate for a
+        latent-variable family (class docstring)."""
         from genlearn.likelihood import log_likelihoods
 
         check_is_fitted(self, "model_")
