@@ -159,9 +159,18 @@ def test_demo_fast(tmp_path, capsys):
     bm = summary["boltzmann"]
     assert bm[1]["kl_true"] < bm[0]["kl_true"] / 3  # the KL to the teacher falls with M (~ d/(2M))
     assert all(r["kl_empirical"] >= 0 for r in bm)
-    for png in ("kl_vs_n.png", "gradient_descent.png", "digits_samples.png", "digits_learning_curve.png"):
+    gan = summary["gan"]["fits"]  # section (f); its figures are checked in tests/test_demo.py
+    assert [f["fit"] for f in gan] == ["kl", "js", "maximum likelihood"]
+    assert all(f["kl_pq"] is None and f["kl_qp"] >= 0 for f in gan)  # D_KL(P||Q) infinite: JSON null
+    for png in ("kl_vs_n.png", "gradient_descent.png", "digits_samples.png", "digits_learning_curve.png",
+                "gan_patterns.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
-    assert "![" in (tmp_path / "demo" / "report.md").read_text()
+    assert (tmp_path / "demo" / "gan_patterns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "![" in report
+    assert "## (f)" in report and "![P(x) of each pattern per fit](gan_patterns.png)" in report
+    for f in gan:  # one table row per fit, D_KL(P||Q) printed as inf
+        assert f"| {f['fit']} | {f['rule']}, rate {f['lr']:g} | {f['epochs']} | {f['kl_qp']:.3f} | inf |" in report
 
 
 def test_each_family_converts_its_own_flags_with_one_message_format(capsys):
