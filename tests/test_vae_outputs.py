@@ -265,3 +265,20 @@ def test_learning_curve_of_adversarial_learning_shows_both_players_and_the_diver
                                                                  plots.CURVE_KEYS["generator_loss"]]
     assert np.allclose(players.get_lines()[0].get_ydata(), [-2.0 / e for e in range(1, 6)])
     assert [line.get_label() for line in divergence.get_lines()] == [plots.CURVE_KEYS["divergence_estimate"]]
+
+
+def test_learning_curve_zooms_past_an_untrained_first_record(tmp_path, monkeypatch):
+    """-ELBO 207 at epoch 0 and 95 -> 89 later: the y-axis shows the later range (the start is noted, off the
+    scale); a curve whose start is within the later range keeps matplotlib's own limits."""
+    history = [{"epoch": 0, "train_neg_elbo": 207.0, "train_kl_upper": 5.0}] + [
+        {"epoch": e, "train_neg_elbo": 95.0 - e, "train_kl_upper": 5.0 - 0.5 * e} for e in range(1, 7)]
+    figures = []
+    close = plots.plt.close
+    monkeypatch.setattr(plots.plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
+    assert _png(plots.learning_curve(history, tmp_path / "lc.png"))
+    (fig,) = figures
+    elbo, kl = fig.axes
+    low, high = elbo.get_ylim()
+    assert 88.0 < low < 89.0 and 94.0 < high < 96.0  # 89..94 with 10% margins, 207 off the scale
+    assert any("207" in t.get_text() and "epoch 0" in t.get_text() for t in elbo.texts)
+    assert kl.get_ylim()[1] >= 5.0 and not kl.texts  # 5.0 at the start lies within the later range's reach

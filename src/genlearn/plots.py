@@ -64,6 +64,8 @@ def learning_curve(history: list[dict], path: Path, title: str = "learning curve
             if key.endswith("kl") or key == "kl_true":
                 if pts and all(p[1] > 0 for p in pts):
                     ax.set_yscale("log")
+        if ax.get_yscale() == "linear":
+            _zoom_past_the_start(ax, [[(r["epoch"], r[k]) for r in history if r.get(k) is not None] for k in panel])
         ax.set_xlabel("epoch")
         if len(panel) == 1:
             ax.set_title(CURVE_KEYS[panel[0]], fontsize=9)
@@ -76,6 +78,25 @@ def learning_curve(history: list[dict], path: Path, title: str = "learning curve
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def _zoom_past_the_start(ax, curves: list[list[tuple[float, float]]]) -> None:
+    """When the first record of the panel (the untrained model at epoch 0, e.g. -ELBO ~ 207 nats against ~90
+    later) lies more than the later range away from all later values, the y-axis shows the later values only
+    (10% margins) and a note gives the first value, so that the learning is not squashed into a flat line."""
+    later = [v for pts in curves for (_, v) in pts[1:] if math.isfinite(v)]
+    first = [pts[0] for pts in curves if pts and math.isfinite(pts[0][1])]
+    if len(later) < 2 or not first:
+        return
+    lo, hi = min(later), max(later)
+    span = max(hi - lo, 1e-12 * max(abs(hi), 1.0))
+    outside = [(e, v) for e, v in first if v > hi + span or v < lo - span]
+    if not outside:
+        return
+    ax.set_ylim(lo - 0.1 * span, hi + 0.1 * span)
+    text = ", ".join(f"{v:.4g}" for _, v in outside)
+    ax.annotate(f"epoch {outside[0][0]:g}: {text} (off the scale)", xy=(0.98, 0.97), xycoords="axes fraction",
+                ha="right", va="top", fontsize=7, color="grey")
 
 
 def sample_grid(samples: torch.Tensor, image_shape: tuple[int, int], path: Path, title: str | None = None) -> Path:
