@@ -177,17 +177,23 @@ def test_manifold_grid_is_at_normal_quantiles():
     assert torch.allclose(z[1, 1], torch.zeros(2, dtype=torch.float64), atol=1e-12)
 
 
+def _learning_curve_figure(history, tmp_path, monkeypatch):
+    """plots.learning_curve(history) written to a PNG (checked), and the matplotlib figure it drew."""
+    figures = []
+    close = plots.plt.close
+    monkeypatch.setattr(plots.plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
+    assert _png(plots.learning_curve(history, tmp_path / "lc.png"))
+    (fig,) = figures
+    return fig
+
+
 def test_learning_curve_shows_valid_elbo_and_is_nll_in_one_panel(fitted, tmp_path, monkeypatch):
     _, history = fitted
     assert plots._panels(["train_neg_elbo", "valid_neg_elbo", "valid_nll_is", "train_kl_upper"]) == [
         ("train_neg_elbo",), ("valid_neg_elbo", "valid_nll_is"), ("train_kl_upper",)]
     assert plots._panels(["train_kl", "train_nll", "valid_nll"]) == [("train_kl",), ("train_nll",), ("valid_nll",)]
     assert plots._panels(["valid_nll_is"]) == [("valid_nll_is",)]
-    figures = []
-    close = plots.plt.close
-    monkeypatch.setattr(plots.plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
-    assert _png(plots.learning_curve(history, tmp_path / "lc.png"))
-    (fig,) = figures
+    fig = _learning_curve_figure(history, tmp_path, monkeypatch)
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == [plots.CURVE_KEYS["train_neg_elbo"],
                                                 plots.PANEL_TITLES[("valid_neg_elbo", "valid_nll_is")],
@@ -254,11 +260,7 @@ def test_learning_curve_of_adversarial_learning_shows_both_players_and_the_diver
                 "divergence_estimate": 5.0 / e} for e in range(1, 6)]
     assert plots._panels(["critic_loss", "generator_loss", "divergence_estimate"]) == [
         ("critic_loss", "generator_loss"), ("divergence_estimate",)]
-    figures = []
-    close = plots.plt.close
-    monkeypatch.setattr(plots.plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
-    assert _png(plots.learning_curve(history, tmp_path / "lc.png"))
-    (fig,) = figures
+    fig = _learning_curve_figure(history, tmp_path, monkeypatch)
     players, divergence = fig.axes
     assert players.get_title() == plots.PANEL_TITLES[("critic_loss", "generator_loss")]
     assert [line.get_label() for line in players.get_lines()] == [plots.CURVE_KEYS["critic_loss"],
@@ -272,11 +274,7 @@ def test_learning_curve_zooms_past_an_untrained_first_record(tmp_path, monkeypat
     scale); a curve whose start is within the later range keeps matplotlib's own limits."""
     history = [{"epoch": 0, "train_neg_elbo": 207.0, "train_kl_upper": 5.0}] + [
         {"epoch": e, "train_neg_elbo": 95.0 - e, "train_kl_upper": 5.0 - 0.5 * e} for e in range(1, 7)]
-    figures = []
-    close = plots.plt.close
-    monkeypatch.setattr(plots.plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
-    assert _png(plots.learning_curve(history, tmp_path / "lc.png"))
-    (fig,) = figures
+    fig = _learning_curve_figure(history, tmp_path, monkeypatch)
     elbo, kl = fig.axes
     low, high = elbo.get_ylim()
     assert 88.0 < low < 89.0 and 94.0 < high < 96.0  # 89..94 with 10% margins, 207 off the scale
