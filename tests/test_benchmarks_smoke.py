@@ -46,6 +46,13 @@ EXPECTED = {
                   "exact_logz_784x25", "peak_rss_mb", "rss_after_data_mb"],
     "gan_bars_and_stripes": ["configs.*.kl_qp_mean", "configs.*.mass_outside_mean", "configs.*.patterns_covered_mean",
                              "configs.*.seeds_all_covered", "configs.*.runs.*.normalisation_error", "wall_seconds"],
+    "gan_binarized_mnist": [f"{r}.{k}" for r in ("gan-kl", "gan-js")
+                            for k in ("test_nll", "test_nll_lower", "test_nll_upper", "ais_test_nll",
+                                      "ais_test_nll_stderr", "ais_test_nll_lower", "ais_test_nll_upper", "bdmc_gap", "ais_kl_empirical", "class_histogram.*",
+                                      "confident_fraction", "classes_within_5_15", "class_tv_to_reference",
+                                      "wall_seconds", "ais_seconds")]
+    + ["settings.classifier.test_accuracy", "settings.classifier.train_seconds", "reference.class_histogram.*",
+       "reference.confident_fraction", "reference.classes_within_5_15"],
     "vae_binarized_mnist": [f"{r}.{k}" for r in ("vae", "iwae-50", "hvae-vampprior")
                             for k in ("test_nll", "test_nll_stderr", "elbo", "wall_seconds", "target")]
     + ["hvae-vampprior.ais_test_nll", "hvae-vampprior.bdmc_gap", "hvae-vampprior.ais_is_nll"],
