@@ -66,6 +66,27 @@ def test_fit_recipe_records_the_recipe_and_the_overrides(tmp_path, capsys):
     assert metrics["evaluation"] == {"partition": "auto"}
 
 
+def test_resuming_a_recipe_run_keeps_its_evaluation_settings(tmp_path, capsys):
+    """hvae-vampprior evaluates with 1,000 importance samples on test and 20 on train/valid (not the defaults 5,000
+    and 100): a run resumed with `genlearn fit --resume DIR` (no evaluation flags) is evaluated the same way, and
+    an evaluation flag given at the first fit stays recorded as an override and is kept too."""
+    out = tmp_path / "run"
+    small = ["--data", "digits", "--hidden", "8", "--pseudo-inputs", "10", "--warmup-epochs", "0", "--quiet"]
+    rc = main(["fit", "--recipe", "hvae-vampprior", "--epochs", "1", *small, "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    first = json.loads((out / "metrics.json").read_text())
+    assert (first["test_iw_samples"], first["train_iw_samples"]) == (1000, 20)
+    assert main(["fit", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0, capsys.readouterr().err
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["epochs_run"] == 2 and (again["test_iw_samples"], again["train_iw_samples"]) == (1000, 20)
+    out2 = tmp_path / "run2"
+    rc = main(["fit", "--recipe", "hvae-vampprior", "--epochs", "1", *small, "--eval-iw-samples", "7",
+               "--out", str(out2)])
+    assert rc == 0, capsys.readouterr().err
+    assert main(["fit", "--resume", str(out2), "--epochs", "2", "--quiet"]) == 0, capsys.readouterr().err
+    assert json.loads((out2 / "metrics.json").read_text())["test_iw_samples"] == 7
+
+
 def test_fit_recipe_rejects_a_family_other_than_its_own(tmp_path, capsys):
     assert main(["fit", "rbm", "--recipe", "fvsbn", "--data", "digits", "--out", str(tmp_path / "x")]) == 2
     assert "fits model 'fvsbn', not 'rbm'" in capsys.readouterr().err

@@ -109,7 +109,9 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     for the final metrics (auto = exact when enumerable, else AIS; e.g. {"steps": 100000}). With `out`, the run
     is checkpointed there every epoch; `resume=True` continues the run in `out` exactly where it stopped (pass
     a larger `epochs` to train longer). `recipe` ({"name", "overrides"}) is recorded in the run when the settings
-    came from a recipe (genlearn.recipes). A resumed run continues with the rule recorded in its checkpoint."""
+    came from a recipe (genlearn.recipes). A resumed run continues with the rule recorded in its checkpoint, and a
+    resumed recipe run is evaluated as its recipe says (`recipe_evaluation`) unless partition / partition_options
+    are given."""
     t_start = time.perf_counter()
     train_kwargs, model_options = _split_kwargs(kwargs)
     out = Path(out) if out is not None else None
@@ -125,6 +127,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
             raise ConfigError("a resumed run continues with the learning rule recorded in its checkpoint; "
                               "do not pass rule=")
         rule_obj = rule_from_record(rule_record(meta))
+        if meta.get("recipe") and partition == "auto" and not partition_options:
+            partition, partition_options = recipe_evaluation(meta["recipe"])
         cfg_dict = {**meta["train_config"], **train_kwargs}
         run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe")
                     if k in meta}
@@ -167,6 +171,20 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         trainer.restore(tensors, meta)
     trainer.fit()
     return _finish(trainer, dataset, out, partition, partition_options or {}, plots, t_start)
+
+
+def recipe_evaluation(recorded: dict) -> tuple[str, dict]:
+    """(partition, partition_options) of a recipe run's final likelihood: the recipe's [evaluation] table with the
+    evaluation overrides recorded in the run ({"name", "overrides"}); ("auto", {}) when the recipe is no longer
+    shipped."""
+    from genlearn.recipes import load_recipe
+
+    try:
+        evaluation = dict(load_recipe(recorded["name"]).evaluation)
+    except ConfigError:
+        evaluation = {}
+    evaluation.update((recorded.get("overrides") or {}).get("evaluation") or {})
+    return evaluation.pop("partition", "auto"), evaluation
 
 
 def _default_rule(model):
