@@ -65,15 +65,14 @@ def test_quadrature_normalises_and_matches_monte_carlo():
     assert ((freq - p).abs() <= 4 * (p * (1 - p) / S).sqrt()).all()
 
 
-def test_grid_fast_path_equals_broadcast_and_encoder_methods_raise():
+def test_quadrature_decoder_path_equals_per_row_path_and_encoder_methods_raise():
     model = _tiny(latent=2)
     x = all_states(4).double()
-    grid = torch.randn(7, 2, dtype=torch.float64)
-    fast = model.log_likelihood(x, grid[:, None, :].expand(-1, 16, -1))  # stride 0 along the rows
-    slow = model.log_likelihood(x, grid[:, None, :].expand(-1, 16, -1).contiguous())
-    assert torch.allclose(fast, slow, atol=1e-12, rtol=0)
-    oracle = quadrature_log_marginal(model.log_prior, model.log_likelihood, x, dim=2, points=201)
-    assert abs(torch.logsumexp(oracle, 0).item()) < 1e-6
+    per_row = quadrature_log_marginal(model.log_prior, model.log_likelihood, x, dim=2, points=201)
+    by_logits = quadrature_log_marginal(model.log_prior, model.log_likelihood, x, dim=2, points=201,
+                                        decoder_logits=model.decoder_logits)
+    assert torch.allclose(by_logits, per_row, atol=1e-10, rtol=0)
+    assert abs(torch.logsumexp(by_logits, 0).item()) < 1e-6
     for call in (lambda: model.log_prob(x), lambda: model.posterior_mean(x), lambda: model.sample_posterior(x, 2)):
         with pytest.raises(genlearn.IntractableError):
             call()

@@ -20,7 +20,7 @@ from genlearn.cli import main
 from genlearn.enumeration import all_states
 from genlearn.estimators.latent_ais import quadrature_log_marginal
 from genlearn.learning.rules import make_rule
-from genlearn.likelihood import importance_sampling, latent_nll
+from genlearn.likelihood import QUADRATURE_POINTS, importance_sampling, latent_nll, quadrature
 from genlearn.models.vae import VAE, gaussian_log_density
 
 
@@ -47,6 +47,12 @@ def test_quadrature_normalises_and_bounds_hold(latent, prior, scale):
     with torch.no_grad():
         log_p = _exact(model, states)
         assert abs(torch.logsumexp(log_p, 0).item()) < 1e-6, "P(x) by quadrature does not sum to 1"
+        # the likelihood policy's quadrature (one decoder pass per grid point, genlearn.likelihood.quadrature)
+        # gives the per-row kernel's numbers
+        by_policy = quadrature(model, states)
+        per_row = quadrature_log_marginal(model.log_prior, model.log_likelihood, states, dim=model.latent_dim,
+                                          points=QUADRATURE_POINTS)
+        assert torch.allclose(by_policy, per_row, atol=1e-10, rtol=0)
         g = torch.Generator().manual_seed(0)
         elbo = model.log_weights(states, 20000, g).mean(0)  # E_q[log w] to ~1e-2
         assert (elbo < log_p + 1e-2).all(), f"ELBO above log P(x): {elbo - log_p}"

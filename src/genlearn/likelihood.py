@@ -357,13 +357,14 @@ def _latent_method(model, method: str) -> str:
 @torch.no_grad()
 def quadrature(model, x: Tensor) -> Tensor:
     """log P(x) per row (float64, nats) by the trapezoid rule over z on [-8, 8]^D with QUADRATURE_POINTS points
-    per axis (genlearn.estimators.latent_ais.quadrature_log_marginal); D <= QUADRATURE_MAX_DIM."""
+    per axis (genlearn.estimators.latent_ais.quadrature_log_marginal, with the model's Bernoulli decoder logits:
+    one decoder pass per grid point); D <= QUADRATURE_MAX_DIM."""
     from genlearn.estimators.latent_ais import quadrature_log_marginal
 
     dtype = next(model.parameters()).dtype
     unique, inverse = torch.unique(x.to(dtype), dim=0, return_inverse=True)  # repeated rows integrated once
     log_p = quadrature_log_marginal(model.log_prior, model.log_likelihood, unique, dim=model.latent_dim,
-                                    points=QUADRATURE_POINTS)
+                                    points=QUADRATURE_POINTS, decoder_logits=model.decoder_logits)
     return log_p[inverse]
 
 

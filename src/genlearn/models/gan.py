@@ -116,18 +116,8 @@ class GAN(LatentVariableModel):
         return self.gen_out(self.gen(z))
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        """log P(x|z) = sum_i x_i l_i(z) - softplus(l_i(z)), nats; x (B, n) broadcasts against z (..., B, D).
-
-        A z that is one point per leading index expanded over the B rows (stride 0 along the row axis, as the
-        quadrature over z passes its grid) and does not require a gradient is sent through the generator once per
-        point, not once per (point, row): log P(x|z_g) = l(z_g) . x - sum_i softplus(l_i(z_g)) as a matrix
-        product."""
-        x = as_float(x).to(self.gen_out.weight.dtype)
-        if (z.dim() >= 2 and z.shape[-2] > 1 and z.stride(-2) == 0 and not z.requires_grad and x.dim() == 2
-                and z.shape[-2] == x.shape[0]):
-            logits = self.decoder_logits(z[..., :1, :])  # (..., 1, n)
-            return (logits @ x.T).squeeze(-2) - torch.nn.functional.softplus(logits).sum(-1)
-        return bernoulli_log_likelihood(self.decoder_logits(z), x)
+        """log P(x|z) = sum_i x_i l_i(z) - softplus(l_i(z)), nats; x (B, n) broadcasts against z (..., B, D)."""
+        return bernoulli_log_likelihood(self.decoder_logits(z), as_float(x).to(self.gen_out.weight.dtype))
 
     def sample_posterior(self, x: Tensor, k: int, generator: torch.Generator | None = None):
         raise IntractableError(f"model {self.name!r} has no encoder q(z|x): no posterior samples; its likelihood "
