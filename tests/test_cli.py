@@ -163,7 +163,7 @@ def test_demo_fast(tmp_path, capsys):
     assert [f["fit"] for f in gan] == ["kl", "js", "maximum likelihood"]
     assert all(f["kl_pq"] is None and f["kl_qp"] >= 0 for f in gan)  # D_KL(P||Q) infinite: JSON null
     for png in ("kl_vs_n.png", "gradient_descent.png", "digits_samples.png", "digits_learning_curve.png",
-                "gan_patterns.png"):
+                "gan_patterns.png", "vae_bounds.png", "vae_manifold.png", "vae_encodings.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
     assert (tmp_path / "demo" / "gan_patterns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "demo" / "report.md").read_text()
@@ -171,6 +171,9 @@ def test_demo_fast(tmp_path, capsys):
     assert "## (f)" in report and "![P(x) of each pattern per fit](gan_patterns.png)" in report
     for f in gan:  # one table row per fit, D_KL(P||Q) printed as inf
         assert f"| {f['fit']} | {f['rule']}, rate {f['lr']:g} | {f['epochs']} | {f['kl_qp']:.3f} | inf |" in report
+    latent = summary["latent"]  # section (g); its numbers are checked in tests/test_demo_latent.py
+    assert "## (g)" in report and f"**{latent['test_nll_exact']:.3f}**" in report
+    assert latent["test_nll_exact"] < summary["digits"]["test_nll"]  # the VAE beats independent pixels
 
 
 def test_each_family_converts_its_own_flags_with_one_message_format(capsys):
