@@ -45,7 +45,8 @@ LAYERS = [
     ("evaluation", ["genlearn.evaluation"]),
     ("outputs", ["genlearn.plots", "genlearn.report", "genlearn.report.*"]),
     ("runs", ["genlearn.runs", "genlearn.recipes", "genlearn.recipes.*"]),
-    ("apps", ["genlearn", "genlearn.cli", "genlearn.sklearn", "genlearn.demo", "genlearn.__main__"]),
+    ("apps", ["genlearn", "genlearn.cli", "genlearn.sklearn", "genlearn.demo", "genlearn.demo_latent",
+              "genlearn.__main__"]),
 ]
 
 
