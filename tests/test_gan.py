@@ -30,9 +30,9 @@ from genlearn.likelihood import float64_copy, quadrature
 from genlearn.models.gan import DIVERGENCES, GAN
 
 
-def _tiny(n=4, latent=1, hidden=(6,), seed=2, scale=2.5) -> GAN:
+def _tiny(n=4, latent=1, hidden=(6,), seed=2, scale=2.5, pack=1) -> GAN:
     """A float64 generator whose weights are scaled up, so that P(x) is far from uniform and varies with z."""
-    model = GAN(n, latent=latent, hidden=list(hidden), critic_hidden=[5], seed=seed).double()
+    model = GAN(n, latent=latent, hidden=list(hidden), critic_hidden=[5], pack=pack, seed=seed).double()
     with torch.no_grad():
         for p in model.generator_parameters():
             p.mul_(scale)
@@ -114,7 +114,8 @@ def test_variational_bound_is_tight_at_the_optimal_critic(name):
 def _exact_generator_gradient(model: GAN, name: str, points: int = 2001) -> torch.Tensor:
     """d/dtheta of sum_x P_theta(x) h(x) with h(x) = phi_f(r^(x)) held fixed, r^ = exp(v) / E_P[exp(v)]: what the
     score-function estimator estimates (negated: the generator descends -E_P[h]). P_theta(x) by the trapezoid rule
-    over z on [-8, 8] with autograd, the 8 states enumerated."""
+    over z on [-8, 8] with autograd, the 8 states enumerated. With a packed critic (pack 2) x is a pair of states,
+    P_theta(x) = P_theta(x_1) P_theta(x_2) over the 64 pairs."""
     d = F_DIVERGENCES[name]
     states = all_states(model.n_features).double()
     z = torch.linspace(-8, 8, points, dtype=torch.float64)[:, None]
@@ -122,6 +123,10 @@ def _exact_generator_gradient(model: GAN, name: str, points: int = 2001) -> torc
     w[0] = w[-1] = w[0] / 2
     lik = model.log_likelihood(states, z[:, None, :].expand(-1, states.shape[0], -1).contiguous()).exp()
     p = (w[:, None] * model.log_prior(z).exp()[:, None] * lik).sum(0)  # (8,), differentiable
+    if model.pack == 2:
+        k = states.shape[0]
+        p = (p[:, None] * p[None, :]).reshape(-1)
+        states = torch.cat([states.repeat_interleave(k, 0), states.repeat(k, 1)], -1)  # pair (i, j) at i k + j
     with torch.no_grad():
         v = model.critic_value(states)
         h = d.conjugate_of_activation(v - torch.log((p * v.exp()).sum()))
@@ -129,9 +134,9 @@ def _exact_generator_gradient(model: GAN, name: str, points: int = 2001) -> torc
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(-(p * h).sum(), params)])
 
 
-@pytest.mark.parametrize("name", ["kl", "js", "reverse-kl"])
-def test_score_function_gradient_matches_enumeration(name):
-    model = _tiny(n=3, latent=1, hidden=(4,), seed=5, scale=1.5)
+@pytest.mark.parametrize("name,pack", [("kl", 1), ("js", 1), ("reverse-kl", 1), ("kl", 2), ("js", 2)])
+def test_score_function_gradient_matches_enumeration(name, pack):
+    model = _tiny(n=3, latent=1, hidden=(4,), seed=5, scale=1.5, pack=pack)
     exact = _exact_generator_gradient(model, name)
     rule = make_rule("f-gan", {"divergence": name, "samples_per_z": 8, "critic_steps": 1})
     g = torch.Generator().manual_seed(0)
@@ -151,8 +156,29 @@ def test_score_function_gradient_matches_enumeration(name):
     assert exact.abs().max() > 10 * se.max(), "the test has no power: the exact gradient is within the noise"
 
 
-def test_players_alternate_and_only_their_parameters_get_gradients():
-    model = _tiny(n=4, latent=2)
+def test_packs_put_each_row_beside_the_next_ones_and_kl_of_packs_is_m_times_kl():
+    model = GAN(3, latent=1, hidden=[4], critic_hidden=[5], pack=3)
+    rows = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    packs = model.pack_rows(rows)
+    assert packs.shape == (2, 5, 9)
+    for b in range(5):  # pack b = rows b, b+1, b+2 of the same batch, cyclically, for each leading index
+        assert torch.equal(packs[:, b], torch.cat([rows[:, b], rows[:, (b + 1) % 5], rows[:, (b + 2) % 5]], -1))
+    assert model.critic_value(packs).shape == (2, 5)
+    assert GAN(3, latent=1, pack=1).pack_rows(rows) is rows
+    assert GAN(**model.config()).pack == 3
+    # the critic of packs estimates D_f(Q^m||P^m); at its optimum v* = sum_s log r(x_s) the kl bound is m KL(Q||P)
+    g = torch.Generator().manual_seed(1)
+    q, p = torch.rand(4, generator=g, dtype=torch.float64), torch.rand(4, generator=g, dtype=torch.float64)
+    q, p = q / q.sum(), p / p.sum()
+    q2, p2 = (q[:, None] * q[None, :]).reshape(-1), (p[:, None] * p[None, :]).reshape(-1)
+    v2 = ((q / p).log()[:, None] + (q / p).log()[None, :]).reshape(-1)
+    kl = float((q * (q / p).log()).sum())
+    assert float(exact_bound("kl", q2, p2, v2)) == pytest.approx(2 * kl, abs=1e-12)
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_players_alternate_and_only_their_parameters_get_gradients(pack):
+    model = _tiny(n=4, latent=2, pack=pack)
     rows = all_states(4).double()
     for estimator in ("score-function", "relaxation"):
         rule = make_rule("f-gan", {"critic_steps": 2, "estimator": estimator, "samples_per_z": 2})
@@ -242,10 +268,11 @@ def test_divergence_stops_with_the_last_good_checkpoint(tmp_path):
 def test_cli_fit_eval_sample_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["fit", "gan", "--data", "bars-and-stripes:size=2,n=300", "--out", str(out), "--epochs", "2",
-            "--latent", "1", "--quiet"]
+            "--latent", "1", "--pack", "2", "--quiet"]
     assert main(argv) == 0, capsys.readouterr().err
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test_nll_method"] == "quadrature" and saved["kl_true"] is not None
+    assert saved["model_config"]["pack"] == 2 and genlearn.load_run(out).model.critic.first[0].in_features == 8
     capsys.readouterr()
     assert main(["eval", str(out)]) == 0
     metrics = json.loads(capsys.readouterr().out)
@@ -260,7 +287,8 @@ def test_cli_fit_eval_sample_end_to_end(tmp_path, capsys):
                                                ("--divergence", "wasserstein", "divergence"),
                                                ("--critic-steps", "x", "critic-steps"),
                                                ("--temperature", "0", "temperature"),
-                                               ("--latent", "0", "latent")])
+                                               ("--latent", "0", "latent"),
+                                               ("--pack", "0", "pack")])
 def test_bad_options_give_one_line_errors(tmp_path, capsys, flag, value, needle):
     argv = ["fit", "gan", "--data", "bars-and-stripes:size=2,n=300", "--out", str(tmp_path / "r"), "--epochs", "1",
             flag, value]

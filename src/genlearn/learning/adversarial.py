@@ -68,6 +68,13 @@ E_P[h(x) d log P(x)/dtheta] = E_z E_{x|z}[h(x) d log P(x|z)/dtheta]. `estimator`
   low variance; the critic only ever sees binary rows, and its slope at a binary row, which the relaxation follows,
   is not trained to say anything about the neighbouring rows). Only the generator's parameters get a .grad.
 
+Packed critic (the model's `pack` m > 1, PacGAN, Lin et al. 2018): the critic sees packs of m rows of the same
+batch (`GAN.pack_rows`: row b with rows b+1, ..., b+m-1, cyclically), data with data and model with model, so that
+everything above holds with Q^m and P^m in place of Q and P: v*(pack) = sum_s log r(x_s), the bound is of
+D_f(Q^m||P^m) (= m D_KL(Q||P) for kl), and in the score-function step the pack's log-probability is the sum of its
+rows' log P(x_s|z_s), each row from its own z (the leave-one-out baseline of pack (m, b) comes from the packs
+(m', b), m' != m, whose rows are drawn independently of it given the z's: still no bias).
+
 The value returned for every batch is the bound (1) on it with the current critic (nats): the data rows of the
 batch against the model rows drawn in that step. `epoch_record` adds the epoch's means of the critic loss, the
 generator loss -mean_P f*(g_f(v)) and the divergence estimate to each monitoring record.
@@ -211,7 +218,7 @@ class FGAN(LearningRule):
     def _critic_step(self, model: GAN, x: Tensor, generator) -> Tensor:
         with torch.no_grad():
             _, fake = self._model_rows(model, x.shape[0], generator)
-        v_q, v_p = model.critic_value(x), model.critic_value(fake)
+        v_q, v_p = model.critic_value(model.pack_rows(x)), model.critic_value(model.pack_rows(fake))
         bound = variational_bound(self.config.divergence, v_q, v_p)
         lam = self.config.critic_penalty
         loss = -bound + 0.5 * lam * (v_q.pow(2).mean() + v_p.pow(2).mean()) if lam else -bound
@@ -230,8 +237,8 @@ class FGAN(LearningRule):
         b = x.shape[0]
         logits, rows = self._model_rows(model, b, generator)  # (B, n) differentiable in theta; (M, B, n)
         with torch.no_grad():
-            v = model.critic_value(rows)  # (M, B)
-            bound = d.activation(model.critic_value(x)).mean() - d.conjugate_of_activation(v).mean()
+            v = model.critic_value(model.pack_rows(rows))  # (M, B): one value per row, or per pack of rows
+            bound = d.activation(model.critic_value(model.pack_rows(x))).mean() - d.conjugate_of_activation(v).mean()
             gen_loss = -d.conjugate_of_activation(v).mean()
             v_hat = v - (torch.logsumexp(v.reshape(-1), 0) - math.log(v.numel()))  # mean exp(v^) = 1
             h = d.conjugate_of_activation(v_hat)  # phi_f(r^), (M, B)
@@ -243,6 +250,8 @@ class FGAN(LearningRule):
                 baseline = torch.zeros_like(h)
             advantage = h - baseline
         log_lik = (rows * logits).sum(-1) - F.softplus(logits).sum(-1)  # log P(x_bm|z_b), (M, B)
+        if model.pack > 1:  # log P of pack (m, b): its rows (m, b), ..., (m, b + pack - 1), drawn from their own z
+            log_lik = sum(log_lik.roll(-s, dims=-1) for s in range(model.pack))
         surrogate = -(advantage * log_lik).mean()
         self._set_grads(surrogate, model.generator_parameters())
         return self._record_generator(bound.detach(), gen_loss)
@@ -257,10 +266,11 @@ class FGAN(LearningRule):
         soft = torch.sigmoid((logits + noise) / tau)
         hard = (logits.detach() + noise > 0).to(logits.dtype)  # an exact Bernoulli(sigmoid(l)) draw
         rows = hard + soft - soft.detach()
-        v = model.critic_value(rows)
+        v = model.critic_value(model.pack_rows(rows))
         with torch.no_grad():
             shift = torch.logsumexp(v.detach().reshape(-1), 0) - math.log(v.numel())
-            bound = d.activation(model.critic_value(x)).mean() - d.conjugate_of_activation(v.detach()).mean()
+            bound = (d.activation(model.critic_value(model.pack_rows(x))).mean()
+                     - d.conjugate_of_activation(v.detach()).mean())
         loss = -d.conjugate_of_activation(v - shift).mean()
         self._set_grads(loss, model.generator_parameters())
         return self._record_generator(bound, -d.conjugate_of_activation(v.detach()).mean())

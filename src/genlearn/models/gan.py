@@ -50,16 +50,17 @@ ESTIMATORS = ("score-function", "relaxation")
 
 class GAN(LatentVariableModel):
     """n_features: n binary pixels; latent: D, the size of z ~ N(0, I); hidden: the generator's layer sizes;
-    critic_hidden: the critic's layer sizes; activation: tanh, relu, softplus or gated (both MLPs); seed: the
-    initial weights (uniform +-1/sqrt(fan in) from a generator seeded with it; the critic's output layer starts at
-    zero, so that v(x) = 0, the density ratio 1, and every divergence estimate starts at 0)."""
+    critic_hidden: the critic's layer sizes; activation: tanh, relu, softplus or gated (both MLPs); pack: rows per
+    critic input (PacGAN, Lin et al. 2018; 1: the plain critic on one row; `pack_rows`); seed: the initial weights
+    (uniform +-1/sqrt(fan in) from a generator seeded with it; the critic's output layer starts at zero, so that
+    v(x) = 0, the density ratio 1, and every divergence estimate starts at 0)."""
 
     name = "gan"
     support = "binary"
     has_encoder = False
 
     def __init__(self, n_features: int, latent: int = 2, hidden=(64, 64), critic_hidden=(32, 32),
-                 activation: str = "tanh", seed: int = 0):
+                 activation: str = "tanh", pack: int = 1, seed: int = 0):
         super().__init__()
         from genlearn.errors import ConfigError
 
@@ -71,9 +72,10 @@ class GAN(LatentVariableModel):
         if activation not in ACTIVATIONS:
             raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         self.activation, self.seed = activation, int(seed)
+        self.pack = check_positive_int(pack, "--pack")
         self.gen = MLP([self.latent], self.hidden, activation)  # z -> features
         self.gen_out = torch.nn.Linear(self.hidden[-1], n)  # features -> Bernoulli logits l(z)
-        self.critic = MLP([n], self.critic_hidden, activation)  # x -> features
+        self.critic = MLP([n * self.pack], self.critic_hidden, activation)  # a pack of rows -> features
         self.critic_out = torch.nn.Linear(self.critic_hidden[-1], 1)  # features -> v(x)
         g = init_seed_generator(seed)
         with torch.no_grad():  # uniform(+-1/sqrt(fan_in)) from the explicit generator: deterministic per seed
@@ -95,8 +97,19 @@ class GAN(LatentVariableModel):
         """The critic's parameters (not part of P(x|theta))."""
         return list(self.critic.parameters()) + list(self.critic_out.parameters())
 
+    def pack_rows(self, rows: Tensor) -> Tensor:
+        """The critic's inputs from rows (..., B, n): (..., B, pack n), whose b-th is rows b, b+1, ..., b+pack-1 of
+        the same batch (cyclically) side by side; `rows` itself when pack = 1. Rows drawn independently from Q (or
+        from P) give packs drawn from Q^pack (P^pack), whose divergence the critic then estimates: for kl,
+        D_KL(Q^m||P^m) = m D_KL(Q||P), the same minimiser; a critic that sees m rows at once can tell a generator
+        that repeats itself (PacGAN). A batch of fewer than pack rows repeats rows within a pack."""
+        if self.pack == 1:
+            return rows
+        return torch.cat([rows.roll(-s, dims=-2) for s in range(self.pack)], -1)
+
     def critic_value(self, x: Tensor) -> Tensor:
-        """v(x), shape x.shape[:-1]: the critic's real output for binary (or relaxed) rows x (..., n). The f-GAN
+        """v(x), shape x.shape[:-1]: the critic's real output for binary (or relaxed) rows x (..., n), or packs of
+        rows (..., pack n) from `pack_rows` when pack > 1. The f-GAN
         rule parametrises every divergence's critic T(x) = g_f(v(x)) so that the optimal critic has
         v*(x) = log Q(x) / P(x|theta), the log density ratio in nats."""
         x = as_float(x).to(self.critic_out.weight.dtype)
@@ -156,7 +169,8 @@ class GAN(LatentVariableModel):
 
     def config(self) -> dict:
         return {"n_features": self.n_features, "latent": self.latent, "hidden": list(self.hidden),
-                "critic_hidden": list(self.critic_hidden), "activation": self.activation, "seed": self.seed}
+                "critic_hidden": list(self.critic_hidden), "activation": self.activation, "pack": self.pack,
+                "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -180,12 +194,14 @@ class GANConfig:
     temperature: float = option(0.5, "relaxation: temperature of the Gumbel-sigmoid surrogate gradient", minimum=0)
     critic_penalty: float = option(0.03, "critic regulariser lambda: (lambda/2) E[v(x)^2] over data and model rows; "
                                    "bounds the critic's log-ratio where P has no samples", minimum=0)
+    pack: int = option(1, "rows per critic input (PacGAN): the critic sees packs of this many rows of a batch, "
+                       "data with data and model with model (1: one row)", minimum=1)
     init_seed: int = option(0, "seed of the initial weights")
 
 
 def _build(dataset, config: GANConfig) -> GAN:
     return GAN(dataset.n_features, latent=config.latent, hidden=list(config.hidden),
-               critic_hidden=list(config.critic_hidden), activation=config.activation,
+               critic_hidden=list(config.critic_hidden), activation=config.activation, pack=config.pack,
                seed=config.init_seed).init_from_data(dataset.train)
 
 
