@@ -39,7 +39,7 @@ def test_every_recipe_validates_against_its_family_and_the_trainer(name):
 def test_the_headline_figures_have_recipes():
     """The README's headline figures (binarized MNIST): each has a recipe that states it."""
     figures = {r.figure["value"] for r in list_recipes()}
-    for value in (129.77, 97.95, 87.98, 91.37, 88.55, 86.82, 148.66, 88.0, 205.79):
+    for value in (129.77, 97.95, 87.98, 91.37, 88.55, 86.82, 148.66, 87.56, 205.79):
         assert value in figures, value
 
 
