@@ -280,11 +280,37 @@ def test_log_likelihood_equals_the_bernoulli_sum_over_pixels():
     """log P(x|z) computed through h . (W^T x) equals sum_i x_i l_i - softplus(l_i) of the decoder's logits."""
     from genlearn.models.vae import bernoulli_log_likelihood
 
+    from genlearn.models.vae import SHARED_DATA_TERM_SAMPLES
+
     model = _tiny([2, 1], "standard", scale=1.5)
     x = all_states(4).double()
-    z = torch.randn(7, 16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for k in (1, 7, SHARED_DATA_TERM_SAMPLES, 40):  # below the threshold the elementwise form, from it h . (W^T x)
+        z = torch.randn(k, 16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
+        with torch.no_grad():
+            logits = model.decoder_logits(z)
+            direct = (x * logits - torch.nn.functional.softplus(logits)).sum(-1)
+            torch.testing.assert_close(model.log_likelihood(x, z), direct, atol=1e-12, rtol=0)
+            torch.testing.assert_close(bernoulli_log_likelihood(logits, x), direct, atol=1e-12, rtol=0)
+    z = torch.randn(16, 3, dtype=torch.float64, requires_grad=True)  # and the gradient in z, as HMC uses it
+    logits = model.decoder_logits(z)
+    (g_direct,) = torch.autograd.grad((x * logits - torch.nn.functional.softplus(logits)).sum(), z)
+    (g_model,) = torch.autograd.grad(model.log_likelihood(x, z).sum(), z)
+    torch.testing.assert_close(g_model, g_direct, atol=1e-12, rtol=0)
+
+
+def test_softplus_sum_in_row_blocks_equals_the_one_piece_sum():
+    """Without autograd sum_i softplus(l_i) goes through in row blocks (the last one partial); with autograd in one
+    piece: the same numbers, and the gradient still flows."""
+    from genlearn.models.vae import softplus_sum
+
+    g = torch.Generator().manual_seed(3)
+    h, W, b = (torch.randn(7, 16, 5, dtype=torch.float64, generator=g), torch.randn(9, 5, dtype=torch.float64,
+               generator=g), torch.randn(9, dtype=torch.float64, generator=g))
+    direct = torch.nn.functional.softplus(h @ W.T + b).sum(-1)
     with torch.no_grad():
-        logits = model.decoder_logits(z)
-        direct = (x * logits - torch.nn.functional.softplus(logits)).sum(-1)
-        torch.testing.assert_close(model.log_likelihood(x, z), direct, atol=1e-12, rtol=0)
-        torch.testing.assert_close(bernoulli_log_likelihood(logits, x), direct, atol=1e-12, rtol=0)
+        blocked = softplus_sum(h, W, b, block_rows=5)  # 112 rows: 22 full blocks and one of 2
+    assert blocked.shape == (7, 16)
+    torch.testing.assert_close(blocked, direct, atol=1e-12, rtol=0)
+    W.requires_grad_(True)
+    softplus_sum(h, W, b, block_rows=5).sum().backward()
+    torch.testing.assert_close(W.grad, (torch.sigmoid(h @ W.detach().T + b)[..., None] * h[..., None, :]).sum((0, 1)))
