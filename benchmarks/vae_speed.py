@@ -36,6 +36,7 @@ fixed rows, same formula, full Gaussian constants, nats per example).
 
     flock /tmp/genlearn-heavy.lock .venv/bin/python benchmarks/vae_speed.py > /tmp/vae_speed.log 2>&1
     .venv/bin/python benchmarks/vae_speed.py --smoke --out /tmp/v.json   # seconds: 500 synthetic rows, k = 5
+    .venv/bin/python benchmarks/vae_speed.py --objectives vae --repeats 3 --bfloat16   # the ELBO only: ~1 min
 
 Data: the static binarized MNIST (`genlearn.load_dataset("binarized-mnist")`), or, when it is not found (and with
 --smoke), rows of independent Bernoulli(0.13) pixels of the same shape."""
@@ -201,10 +202,15 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="interleaved (genlearn, pythae) epoch pairs per objective")
     p.add_argument("--iw-samples", type=int, default=50, help="k of the IWAE objective")
     p.add_argument("--check-rows", type=int, default=1000, help="rows on which both trained models are evaluated")
+    p.add_argument("--objectives", default="vae,iwae", help="which objectives to time: vae, iwae or both "
+                   "(comma-separated); an IWAE-50 pair takes ~7 min on one core")
     p.add_argument("--bfloat16", action="store_true", help="also time genlearn with --matmul-precision bfloat16 "
                    "(bfloat16 matrix products in training; faster only on CPUs with AVX512-BF16 or AMX) in the same "
                    "interleaved pairs; pythae stays float32")
     args = p.parse_args(argv)
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    if not objectives or set(objectives) - {"vae", "iwae"}:
+        p.error(f"--objectives takes vae, iwae or vae,iwae, got {args.objectives!r}")
     common.set_threads(args.threads)
     if args.smoke:
         args.repeats, args.iw_samples, args.check_rows = 1, 5, 100
@@ -214,7 +220,8 @@ def main(argv=None):
                         "rows": int(train.shape[0]), "dtype": "float32", "batch_size": BATCH, "optimizer": "adam",
                         "lr": LR, "architecture": f"784-{HIDDEN[0]}-{HIDDEN[1]}-(2x{LATENT}) tanh encoder, "
                         f"{LATENT}-{HIDDEN[1]}-{HIDDEN[0]}-784 tanh decoder, Bernoulli logits, N(0, I) prior",
-                        "iw_samples": args.iw_samples, "repeats": args.repeats, "pythae": version,
+                        "iw_samples": args.iw_samples, "repeats": args.repeats, "objectives": objectives,
+                        "pythae": version,
                         "genlearn_bfloat16": args.bfloat16,
                         "pythae_trainer": "BaseTrainer.train_step after prepare_training(); no eval set, "
                         "steps_saving=None, steps_predict=None, 0 data-loader workers, amp off, no_cuda; "
@@ -228,7 +235,7 @@ def main(argv=None):
 
     check_x = train[: args.check_rows]
     with tempfile.TemporaryDirectory(prefix="vae_speed_pythae_") as out_dir:
-        for key, k in (("vae", 1), ("iwae", args.iw_samples)):
+        for key, k in [(o, 1 if o == "vae" else args.iw_samples) for o in objectives]:
             label = "VAE (ELBO)" if k == 1 else f"IWAE-{k}"
             g_model, g_trainer = genlearn_trainer(train, k)
             b_trainer = genlearn_trainer(train, k, "bfloat16")[1] if args.bfloat16 else None
