@@ -23,8 +23,12 @@ DEFAULT_DATA_DIR = BENCHMARKS.parents[1] / "shared" / "data"
 
 # -- the machine -------------------------------------------------------------------------------------------------
 def machine_record() -> dict:
-    """Platform, cores, torch version, the CPU kernels torch dispatches to (e.g. AVX512), threads and date."""
-    return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
+    """Platform, cores, torch version, the CPU kernels torch dispatches to (e.g. AVX512) and whether oneDNN supports
+    bfloat16 on it, threads and date."""
+    from genlearn.precision import cpu_bf16_supported
+
+    return {"cpu_bf16_supported": cpu_bf16_supported(),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
             "platform": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(),

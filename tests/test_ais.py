@@ -132,11 +132,15 @@ def test_bad_settings_are_config_errors():
         RBM(5, 3).log_partition(method="magic")
 
 
-def test_progress_bar_reports_the_temperatures_and_leaves_the_estimate_unchanged(capsys):
+def test_progress_bar_reports_the_temperatures_and_leaves_the_estimate_unchanged(capsys, monkeypatch):
     g = torch.Generator().manual_seed(3)
     W, b, c = torch.randn(12, 6, generator=g) * 0.3, torch.randn(12, generator=g) * 0.1, torch.zeros(6)
     quiet = ais_log_partition(W, b, c, steps=1200, chains=20, seed=1, reverse=False, warn=False)
-    capsys.readouterr()
+    ais_log_partition(W, b, c, steps=1200, chains=20, seed=1, reverse=False, warn=False, progress=True)
+    assert capsys.readouterr().err == ""  # stderr is not a terminal: no bar (issue 16)
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
     shown = ais_log_partition(W, b, c, steps=1200, chains=20, seed=1, reverse=False, warn=False, progress=True)
     err = capsys.readouterr().err
     assert shown.value == quiet.value

@@ -417,14 +417,18 @@ def test_ensembles_are_monitored_through_one_member_and_reported_in_full(name, o
     assert state.best_valid == min(r["valid_nll_member"] for r in state.history[1:])  # [0]: before training
 
 
-def test_ensemble_nll_with_progress_bar_is_the_same_number(capsys):
+def test_ensemble_nll_with_progress_bar_is_the_same_number(capsys, monkeypatch):
+    import sys
+
     from genlearn.divergence import mean_nll
 
     model = MADE(9, 7, masks=5, order="random", seed=2)
     x = (torch.rand(300, 9, generator=torch.Generator().manual_seed(0)) < 0.4).float()
     direct = -float(model.double().log_prob(x.double()).mean())
     quiet = mean_nll(model, x)
-    capsys.readouterr()
+    mean_nll(model, x, progress=True, desc="test NLL")
+    assert capsys.readouterr().err == ""  # stderr is not a terminal: no bar (issue 16)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
     shown = mean_nll(model, x, progress=True, desc="test NLL")
     assert shown == quiet and quiet == pytest.approx(direct, abs=1e-12)
     assert "test NLL" in capsys.readouterr().err

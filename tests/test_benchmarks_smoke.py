@@ -57,8 +57,17 @@ EXPECTED = {
     "vae_binarized_mnist": [f"{r}.{k}" for r in ("vae", "iwae-50", "hvae-vampprior")
                             for k in ("test_nll", "test_nll_stderr", "elbo", "wall_seconds", "target")]
     + ["hvae-vampprior.ais_test_nll", "hvae-vampprior.bdmc_gap", "hvae-vampprior.ais_is_nll"],
+    "speed": ["gemm_peak_gflops", "seconds.sklearn.*", "seconds.auto.*", "seconds_median.full",
+              "ratio_vs_sklearn.auto", "ratio_vs_sklearn.full", "roofline_fraction.auto",
+              "machine.bf16_speedup_measured", "machine.sparse_speedup_xW", "machine.load_average_at_end.*"],
     "vae_speed": ["vae.genlearn_seconds_median", "iwae.genlearn_seconds_median", "vae.genlearn_loss_per_example.*",
                   "iwae.check_after_training.genlearn.neg_elbo", "settings.threads"],
+    "gpu_check": ["recipe_epochs.made-32.epoch_seconds", "recipe_epochs.rbm-784x20-cd1.epoch_seconds",
+                  "recipe_epochs.vae.epoch_seconds", "recipe_epochs.mixture-500.epoch_seconds",
+                  "rbm.cd1_epoch_seconds", "rbm.ais_seconds", "rbm.log_z_ais", "total_seconds"],
+    "data_parallel_scaling": ["by_processes.1.epoch_seconds", "by_processes.2.epoch_seconds",
+                              "by_processes.2.all_reduce_seconds", "by_processes.2.cpu_seconds_by_rank.*",
+                              "speedup", "efficiency", "cpu_speedup_bound"],
     "vae_is_speed": ["is_seconds", "roofline_seconds", "ratio_to_roofline", "achieved_gflops", "flops.total",
                      "gemm_gflops.dec3", "breakdown_one_chunk.gemm_fraction", "probe.roofline_seconds"],
     "tractable_binarized_mnist": [f"{m}.{k}" for m in ("mixture", "fvsbn", "nade", "oa-nade", "made", "made-32")

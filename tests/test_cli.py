@@ -174,6 +174,9 @@ def test_demo_fast(tmp_path, capsys):
     latent = summary["latent"]  # section (g); its numbers are checked in tests/test_demo_latent.py
     assert "## (g)" in report and f"**{latent['test_nll_exact']:.3f}**" in report
     assert latent["test_nll_exact"] < summary["digits"]["test_nll"]  # the VAE beats independent pixels
+    page = (tmp_path / "demo" / "index.html").read_text()  # the same report as one HTML page, images embedded
+    assert page.count('src="data:image/png;base64,') == report.count("![") and "http" not in page
+    assert f"<strong>{latent['test_nll_exact']:.3f}</strong>" in page
 
 
 def test_each_family_converts_its_own_flags_with_one_message_format(capsys):

@@ -54,11 +54,11 @@ def test_product_bernoulli_source_and_digits():
 def test_bad_settings_are_clear():
     with pytest.raises(ConfigError, match="unknown setting"):
         load_dataset("coin:q=0.3")
-    with pytest.raises(ConfigError, match=r"p must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"data set 'coin': p must be a number in \[0, 1\], got 1.5"):
         load_dataset("coin:p=1.5")
     with pytest.raises(ConfigError, match="unknown data set"):
         load_dataset("nosuchset")
-    with pytest.raises(ConfigError, match="positive integer"):
+    with pytest.raises(ConfigError, match="data set 'coin': n must be an integer >= 1, got 0"):
         load_dataset("coin:n=0")
     with pytest.raises(ConfigError, match="sum to 1"):
         load_dataset("die:probs=0.5/0.6")

@@ -253,7 +253,9 @@ def test_grey_levels_threshold_against_numpy(tmp_path):
     rng = np.random.default_rng(2)
     parts = {s: rng.random((n, 9)) for s, n in (("train", 30), ("valid", 6), ("test", 7))}
     np.savez(tmp_path / "g.npz", **parts)
-    d = load_path(tmp_path / "g.npz")
+    with pytest.raises(DataError, match=r"g.npz\[train\]: row 1, column 1 holds"):  # grey levels must be declared
+        load_path(tmp_path / "g.npz")
+    d = load_path(tmp_path / "g.npz", binarize="threshold")
     assert d.kind == "binary" and d.image_shape == (3, 3) and d.settings["binarization"] == "threshold"
     for s, g in parts.items():
         np.testing.assert_array_equal(d.split(s).numpy(), (g > 0.5).astype(np.float32))
@@ -265,7 +267,7 @@ def test_grey_levels_threshold_against_numpy(tmp_path):
 def test_uint8_grey_levels_scale_255(tmp_path):
     x = np.array([[0, 127, 128, 255]] * 10, dtype=np.uint8)
     np.save(tmp_path / "u.npy", x)
-    d = load_path(tmp_path / "u.npy", valid=0, test=0)
+    d = load_path(tmp_path / "u.npy", valid=0, test=0, binarize="threshold")
     assert d.settings["value_scale"] == 255.0
     np.testing.assert_array_equal(d.train.numpy(), [[0, 0, 1, 1]] * 10)  # 127/255 < 0.5 < 128/255
     d16 = load_path(tmp_path / "u.npy", valid=0, test=0, scale=300, threshold=0.4)  # 127/300 > 0.4

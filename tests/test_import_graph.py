@@ -29,7 +29,8 @@ PENDING: set = set()
 #: "prefix.*" pattern. A new module that matches nothing fails test_every_module_has_a_layer: give it a layer.
 LAYERS = [
     ("core", ["genlearn.errors", "genlearn.numerics", "genlearn.enumeration", "genlearn.validate",
-              "genlearn.options", "genlearn.estimators", "genlearn.estimators.estimate"]),
+              "genlearn.options", "genlearn.search_space", "genlearn.precision", "genlearn.binary_products",
+              "genlearn.estimators", "genlearn.estimators.estimate"]),
     # where samples come from, without models: the source table, files, formats, binarization, the Dataset, the
     # empirical distribution, the embedded and real data sets
     ("data", ["genlearn.data.*"]),
@@ -44,9 +45,9 @@ LAYERS = [
     ("trainer", ["genlearn.learning", "genlearn.learning.trainer"]),
     ("evaluation", ["genlearn.evaluation"]),
     ("outputs", ["genlearn.plots", "genlearn.report", "genlearn.report.*"]),
-    ("runs", ["genlearn.runs", "genlearn.recipes", "genlearn.recipes.*"]),
+    ("runs", ["genlearn.runs", "genlearn.checks", "genlearn.recipes", "genlearn.recipes.*"]),
     ("apps", ["genlearn", "genlearn.cli", "genlearn.sklearn", "genlearn.demo", "genlearn.demo_latent",
-              "genlearn.__main__"]),
+              "genlearn.__main__", "genlearn.tune"]),
 ]
 
 

@@ -322,7 +322,7 @@ def test_cli_fit_eval_sample_end_to_end(tmp_path, capsys):
     assert "25" in err and "ais" in err.lower()
     assert main(["fit", "rbm", "--data", "bars-and-stripes:size=3", "--matmul-precision", "half",
                  "--out", str(tmp_path / "bad"), "--quiet"]) == 2
-    assert "--matmul-precision must be one of full, bfloat16" in capsys.readouterr().err
+    assert "--matmul-precision must be one of auto, full, bfloat16" in capsys.readouterr().err
 
 
 def test_trainer_monitors_an_intractable_rbm_by_ais_close_to_the_exact_nll():
@@ -439,7 +439,7 @@ def test_pcd_chains_survive_save_and_resume_bit_exactly(tmp_path):
 
     meta = json.loads((tmp_path / "part" / "checkpoint.json").read_text())
     assert meta["rule"] == {"name": "contrastive-divergence",
-                            "settings": {"k": 2, "persistent": True, "n_chains": 7, "matmul_precision": "full"}}
+                            "settings": {"k": 2, "persistent": True, "n_chains": 7, "matmul_precision": "auto"}}
     resumed = fit(None, None, out=tmp_path / "part", epochs=4, resume=True, plots=False)
     assert resumed.rule.settings() == full.rule.settings()
     assert torch.equal(resumed.rule.chains, full.rule.chains)

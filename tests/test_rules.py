@@ -25,7 +25,7 @@ def test_the_registered_rules_and_their_default_settings():
     assert make_rule("closed-form").settings() == {"smoothing": 0.0} and not make_rule("closed-form").uses_optimizer
     assert make_rule("maximum-likelihood").settings() == {}
     assert make_rule("contrastive-divergence").settings() == {"k": 1, "persistent": False, "n_chains": 100,
-                                                              "matmul_precision": "full"}
+                                                              "matmul_precision": "auto"}
     assert make_rule("boltzmann-moments").settings() == {"estimator": "exact", "k": 1, "n_chains": 100,
                                                          "mf_iterations": 200}
     assert make_rule("em").settings() == {"smoothing": 0.0, "weight_smoothing": 0.0, "reseed": True,

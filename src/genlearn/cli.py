@@ -1,4 +1,4 @@
-"""The `genlearn` command: fit, eval, sample, kl, recipes, datasets, models, demo.
+"""The `genlearn` command: fit, eval, sample, kl, recipes, datasets, models, demo, tune.
 
 Every error a user can cause (GenlearnError, unreadable files) is printed as one line `genlearn: error: ...`
 and exits with code 2, without a traceback."""
@@ -9,9 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from genlearn.divergence import KL_METHODS
 from genlearn.errors import ConfigError, GenlearnError, RunError
-from genlearn.likelihood import PARTITION_METHODS
 
 EXIT_USAGE = 2
 
@@ -34,6 +32,8 @@ def _data_args(p: argparse.ArgumentParser, required: bool = False, suppress: boo
 def _partition_args(p: argparse.ArgumentParser, suppress: bool = False, fit: bool = False) -> None:
     """The evaluation flags; in `genlearn fit` the importance-sample count is --eval-iw-samples (--iw-samples is
     the training bound's k of the vae family there)."""
+    from genlearn.likelihood import PARTITION_METHODS
+
     default = argparse.SUPPRESS if suppress else None
     p.add_argument("--partition", choices=PARTITION_METHODS, default=default,
                    help="log Z of energy models: exact enumeration, AIS with reverse-AIS bounds, the mean-field "
@@ -50,6 +50,12 @@ def _partition_args(p: argparse.ArgumentParser, suppress: bool = False, fit: boo
     g.add_argument("--ais-leapfrog", type=int, default=default, metavar="L", help="HMC leapfrog steps (10)")
     g.add_argument("--bdmc-rows", type=int, default=default, metavar="N",
                    help="BDMC: forward and reverse AIS on N rows simulated from the model (default 100)")
+
+
+def _device_arg(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    from genlearn.learning.devices import DEVICE_HELP
+
+    p.add_argument("--device", metavar="DEVICE", default=argparse.SUPPRESS if suppress else None, help=DEVICE_HELP)
 
 
 def _threads_arg(p: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -71,22 +77,27 @@ def _fit_arguments(p: argparse.ArgumentParser, spec=None) -> None:
     p.add_argument("--resume", metavar="DIR", default=suppress,
                    help="continue the interrupted run in DIR exactly where it stopped")
     p.add_argument("--recipe", metavar="NAME", default=suppress,
-                   help="a named configuration that reproduces a published figure (see `genlearn recipes`); "
-                        "flags given beside it override its settings and are recorded in the run")
+                   help="a named configuration that reproduces a published figure (see `genlearn recipes`), or a "
+                        "recipe file (e.g. the best.toml of `genlearn tune`); flags given beside it override its "
+                        "settings and are recorded in the run")
     p.add_argument("--quiet", action="store_true", default=suppress, help="no progress bar")
+    p.add_argument("--tensorboard", metavar="DIR", default=suppress,
+                   help="write TensorBoard logs to DIR during training (scalars, sample grids; the tensorboard "
+                        "extra: pip install 'genlearn[tensorboard]')")
     _threads_arg(p, suppress=True)
+    _device_arg(p, suppress=True)
     _partition_args(p, suppress=True, fit=True)
     g = p.add_argument_group("learning (theta <- theta - lr * dD_KL/dtheta)")
-    options.add_arguments(g, TrainConfig, "train_", spec.train_defaults if spec is not None else None,
+    options.add_arguments(g, TrainConfig, "train_", spec.training_defaults() if spec is not None else None,
                           spec.name if spec is not None else "")
     if spec is not None and options.field_types(spec.config):
         g = p.add_argument_group(f"{spec.name} options")
         options.add_arguments(g, spec.config, "model_")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from genlearn.models.registry import list_models
-
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `genlearn` parser. `only`: populate that command alone (the others keep their name and help, all that
+    `genlearn --help` shows), so that the top-level help imports neither torch nor the model families; None: all."""
     parser = _Parser(
         prog="genlearn",
         description="Learn generative models P(X|theta) by minimising D_KL(Q^||P_theta) = NLL - H(Q^).",
@@ -96,45 +107,80 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a model to a data set; writes checkpoint, metrics.json and plots to --out",
                        description="Fit a model family (`genlearn fit FAMILY --help` lists its options), run a "
                                    "recipe (--recipe NAME) or continue a run (--resume DIR).")
-    _fit_arguments(p)
-    families = p.add_subparsers(dest="family", metavar="FAMILY", required=False)
-    for spec in list_models():
-        fp = families.add_parser(spec.name, help=spec.summary, description=f"{spec.name}: {spec.summary}")
-        _fit_arguments(fp, spec)
+    if only in (None, "fit"):
+        from genlearn.models.registry import list_models
+
+        _fit_arguments(p)
+        families = p.add_subparsers(dest="family", metavar="FAMILY", required=False)
+        for spec in list_models():
+            fp = families.add_parser(spec.name, help=spec.summary, description=f"{spec.name}: {spec.summary}")
+            _fit_arguments(fp, spec)
 
     p = sub.add_parser("eval", help="print the metrics of a fitted run as JSON (optionally on other data)")
-    _threads_arg(p)
-    p.add_argument("run", metavar="DIR")
-    _data_args(p)
-    p.add_argument("--split", choices=("train", "valid", "test", "all"), default="all")
-    p.add_argument("--seed", type=int, default=0, help="seed of stochastic estimators (AIS)")
-    _partition_args(p)
+    if only in (None, "eval"):
+        _threads_arg(p)
+        _device_arg(p)
+        p.add_argument("run", metavar="DIR")
+        _data_args(p)
+        p.add_argument("--split", choices=("train", "valid", "test", "all"), default="all")
+        p.add_argument("--seed", type=int, default=0, help="seed of stochastic estimators (AIS)")
+        _partition_args(p)
 
     p = sub.add_parser("sample", help="draw samples from a fitted run: a PNG grid for images, else CSV")
-    _threads_arg(p)
-    p.add_argument("run", metavar="DIR")
-    p.add_argument("-n", type=int, default=64, help="number of samples (64)")
-    p.add_argument("--out", metavar="FILE", help=".png (image grid) or .csv; default: CSV on standard output")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="Gibbs sweeps for models sampled by MCMC")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    if only in (None, "sample"):
+        _threads_arg(p)
+        _device_arg(p)
+        p.add_argument("run", metavar="DIR")
+        p.add_argument("-n", type=int, default=64, help="number of samples (64)")
+        p.add_argument("--out", metavar="FILE", help=".png (image grid) or .csv; default: CSV on standard output")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--steps", type=int, help="Gibbs sweeps for models sampled by MCMC")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
     p = sub.add_parser("kl", help="D_KL(P||Q) between two tables (--p 0.5,0.5 --q 0.9,0.1) or two fitted runs")
-    _threads_arg(p)
-    p.add_argument("--p", required=True, help="probabilities p1,p2,... or a run folder")
-    p.add_argument("--q", required=True, help="probabilities q1,q2,... or a run folder")
-    p.add_argument("--method", default="auto", choices=KL_METHODS,
-                   help="closed form, exact enumeration, quadrature or Monte Carlo (auto: the exact one that applies)")
+    if only in (None, "kl"):
+        _threads_arg(p)
+        p.add_argument("--p", required=True, help="probabilities p1,p2,... or a run folder")
+        p.add_argument("--q", required=True, help="probabilities q1,q2,... or a run folder")
+        from genlearn.divergence import KL_METHODS
+
+        p.add_argument("--method", default="auto", choices=KL_METHODS,
+                       help="closed form, exact enumeration, quadrature or Monte Carlo (auto: the exact one that "
+                            "applies)")
 
     sub.add_parser("recipes", help="list the recipes: named configurations, the figure each produced and its cost")
     sub.add_parser("datasets", help="list the named data sets")
     sub.add_parser("models", help="list the model families")
 
     p = sub.add_parser("demo", help="the framework's story on the embedded data, with a report folder")
-    _threads_arg(p)
-    p.add_argument("--out", default="reports/demo", metavar="DIR")
-    p.add_argument("--fast", action="store_true", help="a smaller, quicker version (for tests)")
-    p.add_argument("--quiet", action="store_true")
+    if only in (None, "demo"):
+        _threads_arg(p)
+        p.add_argument("--out", default="reports/demo", metavar="DIR")
+        p.add_argument("--fast", action="store_true", help="a smaller, quicker version (for tests)")
+        p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("report", help="one self-contained HTML page of one run, or comparing several",
+                       description="An HTML page (images embedded, no network needed) with each run's model, data, "
+                                   "recipe, likelihoods with their methods and brackets, KL decomposition, learning "
+                                   "curves, samples and filters; with several runs a sortable comparison table "
+                                   "and overlaid learning curves. An unreadable folder gets a message of its own.")
+    if only in (None, "report"):
+        p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `genlearn fit`")
+        p.add_argument("--out", default="report.html", metavar="FILE", help="the page to write (default report.html)")
+        p.add_argument("--data-dir", metavar="DIR", help="where real data sets live, for plots that need the data "
+                                                         "(reconstructions of a run without them)")
+        p.add_argument("--title", help="the page's title")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+    p = sub.add_parser("tune", help="search families and settings by the validation NLL (Optuna); test scored once",
+                       description="Model selection by the validation NLL: Optuna's TPE over each family's search "
+                                   "space, pruning poor learning curves; each trial a run folder in OUT/trials; the "
+                                   "best scored once on the test split; OUT/summary.json and the recipe "
+                                   "OUT/best.toml (`genlearn fit --recipe OUT/best.toml`). Needs the `tune` extra.")
+    if only in (None, "tune"):
+        from genlearn.tune import add_arguments as tune_arguments
+
+        tune_arguments(p)
     return parser
 
 
@@ -157,6 +203,10 @@ def _ais_options(args) -> dict:
             options[key] = value
     if getattr(args, "partition", None) == "ais" or options:
         seed = getattr(args, "seed", None)
+        if isinstance(seed, int):
+            from genlearn.validate import check_seed
+
+            check_seed(seed, "--seed")
         options["seed"] = seed if isinstance(seed, int) else 0
     return options
 
@@ -188,8 +238,10 @@ def cmd_fit(args) -> int:
         if out and Path(out) != Path(args.resume):
             raise ConfigError("--resume DIR continues the run in DIR; do not give a different --out")
         run = fit(None, data, out=args.resume, resume=True, data_dir=data_dir, partition=partition or "auto",
-                  partition_options=_ais_options(args), progress=progress, **train)
-        return _report_fit(run)
+                  partition_options=_ais_options(args), progress=progress, device=getattr(args, "device", None),
+                  callbacks=_callbacks(args, progress),
+                  **train)
+        return _report_fit(run, args)
     if not family:
         raise ConfigError("say which model to fit, e.g. `genlearn fit product-bernoulli --data digits` "
                           "(see `genlearn models`), or give --recipe NAME or --resume DIR")
@@ -198,15 +250,57 @@ def cmd_fit(args) -> int:
     out = out or f"runs/{family}-{data.split(':')[0].replace('/', '_')}"
     run = fit(family, data, out=out, overwrite=getattr(args, "overwrite", False), data_dir=data_dir,
               partition=partition or "auto", partition_options=_ais_options(args), progress=progress,
-              **train, **model_options)
-    return _report_fit(run)
+              callbacks=_callbacks(args, progress),
+              device=getattr(args, "device", None), **train, **model_options)
+    return _report_fit(run, args)
 
 
-def _report_fit(run) -> int:
+#: the monitored numbers a plain progress line shows (nats per example), when present in an evaluation record
+PLAIN_KEYS = ("train_nll", "valid_nll", "train_nll_member", "valid_nll_member", "train_nll_ais", "valid_nll_ais",
+              "train_neg_elbo", "valid_neg_elbo", "valid_nll_is", "kl_true")
+
+
+def _plain_lines(args, progress: bool):
+    """Not on a terminal (a pipe, a log file) and not --quiet: no progress bar but one plain line per evaluation on
+    standard error, `epoch 5/100 train_nll=... valid_nll=...` (None when a bar is shown or --quiet)."""
+    if progress or getattr(args, "quiet", False):
+        return None
+
+    def line(trainer, rec):
+        shown = [k for k in PLAIN_KEYS if isinstance(rec.get(k), (int, float))]
+        if shown:
+            print(f"epoch {rec['epoch']}/{trainer.cfg.epochs} " + " ".join(f"{k}={rec[k]:.6g}" for k in shown),
+                  file=sys.stderr, flush=True)
+
+    return [line]
+
+
+def _callbacks(args, progress: bool):
+    """The trainer callbacks of `genlearn fit`: the plain progress lines and, with --tensorboard DIR, the TensorBoard
+    logger (made before training, so that a missing tensorboard package is one error up front)."""
+    callbacks = list(_plain_lines(args, progress) or [])
+    if getattr(args, "tensorboard", None):
+        from genlearn.report.tensorboard import TensorBoardLogger
+
+        args.tensorboard_logger = TensorBoardLogger(args.tensorboard)
+        callbacks.append(args.tensorboard_logger)
+    return callbacks or None
+
+
+def _report_fit(run, args=None) -> int:
+    logger = getattr(args, "tensorboard_logger", None)
+    if logger is not None:  # the final metrics, with their methods, in the TensorBoard log too
+        logger.finish(run.metrics)
+    from genlearn.learning.distributed import shutdown
+
+    shutdown()  # data-parallel (torchrun): leave the process group; rank 0 alone reports
+    if run.metrics.get("rank", 0) != 0:
+        return 0
     keys = ("model", "recipe", "dataset", "train_nll", "valid_nll", "test_nll", "test_nll_method", "test_nll_stderr",
             "test_nll_lower", "test_nll_upper", "test_elbo", "entropy_empirical", "kl_empirical",
-            "kl_empirical_upper", "kl_empirical_upper_is", "kl_true", "wall_seconds")
-    print(json.dumps({k: run.metrics.get(k) for k in keys if k in run.metrics}, indent=2))
+            "kl_empirical_upper", "kl_empirical_upper_is", "kl_true", "converged", "wall_seconds")
+    print(json.dumps({k: run.metrics.get(k) for k in keys if k in run.metrics
+                      and (k != "converged" or run.metrics[k] is not None)}, indent=2))  # converged: under a tol
     print(f"run written to {run.dir}", file=sys.stderr)
     return 0
 
@@ -237,8 +331,9 @@ def _fit_recipe(args, family, train: dict, model_options: dict, progress: bool) 
     run = fit(recipe.model, data or recipe.data, out=out, overwrite=getattr(args, "overwrite", False),
               data_dir=getattr(args, "data_dir", None), partition=partition, partition_options=partition_options,
               progress=progress, recipe={"name": recipe.name, "overrides": overrides},
-              **recipe.fit_kwargs({**train, **model_options}))
-    return _report_fit(run)
+              callbacks=_callbacks(args, progress),
+              device=getattr(args, "device", None), **recipe.fit_kwargs({**train, **model_options}))
+    return _report_fit(run, args)
 
 
 def cmd_recipes(args) -> int:
@@ -258,9 +353,10 @@ def cmd_eval(args) -> int:
     from genlearn.evaluation import evaluate
     from genlearn.runs import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, device=args.device)
+    _say_unfinished(run)
     recompute = (args.data is not None or args.data_dir is not None or args.partition not in (None, "auto")
-                 or bool(_ais_options(args)))
+                 or bool(_ais_options(args)) or args.device is not None)
     if not recompute and args.split == "all" and run.metrics:  # the metrics the fit wrote
         metrics = dict(run.metrics)
         metrics.pop("history", None)
@@ -269,6 +365,10 @@ def cmd_eval(args) -> int:
         if spec is None:
             raise ConfigError("this run was fitted on an in-memory data set; give --data to evaluate it")
         dataset = load_dataset(spec, args.data_dir if args.data_dir else run.meta.get("data_dir"))
+        if args.device is not None:  # the data on the model's device, moved once
+            from genlearn.learning.devices import move_dataset
+
+            dataset = move_dataset(dataset, next(run.model.parameters()).device)
         splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
         options = _ais_options(args)
         partition = args.partition
@@ -286,8 +386,16 @@ def cmd_eval(args) -> int:
                   "use more --ais-steps", file=sys.stderr)
     from genlearn.runs import _finite
 
+    if not getattr(run, "finished", True):  # the metrics of the last checkpoint of an unfinished run
+        metrics["run_status"] = run.status
     print(json.dumps(_finite(metrics), indent=2, default=str))
     return 0
+
+
+def _say_unfinished(run) -> None:
+    """One warning line when the run is unfinished (being written, interrupted): its last checkpoint is used."""
+    if not getattr(run, "finished", True):
+        print(f"genlearn: warning: {run.dir} is {run.status}; using that checkpoint", file=sys.stderr)
 
 
 def cmd_sample(args) -> int:
@@ -295,12 +403,17 @@ def cmd_sample(args) -> int:
 
     from genlearn.runs import load_run
 
-    if args.n < 1:
-        raise ConfigError(f"-n must be a positive number of samples, got {args.n}")
-    run = load_run(args.run)
+    from genlearn.checks import check_sample_args, check_sample_model
+
+    check_sample_args(args.n, args.out, args.seed, args.steps, args.overwrite)
+    run = load_run(args.run, device=args.device)
+    _say_unfinished(run)
+    check_sample_model(args.n, run.model, args.steps)
     kwargs = {} if args.steps is None else {"steps": args.steps}
+    device = next(run.model.parameters(), torch.empty(0)).device
     with torch.no_grad():
-        x = run.model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), **kwargs)
+        x = run.model.sample(args.n, generator=torch.Generator(device=device).manual_seed(args.seed), **kwargs)
+    x = x.cpu()
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.overwrite:
         raise RunError(f"{out} exists; choose another --out or pass --overwrite")
@@ -341,7 +454,9 @@ def cmd_kl(args) -> int:
     if isinstance(p, list) != isinstance(q, list):
         raise ConfigError("compare two tables or two runs, not one of each")
     estimate = kl_divergence(p, q, method=args.method)
-    result = {"kl": estimate.value, **estimate.to_dict(), "units": "nats"}
+    from genlearn.checks import kl_result
+
+    result = kl_result(estimate)  # valid JSON: an infinite KL is null with "kl_infinite": true
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -372,8 +487,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """`genlearn report RUN [RUN...] --out FILE`: the page, and one warning line per unreadable folder."""
+    from genlearn.report import write_report
+
+    report = write_report(args.runs, args.out, data_dir=args.data_dir, title=args.title, overwrite=args.overwrite)
+    for folder, message in report.errors:
+        print(f"genlearn: warning: {folder} was not reported: {message}", file=sys.stderr)
+    size = len(report.html.encode("utf-8"))
+    print(f"wrote {report.path} ({len(report.runs)} run(s), {size / 1e6:.2f} MB)", file=sys.stderr)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from genlearn.tune import cmd_tune as run_tune
+
+    try:
+        return run_tune(args)
+    except KeyboardInterrupt:
+        print("genlearn: interrupted; run the same `genlearn tune` command again to continue the study",
+              file=sys.stderr)
+        return 130
+
+
 COMMANDS = {"fit": cmd_fit, "eval": cmd_eval, "sample": cmd_sample, "kl": cmd_kl, "datasets": cmd_datasets,
-            "models": cmd_models, "demo": cmd_demo, "recipes": cmd_recipes}
+            "models": cmd_models, "demo": cmd_demo, "recipes": cmd_recipes, "tune": cmd_tune,
+            "report": cmd_report}
 
 
 def _set_threads(n: int | None) -> None:
@@ -418,8 +557,29 @@ def _check_family(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = _with_recipe_family(list(sys.argv[1:] if argv is None else argv))
+    """The `genlearn` command. A Ctrl-C at any moment is one line and exit code 130, no traceback; a fit first
+    writes the checkpoint of the minibatch it stopped after (genlearn.learning.interrupt)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # replaces the start-up guard of genlearn/__init__
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    what = str(exc) or "a fit can be continued from its last checkpoint with `genlearn fit --resume DIR`"
+    print(f"genlearn: interrupted: {what}", file=sys.stderr)
+    return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else "")  # `genlearn --help`: no torch import
+    argv = _with_recipe_family(argv)
     try:
         _check_family(argv)
     except GenlearnError as exc:
@@ -435,9 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, MemoryError) as exc:
         print(f"genlearn: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("genlearn: interrupted; a fit can be continued with `genlearn fit --resume DIR`", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

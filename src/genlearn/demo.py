@@ -284,9 +284,12 @@ def run_demo(out: Path, fast: bool = False, verbose: bool = True) -> dict:
                "wall_seconds": time.perf_counter() - t0}
     write_json(out / "summary.json", summary)
     (out / "report.md").write_text(report_markdown(summary))
+    from genlearn.report.markdown import markdown_page
+
+    markdown_page(out / "report.md", out / "index.html", "genlearn demo report")  # the same, images embedded
     if verbose:
         print(table_text(summary))
-        print(f"\nreport: {out / 'report.md'}  ({summary['wall_seconds']:.1f} s)")
+        print(f"\nreport: {out / 'report.md'} and {out / 'index.html'}  ({summary['wall_seconds']:.1f} s)")
     return summary
 
 

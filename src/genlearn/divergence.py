@@ -231,7 +231,15 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
     tables (lists or tensors) give the exact "tables" KL."""
     if method not in KL_METHODS:
         raise ConfigError(f"unknown KL method {method!r}; use {', '.join(KL_METHODS)}")
-    if isinstance(p, (list, tuple, Tensor)) or isinstance(q, (list, tuple, Tensor)):
+    tables = [isinstance(d, (list, tuple, Tensor)) for d in (p, q)]
+    for d, is_table in zip((p, q), tables):
+        if not is_table and not hasattr(d, "log_prob"):
+            raise ConfigError(f"kl_divergence compares two models (with log_prob) or two probability tables (lists or "
+                              f"tensors), got {type(p).__name__} and {type(q).__name__}")
+    if any(tables):
+        if method not in ("auto", "exact"):
+            raise ConfigError(f"two probability tables have an exact KL (a finite sum); method {method!r} does not "
+                              "apply to tables: use auto or exact")
         return Estimate.exact(kl_tables(p, q), "exact (probability tables)")
     if method in ("auto", "exact", "closed-form"):
         est = _closed_form(p, q)

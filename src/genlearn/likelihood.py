@@ -191,7 +191,8 @@ def mean_nll(model, x: Tensor, batch_size: int = ROWS_PER_CHUNK, member: int | N
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=x.shape[0], desc=desc, unit="row", unit_scale=True, leave=False, mininterval=0.5)
+        bar = tqdm(total=x.shape[0], desc=desc, unit="row", unit_scale=True, leave=False, mininterval=0.5,
+                   disable=None)  # None: no bar when stderr is not a terminal
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]

@@ -4,6 +4,9 @@ Every module (data, models, estimators, learning rules) may import this one; it 
 but the errors, so it can never be part of an import cycle."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 from torch import Tensor
 
@@ -22,7 +25,7 @@ def uniform_(u: Tensor, generator: torch.Generator | None = None) -> Tensor:
     if u.dtype != torch.float32:
         return u.uniform_(generator=generator)
     n = u.numel()
-    words = torch.empty((n + 1) // 2, dtype=torch.int64).random_(generator=generator)
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=u.device).random_(generator=generator)
     k = words.view(torch.int32)[:n].bitwise_and_(0xFFFFFF).view(u.shape)
     return torch.mul(k, _U24, out=u)
 
@@ -30,13 +33,13 @@ def uniform_(u: Tensor, generator: torch.Generator | None = None) -> Tensor:
 def sample_bernoulli(p: Tensor, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
     """Independent Bernoulli(p) draws as 0/1 in p's dtype: 1 where u < p, u ~ uniform[0, 1) from `uniform_`.
     `out` (p's shape and dtype) receives the draws."""
-    u = uniform_(torch.empty(p.shape, dtype=p.dtype), generator)
+    u = uniform_(torch.empty(p.shape, dtype=p.dtype, device=p.device), generator)
     return torch.lt(u, p, out=u if out is None else out)
 
 
 def column_means(x: Tensor, chunk: int = 8192) -> Tensor:
     """Mean of every column of x (M, n) in float64, summed a chunk of rows at a time (no float64 copy of x)."""
-    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     for c in x.split(chunk):
         total += c.sum(0, dtype=torch.float64)
     return total / x.shape[0]
@@ -94,5 +97,35 @@ def tanh(a: Tensor) -> Tensor:
     return torch.tanh(a)
 
 
-__all__ = ["BASE_RATE_SMOOTHING", "base_rate_logits", "column_means", "logit", "sample_bernoulli", "sigmoid_tanh",
-           "tanh", "uniform_"]
+#: the rows [start, stop) of a global batch of `total` rows that this process computes (data-parallel training,
+#: genlearn.learning.distributed), or None: per-row noise is then drawn for all `total` rows and sliced
+_ROW_SHARD: contextvars.ContextVar = contextvars.ContextVar("genlearn_row_shard", default=None)
+
+
+@contextlib.contextmanager
+def row_shard(start: int, stop: int, total: int):
+    """Within this context, `randn_rows` draws the noise of a global batch of `total` rows and returns rows
+    [start, stop): a process of a data-parallel run that computes those rows of the batch uses the same random
+    numbers for them as a single process computing the whole batch (and its generator advances as far)."""
+    token = _ROW_SHARD.set((int(start), int(stop), int(total)))
+    try:
+        yield
+    finally:
+        _ROW_SHARD.reset(token)
+
+
+def randn_rows(shape, row_dim: int, generator: torch.Generator | None = None, dtype=None, device=None) -> Tensor:
+    """torch.randn(shape) whose dimension `row_dim` indexes the rows of a batch; inside `row_shard(start, stop,
+    total)` with shape[row_dim] == stop - start, the draw is made for `total` rows and rows [start, stop) of it
+    are returned (O(total) random numbers: cheap next to the model's products, which stay sharded)."""
+    shard = _ROW_SHARD.get()
+    if shard is None or shape[row_dim] != shard[1] - shard[0]:
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    start, stop, total = shard
+    full = list(shape)
+    full[row_dim] = total
+    return torch.randn(full, generator=generator, dtype=dtype, device=device).narrow(row_dim, start, stop - start)
+
+
+__all__ = ["BASE_RATE_SMOOTHING", "base_rate_logits", "column_means", "logit", "randn_rows", "row_shard",
+           "sample_bernoulli", "sigmoid_tanh", "tanh", "uniform_"]

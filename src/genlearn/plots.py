@@ -99,15 +99,28 @@ def _zoom_past_the_start(ax, curves: list[list[tuple[float, float]]]) -> None:
                 ha="right", va="top", fontsize=7, color="grey")
 
 
+#: the caps of sample_grid: canvas pixels (16 images of 1000 x 1000) and figure inches a side (2000 px at 100 dpi)
+GRID_MAX_PIXELS = 16_000_000
+GRID_MAX_INCHES = 20.0
+
+
 def sample_grid(samples: torch.Tensor, image_shape: tuple[int, int], path: Path, title: str | None = None) -> Path:
-    """Samples (N, h*w) in [0, 1] as a near-square grid of h x w images, white = 1."""
+    """Samples (N, h*w) in [0, 1] as a near-square grid of h x w images, white = 1. Capped in size whatever the
+    images: at most GRID_MAX_PIXELS canvas pixels (the first samples that fit; the title says how many) and a figure
+    of at most GRID_MAX_INCHES inches a side at 100 dpi."""
     samples = torch.as_tensor(samples).detach().float().cpu()
-    n = samples.shape[0]
+    h, w = image_shape
+    total = samples.shape[0]
+    n = max(1, min(total, GRID_MAX_PIXELS // max(h * w, 1)))
+    samples = samples[:n]
+    if n < total:
+        title = f"{title or 'samples'} (the first {n} of {total})"
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    h, w = image_shape
     canvas = _image_canvas(samples, (h, w), cols)
-    fig, ax = plt.subplots(figsize=(max(2.0, cols * w / 14), max(2.0, rows * h / 14)))
+    fig_w, fig_h = max(2.0, cols * w / 14), max(2.0, rows * h / 14)
+    shrink = min(1.0, GRID_MAX_INCHES / max(fig_w, fig_h))
+    fig, ax = plt.subplots(figsize=(max(2.0, fig_w * shrink), max(2.0, fig_h * shrink)))
     ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if title:
@@ -184,8 +197,10 @@ def _posterior_means(model, x: torch.Tensor) -> torch.Tensor:
 def _canvas_figsize(canvas: torch.Tensor, image_height: int, extra_w: float = 0.3,
                     extra_h: float = 0.8) -> tuple[float, float]:
     """Figure size (inches at 100 dpi) showing a canvas at max(1.5, 24 / h) screen pixels per image pixel (3 for
-    8x8 digits, 1.5 for 28x28 MNIST), plus room for labels and title."""
+    8x8 digits, 1.5 for 28x28 MNIST), plus room for labels and title; at most GRID_MAX_INCHES a side (big images are
+    shown shrunk)."""
     scale = max(1.5, 24.0 / image_height) / 100.0
+    scale = min(scale, GRID_MAX_INCHES / max(canvas.shape[0], canvas.shape[1]))
     return canvas.shape[1] * scale + extra_w, canvas.shape[0] * scale + extra_h
 
 

@@ -10,13 +10,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from genlearn.data.dataset import Dataset
 from genlearn.data.registry import load_dataset
 from genlearn.errors import ConfigError, RunError
 from genlearn.learning import checkpoint as ckpt
+from genlearn.learning.convergence import metrics as convergence_metrics
 from genlearn.learning.legacy import rule_record
+from genlearn.learning.lock import LOCK_FILE, locked_out
 from genlearn.learning.rules import LearningRule, make_rule, rule_from_record
 from genlearn.learning.trainer import TrainConfig, Trainer
 from genlearn.models.registry import build_from_config, build_model, get_spec, rule_for
@@ -52,8 +54,18 @@ class Run:
             return log_likelihoods(self.model, x)[0]
         return self.model.log_prob(self.model.check_input(x))
 
-    def sample(self, n: int, seed: int = 0, **kwargs):
-        return self.model.sample(n, generator=torch.Generator().manual_seed(seed), **kwargs)
+    def sample(self, n: int, seed: int | None = None, **kwargs):
+        """n rows drawn from the model: fresh random rows on every call, the same rows for the same `seed`."""
+        from genlearn.checks import check_sample_count
+        from genlearn.validate import check_seed
+
+        check_sample_count(n, self.model.n_features, "n")
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()  # a non-deterministic seed
+        else:
+            generator.manual_seed(check_seed(seed, "seed"))
+        return self.model.sample(n, generator=generator, **kwargs)
 
 
 def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
@@ -66,7 +78,7 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file; give a folder")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         if not overwrite:
             raise RunError(f"{out} exists and is not empty; choose another --out, pass --overwrite to replace "
                            "the run in it, or --resume to continue it")
@@ -74,6 +86,9 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         if foreign and not (out / ckpt.META).exists():
             raise RunError(f"{out} holds files that are not a genlearn run ({', '.join(sorted(foreign)[:3])}...); "
                            "refusing to write there even with --overwrite")
+        from genlearn.learning.run_folder import supersede
+
+        supersede(out)  # the old run's files go before the new run writes: never a mix of the two
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -94,9 +109,10 @@ def _as_rule(rule) -> LearningRule:
     raise ConfigError(f"rule must be a LearningRule, a rule name or (name, settings), got {rule!r}")
 
 
+@locked_out  # one writer per run folder: a second process writing `out` is refused with the holder's PID
 def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False, data_dir=None,
         partition: str = "auto", partition_options: dict | None = None, callbacks=None, plots: bool = True,
-        recipe: dict | None = None, rule=None, **kwargs) -> Run:
+        recipe: dict | None = None, rule=None, data_spec: str | None = None, device=None, **kwargs) -> Run:
     """Fit `model` (a CLI name such as "product-bernoulli", or a GenerativeModel) to `data` (a spec such as
     "coin:p=0.3,n=1000", a path, or a Dataset) by minimising D_KL(Q^||P_theta).
 
@@ -111,16 +127,32 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     a larger `epochs` to train longer). `recipe` ({"name", "overrides"}) is recorded in the run when the settings
     came from a recipe (genlearn.recipes). A resumed run continues with the rule recorded in its checkpoint, and a
     resumed recipe run is evaluated as its recipe says (`recipe_evaluation`) unless partition / partition_options
-    are given."""
+    are given. `data_spec`: the spec recorded in the run when `data` is a Dataset loaded from one (so that
+    `genlearn eval DIR` can reload it)."""
     t_start = time.perf_counter()
     train_kwargs, model_options = _split_kwargs(kwargs)
+    # `device`: auto, cpu, cuda, cuda:N, mps (learning.devices); launched by torchrun with several processes the
+    # fit is data-parallel (learning.distributed): rank 0 writes the run folder and computes the final metrics
+    from genlearn.learning.distributed import DataParallel
+
+    parallel, device = DataParallel.from_env(device)
+    if parallel is not None and not parallel.is_writer:
+        train_kwargs["progress"] = False
     out = Path(out) if out is not None else None
+    from genlearn import checks  # the arguments' types, names and ranges, before anything is loaded or written
+
+    checks.check_fit_arguments(model, data, train_kwargs, model_options, partition, partition_options, resume)
     if resume:
         if out is None:
             raise ConfigError("resume needs the run folder (--resume DIR / out=DIR)")
-        tensors, meta = ckpt.load_checkpoint(out)
+        from genlearn.learning.run_folder import read_checkpoint
+
+        tensors, meta = read_checkpoint(out, build=True)  # validated: one RunError naming a damaged file
         dataset = data if isinstance(data, Dataset) else load_dataset(
             data or meta["data_spec"], data_dir if data_dir is not None else meta.get("data_dir"))
+        from genlearn.learning.run_folder import check_resume_data
+
+        check_resume_data(out, meta, data, dataset)  # --resume DIR --data OTHER is refused
         model_name = meta["model"]
         model_obj = build_from_config(model_name, meta["model_config"])
         if rule is not None:
@@ -130,14 +162,16 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         if meta.get("recipe") and partition == "auto" and not partition_options:
             partition, partition_options = recipe_evaluation(meta["recipe"])
         cfg_dict = {**meta["train_config"], **train_kwargs}
-        run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe")
-                    if k in meta}
+        run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe",
+                                         "run_id", "data_fingerprint") if k in meta}
     else:
-        dataset = data if isinstance(data, Dataset) else load_dataset(data, data_dir)
+        dataset = checks.as_dataset(data, data_dir, model)
         if isinstance(model, str):
             model_name = model
             model_obj = build_model(model, dataset, **model_options)
-            defaults = get_spec(model).train_defaults
+            # the family's defaults, with its fit to convergence (e.g. L-BFGS to a tolerance) unless the user
+            # chose the optimizer (genlearn.models.registry.ModelSpec.training_defaults)
+            defaults = get_spec(model).training_defaults(model_options, train_kwargs)
             if rule is None:
                 rule_obj = _rule_for(model, model_options)
             else:
@@ -154,22 +188,35 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
             rule_obj = _default_rule(model) if rule is None else _as_rule(rule)
         cfg_dict = {**defaults, **train_kwargs}
         run_meta = {"model": model_name, "dataset": dataset.name,
-                    "data_spec": data if isinstance(data, str) else None,
+                    "data_spec": data if isinstance(data, str) else data_spec,
                     "data_dir": None if data_dir is None else str(data_dir),
                     "model_options": {k: v for k, v in model_options.items() if v is not None}}
         if recipe is not None:
             run_meta["recipe"] = recipe
-        if out is not None:
-            _prepare_out(out, overwrite)
+        if out is not None:  # the run id every file of the run carries, and the data's fingerprint
+            from genlearn.learning.run_folder import new_identity
+
+            run_meta.update(new_identity(dataset))
     for split in ("train", "valid", "test"):
         x = getattr(dataset, split)
         if x is not None:
             model_obj.check_input(x)
     cfg = TrainConfig.from_dict(cfg_dict)
-    trainer = Trainer(model_obj, dataset, cfg, out, run_meta, callbacks, rule=rule_obj)
+    checks.check_training(cfg, train_kwargs, model_obj, resume)
+    checks.check_evaluation(partition, partition_options, model_obj)
+    trainer = Trainer(model_obj, dataset, cfg, out, run_meta, callbacks, rule=rule_obj, device=device,
+                      parallel=parallel)
+    if out is not None and not resume:  # every setting is checked: only now is the run folder created
+        _prepare_out(out, overwrite)
     if resume:
-        trainer.restore(tensors, meta)
+        from genlearn.learning.run_folder import restore
+
+        restore(trainer, tensors, meta, out)
     trainer.fit()
+    if parallel is not None and not parallel.is_writer:  # rank 0 checks, evaluates and writes the run
+        return Run(trainer.model, {"rank": parallel.rank, "world_size": parallel.world_size}, out, dataset,
+                   trainer.rule)
+    checks.check_progress(trainer.state.history, out)
     return _finish(trainer, dataset, out, partition, partition_options or {}, plots, t_start)
 
 
@@ -210,18 +257,31 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
                "n_parameters": sum(p.numel() for p in model.parameters()),
                "train_config": trainer.cfg.to_dict(), "epochs_run": trainer.state.epoch,
                "stopped_early": trainer.state.stopped_early, "best_epoch": trainer.state.best_epoch,
-               "out_of_time": trainer.state.out_of_time}
-    metrics.update(evaluate(model, dataset, partition=partition, progress=trainer.cfg.progress, **partition_options))
+               "out_of_time": trainer.state.out_of_time,
+               **convergence_metrics(trainer)}  # converged: true/false under --tol / --rel-tol (null without)
+    # on the training device (trainer.dataset: the splits moved there once); the run's model then returns to the CPU
+    metrics.update(evaluate(model, trainer.dataset, partition=partition, progress=trainer.cfg.progress,
+                            **partition_options))
+    model.cpu()
     metrics["evaluation"] = {"partition": partition, **partition_options}
     metrics["rule"] = trainer.rule.record()
     metrics.update(trainer.rule.describe())
+    if getattr(model, "resolved_matmul_precision", None) is not None:  # what matmul_precision "auto" chose
+        metrics["matmul_precision_resolved"] = model.resolved_matmul_precision
     metrics["units"] = "nats per example (bits_per_dim in bits per dimension)"
     metrics["train_seconds"] = trainer.state.train_seconds
+    metrics["device"] = str(trainer.device)
+    metrics["world_size"] = 1 if trainer.parallel is None else trainer.parallel.world_size
     metrics["wall_seconds"] = time.perf_counter() - t_start
     metrics["history"] = trainer.state.history
     if out is not None:
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        ckpt.atomic_write_bytes(out / MODEL_FILE, lambda tmp: save_file(state, tmp))
+        from genlearn.learning.run_folder import model_metadata
+
+        header = model_metadata(trainer.run_meta, trainer.state.epoch)  # which run and epoch: read_run checks
+        ckpt.atomic_write_bytes(out / MODEL_FILE, lambda tmp: save_file(state, tmp, metadata=header))
+        if trainer.run_meta.get("run_id"):
+            metrics["run_id"] = trainer.run_meta["run_id"]
         ckpt.write_json(out / METRICS_FILE, _finite(metrics))
         if plots:
             write_plots(model, dataset, trainer.state.history, out)
@@ -281,32 +341,19 @@ def _finite(obj):
     return obj
 
 
-def load_run(directory) -> Run:
+def load_run(directory, device=None) -> Run:
     """Reopen a fitted run: its model (with log_prob / sample), its metrics, and the learning rule it trained
-    with (with the rule's state at the last checkpoint)."""
-    import json
+    with (with the rule's state at the last checkpoint). The tensors are read on the CPU and the model is moved
+    to `device` (auto, cpu, cuda, cuda:N, mps; default cpu), wherever the run was trained."""
+    from genlearn.learning.devices import resolve_device
+    from genlearn.learning.run_folder import read_run
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise RunError(f"no run folder at {directory}")
-    # a published run holds the final parameters (model.safetensors) and no training state
-    tensors, meta = ckpt.load_checkpoint(directory, tensors_required=not (directory / MODEL_FILE).exists())
-    model = build_from_config(meta["model"], meta["model_config"])
-    if (directory / MODEL_FILE).exists():
-        try:
-            state = load_file(str(directory / MODEL_FILE))
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{directory / MODEL_FILE} is unreadable or truncated ({exc})") from None
-    else:  # interrupted run: the last checkpoint's parameters
-        state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(state)
+    # every file validated (one RunError naming a damaged or foreign file); an unfinished run (being written,
+    # interrupted) gives its last checkpoint's parameters, no metrics, and says so in run.status
+    files = read_run(directory)
+    directory, model, meta, tensors, metrics = Path(directory), files.model, files.meta, files.tensors, files.metrics
+    model.to(resolve_device(device))
     model.eval()
-    metrics = {}
-    if (directory / METRICS_FILE).exists():
-        try:
-            metrics = json.loads((directory / METRICS_FILE).read_text())
-        except json.JSONDecodeError as exc:
-            raise RunError(f"{directory / METRICS_FILE} is not valid JSON ({exc})") from None
     rule = rule_from_record(rule_record(meta))
     if "rule" in meta:
         rule.load_state_tensors({k[5:]: v for k, v in tensors.items() if k.startswith("rule.")})
@@ -316,4 +363,5 @@ def load_run(directory) -> Run:
         rule.load_state_tensors(legacy_rule_state(tensors))
     run = Run(model, metrics, directory, rule=rule)
     run.meta = meta
+    run.finished, run.status = files.finished, files.status
     return run

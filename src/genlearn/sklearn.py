@@ -53,14 +53,16 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
     log_z : "auto" (the likelihood policy, genlearn.likelihood: exact when the smaller layer has at most 25 units
         and n 2^m <= 2^35 terms, else AIS), "exact" or "ais".
     ais_steps, ais_chains : AIS settings (None = the published 14,500 temperatures).
-    matmul_precision : "full" or "bfloat16": precision of the training's matrix products (bfloat16 operands
-        rounded to 8 significant bits, including gray-level inputs, with float32 accumulation; faster on CPUs
-        with AVX512-BF16 or AMX). Likelihoods are always computed in full precision.
+    matmul_precision : "auto" (default), "full" or "bfloat16": precision of the training's matrix products
+        (bfloat16: operands rounded to 8 significant bits, including gray-level inputs, with float32
+        accumulation; faster only on CPUs with AVX512-BF16 or AMX). "auto" picks bfloat16 only where this machine
+        runs it faster (genlearn.precision; the choice is in `matmul_precision_` after fit); an explicit
+        "bfloat16" where it is emulated warns once. Likelihoods are always computed in full precision.
     """
 
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,
                  random_state=None, k=1, gradient="pcd", log_z="auto", ais_steps=None, ais_chains=100,
-                 matmul_precision="full"):
+                 matmul_precision="auto"):
         self.n_components = n_components
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -89,8 +91,8 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
             raise ValueError(f"gradient must be 'pcd', 'cd' or 'exact', got {self.gradient!r}")
         if self.log_z not in ("auto", "exact", "ais"):
             raise ValueError(f"log_z must be 'auto', 'exact' or 'ais', got {self.log_z!r}")
-        if self.matmul_precision not in ("full", "bfloat16"):
-            raise ValueError(f"matmul_precision must be 'full' or 'bfloat16', got {self.matmul_precision!r}")
+        if self.matmul_precision not in ("auto", "full", "bfloat16"):
+            raise ValueError(f"matmul_precision must be 'auto', 'full' or 'bfloat16', got {self.matmul_precision!r}")
 
     def _validate(self, X, reset: bool):
         X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32), accept_sparse=False)
@@ -133,6 +135,8 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         self.components_ = m.weight.detach().T.double().numpy().copy()
         self.intercept_hidden_ = m.hidden_bias.detach().double().numpy().copy()
         self.intercept_visible_ = m.visible_bias.detach().double().numpy().copy()
+        if getattr(self._rule, "_precision", None) is not None:  # what "auto" resolved to (CD/PCD)
+            self.matmul_precision_ = self._rule._precision[2]
         self._log_z_cache = []
 
     # -- scikit-learn API -------------------------------------------------------------------------------
@@ -283,7 +287,7 @@ class DensityEstimator(BaseEstimator):
         torch.manual_seed(seed)
         given = {"epochs": self.epochs, "lr": self.learning_rate, "optimizer": self.optimizer,
                  "batch_size": self.batch_size}
-        settings = {**spec.train_defaults, **{k: v for k, v in given.items() if v is not None}}
+        settings = {**spec.training_defaults(self.options, given), **{k: v for k, v in given.items() if v is not None}}
         if self.batch_size is None:  # None is a value here: the whole training set per step
             settings["batch_size"] = None
         config = TrainConfig.from_dict({**settings, "seed": seed, "progress": bool(self.verbose)})
@@ -308,9 +312,10 @@ class DensityEstimator(BaseEstimator):
         return float(np.mean(self.score_samples(X)))
 
     def sample(self, n_samples=1, random_state=None):
-        """n_samples rows drawn from the fitted model."""
+        """n_samples rows drawn from the fitted model: fresh rows on every call unless seeded (by `random_state`
+        here, else by the estimator's own random_state, as scikit-learn's GaussianMixture.sample does)."""
         check_is_fitted(self, "model_")
-        seed = self._seed if random_state is None else int(check_random_state(random_state).randint(2**31 - 1))
+        seed = _sample_seed(n_samples, self.random_state if random_state is None else random_state)
         with torch.no_grad():
             return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
 
@@ -473,11 +478,17 @@ class VariationalAutoencoder(TransformerMixin, BaseEstimator):
     def sample(self, n_samples=1, random_state=None):
         """n_samples binary rows drawn from the model: z ~ p(z), then x ~ Bernoulli(sigmoid(decoder(z)))."""
         check_is_fitted(self, "model_")
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        seed = self._seed if random_state is None else int(check_random_state(random_state).randint(2**31 - 1))
+        seed = _sample_seed(n_samples, self.random_state if random_state is None else random_state)
         with torch.no_grad():
             return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
+
+
+def _sample_seed(n_samples, random_state) -> int:
+    """The seed of a sample() call: drawn from `random_state` (None: numpy's global generator, so fresh rows on
+    every call; an int: the same rows every call); n_samples must be a positive integer (ValueError)."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    return int(check_random_state(random_state).randint(2**31 - 1))
 
 
 #: the scikit-learn VAE wrapper under its short name

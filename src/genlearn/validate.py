@@ -86,3 +86,49 @@ def check_real(x, n_features: int | None = None, what: str = "data") -> Tensor:
     x = x.to(torch.float32) if not torch.is_floating_point(x) else x
     check_finite(x, what)
     return x
+
+
+# -- settings of any origin (CLI strings are converted before they get here) -------------------------------------
+#: the largest seed torch.Generator.manual_seed takes as a signed 64-bit integer
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(value, what: str = "--seed") -> int:
+    """An integer seed in [0, 2^63 - 1]; ConfigError otherwise (a bool, a float, a string, -1, 2^70)."""
+    from genlearn.errors import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{what} must be an integer in [0, 2^63 - 1], got {value!r}")
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{what} must be an integer in [0, 2^63 - 1], got {value}")
+    return value
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine in bytes (os.sysconf; 16 GiB when the platform does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 16 * 2**30
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'; binary units up to EiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024:
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"
+
+
+def check_memory(nbytes: float, what: str, fix: str) -> None:
+    """Refuse, before allocating, what would need more than the machine's physical memory: one ConfigError naming
+    the size (`what`), the memory it needs and the fix."""
+    from genlearn.errors import ConfigError
+
+    have = machine_memory()
+    if nbytes > have:
+        raise ConfigError(f"{what} needs about {human_bytes(nbytes)} of memory, more than this machine's "
+                          f"{human_bytes(have)}; {fix}")

@@ -14,6 +14,10 @@ Values, after reading:
                                    -> kind "categorical", outcomes 0..K-1 with K = largest + 1;
 - anything else                    -> kind "real" with binarize=none, else a DataError.
 
+Pre-split data (the layout of the density-estimation benchmark collections: nltcs, msnbc, kdd, plants, ...): a
+folder holding `NAME.train.EXT`, `NAME.valid.EXT`, `NAME.test.EXT`, one of those files (its siblings are found),
+the prefix `DIR/NAME` of the three, or an `.npz` with train/valid/test arrays.
+
 Splits: an archive/folder with train/valid/test parts keeps them (a missing valid or test part is cut from
 train with the `valid`/`test` fractions); otherwise the rows are shuffled with the fixed seed 0 and cut into
 (1 - valid - test, valid, test) fractions (default 0.8 / 0.1 / 0.1). A fraction of 0 gives no such split.
@@ -70,12 +74,14 @@ def detect_format(path) -> str:
     return sniffed
 
 
-def _split_files(folder: Path) -> dict[str, Path]:
-    """{'train': NAME.train.EXT, ...} when the folder holds such files (train required)."""
+def _split_files(folder: Path, stem: str | None = None) -> dict[str, Path]:
+    """{'train': NAME.train.EXT, ...} when the folder holds such files (train required); with `stem`, only the
+    files NAME = stem."""
     found: dict[str, list[Path]] = {s: [] for s in SPLITS}
     for p in folder.iterdir():
         parts = p.name.split(".")
-        if p.is_file() and len(parts) >= 3 and parts[-2] in SPLITS:
+        if p.is_file() and len(parts) >= 3 and parts[-2] in SPLITS and (stem is None
+                                                                        or ".".join(parts[:-2]) == stem):
             found[parts[-2]].append(p)
     if not found["train"]:
         return {}
@@ -87,6 +93,23 @@ def _split_files(folder: Path) -> dict[str, Path]:
     return {s: files[0] for s, files in found.items() if files}
 
 
+def split_files_of(path) -> dict[str, Path]:
+    """The pre-split files a path names without being a folder: one of NAME.train.EXT / NAME.valid.EXT /
+    NAME.test.EXT (its siblings are the other splits), or the common prefix DIR/NAME of such files. {} when the
+    path names no such files (train required)."""
+    path = Path(path)
+    if path.is_dir() or not path.parent.is_dir():
+        return {}
+    parts = path.name.split(".")
+    if path.is_file():
+        if len(parts) < 3 or parts[-2] not in SPLITS:
+            return {}
+        stem = ".".join(parts[:-2])
+    else:
+        stem = path.name
+    return _split_files(path.parent, stem)
+
+
 def read_arrays(path, fmt: str) -> tuple[dict[str, np.ndarray], tuple[int, int] | None]:
     """Raw arrays by split ({'data': ...} when the source has no splits) and the image shape if known."""
     path = Path(path)
@@ -96,8 +119,8 @@ def read_arrays(path, fmt: str) -> tuple[dict[str, np.ndarray], tuple[int, int] 
                             "NAME.valid.EXT / NAME.test.EXT; point --data at a data file or such a folder")
         arr, shape = formats.read_png_folder(path)
         return {"data": arr}, shape
-    if fmt == "split-folder":
-        files = _split_files(path)
+    if fmt in ("split-folder", "split-files"):
+        files = _split_files(path) if fmt == "split-folder" else split_files_of(path)
         out, shape = {}, None
         for split, f in files.items():
             parts, shape_f = read_arrays(f, detect_format(f))
@@ -175,10 +198,11 @@ def load_path(path, **settings) -> Dataset:
     if method not in BINARIZE_CHOICES:
         raise ConfigError(f"unknown binarize={opts['binarize']!r}; choose one of {', '.join(BINARIZE_CHOICES)}")
     v_frac, t_frac = _fractions(opts["valid"], opts["test"])
-    if not path.exists():
+    presplit = split_files_of(path)
+    if not path.exists() and not presplit:
         raise DataError(f"no such file or folder: {path}")
 
-    fmt = detect_format(path)
+    fmt = "split-files" if presplit else detect_format(path)
     parts, image_shape = read_arrays(path, fmt)
     shaped = {}
     for key, arr in parts.items():
@@ -190,6 +214,11 @@ def load_path(path, **settings) -> Dataset:
     value_kind, scale = _value_kind(shaped, opts["scale"])
     if value_kind != "binary" and _is_outcomes(shaped):
         return _categorical_dataset(path, fmt, shaped, v_frac, t_frac)
+    if value_kind == "grey":  # not 0/1 and no binarize= given: an error naming the file, row, column and value
+        from genlearn.data.spec_check import check_binary_values
+
+        sources = {"split-folder": _split_files, "split-files": split_files_of}.get(fmt)
+        check_binary_values(shaped, path, fmt, settings, sources(path) if sources else None)
     if value_kind == "real" and method != "none":
         lo = min(float(a.min()) for a in shaped.values())
         hi = max(float(a.max()) for a in shaped.values())
@@ -302,6 +331,9 @@ def _make_splits(tensors: dict, v_frac: float, t_frac: float) -> str:
 
 def _dataset_name(path: Path) -> str:
     name = path.name
+    parts = name.split(".")
+    if split_files_of(path) and len(parts) >= 3 and parts[-2] in SPLITS:  # NAME.train.data -> NAME
+        return ".".join(parts[:-2])
     for suffix in (".gz", ".npz", ".npy", ".amat", ".mat", ".csv", ".txt", ".data", ".dat", ".tsv", ".idx"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]

@@ -169,8 +169,11 @@ def read_npy(path) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise DataError(f"{path}: cannot read as .npy ({exc}); object arrays are refused, save numeric arrays")
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt or truncated .npy file ({exc})") from None
+    except Exception as exc:  # OSError, EOFError; zipfile.BadZipFile when it starts like a zip archive
+        raise DataError(f"{path}: corrupt or truncated .npy file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(arr, np.ndarray):  # np.load opened a .npz archive
+        arr.close()
+        raise DataError(f"{path} is a .npz archive, not one .npy array; name it .npz")
     return _checked_array(arr, str(path))
 
 

@@ -18,7 +18,7 @@ import genlearn.data.digits  # noqa: F401  (registers digits)
 import genlearn.data.named  # noqa: F401  (registers the real data sets)
 import genlearn.data.synthetic  # noqa: F401  (registers coin, die, bars-and-stripes, product-bernoulli, gaussian)
 import genlearn.data.teacher  # noqa: F401  (registers boltzmann-teacher)
-from genlearn.data.files import load_path
+from genlearn.data.files import load_path, split_files_of
 from genlearn.data.sources import SOURCES, Source, default_data_dir, parse_spec, parse_value, register_source
 from genlearn.errors import ConfigError, DataError
 
@@ -40,12 +40,18 @@ def load_dataset(spec: str, data_dir=None, **settings):
             )
         full = {k: v[0] for k, v in source.settings.items()}
         full.update(spec_settings)
+        from genlearn.data.spec_check import check_spec_settings
+
+        check_spec_settings(name, spec_settings, full)  # types, ranges, contradictions, memory: before building
         dataset = source.build(full, default_data_dir(data_dir))
         dataset.settings.setdefault("spec", spec)
         dataset.settings.setdefault("settings", {k: v for k, v in full.items() if _jsonable(v)})
         return dataset
     path = Path(name)
-    if path.exists():
+    if path.exists() or split_files_of(path):  # a file, a folder, or the prefix DIR/NAME of NAME.train.EXT ...
+        from genlearn.data.spec_check import check_path_settings
+
+        check_path_settings(path, spec_settings)
         dataset = load_path(path, **spec_settings)
         dataset.settings.setdefault("spec", spec)
         return dataset

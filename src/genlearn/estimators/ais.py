@@ -107,23 +107,24 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     d = (b - b0).to(dtype)
     # [W | d] and [c | 0]: one product gives the hidden pre-activations a = c + v W and the visible term v.d
     w_aug = torch.cat([W, d[:, None]], 1)
-    c_aug = torch.cat([c, torch.zeros(1, dtype=dtype)])
+    dev = W.device  # every buffer on the parameters' device: no host round trip in the loop
+    c_aug = torch.cat([c, torch.zeros(1, dtype=dtype, device=dev)])
     # [h | 1] @ [W^T ; d] = W h + d: the visible logits at beta are b0 + beta (W h + d)
     wt_aug = torch.cat([W.T, d[None, :]], 0).contiguous()
-    hb = torch.ones(n_chains, n_hid + 1, dtype=dtype)
-    lw = torch.zeros(n_chains, dtype=torch.float64)
-    paths = paths.to(dtype)
+    hb = torch.ones(n_chains, n_hid + 1, dtype=dtype, device=dev)
+    lw = torch.zeros(n_chains, dtype=torch.float64, device=dev)
+    paths = paths.to(device=dev, dtype=dtype)
     steps = paths.shape[0] - 1
     beta_cols = paths.unsqueeze(-1).unbind(0)                      # beta_k as (C, 1) columns
     dbeta = paths[1:] - paths[:-1]
     dbeta_rows, neg_dbeta_cols = dbeta.unbind(0), (-dbeta).unsqueeze(-1).unbind(0)
     v = v.to(dtype).clone()
-    av = torch.empty(n_chains, n_hid + 1, dtype=dtype)
-    s = torch.empty(n_chains, n_hid, dtype=dtype)
-    e = torch.empty(n_chains, n_hid, dtype=dtype)
-    inc = torch.empty(n_chains, dtype=dtype)
-    logits = torch.empty(n_chains, n_vis, dtype=dtype)
-    u = torch.empty(n_chains, n_hid + n_vis, dtype=dtype)         # the uniforms of one sweep, drawn at once
+    av = torch.empty(n_chains, n_hid + 1, dtype=dtype, device=dev)
+    s = torch.empty(n_chains, n_hid, dtype=dtype, device=dev)
+    e = torch.empty(n_chains, n_hid, dtype=dtype, device=dev)
+    inc = torch.empty(n_chains, dtype=dtype, device=dev)
+    logits = torch.empty(n_chains, n_vis, dtype=dtype, device=dev)
+    u = torch.empty(n_chains, n_hid + n_vis, dtype=dtype, device=dev)         # the uniforms of one sweep, drawn at once
     bar = _progress_bar(steps, progress)
     for k in range(1, steps + 1):
         if bar is not None and k % PROGRESS_EVERY == 0:
@@ -153,7 +154,8 @@ def _progress_bar(steps: int, progress: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=steps, desc="AIS", unit="temperature", unit_scale=True, leave=False, mininterval=0.5)
+    return tqdm(total=steps, desc="AIS", unit="temperature", unit_scale=True, leave=False, mininterval=0.5,
+                disable=None)  # None: no bar when stderr is not a terminal
 
 
 @torch.no_grad()
@@ -183,16 +185,16 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_logits: Tensor | Non
     base_name = "data base rate (smoothed training means)"
     if base_logits is None:
         base_logits, base_name = torch.zeros(n_vis), "uniform (no training means known)"
-    b0 = base_logits.detach().to(dtype)
+    b0 = base_logits.detach().to(device=W.device, dtype=dtype)
     log_z0 = float(torch.nn.functional.softplus(b0.double()).sum()) + n_hid * math.log(2.0)
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator(device=W.device).manual_seed(int(seed))
     v_fwd = sample_bernoulli(torch.sigmoid(b0).expand(chains, n_vis), g)
     start_states, paths = [v_fwd], [betas[:, None].expand(-1, chains)]
     reverse_init = None
     if reverse:
         if reverse_start is not None and reverse_start.shape[0] > 0:
-            rows = reverse_start.detach().to(dtype)
-            idx = torch.arange(chains) % rows.shape[0]
+            rows = reverse_start.detach().to(device=W.device, dtype=dtype)
+            idx = torch.arange(chains, device=W.device) % rows.shape[0]
             v_rev = rows[idx]
             reverse_init = f"{min(rows.shape[0], chains)} distinct training rows + {burn_in} Gibbs sweeps"
         else:
@@ -250,7 +252,7 @@ def boltzmann_gibbs_sweeps(x: Tensor, b: Tensor, W: Tensor, beta: Tensor, sweeps
     n = x.shape[1]
     beta = beta.reshape(-1) if beta.numel() > 1 else beta.reshape(())
     for _ in range(sweeps):
-        u = torch.rand(x.shape, generator=generator, dtype=x.dtype)
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         for i in range(n):
             field = b[i] + x @ W[:, i]
             x[:, i] = (u[:, i] < torch.sigmoid(beta * field)).to(x.dtype)

@@ -41,7 +41,8 @@ def importance_log_marginal(log_weights: Callable, x: Tensor, k: int, generator:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=B, desc=desc, unit="row", unit_scale=True, leave=False, mininterval=0.5)
+        bar = tqdm(total=B, desc=desc, unit="row", unit_scale=True, leave=False, mininterval=0.5,
+                   disable=None)  # None: no bar when stderr is not a terminal
     for start in range(0, B, rows):
         xb = x[start : start + rows]
         lse = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64)

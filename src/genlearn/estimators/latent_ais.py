@@ -184,7 +184,7 @@ def ais_log_weights(log_prior: Callable, log_likelihood: Callable, x: Tensor, z0
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc="reverse AIS" if reverse else "AIS", unit="step", leave=False,
-                   mininterval=0.5)
+                   mininterval=0.5, disable=None)  # None: no bar when stderr is not a terminal
     for k in range(1, steps + 1):
         # forward: weight update from beta_{k-1} to beta_k, then a transition at beta_k (but not at beta_T);
         # reverse: weight update from beta_{T-k+1} to beta_{T-k}, then a transition there (but not at beta_0)

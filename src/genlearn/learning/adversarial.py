@@ -326,6 +326,7 @@ class QuadratureLikelihood(LearningRule):
     likelihood depends on get a .grad (a GAN's critic keeps None)."""
 
     name = "quadrature-likelihood"
+    resumes_mid_epoch = True  # its state between minibatches is in state_tensors()
     Settings = QuadratureSettings
     objective = "maximum likelihood: autograd of the NLL by a randomly shifted quadrature over z (nats per example)"
 

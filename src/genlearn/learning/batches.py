@@ -38,10 +38,11 @@ class MinibatchSampler:
             self.packed = pack_rows(x)
 
     def batches(self, generator: torch.Generator) -> Iterator[Tensor]:
-        perm = torch.randperm(self.m, generator=generator)
+        perm = torch.randperm(self.m, generator=generator,
+                              device=None if generator is None else generator.device)
         for start in range(0, self.m, self.batch_size):
             idx = perm[start : start + self.batch_size]
             if self.packed is None:
-                yield self.x.index_select(0, idx)
+                yield self.x.index_select(0, idx.to(self.x.device))
             else:
                 yield unpack_rows(self.packed[idx.numpy()], self.n, self.x.dtype)

@@ -1,5 +1,12 @@
-"""Checkpoints without pickle: tensors in safetensors, everything else in JSON, each written atomically
-(a temporary file in the same folder, then os.replace), tensors first so the JSON never points ahead."""
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON, written atomically (a temporary
+file in the same folder, then os.replace).
+
+A checkpoint is ONE file, checkpoint.safetensors: its header metadata carries the JSON settings and state
+("genlearn.meta"), so tensors and JSON always agree whatever moment a process is killed at. checkpoint.json,
+written after it, is a readable copy (it lags by one checkpoint after a kill between the two writes, which is
+harmless); a folder of an earlier version, without the embedded copy, is read from checkpoint.json and refused
+when its two files are of different epochs (a torn checkpoint). Files follow the user's umask; a full disk is
+one RunError, the previous checkpoint left intact. Validation of what is read: genlearn.learning.run_folder."""
 from __future__ import annotations
 
 import json
@@ -8,21 +15,27 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from genlearn.errors import RunError
 
 TENSORS = "checkpoint.safetensors"
 META = "checkpoint.json"
 
 
 def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path over path."""
+    """Call write(tmp_path), then rename tmp_path over path (mode 0666 less the umask, like any new file); a
+    full disk (or quota, or file-size limit) is one RunError and `path` is left as it was."""
+    from genlearn.learning.run_folder import file_mode, write_failed
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+            os.chmod(tmp, file_mode())
+        except Exception as exc:  # safetensors reports I/O errors as SafetensorError, json as OSError
+            write_failed(path, exc)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -73,23 +86,21 @@ def unflatten_optimizer_state(tensors: dict, meta: dict) -> dict:
 
 
 def save_checkpoint(directory: Path, tensors: dict, meta: dict) -> None:
+    """checkpoint.safetensors (the tensors, with `meta` as JSON in its header: the checkpoint), then its readable
+    copy checkpoint.json."""
+    from genlearn.learning.run_folder import checkpoint_metadata
+
     directory = Path(directory)
     clean = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
-    epoch = {"epoch": str(meta.get("epoch"))}
-    atomic_write_bytes(directory / TENSORS, lambda tmp: save_file(clean, tmp, metadata=epoch))
+    header = checkpoint_metadata(meta, _json_default)
+    atomic_write_bytes(directory / TENSORS, lambda tmp: save_file(clean, tmp, metadata=header))
     write_json(directory / META, meta)
 
 
 def load_checkpoint(directory: Path, tensors_required: bool = True) -> tuple[dict, dict]:
-    """(tensors, meta) of the checkpoint in `directory`. With tensors_required=False a folder holding only
+    """(tensors, meta) of the checkpoint in `directory`, each file validated (one RunError naming the file and
+    what is wrong: genlearn.learning.run_folder.read_checkpoint). With tensors_required=False a folder holding only
     checkpoint.json (a published run: final parameters in model.safetensors, no optimizer state) gives ({}, meta)."""
-    directory = Path(directory)
-    meta_path, tensor_path = directory / META, directory / TENSORS
-    if not meta_path.exists() or (tensors_required and not tensor_path.exists()):
-        raise RunError(f"{directory} holds no checkpoint ({META} and {TENSORS}); is it a `genlearn fit` output folder?")
-    try:
-        meta = json.loads(meta_path.read_text())
-        tensors = load_file(str(tensor_path)) if tensor_path.exists() else {}
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise RunError(f"the checkpoint in {directory} is unreadable or truncated ({exc}); refit the model") from None
-    return tensors, meta
+    from genlearn.learning.run_folder import read_checkpoint
+
+    return read_checkpoint(Path(directory), tensors_required)

@@ -40,6 +40,7 @@ class ImportanceWeightedBound(LearningRule):
     """g = -d/dtheta (1/B) sum_m L_k(x_m) by autograd through reparameterised samples (module docstring)."""
 
     name = "elbo"
+    resumes_mid_epoch = True  # its state between minibatches is in state_tensors()
     Settings = ELBOSettings
     objective = "variational: -mean L_k(x), the ELBO (k = 1) or IWAE bound (k > 1), an upper bound of the NLL (nats)"
 

@@ -50,8 +50,9 @@ class EMStats:
     count: int = 0
 
     @classmethod
-    def zeros(cls, k: int, n: int) -> "EMStats":
-        return cls(torch.zeros(k, dtype=torch.float64), torch.zeros(k, n, dtype=torch.float64))
+    def zeros(cls, k: int, n: int, device=None) -> "EMStats":
+        return cls(torch.zeros(k, dtype=torch.float64, device=device),
+                   torch.zeros(k, n, dtype=torch.float64, device=device))
 
     def add(self, other: "EMStats") -> None:
         self.mass += other.mass
@@ -65,7 +66,7 @@ def e_step(x: Tensor, log_weights: Tensor, logits: Tensor, chunk: int = DEFAULT_
     """Responsibilities r_mk (softmax over k of log pi_k + log P_k(x_m)) reduced to sufficient statistics,
     in float64, `chunk` examples at a time so memory stays at chunk x K."""
     log_weights, logits = log_weights.double(), logits.double()
-    stats = EMStats.zeros(*logits.shape)
+    stats = EMStats.zeros(*logits.shape, device=logits.device)
     for start in range(0, x.shape[0], chunk):
         xb = x[start : start + chunk].double()
         joint = component_log_probs(xb, logits) + log_weights

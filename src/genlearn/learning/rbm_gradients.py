@@ -14,7 +14,9 @@ and the kernels here differ only in where the model expectation <.>_P comes from
 - `exact_gradient`: the exact moments of P by enumerating the smaller layer (genlearn.estimators.exact_rbm).
 
 Everything is computed with matrix products and no autograd graph; the learning rules of
-genlearn.learning.rules write the results into p.grad."""
+genlearn.learning.rules write the results into p.grad. The products stay dense GEMMs even though their left
+operands are sparse 0/1 rows: sums of selected rows (genlearn.binary_products) measured slower end to end at
+binarized MNIST's density on the development CPU (benchmarks/RESULTS.md, issue 17)."""
 from __future__ import annotations
 
 import torch
@@ -29,21 +31,24 @@ def matmul_dtype(W: Tensor, precision: str) -> torch.dtype:
 
 
 def cd_workspace(previous: dict | None, W: Tensor, batch: int, negatives: int, k: int,
-                 precision: str = "full") -> dict:
+                 precision: str = "full", totals: tuple[int, int] | None = None) -> dict:
     """Buffers of one CD step, reused from step to step (returned unchanged when `previous` fits): rows [x; v~]
     (B+N, V), pre-activations and hidden probabilities (B+N, H), the per-row weights [-1/B ...; 1/N ...], the
     uniforms of the k sweeps (k, N, H+V), the hidden samples (N, H), visible probabilities (N, V) and the three
     gradients. With bfloat16 products: the 0/1 rows and hidden samples are also kept in bfloat16 (exactly), with
-    a bfloat16 copy of W and bfloat16 outputs of the products."""
+    a bfloat16 copy of W and bfloat16 outputs of the products. `totals` = (B_total, N_total): the row weights
+    become [-1/B_total ...; 1/N_total ...], so that this process's gradient and value are its share of those of
+    a batch of B_total rows and N_total negatives split over several processes (their sum over the processes)."""
     V, H = W.shape
     low = matmul_dtype(W, precision)
-    key = (batch, negatives, k, W.dtype, low, W.device)
+    key = (batch, negatives, k, W.dtype, low, W.device, totals)
     if previous is not None and previous["key"] == key:
         return previous
     rows = batch + negatives
     dev = W.device
-    weights = torch.cat([torch.full((batch,), -1.0 / batch, dtype=W.dtype, device=dev),
-                         torch.full((negatives,), 1.0 / negatives, dtype=W.dtype, device=dev)])
+    b_total, n_total = totals if totals is not None else (batch, negatives)
+    weights = torch.cat([torch.full((batch,), -1.0 / b_total, dtype=W.dtype, device=dev),
+                         torch.full((negatives,), 1.0 / n_total, dtype=W.dtype, device=dev)])
     ws = {"key": key, "rows": torch.empty(rows, V, dtype=W.dtype, device=dev),
           "pre": torch.empty(rows, H, dtype=W.dtype, device=dev),
           "probs": torch.empty(rows, H, dtype=W.dtype, device=dev), "weights": weights,
@@ -64,7 +69,7 @@ def cd_workspace(previous: dict | None, W: Tensor, batch: int, negatives: int, k
 
 @torch.no_grad()
 def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch.Generator | None,
-            ws: dict, chains: Tensor | None = None) -> tuple:
+            ws: dict, chains: Tensor | None = None, uniforms: Tensor | None = None) -> tuple:
     """One CD-k (chains=None) or PCD-k estimate of the KL gradient on batch x (B x V, in W's dtype):
 
         dW = -(x^T P(h|x)) / B + (v~^T P(h|v~)) / N,  db = -mean x + mean v~,  dc = -mean P(h|x) + mean P(h|v~)
@@ -76,7 +81,9 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     (overwritten by the next call); value = mean F(x) - mean F(v~) (nats per example, the CD objective).
 
     All uniforms of the k sweeps are drawn in one call: sweep i uses u[i, :, :H] for the hidden layer and
-    u[i, :, H:] for the visible layer (so the same generator state gives the same negatives).
+    u[i, :, H:] for the visible layer (so the same generator state gives the same negatives). `uniforms` (k, N,
+    H+V), when given, are used instead of a draw from `generator` (a data-parallel process passes its chains'
+    rows of the draw for all chains).
 
     With a bfloat16 workspace the four products take bfloat16 operands (the 0/1 states exactly, W and
     w * P(h|.) rounded to 8 significant bits, relative error <= 2^-9) with float32 accumulation, and return
@@ -104,7 +111,10 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     hidden_pre(rows_m[:B], pre[:B], ws.get("pre_low", pre)[:B])
     torch.sigmoid(pre[:B], out=probs[:B])
     u, h, pv = ws["uniforms"], ws["hidden"], ws["visible_probs"]
-    uniform_(u, generator)
+    if uniforms is None:
+        uniform_(u, generator)
+    else:
+        u = uniforms
     H = W.shape[1]
     if pcd:
         chain_pre = torch.empty(N, H, dtype=W.dtype, device=W.device)

@@ -25,12 +25,17 @@ class LearningRule(ABC):
     """How a model learns: the gradient (or closed-form step) of D_KL(Q^||P_theta) and the state it keeps.
 
     Class attributes: `name` (the registry name), `uses_optimizer` (False for rules that set the parameters
-    themselves, e.g. EM's M-step), `Settings` (a frozen dataclass of typed settings made with
-    genlearn.options.option), `objective` (one line: what the returned value is). Instances hold their settings
-    in `self.config` (a `Settings` instance) and their state (chains, statistics)."""
+    themselves, e.g. EM's M-step), `resumes_mid_epoch` (its state between minibatches is all in state_tensors),
+    `Settings` (a frozen dataclass of typed settings made with genlearn.options.option), `objective` (one
+    line: what the returned value is). Instances hold their settings in `self.config` (a `Settings` instance) and
+    their state (chains, statistics)."""
 
     name: ClassVar[str] = ""
     uses_optimizer: ClassVar[bool] = True
+    #: True when everything the rule carries from one minibatch to the next is in state_tensors(), so that a
+    #: checkpoint may be taken between two minibatches (a Ctrl-C stops there); False (the safe default) for rules
+    #: that accumulate over the epoch (EM's statistics), which then stop at the end of the epoch
+    resumes_mid_epoch: ClassVar[bool] = False
     Settings: ClassVar[type] = NoSettings
     objective: ClassVar[str] = ""
 
@@ -47,6 +52,12 @@ class LearningRule(ABC):
         """Set p.grad of the model's parameters to the (estimated) gradient of D_KL(Q^||P_theta) on `batch`
         (the Trainer has set every p.grad to None before) and return the objective value on the batch: a
         detached scalar, nats per example (see `objective`). `generator` is the Trainer's seeded generator."""
+
+    def exact_objective(self, model: GenerativeModel) -> bool:
+        """True when `compute_gradient` returns the exact objective on its batch (nats per example, at the
+        parameters it was called with) and writes its exact gradient, if any: what a line search (L-BFGS) and the
+        relative-change test of the Trainer (--rel-tol) need. False by default (estimates, bounds, energy gaps)."""
+        return False
 
     def end_epoch(self, model: GenerativeModel, train: Tensor) -> None:
         """Called after the last batch of every epoch with the epoch's training rows (EM's M-step, the data

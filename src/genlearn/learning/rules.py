@@ -91,12 +91,19 @@ class MaximumLikelihood(LearningRule):
     sampling) give an unbiased estimate of it."""
 
     name = "maximum-likelihood"
+    resumes_mid_epoch = True  # its state between minibatches is in state_tensors()
     objective = "maximum likelihood: autograd of model.loss(batch), the mean NLL (nats per example)"
 
     def compute_gradient(self, model, batch, generator):
         loss = model.loss(batch, generator=generator)
         loss.backward()
         return loss.detach()
+
+    def exact_objective(self, model):
+        """The batch NLL is exact for a tractable model with the default loss, -mean log P(x|theta), and for a
+        model that declares its own loss exact (`exact_loss`, e.g. the Boltzmann machine's enumeration)."""
+        default = bool(model.tractable) and type(model).loss is GenerativeModel.loss
+        return bool(getattr(model, "exact_loss", default))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -107,7 +114,8 @@ class ContrastiveDivergenceSettings:
     k: int = option(1, "Gibbs sweeps per update (CD-k / PCD-k)", minimum=1)
     persistent: bool = option(False, "persistent chains (PCD-k): the negatives continue from the last update's")
     n_chains: int = option(100, "number of persistent chains (PCD)", minimum=1)
-    matmul_precision: str = option("full", "precision of the CD/PCD matrix products: full, or bfloat16 (bfloat16 "
+    matmul_precision: str = option("auto", "precision of the CD/PCD matrix products: auto (bfloat16 only where this "
+                                   "machine runs it faster, genlearn.precision), full, or bfloat16 (bfloat16 "
                                    "operands, float32 accumulation)", choices=MATMUL_PRECISIONS)
 
 
@@ -123,6 +131,7 @@ class ContrastiveDivergence(LearningRule):
     The rule also stores the RBM's AIS data statistics (model.set_training_statistics)."""
 
     name = "contrastive-divergence"
+    resumes_mid_epoch = True  # its state between minibatches is in state_tensors()
     Settings = ContrastiveDivergenceSettings
     objective = "maximum likelihood, CD-k/PCD-k gradient; loss = mean F(data) - mean F(negatives) (nats)"
 
@@ -130,11 +139,23 @@ class ContrastiveDivergence(LearningRule):
         super().__init__(settings)
         self.chains: Tensor | None = None
         self._workspace: dict | None = None
+        self._precision: tuple | None = None  # (device, rows of the first step, resolved precision)
 
     def check(self, model):
         from genlearn.models.rbm import RBM
 
         _check_family(self, model, RBM, "an RBM")
+
+    def resolved_precision(self, W: Tensor, rows: int) -> str:
+        """matmul_precision resolved for products of `rows` rows with W (V x H) on W's device (genlearn.precision:
+        "auto" is bfloat16 only where this machine runs it faster); resolved at the first step on a device (from
+        its batch size), so a short last batch of an epoch keeps the precision of the others."""
+        from genlearn.precision import resolve_matmul_precision
+
+        if self._precision is None or self._precision[0] != W.device:
+            flops = 2.0 * rows * W.shape[0] * W.shape[1]
+            self._precision = (W.device, rows, resolve_matmul_precision(self.config.matmul_precision, W.device, flops))
+        return self._precision[2]
 
     @torch.no_grad()
     def compute_gradient(self, model, batch, generator):
@@ -154,7 +175,7 @@ class ContrastiveDivergence(LearningRule):
                 self.chains = self.chains.to(W)
             chains = self.chains
         N = cfg.n_chains if cfg.persistent else B
-        self._workspace = cd_workspace(self._workspace, W, B, N, cfg.k, cfg.matmul_precision)
+        self._workspace = cd_workspace(self._workspace, W, B, N, cfg.k, self.resolved_precision(W, max(B, N)))
         value, dW, db, dc, _ = cd_step(W, b, c, x, cfg.k, generator, self._workspace, chains)
         W.grad, b.grad, c.grad = dW, db, dc
         return value
@@ -183,8 +204,13 @@ class ContrastiveDivergence(LearningRule):
         self.chains = tensors["chains"].clone() if "chains" in tensors else None
 
     def describe(self):
-        return {"rbm_gradient": "pcd" if self.config.persistent else "cd", "rbm_k": self.config.k,
-                "objective": self.objective}
+        from genlearn.precision import precision_record
+
+        rec = {"rbm_gradient": "pcd" if self.config.persistent else "cd", "rbm_k": self.config.k,
+               "objective": self.objective}
+        if self._precision is not None:  # the precision the products ran in (after the first step)
+            rec.update(precision_record(self.config.matmul_precision, self._precision[2], self._precision[0]))
+        return rec
 
 
 class RBMExactGradient(LearningRule):
@@ -196,6 +222,7 @@ class RBMExactGradient(LearningRule):
     the exact batch NLL mean F(x) + log Z (nats per example)."""
 
     name = "rbm-exact-gradient"
+    resumes_mid_epoch = True  # its state between minibatches is in state_tensors()
     objective = "maximum likelihood, exact gradient (model moments by enumerating the smaller layer)"
 
     def check(self, model):
@@ -217,6 +244,9 @@ class RBMExactGradient(LearningRule):
     def end_epoch(self, model, train):
         if int(model.base_rate_ready) < 2:
             model.set_training_statistics(train, full=True)
+
+    def exact_objective(self, model):
+        return True
 
     def describe(self):
         return {"rbm_gradient": "exact", "objective": self.objective}
@@ -248,6 +278,7 @@ class BoltzmannMoments(LearningRule):
     magnetisation) is this rule's state, checkpointed for --resume."""
 
     name = "boltzmann-moments"
+    resumes_mid_epoch = True  # its state between minibatches is in state_tensors()
     Settings = BoltzmannMomentsSettings
 
     def __init__(self, settings: dict | None = None):
@@ -277,6 +308,11 @@ class BoltzmannMoments(LearningRule):
         loss = self.estimator.loss(model, batch, generator)
         loss.backward()
         return loss.detach()
+
+    def exact_objective(self, model):
+        """exact: the batch NLL and its gradient; pseudo-likelihood: its own objective, exactly; the others give
+        estimated or approximate moments and an energy gap."""
+        return self.config.estimator in ("exact", "pseudo-likelihood")
 
     def state_tensors(self):
         return self.estimator.state_tensors()
@@ -342,7 +378,7 @@ class EM(LearningRule):
 
         stats = e_step(batch, model.log_weights.detach(), model.logits.detach())
         if self._stats is None:
-            self._stats = EMStats.zeros(model.components, model.n_features)
+            self._stats = EMStats.zeros(model.components, model.n_features, device=model.logits.device)
         self._stats.add(stats)
         return torch.tensor(-stats.log_lik / max(stats.count, 1), dtype=torch.float64)
 
@@ -366,6 +402,10 @@ class EM(LearningRule):
         model.set_parameters(log_w, logits)
         self.history.append(rec)
 
+    def exact_objective(self, model):
+        """The value of an epoch is the exact NLL at the parameters of its start (the E-step's)."""
+        return True
+
 
 # ------------------------------------------------------------------------------------------------------
 # closed form
@@ -385,6 +425,7 @@ class ClosedForm(LearningRule):
     update (nats per example)."""
 
     name = "closed-form"
+    resumes_mid_epoch = True  # its state between minibatches is in state_tensors()
     uses_optimizer = False
     Settings = ClosedFormSettings
     objective = "closed-form estimate: maximum likelihood, or add-a smoothing p = (S + a) / (M + 2a)"
@@ -398,6 +439,9 @@ class ClosedForm(LearningRule):
     @torch.no_grad()
     def compute_gradient(self, model, batch, generator):
         return -model.log_prob(batch).double().mean().float()
+
+    def exact_objective(self, model):
+        return True
 
     def end_epoch(self, model, train) -> None:
         if self.config.smoothing:

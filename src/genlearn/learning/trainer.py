@@ -19,9 +19,10 @@ import torch
 from genlearn import options
 from genlearn.errors import ConfigError, IntractableError, NumericalError
 from genlearn.learning import checkpoint as ckpt
+from genlearn.learning.interrupt import EpochProgress, Interrupted, StopOnSignal, partial_from_checkpoint
 from genlearn.options import option
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "lbfgs")
 SCHEDULES = ("constant", "cosine", "exponential", "step", "geometric")
 
 
@@ -48,12 +49,16 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
     keep_best: at the end of training, restore the parameters of the best monitored valid NLL (as early stopping
     does), even when training ran to its last epoch or its time budget; checkpoint_every: write the checkpoint
     every N epochs (and always after the last one): a large model's checkpoint (parameters, optimizer moments,
-    best parameters) can take longer to write than an epoch takes to run."""
+    best parameters) can take longer to write than an epoch takes to run. optimizer lbfgs: full-batch L-BFGS with a
+    strong-Wolfe line search, one iteration per epoch (lr: its first trial step); tol / rel_tol: stop when the
+    full-batch gradient has max_i |dD_KL/dtheta_i| <= tol, or when the training objective changed by at most
+    rel_tol relative between two epochs (epochs is then the maximum; recorded as state.converged; see
+    genlearn.learning.convergence)."""
 
     epochs: int = option(100, "passes over the training set", minimum=0)
     lr: float = option(0.1, "learning rate eps of theta <- theta - eps dD_KL/dtheta")
-    optimizer: str = option("gd", "gd = full-batch gradient descent; sgd/momentum/adam use --batch-size",
-                            choices=OPTIMIZERS)
+    optimizer: str = option("gd", "gd = full-batch gradient descent; sgd/momentum/adam use --batch-size; lbfgs = "
+                            "full-batch L-BFGS with a line search (--lr: its first trial step)", choices=OPTIMIZERS)
     batch_size: int | None = option(None, "minibatch size (default: the whole training set)", minimum=1)
     momentum: float = option(0.9, "momentum coefficient for --optimizer momentum", minimum=0)
     weight_decay: float = option(0.0, "L2 penalty added to the gradient", minimum=0)
@@ -78,6 +83,11 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
                                       "final metrics always use every row)", minimum=1)
     keep_best: bool = option(False, "at the end, restore the parameters of the best monitored valid NLL")
     checkpoint_every: int = option(1, "write the checkpoint every N epochs (and after the last)", minimum=1)
+    # convergence tests, checked every epoch (genlearn.learning.convergence); --epochs is then the maximum
+    tol: float | None = option(None, "stop when the full-batch gradient has max |dD_KL/dtheta_i| <= TOL "
+                               "(nats per example; unset: run all --epochs)", minimum=0)
+    rel_tol: float | None = option(None, "stop when the training objective changed by at most REL_TOL relative "
+                                   "between two epochs (e.g. EM; unset: run all --epochs)", minimum=0)
     progress: bool = option(True, "progress bar", cli=False)
 
     def validate(self) -> "TrainConfig":
@@ -110,6 +120,10 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
             raise ConfigError(f"monitor_rows must be a positive integer, got {self.monitor_rows!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every!r}")
+        for name in ("tol", "rel_tol"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -122,6 +136,10 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "lbfgs":
+        from genlearn.learning.convergence import make_lbfgs
+
+        return make_lbfgs(params, cfg)
     if cfg.optimizer == "adam":
         # the fused implementation is several times faster on CPU (one kernel for all parameters)
         fused = all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params)
@@ -156,6 +174,8 @@ class TrainState:
     stopped_early: bool = False
     out_of_time: bool = False
     train_seconds: float = 0.0
+    converged: bool | None = None  # under cfg.tol / cfg.rel_tol (None: no tolerance)
+    convergence: dict | None = None  # the test, its last value, the epoch it was met
 
 
 class Trainer:
@@ -165,7 +185,8 @@ class Trainer:
     the user, stops training with the last checkpoint intact)."""
 
     def __init__(self, model, dataset, config: TrainConfig, out_dir: Path | None = None,
-                 run_meta: dict | None = None, callbacks: list[Callable] | None = None, rule=None):
+                 run_meta: dict | None = None, callbacks: list[Callable] | None = None, rule=None,
+                 device=None, parallel=None):
         from genlearn.learning.rules import LearningRule, make_rule
 
         self.model, self.dataset, self.cfg = model, dataset, config.validate()
@@ -179,8 +200,20 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.run_meta = run_meta or {}
         self.callbacks = callbacks or []
-        self.generator = torch.Generator().manual_seed(int(config.seed))
+        # the device (genlearn.learning.devices: model and data moved once) and, under torchrun, the data-parallel
+        # side of this process (genlearn.learning.distributed)
+        from genlearn.learning.devices import make_generator, move_dataset, resolve_device
+
+        self.parallel = parallel
+        self.device = parallel.device if parallel is not None else resolve_device(device)
+        model.to(self.device)
+        self.dataset = move_dataset(dataset, self.device)
+        self.generator = make_generator(self.device, config.seed)
         torch.manual_seed(int(config.seed))
+        from genlearn.learning import convergence
+
+        convergence.check(self)  # L-BFGS, --tol, --rel-tol: what the rule and the batches allow
+        self._fit_dtype = convergence.prepare_model(self)  # L-BFGS fits small models in float64
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(f"model {model.name!r} has no parameters to learn")
@@ -196,11 +229,13 @@ class Trainer:
         from genlearn.data.empirical import empirical_entropy
 
         self.entropy_train = empirical_entropy(dataset.train, dataset.kind) if dataset.train_intensity is None else None
+        if parallel is not None:
+            parallel.attach(self)
 
     # -- one epoch -------------------------------------------------------------------------------------
     def _batches(self, x: torch.Tensor):
         m = x.shape[0]
-        if self.cfg.optimizer == "gd" or self.cfg.batch_size is None or self.cfg.batch_size >= m:
+        if self.cfg.optimizer in ("gd", "lbfgs") or self.cfg.batch_size is None or self.cfg.batch_size >= m:
             yield x
             return
         from genlearn.learning.batches import MinibatchSampler
@@ -215,32 +250,43 @@ class Trainer:
         returns the mean objective per example. `fit` calls it in its loop; benchmarks call it to time epochs."""
         self._epoch_started = time.perf_counter()
         self.model.train()
+        # the epoch's start, or where a checkpoint stopped in it (a Ctrl-C: genlearn.learning.interrupt)
+        progress = EpochProgress(self)
         x = self.dataset.redraw_train(self.generator)
-        losses, sizes = [], []
+        losses, sizes = progress.losses, progress.sizes
         rule, step = self.rule, self.rule.uses_optimizer
-        for batch in self._batches(x):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = rule.compute_gradient(self.model, batch, self.generator)
-            if step:
-                self.optimizer.step()
+        # data-parallel: this rank's share of each batch, gradients summed over ranks (learning.distributed)
+        compute = rule.compute_gradient if self.parallel is None else self.parallel.compute_gradient
+        from genlearn.learning import convergence
+
+        for batch in progress.batches(self._batches(x), x.shape[0]):
+            if self.cfg.optimizer == "lbfgs":  # its line search evaluates the objective itself
+                loss = convergence.lbfgs_step(self, batch, compute)
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = compute(self.model, batch, self.generator)
+                if step and not convergence.gradient_converged(self):  # converged (--tol): no step
+                    self.optimizer.step()
             self.state.step += 1
             # no per-minibatch synchronisation: the values are summed once per epoch (a non-finite loss shows
             # there, and non-finite parameters are caught just below either way)
             losses.append(loss.detach())
             sizes.append(batch.shape[0])
+            progress.after_batch()  # a stop request: the checkpoint of this point, then Interrupted
         count = sum(sizes)
         weights = torch.tensor(sizes, dtype=torch.float64)
-        total = float(torch.dot(torch.stack(losses).double(), weights)) if losses else 0.0
+        total = float(torch.dot(torch.stack(losses).double().cpu(), weights)) if losses else 0.0
         if not math.isfinite(total):
             bad = next(i for i, v in enumerate(losses) if not torch.isfinite(v))
             self._diverged(f"the loss became {losses[bad].item()}", step=self.state.step - len(losses) + bad + 1)
         for name, p in self.model.named_parameters():
             if not torch.isfinite(p).all():
                 self._diverged(f"parameter {name!r} became non-finite")
-        rule.end_epoch(self.model, x)
+        (rule if self.parallel is None else self.parallel).end_epoch(self.model, x)
         if step:  # a rule that sets the parameters itself (EM) has no use for the rate
             self.schedule.step()
         self._epoch_started = None
+        convergence.end_epoch(self, total / max(count, 1))  # --rel-tol
         return total / max(count, 1)
 
     def _geometric_factor(self, epochs_done: int) -> float:
@@ -264,7 +310,7 @@ class Trainer:
     def _finished(self) -> bool:
         """True when the loop will not run another epoch (last epoch, early stop, or the time budget spent)."""
         over = self.cfg.max_minutes is not None and self.state.train_seconds >= 60 * self.cfg.max_minutes
-        return self.state.epoch >= self.cfg.epochs or self.state.stopped_early or over
+        return self.state.epoch >= self.cfg.epochs or self.state.stopped_early or over or bool(self.state.converged)
 
     def _diverged(self, what: str, step: int | None = None):
         where = f"at epoch {self.state.epoch + 1}, step {self.state.step + 1 if step is None else step}"
@@ -282,6 +328,9 @@ class Trainer:
         (closed form or enumeration) or, for continuous models, estimated."""
         from genlearn.divergence import kl_divergence
         from genlearn.likelihood import mean_nll, monitors_exactly
+
+        if self.parallel is not None:  # each rank its rows, sums and counts reduced
+            mean_nll = self.parallel.sharded(mean_nll)
         from genlearn.models.base import LatentVariableModel
 
         self.model.eval()
@@ -414,10 +463,18 @@ class Trainer:
                 "epoch": self.state.epoch}
         return tensors, meta
 
-    def save(self) -> None:
+    def save(self, partial=None) -> None:
+        """Write the checkpoint; `partial` (an EpochProgress): one taken in the middle of an epoch."""
         if self.out_dir is not None:
+            if self.parallel is not None:  # the whole rule state (all ranks' chains) on every rank
+                self.parallel.sync_state(self.rule)
             tensors, meta = self.checkpoint_tensors()
-            ckpt.save_checkpoint(self.out_dir, tensors, meta)
+            if partial is not None:
+                more, meta["partial_epoch"], seconds = partial.checkpoint()
+                tensors.update(more)
+                meta["state"]["train_seconds"] += seconds
+            if self.parallel is None or self.parallel.is_writer:  # data-parallel: rank 0 writes
+                ckpt.save_checkpoint(self.out_dir, tensors, meta)
 
     def restore(self, tensors: dict, meta: dict) -> None:
         """Continue exactly where a checkpoint stopped: parameters, the learning rule's state, optimizer, schedule,
@@ -437,12 +494,18 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer_state(tensors, meta["optimizer"]))
         sched = dict(meta["schedule"])
         self.schedule.load_state_dict(sched)
-        self.generator.set_state(tensors["rng.generator"])
+        from genlearn.learning.devices import restore_generator  # another device type's state: reseeded
+
+        restore_generator(self.generator, tensors["rng.generator"], int(self.cfg.seed) + int(meta["epoch"] or 0))
         torch.set_rng_state(tensors["rng.torch"])
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_params = best or None
         self.state = TrainState(**meta["state"])
+        self.partial_epoch = partial_from_checkpoint(tensors, meta)  # stopped in an epoch: finish it first
         self.state.out_of_time = False  # a resumed run gets the (possibly larger) budget of its new settings
+        from genlearn.learning.convergence import after_restore
+
+        after_restore(self)
 
     # -- the loop --------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -451,9 +514,13 @@ class Trainer:
         if self.state.epoch == 0 and not self.state.history:
             self.state.history.append(self.evaluate(float("nan")))
         bar = tqdm(total=self.cfg.epochs, initial=self.state.epoch, desc=f"fit {self.model.name}", unit="epoch",
-                   disable=not self.cfg.progress, leave=False)
+                   disable=None if self.cfg.progress else True, leave=False)  # None: off when not a terminal
+        # Ctrl-C: stop after the current minibatch with a checkpoint of that point (genlearn.learning.interrupt)
+        self.stop = StopOnSignal(enabled=self.out_dir is not None and self.parallel is None)
         try:
-            while self.state.epoch < self.cfg.epochs and not (self.state.stopped_early or self._out_of_time()):
+            self.stop.__enter__()
+            while self.state.epoch < self.cfg.epochs and not (self.state.stopped_early or self.state.converged
+                                                              or self._out_of_time()):
                 t0 = time.perf_counter()
                 mean_loss = self.train_epoch()
                 self.state.epoch += 1
@@ -467,13 +534,23 @@ class Trainer:
                                                                      "valid_nll_is", "kl_true") if k in rec})
                 else:
                     rec = {"epoch": self.state.epoch, "step": self.state.step, "loss": mean_loss}
-                if self.state.epoch % self.cfg.checkpoint_every == 0 or self._finished():
+                if self.state.epoch % self.cfg.checkpoint_every == 0 or self._finished() or self.stop.requested:
                     self.save()
                 bar.update(1)
                 for fn in self.callbacks:
                     fn(self, rec)
+                if self.stop.requested:
+                    raise Interrupted(f"stopped after epoch {self.state.epoch}; the checkpoint in {self.out_dir} "
+                                      f"holds it: continue with `genlearn fit --resume {self.out_dir}`")
         finally:
+            self.stop.__exit__()
+            self.stop = None
             bar.close()
+        if self.parallel is not None:
+            self.parallel.sync_state(self.rule)
         if (self.state.stopped_early or self.cfg.keep_best) and self.best_params is not None:
             self.model.load_state_dict(self.best_params)
+        from genlearn.learning.convergence import restore_dtype
+
+        restore_dtype(self)  # an L-BFGS fit in float64 hands the model back in its dtype
         return self.state

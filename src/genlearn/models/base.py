@@ -16,6 +16,7 @@ from torch import Tensor
 from genlearn.enumeration import require_enumerable  # noqa: F401  (re-exported for the families)
 from genlearn.errors import ConfigError, DataError
 from genlearn.numerics import column_means, logit  # noqa: F401  (re-exported for the families)
+from genlearn.precision import MATMUL_PRECISIONS, check_matmul_precision  # noqa: F401  (re-exported)
 from genlearn.validate import check_binary, check_categorical, check_real
 
 
@@ -171,15 +172,9 @@ class LatentVariableModel(GenerativeModel):
         return self.log_likelihood(x, z) + kl_weight * (self.log_prior(z) - log_q)
 
 
-#: precision of a model's training matrix products: "full" (the parameters' dtype) or "bfloat16" (mixed: bfloat16
-#: operands, float32 accumulation and outputs, on CPUs with AVX512-BF16 or AMX and on GPUs)
-MATMUL_PRECISIONS = ("full", "bfloat16")
-
-
-def check_matmul_precision(value) -> str:
-    if value not in MATMUL_PRECISIONS:
-        raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {value!r}")
-    return value
+#: precision of a model's training matrix products: "auto" (bfloat16 only where this machine runs it faster,
+#: resolved at run time by genlearn.precision), "full" (the parameters' dtype) or "bfloat16" (mixed: bfloat16
+#: operands, float32 accumulation and outputs): MATMUL_PRECISIONS and check_matmul_precision, imported above
 
 
 def check_positive_int(value, what: str) -> int:

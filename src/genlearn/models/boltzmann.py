@@ -35,7 +35,7 @@ from genlearn.errors import ConfigError, IntractableError
 from genlearn.estimators.ais import boltzmann_gibbs_sweeps
 from genlearn.estimators.estimate import Estimate
 from genlearn.models.base import EnergyModel, as_float, check_positive_int, reject_learning_settings
-from genlearn.models.registry import ModelSpec, register_model
+from genlearn.models.registry import ModelSpec, lbfgs_to_convergence, register_model
 from genlearn.options import option
 
 #: exact log Z, log_prob, KL and exact gradients up to this many units (2^24 states)
@@ -169,6 +169,8 @@ class BoltzmannMachine(EnergyModel):
 
     name = "boltzmann"
     support = "binary"
+    #: `loss` is the exact batch NLL with its exact gradient (n <= MAX_EXACT_UNITS): maximum likelihood by L-BFGS
+    exact_loss = True
 
     def __init__(self, n_features: int, spins: bool = False, **legacy):
         super().__init__()
@@ -405,6 +407,12 @@ def _build(dataset, config: BoltzmannConfig) -> BoltzmannMachine:
     return BoltzmannMachine(dataset.n_features, spins=config.spins)  # the other options are the rule's
 
 
+def _converge(config: BoltzmannConfig) -> dict:
+    """The exact gradient (a concave log-likelihood) and the pseudo-likelihood (a convex objective of its own) are
+    fitted by L-BFGS to convergence (registry.LBFGS_TO_CONVERGENCE); the estimated gradients keep train_defaults."""
+    return lbfgs_to_convergence() if config.gradient in ("exact", "pseudo-likelihood") else {}
+
+
 def _rule(config: BoltzmannConfig) -> tuple[str, dict]:
     """The KL gradient <dE/dtheta>_data - <dE/dtheta>_model with the model moments from `gradient`."""
     return "boltzmann-moments", {"estimator": config.gradient, "k": config.k, "n_chains": config.n_chains,
@@ -415,6 +423,7 @@ register_model(ModelSpec(
     "boltzmann", BoltzmannMachine,
     f"fully visible Boltzmann machine exp(b.x + 1/2 x.W.x)/Z, exact up to {MAX_EXACT_UNITS} units",
     ("binary",), _build, BoltzmannConfig, _rule, train_defaults={"optimizer": "adam", "lr": 0.05},
+    converge=_converge,
 ))
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from genlearn.models.base import GenerativeModel, check_positive_int, check_probability_vector
-from genlearn.models.registry import ModelSpec, register_model
+from genlearn.models.registry import ModelSpec, lbfgs_to_convergence, register_model
 
 
 class Categorical(GenerativeModel):
@@ -53,5 +53,5 @@ class Categorical(GenerativeModel):
 
 register_model(ModelSpec(
     "categorical", Categorical, "a die: K outcomes with probabilities softmax(theta)", ("categorical",),
-    lambda dataset, config: Categorical(dataset.n_categories),
+    lambda dataset, config: Categorical(dataset.n_categories), converge=lbfgs_to_convergence,
 ))

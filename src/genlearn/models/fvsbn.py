@@ -25,6 +25,7 @@ from genlearn.models.base import (
     logit,
 )
 from genlearn.models.registry import ModelSpec, register_model
+from genlearn import search_space as ss
 from genlearn.options import option
 
 ORDERS = ("fixed", "random")
@@ -127,6 +128,9 @@ def _build(dataset, config: FVSBNConfig) -> FVSBN:
 register_model(ModelSpec(
     "fvsbn", FVSBN, "fully visible sigmoid belief net (logistic autoregressive model)", ("binary",), _build,
     FVSBNConfig, train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
+    search_space={"order": ss.choice("fixed", "random"), "lr": ss.real(1e-4, 3e-2, log=True),
+                  "batch_size": ss.choice(16, 32, 64, 128), "weight_decay": ss.choice(0.0, 1e-6, 1e-5, 1e-4, 1e-3),
+                  "schedule": ss.choice("constant", "geometric")},
 ))
 
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from genlearn.errors import ConfigError
 from genlearn.models.base import GenerativeModel, as_float, check_positive_int
-from genlearn.models.registry import ModelSpec, register_model
+from genlearn.models.registry import ModelSpec, lbfgs_to_convergence, register_model
 from genlearn.options import option
 
 
@@ -95,4 +95,5 @@ class GaussianConfig:
 register_model(ModelSpec(
     "gaussian", Gaussian, "Gaussian for real data, diagonal or full covariance", ("real",),
     lambda dataset, config: Gaussian(dataset.n_features, config.covariance), GaussianConfig,
+    converge=lbfgs_to_convergence,
 ))

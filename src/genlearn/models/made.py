@@ -40,6 +40,7 @@ from genlearn.models.base import (
     logit,
     parse_sizes,
 )
+from genlearn.precision import resolve_for_model
 from genlearn.models.fvsbn import (
     ORDERS,
     bernoulli_log_prob,
@@ -49,6 +50,7 @@ from genlearn.models.fvsbn import (
     make_ordering,
 )
 from genlearn.models.registry import ModelSpec, register_model
+from genlearn import search_space as ss
 from genlearn.options import option
 
 MAX_MASKS = 1024
@@ -72,7 +74,8 @@ class MADE(GenerativeModel):
     """n_features: n; hidden: layer sizes; masks: K connectivities (1 = a single fixed mask); order: "fixed" or
     "random"; mask_sampling: how training picks a mask ("cycle" or "random"); activation of the hidden layers;
     direct: add the masked input-to-output weights A (see the module docstring); seed: initial weights and the
-    masks; matmul_precision: "full", or "bfloat16" for the training loss's matrix products (bfloat16 operands,
+    masks; matmul_precision: "auto" (bfloat16 only where this machine runs it faster, genlearn.precision; resolved
+    at the first training loss), "full", or "bfloat16" for the training loss's matrix products (bfloat16 operands,
     float32 accumulation, under torch.autocast; log_prob, sampling and evaluation stay in full precision)."""
 
     name = "made"
@@ -80,7 +83,7 @@ class MADE(GenerativeModel):
 
     def __init__(self, n_features: int, hidden=500, masks: int = 1, order: str = "fixed",
                  mask_sampling: str = "random", activation: str = "relu", seed: int = 0,
-                 direct: bool = True, matmul_precision: str = "full"):
+                 direct: bool = True, matmul_precision: str = "auto"):
         super().__init__()
         self.matmul_precision = check_matmul_precision(matmul_precision)
         self.n_features = n = check_positive_int(n_features, "n_features")
@@ -187,12 +190,14 @@ class MADE(GenerativeModel):
         if self.masks == 1:
             k = 0
         elif self.mask_sampling == "random":
-            k = int(torch.randint(self.masks, (1,), generator=generator))
+            k = int(torch.randint(self.masks, (1,), generator=generator, device=x.device))
         else:
             k = int(self.step_count) % self.masks
         if self.training and self.masks > 1:
             self.step_count += 1
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.matmul_precision == "bfloat16"):
+        flops = 2.0 * x.shape[0] * x.shape[-1] * self.hidden[0]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16,
+                            enabled=resolve_for_model(self, x.device, flops) == "bfloat16"):
             logits = self.conditional_logits(x, k)
         return -bernoulli_log_prob(logits.to(self.out.weight.dtype), as_float(x)).mean()
 
@@ -222,6 +227,7 @@ class MADE(GenerativeModel):
     def from_config(cls, config: dict) -> "MADE":
         """Runs saved before the direct connection existed have no "direct" key and no direct weights."""
         config.setdefault("direct", False)
+        config.setdefault("matmul_precision", "full")  # runs saved before matmul_precision trained in full
         return cls(**config)
 
     def config(self) -> dict:
@@ -242,7 +248,8 @@ class MADEConfig:
     activation: str = option("relu", "hidden activation", choices=ACTIVATIONS)
     init_seed: int = option(0, "seed of the initial weights and of the masks")
     direct: bool = option(True, "masked direct input-to-output weights (as in the MADE paper's MNIST runs)")
-    matmul_precision: str = option("full", "precision of the training loss's matrix products: full, or bfloat16 "
+    matmul_precision: str = option("auto", "precision of the training loss's matrix products: auto (bfloat16 "
+                                   "only where this machine runs it faster), full, or bfloat16 "
                                    "(bfloat16 operands, float32 accumulation; faster only on CPUs with "
                                    "AVX512-BF16 or AMX); likelihoods are always computed in full precision",
                                    choices=MATMUL_PRECISIONS)
@@ -257,6 +264,12 @@ def _build(dataset, config: MADEConfig) -> MADE:
 register_model(ModelSpec(
     "made", MADE, "masked autoencoder (MADE): one or more masked hidden layers, mask ensembles", ("binary",),
     _build, MADEConfig, train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
+    # one mask, or a small ensemble of random orderings and masks (trained with mask sampling)
+    search_space={"hidden": ss.integer(32, 1024, log=True), "masks": ss.choice(1, 4, 16),
+                  "order": ss.choice("fixed", "random"), "activation": ss.choice("relu", "tanh"),
+                  "lr": ss.real(1e-4, 1e-2, log=True), "batch_size": ss.choice(16, 32, 64, 128),
+                  "weight_decay": ss.choice(0.0, 1e-6, 1e-5, 1e-4, 1e-3),
+                  "schedule": ss.choice("constant", "geometric")},
 ))
 
 

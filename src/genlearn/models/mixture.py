@@ -23,6 +23,7 @@ from torch import Tensor
 from genlearn.errors import ConfigError
 from genlearn.models.base import GenerativeModel, as_float, check_positive_int, reject_learning_settings
 from genlearn.models.registry import ModelSpec, register_model
+from genlearn import search_space as ss
 from genlearn.options import option
 
 MAX_COMPONENTS = 100_000
@@ -162,9 +163,19 @@ def _rule(config: MixtureConfig) -> tuple[str, dict]:
                   "reseed": config.reseed, "min_mass": config.min_mass}
 
 
+def _converge(config: MixtureConfig) -> dict:
+    """EM runs until the train NLL changes by at most 1e-7 relative per iteration (at most 1000 iterations); the
+    gradient fit (a non-convex problem) keeps its fixed epochs."""
+    return {"epochs": 1000, "rel_tol": 1e-7} if config.em else {}
+
+
 register_model(ModelSpec(
     "mixture", MixtureOfBernoulli, "mixture of K product-Bernoulli components (EM or gradient descent)",
     ("binary",), _build, MixtureConfig, _rule, train_defaults={"optimizer": "adam", "lr": 0.05},
+    # EM: K from a single product up to a few hundred components; Beta smoothing of the component pixels
+    search_space={"em": ss.fixed(True), "components": ss.integer(1, 256, log=True),
+                  "smoothing": ss.real(1e-3, 1.0, log=True)},
+    converge=_converge,
 ))
 
 

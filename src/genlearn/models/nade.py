@@ -38,6 +38,7 @@ from genlearn.models.base import (
     column_means,
     logit,
 )
+from genlearn.precision import resolve_for_model
 from genlearn.models.fvsbn import (
     ORDERS,
     bernoulli_log_prob,
@@ -47,6 +48,7 @@ from genlearn.models.fvsbn import (
 )
 from genlearn.models.made import ACTIVATIONS, activation_fn, parse_hidden
 from genlearn.models.registry import ModelSpec, register_model
+from genlearn import search_space as ss
 from genlearn.options import option
 
 MAX_ORDERINGS = 1024
@@ -172,8 +174,9 @@ def _one_layer_pass(xo, wo, uo, c, vo, act_name: str, kernel: str):
 def stratified_uniform(batch: int, generator: torch.Generator | None = None) -> Tensor:
     """t_i = (pi_i + v_i) / B for a random permutation pi of {0..B-1} and v_i ~ U(0, 1): each t_i is U(0, 1),
     and the batch holds exactly one t in each stratum [k/B, (k+1)/B). Returns (batch, 1) float32."""
-    perm = torch.randperm(batch, generator=generator).float()
-    return ((perm + torch.rand(batch, generator=generator)) / batch)[:, None]
+    dev = None if generator is None else generator.device  # drawn where the generator lives (CPU or GPU)
+    perm = torch.randperm(batch, generator=generator, device=dev).float()
+    return ((perm + torch.rand(batch, generator=generator, device=dev)) / batch)[:, None]
 
 
 def sample_observed_sets(batch: int, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -189,10 +192,11 @@ def sample_observed_sets(batch: int, n: int, generator: torch.Generator | None =
     (n + 1) / (n - |S|), so that sum_{j not in S} loss_j * weight is unbiased for the mean over orderings of the
     whole-sequence loss (the n / (n - d) of d ~ U{0..n-1}, times (n + 1) / n for the dropped rows).
     Returns observed (batch, n) bool and weight (batch,) float32."""
-    u = torch.rand(batch, n, generator=generator)
+    dev = None if generator is None else generator.device
+    u = torch.rand(batch, n, generator=generator, device=dev)
     observed = u < stratified_uniform(batch, generator)
     d = observed.sum(1)
-    weight = torch.where(d < n, (n + 1) / (n - d).clamp(min=1).float(), torch.zeros(()))
+    weight = torch.where(d < n, (n + 1) / (n - d).clamp(min=1).float(), torch.zeros((), device=dev))
     return observed, weight
 
 
@@ -200,7 +204,8 @@ class NADE(GenerativeModel):
     """n_features: n; hidden: H (int) or [H, H2] (optional second hidden layer); order: "fixed" (identity
     first ordering) or "random"; order_agnostic: train over random orderings with the mask input;
     orderings: K orderings averaged at test time (order-agnostic models only); activation of the hidden
-    layers; seed: initial weights and the orderings; matmul_precision: "full", or "bfloat16" for the matrix
+    layers; seed: initial weights and the orderings; matmul_precision: "auto" (bfloat16 only where this machine
+    runs it faster, genlearn.precision; resolved at the first training pass), "full", or "bfloat16" for the matrix
     products of the order-agnostic training pass (bfloat16 operands, float32 accumulation, under
     torch.autocast; likelihoods, sampling and the fixed-order pass always run in the parameters' dtype)."""
 
@@ -208,7 +213,7 @@ class NADE(GenerativeModel):
     support = "binary"
 
     def __init__(self, n_features: int, hidden=500, order: str = "fixed", order_agnostic: bool = False,
-                 orderings: int = 1, activation: str = "relu", seed: int = 0, matmul_precision: str = "full"):
+                 orderings: int = 1, activation: str = "relu", seed: int = 0, matmul_precision: str = "auto"):
         super().__init__()
         self.n_features = n = check_positive_int(n_features, "n_features")
         self.hidden = parse_hidden(hidden)
@@ -338,7 +343,8 @@ class NADE(GenerativeModel):
             return -self.log_prob_ordering(x, 0).mean()
         x = as_float(x).to(self.W.dtype)
         observed, weight = sample_observed_sets(x.shape[0], x.shape[1], generator)
-        mixed = self.matmul_precision == "bfloat16"
+        flops = 2.0 * x.shape[0] * x.shape[1] * self.hidden[0]
+        mixed = resolve_for_model(self, x.device, flops) == "bfloat16"
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=mixed):
             logits = self.masked_logits(x, observed)
         logits = logits.to(x.dtype)
@@ -368,6 +374,12 @@ class NADE(GenerativeModel):
             x[rows] = xk
         return x.float()
 
+    @classmethod
+    def from_config(cls, config: dict) -> "NADE":
+        """Runs saved before matmul_precision existed trained in full precision."""
+        config.setdefault("matmul_precision", "full")
+        return cls(**config)
+
     def config(self) -> dict:
         return {"n_features": self.n_features, "hidden": list(self.hidden), "order": self.order,
                 "order_agnostic": self.order_agnostic, "orderings": self.orderings,
@@ -385,7 +397,8 @@ class NADEConfig:
                             minimum=1)
     activation: str = option("relu", "hidden activation", choices=ACTIVATIONS)
     init_seed: int = option(0, "seed of the initial weights and of the orderings")
-    matmul_precision: str = option("full", "precision of the order-agnostic training products: full, or bfloat16 "
+    matmul_precision: str = option("auto", "precision of the order-agnostic training products: auto (bfloat16 "
+                                   "only where this machine runs it faster), full, or bfloat16 "
                                    "(bfloat16 operands, float32 accumulation; ~1.6x faster only on CPUs with "
                                    "AVX512-BF16 or AMX); likelihoods are always computed in full precision",
                                    choices=MATMUL_PRECISIONS)
@@ -400,6 +413,10 @@ def _build(dataset, config: NADEConfig) -> NADE:
 register_model(ModelSpec(
     "nade", NADE, "neural autoregressive distribution estimator (fixed order or order-agnostic ensembles)",
     ("binary",), _build, NADEConfig, train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
+    search_space={"hidden": ss.integer(16, 512, log=True), "activation": ss.choice("relu", "sigmoid", "tanh"),
+                  "order": ss.choice("fixed", "random"), "lr": ss.real(1e-4, 1e-2, log=True),
+                  "batch_size": ss.choice(16, 32, 64, 128), "weight_decay": ss.choice(0.0, 1e-6, 1e-5, 1e-4, 1e-3),
+                  "schedule": ss.choice("constant", "geometric")},
 ))
 
 

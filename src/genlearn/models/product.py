@@ -11,7 +11,8 @@ from torch import Tensor
 
 from genlearn.errors import ConfigError
 from genlearn.models.base import GenerativeModel, as_float, check_positive_int, column_means, logit
-from genlearn.models.registry import ModelSpec, register_model
+from genlearn.models.registry import ModelSpec, lbfgs_to_convergence, register_model
+from genlearn import search_space as ss
 from genlearn.options import option
 
 
@@ -98,6 +99,11 @@ def _rule(config: ProductBernoulliConfig) -> tuple[str, dict]:
     return "maximum-likelihood", {}
 
 
+def _converge(config: ProductBernoulliConfig) -> dict:
+    """Gradient fits run to convergence by L-BFGS (registry.LBFGS_TO_CONVERGENCE); the closed form needs none."""
+    return {} if config.closed_form else lbfgs_to_convergence()
+
+
 def _coin(dataset, config) -> Bernoulli:
     if dataset.n_features != 1:
         raise ConfigError(f"bernoulli models one binary variable; the data have {dataset.n_features} "
@@ -106,8 +112,10 @@ def _coin(dataset, config) -> Bernoulli:
 
 
 register_model(ModelSpec("bernoulli", Bernoulli, "a coin: one Bernoulli(p) variable", ("binary",), _coin,
-                         ProductBernoulliConfig, _rule))
+                         ProductBernoulliConfig, _rule, converge=_converge))
 register_model(ModelSpec(
     "product-bernoulli", ProductBernoulli, "independent Bernoulli pixels (the baseline for binary images)",
     ("binary",), lambda dataset, config: ProductBernoulli(dataset.n_features), ProductBernoulliConfig, _rule,
+    converge=_converge,
+    search_space={"closed_form": ss.fixed(True), "smoothing": ss.real(1e-3, 1.0, log=True)},
 ))

@@ -29,6 +29,7 @@ from genlearn.errors import ConfigError, DataError, IntractableError
 from genlearn.models.base import (MATMUL_PRECISIONS, EnergyModel, check_positive_int,  # noqa: F401
                                   reject_learning_settings)
 from genlearn.numerics import base_rate_logits, sample_bernoulli, uniform_
+from genlearn import search_space as ss
 from genlearn.options import option
 from genlearn.models.registry import ModelSpec, register_model
 
@@ -267,9 +268,10 @@ class RBMConfig:
     init_seed: int = option(0, "seed of the initial weights")
     init_visible: str = option("data", "initial visible biases: data (logits of the smoothed training means, "
                                "Hinton's practical guide) or zero", choices=("data", "zero"))
-    matmul_precision: str = option("full", "precision of the CD/PCD matrix products: full, or bfloat16 (mixed "
-                                   "precision: bfloat16 operands, float32 accumulation; ~1.8x faster only on CPUs "
-                                   "with AVX512-BF16 or AMX, and on GPUs)", choices=MATMUL_PRECISIONS)
+    matmul_precision: str = option("auto", "precision of the CD/PCD matrix products: auto (bfloat16 only where "
+                                   "this machine runs it faster, measured once per process), full, or bfloat16 "
+                                   "(mixed precision: bfloat16 operands, float32 accumulation; ~1.8x faster only "
+                                   "on CPUs with AVX512-BF16 or AMX, and on GPUs)", choices=MATMUL_PRECISIONS)
 
     @property
     def negative_phase(self) -> str:
@@ -301,6 +303,10 @@ register_model(ModelSpec(
     "rbm", RBM, "restricted Boltzmann machine (binary units), trained by CD-k, PCD-k or the exact gradient",
     ("binary",), _build, RBMConfig, _rule,
     train_defaults={"optimizer": "momentum", "lr": 0.05, "batch_size": 100, "momentum": 0.5},
+    # small enough for the exact likelihood (selection by the exact valid NLL)
+    search_space={"hidden": ss.integer(4, 20), "k": ss.choice(1, 5), "persistent": ss.choice(False, True),
+                  "lr": ss.real(1e-3, 0.1, log=True), "batch_size": ss.choice(16, 32, 100),
+                  "weight_decay": ss.choice(0.0, 1e-5, 1e-4)},
 ))
 
 

@@ -8,7 +8,9 @@ A family declares
     build:   (dataset, config) -> model, the distribution P(X|theta) for that data set;
     rule:    (config) -> (rule name, settings), the learning rule it learns with by default (see
              genlearn.learning.rules: "maximum-likelihood", "contrastive-divergence", "em", ...);
-    train_defaults: trainer settings the family works best with when the user does not say (optimizer, lr...).
+    train_defaults: trainer settings the family works best with when the user does not say (optimizer, lr...);
+    converge: (config) -> the settings of a fit run to convergence (e.g. L-BFGS with --tol), used by default;
+    search_space: the ranges `genlearn tune` samples ({option or training field: genlearn.search_space.Param}).
 Models are rebuilt from a run folder with `build_from_config(name, model.config())`."""
 from __future__ import annotations
 
@@ -57,6 +59,27 @@ class ModelSpec:
     rule: Callable = maximum_likelihood  # (config) -> (rule name, settings)
     #: trainer settings this family works best with when the user does not say (e.g. optimizer, lr)
     train_defaults: dict = field(default_factory=dict)
+    #: what `genlearn tune` searches: {family option or training field: genlearn.search_space.Param}
+    search_space: dict = field(default_factory=dict)
+    #: (config) -> the trainer settings of the family's fit to convergence under these options (e.g. L-BFGS to a
+    #: gradient tolerance, epochs = the maximum): over train_defaults unless the user chooses another optimizer
+    #: or, for a full-batch optimizer, a batch size (see `training_defaults`); None: train_defaults alone
+    converge: Callable | None = None
+
+    def training_defaults(self, options: dict | None = None, given: dict | None = None) -> dict:
+        """The trainer settings a fit of this family starts from under model `options`, before the user's own
+        training settings `given` are laid over them: train_defaults, then the `converge` settings unless `given`
+        chooses an optimizer other than theirs, or a batch size while theirs is a full-batch optimizer (a user who
+        picks the optimizer picks its rate and epochs too)."""
+        defaults = dict(self.train_defaults)
+        if self.converge is None:
+            return defaults
+        given = {k: v for k, v in (given or {}).items() if v is not None}
+        profile = dict(self.converge(self.parse_options(options)) or {})
+        ours = profile.get("optimizer")
+        if ours is not None and (given.get("optimizer", ours) != ours or "batch_size" in given):
+            return defaults
+        return {**defaults, **profile}
 
     @property
     def options(self) -> dict[str, Option]:
@@ -68,6 +91,17 @@ class ModelSpec:
     def parse_options(self, options: dict | None):
         """The family's config from user values (Python values or command-line strings), validated."""
         return opts.parse(self.config, options, f"model {self.name!r}")
+
+
+#: the default fit of a family whose maximum-likelihood problem is convex (or has an exact objective) on one
+#: batch: L-BFGS with a line search until max_i |dD_KL/dtheta_i| <= 1e-7 nats, at most 1000 iterations
+#: (why: genlearn.learning.convergence)
+LBFGS_TO_CONVERGENCE = {"optimizer": "lbfgs", "lr": 1.0, "epochs": 1000, "tol": 1e-7}
+
+
+def lbfgs_to_convergence(config=None) -> dict:
+    """`ModelSpec.converge` of the convex families: LBFGS_TO_CONVERGENCE."""
+    return dict(LBFGS_TO_CONVERGENCE)
 
 
 MODELS: dict[str, ModelSpec] = {}

@@ -38,8 +38,10 @@ from genlearn.models.base import (
     logit,
     parse_sizes,
 )
+from genlearn.precision import resolve_for_model
 from genlearn.models.fvsbn import init_seed_generator
 from genlearn.models.registry import ModelSpec, register_model
+from genlearn.numerics import randn_rows
 from genlearn.numerics import tanh as fast_tanh
 from genlearn.options import option
 
@@ -134,9 +136,10 @@ class GaussianHead(torch.nn.Module):
 
 
 def _reparameterise(mu: Tensor, logvar: Tensor, k: int | None, generator) -> Tensor:
-    """z = mu + exp(logvar / 2) eps, eps ~ N(0, I); with k, k draws stacked in front: (k, *mu.shape)."""
+    """z = mu + exp(logvar / 2) eps, eps ~ N(0, I); with k, k draws stacked in front: (k, *mu.shape). The rows of
+    eps are those of the whole batch when a data-parallel process computes a shard of it (numerics.randn_rows)."""
     shape = mu.shape if k is None else (k, *mu.shape)
-    eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    eps = randn_rows(shape, 0 if k is None else 1, generator, dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
@@ -144,14 +147,15 @@ class VAE(LatentVariableModel):
     """n_features: n binary pixels; latent: [d] (one stochastic layer) or [d1, d2] (two, z2 on top); hidden: the
     sizes of every MLP's deterministic layers (the generative MLPs use them in reverse); activation: tanh, relu,
     softplus or gated; prior: "standard" N(0, I) or "vampprior" with `pseudo_inputs` K; seed: initial weights;
-    matmul_precision: "full", or "bfloat16" for the matrix products of training (`training_precision()`: bfloat16
+    matmul_precision: "auto" (bfloat16 only where this machine runs it faster, genlearn.precision), "full", or
+    "bfloat16" for the matrix products of training (`training_precision()`: bfloat16
     operands under torch.autocast, the densities summed in float32); likelihoods are always in full precision."""
 
     name = "vae"
     support = "binary"
 
     def __init__(self, n_features: int, latent=50, hidden=(200, 200), activation: str = "tanh",
-                 prior: str = "standard", pseudo_inputs: int = 500, seed: int = 0, matmul_precision: str = "full"):
+                 prior: str = "standard", pseudo_inputs: int = 500, seed: int = 0, matmul_precision: str = "auto"):
         super().__init__()
         self.matmul_precision = check_matmul_precision(matmul_precision)
         self.n_features = n = check_positive_int(n_features, "n_features")
@@ -226,8 +230,8 @@ class VAE(LatentVariableModel):
         top = self.latent[-1]
         dtype = self.dec_out.weight.dtype
         if self.prior == "standard":
-            return torch.randn(n, top, generator=generator, dtype=dtype)
-        ks = torch.randint(self.pseudo_inputs, (n,), generator=generator)
+            return torch.randn(n, top, generator=generator, dtype=dtype, device=self.dec_out.weight.device)
+        ks = torch.randint(self.pseudo_inputs, (n,), generator=generator, device=self.pseudo.device)
         mu, logvar = self.encode_top(self.pseudo_input_values()[ks])
         return _reparameterise(mu, logvar, None, generator)
 
@@ -332,9 +336,12 @@ class VAE(LatentVariableModel):
 
     def training_precision(self):
         """The context the learning rule computes its bound in: bfloat16 matrix products under torch.autocast when
-        matmul_precision is "bfloat16" (faster only on CPUs with AVX512-BF16 or AMX, and on GPUs), else none."""
-        return torch.autocast(self.dec_out.weight.device.type, dtype=torch.bfloat16,
-                              enabled=self.matmul_precision == "bfloat16")
+        matmul_precision resolves to "bfloat16" (faster only on CPUs with AVX512-BF16 or AMX, and on GPUs; "auto"
+        decides by genlearn.precision, sized by a 100-row minibatch through the first layer), else none."""
+        device = self.dec_out.weight.device
+        flops = 2.0 * 100 * self.n_features * (self.hidden[0] if self.hidden else self.latent[0])
+        return torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=resolve_for_model(self, device, flops) == "bfloat16")
 
     @classmethod
     def from_config(cls, config: dict) -> "VAE":
@@ -367,7 +374,8 @@ class VAEConfig:
     kl_estimator: str = option("closed-form", "ELBO training (k = 1): the KL term in closed form (one layer, "
                                "standard prior; lower variance) or sampled at the one sample",
                                choices=("closed-form", "sampled"))
-    matmul_precision: str = option("full", "precision of the training bound's matrix products: full, or bfloat16 "
+    matmul_precision: str = option("auto", "precision of the training bound's matrix products: auto (bfloat16 "
+                                   "only where this machine runs it faster), full, or bfloat16 "
                                    "(bfloat16 operands, float32 densities; faster only on CPUs with AVX512-BF16 "
                                    "or AMX); likelihoods are always computed in full precision",
                                    choices=MATMUL_PRECISIONS)

@@ -7,12 +7,14 @@ user can re-run:
 
     genlearn recipes                                     # name, figure, cost
     genlearn fit --recipe made-32 --data-dir DIR [--max-minutes M] [--lr ...]   # overrides are recorded
+    genlearn fit --recipe runs/tune/best.toml        # a recipe file (what `genlearn tune` writes)
 """
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 from genlearn.errors import ConfigError
 
@@ -60,14 +62,25 @@ def recipe_names() -> list[str]:
 
 
 def load_recipe(name: str) -> Recipe:
-    """The recipe called `name` (ConfigError naming the known ones when there is none)."""
+    """The recipe called `name`, or the recipe file at the path `name` (a `.toml` file, e.g. the best.toml that
+    `genlearn tune` writes; its name is the file's stem); ConfigError naming the known ones when there is none."""
     files = _files()
-    if name not in files:
+    path = Path(name)
+    if name not in files and (name.endswith(".toml") or path.is_file()):
+        if not path.is_file():
+            raise ConfigError(f"no recipe file {name}; give the path of a .toml recipe or a name from "
+                              "`genlearn recipes`")
+        source, name = path, path.stem
+    elif name not in files:
         raise ConfigError(f"unknown recipe {name!r}; known: {', '.join(sorted(files))} (see `genlearn recipes`)")
+    else:
+        source = files[name]
     try:
-        raw = tomllib.loads(files[name].read_text())
+        raw = tomllib.loads(source.read_text())
     except tomllib.TOMLDecodeError as exc:  # a broken file shipped with the package is a bug, said plainly
         raise ConfigError(f"recipe {name!r} is not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the recipe file {source} ({exc})") from None
     unknown = set(raw) - RECIPE_KEYS
     if unknown or not {"model", "data", "summary"} <= set(raw):
         raise ConfigError(f"recipe {name!r} must have model, data and summary, and only {sorted(RECIPE_KEYS)}")

@@ -1,0 +1,152 @@
+"""Side by side, interleaved in one process: genlearn.sklearn.BernoulliRBM against scikit-learn's
+sklearn.neural_network.BernoulliRBM, both through their public interface with the same arguments
+(n_components=500, batch_size=100, n_iter=1, learning_rate=0.01, random_state=pair): one PCD-1 epoch over the
+60,000 MNIST training images binarized at 0.5 (pixel >= 128, as ../shared/tools/rbm_side_by_side.py), or, when
+the data folder is absent, 60,000 random rows of density 0.13 (binarized MNIST's).
+
+    .venv/bin/python benchmarks/speed.py [--pairs 5] [--threads 2] [--rows 60000] [--variants auto,full]
+    .venv/bin/python benchmarks/speed.py --smoke --out /tmp/speed.json        # seconds: small sizes
+
+genlearn variants (each timed in every pair, the order of the fits alternating from pair to pair):
+- auto: the default matmul_precision="auto" (bfloat16 products only where this machine runs them faster);
+- full: float32 products;
+- bfloat16: explicit bfloat16 products (warns once where they are emulated).
+
+Reported: seconds of each fit per pair, medians over the pairs, the ratio scikit-learn / genlearn (the median of
+the per-pair ratios), the roofline fraction (epoch FLOPs / seconds / the float32 GEMM peak measured here;
+FLOPs = 10 M V H, the 5 products of a CD-1 minibatch as in benchmarks/rbm_speed.py), what "auto" resolved to, and
+the machine record (CPU capability, bfloat16 support and measured speedup, the sparse/dense speed ratios of
+the two product kinds at density 0.13, torch
+version, torch and BLAS threads, load average before and after). --threads T sets both torch's threads and
+numpy's BLAS threads (scikit-learn's products) to T. Writes benchmarks/results/speed.json."""
+from __future__ import annotations
+
+import gzip
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import common
+
+VARIANTS = ("auto", "full", "bfloat16")
+V, H, BATCH = 784, 500, 100
+
+
+def load_rows(data_dir: Path, rows: int, smoke: bool) -> tuple[np.ndarray, str]:
+    """(rows x 784 float32 0/1 array, its description): MNIST training images >= 128, else random density 0.13."""
+    path = data_dir / "mnist" / "train-images-idx3-ubyte.gz"
+    if path.exists() and not smoke:
+        raw = gzip.open(path).read()
+        X = (np.frombuffer(raw, np.uint8, offset=16).reshape(-1, V) >= 128).astype(np.float32)
+        return X[:rows], f"MNIST training images binarized at 0.5 ({path}), first {min(rows, len(X))} rows"
+    X = (np.random.default_rng(0).random((rows, V)) < 0.13).astype(np.float32)
+    return X, "random 0/1 rows of density 0.13 (MNIST data folder absent or --smoke)"
+
+
+def fit_seconds(make, X) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    est = make().fit(X)
+    return time.perf_counter() - t0, est
+
+
+def main(argv=None) -> int:
+    p = common.parser(__file__, __doc__)
+    p.add_argument("--pairs", type=int, default=5, help="interleaved pairs (medians over them)")
+    p.add_argument("--rows", type=int, default=60_000, help="training rows of the epoch")
+    p.add_argument("--hidden", type=int, default=H, help="n_components of both")
+    p.add_argument("--variants", default="auto,full", help=f"genlearn variants, from {','.join(VARIANTS)}")
+    p.add_argument("--gemm-seconds", type=float, default=0.5, help="timing of each GEMM peak shape")
+    args = p.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or not variants:
+        p.error(f"unknown --variants {', '.join(unknown) or '(none)'}: choose from {', '.join(VARIANTS)}")
+    if args.smoke:
+        args.rows, args.hidden, args.pairs, args.gemm_seconds = 2000, 64, 2, 0.05
+    common.set_threads(args.threads)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if args.threads:  # scikit-learn's products run in numpy's BLAS: give it the same number of threads as torch
+        threadpool_limits(limits=args.threads)
+
+    from sklearn.neural_network import BernoulliRBM as SkRBM
+
+    import genlearn.binary_products as bp
+    from genlearn.precision import machine_precision_record
+    from genlearn.sklearn import BernoulliRBM as GlRBM
+
+    X, data_desc = load_rows(args.data_dir, args.rows, args.smoke)
+    M, hid = X.shape[0], args.hidden
+    res = {"machine": {**common.machine_record(), **machine_precision_record(),
+                       "thread_pools": [f"{i['internal_api']} {Path(i['filepath']).name}: {i['num_threads']}"
+                                        for i in threadpool_info()],
+                       "sparse_speedup_density": 0.13, "sparse_speedup_xW": bp.measure_gain(BATCH, V, hid, 0.13),
+                       "sparse_speedup_statistics": bp.measure_gain(2 * BATCH, V, hid, 0.13, True)},
+           "data": data_desc, "rows": M, "density": float(X.mean()), "hidden": hid, "batch_size": BATCH,
+           "pairs": args.pairs, "variants": variants,
+           "arguments": {"n_components": hid, "batch_size": BATCH, "n_iter": 1, "learning_rate": 0.01}}
+    shapes = {"2048x2048x2048": (2048, 2048, 2048), "B x V x H": (BATCH, V, hid), "B x H x V": (BATCH, hid, V),
+              "V x B x H": (V, BATCH, hid)}
+    gf, peak = common.gemm_peak(shapes, seconds=args.gemm_seconds)
+    res["gemm_gflops"], res["gemm_peak_gflops"] = gf, peak
+    flops = 10.0 * M * V * hid
+    res["epoch_flops"] = flops
+    print(f"{data_desc}; density {res['density']:.3f}; float32 GEMM peak {peak:.1f} GFLOP/s; machine "
+          f"{res['machine']['cpu_capability']}, bf16 speedup {res['machine']['bf16_speedup_measured']}, auto -> "
+          f"{res['machine']['matmul_precision_auto']}; sparse/dense speed at density 0.13: x W "
+          f"{res['machine']['sparse_speedup_xW']:.2f}x, x^T P "
+          f"{res['machine']['sparse_speedup_statistics']:.2f}x",
+          flush=True)
+
+    args_common = dict(n_components=hid, batch_size=BATCH, n_iter=1, learning_rate=0.01)
+
+    def genlearn_fit(precision: str, seed: int):
+        """Seconds of one fit and what its matmul_precision resolved to; warnings (emulated bfloat16) recorded."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            secs, est = fit_seconds(lambda: GlRBM(**args_common, random_state=seed, matmul_precision=precision), X)
+        for w in caught:
+            if str(w.message) not in res.setdefault("warnings", []):
+                res["warnings"].append(str(w.message))
+        return secs, getattr(est, "matmul_precision_", precision)
+
+    times = {"sklearn": [], **{v: [] for v in variants}}
+    resolved = {}
+    for i in range(args.pairs):
+        order = ["sklearn", *variants]
+        if i % 2:
+            order.reverse()  # alternate who goes first: drift of the machine cancels in the medians
+        line = []
+        for who in order:
+            if who == "sklearn":
+                secs = fit_seconds(lambda: SkRBM(**args_common, random_state=i), X)[0]
+            else:
+                secs, resolved[who] = genlearn_fit(who, i)
+            times[who].append(secs)
+            line.append(f"{who} {secs:.2f} s")
+        print(f"pair {i}: " + ", ".join(line), flush=True)
+
+    res["seconds"] = times
+    res["seconds_median"] = {k: statistics.median(v) for k, v in times.items()}
+    res["ratio_vs_sklearn"] = {v: statistics.median(s / g for s, g in zip(times["sklearn"], times[v]))
+                               for v in variants}
+    res["roofline_fraction"] = {k: flops / res["seconds_median"][k] / 1e9 / peak for k in times}
+    res["resolved_precision"] = resolved
+    res["machine"]["load_average_at_end"] = list(os.getloadavg())
+    for v in variants:
+        print(f"genlearn {v} ({resolved.get(v)}): median {res['seconds_median'][v]:.2f} s, scikit-learn / genlearn "
+              f"{res['ratio_vs_sklearn'][v]:.2f}x, roofline fraction {res['roofline_fraction'][v]:.2f}", flush=True)
+    print(f"scikit-learn: median {res['seconds_median']['sklearn']:.2f} s, roofline fraction "
+          f"{res['roofline_fraction']['sklearn']:.2f}; load average {res['machine']['load_average_at_start']} -> "
+          f"{res['machine']['load_average_at_end']}", flush=True)
+    print("wrote", common.write_results(args.out, res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

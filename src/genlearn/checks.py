@@ -1,0 +1,350 @@
+"""The validation layer of settings: data specs, training and evaluation options, Python-API arguments.
+
+Everything here runs BEFORE anything is allocated or written (no run folder is created before these checks pass),
+and every failure is one ConfigError (a ValueError) or DataError naming the setting, the value and the fix; the
+CLI prints it as one line `genlearn: error: ...` and exits 2. The rule for flags that would have no effect
+(`--momentum` with `--optimizer gd`, `--gamma` with a constant schedule, `--monitor-ais-steps` on a family whose
+NLL is monitored exactly, ...): they are refused, never silently ignored.
+
+The declared constraints of data-spec settings live below the models, in genlearn.data.spec_check."""
+from __future__ import annotations
+
+import difflib
+import math
+
+from genlearn.errors import ConfigError, DataError
+from genlearn.validate import check_memory, check_seed
+
+
+# -- training options -------------------------------------------------------------------------------------------
+#: flag -> (applies?, why not): a given flag that would have no effect under the effective settings is refused
+def check_training(cfg, given, model, resume: bool = False) -> None:
+    """Cross-checks of a TrainConfig the single fields cannot see. `given`: the names the user set (not the
+    family's defaults). Refused: --epochs < 1, seeds outside [0, 2^63 - 1], a --gamma that is not in (0, 1], and
+    every given flag that the effective settings would ignore."""
+    from genlearn.models.base import EnergyModel, LatentVariableModel
+
+    if cfg.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {cfg.epochs} (a run of no epochs has nothing to fit)")
+    check_seed(cfg.seed, "--seed")
+    if cfg.schedule in ("exponential", "step") and not (0 < cfg.gamma <= 1):
+        raise ConfigError(f"--gamma must be a decay factor in (0, 1] for the {cfg.schedule} schedule, got {cfg.gamma}")
+    given = set(given)
+    ignored = []
+    if "momentum" in given and cfg.optimizer != "momentum":
+        ignored.append(("--momentum", f"applies to --optimizer momentum only (this fit uses {cfg.optimizer})"))
+    if "batch_size" in given and cfg.optimizer == "gd":
+        ignored.append(("--batch-size", "applies to --optimizer sgd, momentum or adam; gd uses the whole training "
+                        "set"))
+    if "gamma" in given and cfg.schedule not in ("exponential", "step"):
+        ignored.append(("--gamma", f"applies to --schedule exponential or step (this fit's schedule is "
+                        f"{cfg.schedule})"))
+    if "step_size" in given and cfg.schedule != "step":
+        ignored.append(("--step-size", f"applies to --schedule step (this fit's schedule is {cfg.schedule})"))
+    if "final_lr_fraction" in given and cfg.schedule != "geometric":
+        ignored.append(("--final-lr-fraction", f"applies to --schedule geometric (this fit's schedule is "
+                        f"{cfg.schedule})"))
+    if "monitor_ais_steps" in given and cfg.monitor_ais_steps is not None:
+        from genlearn.likelihood import monitors_exactly
+
+        if not isinstance(model, EnergyModel):
+            ignored.append(("--monitor-ais-steps", f"applies to energy models (RBMs, Boltzmann machines); the NLL "
+                            f"of {model.name} is computed exactly"))
+        elif monitors_exactly(model):
+            ignored.append(("--monitor-ais-steps", f"applies to energy models too large for an exact log Z; this "
+                            f"{model.name}'s NLL is monitored exactly"))
+    if "monitor_is_samples" in given and cfg.monitor_is_samples is not None and not (
+            isinstance(model, LatentVariableModel) and getattr(model, "has_encoder", False)):
+        ignored.append(("--monitor-is-samples", f"applies to latent-variable models with an encoder (vae); "
+                        f"{model.name} has none"))
+    if "monitor_ensemble" in given and cfg.monitor_ensemble and getattr(model, "ensemble_size", 1) <= 1:
+        ignored.append(("--monitor-ensemble", f"applies to ensembles of masks/orderings; this {model.name} has one "
+                        "member"))
+    if ignored:
+        flag, why = ignored[0]
+        raise ConfigError(f"{flag} {why}; drop it or change the setting it depends on")
+
+
+#: keys of `partition_options` (genlearn.evaluation.evaluate) and their lowest value
+PARTITION_OPTIONS = {"steps": 1, "chains": 1, "ais_steps": 1, "ais_chains": 1, "iw_samples": 1, "train_iw_samples": 1,
+                     "ais_rows": 0, "ais_leapfrog": 1, "bdmc_rows": 0, "burn_in": 0, "seed": 0, "reverse": None}
+
+
+#: the evaluation options of latent-variable models alone (importance sampling, AIS over z, BDMC)
+LATENT_OPTIONS = ("iw_samples", "train_iw_samples", "ais_rows", "ais_steps", "ais_chains", "ais_leapfrog", "bdmc_rows")
+
+
+def check_evaluation(partition, options: dict | None, model=None) -> None:
+    """`partition` one of genlearn.likelihood.PARTITION_METHODS, `options` known keys with integer values at least
+    their minimum; on a model whose likelihood is exact (neither an energy nor a latent-variable model) a partition
+    method other than auto/exact, or any option, is refused (it would be ignored)."""
+    from genlearn.likelihood import PARTITION_METHODS
+
+    if not isinstance(partition, str) or partition not in PARTITION_METHODS:
+        raise ConfigError(f"partition must be one of {', '.join(PARTITION_METHODS)}, got {partition!r}")
+    options = options or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"partition_options must be a dict (e.g. {{'steps': 1000}}), got {options!r}")
+    for key, value in options.items():
+        if key not in PARTITION_OPTIONS:
+            raise ConfigError(f"unknown partition option {key!r}{_did_you_mean(key, PARTITION_OPTIONS)}; known: "
+                              f"{', '.join(PARTITION_OPTIONS)}")
+        if key == "seed":
+            check_seed(value, "the evaluation seed")
+        elif key == "reverse":
+            if not isinstance(value, bool):
+                raise ConfigError(f"partition option reverse must be true or false, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < PARTITION_OPTIONS[key]:
+            raise ConfigError(f"partition option {key} must be an integer >= {PARTITION_OPTIONS[key]}, got {value!r}")
+    if model is not None:
+        from genlearn.models.base import EnergyModel, LatentVariableModel
+
+        latent_only = sorted(k for k in options if k in LATENT_OPTIONS)
+        if isinstance(model, LatentVariableModel) and partition not in ("auto", "ais"):
+            raise ConfigError(f"--partition {partition} does not apply to a latent-variable model ({model.name}); use "
+                              "auto (importance sampling or quadrature) or ais (AIS over z with a BDMC bracket)")
+        if isinstance(model, EnergyModel):
+            from genlearn.likelihood import EXACT_UNITS
+            from genlearn.models.boltzmann import BoltzmannMachine
+
+            if latent_only:
+                raise ConfigError(f"the evaluation option(s) {', '.join(latent_only)} apply to latent-variable models "
+                                  f"(vae, gan); {model.name} is an energy model (use --ais-steps / --ais-chains)")
+            if partition == "mean-field" and not isinstance(model, BoltzmannMachine):
+                raise ConfigError(f"--partition mean-field is a bound for fully visible Boltzmann machines; "
+                                  f"{model.name} offers exact or ais")
+            units = int(model.exact_partition_size()[0])
+            if partition == "exact" and units > EXACT_UNITS:
+                raise ConfigError(f"--partition exact would enumerate 2^{units} states of {model.name} (at most "
+                                  f"2^{EXACT_UNITS}); use --partition ais or auto")
+        elif not isinstance(model, LatentVariableModel):
+            if partition not in ("auto", "exact"):
+                raise ConfigError(f"--partition {partition} applies to energy and latent-variable models; the "
+                                  f"likelihood of {model.name} is exact (drop --partition)")
+            extra = sorted(k for k in options if k != "seed")
+            if extra:
+                raise ConfigError(f"the evaluation option(s) {', '.join(extra)} apply to energy and latent-variable "
+                                  f"models; the likelihood of {model.name} is exact (drop them)")
+
+
+# -- Python API arguments ---------------------------------------------------------------------------------------
+def _did_you_mean(name: str, names) -> str:
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_known_options(unknown, known, what: str) -> None:
+    """An option name that is neither a training setting nor an option of the model: one ConfigError with the
+    closest known name."""
+    unknown = sorted(unknown)
+    if unknown:
+        name = unknown[0]
+        raise ConfigError(f"unknown option {name!r} for {what}{_did_you_mean(name, known)}; known options: "
+                          f"{', '.join(sorted(known))}")
+
+
+def check_model_argument(model) -> None:
+    from genlearn.models.base import GenerativeModel
+
+    if isinstance(model, str) or isinstance(model, GenerativeModel):
+        return
+    raise ConfigError(f"model must be a family name (e.g. 'product-bernoulli'; see `genlearn models`) or a "
+                      f"GenerativeModel, got {type(model).__name__} {model!r}"[:300])
+
+
+def dataset_from_array(data):
+    """A numpy array or torch tensor as a Dataset: 2-D (examples x features); all 0/1 -> kind "binary", else
+    kind "real" (float32); 1-D non-negative integers -> kind "categorical". Rows are shuffled with seed 0 and cut
+    0.8 / 0.1 / 0.1 into train / valid / test, as for a data file without splits."""
+    import numpy as np
+    import torch
+
+    from genlearn.data.dataset import Dataset, split_arrays
+    from genlearn.validate import check_finite, check_not_empty
+
+    if isinstance(data, np.ndarray):
+        if data.dtype == object or data.dtype.kind not in "biuf":
+            raise DataError(f"data array has dtype {data.dtype}; numeric 0/1 arrays are needed")
+        x = torch.from_numpy(np.ascontiguousarray(data))
+    else:
+        x = data.detach().cpu()
+        if x.dtype.is_complex:
+            raise DataError(f"data tensor has dtype {x.dtype}; numeric 0/1 tensors are needed")
+    if x.dtype == torch.bool:
+        x = x.to(torch.uint8)
+    check_not_empty(x, "data")
+    check_finite(x, "data")
+    integral = not torch.is_floating_point(x) or bool((x == torch.round(x)).all())
+    binary = bool(((x == 0) | (x == 1)).all())
+    if x.ndim == 1 and integral and bool((x >= 0).all()) and not binary:
+        kind, x = "categorical", x.to(torch.int64)
+    else:
+        if x.ndim == 1:
+            x = x.reshape(-1, 1)
+        if x.ndim != 2:
+            raise DataError(f"data must be a 2-D array (examples x features), got shape {tuple(x.shape)}")
+        kind, x = ("binary" if binary else "real"), x.to(torch.float32)
+    if x.shape[0] < 3:
+        train, valid, test = x, None, None
+    else:
+        train, valid, test = split_arrays(x, (0.8, 0.1, 0.1), seed=0)
+        valid = valid if valid.shape[0] else None
+        test = test if test.shape[0] else None
+    n_side = math.isqrt(x.shape[1]) if x.ndim == 2 else 0
+    return Dataset(name="array", kind=kind, train=train, valid=valid, test=test,
+                   n_categories=int(x.max()) + 1 if kind == "categorical" else None,
+                   image_shape=(n_side, n_side) if n_side >= 2 and n_side * n_side == x.shape[1] else None,
+                   settings={"source": f"in-memory {type(data).__module__.split('.')[0]} array",
+                             "splits": "shuffled (seed 0) into fractions 0.8/0.1/0.1"})
+
+
+def as_dataset(data, data_dir=None, model=None):
+    """What runs.fit accepts as data: a Dataset, a spec string or path, a numpy array or torch tensor; anything
+    else is one ConfigError naming what is accepted. An array for a family (`model`, a name) of binary data only
+    must hold 0/1 values: a DataError names the first other value, its row and column (0-based, as numpy)."""
+    import os
+
+    import numpy as np
+    import torch
+
+    from genlearn.data.dataset import Dataset
+    from genlearn.data.registry import load_dataset
+
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        dataset = dataset_from_array(data)
+        if dataset.kind == "real" and isinstance(model, str):
+            from genlearn.models.registry import get_spec
+
+            if "real" not in get_spec(model).data_kinds:
+                x = torch.as_tensor(data)
+                r, c = (int(i) for i in torch.nonzero((x != 0) & (x != 1))[0].tolist()[:2])
+                raise DataError(f"data must be binary (0/1) for model {model!r} but the array holds {x[r, c].item():g} "
+                                f"at row {r}, column {c}; binarize it first (e.g. (x > 0.5).astype(int))")
+        return dataset
+    if isinstance(data, (str, os.PathLike)):
+        return load_dataset(str(data), data_dir)
+    raise ConfigError(f"data must be a data set name or spec (e.g. 'coin:p=0.3'), a path, a Dataset, or a 2-D 0/1 "
+                      f"numpy array or torch tensor, got {type(data).__name__} {data!r}"[:300])
+
+
+# -- after training ---------------------------------------------------------------------------------------------
+#: the monitored objective of each model kind, in order of preference (nats per example)
+_PROGRESS_KEYS = ("train_nll", "train_nll_member", "train_nll_ais", "train_neg_elbo")
+
+
+def check_progress(history: list, out_dir=None) -> None:
+    """Divergence that stayed finite: the last monitored train NLL far worse than the initial one (more than
+    max(1, 0.5 |initial|) nats per example above it) is a NumericalError, not a finished run."""
+    from genlearn.errors import NumericalError
+
+    for key in _PROGRESS_KEYS:
+        values = [(r.get("epoch"), r[key]) for r in history if isinstance(r.get(key), (int, float))]
+        if len(values) >= 2:
+            (e0, first), (e1, last) = values[0], values[-1]
+            if math.isfinite(first) and (not math.isfinite(last) or last - first > max(1.0, 0.5 * abs(first))):
+                kept = f"; the checkpoint of the last epoch is in {out_dir}" if out_dir is not None else ""
+                raise NumericalError(f"training diverged: the {key.replace('_', ' ')} rose from {first:.4g} (epoch "
+                                     f"{e0}) to {last:.4g} nats per example (epoch {e1}){kept}. Lower the learning "
+                                     "rate (--lr).")
+            return
+
+
+def check_sample_count(n, n_features: int | None = None, what: str = "-n") -> int:
+    """A positive integer number of samples whose float32 rows (and their text) fit in memory."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{what} must be a positive integer number of samples, got {n!r}")
+    if n_features is not None:
+        check_memory(n * n_features * 4 * 4, f"{n} samples of {n_features} features", f"ask for fewer ({what})")
+    return n
+
+
+__all__ = ["PARTITION_OPTIONS", "as_dataset", "check_evaluation", "check_fit_arguments",
+           "check_known_options",
+           "check_model_argument", "check_progress", "check_sample_count", "check_training",
+           "dataset_from_array"]
+
+
+def check_fit_arguments(model, data, train: dict, model_options: dict, partition, partition_options,
+                        resume: bool = False) -> None:
+    """genlearn.fit's arguments before anything is loaded: the model (a family name or a GenerativeModel), the
+    data's type, option names (an unknown one with its closest known name), the evaluation settings."""
+    import dataclasses
+    import os
+
+    import numpy as np
+    import torch
+
+    from genlearn.data.dataset import Dataset
+    from genlearn.learning.trainer import TrainConfig
+
+    if not resume:
+        check_model_argument(model)
+        if not isinstance(data, (str, os.PathLike, Dataset, np.ndarray, torch.Tensor)):
+            as_dataset(data)  # raises the ConfigError listing what data may be
+    elif data is not None and not isinstance(data, (str, os.PathLike, Dataset)):
+        as_dataset(data)
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not resume and isinstance(model, str):
+        from genlearn.models.registry import get_spec
+
+        spec = get_spec(model)
+        model_names = {f.name for f in dataclasses.fields(spec.config)}
+        check_known_options(set(model_options) - model_names, train_names | model_names, f"model {model!r}")
+    elif model_options:
+        what = "a resumed run (its model options are recorded)" if resume else "a model instance"
+        check_known_options(set(model_options), train_names, what)
+    check_evaluation(partition, partition_options)
+
+
+# -- genlearn sample / kl ---------------------------------------------------------------------------------------
+#: `genlearn sample --out FILE`: what each extension is written as
+SAMPLE_FORMATS = {".png": "a grid of images", ".csv": "comma-separated 0/1 rows", ".txt": "comma-separated rows"}
+
+
+def check_sample_args(n, out, seed, steps, overwrite: bool = False) -> None:
+    """`genlearn sample` settings that need no run: -n, --out (by extension: .png, .csv or .txt; not an existing
+    file unless --overwrite), --seed, --steps."""
+    from pathlib import Path
+
+    from genlearn.errors import RunError
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"-n must be a positive number of samples, got {n!r}")
+    check_seed(seed, "--seed")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"--steps must be a positive number of Gibbs sweeps, got {steps!r}")
+    if out is not None:
+        out = Path(out)
+        if out.suffix.lower() not in SAMPLE_FORMATS:
+            shown = ", ".join(f"{k} ({v})" for k, v in SAMPLE_FORMATS.items())
+            raise ConfigError(f"--out {out}: cannot write samples as {out.suffix or 'a file without extension'}; "
+                              f"use {shown}")
+        if out.exists() and not overwrite:
+            raise RunError(f"{out} exists; choose another --out or pass --overwrite")
+        if not out.parent.is_dir():
+            raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
+
+
+def check_sample_model(n: int, model, steps) -> None:
+    """`genlearn sample` settings against the run's model: --steps only for models sampled by MCMC (whose sample()
+    takes steps), and the memory of n rows."""
+    import inspect
+
+    if steps is not None and "steps" not in inspect.signature(model.sample).parameters:
+        raise ConfigError(f"--steps applies to models sampled by Gibbs sweeps (rbm, boltzmann); {model.name} draws "
+                          "exact samples: drop --steps")
+    check_sample_count(n, model.n_features)
+
+
+def kl_result(estimate) -> dict:
+    """`genlearn kl` output, valid JSON: an infinite KL (q = 0 where p > 0) is "kl": null with "kl_infinite": true
+    (JSON has no Infinity)."""
+    value = estimate.value
+    infinite = isinstance(value, float) and math.isinf(value)
+    out = {"kl": None if infinite or (isinstance(value, float) and math.isnan(value)) else value,
+           **estimate.to_dict(), "units": "nats", "kl_infinite": infinite}
+    if infinite:
+        out["note"] = "D_KL(P||Q) is +infinity: Q gives probability 0 to an outcome that P gives probability > 0"
+    return out

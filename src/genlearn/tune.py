@@ -1,0 +1,687 @@
+"""Model selection by the validation NLL: `genlearn tune`, a hyperparameter search on Optuna.
+
+The validation NLL, -(1/M_v) sum_m log P(x_m|theta) over the valid rows (nats per example), equals
+D_KL(Q_v||P_theta) + H(Q_v): minimising it over families and settings minimises the validation KL. Each trial
+samples a family and its settings from the family's declared search space (`ModelSpec.search_space`, see
+genlearn.search_space) with Optuna's TPE sampler, and is an ordinary `genlearn fit` run folder
+DIR/trials/NNNN trained on the train split. The learning curve is reported to a pruner at every evaluation
+(the monitored valid NLL), which stops a trial whose best valid NLL so far is worse than the median of the
+earlier trials of the same family at the same epoch. The test split is held out of the search: trials get a
+data set without it, and only the best trial (lowest final valid NLL) is scored on it, once, at the end.
+
+Storage: Optuna's SQLite database DIR/study.db by default, or any database URL Optuna supports (`storage=`,
+e.g. postgresql://...), so that several workers (processes or machines) share one study: trial numbers come
+from the database, a worker stops when the study holds `trials` finished or running trials, and a worker that
+dies leaves its trial to the heartbeat (failed after a grace period). Running `tune` again on the same DIR
+continues the study (the finished trials count; an interrupted trial is recorded as failed, its run folder
+kept and resumable with `genlearn fit --resume`).
+
+Outputs in DIR: study.db, trials/NNNN/ (run folders; the best one's metrics.json gains its test NLL),
+summary.json (settings, the trials table, the best configuration, its test NLL with a 95% interval), and
+best.toml, a recipe that `genlearn fit --recipe DIR/best.toml` re-runs."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from genlearn import options as opts
+from genlearn import search_space as ss
+from genlearn.errors import ConfigError, GenlearnError, RunError
+
+STUDY_FILE = "study.db"
+SUMMARY_FILE = "summary.json"
+RECIPE_FILE = "best.toml"
+TRIALS_DIR = "trials"
+DEFAULT_STUDY = "genlearn-tune"
+#: the valid-split keys of a monitoring record, in the trainer's order of preference (its early stopping)
+MONITORED_VALID = ("valid_nll", "valid_nll_member", "valid_nll_ais", "valid_nll_is", "valid_neg_elbo")
+#: heartbeat of a running trial in the database (seconds), and how long a silent trial lives before it is failed
+HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120
+#: a worker stops when this many of its trials in a row failed (diverged, impossible settings)
+MAX_FAILURES_IN_A_ROW = 10
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A generic search setting: the families searched, the trial count and budgets, the per-trial training
+    budget (max_minutes of training time, epochs, patience on the valid NLL) and the pruner's warm-up."""
+
+    summary: str
+    families: tuple[str, ...]
+    trials: int
+    budget_minutes: float | None
+    trial_minutes: float
+    epochs: int
+    patience: int
+    warmup_epochs: int
+
+
+PRESETS = {
+    # Binary tabular data of the UCI / density-estimation-benchmark kind (tens to hundreds of features, hundreds
+    # to tens of thousands of rows): the tractable families that hold the published figures there, each over
+    # its declared space; trials of at most 10 minutes of training, early stopping after 20 epochs without a
+    # better valid NLL. Nothing in it refers to a particular data set.
+    "uci": Preset("tractable families for binary tabular data (UCI / density-estimation benchmark kind)",
+                  ("fvsbn", "nade", "made", "mixture"), trials=100, budget_minutes=None, trial_minutes=10.0,
+                  epochs=100_000, patience=20, warmup_epochs=10),
+}
+#: used when no preset is given (families come from --families)
+DEFAULTS = Preset("", (), trials=20, budget_minutes=None, trial_minutes=5.0, epochs=200, patience=10,
+                  warmup_epochs=5)
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("genlearn tune needs Optuna, an optional dependency: pip install 'genlearn[tune]' "
+                          "(or pip install optuna)") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what failed
+    return optuna
+
+
+# -- the search space ----------------------------------------------------------------------------------------
+def family_spaces(families, space: dict | None = None) -> dict[str, dict[str, ss.Param]]:
+    """{family: {setting: Param}}: each family's declared space with the user's entries (`space`, {family:
+    {setting: Param}}) on top, checked against the family's config and TrainConfig."""
+    from genlearn.learning.trainer import TrainConfig
+    from genlearn.models.registry import get_spec
+
+    space = dict(space or {})
+    extra = sorted(set(space) - set(families))
+    if extra:
+        raise ConfigError(f"the search space names {', '.join(map(repr, extra))}, which is not among the searched "
+                          f"families ({', '.join(families)}); add it to --families or drop its table")
+    out = {}
+    for family in families:
+        spec = get_spec(family)
+        merged = {**spec.search_space, **space.get(family, {})}
+        out[family] = ss.check_space(merged, spec.config, TrainConfig, family)
+    return out
+
+
+def _pname(family: str, name: str) -> str:
+    return f"{family}:{name}"
+
+
+def _suggest(trial, name: str, p: ss.Param):
+    if p.kind == "int":
+        return trial.suggest_int(name, int(p.low), int(p.high), log=p.log)
+    if p.kind == "float":
+        return trial.suggest_float(name, float(p.low), float(p.high), log=p.log)
+    if p.kind == "choice":
+        return trial.suggest_categorical(name, list(p.choices))
+    return p.value
+
+
+def _baseline(family: str, space: dict) -> dict:
+    """The enqueued first trial of a family: its own defaults where the space allows them (else the geometric or
+    arithmetic middle of a range, the first choice), so every family is tried at least once."""
+    from genlearn.learning.trainer import TrainConfig
+    from genlearn.models.registry import get_spec
+
+    spec = get_spec(family)
+    fields = {f.name: f.default for f in dataclasses.fields(spec.config)}
+    fields.update({f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name not in fields})
+    fields.update(spec.train_defaults)
+    params = {"family": family}
+    for name, p in space.items():
+        default = fields.get(name)
+        if isinstance(default, tuple) and len(default) == 1:
+            default = default[0]
+        if p.kind in ("int", "float"):
+            if isinstance(default, (int, float)) and not isinstance(default, bool) and p.low <= default <= p.high:
+                value = default
+            else:
+                value = math.sqrt(p.low * p.high) if p.log else (p.low + p.high) / 2
+            params[_pname(family, name)] = int(round(value)) if p.kind == "int" else float(value)
+        elif p.kind == "choice":
+            params[_pname(family, name)] = default if default in p.choices else p.choices[0]
+    return params
+
+
+def _describe_space(spaces: dict) -> dict:
+    return {f: {k: p.describe() for k, p in sorted(s.items())} for f, s in spaces.items()}
+
+
+# -- pruning -------------------------------------------------------------------------------------------------
+def _family_median_pruner(optuna, n_startup_trials: int, n_warmup_steps: int):
+    """A median-stopping pruner that compares a trial only with earlier trials of its own family (families learn
+    at different speeds per epoch): prune at epoch t when the trial's best valid NLL up to t is worse than the
+    median of the best-up-to-t of at least n_startup_trials finished or pruned trials of the family."""
+
+    class FamilyMedianPruner(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            step = trial.last_step
+            if step is None or step < n_warmup_steps:
+                return False
+            family = trial.params.get("family")
+            mine = [v for s, v in trial.intermediate_values.items() if s <= step and math.isfinite(v)]
+            if not mine:
+                return False
+            states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            refs = []
+            for t in study.get_trials(deepcopy=False, states=states):
+                if t.params.get("family") != family:
+                    continue
+                values = [v for s, v in t.intermediate_values.items() if s <= step and math.isfinite(v)]
+                if values:
+                    refs.append(min(values))
+            if len(refs) < n_startup_trials:
+                return False
+            refs.sort()
+            k = len(refs)
+            median = refs[k // 2] if k % 2 else (refs[k // 2 - 1] + refs[k // 2]) / 2
+            return min(mine) > median
+
+    return FamilyMedianPruner()
+
+
+# -- the study -----------------------------------------------------------------------------------------------
+class _Surplus(Exception):
+    """A trial started after the study already held its `trials` (another worker took the last slot)."""
+
+
+def _storage(optuna, url: str):
+    kwargs = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # several workers wait for the write lock
+    import warnings
+
+    error = None
+    for _ in range(20):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the heartbeat is marked experimental
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                  grace_period=GRACE_SECONDS, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any driver error (no such database, driver missing) is one line
+            error = exc
+            if "UNIQUE constraint" not in str(exc) and "already exists" not in str(exc):
+                break
+            time.sleep(0.25)  # two workers creating the tables of a new database at once: the other one won
+    first = str(error).splitlines()[0] if str(error) else ""
+    raise ConfigError(f"cannot open the study storage {_redact(url)} ({type(error).__name__}: {first}); give a "
+                      "database URL Optuna supports, e.g. sqlite:///DIR/study.db or postgresql://user:password@host/db")
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _counted(optuna, study) -> int:
+    """Trials that count towards the study's total: finished (complete or pruned) or running, not surplus."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("surplus"))
+
+
+def _resolve(preset: str | None, families, trials, budget_minutes, trial_minutes, epochs, patience) -> dict:
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+    base = PRESETS[preset] if preset else DEFAULTS
+    if isinstance(families, str):
+        families = [f.strip() for f in families.split(",") if f.strip()]
+    families = tuple(families) if families else base.families
+    if not families:
+        raise ConfigError("say which families to search with --families (e.g. --families nade,made,fvsbn,mixture), "
+                          "or give --preset uci")
+    if len(set(families)) != len(families):
+        raise ConfigError(f"--families lists a family twice: {','.join(families)}")
+    settings = {"families": families,
+                "trials": base.trials if trials is None else trials,
+                "budget_minutes": base.budget_minutes if budget_minutes is None else budget_minutes,
+                "trial_minutes": base.trial_minutes if trial_minutes is None else trial_minutes,
+                "epochs": base.epochs if epochs is None else epochs,
+                "patience": base.patience if patience is None else patience,
+                "warmup_epochs": base.warmup_epochs}
+    for name, low in (("trials", 1), ("epochs", 1), ("patience", 1)):
+        v = settings[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"--{name} must be a positive integer, got {v!r}")
+    for name in ("budget_minutes", "trial_minutes"):
+        v = settings[name]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+                              or not math.isfinite(v)):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of minutes, got {v!r}")
+    return settings
+
+
+def _without_test(dataset):
+    """The data set the trials see: every field but the test split (and its labels); `dataset.test` is not read."""
+    from genlearn.data.dataset import Dataset
+
+    values = {f.name: getattr(dataset, f.name) for f in dataclasses.fields(Dataset) if f.name != "test"}
+    if values.get("labels"):
+        values["labels"] = {k: v for k, v in values["labels"].items() if k != "test"} or None
+    values["settings"] = {**dataset.settings, "test_held_out": "by genlearn tune (scored once, at the end)"}
+    return Dataset(**values)
+
+
+@dataclass
+class TuneResult:
+    """What `tune` returns: the summary written to DIR/summary.json, the study, and the best trial's run."""
+
+    summary: dict
+    study: object
+    best_run: object
+    out: Path
+
+
+def tune(data, *, out, families=None, trials: int | None = None, budget_minutes: float | None = None,
+         preset: str | None = None, space: dict | None = None, storage: str | None = None,
+         study_name: str = DEFAULT_STUDY, trial_minutes: float | None = None, epochs: int | None = None,
+         patience: int | None = None, data_dir=None, seed: int | None = None, prune: bool = True,
+         log=None) -> TuneResult:
+    """Search families and settings by the validation NLL (see the module docstring); returns a TuneResult.
+
+    data: a spec ("adult", "PATH/nltcs", "PATH/nltcs.train.data", an npz with train/valid/test) or a Dataset
+    with a valid split. families: names or "a,b,c" (default: the preset's). trials: the study's total number of
+    finished (complete or pruned) trials, over every worker and re-run. budget_minutes: wall time of this call
+    after which no new trial starts (and which caps each trial's training time). trial_minutes / epochs /
+    patience: each trial's training budget. space: {family: {setting: Param}} on top of the declared spaces.
+    storage: an Optuna database URL (default sqlite:///OUT/study.db). seed: the TPE sampler's seed (give
+    different workers different seeds). log: a function of one string for progress lines (None: silent)."""
+    optuna = _optuna()
+    from genlearn.data.dataset import Dataset
+    from genlearn.data.registry import load_dataset
+    from genlearn.models.registry import get_spec
+
+    t_start = time.perf_counter()
+    say = log or (lambda text: None)
+    settings = _resolve(preset, families, trials, budget_minutes, trial_minutes, epochs, patience)
+    families = settings["families"]
+    spaces = family_spaces(families, space)
+    if isinstance(data, Dataset):
+        dataset, spec = data, data.settings.get("spec")
+    elif isinstance(data, str) and data.strip():
+        dataset, spec = load_dataset(data, data_dir), data
+    else:
+        raise ConfigError("say which data to tune on with --data (a name, a file, or a folder of "
+                          "NAME.train/valid/test.data files)")
+    for family in families:
+        kinds = get_spec(family).data_kinds
+        if dataset.kind not in kinds:
+            raise ConfigError(f"model {family!r} needs {' or '.join(kinds)} data, but {dataset.name!r} is "
+                              f"{dataset.kind}; drop it from --families")
+    if dataset.valid is None:
+        raise ConfigError(f"data set {dataset.name!r} has no valid split, and tune selects by the validation NLL; "
+                          "give pre-split data (NAME.valid.data) or a file that genlearn splits")
+    search = _without_test(dataset)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file; give a folder")
+    (out / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
+    record = {"data": spec, "dataset": dataset.name, "families": list(families), "space": _describe_space(spaces)}
+    study = _open_study(optuna, url, study_name, record, spaces, seed, prune, settings["warmup_epochs"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # marked experimental
+        optuna.storages.fail_stale_trials(study)  # trials of dead workers (no heartbeat for GRACE_SECONDS) fail
+
+    def objective(trial):
+        return _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, out, t_start, say)
+
+    # one trial at a time, so that the count is checked between trials (several workers share the study)
+    failures = 0
+    while True:
+        if settings["budget_minutes"] is not None and _left_seconds(settings, t_start) < 1.0:
+            say(f"tune: the budget of {settings['budget_minutes']:g} min is spent")
+            break
+        if _counted(optuna, study) >= settings["trials"]:
+            break
+        study.optimize(objective, n_trials=1, catch=(GenlearnError, _Surplus))
+        mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == _worker()]
+        last = mine[-1] if mine else None
+        failures = failures + 1 if last is not None and "error" in last.user_attrs else 0
+        if failures >= MAX_FAILURES_IN_A_ROW:
+            raise RunError(f"{failures} trials in a row failed; the last: {last.user_attrs['error']} "
+                           f"(see {out / TRIALS_DIR}); narrow the search space (--space) or drop the family")
+
+    return _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, url, study_name, out,
+                   t_start, say)
+
+
+def _open_study(optuna, url: str, name: str, record: dict, spaces: dict, seed, prune: bool, warmup: int):
+    """Create the study (enqueueing one baseline trial per family) or load it, refusing one of other settings."""
+    import warnings
+
+    storage = _storage(optuna, url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # multivariate / group TPE are marked experimental
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    pruner = (_family_median_pruner(optuna, n_startup_trials=3, n_warmup_steps=warmup) if prune
+              else optuna.pruners.NopPruner())
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler,
+                                    pruner=pruner)
+        study.set_user_attr("genlearn", record)
+        for family, space in spaces.items():
+            study.enqueue_trial(_baseline(family, space), user_attrs={"baseline": True}, skip_if_exists=True)
+        return study
+    except optuna.exceptions.DuplicatedStudyError:
+        pass
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    saved = study.user_attrs.get("genlearn")
+    if saved is None:  # another worker created it a moment ago and has not written its settings yet
+        for _ in range(50):
+            time.sleep(0.1)
+            saved = optuna.load_study(study_name=name, storage=storage).user_attrs.get("genlearn")
+            if saved is not None:
+                break
+    if saved is not None:
+        for key, what in (("families", "--families"), ("space", "search space"), ("data", "--data")):
+            if json.dumps(saved.get(key), sort_keys=True) != json.dumps(record.get(key), sort_keys=True):
+                raise ConfigError(f"the study {name!r} in {_redact(url)} was started with another {what} "
+                                  f"({saved.get(key) if key != 'space' else 'its spaces are in its summary.json'}); "
+                                  "re-run it with the same settings, or give another --out / --study-name")
+    return study
+
+
+def _left_seconds(settings: dict, t_start: float) -> float:
+    if settings["budget_minutes"] is None:
+        return math.inf
+    return 60.0 * settings["budget_minutes"] - (time.perf_counter() - t_start)
+
+
+def _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, out: Path, t_start, say):
+    """One trial: sample a family and its settings, fit a run folder on train (monitored on valid, reported to
+    the pruner), return its final valid NLL (nats per example)."""
+    from genlearn.learning.trainer import TrainConfig
+    from genlearn.runs import fit
+
+    earlier = [t for t in study.get_trials(deepcopy=False, states=(
+        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING))
+        if t.number < trial.number and not t.user_attrs.get("surplus")]
+    if len(earlier) >= settings["trials"]:
+        trial.set_user_attr("surplus", True)
+        raise _Surplus(f"trial {trial.number}: the study already holds {settings['trials']} trials")
+    family = trial.suggest_categorical("family", list(spaces))
+    values = {name: _suggest(trial, _pname(family, name), p) for name, p in spaces[family].items()}
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train = {"epochs": settings["epochs"], "patience": settings["patience"], "keep_best": True,
+             "seed": trial.number, "max_minutes": settings["trial_minutes"], "progress": False}
+    left = _left_seconds(settings, t_start) / 60.0
+    if left < train["max_minutes"]:
+        train["max_minutes"] = max(left, 0.05)
+    train.update({k: v for k, v in values.items() if k in train_names})
+    model_options = {k: opts.convert(_config(family), k, v) for k, v in values.items() if k not in train_names}
+    run_dir = out / TRIALS_DIR / f"{trial.number:04d}"
+    trial.set_user_attr("run", str(run_dir.relative_to(out)))
+    trial.set_user_attr("worker", _worker())
+    trial.set_user_attr("model_options", opts_json(model_options))
+    trial.set_user_attr("train", opts_json({k: v for k, v in train.items() if k != "progress"}))
+
+    def report(trainer, rec):
+        value = next((rec[k] for k in MONITORED_VALID if rec.get(k) is not None), None)
+        if value is None or not math.isfinite(value):
+            return
+        trial.report(float(value), step=int(rec["epoch"]))
+        if trial.should_prune():
+            trial.set_user_attr("pruned_at_epoch", int(rec["epoch"]))
+            raise optuna.TrialPruned(f"pruned at epoch {rec['epoch']}: valid NLL {value:.4f}")
+
+    t0 = time.perf_counter()
+    try:
+        run = fit(family, search, out=run_dir, overwrite=True, data_spec=spec, data_dir=data_dir,
+                  callbacks=[report], plots=False, **train, **model_options)
+    except optuna.TrialPruned:
+        say(f"trial {trial.number:4d} {family:18s} pruned at epoch {trial.user_attrs.get('pruned_at_epoch')} "
+            f"({time.perf_counter() - t0:.0f} s)")
+        raise
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)
+        raise
+    except GenlearnError as exc:
+        trial.set_user_attr("error", str(exc))
+        say(f"trial {trial.number:4d} {family:18s} failed: {exc}")
+        raise
+    m = run.metrics
+    valid = m.get("valid_nll")
+    for key in ("train_nll", "valid_nll", "epochs_run", "best_epoch", "wall_seconds", "n_parameters",
+                "valid_nll_method"):
+        if m.get(key) is not None:
+            trial.set_user_attr(key, m[key])
+    if valid is None or not math.isfinite(valid):
+        raise GenlearnError(f"trial {trial.number}: no finite valid NLL ({m.get('valid_nll_method')})")
+    say(f"trial {trial.number:4d} {family:18s} valid NLL {valid:.4f} ({m.get('epochs_run')} epochs, "
+        f"{time.perf_counter() - t0:.0f} s)")
+    return float(valid)
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _config(family: str):
+    from genlearn.models.registry import get_spec
+
+    return get_spec(family).config
+
+
+def opts_json(values: dict) -> dict:
+    """JSON-ready option values (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+# -- the end: test once, summary, recipe ---------------------------------------------------------------------
+def score_test(model, dataset) -> dict:
+    """Test NLL of `model` (nats per example) from ONE read of dataset.test: the mean of -log P(x_m) over the test
+    rows, its standard error std/sqrt(M) and the 95% interval mean +- 1.96 stderr (the sampling error over test
+    rows; for an energy model with an estimated log Z, that estimate's own bracket is reported beside it)."""
+    import torch
+
+    from genlearn.likelihood import log_likelihoods
+    from genlearn.models.base import EnergyModel, LatentVariableModel
+
+    x = dataset.test
+    if x is None:
+        raise ConfigError(f"data set {dataset.name!r} has no test split to score the best trial on")
+    with torch.no_grad():
+        logp, log_z = log_likelihoods(model, x)
+    nll = -logp.double()
+    m = nll.shape[0]
+    mean = float(nll.mean())
+    stderr = float(nll.std(unbiased=True)) / math.sqrt(m) if m > 1 else math.nan
+    out = {"test_nll": mean, "test_nll_stderr": stderr, "test_nll_ci95": [mean - 1.96 * stderr, mean + 1.96 * stderr],
+           "test_rows": m, "test_bits_per_dim": mean / (math.log(2) * model.n_features)}
+    if isinstance(model, LatentVariableModel):
+        out["test_nll_method"] = "importance-sampling"
+    elif isinstance(model, EnergyModel):  # -F(x) - log Z: log Z exact or estimated (with its bracket)
+        out["test_nll_method"] = f"log Z {log_z.method}"
+        out["log_z"], out["log_z_lower"], out["log_z_upper"] = log_z.value, log_z.lower, log_z.upper
+    else:
+        out["test_nll_method"] = "exact"
+    return out
+
+
+def _trial_rows(optuna, study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):
+            continue
+        a = t.user_attrs
+        rows.append({"number": t.number, "state": t.state.name.lower(), "family": t.params.get("family"),
+                     "valid_nll": t.value, "train_nll": a.get("train_nll"), "epochs_run": a.get("epochs_run"),
+                     "pruned_at_epoch": a.get("pruned_at_epoch"), "wall_seconds": a.get("wall_seconds"),
+                     "model_options": a.get("model_options"), "train": a.get("train"), "run": a.get("run"),
+                     "worker": a.get("worker"), "baseline": bool(a.get("baseline")),
+                     **({"error": a["error"]} if "error" in a else {}),
+                     **({"interrupted": True} if a.get("interrupted") else {})})
+    return rows
+
+
+def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, url, study_name, out: Path,
+            t_start: float, say) -> TuneResult:
+    from genlearn.learning import checkpoint as ckpt
+    from genlearn.runs import _finite, load_run, write_plots
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise RunError(f"no trial of the study {study_name!r} completed (see {out / TRIALS_DIR}); give more "
+                       "--trials, a larger --budget-minutes or --trial-minutes")
+    best = min(complete, key=lambda t: t.value)
+    run_dir = out / best.user_attrs["run"]
+    run = load_run(run_dir)
+    test = score_test(run.model, dataset)  # the one read of the test split
+    metrics = dict(run.metrics)
+    metrics.update(test)
+    metrics["test_scored_by"] = "genlearn tune (best of the study by valid NLL; test read once)"
+    ckpt.write_json(run_dir / "metrics.json", _finite(metrics))
+    write_plots(run.model, search, metrics.get("history") or [], run_dir)
+    family = best.params["family"]
+    best_cfg = {"trial": best.number, "family": family, "valid_nll": best.value,
+                "train_nll": best.user_attrs.get("train_nll"), "model_options": best.user_attrs["model_options"],
+                "train": best.user_attrs["train"], "run": best.user_attrs["run"]}
+    rows = _trial_rows(optuna, study)
+    states = [r["state"] for r in rows]
+    wall = time.perf_counter() - t_start
+    summary = {"study": study_name, "storage": _redact(url), "data": spec, "data_dir": data_dir,
+               "dataset": search.describe() | {"sizes": {**search.sizes(), "test": test["test_rows"]}},
+               "families": list(settings["families"]),
+               "settings": {k: v for k, v in settings.items() if k != "families"},
+               "space": _describe_space(spaces), "selection": "lowest final valid NLL (nats per example)",
+               "n_trials": len(rows), "n_complete": states.count("complete"), "n_pruned": states.count("pruned"),
+               "n_failed": states.count("fail"), "best": best_cfg, **test,
+               "units": "nats per example", "wall_seconds": wall,
+               "trial_seconds_total": sum(r["wall_seconds"] or 0.0 for r in rows),
+               "recipe": RECIPE_FILE, "trials": rows}
+    ckpt.write_json(out / SUMMARY_FILE, _finite(summary))
+    recipe_text = recipe_toml(best_cfg, spec, dataset.name, test, len(rows))
+    ckpt.atomic_write_bytes(out / RECIPE_FILE, lambda tmp: Path(tmp).write_text(recipe_text))
+    say(f"tune: best trial {best.number} ({family}) valid NLL {best.value:.4f}, test NLL {test['test_nll']:.4f} "
+        f"+- {1.96 * test['test_nll_stderr']:.4f}; {out / SUMMARY_FILE}, recipe {out / RECIPE_FILE}")
+    return TuneResult(_finite(summary), study, run, out)
+
+
+def _data_for_recipe(spec: str | None, name: str) -> str:
+    """The data spec a recipe can re-load: a path made absolute (the recipe may be run from elsewhere)."""
+    from genlearn.data.files import split_files_of
+    from genlearn.data.sources import SOURCES, parse_spec
+
+    if not spec:
+        return name
+    head, sep, rest = spec.partition(":")
+    if parse_spec(spec)[0] not in SOURCES and (Path(head).exists() or split_files_of(head)):
+        return str(Path(head).resolve()) + sep + rest
+    return spec
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a basic TOML string: JSON's escapes are TOML's
+
+
+def recipe_toml(best: dict, spec: str | None, dataset_name: str, test: dict, n_trials: int) -> str:
+    """The best configuration as a recipe file (genlearn.recipes format) that `genlearn fit --recipe FILE`
+    re-runs: family, data, model options, training settings and the figure it produced."""
+    summary = f"best of genlearn tune ({n_trials} trials) on {dataset_name}: {best['family']}"
+    lines = [f"summary = {_toml_value(summary)}",
+             f"model = {_toml_value(best['family'])}", f"data = {_toml_value(_data_for_recipe(spec, dataset_name))}",
+             "", "[model_options]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(best["model_options"].items()) if v is not None]
+    lines += ["", "[train]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(best["train"].items()) if v is not None]
+    lines += ["", "[figure]", 'metric = "test_nll"', f"value = {_toml_value(round(test['test_nll'], 4))}",
+              f"ci95 = {_toml_value([round(v, 4) for v in test['test_nll_ci95']])}",
+              f"valid_nll = {_toml_value(round(best['valid_nll'], 4))}", 'split = "test"',
+              f"source = {_toml_value('genlearn tune, trial ' + str(best['trial']))}", ""]
+    return "\n".join(lines)
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `genlearn tune`."""
+    p.add_argument("--data", metavar="DATASET",
+                   help="NAME[:key=value,...], a file, a folder of NAME.train/valid/test.data files, one of those "
+                        "files or their prefix DIR/NAME, or an .npz with train/valid/test arrays")
+    p.add_argument("--data-dir", metavar="DIR", help="where named real data sets live (or env GENLEARN_DATA)")
+    p.add_argument("--families", metavar="A,B,...",
+                   help="model families to search (e.g. nade,made,fvsbn,mixture,rbm; default: the preset's)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a generic setting: " + "; ".join(f"{k}: {v.summary}" for k, v in PRESETS.items()))
+    p.add_argument("--trials", metavar="N", help="finished trials in the study, over all workers and re-runs "
+                   f"(default {DEFAULTS.trials}; uci {PRESETS['uci'].trials})")
+    p.add_argument("--budget-minutes", metavar="M", help="wall time of this worker after which no trial starts "
+                   "(default none)")
+    p.add_argument("--trial-minutes", metavar="M", help="training time of one trial (default "
+                   f"{DEFAULTS.trial_minutes:g}; uci {PRESETS['uci'].trial_minutes:g})")
+    p.add_argument("--epochs", metavar="N", help=f"epochs of one trial (default {DEFAULTS.epochs}; uci: "
+                   "bounded by --trial-minutes)")
+    p.add_argument("--patience", metavar="N", help="early stopping of one trial: epochs without a better valid NLL "
+                   f"(default {DEFAULTS.patience}; uci {PRESETS['uci'].patience})")
+    p.add_argument("--space", metavar="FILE", help="a TOML file of search ranges over the families' own, one "
+                   "table per family: hidden = {low = 16, high = 256, log = true}, activation = [\"relu\", "
+                   "\"tanh\"], batch_size = 100")
+    p.add_argument("--out", metavar="DIR", help="output folder: study.db, trials/, summary.json, best.toml "
+                   "(default runs/tune-DATASET)")
+    p.add_argument("--storage", metavar="URL", help="Optuna database URL shared by several workers (default "
+                   "sqlite:///OUT/study.db), e.g. postgresql://user:password@host/db")
+    p.add_argument("--study-name", metavar="NAME", default=DEFAULT_STUDY, help=f"(default {DEFAULT_STUDY})")
+    p.add_argument("--seed", metavar="N", help="seed of the TPE sampler (give each worker its own)")
+    p.add_argument("--no-prune", action="store_true", help="no pruning of poor learning curves")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--threads", type=int, metavar="N", default=None,
+                   help="CPU threads for torch (default: torch's, one per core)")
+
+
+def _number(args, name: str, kind):
+    value = getattr(args, name)
+    if value is None:
+        return None
+    try:
+        out = kind(value)
+    except ValueError:
+        raise ConfigError(f"--{name.replace('_', '-')} must be {'an integer' if kind is int else 'a number'}, "
+                          f"got {value!r}") from None
+    return out
+
+
+def cmd_tune(args) -> int:
+    """`genlearn tune`: prints the summary's headline as JSON."""
+    space = None
+    if args.space:
+        path = Path(args.space)
+        if not path.is_file():
+            raise ConfigError(f"no search-space file {path}; give a TOML file (see `genlearn tune --help`)")
+        space = ss.space_from_toml(path.read_text(), str(path))
+    _optuna()
+    data = args.data
+    if not data:
+        raise ConfigError("say which data to tune on with --data (e.g. --data adult --data-dir DIR, or "
+                          "--data PATH/nltcs for PATH/nltcs.train.data, .valid.data, .test.data)")
+    out = args.out or f"runs/tune-{Path(data.split(':')[0]).name.replace('.', '_')}"
+    result = tune(data, out=out, families=args.families, trials=_number(args, "trials", int),
+                  budget_minutes=_number(args, "budget_minutes", float), preset=args.preset, space=space,
+                  storage=args.storage, study_name=args.study_name, trial_minutes=_number(args, "trial_minutes", float),
+                  epochs=_number(args, "epochs", int), patience=_number(args, "patience", int), data_dir=args.data_dir,
+                  seed=_number(args, "seed", int), prune=not args.no_prune,
+                  log=None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True)))
+    s = result.summary
+    keys = ("data", "n_trials", "n_complete", "n_pruned", "n_failed", "best", "test_nll", "test_nll_ci95",
+            "test_nll_method", "wall_seconds")
+    print(json.dumps({k: s.get(k) for k in keys}, indent=2))
+    print(f"summary in {result.out / SUMMARY_FILE}; re-run the best with `genlearn fit --recipe "
+          f"{result.out / RECIPE_FILE}`", file=sys.stderr)
+    return 0
+
+
+__all__ = ["PRESETS", "Preset", "TuneResult", "add_arguments", "cmd_tune", "family_spaces", "recipe_toml",
+           "score_test", "tune"]

@@ -1,0 +1,247 @@
+"""Devices and data-parallel training (genlearn.learning.devices, genlearn.learning.distributed), on CPU.
+
+The data-parallel tests spawn 2 local processes with gloo (distributed.run_local: what torchrun does) once for
+the module, and compare with 1-process runs of the same seed and global batch:
+
+- MADE (maximum likelihood, SGD with momentum), RBM PCD-1 (chains split over the ranks), VAE (ELBO, Adam) and
+  the mixture's EM: the parameters after >= 13 steps (EM: 3 iterations) agree to 1e-5 relative
+  (max |a - b| <= 1e-5 max |b| per tensor: float32 sums in another order);
+- a sharded evaluation (each rank its rows, float64 sums and counts all-reduced) equals the 1-process NLL;
+- a run stopped after 1 epoch on 1 process and resumed on 2 (RBM PCD), and one stopped on 2 and resumed on 1
+  (MADE), finish and equal the uninterrupted 1-process run.
+
+The global batch of 99 rows splits 50/49 over 2 ranks and the last batch of the 1258 digits rows (70 rows)
+35/35; 51 persistent chains split 26/25: unequal shards are covered."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genlearn.errors import ConfigError
+from genlearn.learning import devices
+from genlearn.learning.distributed import run_local, shard_bounds
+
+DATA = "digits"
+RTOL = 1e-5
+JOBS = {
+    "made": ("made", {"hidden": 32, "optimizer": "momentum", "lr": 0.05, "batch_size": 99, "epochs": 1}),
+    "made2": ("made", {"hidden": 32, "optimizer": "momentum", "lr": 0.05, "batch_size": 99, "epochs": 2}),
+    "rbm": ("rbm", {"hidden": 16, "persistent": True, "n_chains": 51, "optimizer": "sgd", "lr": 0.05,
+                    "batch_size": 99, "epochs": 2}),
+    "vae": ("vae", {"latent": 2, "hidden": "32", "optimizer": "adam", "lr": 0.003, "batch_size": 99, "epochs": 1}),
+    "mixture": ("mixture", {"components": 4, "batch_size": 99, "epochs": 3}),
+}
+EVAL = {"vae": {"iw_samples": 10}}
+
+
+def _fit(name: str, out: Path, **overrides):
+    from genlearn.runs import fit
+
+    model, kwargs = JOBS[name]
+    return fit(model, DATA, out=out, overwrite=True, plots=False, progress=False, device="cpu",
+               partition_options=EVAL.get(name), **{**kwargs, **overrides})
+
+
+def _worker(root: str) -> None:
+    """Every rank: the 2-process runs, the resume of a 1-process checkpoint, and a sharded evaluation."""
+    import torch.distributed as dist
+
+    from genlearn.learning.distributed import DataParallel
+    from genlearn.likelihood import mean_nll
+    from genlearn.runs import fit, load_run
+
+    root = Path(root)
+    for name in ("made", "rbm", "vae", "mixture"):
+        _fit(name, root / "two" / name)
+    fit(None, None, out=root / "resume_rbm", resume=True, plots=False, progress=False, epochs=2)
+    parallel, _ = DataParallel.from_env("cpu")
+    model = load_run(root / "one" / "made").model
+    from genlearn.data.registry import load_dataset
+
+    test = load_dataset(DATA).test
+    value = parallel.sharded(mean_nll)(model, test)
+    rows = parallel.shard(test.shape[0])
+    if dist.get_rank() == 0:
+        (root / "sharded.json").write_text(json.dumps({"nll": value, "rows": rows}))
+
+
+def _params(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def _assert_params_close(a: dict, b: dict, rtol: float = RTOL) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        scale = float(b[k].abs().max()) if b[k].numel() and b[k].is_floating_point() else 1.0
+        diff = float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0
+        assert diff <= rtol * max(scale, 1e-12), f"{k}: max |diff| {diff:.3g} > {rtol} x {scale:.3g}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dp")
+    for name in ("made", "made2", "rbm", "vae", "mixture"):
+        _fit(name, root / "one" / name)
+    _fit("rbm", root / "resume_rbm", epochs=1)
+    run_local(_worker, 2, str(root), threads=1, timeout_s=5)
+    return root
+
+
+@pytest.mark.parametrize("name", ["made", "rbm", "vae", "mixture"])
+def test_two_processes_equal_one(runs, name):
+    one, two = runs / "one" / name, runs / "two" / name
+    _assert_params_close(_params(two), _params(one))
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert (m1["world_size"], m2["world_size"]) == (1, 2)
+    assert m2["epochs_run"] == m1["epochs_run"]
+    # the per-epoch objective (all-reduced over ranks) is the 1-process one
+    for r1, r2 in zip(m1["history"][1:], m2["history"][1:]):
+        assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-5, abs=1e-6)
+
+
+def test_two_process_runs_differ_from_another_seed(runs, tmp_path):
+    """The tolerance above can fail: a run with another seed is far outside it."""
+    other = _fit("made", tmp_path / "made-seed1", seed=1, init_seed=1)
+    with pytest.raises(AssertionError):
+        _assert_params_close(_params(other.dir), _params(runs / "two" / "made"))
+
+
+def test_pcd_chains_checkpointed_whole(runs):
+    """Rank 0's checkpoint holds all 51 chains, assembled from both ranks, equal to the 1-process chains."""
+    one = load_file(str(runs / "one" / "rbm" / "checkpoint.safetensors"))["rule.chains"]
+    two = load_file(str(runs / "two" / "rbm" / "checkpoint.safetensors"))["rule.chains"]
+    assert two.shape == (51, 64)
+    assert torch.equal(one, two)
+
+
+def test_sharded_evaluation_equals_unsharded(runs):
+    from genlearn.data.registry import load_dataset
+    from genlearn.likelihood import mean_nll
+    from genlearn.runs import load_run
+
+    got = json.loads((runs / "sharded.json").read_text())
+    assert got["rows"] == [0, 135]  # 269 rows: 135 + 134, no padding
+    test = load_dataset(DATA).test
+    assert got["nll"] == pytest.approx(mean_nll(load_run(runs / "one" / "made").model, test), rel=1e-12)
+
+
+def test_resume_one_process_run_on_two(runs):
+    m = json.loads((runs / "resume_rbm" / "metrics.json").read_text())
+    assert m["epochs_run"] == 2 and m["world_size"] == 2
+    _assert_params_close(_params(runs / "resume_rbm"), _params(runs / "one" / "rbm"))
+
+
+def test_resume_two_process_run_on_one(runs, tmp_path):
+    from genlearn.runs import fit
+
+    shutil.copytree(runs / "two" / "made", tmp_path / "made")
+    run = fit(None, None, out=tmp_path / "made", resume=True, plots=False, progress=False, epochs=2)
+    assert run.metrics["epochs_run"] == 2 and run.metrics["world_size"] == 1
+    _assert_params_close(_params(tmp_path / "made"), _params(runs / "one" / "made2"))
+
+
+def test_shard_bounds_disjoint_and_complete():
+    for n in (0, 1, 5, 99, 100):
+        for w in (1, 2, 3, 7):
+            bounds = [shard_bounds(n, r, w) for r in range(w)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            sizes = [b - a for a, b in bounds]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_row_shard_noise_is_the_whole_batch_noise():
+    from genlearn.numerics import randn_rows, row_shard
+
+    g_full, g = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    full = randn_rows((2, 7, 3), 1, g_full)
+    with row_shard(4, 7, 7):
+        part = randn_rows((2, 3, 3), 1, g)
+    assert torch.equal(part, full[:, 4:7])
+    assert torch.equal(g.get_state(), g_full.get_state())  # the generator advanced as far as the whole draw
+    plain = randn_rows((3, 3), 0, torch.Generator().manual_seed(5))  # no context: a plain draw
+    assert torch.equal(plain, torch.randn((3, 3), generator=torch.Generator().manual_seed(5)))
+
+
+# -- devices ----------------------------------------------------------------------------------------------
+def test_auto_picks_a_gpu_when_present():
+    with mock.patch("torch.cuda.is_available", return_value=True), \
+            mock.patch("torch.cuda.current_device", return_value=0):
+        assert devices.resolve_device("auto") == torch.device("cuda", 0)
+    with mock.patch("torch.cuda.is_available", return_value=False), \
+            mock.patch.object(devices, "_mps_available", return_value=False):
+        assert devices.resolve_device("auto") == torch.device("cpu")
+    with mock.patch("torch.cuda.is_available", return_value=False), \
+            mock.patch.object(devices, "_mps_available", return_value=True):
+        assert devices.resolve_device("auto") == torch.device("mps")
+    with mock.patch("torch.cuda.is_available", return_value=True), \
+            mock.patch("torch.cuda.device_count", return_value=2):
+        assert devices.resolve_device("cuda:1") == torch.device("cuda", 1)
+        with pytest.raises(ConfigError, match="2 CUDA device"):
+            devices.resolve_device("cuda:2")
+
+
+def test_bad_or_absent_devices_are_one_clear_error():
+    assert devices.resolve_device(None) == devices.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        devices.resolve_device("tpu")
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            devices.resolve_device("cuda")
+
+
+def test_cli_device_flag_and_python_m(tmp_path, capsys):
+    from genlearn.cli import main
+
+    out = tmp_path / "run"
+    assert main(["fit", "product-bernoulli", "--data", "digits", "--epochs", "1", "--out", str(out), "--device",
+                 "auto", "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["device"] == "cpu"
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        assert main(["eval", str(out), "--device", "cuda"]) == 2
+    assert "genlearn: error: --device cuda: no CUDA GPU" in capsys.readouterr().err
+    # python -m genlearn (what torchrun -m genlearn runs): the same command and error format
+    env = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"}
+    bad = subprocess.run([sys.executable, "-m", "genlearn", "sample", str(out), "-n", "2", "--device", "cuda"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("genlearn: error: --device cuda: no CUDA GPU")
+    assert "Traceback" not in bad.stderr
+
+
+def test_generator_state_of_another_device_reseeds():
+    g = torch.Generator().manual_seed(3)
+    assert devices.restore_generator(g, torch.Generator().manual_seed(9).get_state(), seed=0)
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(9).get_state())
+    assert not devices.restore_generator(g, torch.zeros(16, dtype=torch.uint8), seed=4)  # a CUDA (Philox) state
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(4).get_state())
+
+
+# -- GPU (skipped without CUDA) -----------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["made", "rbm", "vae", "mixture"])
+def test_gpu_fit_matches_cpu_and_resumes_on_cpu(name, tmp_path):
+    """A family trained on the GPU ends near the CPU run (different kernels and random streams for the
+    stochastic rules: compared through the NLL, not the parameters) and its checkpoint resumes on the CPU."""
+    from genlearn.runs import fit
+
+    model, kwargs = JOBS[name]
+    gpu = fit(model, DATA, out=tmp_path / "gpu", plots=False, progress=False, device="cuda",
+              partition_options=EVAL.get(name), **kwargs)
+    assert gpu.metrics["device"].startswith("cuda")
+    cpu = _fit(name, tmp_path / "cpu")
+    key = "test_nll" if gpu.metrics.get("test_nll") is not None else "test_elbo"
+    assert gpu.metrics[key] == pytest.approx(cpu.metrics[key], rel=0.05)
+    if name in ("made", "mixture"):  # deterministic rules: the same parameters up to float32 kernels
+        _assert_params_close(_params(tmp_path / "gpu"), _params(tmp_path / "cpu"), rtol=1e-3)
+    back = fit(None, None, out=tmp_path / "gpu", resume=True, plots=False, progress=False, device="cpu",
+               epochs=kwargs["epochs"] + 1)
+    assert back.metrics["epochs_run"] == kwargs["epochs"] + 1 and back.metrics["device"] == "cpu"

@@ -1,0 +1,231 @@
+"""A fit killed at random moments (SIGKILL and SIGINT, 20 kills) and resumed each time ends with exactly the
+parameters and learning curve of an uninterrupted run with the same seed (issue 16, items 5 and 8).
+
+Each fit is its own process running `genlearn.cli.main`. Starting python and torch costs seconds on a loaded
+machine, so the processes are forked from one "zygote" that has imported genlearn once: each fork is a fresh
+process (own PID, killed by the signal itself), started in milliseconds (the zygote also skips the plots, which
+take seconds to draw and are no part of what is resumed). The kill times are random (the seed is
+printed), drawn so that they land anywhere in a run: while it starts, in the middle of an epoch (SIGINT then
+writes a checkpoint of that minibatch), while a checkpoint is written, during the final evaluation and writes.
+When a chain of lives finishes before the 20 kills are spent, it is checked and a new chain starts.
+
+Also: a kill exactly between the two writes of a checkpoint (in-process: the JSON copy's write fails), and a
+Ctrl-C while the real `genlearn` command is still importing (one line, exit 130, no traceback)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import genlearn
+from genlearn.learning import checkpoint as ckpt
+from genlearn.learning.run_folder import read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+KILLS = 20
+DATA = "bars-and-stripes:size=3"
+FIT_ARGS = ["--optimizer", "adam", "--lr", "0.01", "--batch-size", "32", "--seed", "3", "--quiet"]
+EPOCHS = 25
+#: seconds a forked fit takes to start (parse, data, checkpoint) on a loaded 2-core machine, about
+STARTUP = 0.4
+
+ZYGOTE = r"""
+import json, os, signal, sys, traceback
+import torch
+import genlearn.cli, genlearn.runs, genlearn.evaluation
+torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports torch._dynamo: seconds
+genlearn.runs.write_plots = lambda *args, **kwargs: None  # plots are not what is resumed; they take seconds
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        rc = 1
+        try:
+            for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
+                os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+            os.chdir(req["cwd"])
+            rc = genlearn.cli.main(req["argv"])
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os._exit(rc if isinstance(rc, int) else 1)
+    print(json.dumps({"pid": pid}), flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"exit": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+class Zygote:
+    def __init__(self):
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=ROOT)
+        self.n = 0
+        assert json.loads(self.proc.stdout.readline())["ready"]  # python, torch and genlearn imported, once
+
+    def start(self, argv: list, logs: Path) -> tuple[int, Path]:
+        self.n += 1
+        err = logs / f"{self.n}.err"
+        req = {"argv": [str(a) for a in argv], "stdout": str(logs / f"{self.n}.out"), "stderr": str(err),
+               "cwd": str(ROOT)}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the zygote died"
+        return json.loads(line)["pid"], err
+
+    def wait(self) -> int:
+        return json.loads(self.proc.stdout.readline())["exit"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    z = Zygote()
+    yield z
+    z.close()
+
+
+def _final(folder: Path) -> tuple[dict, list]:
+    state = load_file(str(folder / "model.safetensors"))
+    history = json.loads((folder / "metrics.json").read_text())["history"]
+    return state, history
+
+
+def _same_run(folder: Path, reference: tuple[dict, list]) -> None:
+    state, history = _final(folder)
+    ref_state, ref_history = reference
+    assert state.keys() == ref_state.keys()
+    for k in state:
+        assert torch.equal(state[k], ref_state[k]), f"{folder}: parameter {k} differs from the uninterrupted run"
+    assert history == ref_history, f"{folder}: the learning curve differs from the uninterrupted run"
+
+
+def _checkpoint_epoch(folder: Path) -> int | None:
+    if not (folder / "checkpoint.safetensors").exists():
+        return None
+    _, meta = read_checkpoint(folder)  # every checkpoint a kill leaves is readable and consistent
+    return meta["epoch"]
+
+
+def test_kill_and_resume_20_times(zygote, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    first = ["fit", "fvsbn", "--data", DATA, "--epochs", EPOCHS, *FIT_ARGS]
+    t0 = time.perf_counter()
+    pid, err = zygote.start([*first, "--out", tmp_path / "reference"], logs)
+    assert zygote.wait() == 0, err.read_text()
+    duration = time.perf_counter() - t0  # of one uninterrupted life, start to finish
+    reference = _final(tmp_path / "reference")
+
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    kills, outcomes, chains, folder = 0, [], 0, None
+    while kills < KILLS:
+        if folder is None:
+            chains += 1
+            folder = tmp_path / f"chain{chains}"
+        epoch = _checkpoint_epoch(folder)
+        argv = [*first, "--out", folder] if epoch is None else ["fit", "--resume", folder, "--quiet"]
+        # anywhere in what is left of the run (its start-up included), at most a third of a whole run per life
+        left = duration * (1.0 - (epoch or 0) / EPOCHS) + STARTUP
+        delay = rng.uniform(0.0, min(1.1 * left, duration / 3))
+        how = rng.choice([signal.SIGKILL, signal.SIGINT])
+        pid, err = zygote.start(argv, logs)
+        time.sleep(delay)
+        try:
+            os.kill(pid, how)
+        except ProcessLookupError:
+            pass
+        code = zygote.wait()
+        text = err.read_text()
+        assert "Traceback" not in text, f"seed {seed}: {text}"
+        if code == 0:  # the run finished before the signal: it must be the uninterrupted run
+            outcomes.append("finished")
+            _same_run(folder, reference)
+            folder = None
+            continue
+        if how == signal.SIGKILL:
+            assert code == -signal.SIGKILL, f"seed {seed}: exit {code}: {text}"
+        else:
+            assert code == 130, f"seed {seed}: SIGINT gave exit {code}: {text}"
+            assert text.strip().splitlines()[-1].startswith("genlearn: interrupted"), text
+        kills += 1
+        where = "killed" if how == signal.SIGKILL else (
+            "in-epoch" if "minibatch" in text else "epoch-end" if "stopped after epoch" in text else "other")
+        outcomes.append(f"{how.name}@{delay:.2f}s:{where}")
+        _checkpoint_epoch(folder)
+    if folder is not None:  # the last chain: resumed to the end
+        pid, err = zygote.start(["fit", "--resume", folder, "--quiet"], logs)
+        assert zygote.wait() == 0, err.read_text()
+        _same_run(folder, reference)
+    print(f"seed {seed}: {kills} kills in {chains} chain(s): {', '.join(outcomes)}")
+    assert kills == KILLS
+
+
+def test_kill_between_the_two_checkpoint_writes(tmp_path, monkeypatch):
+    """checkpoint.safetensors of epoch 3 written, its JSON copy not (the process dies between the two writes):
+    the checkpoint of epoch 3 is read (not a mix of 3 and 2) and the resumed run is the uninterrupted one."""
+    kw = dict(epochs=5, optimizer="adam", lr=0.01, batch_size=32, seed=3, plots=False, progress=False)
+    ref = genlearn.fit("fvsbn", DATA, out=tmp_path / "ref", **kw)
+
+    class Killed(BaseException):
+        pass
+
+    original = ckpt.write_json
+
+    def write_json(path, obj):
+        if Path(path).name == ckpt.META and obj.get("epoch") == 3:
+            raise Killed
+        original(path, obj)
+
+    monkeypatch.setattr(ckpt, "write_json", write_json)
+    with pytest.raises(Killed):
+        genlearn.fit("fvsbn", DATA, out=tmp_path / "torn", **kw)
+    monkeypatch.undo()
+    folder = tmp_path / "torn"
+    assert json.loads((folder / ckpt.META).read_text())["epoch"] == 2
+    _, meta = read_checkpoint(folder)
+    assert meta["epoch"] == 3
+    run = genlearn.fit(None, None, out=folder, resume=True, plots=False, progress=False)
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, run.model.state_dict()[k]), k
+    assert run.metrics["history"] == ref.metrics["history"]
+
+
+def test_ctrl_c_while_starting(tmp_path):
+    """A SIGINT while the `genlearn` command still imports: one line, exit 130, no traceback, nothing written."""
+    exe = Path(sys.executable).parent / "genlearn"
+    if not exe.exists():
+        pytest.skip("the genlearn command is not installed beside this python")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = []
+    for i, delay in enumerate((0.5, 1.0, 1.5)):
+        out = tmp_path / f"r{i}"
+        p = subprocess.Popen([str(exe), "fit", "fvsbn", "--data", DATA, "--epochs", "1000", "--out", str(out)],
+                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        procs.append((p, delay, out))
+    start = time.perf_counter()
+    for p, delay, _ in procs:
+        time.sleep(max(0.0, start + delay - time.perf_counter()))
+        p.send_signal(signal.SIGINT)
+    for p, delay, out in procs:
+        _, err = p.communicate(timeout=120)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert p.returncode == 130, (delay, err)
+        assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("genlearn: interrupted"), err

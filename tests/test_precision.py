@@ -1,0 +1,166 @@
+"""matmul_precision "auto" (genlearn.precision): bfloat16 only where the machine runs it faster, decided from the
+capability and a measured speedup (both mocked here), recorded by the rule, and a one-line warning for an explicit
+bfloat16 that is emulated."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import genlearn.precision as P
+from genlearn.errors import ConfigError
+from genlearn.learning.legacy import rule_from_legacy_config
+from genlearn.learning.rules import make_rule
+from genlearn.models.made import MADE
+from genlearn.models.nade import NADE
+from genlearn.models.rbm import RBM
+from genlearn.models.vae import VAE
+
+BIG = 2.0 * 100 * 784 * 500  # the flops of a training product of binarized MNIST
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Mock the CPU: set capability, oneDNN bf16 support and the measured bf16 speedup; counts measurements."""
+    P._reset_for_tests()
+    state = {"measured": 0}
+
+    def configure(capability="AVX512", supported=True, speedup=2.0, native=None):
+        monkeypatch.setattr(P, "cpu_capability", lambda: capability)
+        monkeypatch.setattr(P, "cpu_bf16_supported", lambda: supported)
+        monkeypatch.setattr(P, "cpu_native_bf16", lambda: native)  # None: flags unknown, the timing decides
+
+        def measure(device_type="cpu", shape=P.BENCH_SHAPE, seconds=0.05):
+            state["measured"] += 1
+            return speedup
+        monkeypatch.setattr(P, "measure_bf16_speedup", measure)
+        return state
+
+    yield configure
+    P._reset_for_tests()
+
+
+def test_auto_is_full_where_bfloat16_is_emulated_without_measuring(machine):
+    state = machine(capability="AVX2", supported=False, speedup=0.02)
+    assert P.resolve_matmul_precision("auto", "cpu", BIG) == "full"
+    assert state["measured"] == 0  # the capability alone decides
+    state = machine(capability="AVX512", supported=False, speedup=0.02)
+    assert P.resolve_matmul_precision("auto", "cpu", BIG) == "full"
+
+
+def test_auto_is_bfloat16_only_where_measured_faster(machine):
+    state = machine(capability="AVX512", supported=True, speedup=2.0)
+    assert P.resolve_matmul_precision("auto", "cpu", BIG) == "bfloat16"
+    assert P.resolve_matmul_precision("auto", torch.device("cpu")) == "bfloat16"
+    assert state["measured"] == 1  # once per process
+    # AVX512 without native bf16 dot products (oneDNN emulates with AVX512 core): measured slower -> full
+    P._reset_for_tests()
+    machine(capability="AVX512", supported=True, speedup=0.6)
+    assert P.resolve_matmul_precision("auto", "cpu", BIG) == "full"
+    # a gain below the threshold is not worth the rounding
+    P._reset_for_tests()
+    machine(capability="AVX512", supported=True, speedup=P.AUTO_MIN_SPEEDUP - 0.05)
+    assert P.resolve_matmul_precision("auto", "cpu", BIG) == "full"
+
+
+def test_the_cpu_flags_decide_before_any_timing(machine):
+    state = machine(capability="AVX512", supported=True, speedup=3.0, native=False)  # AVX-512 without BF16
+    assert P.resolve_matmul_precision("auto", "cpu", BIG) == "full" and state["measured"] == 0
+    P._reset_for_tests()
+    state = machine(capability="AVX512", supported=True, speedup=0.5, native=True)
+    assert P.resolve_matmul_precision("auto", "cpu", BIG) == "full"  # a slow timing (a loaded machine) -> full
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # native bfloat16 instructions: no "emulated" warning
+        assert P.resolve_matmul_precision("bfloat16", "cpu", BIG) == "bfloat16"
+    assert P.precision_record("auto", "full")["cpu_native_bf16"] is True
+
+
+def test_auto_is_full_for_products_too_small_to_gain(machine):
+    state = machine(speedup=3.0)
+    assert P.resolve_matmul_precision("auto", "cpu", flops=2.0 * 10 * 9 * 6) == "full"
+    assert state["measured"] == 0
+
+
+def test_emulated_bfloat16_falls_back_to_full_and_warns_once_with_the_slowdown(machine):
+    machine(capability="AVX2", supported=False, speedup=0.02)
+    assert P.resolve_matmul_precision("full", "cpu", BIG) == "full"
+    with pytest.warns(RuntimeWarning, match=r"50\.0x slower than float32 on this CPU \(AVX2; emulated.*float32") as rec:
+        assert P.resolve_matmul_precision("bfloat16", "cpu", BIG) == "full"
+    assert len(rec) == 1 and "\n" not in str(rec[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert P.resolve_matmul_precision("bfloat16", "cpu", BIG) == "full"  # warned once per process
+    P._reset_for_tests()
+    machine(capability="AVX512", supported=True, speedup=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # native: no warning
+        assert P.resolve_matmul_precision("bfloat16", "cpu", BIG) == "bfloat16"
+
+
+def test_unknown_precision_is_one_config_error():
+    with pytest.raises(ConfigError, match="matmul_precision must be one of auto, full, bfloat16, got 'half'"):
+        P.resolve_matmul_precision("half")
+    with pytest.raises(ConfigError, match="auto, full, bfloat16"):
+        make_rule("contrastive-divergence", {"matmul_precision": "fp16"})
+
+
+def test_the_measurement_is_real_and_positive():
+    s = P.measure_bf16_speedup("cpu", shape=(8, 16, 8), seconds=0.002)
+    assert math.isfinite(s) and s > 0
+
+
+@pytest.mark.parametrize("speedup, expected", [(2.0, "bfloat16"), (0.02, "full")])
+def test_the_rbm_rule_runs_and_records_what_auto_resolved_to(machine, speedup, expected):
+    machine(capability="AVX512" if speedup > 1 else "AVX2", supported=speedup > 1, speedup=speedup)
+    model = RBM(784, 500, seed=0)
+    rule = make_rule("contrastive-divergence", {"persistent": True, "n_chains": 100})
+    x = (torch.rand(100, 784, generator=torch.Generator().manual_seed(0)) < 0.13).float()
+    rule.compute_gradient(model, x, torch.Generator().manual_seed(1))
+    assert ("weight_low" in rule._workspace) == (expected == "bfloat16")
+    rec = rule.describe()
+    assert rec["matmul_precision"] == "auto" and rec["matmul_precision_resolved"] == expected
+    assert rec["cpu_capability"] in ("AVX512", "AVX2") and rule.settings()["matmul_precision"] == "auto"
+    cd = make_rule("contrastive-divergence")
+    cd.compute_gradient(model, x, torch.Generator().manual_seed(1))
+    cd.compute_gradient(model, x[:3], torch.Generator().manual_seed(1))  # a short last batch keeps the choice
+    assert cd.describe()["matmul_precision_resolved"] == expected
+
+
+def test_sklearn_reports_the_resolved_precision(machine):
+    from genlearn.sklearn import BernoulliRBM
+
+    machine(capability="AVX2", supported=False, speedup=0.02)
+    X = (np.random.default_rng(0).random((40, 8)) < 0.3).astype(np.float32)
+    est = BernoulliRBM(n_components=4, n_iter=1, random_state=0).fit(X)
+    assert est.matmul_precision == "auto" and est.matmul_precision_ == "full"
+
+
+def test_models_default_to_auto_and_old_configs_keep_their_precision(machine):
+    machine(speedup=2.0)
+    assert NADE(10, 8).matmul_precision == MADE(10, 8).matmul_precision == VAE(10, 2, [8]).matmul_precision == "auto"
+    for cls, model in ((NADE, NADE(10, 8)), (MADE, MADE(10, 8)), (VAE, VAE(10, 2, [8]))):
+        old = {k: v for k, v in model.config().items() if k != "matmul_precision"}
+        assert cls.from_config(old).matmul_precision == "full"  # saved before the option: trained in full
+        assert cls.from_config({**old, "matmul_precision": "bfloat16"}).matmul_precision == "bfloat16"
+    assert rule_from_legacy_config("rbm", {"n_visible": 9, "n_hidden": 3})[1]["matmul_precision"] == "full"
+
+
+def test_autoregressive_models_resolve_auto_by_their_product_size(machine):
+    machine(speedup=2.0)
+    small = MADE(10, 8)
+    small.loss(torch.zeros(4, 10))
+    assert small.resolved_matmul_precision == "full"
+    big = MADE(784, 500)
+    big.loss(torch.zeros(100, 784))
+    assert big.resolved_matmul_precision == "bfloat16"
+    big.loss(torch.zeros(3, 784))  # a short last batch keeps the first batch's choice
+    assert big.resolved_matmul_precision == "bfloat16"
+    big.matmul_precision = "full"  # a changed request is resolved again
+    big.loss(torch.zeros(100, 784))
+    assert big.resolved_matmul_precision == "full"
+    machine(capability="AVX2", supported=False, speedup=0.02)
+    P._reset_for_tests()
+    other = MADE(784, 500)
+    other.loss(torch.zeros(100, 784))
+    assert other.resolved_matmul_precision == "full"
