@@ -90,5 +90,5 @@ def test_gan_reading_says_what_the_numbers_show():
     assert "all 14 patterns covered" in text
     not_separated = _gan_reading([_fit("kl", 0, 0.97), _fit("js", 0, 0.97), _fit("maximum likelihood", 12, 0.2)])
     text = not_separated.replace("\n", " ")
-    assert "does not separate them" in text and "mode covering" not in text
+    assert "does not show that separation" in text and "mode covering" not in text
     assert "12 of the 14 patterns covered" in text

@@ -5,6 +5,7 @@ and exits with code 2, without a traceback."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -426,12 +427,12 @@ def cmd_sample(args) -> int:
         sample_grid(x, tuple(image_shape), out, f"{run.meta['model']}: {args.n} samples")
         print(f"wrote {out}", file=sys.stderr)
         return 0
-    rows = x.reshape(args.n, -1).tolist()
-    text = "\n".join(",".join(f"{v:g}" for v in row) for row in rows) + "\n"
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text)
+    rows = x.reshape(args.n, -1)
+    # CSV written in blocks of rows: the text of one block at a time in memory, whatever -n
+    with (open(out, "w") if out is not None else contextlib.nullcontext(sys.stdout)) as stream:
+        for block in rows.split(10_000):
+            stream.write("".join(",".join(f"{v:g}" for v in row) + "\n" for row in block.tolist()))
+    if out is not None:
         print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -421,8 +421,9 @@ def _gan_reading(fits: list[dict]) -> str:
                  "infinite if P leaves out a pattern); js is mode seeking: it keeps fewer patterns, with little mass "
                  "outside them, and lets the others go. ")
     else:
-        text += ("This run does not separate them (too few epochs: in fast mode the fits have barely left their "
-                 "initial weights). ")
+        text += ("This run does not show that separation: one seed and a short adversarial fit, whose critic "
+                 "estimate of the divergence is noisy (benchmarks/gan_bars_and_stripes.py compares them over seeds "
+                 "and longer fits). ")
     ml_covered = "all" if ml["patterns_covered"] == k else f"{ml['patterns_covered']} of the"
     text += (f"Maximum likelihood of the same generator reaches D_KL(Q||P) = {ml['kl_qp']:.3f} nats with "
              f"{ml_covered} {k} patterns covered: the adversarial fits' gap comes from learning through a critic "

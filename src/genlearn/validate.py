@@ -105,9 +105,17 @@ def check_seed(value, what: str = "--seed") -> int:
 
 
 def machine_memory() -> int:
-    """Physical memory of this machine in bytes (os.sysconf; 16 GiB when the platform does not say)."""
+    """Memory a new allocation can get, in bytes: MemAvailable of /proc/meminfo (Linux: free memory plus what the
+    kernel can reclaim), else the physical memory (os.sysconf), else 16 GiB."""
     import os
 
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
@@ -124,11 +132,11 @@ def human_bytes(n: float) -> str:
 
 
 def check_memory(nbytes: float, what: str, fix: str) -> None:
-    """Refuse, before allocating, what would need more than the machine's physical memory: one ConfigError naming
+    """Refuse, before allocating, what would need more than the machine's available memory: one ConfigError naming
     the size (`what`), the memory it needs and the fix."""
     from genlearn.errors import ConfigError
 
     have = machine_memory()
     if nbytes > have:
-        raise ConfigError(f"{what} needs about {human_bytes(nbytes)} of memory, more than this machine's "
-                          f"{human_bytes(have)}; {fix}")
+        raise ConfigError(f"{what} needs about {human_bytes(nbytes)} of memory, more than the "
+                          f"{human_bytes(have)} available on this machine; {fix}")
