@@ -39,7 +39,7 @@ def test_every_recipe_validates_against_its_family_and_the_trainer(name):
 def test_the_headline_figures_have_recipes():
     """The README's headline figures (binarized MNIST): each has a recipe that states it."""
     figures = {r.figure["value"] for r in list_recipes()}
-    for value in (129.77, 97.95, 87.98, 91.37, 88.55, 86.82, 148.66, 87.56, 205.79):
+    for value in (129.77, 97.95, 87.98, 91.37, 88.55, 86.91, 148.66, 87.56, 205.79):
         assert value in figures, value
 
 
@@ -116,7 +116,9 @@ def test_published_folder_is_small_and_loads(name):
 
 @pytest.mark.shared
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
-@pytest.mark.parametrize("name", [n for n in _published() if "784x500" not in n])  # AIS at 100,000: minutes
+# not the RBM 784x500 (AIS at 100,000 temperatures: ten minutes) nor the 128-ordering NADE (2-4 minutes): their
+# `genlearn eval` figures are in benchmarks/RESULTS.md
+@pytest.mark.parametrize("name", [n for n in _published() if "784x500" not in n and n != "oa-nade"])
 def test_published_parameters_reproduce_their_figure(name, capsys):
     """`genlearn eval benchmarks/models/NAME --data-dir DIR` gives the figure of RESULTS (exact likelihoods)."""
     metrics = json.loads((PUBLISHED / name / "metrics.json").read_text())
