@@ -564,11 +564,34 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     if threading.current_thread() is threading.main_thread():  # replaces the start-up guard of genlearn/__init__
+        if _start_up_guard_active(signal):
+            _import_under_guard(sys.argv[1:] if argv is None else argv)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _main(argv)
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
+
+
+#: the commands that compute (and import torch); the others (`--help`, `models`, `recipes`...) stay light
+_TORCH_COMMANDS = ("fit", "eval", "sample", "kl", "demo", "tune", "report")
+
+
+def _start_up_guard_active(signal) -> bool:
+    from genlearn import _interrupted_at_start
+
+    return signal.getsignal(signal.SIGINT) is _interrupted_at_start
+
+
+def _import_under_guard(argv: list[str]) -> None:
+    """Import numpy (and torch, for a command that computes) while a Ctrl-C still ends the process at once.
+
+    torch swallows an exception raised while it imports numpy (its "Failed to initialize NumPy" path), so a
+    KeyboardInterrupt at that moment would leave a half-imported numpy and a RecursionError much later."""
+    import numpy  # noqa: F401
+
+    if argv and argv[0] in _TORCH_COMMANDS and not any(a in ("-h", "--help") for a in argv):
+        import torch  # noqa: F401
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
