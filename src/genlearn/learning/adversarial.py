@@ -156,6 +156,8 @@ class FGANSettings:
     temperature: float = option(0.5, "relaxation: temperature of the surrogate gradient (> 0)", minimum=0)
     critic_penalty: float = option(0.03, "lambda of the critic's penalty (lambda/2)(E_Q v^2 + E_P v^2)",
                                    minimum=0)
+    warm_start_epochs: int = option(0, "epochs of maximum-likelihood warm start (negative ELBO of the generator "
+                                    "with the model's auxiliary encoder; the critic learns alongside)", minimum=0)
 
 
 class FGAN(LearningRule):
@@ -172,12 +174,14 @@ class FGAN(LearningRule):
             raise ConfigError(f"--temperature must be > 0, got {self.config.temperature!r}")
         self.divergence = F_DIVERGENCES[self.config.divergence]
         self.step = 0
+        self.epochs_done = 0  # completed epochs: the first warm_start_epochs are the warm start
         self._sums = self._zero_sums()
         self._last: dict = {}
 
     @staticmethod
     def _zero_sums() -> dict:
-        return {"critic_loss": [0.0, 0], "generator_loss": [0.0, 0], "divergence_estimate": [0.0, 0]}
+        return {"critic_loss": [0.0, 0], "generator_loss": [0.0, 0], "divergence_estimate": [0.0, 0],
+                "neg_elbo": [0.0, 0]}
 
     def _add(self, key: str, value: Tensor) -> None:
         s = self._sums[key]
@@ -186,13 +190,23 @@ class FGAN(LearningRule):
 
     def check(self, model):
         _check_family(self, model, GAN, "a GAN (a Bernoulli generator with a critic)")
+        if self.config.warm_start_epochs and not model.warm_start_encoder:
+            raise ConfigError("--warm-start-epochs needs a GAN built with its warm-start encoder "
+                              "(genlearn fit gan --warm-start-epochs N builds it)")
 
     def is_critic_step(self, step: int | None = None) -> bool:
         """True for a critic step: the first critic_steps of every critic_steps + 1 consecutive steps."""
         k = self.config.critic_steps
         return (self.step if step is None else step) % (k + 1) < k
 
+    @property
+    def warming_up(self) -> bool:
+        """True during the maximum-likelihood warm start (the first warm_start_epochs epochs)."""
+        return self.epochs_done < self.config.warm_start_epochs
+
     def compute_gradient(self, model, batch, generator):
+        if self.warming_up:
+            return self._warm_start_step(model, batch.to(model.gen_out.weight.dtype), generator)
         critic = self.is_critic_step()
         self.step += 1
         x = batch.to(model.gen_out.weight.dtype)
@@ -226,6 +240,16 @@ class FGAN(LearningRule):
         self._add("critic_loss", loss.detach())
         self._add("divergence_estimate", bound.detach())
         return bound.detach()
+
+    def _warm_start_step(self, model: GAN, x: Tensor, generator) -> Tensor:
+        """One warm-start batch: a critic step against the current generator (its .grad), and the gradient of the
+        negative ELBO, -(1/B) sum_b ELBO(x_b), in the generator's and the encoder's parameters (maximum likelihood
+        through its bound, as a VAE). Returns the critic's bound on the batch (nats), as every other step."""
+        bound = self._critic_step(model, x, generator)
+        neg_elbo = -model.elbo(x, generator).mean()
+        self._set_grads(neg_elbo, model.generator_parameters() + model.encoder_parameters())
+        self._add("neg_elbo", neg_elbo.detach())
+        return bound
 
     def _record_generator(self, bound: Tensor, gen_loss: Tensor) -> Tensor:
         self._add("generator_loss", gen_loss)
@@ -278,25 +302,33 @@ class FGAN(LearningRule):
     def end_epoch(self, model, train):
         self._last = {k: s[0] / s[1] for k, s in self._sums.items() if s[1]}
         self._sums = self._zero_sums()
+        self.epochs_done += 1
 
     def epoch_record(self) -> dict:
         """The last epoch's means: critic_loss (the critic's penalised negative bound), generator_loss
-        (-mean_P f*(g_f(v)), the generator's part of the bound) and divergence_estimate (the bound, nats)."""
+        (-mean_P f*(g_f(v)), the generator's part of the bound), divergence_estimate (the bound, nats), and in a
+        warm-start epoch neg_elbo (the generator's negative ELBO, nats per example) instead of generator_loss."""
         return dict(self._last)
 
     def state_tensors(self):
-        return {"step": torch.tensor(self.step, dtype=torch.long)}
+        return {"step": torch.tensor(self.step, dtype=torch.long),
+                "epochs_done": torch.tensor(self.epochs_done, dtype=torch.long)}
 
     def load_state_tensors(self, tensors):
-        unknown = set(tensors) - {"step"}
+        unknown = set(tensors) - {"step", "epochs_done"}
         if unknown:
-            raise ConfigError(f"the learning rule {self.name!r} keeps step, not {', '.join(sorted(unknown))}")
+            raise ConfigError(f"the learning rule {self.name!r} keeps step and epochs_done, not "
+                              f"{', '.join(sorted(unknown))}")
         self.step = int(tensors["step"]) if "step" in tensors else 0
+        # runs saved before the warm start existed: their epochs were all adversarial
+        self.epochs_done = int(tensors["epochs_done"]) if "epochs_done" in tensors else self.config.warm_start_epochs
 
     def describe(self):
         cfg = self.config
         out = {"objective": self.objective, "divergence": cfg.divergence, "estimator": cfg.estimator,
                "critic_steps": cfg.critic_steps, "critic_penalty": cfg.critic_penalty}
+        if cfg.warm_start_epochs:
+            out["warm_start_epochs"] = cfg.warm_start_epochs
         if cfg.estimator == "score-function":
             out["samples_per_z"] = cfg.samples_per_z
         else:

@@ -36,6 +36,8 @@ from genlearn.models.vae import (
     MAX_HIDDEN,
     MAX_LATENT,
     MLP,
+    GaussianHead,
+    _reparameterise,
     bernoulli_log_likelihood,
     parse_sizes,
     standard_normal_log_density,
@@ -53,14 +55,17 @@ class GAN(LatentVariableModel):
     critic_hidden: the critic's layer sizes; activation: tanh, relu, softplus or gated (both MLPs); pack: rows per
     critic input (PacGAN, Lin et al. 2018; 1: the plain critic on one row; `pack_rows`); seed: the initial weights
     (uniform +-1/sqrt(fan in) from a generator seeded with it; the critic's output layer starts at zero, so that
-    v(x) = 0, the density ratio 1, and every divergence estimate starts at 0)."""
+    v(x) = 0, the density ratio 1, and every divergence estimate starts at 0); warm_start_encoder: also an
+    auxiliary Gaussian encoder q(z|x) (the generator's layer sizes in reverse) for the maximum-likelihood warm
+    start of the rule "f-gan" (`elbo`); like the critic it is not part of P(x|theta), and it is not used by any
+    likelihood estimate (it is not trained after the warm start)."""
 
     name = "gan"
     support = "binary"
     has_encoder = False
 
     def __init__(self, n_features: int, latent: int = 2, hidden=(64, 64), critic_hidden=(32, 32),
-                 activation: str = "tanh", pack: int = 1, seed: int = 0):
+                 activation: str = "tanh", pack: int = 1, seed: int = 0, warm_start_encoder: bool = False):
         super().__init__()
         from genlearn.errors import ConfigError
 
@@ -77,6 +82,10 @@ class GAN(LatentVariableModel):
         self.gen_out = torch.nn.Linear(self.hidden[-1], n)  # features -> Bernoulli logits l(z)
         self.critic = MLP([n * self.pack], self.critic_hidden, activation)  # a pack of rows -> features
         self.critic_out = torch.nn.Linear(self.critic_hidden[-1], 1)  # features -> v(x)
+        self.warm_start_encoder = bool(warm_start_encoder)
+        if self.warm_start_encoder:  # registered last: the other modules' initial weights do not depend on it
+            self.enc = MLP([n], list(reversed(self.hidden)), activation)  # x -> features
+            self.enc_head = GaussianHead(self.hidden[0], self.latent)  # features -> (mu, log sigma^2) of q(z|x)
         g = init_seed_generator(seed)
         with torch.no_grad():  # uniform(+-1/sqrt(fan_in)) from the explicit generator: deterministic per seed
             for module in self.modules():
@@ -96,6 +105,28 @@ class GAN(LatentVariableModel):
     def critic_parameters(self) -> list[torch.nn.Parameter]:
         """The critic's parameters (not part of P(x|theta))."""
         return list(self.critic.parameters()) + list(self.critic_out.parameters())
+
+    def encoder_parameters(self) -> list[torch.nn.Parameter]:
+        """The warm-start encoder's parameters (empty without one)."""
+        if not self.warm_start_encoder:
+            return []
+        return list(self.enc.parameters()) + list(self.enc_head.parameters())
+
+    def elbo(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The evidence lower bound of each row with the warm-start encoder, nats, shape (B,):
+
+            ELBO(x) = E_q[log P(x|z)] - KL(q(z|x) || N(0, I)) <= log P(x|theta),
+            KL = (1/2) sum_d (mu_d^2 + sigma_d^2 - 1 - log sigma_d^2),
+
+        with one reparameterised draw z = mu + sigma eps for the expectation (Kingma & Welling 2014)."""
+        if not self.warm_start_encoder:
+            raise IntractableError(f"model {self.name!r} was built without the warm-start encoder "
+                                   "(--warm-start-epochs 0): no ELBO")
+        x = as_float(x).to(self.gen_out.weight.dtype)
+        mu, logvar = self.enc_head(self.enc(x))
+        z = _reparameterise(mu, logvar, None, generator)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+        return bernoulli_log_likelihood(self.decoder_logits(z), x) - kl
 
     def pack_rows(self, rows: Tensor) -> Tensor:
         """The critic's inputs from rows (..., B, n): (..., B, pack n), whose b-th is rows b, b+1, ..., b+pack-1 of
@@ -170,7 +201,7 @@ class GAN(LatentVariableModel):
     def config(self) -> dict:
         return {"n_features": self.n_features, "latent": self.latent, "hidden": list(self.hidden),
                 "critic_hidden": list(self.critic_hidden), "activation": self.activation, "pack": self.pack,
-                "seed": self.seed}
+                "seed": self.seed, "warm_start_encoder": self.warm_start_encoder}
 
 
 @dataclass(frozen=True)
@@ -196,19 +227,23 @@ class GANConfig:
                                    "bounds the critic's log-ratio where P has no samples", minimum=0)
     pack: int = option(1, "rows per critic input (PacGAN): the critic sees packs of this many rows of a batch, "
                        "data with data and model with model (1: one row)", minimum=1)
+    warm_start_epochs: int = option(0, "maximum-likelihood warm start: the first N epochs train the generator as "
+                                    "the decoder of a VAE (negative ELBO, with an auxiliary encoder) while the "
+                                    "critic learns; adversarial learning after (0: none)", minimum=0)
     init_seed: int = option(0, "seed of the initial weights")
 
 
 def _build(dataset, config: GANConfig) -> GAN:
     return GAN(dataset.n_features, latent=config.latent, hidden=list(config.hidden),
                critic_hidden=list(config.critic_hidden), activation=config.activation, pack=config.pack,
-               seed=config.init_seed).init_from_data(dataset.train)
+               seed=config.init_seed, warm_start_encoder=config.warm_start_epochs > 0).init_from_data(dataset.train)
 
 
 def _rule(config: GANConfig) -> tuple[str, dict]:
     return "f-gan", {"divergence": config.divergence, "estimator": config.estimator,
                      "samples_per_z": config.samples_per_z, "critic_steps": config.critic_steps,
-                     "temperature": config.temperature, "critic_penalty": config.critic_penalty}
+                     "temperature": config.temperature, "critic_penalty": config.critic_penalty,
+                     "warm_start_epochs": config.warm_start_epochs}
 
 
 register_model(ModelSpec(
