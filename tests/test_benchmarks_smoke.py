@@ -77,6 +77,8 @@ EXPECTED = {
     "tractable_uci": [f"digits.{m}.{k}" for m in ("mixture", "fvsbn", "nade", "oa-nade", "made", "made-masks")
                       for k in ("test_nll", "valid_nll", "wall_seconds")]
     + ["digits.mixture.runs.*.valid_nll", "digits.made.curve.*.valid_nll", "digits.made.epochs"],
+    "uci_tune": ["digits.test_nll", "digits.ci95.*", "digits.valid_nll", "digits.test_nll_stderr",
+                 "digits.wall_seconds"],
 }
 
 

@@ -7,6 +7,9 @@ the module, and compare with 1-process runs of the same seed and global batch:
   the mixture's EM: the parameters after >= 13 steps (EM: 3 iterations) agree to 1e-5 relative
   (max |a - b| <= 1e-5 max |b| per tensor: float32 sums in another order);
 - a sharded evaluation (each rank its rows, float64 sums and counts all-reduced) equals the 1-process NLL;
+- the final metrics are sharded too: `evaluate(parallel=...)` on the 1-process runs' models (MADE exact, RBM free
+  energies with log Z on rank 0, VAE importance sampling with the 1-process random numbers) equals their
+  metrics.json, and a 2-process fit's final NLLs equal the 1-process fit's (to the 1e-5 of its parameters);
 - a run stopped after 1 epoch on 1 process and resumed on 2 (RBM PCD), and one stopped on 2 and resumed on 1
   (MADE), finish and equal the uninterrupted 1-process run.
 
@@ -40,6 +43,8 @@ JOBS = {
     "mixture": ("mixture", {"components": 4, "batch_size": 99, "epochs": 3}),
 }
 EVAL = {"vae": {"iw_samples": 10}}
+#: rows of the 2-process importance-sampling check at likelihood.IS_SAMPLES samples per row
+IS_ROWS = 40
 
 
 def _fit(name: str, out: Path, **overrides):
@@ -71,6 +76,24 @@ def _worker(root: str) -> None:
     rows = parallel.shard(test.shape[0])
     if dist.get_rank() == 0:
         (root / "sharded.json").write_text(json.dumps({"nll": value, "rows": rows}))
+    from genlearn.evaluation import evaluate
+    from genlearn.likelihood import latent_nll
+
+    dataset = load_dataset(DATA)
+    for name in ("made", "rbm", "vae"):  # the final metrics of the 1-process runs' models, sharded
+        got = evaluate(load_run(root / "one" / name).model, dataset, parallel=parallel, **EVAL.get(name, {}))
+        assert (got == {}) == (dist.get_rank() != 0)
+        if got:
+            (root / f"evaluate_{name}.json").write_text(json.dumps(got))
+    # 5,000 samples per row: one row per chunk, rank 1 skips the draws of rank 0's 20 rows
+    est = latent_nll(load_run(root / "one" / "vae").model, test[:IS_ROWS], parallel=parallel)
+    if dist.get_rank() == 0:
+        (root / "is.json").write_text(json.dumps({"value": est.value, "stderr": est.stderr, **est.details}))
+    from genlearn.models.gan import GAN  # a generator without encoder: quadrature over z, sharded
+
+    quad = latent_nll(GAN(64, latent=2, hidden=(16,)), test[:IS_ROWS], "quadrature", parallel=parallel)
+    if dist.get_rank() == 0:
+        (root / "quadrature.json").write_text(json.dumps({"value": quad.value, "rows": quad.details["rows"]}))
 
 
 def _params(run_dir: Path) -> dict:
@@ -105,6 +128,80 @@ def test_two_processes_equal_one(runs, name):
     # the per-epoch objective (all-reduced over ranks) is the 1-process one
     for r1, r2 in zip(m1["history"][1:], m2["history"][1:]):
         assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-5, abs=1e-6)
+    # the final NLLs (sharded over the 2 ranks; the VAE's by importance sampling) are the 1-process ones, up to the
+    # 1e-5 of the parameters
+    for split in ("train", "valid", "test"):
+        assert m2[f"{split}_nll"] == pytest.approx(m1[f"{split}_nll"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["made", "rbm", "vae"])
+def test_sharded_final_evaluation_equals_unsharded(runs, name):
+    """evaluate(parallel=...) over 2 ranks on the 1-process run's model gives the metrics.json of that run (the
+    unsharded evaluation of the same model): MADE in float64 to 1e-12; the RBM's float32 free energies and the
+    VAE's float32 log-weights (the same random numbers, other row blocks) to 1e-6."""
+    got = json.loads((runs / f"evaluate_{name}.json").read_text())
+    want = json.loads((runs / "one" / name / "metrics.json").read_text())
+    assert {"train_nll", "valid_nll", "test_nll"} <= got.keys()
+    rel = 1e-12 if name == "made" else 1e-6
+    for key, value in got.items():
+        if isinstance(value, float):
+            assert value == pytest.approx(want[key], rel=rel), key
+        elif not isinstance(value, dict):
+            assert value == want[key], key
+    if name == "vae":  # importance sampling: a standard error, and the same 10 samples per row
+        assert got["test_iw_samples"] == 10 and got["test_nll_stderr"] > 0
+
+
+def test_sharded_importance_sampling_uses_the_one_process_samples(runs):
+    """The IS estimate at 5,000 samples per row (one row per chunk) over 2 ranks equals the 1-process estimate,
+    with its Monte Carlo error, mean ELBO and ESS and the spread over rows (from sums of squares); other samples
+    (another seed) would move it by far more than the tolerance."""
+    from genlearn.data.registry import load_dataset
+    from genlearn.likelihood import latent_nll
+    from genlearn.runs import load_run
+
+    model = load_run(runs / "one" / "vae").model
+    rows = load_dataset(DATA).test[:IS_ROWS]
+    got = json.loads((runs / "is.json").read_text())
+    want = latent_nll(model, rows)
+    assert got["rows"] == IS_ROWS and got["iw_samples"] == 5000
+    for key, value in {"value": want.value, "stderr": want.stderr, "elbo": want.details["elbo"],
+                       "ess_mean": want.details["ess_mean"], "row_stderr": want.details["row_stderr"]}.items():
+        assert got[key] == pytest.approx(value, rel=1e-6), key
+    other = latent_nll(model, rows, seed=1)
+    assert abs(other.value - want.value) > 10 * 1e-6 * abs(want.value)  # 8e-5 relative
+
+
+def test_sharded_quadrature_equals_unsharded(runs):
+    from genlearn.data.registry import load_dataset
+    from genlearn.likelihood import latent_nll
+    from genlearn.models.gan import GAN
+
+    got = json.loads((runs / "quadrature.json").read_text())
+    want = latent_nll(GAN(64, latent=2, hidden=(16,)), load_dataset(DATA).test[:IS_ROWS], "quadrature")
+    assert got["rows"] == IS_ROWS
+    assert got["value"] == pytest.approx(want.value, rel=1e-6)
+
+
+def test_importance_sampling_shards_are_rows_of_the_whole_call():
+    """importance_log_marginal(shard=(a, b)) gives rows [a, b) of the whole call, whatever the chunks (several
+    rows per chunk, or one row in several sample chunks), for one- and two-layer VAEs (z1's noise given k draws of
+    z2 is sliced on its row dimension) and empty or partial shards."""
+    from genlearn.estimators.importance import importance_log_marginal
+    from genlearn.models.vae import VAE
+
+    x = (torch.rand(23, 12, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    for options in ({"latent": 2, "hidden": 8}, {"latent": [3, 2], "hidden": 8, "prior": "vampprior",
+                                                 "pseudo_inputs": 5}):
+        model = VAE(12, **options).eval()
+        for k, chunk in ((7, 30), (40, 30)):
+            full = importance_log_marginal(model.log_weights, x, k, torch.Generator().manual_seed(3), chunk=chunk)
+            for a, b in ((0, 9), (9, 23), (4, 5), (11, 11)):
+                part = importance_log_marginal(model.log_weights, x, k, torch.Generator().manual_seed(3), chunk=chunk,
+                                               shard=(a, b))
+                for key, value in full.items():
+                    assert part[key].shape == (b - a,)
+                    torch.testing.assert_close(part[key], value[a:b], rtol=1e-5, atol=1e-5)
 
 
 def test_two_process_runs_differ_from_another_seed(runs, tmp_path):

@@ -242,3 +242,47 @@ def test_start_up_guard_covers_numpy_and_torch_imports():
             "cli._import_under_guard(['fit', 'fvsbn'])\nassert 'torch' in sys.modules\nprint('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_gan_ctrl_c_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    """The adversarial rule stops within one minibatch too: a real SIGINT in minibatch 3 of a warm-start epoch and
+    in minibatch 5 of an adversarial epoch (a critic step, then a generator step: critic_steps=1) each leave a
+    checkpoint of that point (both players' parameters, the optimizer, the rule's step counter and running epoch
+    sums), and the resumed chain ends with the parameters and learning curve (the rule's epoch means included) of
+    the uninterrupted run."""
+    from genlearn.learning.adversarial import FGAN
+    from genlearn.learning.interrupt import Interrupted
+
+    kw = dict(latent="1", hidden="8", critic_hidden="8", warm_start_epochs=1, critic_steps=1, samples_per_z=3,
+              epochs=3, lr=0.01, batch_size=60, seed=5, plots=False, progress=False)
+    data = "bars-and-stripes:size=2,n=300"  # 5 minibatches an epoch
+    ref = genlearn.fit("gan", data, out=tmp_path / "ref", **kw)
+    folder = tmp_path / "chain"
+    original, calls = FGAN.compute_gradient, []
+
+    def compute_gradient(self, model, batch, generator):
+        calls.append(None)
+        if len(calls) in stops:  # Ctrl-C while this minibatch runs: the checkpoint is of its end
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, model, batch, generator)
+
+    monkeypatch.setattr(FGAN, "compute_gradient", compute_gradient)
+    stops = {3}  # epoch 1 (the warm start), minibatch 3 of 5
+    with pytest.raises(Interrupted, match="minibatch 3 of 5"):
+        genlearn.fit("gan", data, out=folder, **kw)
+    tensors, meta = read_checkpoint(folder)
+    assert meta["epoch"] == 0 and meta["partial_epoch"] == {"batches_done": 3, "batches": 5}
+    assert tensors["rule.epoch_counts"].tolist() == [3, 0, 3, 3]  # critic, generator, bound, ELBO steps so far
+    calls.clear()
+    stops = {2 + 4}  # the rest of epoch 1 (2 minibatches), then minibatch 4 of the adversarial epoch 2
+    with pytest.raises(Interrupted, match="minibatch 4 of 5"):
+        genlearn.fit(None, None, out=folder, resume=True, plots=False, progress=False)
+    tensors, meta = read_checkpoint(folder)
+    assert meta["epoch"] == 1 and meta["partial_epoch"]["batches_done"] == 4
+    assert int(tensors["rule.step"]) == 4 and tensors["rule.epoch_counts"].tolist() == [2, 2, 4, 0]
+    monkeypatch.undo()
+    run = genlearn.fit(None, None, out=folder, resume=True, plots=False, progress=False)
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, run.model.state_dict()[k]), k
+    assert run.metrics["history"] == ref.metrics["history"]
+    assert "generator_loss" in run.metrics["history"][-1] and "neg_elbo" in run.metrics["history"][1]

@@ -251,13 +251,71 @@ def check_progress(history: list, out_dir=None) -> None:
             return
 
 
-def check_sample_count(n, n_features: int | None = None, what: str = "-n") -> int:
-    """A positive integer number of samples whose float32 rows (and their text) fit in memory."""
+def check_sample_count(n, n_features: int | None = None, what: str = "-n", width: int = 0) -> int:
+    """A positive integer number of samples whose float32 rows (and their text), and one float32 activation per
+    row and unit of the model's widest layer (`width`, registry.size_of), fit in memory."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"{what} must be a positive integer number of samples, got {n!r}")
     if n_features is not None:
-        check_memory(n * n_features * 4 * 4, f"{n} samples of {n_features} features", f"ask for fewer ({what})")
+        layer = f" through a layer of {width} units" if width > n_features else ""
+        check_memory(n * n_features * 4 * 4 + n * width * 4, f"{n} samples of {n_features} features{layer}",
+                     f"ask for fewer ({what})")
     return n
+
+
+def _training_copies(optimizer: str) -> int:
+    """Tensors of the size of the parameters that a fit holds besides the parameters themselves: their gradients
+    and the optimizer's state (momentum: a velocity; adam: two moments; lbfgs: LBFGS_HISTORY pairs of differences
+    and three vectors)."""
+    from genlearn.learning.convergence import LBFGS_HISTORY
+
+    return 1 + {"momentum": 1, "adam": 2, "lbfgs": 2 * LBFGS_HISTORY + 3}.get(optimizer, 0)
+
+
+def fit_bytes(size, optimizer: str) -> int:
+    """Bytes a fit by `optimizer` holds for a model of registry.ModelSize `size`: its parameters, their gradients and
+    the optimizer's state (_training_copies), and its buffers."""
+    return size.parameter_bytes * (1 + _training_copies(optimizer)) + size.buffer_bytes
+
+
+def check_model_memory(name: str, dataset, options: dict, train: dict) -> None:
+    """Refuse, before the model is built, a family `name` whose parameters for `dataset` under `options`, with
+    their gradients and the state of the optimizer of the training settings `train`, need more memory than the
+    machine has: `fit_bytes` of the model's size on the meta device (registry.model_size). A lower bound of what
+    the fit takes (activations and data come on top), so a refused fit would surely not fit. The message names the
+    options that set the model's size (those whose default gives another number of parameters) and the data's
+    width."""
+    import dataclasses
+
+    from genlearn.learning.trainer import TrainConfig
+    from genlearn.models.registry import get_spec, model_size
+    from genlearn.validate import machine_memory
+
+    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "optimizer")
+    optimizer = train.get("optimizer") or default
+    size = model_size(name, dataset, **options)
+    nbytes = fit_bytes(size, optimizer)
+    if nbytes <= machine_memory():
+        return
+    config = get_spec(name).parse_options(options)
+
+    def sizes(k: str) -> bool:  # option k changes the number of parameters (its default gives another)
+        try:
+            return model_size(name, dataset, **{**options, k: None}).parameters != size.parameters
+        except ConfigError:
+            return False
+
+    large = [k for k, v in options.items() if v is not None and sizes(k)]
+    flags = [f"--{k.replace('_', '-')}" for k in large]
+    given = "".join(f" {f} {_flag_value(getattr(config, k))}" for f, k in zip(flags, large))
+    check_memory(nbytes, f"model {name!r}{' with' + given if given else ''} on {dataset.n_features} features "
+                 f"({size.parameters:,} parameters, their gradients and {optimizer} state)",
+                 f"choose a smaller {', '.join(flags)} or fewer features" if flags
+                 else "choose fewer features or a smaller family")
+
+
+def _flag_value(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 __all__ = ["PARTITION_OPTIONS", "as_dataset", "check_evaluation", "check_fit_arguments",
@@ -329,13 +387,15 @@ def check_sample_args(n, out, seed, steps, overwrite: bool = False) -> None:
 
 def check_sample_model(n: int, model, steps) -> None:
     """`genlearn sample` settings against the run's model: --steps only for models sampled by MCMC (whose sample()
-    takes steps), and the memory of n rows."""
+    takes steps), and the memory of n rows (and of their activations in the model's widest layer)."""
     import inspect
 
     if steps is not None and "steps" not in inspect.signature(model.sample).parameters:
         raise ConfigError(f"--steps applies to models sampled by Gibbs sweeps (rbm, boltzmann); {model.name} draws "
                           "exact samples: drop --steps")
-    check_sample_count(n, model.n_features)
+    from genlearn.models.registry import size_of
+
+    check_sample_count(n, model.n_features, width=size_of(model).width)
 
 
 def kl_result(estimate) -> dict:

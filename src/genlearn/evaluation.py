@@ -14,7 +14,7 @@ import torch
 
 from genlearn.divergence import empirical_kl, kl_divergence
 from genlearn.errors import ConfigError, IntractableError
-from genlearn.likelihood import log_partition, split_nll
+from genlearn.likelihood import log_partition, mean_free_energy, mean_nll, split_nll
 from genlearn.models.base import EnergyModel, LatentVariableModel
 
 
@@ -24,17 +24,31 @@ def _finite_or_none(value: float) -> float | None:
 
 @torch.no_grad()
 def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str = "auto", progress: bool = False,
-             **partition_options) -> dict:
+             parallel=None, **partition_options) -> dict:
     """Metrics of a fitted model on a data set: `<split>_nll`, `<split>_nll_method`, `<split>_bits_per_dim` (and
     `<split>_nll_lower`/`_upper` when log Z is bracketed) for each split present (nats per example); for energy
     models `log_z`, `log_z_lower`, `log_z_upper`, `log_z_method`, `log_z_details`; the empirical entropy and KL on
     train; `kl_true` (+ `kl_true_method`) when the truth is known and its KL computable.
 
     `partition` (auto | exact | ais | mean-field) and `partition_options` (AIS steps, chains, seed, ...) go to the
-    likelihood policy; `progress`: progress bars over AIS temperatures and over each split's rows."""
+    likelihood policy; `progress`: progress bars over AIS temperatures and over each split's rows.
+
+    `parallel` (a learning.distributed.DataParallel, every rank calling): the per-row part of each split's NLL is
+    sharded (`sharded`); log Z (exact or AIS), the entropy, the KL and latent AIS/BDMC are computed by rank 0 alone,
+    after the shards; rank 0 returns the metrics of one process, the other ranks {}."""
     if isinstance(model, LatentVariableModel):
-        return evaluate_latent(model, dataset, splits, partition, progress, **partition_options)
+        return evaluate_latent(model, dataset, splits, partition, progress, parallel=parallel, **partition_options)
     out: dict = {}
+    row_means = {}
+    if parallel is not None:  # every rank: -log P(x) (or F(x)) summed over its rows; the rest on rank 0 alone
+        energy = isinstance(model, EnergyModel)
+        row_mean = parallel.sharded(mean_free_energy if energy else mean_nll)
+        for split in splits:
+            if getattr(dataset, split) is not None:
+                bar = {} if energy else {"progress": progress, "desc": f"{split} NLL"}
+                row_means[split] = row_mean(model, model.check_input(getattr(dataset, split)), **bar)
+        if not parallel.is_writer:
+            return {}
     log_z = None
     if isinstance(model, EnergyModel):
         log_z = log_partition(model, partition, progress=progress, **partition_options)
@@ -47,7 +61,8 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str =
         x = getattr(dataset, split)
         if x is None:
             continue
-        res = split_nll(model, x, log_z=log_z, progress=progress, desc=f"{split} NLL")
+        res = split_nll(model, x, log_z=log_z, progress=progress, desc=f"{split} NLL",
+                        row_mean=row_means.get(split))
         out[f"{split}_nll"] = res["nll"]
         out[f"{split}_nll_method"] = res["nll_method"]
         out[f"{split}_bits_per_dim"] = res["bits_per_dim"]
@@ -77,7 +92,8 @@ AIS_DEFAULTS = {"ais_rows": 1000, "ais_steps": 500, "ais_chains": 4, "ais_leapfr
 @torch.no_grad()
 def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition: str = "auto",
                     progress: bool = False, iw_samples: int | None = None, train_iw_samples: int = TRAIN_IW_SAMPLES,
-                    seed: int = 0, steps: int | None = None, chains: int | None = None, **ais_options) -> dict:
+                    seed: int = 0, steps: int | None = None, chains: int | None = None, parallel=None,
+                    **ais_options) -> dict:
     """Metrics of a latent-variable model (VAE), every likelihood labelled with how it was obtained (nats):
 
     - per split: `<split>_nll` by importance sampling with q(z|x) (`iw_samples`, default 5,000, on test;
@@ -90,7 +106,11 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
       ais_leapfrog, bdmc_rows): forward AIS over z with HMC on the first ais_rows test rows (`ais_test_nll`, with
       `ais_is_nll` = the IS NLL of the same rows for comparison) and BDMC on bdmc_rows rows simulated from the
       model (`bdmc_forward`, `bdmc_reverse` mean log P, `bdmc_gap` = reverse - forward: the bracket that bounds
-      the error of AIS at these settings)."""
+      the error of AIS at these settings).
+
+    `parallel` (learning.distributed.DataParallel): the importance sampling (and quadrature) of every split sharded
+    over the ranks with the random numbers of one process (likelihood.latent_nll); AIS over z, BDMC, the entropy
+    and the KL on rank 0 alone; the other ranks return {}."""
     from genlearn.likelihood import IS_SAMPLES, choose_method
 
     if partition not in ("auto", "importance-sampling", "ais"):
@@ -106,7 +126,7 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
     method = choose_method(model)
     if method != "importance-sampling":
         return _evaluate_without_encoder(model, dataset, splits, method, seed, progress,
-                                         {**AIS_DEFAULTS, **ais_options})
+                                         {**AIS_DEFAULTS, **ais_options}, parallel)
     iw_samples = IS_SAMPLES if iw_samples is None else iw_samples
     out: dict = {"likelihood_method": "importance-sampling"}
     for split in splits:
@@ -115,13 +135,15 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
             continue
         k = iw_samples if split == "test" else min(train_iw_samples, iw_samples)
         res = split_nll(model, x, "importance-sampling", progress=progress, desc=f"{split} IS", iw_samples=k,
-                        seed=seed)
+                        seed=seed, parallel=parallel)
         out[f"{split}_nll"] = res["nll"]
         out[f"{split}_nll_method"] = res["nll_method"]
         out[f"{split}_nll_stderr"] = res["nll_stderr"]
         out[f"{split}_iw_samples"] = k
         out[f"{split}_elbo"] = res["elbo"]
         out[f"{split}_bits_per_dim"] = res["bits_per_dim"]
+    if parallel is not None and not parallel.is_writer:
+        return {}
     if dataset.train_intensity is None and "train_nll" in out:
         from genlearn.data.empirical import empirical_entropy
 
@@ -138,15 +160,19 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
     return out
 
 
-def _evaluate_without_encoder(model, dataset, splits, method: str, seed: int, progress: bool, opts: dict) -> dict:
+def _evaluate_without_encoder(model, dataset, splits, method: str, seed: int, progress: bool, opts: dict,
+                              parallel=None) -> dict:
     """A latent-variable model without an encoder (a GAN's generator). "quadrature" (latent_dim <= 2): every
     split's NLL by quadrature over z, exact up to the grid, and the empirical KL D_KL(Q^||P) = train NLL - H(Q^).
     "ais": forward AIS over z on the first ais_rows rows of train and test (`<split>_nll`, method "ais",
     `<split>_nll_rows`), the BDMC gap on bdmc_rows simulated rows, `test_nll_upper` = the AIS NLL (a stochastic
     upper bound) and `test_nll_lower` = AIS NLL - BDMC gap (assuming the AIS error on test rows is no larger than
-    on the model's own samples), and the empirical KL estimate with the same bracket."""
+    on the model's own samples), and the empirical KL estimate with the same bracket. `parallel`: quadrature
+    sharded over the ranks; AIS on rank 0 alone (the other ranks return {})."""
     from genlearn.likelihood import latent_nll
 
+    if parallel is not None and not parallel.is_writer and method == "ais":
+        return {}
     out: dict = {"likelihood_method": method}
     if method == "ais":
         splits = [s for s in ("train", "test") if s in splits]
@@ -155,7 +181,7 @@ def _evaluate_without_encoder(model, dataset, splits, method: str, seed: int, pr
         if x is None:
             continue
         if method == "quadrature":
-            est = latent_nll(model, x, "quadrature")
+            est = latent_nll(model, x, "quadrature", parallel=parallel)
         else:
             est = latent_nll(model, x, "ais", seed=seed, ais_rows=opts["ais_rows"], ais_steps=opts["ais_steps"],
                              ais_chains=opts["ais_chains"], ais_leapfrog=opts["ais_leapfrog"], progress=progress)
@@ -164,6 +190,8 @@ def _evaluate_without_encoder(model, dataset, splits, method: str, seed: int, pr
         out[f"{split}_nll"] = est.value
         out[f"{split}_nll_method"] = est.method
         out[f"{split}_bits_per_dim"] = est.details["bits_per_dim"]
+    if parallel is not None and not parallel.is_writer:
+        return {}
     if method == "ais" and opts["bdmc_rows"] and "test_nll" in out:
         out.update(_bdmc_metrics(model, seed, progress, opts))
         out["test_nll_upper"] = out["test_nll"]

@@ -218,23 +218,25 @@ def mean_free_energy(model: EnergyModel, x: Tensor) -> float:
 
 @torch.no_grad()
 def nll(model, x: Tensor, method: str = "auto", log_z: Estimate | None = None, purpose: str = "evaluate",
-        progress: bool = False, desc: str = "NLL", **options) -> Estimate:
+        progress: bool = False, desc: str = "NLL", row_mean: float | None = None, **options) -> Estimate:
     """NLL of the rows x in nats per example, as an Estimate with the method and bracket of its log Z.
 
     Normalised model: exact (method "exact"). Energy model: mean F(x) + log Z, with log Z given (`log_z`, e.g.
     computed once for several splits) or from `log_partition(model, method, purpose, **options)`; then
     stderr = stderr of log Z and [lower, upper] = mean F(x) + [lower, upper] of log Z. details: bits_per_dim and,
-    for energy models, log_z, log_z_stderr, mean_free_energy, log_z_details."""
+    for energy models, log_z, log_z_stderr, mean_free_energy, log_z_details. `row_mean`: the mean of -log P(x)
+    (normalised) or F(x) (energy) over the rows when already computed (a data-parallel evaluation sums it over
+    ranks, genlearn.evaluation); latent-variable models take `parallel` in `options` instead (latent_nll)."""
     x = model.check_input(x)
     per_dim = 1.0 / (model.n_features * math.log(2))
     if isinstance(model, LatentVariableModel):
         return latent_nll(model, x, method, progress=progress, desc=desc, **options)
     if not isinstance(model, EnergyModel):
-        value = mean_nll(model, x, progress=progress, desc=desc)
+        value = mean_nll(model, x, progress=progress, desc=desc) if row_mean is None else float(row_mean)
         return Estimate.exact(value, "exact", {"bits_per_dim": value * per_dim})
     if log_z is None:
         log_z = log_partition(model, method, purpose=purpose, progress=progress, **options)
-    mean_f = mean_free_energy(model, x)
+    mean_f = mean_free_energy(model, x) if row_mean is None else float(row_mean)
     value = mean_f + log_z.value
     details = {"bits_per_dim": value * per_dim, "log_z": log_z.value, "log_z_stderr": log_z.stderr,
                "mean_free_energy": mean_f, "log_z_details": log_z.details}
@@ -242,11 +244,12 @@ def nll(model, x: Tensor, method: str = "auto", log_z: Estimate | None = None, p
 
 
 def split_nll(model, x: Tensor, partition: str = "auto", log_z: Estimate | None = None, progress: bool = False,
-              desc: str = "NLL", **partition_options) -> dict:
+              desc: str = "NLL", row_mean: float | None = None, **partition_options) -> dict:
     """`nll` as the flat dict the metrics use: {"nll", "nll_method", "bits_per_dim"} and, for energy models,
     "nll_lower", "nll_upper" (None when a side is unbounded), "log_z", "log_z_stderr", "mean_free_energy",
     "log_z_details"."""
-    est = nll(model, x, partition, log_z=log_z, progress=progress, desc=desc, **partition_options)
+    est = nll(model, x, partition, log_z=log_z, progress=progress, desc=desc, row_mean=row_mean,
+              **partition_options)
     out = {"nll": est.value, "nll_method": est.method}
     if isinstance(model, LatentVariableModel):
         d = est.details
@@ -288,19 +291,21 @@ def log_likelihoods(model, x: Tensor, log_z: Estimate | None = None, method: str
 
 # ---------------------------------------------------------------------------------------------- latent models
 def importance_sampling(model, x: Tensor, iw_samples: int = IS_SAMPLES, seed: int = 0, progress: bool = False,
-                        desc: str = "importance sampling") -> dict:
+                        desc: str = "importance sampling", shard: tuple[int, int] | None = None) -> dict:
     """Per-row importance-sampling estimates for a latent-variable model with q(z|x) as proposal
     (genlearn.estimators.importance): {"log_p", "elbo", "ess", "variance"}, float64 tensors (nats), from
-    `iw_samples` samples per row drawn from a generator seeded with `seed` (the same call gives the same numbers)."""
+    `iw_samples` samples per row drawn from a generator seeded with `seed` (the same call gives the same numbers).
+    `shard` = (start, stop): the estimates of rows [start, stop) only, with the same random numbers."""
     from genlearn.estimators.importance import importance_log_marginal
 
     generator = torch.Generator().manual_seed(int(seed))
-    return importance_log_marginal(model.log_weights, x, iw_samples, generator, progress=progress, desc=desc)
+    return importance_log_marginal(model.log_weights, x, iw_samples, generator, progress=progress, desc=desc,
+                                   shard=shard)
 
 
 def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMPLES, seed: int = 0,
                ais_steps: int = 1000, ais_chains: int = 16, ais_leapfrog: int = 10, ais_rows: int | None = None,
-               progress: bool = False, desc: str = "NLL", **ignored) -> Estimate:
+               progress: bool = False, desc: str = "NLL", parallel=None, **ignored) -> Estimate:
     """NLL (nats per example) of a latent-variable model as an Estimate.
 
     "auto" / "importance-sampling": -(1/M) sum_m log P^(x_m) with `iw_samples` samples per row; stderr is the
@@ -308,14 +313,22 @@ def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMP
     (nats, <= -NLL), the mean effective sample size, the spread over rows (row_stderr). "ais": forward AIS over z
     with HMC (`ais_steps` temperatures, `ais_chains` chains, `ais_leapfrog` leapfrog steps) on the first `ais_rows`
     rows (all when None), genlearn.estimators.latent_ais. Both under-estimate log P(x) in expectation: the NLLs
-    are stochastic upper bounds (the bracket of an AIS figure comes from BDMC, `bdmc_gap`)."""
+    are stochastic upper bounds (the bracket of an AIS figure comes from BDMC, `bdmc_gap`).
+
+    `parallel` (a learning.distributed.DataParallel): importance sampling and quadrature sharded over its ranks,
+    each its contiguous rows (with the random numbers of one process), float64 sums of log P^, log P^^2, ELBO,
+    ESS, Var and the count all-reduced: every rank gets the 1-process figures (up to the order of the sums)."""
     method = _latent_method(model, method)
     if x.shape[0] == 0:
         raise DataError("cannot evaluate the likelihood of an empty data set")
     per_dim = 1.0 / (model.n_features * math.log(2))
     if method == "quadrature":
-        log_p = quadrature(model, x)
-        value = -float(log_p.mean())
+        if parallel is None:
+            value = -float(quadrature(model, x).mean())
+        else:
+            start, stop = parallel.shard(x.shape[0])
+            sums = _row_sums([quadrature(model, x[start:stop])] if stop > start else None, 1, parallel)
+            value = -float(sums[0] / sums[-1])
         return Estimate.exact(value, "quadrature", {"bits_per_dim": value * per_dim, "rows": int(x.shape[0]),
                                                     "points_per_axis": QUADRATURE_POINTS, "box": [-8.0, 8.0]})
     if method == "ais":
@@ -328,15 +341,34 @@ def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMP
         return dataclasses.replace(est, details={**est.details, "bits_per_dim": est.value * per_dim,
                                                  "rows": int(rows.shape[0]), "ais_steps": ais_steps,
                                                  "ais_chains": ais_chains})
-    res = importance_sampling(model, x, iw_samples, seed, progress=progress, desc=desc)
     m = x.shape[0]
-    value = -float(res["log_p"].mean())
-    stderr = float(res["variance"].sum().sqrt()) / m
-    details = {"iw_samples": iw_samples, "seed": seed, "rows": m, "elbo": float(res["elbo"].mean()),
-               "ess_mean": float(res["ess"].mean()), "row_stderr": float(res["log_p"].std()) / math.sqrt(m)
-               if m > 1 else 0.0, "bits_per_dim": value * per_dim,
+    if parallel is None:
+        res = importance_sampling(model, x, iw_samples, seed, progress=progress, desc=desc)
+        value, elbo, ess = -float(res["log_p"].mean()), float(res["elbo"].mean()), float(res["ess"].mean())
+        stderr = float(res["variance"].sum().sqrt()) / m
+        row_std = float(res["log_p"].std()) if m > 1 else 0.0
+    else:  # each rank its rows; sums of log P^, log P^^2, ELBO^, ESS, Var and the count reduced over ranks
+        start, stop = parallel.shard(m)
+        res = importance_sampling(model, x, iw_samples, seed, progress=progress, desc=desc, shard=(start, stop))
+        lp = res["log_p"]
+        s1, s2, s_elbo, s_ess, s_var, m = _row_sums(
+            [lp, lp * lp, res["elbo"], res["ess"], res["variance"]] if stop > start else None, 5, parallel).tolist()
+        value, elbo, ess, stderr = -s1 / m, s_elbo / m, s_ess / m, math.sqrt(s_var) / m
+        row_std = math.sqrt(max(s2 - s1 * s1 / m, 0.0) / (m - 1)) if m > 1 else 0.0
+    details = {"iw_samples": iw_samples, "seed": seed, "rows": int(m), "elbo": elbo, "ess_mean": ess,
+               "row_stderr": row_std / math.sqrt(m), "bits_per_dim": value * per_dim,
                "bound": "stochastic upper bound of the NLL: E[log P^(x)] <= log P(x)"}
     return Estimate(value, "importance-sampling", stderr, details=details)
+
+
+def _row_sums(columns: list[Tensor] | None, n: int, parallel) -> Tensor:
+    """[sum of each of the n per-row columns, row count] over all ranks, float64: this rank's rows (None: it has
+    none) summed, then all-reduced."""
+    sums = torch.zeros(n + 1, dtype=torch.float64)
+    if columns is not None:
+        sums[:n] = torch.stack([c.double().sum().cpu() for c in columns])
+        sums[n] = columns[0].shape[0]
+    return parallel.all_reduce_(sums)
 
 
 def _latent_method(model, method: str) -> str:

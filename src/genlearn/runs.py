@@ -57,9 +57,10 @@ class Run:
     def sample(self, n: int, seed: int | None = None, **kwargs):
         """n rows drawn from the model: fresh random rows on every call, the same rows for the same `seed`."""
         from genlearn.checks import check_sample_count
+        from genlearn.models.registry import size_of
         from genlearn.validate import check_seed
 
-        check_sample_count(n, self.model.n_features, "n")
+        check_sample_count(n, self.model.n_features, "n", width=size_of(self.model).width)
         generator = torch.Generator()
         if seed is None:
             generator.seed()  # a non-deterministic seed
@@ -132,7 +133,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     t_start = time.perf_counter()
     train_kwargs, model_options = _split_kwargs(kwargs)
     # `device`: auto, cpu, cuda, cuda:N, mps (learning.devices); launched by torchrun with several processes the
-    # fit is data-parallel (learning.distributed): rank 0 writes the run folder and computes the final metrics
+    # fit is data-parallel (learning.distributed): rank 0 writes the run folder, every rank scores its rows of the
+    # final metrics
     from genlearn.learning.distributed import DataParallel
 
     parallel, device = DataParallel.from_env(device)
@@ -168,10 +170,12 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         dataset = checks.as_dataset(data, data_dir, model)
         if isinstance(model, str):
             model_name = model
-            model_obj = build_model(model, dataset, **model_options)
             # the family's defaults, with its fit to convergence (e.g. L-BFGS to a tolerance) unless the user
             # chose the optimizer (genlearn.models.registry.ModelSpec.training_defaults)
             defaults = get_spec(model).training_defaults(model_options, train_kwargs)
+            # the parameters and optimizer state sized before anything is allocated (too large: a ConfigError)
+            checks.check_model_memory(model, dataset, model_options, {**defaults, **train_kwargs})
+            model_obj = build_model(model, dataset, **model_options)
             if rule is None:
                 rule_obj = _rule_for(model, model_options)
             else:
@@ -213,7 +217,12 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
 
         restore(trainer, tensors, meta, out)
     trainer.fit()
-    if parallel is not None and not parallel.is_writer:  # rank 0 checks, evaluates and writes the run
+    if parallel is not None and not parallel.is_writer:  # rank 0 writes the run; the final NLLs are sharded
+        from genlearn.evaluation import evaluate
+
+        checks.check_progress(trainer.state.history, out)  # the history is common: every rank stops alike
+        trainer.model.eval()
+        evaluate(trainer.model, trainer.dataset, partition=partition, parallel=parallel, **(partition_options or {}))
         return Run(trainer.model, {"rank": parallel.rank, "world_size": parallel.world_size}, out, dataset,
                    trainer.rule)
     checks.check_progress(trainer.state.history, out)
@@ -259,9 +268,10 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
                "stopped_early": trainer.state.stopped_early, "best_epoch": trainer.state.best_epoch,
                "out_of_time": trainer.state.out_of_time,
                **convergence_metrics(trainer)}  # converged: true/false under --tol / --rel-tol (null without)
-    # on the training device (trainer.dataset: the splits moved there once); the run's model then returns to the CPU
+    # on the training device (trainer.dataset: the splits moved there once); the run's model then returns to the CPU;
+    # data-parallel: each rank its rows of every split, sums and counts reduced (learning.distributed)
     metrics.update(evaluate(model, trainer.dataset, partition=partition, progress=trainer.cfg.progress,
-                            **partition_options))
+                            parallel=trainer.parallel, **partition_options))
     model.cpu()
     metrics["evaluation"] = {"partition": partition, **partition_options}
     metrics["rule"] = trainer.rule.record()

@@ -281,6 +281,10 @@ class DensityEstimator(BaseEstimator):
         if kind == "categorical":
             raise ValueError("DensityEstimator models rows of features; use genlearn.Categorical for one die")
         dataset = Dataset(name="array", kind=kind, train=x)
+        from genlearn.checks import check_model_memory  # sized before it is allocated
+
+        check_model_memory(self.model, dataset, self.options or {},
+                           {"optimizer": self.optimizer or spec.training_defaults(self.options).get("optimizer")})
         model = build_model(self.model, dataset, **(self.options or {}))
         model.check_input(x)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -428,6 +432,9 @@ class VariationalAutoencoder(TransformerMixin, BaseEstimator):
                    "activation": self.activation, "prior": self.prior, "pseudo_inputs": int(self.pseudo_inputs),
                    "iw_samples": int(self.iw_samples), "warmup_epochs": int(self.warmup_epochs), "init_seed": seed}
         dataset = Dataset(name="array", kind="binary", train=x)
+        from genlearn.checks import check_model_memory  # sized before it is allocated
+
+        check_model_memory("vae", dataset, options, {"optimizer": "adam"})
         model = build_model("vae", dataset, **options)  # ConfigError (a ValueError) for an impossible setting
         rule = make_rule(*rule_for("vae", **options))
         config = TrainConfig.from_dict({"epochs": int(self.epochs), "lr": float(self.learning_rate),

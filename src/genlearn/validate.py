@@ -43,6 +43,8 @@ def check_binary(x, n_features: int | None = None, what: str = "data") -> Tensor
             f"{what} has {x.shape[1]} features per example but the model expects {n_features}; "
             "use data of the dimension the model was trained on"
         )
+    if x.is_meta:  # shapes without values: a model built on the meta device to size it (registry.model_size)
+        return x.to(torch.float32)
     check_finite(x, what)
     bad = (x != 0) & (x != 1)
     if bad.any():
@@ -84,7 +86,8 @@ def check_real(x, n_features: int | None = None, what: str = "data") -> Tensor:
     if n_features is not None and x.shape[1] != n_features:
         raise DataError(f"{what} has {x.shape[1]} features per example but the model expects {n_features}")
     x = x.to(torch.float32) if not torch.is_floating_point(x) else x
-    check_finite(x, what)
+    if not x.is_meta:  # a meta tensor (registry.model_size) has no values to check
+        check_finite(x, what)
     return x
 
 

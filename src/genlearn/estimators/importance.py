@@ -12,6 +12,7 @@ log-sum-exp, in float64. The kernel takes the log-weight function, not a model (
 model.log_weights)."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from genlearn.errors import ConfigError
+from genlearn.numerics import row_shard
 
 #: rows x samples per chunk of decoder passes (bounded memory: about chunk x (n + hidden) floats). 5,000 keeps the
 #: temporaries in cache-friendly, reused memory: 1.8x the GEMM roofline against 2.7x at 50,000 (vae_is_speed.py)
@@ -27,33 +29,51 @@ CHUNK = 5_000
 
 @torch.no_grad()
 def importance_log_marginal(log_weights: Callable, x: Tensor, k: int, generator: torch.Generator | None = None,
-                            chunk: int = CHUNK, progress: bool = False, desc: str = "importance sampling") -> dict:
+                            chunk: int = CHUNK, progress: bool = False, desc: str = "importance sampling",
+                            shard: tuple[int, int] | None = None) -> dict:
     """Per-row {"log_p": log P^(x), "elbo": ELBO^(x), "ess": ESS(x), "variance": Var[log P^(x)]}, float64 tensors
     of shape (B,), from `log_weights(x_rows, s, generator) -> (s, rows)` called on chunks of at most `chunk`
-    rows x samples."""
+    rows x samples.
+
+    `shard` = (start, stop): only rows [start, stop) of x (tensors of shape (stop - start,)), with the random
+    numbers the whole call gives them: the chunks of all B rows are followed, a chunk's per-row noise is drawn for
+    all its rows and sliced (numerics.row_shard; log_weights draws it with numerics.randn_rows), and the chunks
+    before `start` draw theirs on zero rows (no model products), so a data-parallel evaluation's figures do not
+    depend on the number of processes."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"the number of importance samples must be a positive integer, got {k!r}")
     B = x.shape[0]
+    first, last = (0, B) if shard is None else (int(shard[0]), int(shard[1]))
     rows = max(1, min(B, chunk // min(k, chunk)))
     samples = max(1, min(k, chunk // rows))
-    out = {key: torch.empty(B, dtype=torch.float64) for key in ("log_p", "elbo", "ess", "variance")}
+    out = {key: torch.empty(last - first, dtype=torch.float64) for key in ("log_p", "elbo", "ess", "variance")}
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=B, desc=desc, unit="row", unit_scale=True, leave=False, mininterval=0.5,
+        bar = tqdm(total=last - first, desc=desc, unit="row", unit_scale=True, leave=False, mininterval=0.5,
                    disable=None)  # None: no bar when stderr is not a terminal
-    for start in range(0, B, rows):
-        xb = x[start : start + rows]
+    for start in range(0, min(B, last), rows):
+        stop = min(start + rows, B)
+        if shard is None:
+            lo, hi, draw = start, stop, contextlib.nullcontext()
+        else:  # this chunk's rows in the shard (none before it), its noise drawn for all of the chunk's rows
+            lo = min(max(start, first), stop)
+            hi = max(lo, min(stop, last))
+            draw = row_shard(lo - start, hi - start, stop - start)
+        xb = x[lo:hi]
         lse = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64)
         lse2 = lse.clone()
         total = torch.zeros(xb.shape[0], dtype=torch.float64)
-        for s0 in range(0, k, samples):
-            lw = log_weights(xb, min(samples, k - s0), generator).double()
-            lse = torch.logaddexp(lse, torch.logsumexp(lw, 0))
-            lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * lw, 0))
-            total += lw.sum(0)
-        sl = slice(start, start + xb.shape[0])
+        with draw:
+            for s0 in range(0, k, samples):
+                lw = log_weights(xb, min(samples, k - s0), generator).double()
+                lse = torch.logaddexp(lse, torch.logsumexp(lw, 0))
+                lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * lw, 0))
+                total += lw.sum(0)
+        if hi == lo:
+            continue
+        sl = slice(lo - first, hi - first)
         out["log_p"][sl] = lse - math.log(k)
         out["elbo"][sl] = total / k
         ess = torch.exp(2 * lse - lse2)

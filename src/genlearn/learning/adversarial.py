@@ -79,6 +79,16 @@ The value returned for every batch is the bound (1) on it with the current criti
 batch against the model rows drawn in that step. `epoch_record` adds the epoch's means of the critic loss, the
 generator loss -mean_P f*(g_f(v)) and the divergence estimate to each monitoring record.
 
+Warm start (`warm_start_epochs` W > 0, the GAN built with its auxiliary encoder q(z|x)): for the first W epochs
+every batch is a critic step as above and, for the generator and the encoder, a step on the negative ELBO
+-(1/B) sum_b [E_q log P(x_b|z) - KL(q(z|x_b)||N(0, I))] (`GAN.elbo`): maximum likelihood through its bound, as a
+VAE with the generator as its decoder. Adversarial steps follow. Generators of discrete data are commonly
+pretrained by maximum likelihood before adversarial training (SeqGAN, Yu et al. 2017; MaliGAN, Che et al. 2017),
+and here it is what gives the score-function estimator modes to work with: that estimator weights the model's own
+rows only, so a mode the generator never samples gets no gradient and never comes back. On binarized MNIST the
+plain kl recipe kept 3 of 10 digits in 5-15% of the samples; started from 15 epochs of ELBO (10 of 10 digits),
+adversarial epochs at a rate of 3e-4 kept all 10 (at 2e-3: 9 of 10, ones growing to 20%).
+
 The rule "quadrature-likelihood" is the maximum-likelihood reference for a latent space of D <= 2: autograd of the
 mean NLL with log P(x) = log integral N(z) P(x|z) dz by a randomly shifted grid over z (module docstring of
 `QuadratureLikelihood`)."""
@@ -164,6 +174,9 @@ class FGAN(LearningRule):
     """Adversarial learning under an f-divergence (module docstring): alternating critic and generator steps."""
 
     name = "f-gan"
+    #: its state between minibatches (step counter, completed epochs, the epoch's running sums) is all in
+    #: state_tensors(); both players' parameters and the optimizer's state are the trainer's
+    resumes_mid_epoch = True
     Settings = FGANSettings
     objective = ("adversarial: the f-GAN variational lower bound of D_f(Q||P_theta) (nats), ascended by the critic "
                  "and descended by the generator")
@@ -178,10 +191,12 @@ class FGAN(LearningRule):
         self._sums = self._zero_sums()
         self._last: dict = {}
 
-    @staticmethod
-    def _zero_sums() -> dict:
-        return {"critic_loss": [0.0, 0], "generator_loss": [0.0, 0], "divergence_estimate": [0.0, 0],
-                "neg_elbo": [0.0, 0]}
+    #: the running sums of the epoch, in the order of their state tensors
+    SUMS = ("critic_loss", "generator_loss", "divergence_estimate", "neg_elbo")
+
+    @classmethod
+    def _zero_sums(cls) -> dict:
+        return {k: [0.0, 0] for k in cls.SUMS}
 
     def _add(self, key: str, value: Tensor) -> None:
         s = self._sums[key]
@@ -311,17 +326,26 @@ class FGAN(LearningRule):
         return dict(self._last)
 
     def state_tensors(self):
+        """The step counter, the completed epochs, and the current epoch's running sums (float64, exactly the
+        Python floats) and counts of SUMS, so that a checkpoint between two minibatches resumes the epoch's means."""
         return {"step": torch.tensor(self.step, dtype=torch.long),
-                "epochs_done": torch.tensor(self.epochs_done, dtype=torch.long)}
+                "epochs_done": torch.tensor(self.epochs_done, dtype=torch.long),
+                "epoch_sums": torch.tensor([self._sums[k][0] for k in self.SUMS], dtype=torch.float64),
+                "epoch_counts": torch.tensor([self._sums[k][1] for k in self.SUMS], dtype=torch.long)}
 
     def load_state_tensors(self, tensors):
-        unknown = set(tensors) - {"step", "epochs_done"}
+        keys = {"step", "epochs_done", "epoch_sums", "epoch_counts"}
+        unknown = set(tensors) - keys
         if unknown:
-            raise ConfigError(f"the learning rule {self.name!r} keeps step and epochs_done, not "
+            raise ConfigError(f"the learning rule {self.name!r} keeps {', '.join(sorted(keys))}, not "
                               f"{', '.join(sorted(unknown))}")
         self.step = int(tensors["step"]) if "step" in tensors else 0
         # runs saved before the warm start existed: their epochs were all adversarial
         self.epochs_done = int(tensors["epochs_done"]) if "epochs_done" in tensors else self.config.warm_start_epochs
+        self._sums = self._zero_sums()  # checkpoints of epoch ends (and of older versions): nothing summed yet
+        if "epoch_sums" in tensors:
+            for k, total, count in zip(self.SUMS, tensors["epoch_sums"].tolist(), tensors["epoch_counts"].tolist()):
+                self._sums[k] = [float(total), int(count)]
 
     def describe(self):
         cfg = self.config

@@ -30,8 +30,15 @@ ranks' generators are realigned to rank 0's after every epoch, so the permutatio
 machine's persistent chains (boltzmann-moments) do not depend on the batch: every rank runs them alike.
 
 Only rank 0 writes checkpoints, metrics and plots. A checkpoint holds the full state (all chains), so a run
-resumes with the same or another number of processes. Monitoring NLLs are sharded without padding and reduced
-exactly as sums and counts (`sharded_mean_nll`). Backend: gloo on CPU, NCCL on CUDA."""
+resumes with the same or another number of processes. Monitoring NLLs and the final evaluation are sharded
+without padding (shard_bounds) and reduced exactly as float64 sums and counts (`sharded_mean_nll`;
+genlearn.evaluation.evaluate(parallel=...)): every rank scores its contiguous rows of each split with the
+family's per-row estimator (exact log P, free energies F, the importance-sampling estimates of a VAE with sums of
+squares for the row spread, quadrature over z), so rank 0 writes the 1-process figures up to the order of the
+sums. Importance sampling follows the 1-process chunks and draws each chunk's noise for all its rows (row_shard),
+skipping the draws of the rows before the shard: its figures do not depend on the number of processes. Shared
+quantities stay on rank 0, after the shards: log Z (exact enumeration or AIS), the entropy, the KL to a known
+truth, AIS over z and BDMC. Backend: gloo on CPU, NCCL on CUDA."""
 from __future__ import annotations
 
 import datetime
@@ -217,8 +224,9 @@ class DataParallel:
             rule.chains.copy_(self.all_reduce_(full))
 
     def sharded(self, mean_nll):
-        """mean_nll (genlearn.likelihood.mean_nll) over ranks: each rank sums -log P over its contiguous rows,
-        float64 sums and counts are all-reduced; the result equals the 1-process mean up to float64 rounding."""
+        """mean_nll (genlearn.likelihood.mean_nll, or any mean over rows such as mean_free_energy) over ranks: each
+        rank sums over its contiguous rows, float64 sums and counts are all-reduced; the result equals the
+        1-process mean up to float64 rounding."""
         def sharded_mean_nll(model, x, *args, **kwargs):
             return sharded_mean_nll_of(self, mean_nll, model, x, *args, **kwargs)
 

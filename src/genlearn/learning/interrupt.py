@@ -6,7 +6,7 @@ minibatches is in their state tensors (`LearningRule.resumes_mid_epoch`) stop th
 the parameters, optimizer and RNG after minibatch k of the epoch, plus what is needed to finish that epoch
 exactly as an uninterrupted run would (`EpochProgress`: the generator's state at the epoch's start, from which
 the training rows and the minibatch order are drawn again, and the losses of the k minibatches). Other rules (EM,
-whose statistics span the epoch; the adversarial rule's per-epoch means) stop at the end of the epoch. Either way
+whose statistics span the epoch) stop at the end of the epoch. Either way
 `genlearn fit --resume DIR` continues to the very parameters an uninterrupted run reaches. A second SIGINT
 raises KeyboardInterrupt at once (the last checkpoint stays intact)."""
 from __future__ import annotations

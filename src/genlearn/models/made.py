@@ -117,7 +117,8 @@ class MADE(GenerativeModel):
             for layer, h in enumerate(self.hidden):
                 high = max(n - 1, low)
                 degs[layer][k] = torch.randint(low, high + 1, (h,), generator=g)
-                low = int(degs[layer][k].min())
+                if not degs[layer].is_meta:  # a meta build (registry.model_size) has shapes, no degrees
+                    low = int(degs[layer][k].min())
         self.register_buffer("deg0", deg0)
         for layer, d in enumerate(degs):
             self.register_buffer(f"deg{layer + 1}", d)

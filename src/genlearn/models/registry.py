@@ -130,12 +130,52 @@ def get_spec(name: str) -> ModelSpec:
 
 def build_model(name: str, dataset, **options):
     """Build model `name` for `dataset` from its options (checked against the family's config)."""
+    spec = _spec_for(name, dataset)
+    return spec.build(dataset, spec.parse_options(options))
+
+
+def _spec_for(name: str, dataset) -> ModelSpec:
+    """The spec of family `name`, which must model data of the kind of `dataset`."""
     spec = get_spec(name)
     if dataset.kind not in spec.data_kinds:
         raise ConfigError(
             f"model {name!r} needs {' or '.join(spec.data_kinds)} data, but {dataset.name!r} is {dataset.kind}"
         )
-    return spec.build(dataset, spec.parse_options(options))
+    return spec
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The memory a model holds before training: `parameters` elements in `parameter_bytes` bytes, its buffers
+    (masks, orderings) in `buffer_bytes`, and `width`, the largest dimension of any of its tensors (the units of its
+    widest layer: one activation per row there when it computes on a batch)."""
+
+    parameters: int
+    parameter_bytes: int
+    buffer_bytes: int
+    width: int
+
+
+def size_of(model) -> ModelSize:
+    """The ModelSize of a built model (real or on the meta device): sum of numel x element size of its
+    parameters, of its buffers."""
+    params, buffers = list(model.parameters()), list(model.buffers())
+    width = max((d for t in params + buffers for d in t.shape), default=0)
+    return ModelSize(sum(p.numel() for p in params), sum(p.numel() * p.element_size() for p in params),
+                     sum(b.numel() * b.element_size() for b in buffers), int(width))
+
+
+def model_size(name: str, dataset, **options) -> ModelSize:
+    """The ModelSize of family `name` built for `dataset` under `options`, without allocating it: the family's
+    build runs on torch's meta device (tensors with shapes and dtypes, no storage), so a model of 10^10
+    parameters is sized in milliseconds. Equal to size_of(build_model(name, dataset, **options))."""
+    import torch
+
+    spec = _spec_for(name, dataset)
+    config = spec.parse_options(options)
+    with torch.device("meta"):
+        model = spec.build(dataset, config)
+    return size_of(model)
 
 
 def rule_for(name: str, **options) -> tuple[str, dict]:

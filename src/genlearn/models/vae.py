@@ -137,9 +137,10 @@ class GaussianHead(torch.nn.Module):
 
 def _reparameterise(mu: Tensor, logvar: Tensor, k: int | None, generator) -> Tensor:
     """z = mu + exp(logvar / 2) eps, eps ~ N(0, I); with k, k draws stacked in front: (k, *mu.shape). The rows of
-    eps are those of the whole batch when a data-parallel process computes a shard of it (numerics.randn_rows)."""
+    eps are those of the whole batch when a data-parallel process computes a shard of it (numerics.randn_rows); the
+    rows are the next-to-last dimension of eps (mu (B, D), or (k, B, D) for z1 given k draws of z2)."""
     shape = mu.shape if k is None else (k, *mu.shape)
-    eps = randn_rows(shape, 0 if k is None else 1, generator, dtype=mu.dtype, device=mu.device)
+    eps = randn_rows(shape, len(shape) - 2, generator, dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
