@@ -56,7 +56,8 @@ def entry(name: str, summary: dict, command: list[str] | None) -> dict:
            "best_config": {k: best[k] for k in ("family", "model_options", "train", "trial")},
            "trials": summary["n_trials"], "trials_complete": summary["n_complete"],
            "trials_pruned": summary["n_pruned"], "trials_failed": summary["n_failed"],
-           "wall_seconds": summary["wall_seconds"], "settings": summary["settings"]}
+           "wall_seconds": summary["wall_seconds"], "settings": summary["settings"],
+           "families": summary.get("families")}
     if published:
         out.update(published_best=published[0], published_best_model=published[1],
                    target_met=bool(test <= published[0]))
@@ -79,7 +80,7 @@ def main() -> None:
     if args.smoke:  # the embedded digits (train/valid/test split by genlearn), a few trials of seconds
         sets, args.trials, args.trial_minutes, args.budget_minutes = ["digits"], 2, 0.03, 0.5
         args.runs_dir = Path(tempfile.mkdtemp(prefix="uci-tune-smoke-"))
-    results = {"machine": common.machine_record()}
+    results = {}
     for name in sets:
         out = args.runs_dir / f"uci-tune-{name}"
         summary_file = out / "summary.json"
@@ -91,6 +92,8 @@ def main() -> None:
             if done.returncode != 0:
                 raise SystemExit(f"{name}: genlearn tune exited {done.returncode}: {done.stderr.strip()}")
         results[name] = entry(name, json.loads(summary_file.read_text()), command)
+        # the machine this script ran on: where the tune ran too, unless its folder was reused
+        results[name]["machine"] = {**common.machine_record(), "tune_ran_here": command is not None}
         print(json.dumps({name: {k: results[name][k] for k in ("test_nll", "ci95", "valid_nll", "trials")}}),
               flush=True)
     if args.smoke:
