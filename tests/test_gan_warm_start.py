@@ -100,3 +100,15 @@ def test_warm_start_needs_the_encoder_and_a_non_negative_count():
         genlearn.fit("gan", DATA, warm_start_epochs=-1, epochs=1, progress=False, plots=False)
     with pytest.raises(genlearn.IntractableError, match="warm-start encoder"):
         GAN(4, latent=1, hidden=[6], critic_hidden=[5]).elbo(torch.zeros(2, 4))
+
+
+def test_learning_curve_shows_the_warm_start_elbo_in_its_own_panel(tmp_path):
+    """The warm-start epochs' -ELBO is a panel of the learning curve (a third after the players and the bound)."""
+    from genlearn import plots
+
+    history = [{"epoch": e, "critic_loss": -0.1 * e, "divergence_estimate": 0.1 * e, "neg_elbo": 200.0 - e}
+               for e in range(1, 4)] + [{"epoch": 4, "critic_loss": -0.4, "generator_loss": -1.0,
+                                         "divergence_estimate": 0.4}]
+    keys = [k for k in plots.CURVE_KEYS if any(k in r for r in history)]
+    assert plots._panels(keys) == [("critic_loss", "generator_loss"), ("divergence_estimate",), ("neg_elbo",)]
+    assert plots.learning_curve(history, tmp_path / "c.png").stat().st_size > 0

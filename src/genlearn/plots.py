@@ -24,7 +24,8 @@ CURVE_KEYS = {"train_kl": "train D_KL(Q^||P) [nats]", "train_nll": "train NLL [n
               "train_kl_upper": "train KL upper bound, -ELBO - H(Q^) [nats]",
               "critic_loss": "critic loss, -bound + penalty [nats]",
               "generator_loss": "generator loss, -E_P f*(T(x)) [nats]",
-              "divergence_estimate": "D_f(Q||P) estimate, the critic's bound [nats]"}
+              "divergence_estimate": "D_f(Q||P) estimate, the critic's bound [nats]",
+              "neg_elbo": "warm start: the generator's train -ELBO, epoch means [nats]"}
 #: keys drawn together in one panel (one line each, with a legend), so that their difference is seen: the valid
 #: -ELBO and the valid importance-sampling NLL of a latent-variable model (the gap is the bound's slack); the two
 #: players' losses of adversarial learning (critic and generator, epoch means)

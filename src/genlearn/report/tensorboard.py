@@ -35,7 +35,7 @@ TAGS = {"loss": "loss", "lr": "lr",
         "train_kl": "kl/train_empirical", "train_kl_upper": "kl/train_upper_elbo", "kl_true": "kl/true",
         "log_z_ais": "ais/log_z_forward", "ais_ess": "ais/ess",
         "critic_loss": "adversarial/critic_loss", "generator_loss": "adversarial/generator_loss",
-        "divergence_estimate": "adversarial/divergence_estimate"}
+        "divergence_estimate": "adversarial/divergence_estimate", "neg_elbo": "adversarial/warm_start_neg_elbo"}
 #: record keys that are not measurements
 SKIP = {"epoch", "step", "monitored_member"}
 N_SAMPLES = 64
