@@ -7,6 +7,7 @@ merged per data set (the others' entries are kept).
     python benchmarks/uci_tune.py --datasets nips --data-dir ../shared/data --runs-dir runs --budget-minutes 45 \
         --trial-minutes 6 --threads 1
     python benchmarks/uci_tune.py --datasets adult,dna,nips --runs-dir runs --reuse
+    python benchmarks/uci_tune.py --datasets dna --families made --space masks.toml --tag masks --budget-minutes 40
     python benchmarks/uci_tune.py --smoke
 
 Test NLL in nats per example (exact: every family of the preset is tractable), its 95% interval
@@ -40,7 +41,8 @@ def tune_command(data: str, out: Path, args) -> list[str]:
     if args.data_dir and not args.smoke:
         cmd += ["--data-dir", str(args.data_dir)]
     for flag, value in (("--budget-minutes", args.budget_minutes), ("--trial-minutes", args.trial_minutes),
-                        ("--trials", args.trials), ("--threads", args.threads)):
+                        ("--trials", args.trials), ("--threads", args.threads), ("--families", args.families),
+                        ("--space", args.space)):
         if value is not None:
             cmd += [flag, str(value)]
     return cmd
@@ -75,6 +77,10 @@ def main() -> None:
     p.add_argument("--trial-minutes", type=float, default=6.0)
     p.add_argument("--trials", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--families", help="passed to genlearn tune (default: the preset's)")
+    p.add_argument("--space", type=Path, help="a search-space TOML passed to genlearn tune")
+    p.add_argument("--tag", default="", help="a suffix of the folder and the results key (NAME-TAG), for a variant "
+                   "of the search on the same data set")
     args = p.parse_args()
     sets = args.datasets.split(",")
     if args.smoke:  # the embedded digits (train/valid/test split by genlearn), a few trials of seconds
@@ -82,7 +88,8 @@ def main() -> None:
         args.runs_dir = Path(tempfile.mkdtemp(prefix="uci-tune-smoke-"))
     results = {}
     for name in sets:
-        out = args.runs_dir / f"uci-tune-{name}"
+        key = f"{name}-{args.tag}" if args.tag else name
+        out = args.runs_dir / f"uci-tune-{key}"
         summary_file = out / "summary.json"
         command = None
         if not (args.reuse and summary_file.exists()):
@@ -91,10 +98,12 @@ def main() -> None:
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"{name}: genlearn tune exited {done.returncode}: {done.stderr.strip()}")
-        results[name] = entry(name, json.loads(summary_file.read_text()), command)
+        results[key] = entry(name, json.loads(summary_file.read_text()), command)
         # the machine this script ran on: where the tune ran too, unless its folder was reused
-        results[name]["machine"] = {**common.machine_record(), "tune_ran_here": command is not None}
-        print(json.dumps({name: {k: results[name][k] for k in ("test_nll", "ci95", "valid_nll", "trials")}}),
+        results[key]["machine"] = {**common.machine_record(), "tune_ran_here": command is not None}
+        if args.space:
+            results[key]["space_file"] = {"path": str(args.space), "text": args.space.read_text()}
+        print(json.dumps({key: {k: results[key][k] for k in ("test_nll", "ci95", "valid_nll", "trials")}}),
               flush=True)
     if args.smoke:
         shutil.rmtree(args.runs_dir, ignore_errors=True)
