@@ -18,10 +18,11 @@ from genlearn.validate import check_memory, check_seed
 
 # -- training options -------------------------------------------------------------------------------------------
 #: flag -> (applies?, why not): a given flag that would have no effect under the effective settings is refused
-def check_training(cfg, given, model, resume: bool = False) -> None:
+def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
     """Cross-checks of a TrainConfig the single fields cannot see. `given`: the names the user set (not the
     family's defaults). Refused: --epochs < 1, seeds outside [0, 2^63 - 1], a --gamma that is not in (0, 1], and
-    every given flag that the effective settings would ignore."""
+    every given flag that the effective settings would ignore (with `rule`, a LearningRule that sets the parameters
+    itself, such as EM or the closed form: the optimizer's flags)."""
     from genlearn.models.base import EnergyModel, LatentVariableModel
 
     if cfg.epochs < 1:
@@ -60,9 +61,65 @@ def check_training(cfg, given, model, resume: bool = False) -> None:
     if "monitor_ensemble" in given and cfg.monitor_ensemble and getattr(model, "ensemble_size", 1) <= 1:
         ignored.append(("--monitor-ensemble", f"applies to ensembles of masks/orderings; this {model.name} has one "
                         "member"))
+    if rule is not None and not rule.uses_optimizer:
+        moot = [k for k in OPTIMIZER_FLAGS if k in given]
+        if moot:
+            ignored.append((f"--{moot[0].replace('_', '-')}", f"applies to gradient learning; the {rule.name} rule of "
+                            "this fit sets the parameters itself (no optimizer step)"))
     if ignored:
         flag, why = ignored[0]
         raise ConfigError(f"{flag} {why}; drop it or change the setting it depends on")
+
+
+#: the training flags of the optimizer alone: refused beside a rule without optimizer steps (EM, closed form)
+OPTIMIZER_FLAGS = ("optimizer", "lr", "momentum", "weight_decay", "schedule")
+
+
+# -- family options that depend on another -----------------------------------------------------------------------
+#: family -> (option, applies(config), what it applies to): a given option whose value differs from its default but
+#: which the family's other options make ineffective is refused, like the training flags of check_training
+DEPENDENT_OPTIONS = {
+    "rbm": (("k", lambda c: c.negative_phase != "exact", "CD-k / PCD-k (--gradient cd or pcd); the exact gradient "
+             "runs no Gibbs sweeps"),
+            ("n_chains", lambda c: c.negative_phase == "pcd", "PCD (--persistent or --gradient pcd); CD starts "
+             "its chains at the data"),
+            ("matmul_precision", lambda c: c.negative_phase != "exact", "the CD/PCD products; the exact gradient "
+             "enumerates in full precision")),
+    "boltzmann": (("k", lambda c: c.gradient in ("gibbs", "pcd"), "--gradient gibbs or pcd"),
+                  ("n_chains", lambda c: c.gradient == "pcd", "--gradient pcd"),
+                  ("mf_iterations", lambda c: c.gradient in ("mean-field", "tap"), "--gradient mean-field or tap")),
+    "mixture": tuple((name, lambda c: c.em, "EM: add --em") for name in
+                     ("smoothing", "weight_smoothing", "reseed", "min_mass")),
+    "fvsbn": (("init_seed", lambda c: c.order == "random", "--order random (the fixed order draws nothing)"),),
+    "vae": (("pseudo_inputs", lambda c: c.prior == "vampprior", "--prior vampprior"),
+            ("kl_estimator", lambda c: c.iw_samples == 1, "ELBO training (--iw-samples 1); the IWAE bound has no "
+             "separate KL term")),
+    "gan": (("temperature", lambda c: c.estimator == "relaxation", "--estimator relaxation"),),
+    "made": (("mask_sampling", lambda c: c.masks > 1, "several masks (--masks K > 1)"),),
+    "nade": (("matmul_precision", lambda c: c.order_agnostic, "order-agnostic training (--order-agnostic); a fixed "
+              "order trains in full precision"),),
+}
+
+
+def check_dependent_options(family: str, options: dict) -> None:
+    """The family options `options` (those given) against each other: a seed option outside [0, 2^63 - 1], or an
+    option set to other than its default where the others make it ineffective (DEPENDENT_OPTIONS), is one
+    ConfigError naming the option and what it applies to."""
+    import dataclasses
+
+    from genlearn.models.registry import get_spec
+
+    spec = get_spec(family)
+    config = spec.parse_options(options)  # types and ranges of each option alone
+    for name in options:
+        if name == "seed" or name.endswith("_seed"):
+            check_seed(getattr(config, name), f"--{name.replace('_', '-')}")
+    rows = DEPENDENT_OPTIONS.get(family, ())
+    defaults = {f.name: f.default for f in dataclasses.fields(spec.config)}
+    for name, applies, what in rows:
+        if name in options and getattr(config, name) != defaults[name] and not applies(config):
+            raise ConfigError(f"--{name.replace('_', '-')} applies to {what}; drop it or change the setting it "
+                              "depends on")
 
 
 #: keys of `partition_options` (genlearn.evaluation.evaluate) and their lowest value
@@ -217,8 +274,13 @@ def as_dataset(data, data_dir=None, model=None):
         if dataset.kind == "real" and isinstance(model, str):
             from genlearn.models.registry import get_spec
 
-            if "real" not in get_spec(model).data_kinds:
+            kinds = get_spec(model).data_kinds
+            if "categorical" in kinds:
+                raise DataError(f"data for model {model!r} must be a 1-D array of category indices 0..K-1 "
+                                "(non-negative integers), e.g. np.array([0, 2, 1, 0])")
+            if "real" not in kinds:
                 x = torch.as_tensor(data)
+                x = x.reshape(-1, 1) if x.ndim == 1 else x
                 r, c = (int(i) for i in torch.nonzero((x != 0) & (x != 1))[0].tolist()[:2])
                 raise DataError(f"data must be binary (0/1) for model {model!r} but the array holds {x[r, c].item():g} "
                                 f"at row {r}, column {c}; binarize it first (e.g. (x > 0.5).astype(int))")
@@ -318,10 +380,25 @@ def _flag_value(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-__all__ = ["PARTITION_OPTIONS", "as_dataset", "check_evaluation", "check_fit_arguments",
-           "check_known_options",
+__all__ = ["DEPENDENT_OPTIONS", "OPTIMIZER_FLAGS", "PARTITION_OPTIONS", "as_dataset", "check_dependent_options",
+           "check_evaluation", "check_fit_arguments", "check_fit_paths", "check_known_options",
            "check_model_argument", "check_progress", "check_sample_count", "check_training",
            "dataset_from_array"]
+
+
+def check_fit_paths(out=None, data_dir=None, callbacks=None, recipe=None) -> None:
+    """genlearn.fit's other arguments by type: `out` and `data_dir` paths (str or os.PathLike), `callbacks` a list
+    of callables f(trainer, record), `recipe` a dict {"name", "overrides"}; one ConfigError naming the argument."""
+    from genlearn.validate import check_path_argument
+
+    for name, value in (("out", out), ("data_dir", data_dir)):
+        check_path_argument(value, name)
+    if callbacks is not None and (isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__")
+                                  or not all(callable(c) for c in callbacks)):
+        raise ConfigError(f"callbacks must be a list of functions f(trainer, record), got {callbacks!r}"[:300])
+    if recipe is not None and not (isinstance(recipe, dict) and isinstance(recipe.get("name"), str)):
+        raise ConfigError(f"recipe must be a dict {{'name': ..., 'overrides': {{...}}}} (genlearn.recipes records it); "
+                          f"to fit a recipe use genlearn.recipes.load_recipe(NAME).fit_kwargs(), got {recipe!r}"[:300])
 
 
 def check_fit_arguments(model, data, train: dict, model_options: dict, partition, partition_options,
@@ -350,6 +427,7 @@ def check_fit_arguments(model, data, train: dict, model_options: dict, partition
         spec = get_spec(model)
         model_names = {f.name for f in dataclasses.fields(spec.config)}
         check_known_options(set(model_options) - model_names, train_names | model_names, f"model {model!r}")
+        check_dependent_options(model, model_options)
     elif model_options:
         what = "a resumed run (its model options are recorded)" if resume else "a model instance"
         check_known_options(set(model_options), train_names, what)

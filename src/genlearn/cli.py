@@ -19,6 +19,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with the package's error format: one line `genlearn: error: ...` and exit code 2."""
 
     def error(self, message):
+        if message.endswith("expected one argument"):  # e.g. --p -0.5,1.5: argparse reads -0.5,1.5 as a flag
+            message += "; a value that starts with '-' is written --flag=VALUE"
         self.exit(EXIT_USAGE, f"genlearn: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -356,6 +358,10 @@ def cmd_eval(args) -> int:
 
     run = load_run(args.run, device=args.device)
     _say_unfinished(run)
+    if args.partition is not None or _ais_options(args):  # a flag the run's model would ignore is refused
+        from genlearn.checks import check_evaluation
+
+        check_evaluation(args.partition or "auto", _ais_options(args), run.model)
     recompute = (args.data is not None or args.data_dir is not None or args.partition not in (None, "auto")
                  or bool(_ais_options(args)) or args.device is not None)
     if not recompute and args.split == "all" and run.metrics:  # the metrics the fit wrote
@@ -484,7 +490,11 @@ def cmd_models(args) -> int:
 def cmd_demo(args) -> int:
     from genlearn.demo import run_demo
 
-    run_demo(Path(args.out), fast=args.fast, verbose=not args.quiet)
+    out = Path(args.out)
+    above = next((a for a in (out, *out.parents) if a.exists()), None)
+    if above is not None and not above.is_dir():
+        raise RunError(f"--out {out}: {above} is a file, not a folder; give a folder for the demo's report")
+    run_demo(out, fast=args.fast, verbose=not args.quiet)
     return 0
 
 

@@ -237,6 +237,9 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
             raise ConfigError(f"kl_divergence compares two models (with log_prob) or two probability tables (lists or "
                               f"tensors), got {type(p).__name__} and {type(q).__name__}")
     if any(tables):
+        if not all(tables):
+            raise ConfigError(f"kl_divergence compares two models or two probability tables, not one of each (got "
+                              f"{type(p).__name__} and {type(q).__name__}); for a model's table enumerate its states")
         if method not in ("auto", "exact"):
             raise ConfigError(f"two probability tables have an exact KL (a finite sum); method {method!r} does not "
                               "apply to tables: use auto or exact")

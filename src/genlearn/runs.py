@@ -5,6 +5,7 @@ optimizer, RNG and history, for --resume), model.safetensors (the final paramete
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -140,9 +141,10 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     parallel, device = DataParallel.from_env(device)
     if parallel is not None and not parallel.is_writer:
         train_kwargs["progress"] = False
-    out = Path(out) if out is not None else None
     from genlearn import checks  # the arguments' types, names and ranges, before anything is loaded or written
 
+    checks.check_fit_paths(out, data_dir, callbacks, recipe)
+    out = Path(out) if out is not None else None
     checks.check_fit_arguments(model, data, train_kwargs, model_options, partition, partition_options, resume)
     if resume:
         if out is None:
@@ -206,7 +208,10 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         if x is not None:
             model_obj.check_input(x)
     cfg = TrainConfig.from_dict(cfg_dict)
-    checks.check_training(cfg, train_kwargs, model_obj, resume)
+    if resume and train_kwargs.get("epochs") is not None and cfg.epochs < int(meta.get("epoch") or 0):
+        raise ConfigError(f"--epochs {cfg.epochs} is fewer than the {meta['epoch']} epochs the run in {out} has done; "
+                          f"give --epochs above {meta['epoch']} to train longer, or drop --epochs")
+    checks.check_training(cfg, train_kwargs, model_obj, resume, rule=rule_obj)
     checks.check_evaluation(partition, partition_options, model_obj)
     trainer = Trainer(model_obj, dataset, cfg, out, run_meta, callbacks, rule=rule_obj, device=device,
                       parallel=parallel)
@@ -358,6 +363,9 @@ def load_run(directory, device=None) -> Run:
     from genlearn.learning.devices import resolve_device
     from genlearn.learning.run_folder import read_run
 
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ConfigError(f"load_run needs the path of a run folder (str or pathlib.Path), got "
+                          f"{type(directory).__name__} {directory!r}"[:300])
     # every file validated (one RunError naming a damaged or foreign file); an unfinished run (being written,
     # interrupted) gives its last checkpoint's parameters, no metrics, and says so in run.status
     files = read_run(directory)

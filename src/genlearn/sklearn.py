@@ -33,6 +33,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from genlearn.errors import ConfigError
 from genlearn.models.rbm import RBM
 from genlearn.numerics import sample_bernoulli
 
@@ -277,6 +278,12 @@ class DensityEstimator(BaseEstimator):
 
         x = self._tensor(X, reset=True)
         spec = get_spec(self.model)
+        if self.options is not None and not isinstance(self.options, dict):
+            raise ConfigError(f"options must be a dict of the family's options (e.g. {{'components': 20}}) or None, "
+                              f"got {type(self.options).__name__} {self.options!r}"[:300])
+        from genlearn.checks import check_dependent_options
+
+        check_dependent_options(self.model, self.options or {})  # seeds, options the others make ineffective
         kind = "real" if "real" in spec.data_kinds else spec.data_kinds[0]
         if kind == "categorical":
             raise ValueError("DensityEstimator models rows of features; use genlearn.Categorical for one die")
@@ -296,6 +303,9 @@ class DensityEstimator(BaseEstimator):
             settings["batch_size"] = None
         config = TrainConfig.from_dict({**settings, "seed": seed, "progress": bool(self.verbose)})
         rule = make_rule(*rule_for(self.model, **(self.options or {})))  # e.g. {"em": True}: the EM rule
+        from genlearn.checks import check_training  # as genlearn.fit: epochs >= 1, a decay gamma in (0, 1]...
+
+        check_training(config, (), model)  # (learning_rate, like scikit-learn's parameters, may go unused)
         Trainer(model, dataset, config, rule=rule).fit()
         self.model_ = model.eval()
         self._seed = seed

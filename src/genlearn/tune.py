@@ -293,11 +293,13 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
     optuna = _optuna()
     from genlearn.data.dataset import Dataset
     from genlearn.data.registry import load_dataset
-    from genlearn.models.registry import get_spec
+    from genlearn.models.registry import get_spec, model_size
 
     t_start = time.perf_counter()
     say = log or (lambda text: None)
     settings = _resolve(preset, families, trials, budget_minutes, trial_minutes, epochs, patience)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise ConfigError(f"--seed of the TPE sampler must be an integer in [0, 2^32 - 1], got {seed!r}")
     families = settings["families"]
     spaces = family_spaces(families, space)
     if isinstance(data, Dataset):
@@ -312,6 +314,11 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
         if dataset.kind not in kinds:
             raise ConfigError(f"model {family!r} needs {' or '.join(kinds)} data, but {dataset.name!r} is "
                               f"{dataset.kind}; drop it from --families")
+        try:  # the family's own checks of the data's shape (e.g. bernoulli: one variable), on the meta device
+            model_size(family, dataset)
+        except GenlearnError as e:
+            raise ConfigError(f"model {family!r} cannot be fitted to {dataset.name!r}: {e}; drop it from --families"
+                              ) from None
     if dataset.valid is None:
         raise ConfigError(f"data set {dataset.name!r} has no valid split, and tune selects by the validation NLL; "
                           "give pre-split data (NAME.valid.data) or a file that genlearn splits")
@@ -319,10 +326,18 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file; give a folder")
+    created = not out.exists()
     (out / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
     record = {"data": spec, "dataset": dataset.name, "families": list(families), "space": _describe_space(spaces)}
-    study = _open_study(optuna, url, study_name, record, spaces, seed, prune, settings["warmup_epochs"])
+    try:
+        study = _open_study(optuna, url, study_name, record, spaces, seed, prune, settings["warmup_epochs"])
+    except BaseException:
+        if created:  # the study could not be opened: no --out folder is left behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     import warnings
 
     with warnings.catch_warnings():
@@ -661,7 +676,12 @@ def cmd_tune(args) -> int:
         path = Path(args.space)
         if not path.is_file():
             raise ConfigError(f"no search-space file {path}; give a TOML file (see `genlearn tune --help`)")
-        space = ss.space_from_toml(path.read_text(), str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--space {path} is not a UTF-8 text file (byte {exc.start}); give a TOML file of "
+                              "search ranges (see `genlearn tune --help`)") from None
+        space = ss.space_from_toml(text, str(path))
     _optuna()
     data = args.data
     if not data:

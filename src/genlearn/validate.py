@@ -96,6 +96,17 @@ def check_real(x, n_features: int | None = None, what: str = "data") -> Tensor:
 MAX_SEED = 2**63 - 1
 
 
+def check_path_argument(value, name: str) -> None:
+    """A folder argument (`out`, `data_dir`) must be a path, str or os.PathLike: one ConfigError naming it."""
+    import os
+
+    from genlearn.errors import ConfigError
+
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{name} must be a folder path (str or pathlib.Path), got {type(value).__name__} "
+                          f"{value!r}"[:300])
+
+
 def check_seed(value, what: str = "--seed") -> int:
     """An integer seed in [0, 2^63 - 1]; ConfigError otherwise (a bool, a float, a string, -1, 2^70)."""
     from genlearn.errors import ConfigError

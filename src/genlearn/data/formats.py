@@ -234,6 +234,9 @@ def read_text(path, delimiter: str | None = "auto", binary: bool = False) -> np.
     Every row must have the same number of values ("row R has C values, expected N" otherwise); with
     binary=True every value must be 0 or 1."""
     raw = read_bytes(path)
+    if raw.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path} starts with a byte-order mark (as spreadsheet programs write); save it as plain "
+                        "text (ASCII, e.g. CSV without BOM), one example per line")
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as exc:
@@ -241,6 +244,8 @@ def read_text(path, delimiter: str | None = "auto", binary: bool = False) -> np.
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise DataError(f"{path} holds no data (only blank lines); expected one example per line")
+    if all(line.lstrip().startswith("#") for line in lines):
+        raise DataError(f"{path} holds only comment lines (#); expected one example per line")
     if delimiter == "auto":
         delimiter = "," if "," in lines[0] else None
     try:

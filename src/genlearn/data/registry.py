@@ -28,6 +28,8 @@ def load_dataset(spec: str, data_dir=None, **settings):
 
     Keyword settings are merged over those in the spec. Named real data sets are looked up in `data_dir`
     (or the GENLEARN_DATA environment variable)."""
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
     name, spec_settings = parse_spec(spec)
     spec_settings.update({k.replace("-", "_"): v for k, v in settings.items()})
     if name in SOURCES:

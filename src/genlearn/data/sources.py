@@ -54,15 +54,23 @@ def parse_value(text: str):
 
 def parse_spec(spec: str) -> tuple[str, dict]:
     """'coin:p=0.3,n=1000' -> ('coin', {'p': 0.3, 'n': 1000})."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"a data set is named by a string such as 'coin:p=0.3' or a path, got "
+                          f"{type(spec).__name__} {spec!r}"[:300])
     if not spec or not spec.strip():
         raise ConfigError("empty data set name; see `genlearn datasets` for the list")
     name, _, rest = spec.partition(":")
+    if not name.strip():
+        raise ConfigError(f"no data set name before ':' in {spec!r}; write NAME:key=value (see `genlearn datasets`)")
     settings = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise ConfigError(f"bad data setting {item!r} in {spec!r}; write NAME:key=value,key=value")
-        settings[key.strip().replace("-", "_")] = parse_value(value.strip())
+        key = key.strip().replace("-", "_")
+        if key in settings:
+            raise ConfigError(f"data setting {key} is given twice in {spec!r}; give it once")
+        settings[key] = parse_value(value.strip())
     return name.strip(), settings
 
 

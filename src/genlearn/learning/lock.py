@@ -87,7 +87,10 @@ class RunLock:
             self.fd = fd
         except OSError as exc:
             self._cleanup()
-            raise RunError(f"cannot lock the run folder {self.dir} ({exc.strerror or exc}); choose another --out")
+            above = next((a for a in (self.dir, *self.dir.parents) if a.exists()), None)
+            why = (f"{above} is a file, not a folder" if above is not None and not above.is_dir()
+                   else exc.strerror or str(exc))
+            raise RunError(f"cannot lock the run folder {self.dir} ({why}); choose another --out") from None
         except BaseException:
             self._cleanup()
             raise
@@ -157,6 +160,9 @@ def locked_out(fit):
     @functools.wraps(fit)
     def wrapper(*args, **kwargs):
         out = kwargs.get("out")
+        from genlearn.validate import check_path_argument
+
+        check_path_argument(out, "out")  # a path, before the lock makes a folder of it
         if out is None or not writes_runs():
             return fit(*args, **kwargs)
         with RunLock(out):

@@ -83,7 +83,20 @@ def load_recipe(name: str) -> Recipe:
         raise ConfigError(f"cannot read the recipe file {source} ({exc})") from None
     unknown = set(raw) - RECIPE_KEYS
     if unknown or not {"model", "data", "summary"} <= set(raw):
-        raise ConfigError(f"recipe {name!r} must have model, data and summary, and only {sorted(RECIPE_KEYS)}")
+        what = (f"unknown key(s) {', '.join(sorted(unknown))}" if unknown else
+                f"no {', '.join(sorted({'model', 'data', 'summary'} - set(raw)))}")
+        raise ConfigError(f"recipe {name!r} has {what}; a recipe must have model, data and summary, and only "
+                          f"{sorted(RECIPE_KEYS)}")
+    for key in ("summary", "model", "data"):
+        if not isinstance(raw[key], str):
+            raise ConfigError(f"recipe {name!r}: {key} must be a string, got {raw[key]!r}")
+    threads = raw.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"recipe {name!r}: threads must be a positive integer, got {threads!r}")
+    for key in ("model_options", "train", "evaluation", "figure"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise ConfigError(f"recipe {name!r}: {key} must be a table [{key}] of key = value lines, got "
+                              f"{raw[key]!r}")
     return Recipe(name=name, summary=raw["summary"], model=raw["model"], data=raw["data"],
                   model_options=dict(raw.get("model_options", {})), train=dict(raw.get("train", {})),
                   evaluation=dict(raw.get("evaluation", {})), figure=dict(raw.get("figure", {})),

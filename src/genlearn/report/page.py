@@ -332,6 +332,18 @@ def write_report(directories, out, data_dir=None, title: str | None = None, over
     out = Path(out)
     if out.exists() and out.is_dir():
         raise RunError(f"--out {out} is a folder; give a file name such as report.html")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise RunError(f"--out {out}: a report is one HTML page; give a file name ending in .html")
+    above = next((a for a in out.parents if a.exists()), None)
+    if above is not None and not above.is_dir():
+        raise RunError(f"--out {out}: {above} is a file, not a folder; choose another --out")
+    seen = {}
+    for folder in directories:
+        key = Path(folder).resolve()
+        if key in seen:
+            again = "" if str(seen[key]) == str(folder) else f" (also as {seen[key]})"
+            raise RunError(f"the run {folder} is given twice{again}; give each run folder once")
+        seen[key] = folder
     if out.exists() and not overwrite:
         raise RunError(f"{out} exists; choose another --out or pass --overwrite")
     report = build_report(directories, data_dir, title)
