@@ -24,7 +24,7 @@ DEFAULT_DATA_DIR = BENCHMARKS.parents[1] / "shared" / "data"
 # -- the machine -------------------------------------------------------------------------------------------------
 def machine_record() -> dict:
     """Platform, cores, torch version, the CPU kernels torch dispatches to (e.g. AVX512) and whether oneDNN supports
-    bfloat16 on it, threads and date."""
+    bfloat16 on it, threads, date, and any instruction-set override in the environment (ISA_VARIABLES)."""
     from genlearn.precision import cpu_bf16_supported
 
     return {"cpu_bf16_supported": cpu_bf16_supported(),
@@ -32,7 +32,14 @@ def machine_record() -> dict:
             "platform": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_at_start": list(os.getloadavg())}
+            "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_at_start": list(os.getloadavg()),
+            # instruction-set overrides (e.g. an AVX2 machine emulated on an AVX-512 one), when set
+            "isa_overrides": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ}}
+
+
+#: environment variables that make torch, oneDNN, MKL and OpenBLAS dispatch to a lower instruction set
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                 "OPENBLAS_CORETYPE")
 
 
 def set_threads(threads: int | None) -> None:

@@ -164,3 +164,12 @@ def test_autoregressive_models_resolve_auto_by_their_product_size(machine):
     other = MADE(784, 500)
     other.loss(torch.zeros(100, 784))
     assert other.resolved_matmul_precision == "full"
+
+
+def test_explicit_bfloat16_is_measured_when_torch_dispatches_below_the_cpus_flags(machine):
+    """ATEN_CPU_CAPABILITY=avx2 / ONEDNN_MAX_CPU_ISA=AVX2 on a CPU whose flags list avx512_bf16: the products are
+    emulated (measured 24x slower on this project's machine), so the flags alone must not honour bfloat16."""
+    state = machine(capability="AVX2", supported=False, speedup=0.042, native=True)
+    with pytest.warns(RuntimeWarning, match=r"23\.8x slower than float32 on this CPU \(AVX2"):
+        assert P.resolve_matmul_precision("bfloat16", "cpu", BIG) == "full"
+    assert state["measured"] == 1

@@ -377,3 +377,18 @@ def test_tensorboard_from_the_cli_with_ais_monitoring(tmp_path, capsys):
         assert tag in scalars, tag
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
     assert [e.value for e in acc.Scalars("ais/ess")] == pytest.approx([r["ais_ess"] for r in history], rel=1e-6)
+
+
+def test_a_method_with_a_detail_keeps_the_kind_of_its_method():
+    from genlearn.report.page import METHODS, _method
+
+    assert _method("exact (enumerating the smaller layer)") == ("exact (enumerating the smaller layer)", "exact")
+    assert _method("ais") == METHODS["ais"]
+    assert _method("something new") == ("something new", "")
+
+
+def test_a_single_loss_record_draws_no_curve_and_says_why():
+    from genlearn.report.figures import _loss_curve
+
+    assert _loss_curve([{"epoch": 60, "loss": -5.0}], "rbm") is None
+    assert _loss_curve([{"epoch": 59, "loss": -5.1}, {"epoch": 60, "loss": -5.0}], "rbm")[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,6 +1,7 @@
 """One exception family: every error a user can cause is a GenlearnError with a message that names the
-problem and how to fix it. The CLI prints the message on one line and exits with code 2. DataError and
-ConfigError are also ValueErrors, as Python (and scikit-learn) code expects of bad input."""
+problem and how to fix it. The CLI prints the message on one line and exits with code 2. DataError, ConfigError
+and RunError (a bad run-folder argument) are also ValueErrors, as Python (and scikit-learn) code expects of bad
+input."""
 
 
 class GenlearnError(Exception):
@@ -23,5 +24,5 @@ class NumericalError(GenlearnError):
     """Training diverged: the loss or a parameter became NaN or infinite."""
 
 
-class RunError(GenlearnError):
+class RunError(GenlearnError, ValueError):
     """A run directory is missing, incomplete, or would be overwritten."""

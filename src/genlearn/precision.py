@@ -11,8 +11,9 @@ capability >= 8.0); elsewhere oneDNN emulates it, measured 50x slower than float
   and (2) a one-off micro-benchmark, a bfloat16 against a float32 product of a training-like shape
   (100 x 784 @ 784 x 500), finds it at least `AUTO_MIN_SPEEDUP` times faster; else to "full". Products too small
   to gain (under `AUTO_MIN_FLOPS` per product, e.g. the small models of tests) resolve to "full" without measuring.
-- an explicit "bfloat16" is honoured where it is not slower; on a CPU without bfloat16 instructions (or whose
-  flags cannot be read) where the measurement finds it slower than float32, it resolves to "full" and warns once
+- an explicit "bfloat16" is honoured where it is not slower; where the device is not bfloat16-capable as in (1)
+  (no bfloat16 instructions, flags that cannot be read, or torch and oneDNN told to dispatch below them) and the
+  measurement finds it slower than float32, it resolves to "full" and warns once
   per process (one line, with the measured slowdown): an emulated path 10-50x slower is never taken.
   A timing under heavy load from other jobs can err; it errs towards "full" (never a trap).
 - "full" is the parameters' dtype.
@@ -139,7 +140,9 @@ def resolve_matmul_precision(requested: str, device="cpu", flops: float | None =
     if requested == "full":
         return "full"
     if requested == "bfloat16":
-        if device_type == "cpu" and cpu_native_bf16() is not True:
+        # not capable: no bfloat16 instructions, or torch/oneDNN dispatching below them (e.g. ATEN_CPU_CAPABILITY
+        # =avx2, ONEDNN_MAX_CPU_ISA=AVX2 on a CPU whose flags list avx512_bf16): the timing decides
+        if device_type == "cpu" and not bf16_capable(device_type):
             speedup = bf16_speedup(device_type)
             if speedup < 1.0:
                 if "bf16" not in _WARNED:

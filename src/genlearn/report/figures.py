@@ -57,7 +57,7 @@ def _loss_curve(history: list, title: str) -> bytes | None:
     (e.g. a large RBM trained without --monitor-ais-steps: loss = mean F(data) - mean F(negatives))."""
     pts = [(r["epoch"], r["loss"]) for r in history if isinstance(r.get("loss"), (int, float))
            and math.isfinite(r["loss"])]
-    if len(pts) < 1:
+    if len(pts) < 2:  # one point is no curve (e.g. a published folder that keeps only the last record)
         return None
     import matplotlib.pyplot as plt
 
@@ -92,7 +92,8 @@ def run_figures(record: RunRecord, data_dir=None, samples: bool = True) -> list[
                                "no likelihood was monitored during training; the curve is the learning rule's "
                                "objective"))
         else:
-            record.notes.append("no learning curve: the run recorded no monitoring history")
+            record.notes.append("no learning curve: the run recorded fewer than two epochs of monitoring "
+                                "history")
     model = record.model
     shape = record.image_shape
     dataset = None

@@ -44,7 +44,11 @@ class Report:
 def _method(method) -> tuple[str, str]:
     if method is None:
         return "not recorded", "an earlier version did not record the method"
-    return METHODS.get(str(method), (str(method), ""))
+    method = str(method)
+    if method in METHODS:
+        return METHODS[method]
+    base = method.split(" (", 1)[0]  # e.g. "exact (enumerating the smaller layer)": the kind of "exact"
+    return method, METHODS[base][1] if base in METHODS else ""
 
 
 def _bits(record: RunRecord, nats, given=None):
