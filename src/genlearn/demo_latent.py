@@ -89,6 +89,9 @@ def plot_bounds(r: dict, path: Path) -> None:
     ax.axhline(r["test_neg_elbo"], color="C1", ls="--", label="-ELBO (E_q log w)")
     ax.axhline(r["ais_nll"], color="C2", ls="-.", label=f"forward AIS over z, {r['ais_steps']} steps")
     ax.axhline(r["test_nll_exact"], color="k", lw=1.5, label="exact NLL (quadrature over z)")
+    values = [row["nll_estimate"] for row in r["is_ladder"]] + [r["test_neg_elbo"], r["ais_nll"], r["test_nll_exact"]]
+    span = max(values) - min(values) or 1.0
+    ax.set_ylim(min(values) - 0.08 * span, max(values) + 0.08 * span)  # horizontal lines do not autoscale
     ax.set_xscale("log")
     ax.set_xlabel("k (samples per test row)")
     ax.set_ylabel("test NLL estimate (nats)")
