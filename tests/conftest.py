@@ -34,3 +34,35 @@ def _one_thread_per_test():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli(argv) runs `genlearn ARGV` in-process: (exit code, stdout, stderr); argparse's SystemExit gives its code."""
+    from genlearn.cli import main
+
+    def run(argv):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def refused(cli):
+    """refused(argv, words) runs `genlearn ARGV` and checks the package's refusal: exit code 2 and exactly one
+    non-empty stderr line, `genlearn: error: ...` holding `words`, no traceback. Returns that line."""
+    def check(argv, words):
+        code, _, err = cli(argv)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2, (code, err)
+        assert len(lines) == 1 and lines[0].startswith("genlearn: error:"), err
+        assert "Traceback" not in err
+        assert words in lines[0], lines[0]
+        return lines[0]
+
+    return check

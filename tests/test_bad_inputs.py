@@ -58,16 +58,6 @@ def files(tmp_path_factory):
     return d
 
 
-def _cli(argv, capsys):
-    """(exit code, stdout, stderr) of genlearn.cli.main(argv), run in-process."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse exits itself
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 # (id, argv with {d} = the data folder, {out} = a fresh --out folder, {run} = a fitted run; words of the error)
 CASES = [
     # -- data specs: types, ranges, contradictions, sizes ---------------------------------------------------------
@@ -177,17 +167,12 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_cli_refuses(argv, words, files, tmp_path, capsys):
+def test_cli_refuses(argv, words, files, tmp_path, refused):
     out = tmp_path / "out"
     text = argv.format(d=files, run=files / "run", out=out)
     if text.startswith("fit") and "--resume" not in text:
         text += f" --out {out} --quiet"
-    code, stdout, err = _cli(text.split(), capsys)
-    errors = [line for line in err.splitlines() if line.startswith("genlearn: error:")]
-    assert code == 2, (code, err)
-    assert len(errors) == 1 and len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    assert words in errors[0], errors[0]
+    refused(text.split(), words)
     assert not out.exists(), "a refused fit left its --out folder behind"
     assert not (files / "x.jpg").exists()
 
@@ -212,21 +197,21 @@ def test_explicit_binarize_keeps_grey_levels(files):
         assert float(torch.cat([ds.train, ds.valid, ds.test]).sum()) == float(expected.sum())
 
 
-def test_kl_infinite_is_valid_json(capsys):
-    code, out, _ = _cli(["kl", "--p", "0.5,0.5", "--q", "1,0"], capsys)
+def test_kl_infinite_is_valid_json(cli):
+    code, out, _ = cli(["kl", "--p", "0.5,0.5", "--q", "1,0"])
     result = json.loads(out)  # Infinity would not parse as strict JSON
     assert code == 0 and result["kl"] is None and result["kl_infinite"] is True
-    code, out, _ = _cli(["kl", "--p", "0.5,0.5", "--q", "0.25,0.75"], capsys)
+    code, out, _ = cli(["kl", "--p", "0.5,0.5", "--q", "0.25,0.75"])
     result = json.loads(out)
     assert result["kl_infinite"] is False
     assert result["kl"] == pytest.approx(0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75), rel=1e-12)
 
 
-def test_plain_progress_lines_off_a_terminal(files, tmp_path, capsys):
+def test_plain_progress_lines_off_a_terminal(files, tmp_path, cli):
     """Not on a terminal and without --quiet: no progress bar, one plain line per evaluation (eval_every 2 over 4
     epochs: epochs 2 and 4), each with the train NLL the run's history records."""
-    code, _, err = _cli(["fit", "product-bernoulli", "--data", f"{files}/good.csv", "--epochs", "4", "--eval-every",
-                         "2", "--out", tmp_path / "run"], capsys)
+    code, _, err = cli(["fit", "product-bernoulli", "--data", f"{files}/good.csv", "--epochs", "4", "--eval-every",
+                        "2", "--out", tmp_path / "run"])
     lines = [line for line in err.splitlines() if line.startswith("epoch ")]
     assert code == 0 and [line.split()[1] for line in lines] == ["2/4", "4/4"], err
     assert "it/s" not in err and "\r" not in err
@@ -236,11 +221,11 @@ def test_plain_progress_lines_off_a_terminal(files, tmp_path, capsys):
     assert shown == pytest.approx(recorded, rel=1e-5)
 
 
-def test_divergence_that_stays_finite_is_an_error(files, tmp_path, capsys):
+def test_divergence_that_stays_finite_is_an_error(files, tmp_path, cli):
     """sgd at lr 1e6 sends the logits of a product of Bernoullis to +-1e5: a finite NLL far above the initial one
     is reported as divergence (exit 2), not as a finished run."""
-    code, _, err = _cli(["fit", "product-bernoulli", "--data", f"{files}/good.csv", "--optimizer", "sgd", "--lr",
-                         "1e6", "--epochs", "3", "--out", tmp_path / "run", "--quiet"], capsys)
+    code, _, err = cli(["fit", "product-bernoulli", "--data", f"{files}/good.csv", "--optimizer", "sgd", "--lr",
+                        "1e6", "--epochs", "3", "--out", tmp_path / "run", "--quiet"])
     assert code == 2 and "training diverged" in err and "Lower the learning rate" in err, err
     from genlearn.checks import check_progress
 
@@ -303,10 +288,10 @@ def test_api_refuses(call, words, tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir()), "a refused fit left files (its out= folder) behind"
 
 
-def test_api_and_cli_say_the_same(capsys):
+def test_api_and_cli_say_the_same(cli):
     with pytest.raises(ConfigError) as info:
         genlearn.fit("bernoulli", SMALL, seed=-1, plots=False)
-    code, _, err = _cli(["fit", "bernoulli", "--data", SMALL, "--seed", "-1", "--quiet"], capsys)
+    code, _, err = cli(["fit", "bernoulli", "--data", SMALL, "--seed", "-1", "--quiet"])
     assert code == 2 and err.strip() == f"genlearn: error: {info.value}"
 
 

@@ -102,15 +102,6 @@ def files(tmp_path_factory):
     return d
 
 
-def _cli(argv, capsys):
-    """(exit code, stderr) of genlearn.cli.main(argv), in-process; argparse's SystemExit gives its code."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 def _snapshot(folder):
     """{relative path: (size, mtime_ns)} of every file under `folder`: a refused command changes none of them."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
@@ -262,18 +253,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_cli_refuses(argv, words, files, tmp_path, capsys):
+def test_cli_refuses(argv, words, files, tmp_path, refused):
     out = tmp_path / "out"
     text = argv.format(d=files, dname=files.name, run=files / "run", out=out)
     if text.startswith("fit") and "--out" not in text and "--resume" not in text:
         text += f" --out {out} --quiet"
     before = _snapshot(files)
-    code, err = _cli(text.split(), capsys)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, (code, err)
-    assert len(lines) == 1 and lines[0].startswith("genlearn: error:"), err
-    assert "Traceback" not in err
-    assert words in lines[0], lines[0]
+    refused(text.split(), words)
     assert not list(tmp_path.glob("out*")), "a refused command left its --out behind"
     assert _snapshot(files) == before, "a refused command changed the data files or the fitted run"
 
