@@ -3,7 +3,7 @@
 the files are absent, random binary rows of the same shape).
 
     .venv/bin/python benchmarks/data_parallel_scaling.py [--data-dir ../shared/data] [--model made|vae]
-        [--processes 2] [--batch-size 100] [--rows 20000]
+        [--processes 2] [--batch-size 100] [--rows 20000] [--matmul-precision auto|full|bfloat16]
     .venv/bin/python benchmarks/data_parallel_scaling.py --smoke --out /tmp/s.json       # seconds
 
 Per world size: the seconds of one epoch over `rows` training rows (after a warm-up of 20 steps), the
@@ -54,6 +54,7 @@ def _worker(args_d: dict, out_file: str) -> None:
     parallel, device = DataParallel.from_env("cpu")
     ds = _dataset(args_d)
     options = {"hidden": args_d["hidden"]} if args_d["model"] == "made" else {"latent": 50, "hidden": "200,200"}
+    options["matmul_precision"] = args_d["matmul_precision"]
     model = build_model(args_d["model"], ds, **options)
     rule = make_rule(*rule_for(args_d["model"], **options))
     cfg = TrainConfig(epochs=1, optimizer="adam", lr=1e-3, batch_size=args_d["batch_size"], progress=False)
@@ -94,11 +95,14 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--synthetic", action="store_true", help="random binary 784-pixel rows instead of MNIST")
+    ap.add_argument("--matmul-precision", choices=("auto", "full", "bfloat16"), default="auto",
+                    help="the model's training products (auto: bfloat16 where this machine runs it faster)")
     args = ap.parse_args(argv)
     from genlearn.learning.distributed import run_local
 
     args_d = {"model": args.model, "hidden": 32 if args.smoke else args.hidden, "batch_size": args.batch_size,
-              "rows": args.rows, "synthetic": args.synthetic, "smoke": args.smoke, "data_dir": str(args.data_dir)}
+              "rows": args.rows, "synthetic": args.synthetic, "smoke": args.smoke, "data_dir": str(args.data_dir),
+              "matmul_precision": args.matmul_precision}
     res = {**common.machine_record(), "settings": {**args_d, "threads_per_process": 1, "backend": "gloo"}}
     by_world = {}
     with tempfile.TemporaryDirectory() as tmp:
