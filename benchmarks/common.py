@@ -33,13 +33,20 @@ def machine_record() -> dict:
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_at_start": list(os.getloadavg()),
-            # instruction-set overrides (e.g. an AVX2 machine emulated on an AVX-512 one), when set
-            "isa_overrides": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ}}
+            # instruction-set overrides (e.g. an AVX2 machine emulated on an AVX-512 one) and genlearn's product library
+            "isa_overrides": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ},
+            **_products_record()}
+
+
+def _products_record() -> dict:
+    from genlearn import products
+
+    return products.record()
 
 
 #: environment variables that make torch, oneDNN, MKL and OpenBLAS dispatch to a lower instruction set
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
-                 "OPENBLAS_CORETYPE")
+                 "OPENBLAS_CORETYPE", "GENLEARN_FLOAT32_PRODUCTS")
 
 
 def set_threads(threads: int | None) -> None:
@@ -49,14 +56,25 @@ def set_threads(threads: int | None) -> None:
 
 # -- GEMM peak ---------------------------------------------------------------------------------------------------
 def gemm_gflops(m: int, k: int, n: int, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
-    """Throughput of torch.mm for (m x k) @ (k x n) in GFLOP/s (2 m k n per product), timed for `seconds` after a
-    warm-up product, the output written in place."""
+    """Throughput of the faster of torch.mm and, for float32, oneDNN's product (genlearn.products: twice torch.mm's
+    on AMD CPUs, whose MKL path is slower) for (m x k) @ (k x n) in GFLOP/s (2 m k n per product), each timed for
+    `seconds` after a warm-up product, the output written in place: the machine's peak, not one library's."""
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     out = torch.empty(m, n, dtype=dtype)
-    torch.mm(a, b, out=out)
+    best = _gemm_rate(lambda: torch.mm(a, b, out=out), m, k, n, seconds)
+    if dtype == torch.float32:
+        from genlearn import products
+
+        if products.onednn_available():
+            best = max(best, _gemm_rate(lambda: out.copy_(products.onednn_mm(a, b)), m, k, n, seconds))
+    return best
+
+
+def _gemm_rate(product, m: int, k: int, n: int, seconds: float) -> float:
+    product()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        torch.mm(a, b, out=out)
+        product()
         reps += 1
     return 2.0 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
 

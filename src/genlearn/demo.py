@@ -370,7 +370,8 @@ theta <- theta - eps * dD_KL(Q^||P_theta)/dtheta from theta = 0 (full batch).
 
 ## (d) A product of Bernoullis on the 8x8 digits (binarized at half intensity)
 
-Split: {', '.join(f'{k} {v:,}' for k, v in d['sizes'].items())} rows. Adam, batch 100, {d['epochs']} epochs. Test NLL **{d['test_nll']:.3f}** nats
+Split: {', '.join(f'{k} {v:,}' for k, v in d['sizes'].items())} rows. Adam, batch 100, {d['epochs']} epochs.
+Test NLL **{d['test_nll']:.3f}** nats
 (closed-form MLE: {d['closed_form_test_nll']:.3f}); train D_KL(Q^||P) = {d['kl_empirical']:.3f} nats with
 H(Q^) = {d['entropy_empirical']:.3f} nats: independent pixels cannot capture the strokes, which is what the
 richer models (mixtures, Boltzmann machines, RBMs, NADE/MADE) are for.

@@ -35,6 +35,7 @@ from torch import Tensor
 from genlearn.errors import ConfigError
 from genlearn.estimators.estimate import Estimate
 from genlearn.numerics import BASE_RATE_SMOOTHING, base_rate_logits, sample_bernoulli, uniform_  # noqa: F401
+from genlearn import products
 
 #: the published schedule: steps of 1e-3 on [0, 0.5], 1e-4 on [0.5, 0.9], 1e-5 on [0.9, 1]
 PUBLISHED_STEPS = 14_500
@@ -130,7 +131,7 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
         if bar is not None and k % PROGRESS_EVERY == 0:
             bar.update(PROGRESS_EVERY)
         beta = beta_cols[k]
-        torch.addmm(c_aug, v, w_aug, out=av)
+        products.addmm(c_aug, v, w_aug, out=av)
         a = av[:, :n_hid]
         torch.mul(a, beta, out=s).sigmoid_()                       # sigmoid(beta_k a)
         torch.mul(a, neg_dbeta_cols[k - 1], out=e).expm1_().mul_(s).log1p_()
@@ -140,7 +141,7 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
             break
         uniform_(u, generator)
         torch.lt(u[:, :n_hid], s, out=hb[:, :n_hid])               # h ~ P_beta(h | v); hb = [h | 1]
-        torch.mm(hb, wt_aug, out=logits)
+        products.mm(hb, wt_aug, out=logits)
         torch.addcmul(b0, logits, beta, out=logits).sigmoid_()     # P_beta(v_i = 1 | h)
         torch.lt(u[:, n_hid:], logits, out=v)
     if bar is not None:

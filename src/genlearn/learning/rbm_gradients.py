@@ -24,6 +24,7 @@ from torch import Tensor
 
 from genlearn.models.base import MATMUL_PRECISIONS
 from genlearn.numerics import uniform_
+from genlearn import products
 
 
 def matmul_dtype(W: Tensor, precision: str) -> torch.dtype:
@@ -101,7 +102,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
             torch.mm(src, Wm, out=scratch)
             out.copy_(scratch).add_(c)
         else:
-            torch.addmm(c, src, W, out=out)
+            products.addmm(c, src, W, out=out)
 
     data, negatives = rows[:B], rows_m[B:]
     N = negatives.shape[0]
@@ -127,7 +128,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
             torch.mm(h, Wm.T, out=ws["visible_low"])
             pv.copy_(ws["visible_low"]).add_(b).sigmoid_()
         else:
-            torch.addmm(b, h, W.T, out=pv).sigmoid_()
+            products.addmm(b, h, W.T, out=pv).sigmoid_()
         torch.lt(u[step, :, H:], pv, out=negatives)
         hidden_pre(negatives, pre[B:], ws.get("pre_low", pre)[B:])
         torch.sigmoid(pre[B:], out=probs[B:])
@@ -146,7 +147,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         torch.mm(rows_m.T, ws["probs_low"].copy_(probs), out=ws["dW_low"])
         ws["dW"].copy_(ws["dW_low"])
     else:
-        torch.mm(rows.T, probs, out=ws["dW"])
+        products.mm(rows.T, probs, out=ws["dW"])
     torch.mv(rows.T, w, out=ws["db"])
     torch.sum(probs, 0, out=ws["dc"])
     return value, ws["dW"], ws["db"], ws["dc"], rows[B:]

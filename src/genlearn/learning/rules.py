@@ -210,6 +210,10 @@ class ContrastiveDivergence(LearningRule):
                "objective": self.objective}
         if self._precision is not None:  # the precision the products ran in (after the first step)
             rec.update(precision_record(self.config.matmul_precision, self._precision[2], self._precision[0]))
+            if self._precision[2] == "full" and torch.device(self._precision[0]).type == "cpu":
+                from genlearn import products
+
+                rec.update(products.record())  # the library of the float32 products (oneDNN or torch.mm)
         return rec
 
 

@@ -1,0 +1,139 @@
+"""Float32 matrix products on the CPU through the faster of two libraries, chosen once per process by a timing.
+
+torch.mm sends float32 products to MKL's sgemm. On AMD CPUs MKL takes a slower path: one core of this project's
+AVX-512 EPYC ran a 100 x 784 @ 784 x 500 product at ~90 GFLOP/s. oneDNN's inner-product primitive (the
+`torch.ops.mkldnn._linear_pointwise` op that torch's own compiler uses for frozen linear layers) chooses its
+kernels by instruction set, and ran the same product at 180-200 GFLOP/s there, with transposed operands too.
+
+`mm(a, b)` = a @ b and `addmm(bias, a, b)` = bias + a @ b use oneDNN when all of these hold:
+- both operands are 2-D float32 CPU tensors that autograd does not track;
+- the product has at least MIN_FLOPS = 2 m k n flops;
+- a timing of a training-shaped product (100 x 784 @ 784 x 500, best of 5 alternating rounds, once per process
+  and thread count) finds it at least MIN_SPEEDUP times faster than torch.mm.
+Otherwise they use torch.mm / torch.addmm. Intel CPUs, GPUs, other dtypes and torch builds without the op
+therefore keep torch's products: the choice is never slower than torch.mm by the timing.
+The environment variable GENLEARN_FLOAT32_PRODUCTS = "torch" or "onednn" forces a choice.
+Both libraries compute the same product up to float32 summation order.
+
+Used where genlearn writes products by hand, without autograd: the CD/PCD step of the RBM and AIS's Gibbs
+sweeps. Imports nothing of genlearn but its errors."""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import Tensor
+
+#: oneDNN only when the timing finds it at least this much faster (a margin against timing noise)
+MIN_SPEEDUP = 1.2
+#: products smaller than this (2 m k n) keep torch.mm: the call overhead, not the arithmetic, sets their speed
+MIN_FLOPS = 2e7
+#: the timed shape (m, k, n): a minibatch of 100 binarized MNIST rows through 500 hidden units
+BENCH_SHAPE = (100, 784, 500)
+CHOICES = ("auto", "torch", "onednn")
+
+_SPEEDUP: dict[int, float] = {}  # torch threads -> time(torch.mm) / time(oneDNN)
+
+
+def _linear():
+    """oneDNN's x @ w^T + bias for dense tensors, or None where this torch build lacks it."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN's dense inner-product op."""
+    return _linear() is not None and torch.backends.mkldnn.is_available()
+
+
+def onednn_mm(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """a @ b (+ bias) by oneDNN's inner product, always (2-D float32 CPU tensors; see `mm` for the choice)."""
+    return _linear()(a, b.T, bias, "none", [], "")
+
+
+def onednn_speedup(seconds: float = 0.1) -> float:
+    """Time(torch.mm) / time(oneDNN) for BENCH_SHAPE on this CPU at torch's current thread count (> 1: oneDNN
+    faster), measured once per thread count; 0.0 where oneDNN's op is missing or fails."""
+    threads = torch.get_num_threads()
+    if threads in _SPEEDUP:
+        return _SPEEDUP[threads]
+    if not onednn_available():
+        _SPEEDUP[threads] = 0.0
+        return 0.0
+    m, k, n = BENCH_SHAPE
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(m, k, generator=g), torch.rand(k, n, generator=g)
+    try:
+        candidates = {"torch": lambda: torch.mm(a, b), "onednn": lambda: onednn_mm(a, b)}
+        reps, best = {}, {}
+        for name, f in candidates.items():
+            f()
+            t0 = time.perf_counter()
+            f()
+            reps[name] = max(2, min(200, int(seconds / 5 / max(time.perf_counter() - t0, 1e-7))))
+            best[name] = float("inf")
+        for _ in range(5):
+            for name, f in candidates.items():
+                t0 = time.perf_counter()
+                for _ in range(reps[name]):
+                    f()
+                best[name] = min(best[name], (time.perf_counter() - t0) / reps[name])
+        _SPEEDUP[threads] = best["torch"] / best["onednn"]
+    except RuntimeError:  # a build whose oneDNN refuses the op on this CPU
+        _SPEEDUP[threads] = 0.0
+    return _SPEEDUP[threads]
+
+
+def choice() -> str:
+    """"onednn" or "torch": the library of large float32 CPU products in this process (GENLEARN_FLOAT32_PRODUCTS,
+    else the timing)."""
+    forced = os.environ.get("GENLEARN_FLOAT32_PRODUCTS", "auto").strip().lower() or "auto"
+    if forced not in CHOICES:
+        from genlearn.errors import ConfigError
+
+        raise ConfigError(f"GENLEARN_FLOAT32_PRODUCTS must be one of {', '.join(CHOICES)}, got {forced!r}")
+    if forced == "torch" or (forced == "onednn" and not onednn_available()):
+        return "torch"
+    if forced == "onednn":
+        return "onednn"
+    return "onednn" if onednn_speedup() >= MIN_SPEEDUP else "torch"
+
+
+def _use_onednn(a: Tensor, b: Tensor, bias: Tensor | None) -> bool:
+    tensors = (a, b) if bias is None else (a, b, bias)
+    return (a.dim() == 2 and b.dim() == 2 and all(t.device.type == "cpu" and t.dtype == torch.float32
+                                                  for t in tensors)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+            and 2.0 * a.shape[0] * a.shape[1] * b.shape[1] >= MIN_FLOPS and choice() == "onednn")
+
+
+def mm(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """a @ b (see the module docstring for which library computes it); `out` receives it when given."""
+    if not _use_onednn(a, b, None):
+        return torch.mm(a, b) if out is None else torch.mm(a, b, out=out)
+    r = onednn_mm(a, b)
+    return r if out is None else out.copy_(r)
+
+
+def addmm(bias: Tensor, a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """bias + a @ b for a bias vector of b's columns (see the module docstring); `out` receives it when given."""
+    if bias.dim() != 1 or not _use_onednn(a, b, bias):
+        return torch.addmm(bias, a, b) if out is None else torch.addmm(bias, a, b, out=out)
+    r = onednn_mm(a, b, bias)
+    return r if out is None else out.copy_(r)
+
+
+def record() -> dict:
+    """What runs and benchmarks record: the library chosen and the measured speedup."""
+    return {"float32_products": choice(), "onednn_speedup_measured": round(onednn_speedup(), 3)}
+
+
+def _reset_for_tests() -> None:
+    _SPEEDUP.clear()
+
+
+__all__ = ["BENCH_SHAPE", "CHOICES", "MIN_FLOPS", "MIN_SPEEDUP", "addmm", "choice", "mm", "onednn_available",
+           "onednn_mm", "onednn_speedup", "record"]

@@ -1,0 +1,102 @@
+"""genlearn.products: float32 products through oneDNN or torch.mm, the same numbers up to summation order, and the
+choice made by a timing (mocked here), the environment, the dtype, the size and autograd."""
+import pytest
+import torch
+
+from genlearn import products as P
+from genlearn.errors import ConfigError
+
+pytestmark = pytest.mark.skipif(not P.onednn_available(), reason="this torch build has no oneDNN linear op")
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch):
+    monkeypatch.delenv("GENLEARN_FLOAT32_PRODUCTS", raising=False)
+    P._reset_for_tests()
+    yield
+    P._reset_for_tests()
+
+
+def _operands(m, k, n, seed=0, density=None):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(m, k, generator=g)
+    if density is not None:
+        a = (a < density).float()
+    return a, torch.randn(k, n, generator=g), torch.randn(n, generator=g)
+
+
+@pytest.mark.parametrize("m, k, n", [(100, 784, 500), (37, 1001, 523), (200, 784, 500)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_onednn_products_equal_the_float64_product(monkeypatch, m, k, n, transposed):
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", "onednn")
+    a, b, bias = _operands(m, k, n, density=0.13)
+    if transposed:  # the CD step's rows^T @ probs and h @ W^T: operands that are transposed views
+        a, b = a.T.contiguous().T, b.T.contiguous().T
+    exact = a.double() @ b.double()
+    scale = (a.double().abs() @ b.double().abs()).max()
+    assert (P.mm(a, b).double() - exact).abs().max() <= 1e-6 * scale
+    out = torch.empty(m, n)
+    assert P.addmm(bias, a, b, out=out) is out
+    assert (out.double() - (exact + bias.double())).abs().max() <= 1e-6 * scale
+
+
+def test_the_choice_follows_the_timing_and_the_environment(monkeypatch):
+    calls = []
+    real = P.onednn_mm
+    monkeypatch.setattr(P, "onednn_mm", lambda *args: calls.append(1) or real(*args))
+    a, b, _ = _operands(100, 784, 500)
+    monkeypatch.setattr(P, "onednn_speedup", lambda seconds=0.1: 0.8)  # slower here: torch.mm
+    assert P.choice() == "torch"
+    P.mm(a, b)
+    assert calls == []
+    monkeypatch.setattr(P, "onednn_speedup", lambda seconds=0.1: P.MIN_SPEEDUP + 0.5)
+    assert P.choice() == "onednn"
+    P.mm(a, b)
+    assert calls == [1]
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", "torch")  # forced, whatever the timing
+    assert P.choice() == "torch"
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", "fastest")
+    with pytest.raises(ConfigError, match="GENLEARN_FLOAT32_PRODUCTS must be one of auto, torch, onednn"):
+        P.choice()
+
+
+def test_small_double_and_tracked_products_stay_with_torch(monkeypatch):
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", "onednn")
+    calls = []
+    monkeypatch.setattr(P, "onednn_mm", lambda *args: calls.append(1))
+    a, b, bias = _operands(10, 9, 6)  # 1,080 flops: below MIN_FLOPS
+    assert torch.equal(P.mm(a, b), torch.mm(a, b))
+    a, b, bias = _operands(100, 784, 500)
+    assert torch.equal(P.addmm(bias.double(), a.double(), b.double()), torch.addmm(bias.double(), a.double(),
+                                                                                   b.double()))
+    w = b.clone().requires_grad_()
+    P.mm(a, w).sum().backward()  # autograd needs torch.mm's gradient
+    assert torch.allclose(w.grad, a.sum(0)[:, None].expand_as(w))
+    assert calls == []
+
+
+def test_the_timing_is_real_and_cached_per_thread_count():
+    s = P.onednn_speedup(seconds=0.02)
+    assert s > 0 and P.onednn_speedup() == s
+    assert P.record() == {"float32_products": P.choice(), "onednn_speedup_measured": round(s, 3)}
+
+
+def test_a_cd_step_is_the_same_through_either_library(monkeypatch):
+    """One PCD-1 step of a 784 x 500 RBM from the same state and uniforms: value, dW, db, dc and negatives through
+    oneDNN equal those through torch.mm up to float32 summation order (the negatives are 0/1 draws from
+    probabilities that differ by ~1e-7: a flip needs a uniform within that distance, none here)."""
+    from genlearn.learning.rbm_gradients import cd_step, cd_workspace
+
+    g = torch.Generator().manual_seed(1)
+    W, b, c = 0.01 * torch.randn(784, 500, generator=g), torch.zeros(784), torch.zeros(500)
+    x = (torch.rand(100, 784, generator=g) < 0.13).float()
+    chains0 = (torch.rand(100, 784, generator=g) < 0.13).float()
+    results = {}
+    for lib in ("torch", "onednn"):
+        monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", lib)
+        ws = cd_workspace(None, W, batch=100, negatives=100, k=1)
+        chains = chains0.clone()
+        value, dW, db, dc, neg = cd_step(W, b, c, x, 1, torch.Generator().manual_seed(7), ws, chains)
+        results[lib] = [t.clone() for t in (value, dW, db, dc, neg)]
+    for got, ref in zip(results["onednn"], results["torch"]):
+        assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)
