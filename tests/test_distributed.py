@@ -342,3 +342,20 @@ def test_gpu_fit_matches_cpu_and_resumes_on_cpu(name, tmp_path):
     back = fit(None, None, out=tmp_path / "gpu", resume=True, plots=False, progress=False, device="cpu",
                epochs=kwargs["epochs"] + 1)
     assert back.metrics["epochs_run"] == kwargs["epochs"] + 1 and back.metrics["device"] == "cpu"
+
+
+def test_shutdown_waits_for_every_rank_before_leaving_unless_a_rank_failed(monkeypatch):
+    """A rank that destroys its process group while another still uses it aborts the process (SIGABRT, seen in
+    local scaling runs): a normal end passes a barrier first; after an exception there is none (the other
+    ranks may never reach it)."""
+    from genlearn.learning import distributed as D
+
+    calls = []
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(D.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(D.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    D.shutdown()
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    D.shutdown(synchronize=False)
+    assert calls == ["destroy"]

@@ -309,8 +309,10 @@ def _local_entry(local_rank: int, world_size: int, port: int, threads: int, fn, 
     torch.set_num_threads(threads)
     try:
         fn(*args)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(synchronize=False)  # the other ranks may never reach a barrier
+        raise
+    shutdown()
 
 
 def run_local(fn, world_size: int, *args, threads: int = 1, timeout_s: float | None = None) -> None:
@@ -328,9 +330,14 @@ def run_local(fn, world_size: int, *args, threads: int = 1, timeout_s: float | N
         pass
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process is in one (after a data-parallel fit; harmless otherwise)."""
+def shutdown(synchronize: bool = True) -> None:
+    """Leave the process group, if this process is in one (after a data-parallel fit; harmless otherwise).
+    synchronize (a normal end): a barrier first, so that no rank tears its gloo connections (and rank 0 the
+    store) down while another still uses them: that race aborted a process ("terminate called without an
+    active exception", SIGABRT) after all its work was done, in a few of the local scaling runs."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
