@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -312,7 +313,15 @@ def _local_entry(local_rank: int, world_size: int, port: int, threads: int, fn, 
     except BaseException:
         shutdown(synchronize=False)  # the other ranks may never reach a barrier
         raise
-    shutdown()
+    # A normal end: wait for every rank, then leave without tearing gloo and the store down or running the
+    # interpreter's teardown. Both raced with the other ranks' exits now and then and aborted a process that had
+    # done all its work ("terminate called without an active exception", SIGABRT; seen under load, also with a
+    # barrier before destroy_process_group). The operating system closes the sockets.
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_local(fn, world_size: int, *args, threads: int = 1, timeout_s: float | None = None) -> None:
@@ -333,8 +342,9 @@ def run_local(fn, world_size: int, *args, threads: int = 1, timeout_s: float | N
 def shutdown(synchronize: bool = True) -> None:
     """Leave the process group, if this process is in one (after a data-parallel fit; harmless otherwise).
     synchronize (a normal end): a barrier first, so that no rank tears its gloo connections (and rank 0 the
-    store) down while another still uses them: that race aborted a process ("terminate called without an
-    active exception", SIGABRT) after all its work was done, in a few of the local scaling runs."""
+    store) down while another still uses them (a race that aborts a process after its work, "terminate called
+    without an active exception"). Processes of run_local do not come here on a normal end: they pass a barrier
+    and exit without any teardown (_local_entry), which a barrier here alone did not make safe."""
     if dist.is_available() and dist.is_initialized():
         if synchronize:
             dist.barrier()
