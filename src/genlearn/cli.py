@@ -594,7 +594,8 @@ def _start_up_guard_active(signal) -> bool:
 
 
 def _import_under_guard(argv: list[str]) -> None:
-    """Import numpy (and torch, for a command that computes) while a Ctrl-C still ends the process at once.
+    """Import numpy (and torch and the model families, for a command that computes) while a Ctrl-C still ends
+    the process at once.
 
     torch swallows an exception raised while it imports numpy (its "Failed to initialize NumPy" path), so a
     KeyboardInterrupt at that moment would leave a half-imported numpy and a RecursionError much later."""
@@ -602,6 +603,12 @@ def _import_under_guard(argv: list[str]) -> None:
 
     if argv and argv[0] in _TORCH_COMMANDS and not any(a in ("-h", "--help") for a in argv):
         import torch  # noqa: F401
+
+        # the model families too (the parser lists them): a KeyboardInterrupt while Python builds a dataclass
+        # comes out as a RuntimeError ("Error calling __set_name__"), a traceback instead of exit 130
+        from genlearn.models.registry import list_models
+
+        list_models()
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
