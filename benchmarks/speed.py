@@ -10,7 +10,12 @@ the data folder is absent, 60,000 random rows of density 0.13 (binarized MNIST's
 genlearn variants (each timed in every pair, the order of the fits alternating from pair to pair):
 - auto: the default matmul_precision="auto" (bfloat16 products only where this machine runs them faster);
 - full: float32 products;
-- bfloat16: explicit bfloat16 products (warns once where they are emulated).
+- bfloat16: explicit bfloat16 products (warns once where they are emulated);
+- cli: `python -m genlearn fit rbm` in a child process with the same settings (--gradient pcd --n-chains 100
+  --k 1 --optimizer sgd --lr 0.01 --batch-size 100 --epochs 1, default matmul precision) on an .npz of the same
+  rows (valid and test: the first 100, so that its AIS evaluation, at 100 temperatures x 10 chains, is short);
+  its time is the run's `train_seconds` from metrics.json: the epoch, without the start-up and the evaluation
+  (the child's whole wall time is recorded too, as cli_wall_seconds).
 
 Reported: seconds of each fit per pair, medians over the pairs, the ratio scikit-learn / genlearn (the median of
 the per-pair ratios), the roofline fraction (epoch FLOPs / seconds / the float32 GEMM peak measured here;
@@ -22,9 +27,12 @@ numpy's BLAS threads (scikit-learn's products) to T. Writes benchmarks/results/s
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,7 +41,7 @@ import numpy as np
 
 import common
 
-VARIANTS = ("auto", "full", "bfloat16")
+VARIANTS = ("auto", "full", "bfloat16", "cli")
 V, H, BATCH = 784, 500, 100
 
 
@@ -115,6 +123,27 @@ def main(argv=None) -> int:
                 res["warnings"].append(str(w.message))
         return secs, getattr(est, "matmul_precision_", precision)
 
+    tmp = tempfile.TemporaryDirectory(prefix="genlearn-speed-")
+    if "cli" in variants:
+        np.savez(Path(tmp.name) / "rows.npz", train=X, valid=X[:100], test=X[:100])
+
+    def cli_fit(seed: int) -> float:
+        """The child's train_seconds (the epoch alone); its wall seconds go to res["cli_wall_seconds"]."""
+        out = Path(tmp.name) / f"run{seed}"
+        cmd = [sys.executable, "-m", "genlearn", "fit", "rbm", "--data", str(Path(tmp.name) / "rows.npz"),
+               "--hidden", str(hid), "--gradient", "pcd", "--n-chains", str(BATCH), "--k", "1", "--optimizer", "sgd",
+               "--lr", "0.01", "--batch-size", str(BATCH), "--epochs", "1", "--seed", str(seed), "--ais-steps", "100",
+               "--ais-chains", "10", "--quiet", "--out", str(out)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        res.setdefault("cli_wall_seconds", []).append(time.perf_counter() - t0)
+        metrics = json.loads((out / "metrics.json").read_text())
+        resolved["cli"] = metrics.get("matmul_precision_resolved")
+        res["cli_command"] = " ".join(cmd[1:])
+        return float(metrics["train_seconds"])
+
     times = {"sklearn": [], **{v: [] for v in variants}}
     resolved = {}
     for i in range(args.pairs):
@@ -125,6 +154,8 @@ def main(argv=None) -> int:
         for who in order:
             if who == "sklearn":
                 secs = fit_seconds(lambda: SkRBM(**args_common, random_state=i), X)[0]
+            elif who == "cli":
+                secs = cli_fit(i)
             else:
                 secs, resolved[who] = genlearn_fit(who, i)
             times[who].append(secs)
@@ -144,6 +175,7 @@ def main(argv=None) -> int:
     print(f"scikit-learn: median {res['seconds_median']['sklearn']:.2f} s, roofline fraction "
           f"{res['roofline_fraction']['sklearn']:.2f}; load average {res['machine']['load_average_at_start']} -> "
           f"{res['machine']['load_average_at_end']}", flush=True)
+    tmp.cleanup()
     print("wrote", common.write_results(args.out, res))
     return 0
 

@@ -100,3 +100,54 @@ def test_a_cd_step_is_the_same_through_either_library(monkeypatch):
         results[lib] = [t.clone() for t in (value, dW, db, dc, neg)]
     for got, ref in zip(results["onednn"], results["torch"]):
         assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def _linear_operands(shape, k, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(*shape, k, generator=g)
+    return x, torch.randn(n, k, generator=g) / k ** 0.5, torch.randn(n, generator=g)
+
+
+@pytest.mark.parametrize("shape, k, n, with_bias", [((100,), 784, 200, True), ((3, 40), 785, 301, True),
+                                                    ((100,), 200, 784, False)])
+def test_linear_and_its_gradients_equal_the_float64_layer(monkeypatch, shape, k, n, with_bias):
+    """x W^T + b and dL/dx, dL/dW, dL/db through oneDNN against F.linear in float64, for L = sum(c * y)."""
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", "onednn")
+    x, w, b = _linear_operands(shape, k, n)
+    b = b if with_bias else None
+    c = torch.randn(*shape, n, generator=torch.Generator().manual_seed(1))
+    leaves = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    calls = []
+    real = P._linear()
+    monkeypatch.setattr(P, "_linear", lambda: (lambda *a: calls.append(1) or real(*a)))
+    y = P.linear(leaves[0], leaves[1], leaves[2] if with_bias else None)
+    y64 = torch.nn.functional.linear(leaves64[0], leaves64[1], leaves64[2] if with_bias else None)
+    assert y.shape == y64.shape == (*shape, n)
+    scale = float(k) ** 0.5
+    assert (y.double() - y64).abs().max() <= 1e-5 * scale
+    (y * c).sum().backward()
+    (y64 * c.double()).sum().backward()
+    assert len(calls) == 3  # the forward and both backward products went through oneDNN
+    for mine, exact in zip(leaves, leaves64):
+        assert (mine.grad.double() - exact.grad).abs().max() <= 1e-5 * scale * (100 if mine.dim() == 2 else 1)
+
+
+def test_linear_keeps_torchs_layer_where_onednn_does_not_apply(monkeypatch):
+    """float64, autocast, small products and a forced torch choice go to F.linear, unchanged."""
+    calls = []
+    real = P._linear()
+    monkeypatch.setattr(P, "_linear", lambda: (lambda *a: calls.append(1) or real(*a)))
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", "onednn")
+    x, w, b = _linear_operands((100,), 784, 200)
+    assert torch.equal(P.linear(x.double(), w.double(), b.double()),
+                       torch.nn.functional.linear(x.double(), w.double(), b.double()))
+    assert torch.equal(P.linear(x[:2], w, b), torch.nn.functional.linear(x[:2], w, b))  # below MIN_FLOPS
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert P.linear(x, w, b).dtype == torch.bfloat16
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", "torch")
+    assert torch.equal(P.linear(x, w, b), torch.nn.functional.linear(x, w, b))
+    assert calls == []
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", "onednn")
+    P.linear(x, w, b)
+    assert calls == [1]

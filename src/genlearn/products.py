@@ -16,7 +16,9 @@ The environment variable GENLEARN_FLOAT32_PRODUCTS = "torch" or "onednn" forces 
 Both libraries compute the same product up to float32 summation order.
 
 Used where genlearn writes products by hand, without autograd: the CD/PCD step of the RBM and AIS's Gibbs
-sweeps. Imports nothing of genlearn but its errors."""
+sweeps. `linear(x, W, b)` = x W^T + b is F.linear with the same choice for autograd-tracked layers (the VAE's and
+MADE's): its backward computes dL/dx = g W, dL/dW = g^T x and dL/db = sum_rows g by `mm` too.
+Imports nothing of genlearn but its errors."""
 from __future__ import annotations
 
 import os
@@ -126,6 +128,45 @@ def addmm(bias: Tensor, a: Tensor, b: Tensor, out: Tensor | None = None) -> Tens
     return r if out is None else out.copy_(r)
 
 
+class _OneDNNLinear(torch.autograd.Function):
+    """y = x W^T + b by oneDNN; backward dL/dx = g W, dL/dW = g^T x, dL/db = sum over rows of g (each by `mm`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _linear()(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        x, weight = ctx.saved_tensors
+        g = g.contiguous()
+        grad_x = mm(g, weight) if ctx.needs_input_grad[0] else None
+        grad_w = mm(g.T, x) if ctx.needs_input_grad[1] else None
+        grad_b = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x W^T + b for x of shape (..., k), W (n, k), b (n,): torch.nn.functional.linear, through oneDNN (forward and
+    backward) where `mm` would choose it: float32 CPU tensors, no autocast, at least MIN_FLOPS = 2 m k n flops for
+    the m rows of x. Not twice differentiable on that path (create_graph=True falls back to F.linear)."""
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    m = x.numel() // max(x.shape[-1], 1) if x.dim() >= 1 else 0
+    if (x.dim() < 2 or weight.dim() != 2 or (bias is not None and bias.dim() != 1)
+            or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors)
+            or torch.is_autocast_enabled("cpu") or 2.0 * m * weight.shape[1] * weight.shape[0] < MIN_FLOPS
+            or choice() != "onednn"):
+        return torch.nn.functional.linear(x, weight, bias)
+    x2 = x.reshape(m, x.shape[-1])
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        out = _linear()(x2, weight, bias, "none", [], "")
+    else:
+        out = _OneDNNLinear.apply(x2, weight, bias)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
 def record() -> dict:
     """What runs and benchmarks record: the library chosen and the measured speedup."""
     return {"float32_products": choice(), "onednn_speedup_measured": round(onednn_speedup(), 3)}
@@ -135,5 +176,5 @@ def _reset_for_tests() -> None:
     _SPEEDUP.clear()
 
 
-__all__ = ["BENCH_SHAPE", "CHOICES", "MIN_FLOPS", "MIN_SPEEDUP", "addmm", "choice", "mm", "onednn_available",
+__all__ = ["BENCH_SHAPE", "CHOICES", "MIN_FLOPS", "MIN_SPEEDUP", "addmm", "choice", "linear", "mm", "onednn_available",
            "onednn_mm", "onednn_speedup", "record"]

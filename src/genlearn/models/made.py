@@ -26,9 +26,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from genlearn import products
 from genlearn.errors import ConfigError
 from genlearn.models.base import (
     MATMUL_PRECISIONS,
@@ -156,8 +156,8 @@ class MADE(GenerativeModel):
         mats = self.mask_matrices(k)
         n_layers = len(self.layers)
         for lin, m in zip(self.layers, mats[:n_layers]):
-            h = self._act(F.linear(h, lin.weight * m, lin.bias))
-        out = F.linear(h, self.out.weight * mats[n_layers], self.out.bias)
+            h = self._act(products.linear(h, lin.weight * m, lin.bias))
+        out = products.linear(h, self.out.weight * mats[n_layers], self.out.bias)
         if self.direct:
             out = torch.addmm(out, x, (self.direct_weight * mats[n_layers + 1]).T)  # autocast applies to addmm
         return out

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genlearn import products
 from genlearn.errors import ConfigError
 from genlearn.models.base import (
     MATMUL_PRECISIONS,
@@ -158,6 +159,11 @@ class _CompiledOneLayerNADE(torch.autograd.Function):
         return gx, gw, gu, gc, gv, None
 
 
+def _is_identity(ordering: Tensor) -> bool:
+    """Whether the ordering visits the dimensions in their own order 0..n-1."""
+    return bool(torch.equal(ordering, torch.arange(ordering.numel(), device=ordering.device)))
+
+
 def _one_layer_pass(xo, wo, uo, c, vo, act_name: str, kernel: str):
     """The fused one-hidden-layer pass: compiled (numba) when `kernel` allows it and the tensors suit it, else
     the blocked torch implementation."""
@@ -267,7 +273,7 @@ class NADE(GenerativeModel):
     # -- the O(nH) forward pass ------------------------------------------------------------------------
     def _top(self, h: Tensor) -> Tensor:
         if self.W2 is not None:
-            h = self._act(F.linear(h, self.W2, self.c2))
+            h = self._act(products.linear(h, self.W2, self.c2))
         return h
 
     def ordered_logits(self, x: Tensor, ordering: Tensor) -> Tensor:
@@ -276,6 +282,9 @@ class NADE(GenerativeModel):
         numba kernels of `nade_kernels` when installed, else the blocked `_OneLayerNADE`: same numbers, a fraction
         of the memory traffic)."""
         x = as_float(x).to(self.W.dtype)
+        if self.W2 is None and self.fused and _is_identity(ordering):  # no gathers (nor their scatters back)
+            uo = self.U.T if self.U is not None else None
+            return _one_layer_pass(x, self.W.T, uo, self.c, self.V, self.activation, self.kernel) + self.b
         xo = x[:, ordering]                                 # (B, n)
         wo = self.W.T[ordering]                             # (n, H)
         if self.W2 is None and self.fused:
@@ -330,10 +339,10 @@ class NADE(GenerativeModel):
         """Logits of P(x_j = 1 | x_observed) for every j (B, n), given a 0/1 mask of observed dims (B, n)."""
         x = as_float(x).to(self.W.dtype)
         m = observed.to(x.dtype)
-        a = F.linear(x * m, self.W, self.c)
+        a = products.linear(x * m, self.W, self.c)
         if self.U is not None:
-            a = a + F.linear(m, self.U)
-        return F.linear(self._top(self._act(a)), self.V, self.b)
+            a = a + products.linear(m, self.U)
+        return products.linear(self._top(self._act(a)), self.V, self.b)
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Fixed order: the exact NLL (nats per example). Order-agnostic: the unbiased estimate

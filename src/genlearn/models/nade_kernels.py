@@ -29,6 +29,9 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
 ACTIVATION_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2}
+#: without the mask input u, use the run kernels (act(a) recomputed only after a visited one); False keeps the
+#: per-step kernels for every pass (benchmarks/made_speed.py times both in one run)
+USE_RUNS = True
 
 
 def available() -> bool:
@@ -138,6 +141,109 @@ if numba is not None:
                     _backward_hidden(A[d], g[b, d], vo[d], gv[t, d], gc[t], S, kind)
 
 
+    # -- runs between visited ones: without the per-step input u_d, a_d changes only where x_d != 0 -----------
+    @njit(inline="always", fastmath=FAST)
+    def _activate(a, h, kind):
+        """h = act(a) elementwise (one branch-free loop per activation)."""
+        hid = a.shape[0]
+        if kind == 0:
+            for j in range(hid):
+                h[j] = max(a[j], 0.0)
+        elif kind == 1:
+            for j in range(hid):
+                h[j] = 1.0 / (1.0 + math.exp(-a[j]))
+        else:
+            for j in range(hid):
+                h[j] = math.tanh(a[j])
+
+    @njit(inline="always", fastmath=FAST)
+    def _dot(h, v):
+        """sum_j h_j v_j, summed in float64."""
+        s = 0.0
+        for j in range(h.shape[0]):
+            s += h[j] * v[j]
+        return s
+
+    @njit(parallel=True, cache=True, fastmath=FAST)
+    def nade_forward_runs(xo, wo, c, vo, kind, out):
+        """out[b, d] = v_d . act(a_d) without u: h = act(a) is recomputed only after a visited x_d != 0 (binary
+        data: a fraction of the n steps), every step costs one dot product."""
+        bsz, n = xo.shape
+        hid = wo.shape[1]
+        for b in prange(bsz):
+            a = c.copy()
+            h = np.empty(hid, dtype=wo.dtype)
+            _activate(a, h, kind)
+            for d in range(n):
+                out[b, d] = _dot(h, vo[d])
+                xd = xo[b, d]
+                if xd != 0.0 and d < n - 1:
+                    for j in range(hid):
+                        a[j] += xd * wo[d, j]
+                    _activate(a, h, kind)
+
+    @njit(parallel=True, cache=True, fastmath=FAST)
+    def nade_backward_runs(xo, wo, c, vo, kind, g, n_chunks, gw, gc, gv):
+        """Gradients without u and without dL/dx, into gw, gv (n_chunks, n, H) and gc (n_chunks, H), each chunk's
+        partial sums (zeroed here), by runs: run q is the steps lo_q..hi_q that share a_q (hi_q is a
+        visited x_d != 0, or n - 1). Within a run dL/da_d = g_d v_d act'(a_q), so the run contributes
+        act'(a_q) * sum_d g_d v_d at once; dL/dw_{hi_q} = x_{hi_q} (sum of the later runs' dL/da)."""
+        bsz, n = xo.shape
+        hid = wo.shape[1]
+        per = (bsz + n_chunks - 1) // n_chunks
+        for t in prange(n_chunks):
+            A = np.empty((n, hid), dtype=wo.dtype)      # a_q of each run
+            Hq = np.empty((n, hid), dtype=wo.dtype)     # act(a_q)
+            ends = np.empty(n, dtype=np.int64)          # hi_q
+            S = np.empty(hid, dtype=wo.dtype)
+            G = np.empty(hid, dtype=wo.dtype)
+            gw[t] = 0.0  # zeroed here, by the thread that fills them (first touch of fresh memory, in parallel)
+            gv[t] = 0.0
+            gc[t] = 0.0
+            for b in range(t * per, min(bsz, (t + 1) * per)):
+                A[0] = c
+                _activate(A[0], Hq[0], kind)
+                r = 0
+                for d in range(n - 1):
+                    xd = xo[b, d]
+                    if xd != 0.0:
+                        ends[r] = d
+                        r += 1
+                        for j in range(hid):
+                            A[r, j] = A[r - 1, j] + xd * wo[d, j]
+                        _activate(A[r], Hq[r], kind)
+                ends[r] = n - 1
+                S[:] = 0.0
+                for q in range(r, -1, -1):
+                    lo = ends[q - 1] + 1 if q > 0 else 0
+                    hi = ends[q]
+                    if q < r:  # S = sum of dL/da over the later runs: what reaches w_{hi} through x_{hi}
+                        xd = xo[b, hi]
+                        for j in range(hid):
+                            gw[t, hi, j] += xd * S[j]
+                    G[:] = 0.0
+                    for d in range(lo, hi + 1):
+                        gd = g[b, d]
+                        for j in range(hid):
+                            gv[t, d, j] += gd * Hq[q, j]
+                            G[j] += gd * vo[d, j]
+                    if kind == 0:
+                        for j in range(hid):
+                            da = G[j] if A[q, j] > 0.0 else 0.0
+                            gc[t, j] += da
+                            S[j] += da
+                    elif kind == 1:
+                        for j in range(hid):
+                            da = G[j] * Hq[q, j] * (1.0 - Hq[q, j])
+                            gc[t, j] += da
+                            S[j] += da
+                    else:
+                        for j in range(hid):
+                            da = G[j] * (1.0 - Hq[q, j] * Hq[q, j])
+                            gc[t, j] += da
+                            S[j] += da
+
+
 def _threads() -> int:
     """Use as many numba threads as torch does (the trainer and the tests set torch's count)."""
     import torch
@@ -147,13 +253,21 @@ def _threads() -> int:
     return n
 
 
+def _total(parts):
+    """The sum of the per-chunk partial gradients (the one chunk itself, without a copy, at one thread)."""
+    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
+
+
 def forward(xo, wo, uo, c, vo, activation: str):
     """Logits l (B, n) of the one-layer NADE pass (torch tensors in, torch tensor out; uo may be None)."""
     import torch
 
     out = torch.empty(xo.shape, dtype=wo.dtype)
-    u = uo if uo is not None else wo.new_zeros(1, 1)
     _threads()
+    if uo is None and USE_RUNS:
+        nade_forward_runs(xo.numpy(), wo.numpy(), c.numpy(), vo.numpy(), ACTIVATION_CODES[activation], out.numpy())
+        return out
+    u = uo if uo is not None else wo.new_zeros(1, 1)
     nade_forward(xo.numpy(), wo.numpy(), u.numpy(), uo is not None, c.numpy(), vo.numpy(),
                  ACTIVATION_CODES[activation], out.numpy())
     return out
@@ -166,6 +280,13 @@ def backward(xo, wo, uo, c, vo, activation: str, g, want_gx: bool):
     t = _threads()
     n, hid = wo.shape
     has_u = uo is not None
+    if not has_u and not want_gx and USE_RUNS:
+        gw = torch.empty(t, n, hid, dtype=wo.dtype)  # zeroed by the kernel's threads
+        gv = torch.empty(t, n, hid, dtype=wo.dtype)
+        gc = torch.empty(t, hid, dtype=wo.dtype)
+        nade_backward_runs(xo.numpy(), wo.numpy(), c.numpy(), vo.numpy(), ACTIVATION_CODES[activation], g.numpy(), t,
+                           gw.numpy(), gc.numpy(), gv.numpy())
+        return None, _total(gw), None, _total(gc), _total(gv)
     gw = torch.zeros(t, n, hid, dtype=wo.dtype)
     gv = torch.zeros(t, n, hid, dtype=wo.dtype)
     gu = torch.zeros(t, n, hid, dtype=wo.dtype) if has_u else wo.new_zeros(1, 1, 1)
@@ -174,4 +295,4 @@ def backward(xo, wo, uo, c, vo, activation: str, g, want_gx: bool):
     u = uo if has_u else wo.new_zeros(1, 1)
     nade_backward(xo.numpy(), wo.numpy(), u.numpy(), has_u, c.numpy(), vo.numpy(), ACTIVATION_CODES[activation],
                   g.numpy(), t, gw.numpy(), gu.numpy(), gc.numpy(), gv.numpy(), gx.numpy(), want_gx)
-    return (gx if want_gx else None, gw.sum(0), gu.sum(0) if has_u else None, gc.sum(0), gv.sum(0))
+    return (gx if want_gx else None, _total(gw), _total(gu) if has_u else None, _total(gc), _total(gv))

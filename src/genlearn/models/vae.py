@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genlearn import products
 from genlearn.errors import ConfigError
 from genlearn.models.base import (
     MATMUL_PRECISIONS,
@@ -84,12 +85,17 @@ def softplus_sum(h: Tensor, W: Tensor, b: Tensor, block_rows: int = LOGIT_BLOCK_
     same numbers: each row's sum is over its own logits); with autograd, in one piece."""
     rows = h.reshape(-1, h.shape[-1])
     if torch.is_grad_enabled() or rows.shape[0] <= block_rows:
-        return F.softplus(F.linear(h, W, b).to(W.dtype)).sum(-1)
+        return F.softplus(products.linear(h, W, b).to(W.dtype)).sum(-1)
     out = torch.empty(rows.shape[0], dtype=W.dtype)
     for start in range(0, rows.shape[0], block_rows):
-        block = F.linear(rows[start : start + block_rows], W, b).to(W.dtype)
+        block = products.linear(rows[start : start + block_rows], W, b).to(W.dtype)
         out[start : start + block_rows] = F.softplus(block).sum(-1)
     return out.reshape(h.shape[:-1])
+
+
+def _apply(layer: torch.nn.Linear, x: Tensor) -> Tensor:
+    """layer(x) = x W^T + b, through genlearn.products (oneDNN's float32 products where this CPU runs them faster)."""
+    return products.linear(x, layer.weight, layer.bias)
 
 
 class MLP(torch.nn.Module):
@@ -114,12 +120,12 @@ class MLP(torch.nn.Module):
         return self.act(pre)
 
     def forward(self, *xs: Tensor) -> Tensor:
-        pre = self.first[0](xs[0])
+        pre = _apply(self.first[0], xs[0])
         for lin, x in zip(self.first[1:], xs[1:]):
-            pre = pre + lin(x)
+            pre = pre + _apply(lin, x)
         h = self._activate(pre)
         for lin in self.rest:
-            h = self._activate(lin(h))
+            h = self._activate(_apply(lin, h))
         return h
 
 
@@ -131,7 +137,8 @@ class GaussianHead(torch.nn.Module):
         self.linear = torch.nn.Linear(features, 2 * dim)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.linear(h).to(self.linear.weight.dtype).chunk(2, dim=-1)  # float32 under bfloat16 autocast
+        # float32 under bfloat16 autocast
+        mu, logvar = _apply(self.linear, h).to(self.linear.weight.dtype).chunk(2, dim=-1)
         return mu, torch.clamp(logvar, *LOGVAR_RANGE)
 
 
@@ -260,7 +267,7 @@ class VAE(LatentVariableModel):
 
     def decoder_logits(self, z: Tensor) -> Tensor:
         """l(z), shape (..., n): P(x_i = 1|z) = sigmoid(l_i(z))."""
-        return self.dec_out(self.decoder_features(z)).to(self.dec_out.weight.dtype)  # float32 under autocast
+        return _apply(self.dec_out, self.decoder_features(z)).to(self.dec_out.weight.dtype)  # float32 under autocast
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """log P(x|z) = sum_i x_i l_i(z) - softplus(l_i(z)), nats; x (B, n) broadcasts against z (..., B, D).
@@ -273,7 +280,7 @@ class VAE(LatentVariableModel):
         x = as_float(x).to(W.dtype)
         h = self.decoder_features(z)
         if h.numel() // h.shape[-1] < SHARED_DATA_TERM_SAMPLES * max(1, x.numel() // x.shape[-1]):
-            return bernoulli_log_likelihood(F.linear(h, W, b).to(W.dtype), x)
+            return bernoulli_log_likelihood(products.linear(h, W, b).to(W.dtype), x)
         data_term = (h.to(W.dtype) * (x @ W)).sum(-1) + x @ b
         return data_term - softplus_sum(h, W, b)
 
