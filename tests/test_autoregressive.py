@@ -439,3 +439,18 @@ def test_ensemble_nll_with_progress_bar_is_the_same_number(capsys, monkeypatch):
     shown = mean_nll(model, x, progress=True, desc="test NLL")
     assert shown == quiet and quiet == pytest.approx(direct, abs=1e-12)
     assert "test NLL" in capsys.readouterr().err
+
+
+def test_nade_kernels_keep_torchs_thread_count():
+    """Starting numba's OpenMP threads must not change torch's: a `--threads 1` run stays at one thread (it became
+    two, the machine's default, after the first compiled NADE pass)."""
+    pytest.importorskip("numba")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        model = NADE(7, 5, seed=0)
+        model.kernel = "numba"
+        model.log_prob(torch.ones(3, 7)).sum().backward()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

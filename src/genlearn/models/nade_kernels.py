@@ -248,8 +248,11 @@ def _threads() -> int:
     """Use as many numba threads as torch does (the trainer and the tests set torch's count)."""
     import torch
 
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    wanted = torch.get_num_threads()
+    n = max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
+    if torch.get_num_threads() != wanted:  # starting numba's OpenMP layer can reset the shared OpenMP count
+        torch.set_num_threads(wanted)
     return n
 
 
