@@ -10,12 +10,12 @@ FLOPs (2 per multiply-add) of IS with k samples on M rows:
   decoder passes  2 k M (50*200 + 200*200 + 200*784)
   encoder         2 M (784*200 + 200*200 + 200*100)
 The roofline time is the sum, over those six products, of FLOPs / the GEMM rate this machine reaches on the very
-shapes the estimator multiplies (torch.mm, float32, the same threads; the decoder's at CHUNK rows, the encoder's at
-the rows per chunk), measured in alternation with the timed pieces of the evaluation so that other load on the
-machine slows both alike; the roofline at the best measured rate is reported alongside. Target: measured <= 1.5 x
-roofline. (The model runs its output layer in blocks of LOGIT_BLOCK_ROWS rows so that softplus and the sum meet
-the logits in cache; that layer's rate is the faster of the chunk and the block shape. Its tanh is computed as
-2 sigmoid(2a) - 1, genlearn.numerics.tanh.)
+shapes the estimator multiplies (float32, the same threads, the faster of torch.mm and oneDNN's product:
+common.gemm_gflops; the decoder's at CHUNK rows, the encoder's at the rows per chunk), measured in alternation
+with the timed pieces of the evaluation so that other load on the machine slows both alike; the roofline at the
+best measured rate is reported alongside. Target: measured <= 1.5 x roofline. (The model runs its output layer
+in blocks of LOGIT_BLOCK_ROWS rows so that softplus and the sum meet the logits in cache; that layer's rate is the
+faster of the chunk and the block shape. Its tanh is computed as 2 sigmoid(2a) - 1, genlearn.numerics.tanh.)
 
 Where the time goes (on a sub-problem of --probe-rows rows x k samples): a torch.profiler breakdown of one chunk
 by operator; the chunk size (importance_log_marginal's `chunk` argument); and two rewritings of the Bernoulli
@@ -149,7 +149,8 @@ def breakdown(model, x, k, chunk) -> dict:
             model.log_weights(xb, s, g).double()
     ops = {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages() if e.self_cpu_time_total > 0}
     total = sum(ops.values())
-    gemm = sum(v for key, v in ops.items() if key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul"))
+    gemm = sum(v for key, v in ops.items() if key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
+                                                       "mkldnn::_linear_pointwise"))
     top = dict(sorted(ops.items(), key=lambda kv: -kv[1])[:12])
     return {"chunk": chunk, "rows": r, "samples": s, "passes": passes, "total_ms": total, "gemm_ms": gemm,
             "gemm_fraction": gemm / total, "ns_per_output_element": total * 1e6 / (passes * r * s * N), "ops_ms": top}
@@ -160,7 +161,8 @@ def main(argv=None):
     p.add_argument("--rows", type=int, default=TEST_ROWS, help="test rows M evaluated")
     p.add_argument("--samples", type=int, default=5000, help="importance samples k per row")
     p.add_argument("--pieces", type=int, default=4, help="slices of the rows timed, each after a GEMM measurement")
-    p.add_argument("--gemm-seconds", type=float, default=1.0, help="seconds of torch.mm per shape and piece")
+    p.add_argument("--gemm-seconds", type=float, default=1.0,
+                   help="seconds of each GEMM rate measurement per shape and piece")
     p.add_argument("--probe-rows", type=int, default=20, help="rows of the chunk-size / rewriting experiments")
     p.add_argument("--probe-repeats", type=int, default=2, help="interleaved repeats of those experiments")
     args = p.parse_args(argv)
