@@ -44,9 +44,9 @@ def _products_record() -> dict:
     return products.record()
 
 
-#: environment variables that make torch, oneDNN, MKL and OpenBLAS dispatch to a lower instruction set
+#: environment variables that make torch, oneDNN, MKL, OpenBLAS and numba dispatch to a lower instruction set
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
-                 "OPENBLAS_CORETYPE", "GENLEARN_FLOAT32_PRODUCTS")
+                 "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "GENLEARN_FLOAT32_PRODUCTS")
 
 
 def set_threads(threads: int | None) -> None:
