@@ -117,3 +117,18 @@ def test_sigmoid_tanh_equals_tanh_and_its_derivative(name):
     (g,) = torch.autograd.grad(tanh(x).sum(), x)
     torch.testing.assert_close(g, 1 - torch.tanh(x.detach()) ** 2, atol=1e-15, rtol=0)
     assert torch.autograd.gradcheck(tanh, (x[:7],))
+
+
+def test_column_means_are_exact_for_binary_float32_and_close_otherwise():
+    """float32 chunks summed in float32, then in float64: exact counts for 0/1 rows (more rows than a chunk, so
+    that several chunk sums are added), and within 1e-6 relative of the float64 mean for continuous values."""
+    from genlearn.numerics import column_means
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(20_000, 37, generator=g) < 0.3).float()
+    counts = x.to(torch.int64).sum(0)
+    assert torch.equal(column_means(x, chunk=8192), counts.double() / 20_000)
+    y = torch.rand(20_000, 37, generator=g) * 0.9 + 0.05
+    exact = y.double().mean(0)
+    assert ((column_means(y) - exact).abs() / exact).max() < 1e-6
+    assert torch.equal(column_means(y.double()), y.double().sum(0) / 20_000)

@@ -38,10 +38,15 @@ def sample_bernoulli(p: Tensor, generator: torch.Generator | None = None, out: T
 
 
 def column_means(x: Tensor, chunk: int = 8192) -> Tensor:
-    """Mean of every column of x (M, n) in float64, summed a chunk of rows at a time (no float64 copy of x)."""
+    """Mean of every column of x (M, n) in float64, summed a chunk of rows at a time (no float64 copy of x).
+
+    A float32 x has each chunk summed in float32 (vectorised: ~25x faster than converting every element to
+    float64 on the way) and the chunk sums added in float64. Exact for 0/1 and other integer-valued data, whose
+    chunk sums stay integers below 2^24; other float32 data carry float32 rounding in each chunk's sum (relative
+    error ~1e-7 sqrt(chunk) typically). Other dtypes are summed in float64."""
     total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     for c in x.split(chunk):
-        total += c.sum(0, dtype=torch.float64)
+        total += c.sum(0).double() if c.dtype == torch.float32 else c.sum(0, dtype=torch.float64)
     return total / x.shape[0]
 
 
