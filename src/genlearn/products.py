@@ -151,7 +151,9 @@ class _OneDNNLinear(torch.autograd.Function):
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x W^T + b for x of shape (..., k), W (n, k), b (n,): torch.nn.functional.linear, through oneDNN (forward and
     backward) where `mm` would choose it: float32 CPU tensors, no autocast, at least MIN_FLOPS = 2 m k n flops for
-    the m rows of x. Not twice differentiable on that path (create_graph=True falls back to F.linear)."""
+    the m rows of x. On that path the backward is not itself differentiable (a double backward raises): use
+    F.linear where second derivatives are needed (no genlearn model needs them: AIS's HMC takes first
+    derivatives in z)."""
     tensors = (x, weight) if bias is None else (x, weight, bias)
     m = x.numel() // max(x.shape[-1], 1) if x.dim() >= 1 else 0
     if (x.dim() < 2 or weight.dim() != 2 or (bias is not None and bias.dim() != 1)
