@@ -14,6 +14,10 @@ Examples run in parallel (numba prange) over contiguous chunks, each chunk accum
 summed at the end. Every loop over the H hidden units is branch-free for its activation and compiled with
 reassociation allowed (`FAST`), so that it runs in SIMD lanes: 5-6x the speed of the scalar loops on the
 project's machine (AVX-512), the same numbers to float rounding. Activations: 0 = relu, 1 = sigmoid, 2 = tanh.
+Without the per-step input u (every model but the order-agnostic one), a_d changes only where x_d != 0, so
+the run kernels (`nade_forward_runs`, `nade_backward_runs`) evaluate act(a) once per run of unchanged a and sum
+g_d v_d over each run before the single act'(a) product: on binarized MNIST (13% ones) ~2x the per-step
+kernels' training speed, the same numbers to float rounding.
 `available()` is False when numba cannot be imported; the caller then uses the torch implementation (same
 numbers to rounding)."""
 from __future__ import annotations
@@ -30,7 +34,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 ACTIVATION_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2}
 #: without the mask input u, use the run kernels (act(a) recomputed only after a visited one); False keeps the
-#: per-step kernels for every pass (benchmarks/made_speed.py times both in one run)
+#: per-step kernels for every pass (benchmarks/nade_speed.py times both in one run)
 USE_RUNS = True
 
 
