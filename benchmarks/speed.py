@@ -67,9 +67,12 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", type=int, default=5, help="interleaved pairs (medians over them)")
     p.add_argument("--rows", type=int, default=60_000, help="training rows of the epoch")
     p.add_argument("--hidden", type=int, default=H, help="n_components of both")
-    p.add_argument("--variants", default="auto,full", help=f"genlearn variants, from {','.join(VARIANTS)}")
+    p.add_argument("--variants", default=None,
+                   help=f"genlearn variants, from {','.join(VARIANTS)} (default auto,full; with --smoke also cli)")
     p.add_argument("--gemm-seconds", type=float, default=0.5, help="timing of each GEMM peak shape")
     args = p.parse_args(argv)
+    if args.variants is None:
+        args.variants = "auto,full,cli" if args.smoke else "auto,full"
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or not variants:

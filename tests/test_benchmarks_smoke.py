@@ -57,7 +57,8 @@ EXPECTED = {
     "vae_binarized_mnist": [f"{r}.{k}" for r in ("vae", "iwae-50", "hvae-vampprior")
                             for k in ("test_nll", "test_nll_stderr", "elbo", "wall_seconds", "target")]
     + ["hvae-vampprior.ais_test_nll", "hvae-vampprior.bdmc_gap", "hvae-vampprior.ais_is_nll"],
-    "speed": ["gemm_peak_gflops", "seconds.sklearn.*", "seconds.auto.*", "seconds_median.full",
+    "speed": ["gemm_peak_gflops", "seconds.sklearn.*", "seconds.auto.*", "seconds_median.full", "seconds.cli.*",
+              "ratio_vs_sklearn.cli", "cli_wall_seconds.*",
               "ratio_vs_sklearn.auto", "ratio_vs_sklearn.full", "roofline_fraction.auto",
               "machine.bf16_speedup_measured", "machine.sparse_speedup_xW", "machine.load_average_at_end.*"],
     "vae_speed": ["vae.genlearn_seconds_median", "iwae.genlearn_seconds_median", "vae.genlearn_loss_per_example.*",
