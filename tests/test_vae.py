@@ -164,6 +164,33 @@ def test_vampprior_density_is_the_mixture_of_encoder_posteriors():
         torch.testing.assert_close(model.log_prior(z), expected, atol=1e-10, rtol=0)
 
 
+def test_frozen_tracks_no_parameter_and_caches_the_vampprior_exactly():
+    """Inside frozen() no parameter is tracked (AIS's gradients in z compute no parameter gradient), the VampPrior's
+    cached components give the same log p(z) and gradient in z, and everything is restored on exit, also after an
+    error; a parameter frozen by the user stays frozen."""
+    model = _tiny([2, 2], "vampprior")
+    model.dec_out.bias.requires_grad_(False)
+    z = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    before = model.log_prior(z)
+    (grad_before,) = torch.autograd.grad(before.sum(), z)
+    with model.frozen():
+        assert not any(p.requires_grad for p in model.parameters())
+        assert model._vamp_cache is not None
+        inside = model.log_prior(z)
+        (grad_inside,) = torch.autograd.grad(inside.sum(), z)
+    torch.testing.assert_close(inside, before, atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad_inside, grad_before, atol=1e-12, rtol=0)
+    assert model._vamp_cache is None
+    assert model.pseudo.requires_grad and not model.dec_out.bias.requires_grad
+    with pytest.raises(RuntimeError, match="inside"):
+        with model.frozen():
+            raise RuntimeError("inside")
+    assert model._vamp_cache is None and model.pseudo.requires_grad
+    with torch.no_grad():
+        model.pseudo.add_(0.3)  # after the context the prior follows the parameters again
+    assert (model.log_prior(z) - before).abs().max() > 1e-3
+
+
 def test_two_layer_densities_follow_their_definitions():
     model = _tiny([2, 3], "standard")
     x = all_states(4).double()[:6]

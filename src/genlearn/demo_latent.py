@@ -58,7 +58,7 @@ def latent_section(epochs: int, ais_steps: int, is_samples, out: Path) -> dict:
         ladder = [{"k": k, "nll_estimate": -float(importance_sampling(model, x, k, seed=0)["log_p"].mean())}
                   for k in is_samples]
     t_ais = time.perf_counter()
-    with torch.enable_grad():
+    with torch.enable_grad(), model.frozen():
         ais, _ = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, x, steps=ais_steps,
                               chains=AIS_CHAINS, leapfrog=AIS_LEAPFROG, seed=0)
     ais_seconds = time.perf_counter() - t_ais

@@ -218,7 +218,7 @@ def _bdmc_metrics(model, seed: int, progress: bool, opts: dict) -> dict:
     def sample_data(z, generator):
         return torch.bernoulli(torch.sigmoid(model.decoder_logits(z)), generator=generator)
 
-    with torch.enable_grad():
+    with torch.enable_grad(), model.frozen():
         b = bdmc(model.log_prior, model.log_likelihood, model.sample_prior, sample_data, rows=opts["bdmc_rows"],
                  steps=opts["ais_steps"], chains=opts["ais_chains"], leapfrog=opts["ais_leapfrog"], seed=seed,
                  progress=progress)

@@ -335,8 +335,8 @@ def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMP
         from genlearn.estimators.latent_ais import ais_estimate
 
         rows = x if ais_rows is None else x[:ais_rows]
-        with torch.enable_grad():
-                est, _ = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, rows, steps=ais_steps,
+        with torch.enable_grad(), model.frozen():
+            est, _ = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, rows, steps=ais_steps,
                                   chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress)
         return dataclasses.replace(est, details={**est.details, "bits_per_dim": est.value * per_dim,
                                                  "rows": int(rows.shape[0]), "ais_steps": ais_steps,
@@ -411,7 +411,7 @@ def latent_log_likelihoods(model, x: Tensor, method: str = "auto", iw_samples: i
     if method == "ais":
         from genlearn.estimators.latent_ais import ais_estimate
 
-        with torch.enable_grad():
+        with torch.enable_grad(), model.frozen():
             _, per_row = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, x, steps=ais_steps,
                                       chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress)
         return per_row, method

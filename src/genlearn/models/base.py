@@ -8,6 +8,7 @@ For models with an exact likelihood loss(x) = -mean log P(x|theta) = D_KL(Q^||P_
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -148,6 +149,21 @@ class LatentVariableModel(GenerativeModel):
             "form; estimate it with genlearn.likelihood.log_likelihoods(model, x) (importance sampling) or "
             "genlearn.likelihood.nll(model, x, method='ais')")
 
+    @contextlib.contextmanager
+    def frozen(self):
+        """A context in which no parameter is tracked by autograd (requires_grad False, restored on exit): AIS over z
+        differentiates log p(z) + beta log P(x|z) in z only, and tracked parameters would make every backward also
+        compute their gradients. Families may also cache what depends on the parameters alone (the VampPrior's
+        components)."""
+        tracked = [p for p in self.parameters() if p.requires_grad]
+        for p in tracked:
+            p.requires_grad_(False)
+        try:
+            yield self
+        finally:
+            for p in tracked:
+                p.requires_grad_(True)
+
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log P(x, z) = log P(x|z) + log p(z), nats, shape z.shape[:-1]."""
         return self.log_likelihood(x, z) + self.log_prior(z)
@@ -155,8 +171,6 @@ class LatentVariableModel(GenerativeModel):
     def training_precision(self):
         """The context a learning rule computes the model's training bound in (e.g. bfloat16 autocast); none by
         default."""
-        import contextlib
-
         return contextlib.nullcontext()
 
     def elbo(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0) -> Tensor:

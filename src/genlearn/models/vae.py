@@ -20,6 +20,7 @@ Every density is in nats. log P(x) itself is intractable (`log_prob` raises): th
 importance-sampling / AIS estimates of genlearn.likelihood use `log_weights`, `log_joint`, `sample_prior`."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -194,6 +195,7 @@ class VAE(LatentVariableModel):
         self.dec_out = torch.nn.Linear(rev[-1], n)
         if prior == "vampprior":
             self.pseudo = torch.nn.Parameter(torch.full((self.pseudo_inputs, n), 0.5))
+        self._vamp_cache: tuple | None = None  # the VampPrior's component terms while frozen()
         g = init_seed_generator(seed)
         with torch.no_grad():  # uniform(+-1/sqrt(fan_in)) from the explicit generator: deterministic per seed
             for module in self.modules():
@@ -220,19 +222,40 @@ class VAE(LatentVariableModel):
         """The VampPrior's pseudo-inputs u_k = hardtanh(pseudo_k, 0, 1) in [0, 1]^n, shape (K, n)."""
         return F.hardtanh(self.pseudo, 0.0, 1.0)
 
+    def _vamp_terms(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The VampPrior's components N(mu_k, diag v_k), (mu_k, log v_k) the encoder at u_k, as the float64 terms of
+        log N(z; mu_k, v_k) = -(z^2 . 1/v_k - 2 z . mu_k/v_k + c_k) / 2: (1/v (d, K), mu/v (d, K),
+        c = sum_j mu_kj^2/v_kj + log v_kj + log 2 pi (K,)). Cached while frozen()."""
+        if self._vamp_cache is not None:
+            return self._vamp_cache
+        mu, logvar = self.encode_top(self.pseudo_input_values())  # (K, d)
+        mu, logvar = mu.double(), logvar.double()
+        inv = torch.exp(-logvar)
+        return inv.T, (mu * inv).T, (mu.pow(2) * inv).sum(-1) + logvar.sum(-1) + mu.shape[-1] * LOG_2PI
+
     def log_prior_top(self, z_top: Tensor) -> Tensor:
         """log p(z_top): N(0, I), or the VampPrior log (1/K) sum_k N(z; mu_k, diag v_k) with (mu_k, log v_k) the
         encoder at u_k; the quadratic forms sum_j (z_j - mu_kj)^2 / v_kj as matrix products, in float64."""
         if self.prior == "standard":
             return standard_normal_log_density(z_top)
-        mu, logvar = self.encode_top(self.pseudo_input_values())  # (K, d)
+        inv_t, mu_inv_t, const = self._vamp_terms()
         zz = z_top.reshape(-1, z_top.shape[-1]).double()
-        mu, logvar = mu.double(), logvar.double()
-        inv = torch.exp(-logvar)
-        quad = zz.pow(2) @ inv.T - 2 * zz @ (mu * inv).T + (mu.pow(2) * inv).sum(-1)
-        log_comp = -0.5 * (quad + logvar.sum(-1) + z_top.shape[-1] * LOG_2PI)  # (N, K)
+        log_comp = -0.5 * (zz.pow(2) @ inv_t - 2 * zz @ mu_inv_t + const)  # (N, K)
         out = torch.logsumexp(log_comp, -1) - math.log(self.pseudo_inputs)
         return out.to(z_top.dtype).reshape(z_top.shape[:-1])
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """LatentVariableModel.frozen, with the VampPrior's component terms computed once for the whole context
+        (the encoder on the K pseudo-inputs is otherwise re-run at every log p(z))."""
+        with super().frozen():
+            if self.prior == "vampprior":
+                with torch.no_grad():
+                    self._vamp_cache = self._vamp_terms()
+            try:
+                yield self
+            finally:
+                self._vamp_cache = None
 
     def sample_top_prior(self, n: int, generator=None) -> Tensor:
         top = self.latent[-1]
