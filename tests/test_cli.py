@@ -257,3 +257,54 @@ def test_geometric_schedule_over_epochs_and_over_the_time_budget(tmp_path, capsy
     code, _, err = run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--schedule", "geometric",
                            "--final-lr-fraction", "0", "--out", tmp_path / "bad", "--quiet")
     assert code == 2 and "final_lr_fraction must be in (0, 1]" in err
+
+
+def test_plateau_schedule_lowers_the_rate_after_stalled_evaluations_and_resumes_the_same(tmp_path, capsys):
+    """--schedule plateau: lr x gamma once the valid NLL has not improved for plateau_patience evaluations in a
+    row (the count restarts after each decay and at each improvement), never below lr x final_lr_fraction; the
+    rates of an interrupted and resumed run are those of the uninterrupted one; the flags are refused where they
+    would do nothing."""
+    import dataclasses
+    import warnings
+
+    import genlearn
+    from genlearn.errors import ConfigError
+    from genlearn.learning.trainer import TrainConfig, Trainer
+    from genlearn.models import ProductBernoulli
+
+    ds = genlearn.load_dataset("digits")
+    cfg = TrainConfig(epochs=5, lr=0.1, optimizer="sgd", batch_size=500, schedule="plateau", gamma=0.5,
+                      plateau_patience=2, final_lr_fraction=0.2, progress=False)
+    trainer = Trainer(ProductBernoulli(ds.n_features), ds, cfg)
+    rates = []
+    for epoch, valid in enumerate([5.0, 4.0, 4.5, 4.6, 4.7, 4.8, 3.9, 4.0, 4.1, 4.2, 4.3, 4.4], start=1):
+        trainer._early_stopping({"epoch": epoch, "valid_nll": valid})
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    expected = [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.025, 0.02, 0.02, 0.02, 0.02]
+    assert rates == pytest.approx(expected, rel=1e-12)
+    with warnings.catch_warnings():  # stepped here without an optimizer step
+        warnings.simplefilter("ignore", UserWarning)
+        trainer.schedule.step()  # the per-epoch step of the schedule keeps the decayed rate
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.02, rel=1e-12)
+    no_valid = dataclasses.replace(ds, valid=None, labels=None)
+    with pytest.raises(ConfigError, match="no validation split"):
+        Trainer(ProductBernoulli(ds.n_features), no_valid, cfg)
+
+    settings = dict(epochs=8, lr=0.8, optimizer="adam", batch_size=64, seed=3, progress=False, schedule="plateau",
+                    gamma=0.5, plateau_patience=1, final_lr_fraction=0.01)
+    full = fit("product-bernoulli", "digits", out=tmp_path / "full", **settings)
+    full_rates = [r["lr"] for r in full.metrics["history"][1:]]
+    assert min(full_rates) < 0.8  # the run did decay
+    with pytest.raises(KeyboardInterrupt):
+        fit("product-bernoulli", "digits", out=tmp_path / "cut", callbacks=[_Interrupt(4)], **settings)
+    code, _, _ = run_cli(capsys, "fit", "--resume", tmp_path / "cut", "--quiet")
+    assert code == 0
+    resumed = load_run(tmp_path / "cut")
+    assert [r["lr"] for r in resumed.metrics["history"][1:]] == full_rates
+    assert torch.equal(resumed.model.logits, full.model.logits)
+    code, _, err = run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--plateau-patience", "3",
+                           "--out", tmp_path / "bad", "--quiet")
+    assert code == 2 and "--plateau-patience applies to --schedule plateau" in err
+    code, _, err = run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--schedule", "plateau",
+                           "--gamma", "1", "--out", tmp_path / "bad", "--quiet")
+    assert code == 2 and "--gamma must be a decay factor in (0, 1) for the plateau schedule" in err

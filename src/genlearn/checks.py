@@ -30,6 +30,8 @@ def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
     check_seed(cfg.seed, "--seed")
     if cfg.schedule in ("exponential", "step") and not (0 < cfg.gamma <= 1):
         raise ConfigError(f"--gamma must be a decay factor in (0, 1] for the {cfg.schedule} schedule, got {cfg.gamma}")
+    if cfg.schedule == "plateau" and not (0 < cfg.gamma < 1):
+        raise ConfigError(f"--gamma must be a decay factor in (0, 1) for the plateau schedule, got {cfg.gamma}")
     given = set(given)
     ignored = []
     if "momentum" in given and cfg.optimizer != "momentum":
@@ -37,14 +39,18 @@ def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
     if "batch_size" in given and cfg.optimizer == "gd":
         ignored.append(("--batch-size", "applies to --optimizer sgd, momentum or adam; gd uses the whole training "
                         "set"))
-    if "gamma" in given and cfg.schedule not in ("exponential", "step"):
-        ignored.append(("--gamma", f"applies to --schedule exponential or step (this fit's schedule is "
+    if "gamma" in given and cfg.schedule not in ("exponential", "step", "plateau"):
+        ignored.append(("--gamma", f"applies to --schedule exponential, step or plateau (this fit's schedule is "
                         f"{cfg.schedule})"))
     if "step_size" in given and cfg.schedule != "step":
         ignored.append(("--step-size", f"applies to --schedule step (this fit's schedule is {cfg.schedule})"))
-    if "final_lr_fraction" in given and cfg.schedule != "geometric":
-        ignored.append(("--final-lr-fraction", f"applies to --schedule geometric (this fit's schedule is "
+    if "final_lr_fraction" in given and cfg.schedule not in ("geometric", "plateau"):
+        ignored.append(("--final-lr-fraction", f"applies to --schedule geometric or plateau (this fit's schedule is "
                         f"{cfg.schedule})"))
+    if "plateau_patience" in given and cfg.schedule != "plateau":
+        ignored.append(("--plateau-patience", f"applies to --schedule plateau (this fit's schedule is "
+                        f"{cfg.schedule})"))
+
     if "monitor_ais_steps" in given and cfg.monitor_ais_steps is not None:
         from genlearn.likelihood import monitors_exactly
 

@@ -23,7 +23,7 @@ from genlearn.learning.interrupt import EpochProgress, Interrupted, StopOnSignal
 from genlearn.options import option
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "lbfgs")
-SCHEDULES = ("constant", "cosine", "exponential", "step", "geometric")
+SCHEDULES = ("constant", "cosine", "exponential", "step", "geometric", "plateau")
 
 
 @dataclass
@@ -33,8 +33,10 @@ class TrainConfig:
     training set; schedule of eps: constant, cosine (to 0 at the last epoch), exponential (x gamma per epoch),
     step (x gamma every step_size epochs), geometric (lr f^p with f = final_lr_fraction and p the progress in
     [0, 1]: the elapsed training time over max_minutes when that is set, else (epoch - 1) / (epochs - 1) for
-    the epoch about to run; equal steps in log lr, from lr to lr f); patience: stop when the valid NLL has not
-    improved for that many epochs and restore the best parameters (None = off); monitor_ais_steps: for energy
+    the epoch about to run; equal steps in log lr, from lr to lr f), plateau (lr x gamma each time the monitored
+    valid NLL has not improved for plateau_patience evaluations in a row, never below lr x final_lr_fraction:
+    the rule of torch's ReduceLROnPlateau, its count kept in the run's state so that resume continues it);
+    patience: stop when the valid NLL has not improved for that many epochs and restore the best parameters (None = off); monitor_ais_steps: for energy
     models too large for an exact log Z (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every
     evaluation by forward AIS with this many temperatures (100 chains; recorded as train_nll_ais / valid_nll_ais
     with the AIS effective sample size; forward AIS under-estimates log Z on average, so these are optimistic;
@@ -65,9 +67,11 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
     schedule: str = option("constant", "learning-rate schedule (geometric: from --lr to --lr x --final-lr-fraction "
                            "in equal log steps, over --max-minutes of training time when given, else over the "
                            "epochs)", choices=SCHEDULES)
-    gamma: float = option(0.99, "decay factor of the exponential/step schedules")
+    gamma: float = option(0.99, "decay factor of the exponential/step/plateau schedules")
     step_size: int = option(10, "epochs between decays of the step schedule", minimum=1)
-    final_lr_fraction: float = option(0.01, "geometric schedule: the last rate over --lr")
+    final_lr_fraction: float = option(0.01, "geometric schedule: the last rate over --lr; plateau: the lowest")
+    plateau_patience: int = option(5, "plateau schedule: evaluations without a better valid NLL before the rate is "
+                                   "multiplied by --gamma", minimum=1)
     patience: int | None = option(None, "early stopping: epochs without a better valid NLL (default off)", minimum=1)
     max_minutes: float | None = option(None, "stop after this much training time, in minutes (default no limit)")
     seed: int = option(0, "random seed; the same seed gives the same run on the same machine")
@@ -105,6 +109,8 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
             raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
         if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0):
             raise ConfigError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
+        if not isinstance(self.plateau_patience, int) or self.plateau_patience < 1:
+            raise ConfigError(f"plateau_patience must be a positive integer, got {self.plateau_patience!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
         if not 0 <= self.momentum < 1:
@@ -176,6 +182,8 @@ class TrainState:
     train_seconds: float = 0.0
     converged: bool | None = None  # under cfg.tol / cfg.rel_tol (None: no tolerance)
     convergence: dict | None = None  # the test, its last value, the epoch it was met
+    lr_factor: float = 1.0  # plateau schedule: the rate over --lr
+    plateau_count: int = 0  # plateau schedule: evaluations without a better valid NLL since the last decay
 
 
 class Trainer:
@@ -222,6 +230,12 @@ class Trainer:
         self.state = TrainState()
         if self.cfg.schedule == "geometric":
             self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._geometric_factor)
+        elif self.cfg.schedule == "plateau":
+            if dataset.valid is None:
+                raise ConfigError("--schedule plateau lowers the rate when the validation NLL stops improving, and "
+                                  "this data set has no validation split; give data with one or choose another "
+                                  "schedule")
+            self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: self.state.lr_factor)
         else:
             self.schedule = make_schedule(self.optimizer, self.cfg)
         self.best_params: dict | None = None
@@ -437,15 +451,31 @@ class Trainer:
     def _early_stopping(self, rec: dict) -> None:
         valid = next((rec[k] for k in ("valid_nll", "valid_nll_member", "valid_nll_ais", "valid_nll_is",
                                        "valid_neg_elbo") if rec.get(k) is not None), None)
-        if (self.cfg.patience is None and not self.cfg.keep_best) or valid is None:
+        if (self.cfg.patience is None and not self.cfg.keep_best and self.cfg.schedule != "plateau") or valid is None:
             return
         if self.state.best_valid is None or valid < self.state.best_valid - 1e-9:
             self.state.best_valid, self.state.best_epoch, self.state.bad_epochs = valid, rec["epoch"], 0
+            self.state.plateau_count = 0
             self.best_params = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
             self.state.bad_epochs += 1
+            self._plateau_decay(rec)
             if self.cfg.patience is not None and self.state.bad_epochs >= self.cfg.patience:
                 self.state.stopped_early = True
+
+    def _plateau_decay(self, rec: dict) -> None:
+        """Plateau schedule: after plateau_patience evaluations in a row without a better valid NLL, lr <- lr x
+        gamma (not below lr x final_lr_fraction), from the next epoch on; the new rate goes in the record."""
+        if self.cfg.schedule != "plateau":
+            return
+        self.state.plateau_count += 1
+        floor = self.cfg.final_lr_fraction
+        if self.state.plateau_count >= self.cfg.plateau_patience and self.state.lr_factor > floor:
+            self.state.lr_factor = max(self.state.lr_factor * self.cfg.gamma, floor)
+            self.state.plateau_count = 0
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.lr * self.state.lr_factor
+            rec["lr_decayed_to"] = self.cfg.lr * self.state.lr_factor
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def checkpoint_tensors(self) -> tuple[dict, dict]:
