@@ -36,8 +36,9 @@ class TrainConfig:
     the epoch about to run; equal steps in log lr, from lr to lr f), plateau (lr x gamma each time the monitored
     valid NLL has not improved for plateau_patience evaluations in a row, never below lr x final_lr_fraction:
     the rule of torch's ReduceLROnPlateau, its count kept in the run's state so that resume continues it);
-    patience: stop when the valid NLL has not improved for that many epochs and restore the best parameters (None = off); monitor_ais_steps: for energy
-    models too large for an exact log Z (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every
+    patience: stop when the valid NLL has not improved for that many evaluations (epochs when eval_every = 1) and
+    restore the best parameters (None = off); monitor_ais_steps: for energy models too large for an exact log Z
+    (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every
     evaluation by forward AIS with this many temperatures (100 chains; recorded as train_nll_ais / valid_nll_ais
     with the AIS effective sample size; forward AIS under-estimates log Z on average, so these are optimistic;
     None = off); monitor_ensemble: an ensemble of K members (MADE masks, NADE orderings) is monitored through
