@@ -59,7 +59,8 @@ def test_fit_recipe_records_the_recipe_and_the_overrides(tmp_path, capsys):
                "--quiet", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["recipe"] == {"name": "fvsbn", "overrides": {"epochs": 2, "order": "random", "data": "digits"}}
+    assert metrics["recipe"] == {"name": "fvsbn", "overrides": {"epochs": 2, "order": "random", "data": "digits"},
+                                 "evaluation": {}}
     assert metrics["train_config"]["epochs"] == 2 and metrics["epochs_run"] == 2
     assert metrics["train_config"]["optimizer"] == "adam" and metrics["train_config"]["gamma"] == 0.99  # recipe
     assert metrics["model_config"]["order"] == "random"
@@ -67,24 +68,38 @@ def test_fit_recipe_records_the_recipe_and_the_overrides(tmp_path, capsys):
 
 
 def test_resuming_a_recipe_run_keeps_its_evaluation_settings(tmp_path, capsys):
-    """hvae-vampprior evaluates with 1,000 importance samples on test and 20 on train/valid (not the defaults 5,000
-    and 100): a run resumed with `genlearn fit --resume DIR` (no evaluation flags) is evaluated the same way, and
-    an evaluation flag given at the first fit stays recorded as an override and is kept too."""
+    """hvae-vampprior evaluates with 20 importance samples on train/valid (not the default 100): a run resumed with
+    `genlearn fit --resume DIR` (no evaluation flags) is evaluated the same way; an evaluation flag given at the
+    first fit stays recorded as an override and is kept too; and a recipe given as a file path keeps its
+    [evaluation] table on resume even after the file is gone (the run records the table)."""
     out = tmp_path / "run"
     small = ["--data", "digits", "--hidden", "8", "--pseudo-inputs", "10", "--warmup-epochs", "0", "--quiet"]
     rc = main(["fit", "--recipe", "hvae-vampprior", "--epochs", "1", *small, "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     first = json.loads((out / "metrics.json").read_text())
-    assert (first["test_iw_samples"], first["train_iw_samples"]) == (1000, 20)
+    assert (first["test_iw_samples"], first["train_iw_samples"]) == (5000, 20)
     assert main(["fit", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0, capsys.readouterr().err
     again = json.loads((out / "metrics.json").read_text())
-    assert again["epochs_run"] == 2 and (again["test_iw_samples"], again["train_iw_samples"]) == (1000, 20)
+    assert again["epochs_run"] == 2 and (again["test_iw_samples"], again["train_iw_samples"]) == (5000, 20)
     out2 = tmp_path / "run2"
     rc = main(["fit", "--recipe", "hvae-vampprior", "--epochs", "1", *small, "--eval-iw-samples", "7",
                "--out", str(out2)])
     assert rc == 0, capsys.readouterr().err
     assert main(["fit", "--resume", str(out2), "--epochs", "2", "--quiet"]) == 0, capsys.readouterr().err
     assert json.loads((out2 / "metrics.json").read_text())["test_iw_samples"] == 7
+    recipe_file = tmp_path / "my-vae.toml"
+    from genlearn.recipes import _files
+
+    text = _files()["hvae-vampprior"].read_text()
+    recipe_file.write_text(text.replace("iw_samples = 5000", "iw_samples = 30"))
+    out3 = tmp_path / "run3"
+    rc = main(["fit", "--recipe", str(recipe_file), "--epochs", "1", *small, "--out", str(out3)])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((out3 / "metrics.json").read_text())["test_iw_samples"] == 30
+    recipe_file.unlink()
+    assert main(["fit", "--resume", str(out3), "--epochs", "2", "--quiet"]) == 0, capsys.readouterr().err
+    resumed = json.loads((out3 / "metrics.json").read_text())
+    assert (resumed["test_iw_samples"], resumed["train_iw_samples"]) == (30, 20)
 
 
 def test_fit_recipe_rejects_a_family_other_than_its_own(tmp_path, capsys):

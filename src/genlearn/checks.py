@@ -394,7 +394,8 @@ __all__ = ["DEPENDENT_OPTIONS", "OPTIMIZER_FLAGS", "PARTITION_OPTIONS", "as_data
 
 def check_fit_paths(out=None, data_dir=None, callbacks=None, recipe=None) -> None:
     """genlearn.fit's other arguments by type: `out` and `data_dir` paths (str or os.PathLike), `callbacks` a list
-    of callables f(trainer, record), `recipe` a dict {"name", "overrides"}; one ConfigError naming the argument."""
+    of callables f(trainer, record), `recipe` a dict {"name", "overrides", "evaluation"}; one ConfigError naming the
+    argument."""
     from genlearn.validate import check_path_argument
 
     for name, value in (("out", out), ("data_dir", data_dir)):

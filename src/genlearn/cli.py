@@ -333,7 +333,8 @@ def _fit_recipe(args, family, train: dict, model_options: dict, progress: bool) 
     out = getattr(args, "out", None) or f"runs/{recipe.name}"
     run = fit(recipe.model, data or recipe.data, out=out, overwrite=getattr(args, "overwrite", False),
               data_dir=getattr(args, "data_dir", None), partition=partition, partition_options=partition_options,
-              progress=progress, recipe={"name": recipe.name, "overrides": overrides},
+              progress=progress, recipe={"name": recipe.name, "overrides": overrides,
+                                         "evaluation": dict(recipe.evaluation)},
               callbacks=_callbacks(args, progress),
               device=getattr(args, "device", None), **recipe.fit_kwargs({**train, **model_options}))
     return _report_fit(run, args)

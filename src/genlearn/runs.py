@@ -124,13 +124,13 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     instance pass `rule` (a LearningRule, a rule name, or (name, settings); default: the rule its family learns
     with under default options, e.g. CD-1 for an RBM, else "maximum-likelihood").
     `partition` / `partition_options` say how log Z of an energy model is obtained
-    for the final metrics (auto = exact when enumerable, else AIS; e.g. {"steps": 100000}). With `out`, the run
-    is checkpointed there every epoch; `resume=True` continues the run in `out` exactly where it stopped (pass
-    a larger `epochs` to train longer). `recipe` ({"name", "overrides"}) is recorded in the run when the settings
-    came from a recipe (genlearn.recipes). A resumed run continues with the rule recorded in its checkpoint, and a
-    resumed recipe run is evaluated as its recipe says (`recipe_evaluation`) unless partition / partition_options
-    are given. `data_spec`: the spec recorded in the run when `data` is a Dataset loaded from one (so that
-    `genlearn eval DIR` can reload it)."""
+    for the final metrics (auto = exact when enumerable, else AIS; e.g. {"steps": 100000}). With `out`, the run is
+    checkpointed there every epoch; `resume=True` continues the run in `out` exactly where it stopped (pass a larger
+    `epochs` to train longer). `recipe` ({"name", "overrides", "evaluation"}) is recorded in the run when the
+    settings came from a recipe (genlearn.recipes). A resumed run continues with the rule recorded in its
+    checkpoint, and a resumed recipe run is evaluated as its recipe says (`recipe_evaluation`) unless partition /
+    partition_options are given. `data_spec`: the spec recorded in the run when `data` is a Dataset loaded from one
+    (so that `genlearn eval DIR` can reload it)."""
     t_start = time.perf_counter()
     train_kwargs, model_options = _split_kwargs(kwargs)
     # `device`: auto, cpu, cuda, cuda:N, mps (learning.devices); launched by torchrun with several processes the
@@ -235,15 +235,19 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
 
 
 def recipe_evaluation(recorded: dict) -> tuple[str, dict]:
-    """(partition, partition_options) of a recipe run's final likelihood: the recipe's [evaluation] table with the
-    evaluation overrides recorded in the run ({"name", "overrides"}); ("auto", {}) when the recipe is no longer
-    shipped."""
+    """(partition, partition_options) of a recipe run's final likelihood: the recipe's [evaluation] table as the
+    run recorded it at its first fit ({"name", "overrides", "evaluation"}: a recipe given as a file path is found
+    again without the file), with the recorded evaluation overrides. Runs recorded before the table was: the
+    shipped recipe of that name, else ("auto", {})."""
     from genlearn.recipes import load_recipe
 
-    try:
-        evaluation = dict(load_recipe(recorded["name"]).evaluation)
-    except ConfigError:
-        evaluation = {}
+    if isinstance(recorded.get("evaluation"), dict):
+        evaluation = dict(recorded["evaluation"])
+    else:
+        try:
+            evaluation = dict(load_recipe(recorded["name"]).evaluation)
+        except ConfigError:
+            evaluation = {}
     evaluation.update((recorded.get("overrides") or {}).get("evaluation") or {})
     return evaluation.pop("partition", "auto"), evaluation
 
