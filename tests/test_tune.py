@@ -323,6 +323,10 @@ def test_every_declared_space_is_valid():
                 assert p.low <= base[f"{family}:{name}"] <= p.high
             elif p.kind == "choice":
                 assert base[f"{family}:{name}"] in p.choices
+            elif p.kind == "one_of":
+                assert base[f"{family}:{name}"] in p.labels()
+    # nade's baseline keeps its own defaults: one fixed ordering
+    assert _baseline("nade", spaces["nade"])["nade:ordering"] == "order=fixed"
 
 
 def test_space_toml_kinds():
@@ -334,6 +338,53 @@ def test_space_toml_kinds():
     assert space["batch_size"] == ss.fixed(100)
     with pytest.raises(ConfigError, match="a range is"):
         ss.space_from_toml("[nade]\nhidden = {low = 1}\n")
+
+
+def test_option_sets_from_toml_and_their_checks():
+    from genlearn.tune import family_spaces
+
+    space = ss.space_from_toml('[nade]\nvariant = [{order = "fixed"}, {order_agnostic = true, orderings = 4}]\n')
+    p = space["nade"]["variant"]
+    assert p == ss.one_of({"order": "fixed"}, {"order_agnostic": True, "orderings": 4})
+    assert p.labels() == ["order=fixed", "order_agnostic=True, orderings=4"]
+    assert p.chosen("order_agnostic=True, orderings=4") == {"order_agnostic": True, "orderings": 4}
+    # the user's sets replace the declared ones that touch the same settings
+    merged = family_spaces(["nade"], space)["nade"]
+    assert "ordering" not in merged and merged["variant"] == p
+    merged = family_spaces(["nade"], {"nade": {"order": ss.fixed("random")}})["nade"]
+    assert "ordering" not in merged and merged["order"] == ss.fixed("random")
+    assert family_spaces(["nade"])["nade"]["ordering"].kind == "one_of"
+    bad = [({"variant": ss.one_of({"order": "fixed"}), "order": ss.choice("fixed", "random")}, "set both"),
+           ({"variant": ss.one_of({"ordr": "fixed"})}, "'ordr' is neither"),
+           ({"variant": ss.one_of({"orderings": 0})}, "--orderings must be >= 1"),
+           ({"order": ss.one_of({"order_agnostic": True})}, "is an option"),
+           ({"variant": ss.one_of({"order": "fixed"}, {"order": "fixed"})}, "twice"),
+           ({"variant": ss.one_of({})}, "at least one setting")]
+    for entries, words in bad:
+        with pytest.raises(ConfigError, match=words):
+            family_spaces(["nade"], {"nade": entries})
+    with pytest.raises(ConfigError, match="not both"):
+        ss.space_from_toml('[nade]\nvariant = [{order = "fixed"}, "random"]\n')
+
+
+def test_a_search_over_option_sets_gives_each_trial_one_whole_set(tmp_path):
+    pytest.importorskip("optuna")
+    from genlearn.tune import tune
+
+    _, train, valid, test = mixture_splits(sizes=(300, 100, 100))
+    ds = Dataset(name="mixture3", kind="binary", train=train, valid=valid, test=test)
+    sets = ss.one_of({"order": "fixed"}, {"order_agnostic": True, "orderings": 3})
+    result = tune(ds, out=tmp_path / "t", families="nade", trials=4, epochs=3, patience=3, trial_minutes=1.0,
+                  seed=0, space={"nade": {"variant": sets, "hidden": ss.fixed(8)}}, log=lambda line: None)
+    rows = result.summary["trials"]
+    assert result.summary["n_failed"] == 0 and len(rows) == 4
+    import json
+
+    configs = [json.loads((tmp_path / "t" / t["run"] / "metrics.json").read_text())["model_config"] for t in rows]
+    chosen = {(c["order_agnostic"], c["orderings"]) for c in configs}
+    assert chosen <= {(False, 1), (True, 3)} and (False, 1) in chosen  # the baseline keeps nade's defaults
+    assert result.summary["space"]["nade"]["variant"] == {"kind": "one_of", "choices": [
+        {"order": "fixed"}, {"order_agnostic": True, "orderings": 3}]}
 
 
 def test_recipe_loader_takes_a_file(tmp_path):

@@ -6,6 +6,9 @@ A family's `ModelSpec.search_space` maps a setting to a `Param`; a setting is on
     integer(low, high, log=False)   an int in [low, high] (log: uniform in log, for sizes)
     real(low, high, log=False)      a float in [low, high] (log: for rates and penalties)
     choice(a, b, ...)               one of the values (numbers, strings, booleans)
+    one_of({..}, {..}, ...)         one of several sets of settings, for settings that only make sense together
+                                    (e.g. {order = "fixed"} or {order_agnostic = true, orderings = 32}); its
+                                    name is a label, not an option
     fixed(value)                    not searched; given to every trial of the family
 
 `check_space` validates a space against the family's config and TrainConfig with their own converters, so a
@@ -14,6 +17,7 @@ got 0`). A user's space (TOML, `genlearn tune --space FILE`) is read by `space_f
     [nade]
     hidden = {low = 16, high = 256, log = true}   # integer when both bounds are integers, else real
     activation = ["relu", "sigmoid"]              # a list: a choice
+    ordering = [{order = "fixed"}, {order_agnostic = true, orderings = 32}]   # a list of tables: one_of
     batch_size = 100                              # a scalar: fixed
 This module imports no optimiser library: `genlearn.tune` turns a space into Optuna's suggestions."""
 from __future__ import annotations
@@ -25,13 +29,13 @@ from dataclasses import dataclass
 from genlearn import options
 from genlearn.errors import ConfigError
 
-KINDS = ("int", "float", "choice", "fixed")
+KINDS = ("int", "float", "choice", "one_of", "fixed")
 
 
 @dataclass(frozen=True)
 class Param:
-    """One searched setting: kind int/float with low, high (inclusive) and log; choice with choices; fixed with
-    value."""
+    """One searched setting: kind int/float with low, high (inclusive) and log; choice with choices; one_of with
+    choices, each a tuple of (setting, value) pairs; fixed with value."""
 
     kind: str
     low: float | None = None
@@ -45,7 +49,26 @@ class Param:
             return {"kind": self.kind, "low": self.low, "high": self.high, "log": self.log}
         if self.kind == "choice":
             return {"kind": "choice", "choices": list(self.choices)}
+        if self.kind == "one_of":
+            return {"kind": "one_of", "choices": [dict(c) for c in self.choices]}
         return {"kind": "fixed", "value": self.value}
+
+    def settings(self) -> set[str]:
+        """The options a one_of entry sets (empty for the other kinds, whose name is the option they set)."""
+        return {k for c in self.choices for k, _ in c} if self.kind == "one_of" else set()
+
+    def labels(self) -> list[str]:
+        """one_of: one label per set of settings, e.g. "order_agnostic=True, orderings=32" (what the optimiser
+        chooses among and the trials table shows)."""
+        return [option_set_label(c) for c in self.choices]
+
+    def chosen(self, label: str) -> dict:
+        """one_of: the settings of the set whose label is `label`."""
+        return dict(self.choices[self.labels().index(label)])
+
+
+def option_set_label(pairs) -> str:
+    return ", ".join(f"{k}={v}" for k, v in pairs)
 
 
 def integer(low: int, high: int, log: bool = False) -> Param:
@@ -58,6 +81,11 @@ def real(low: float, high: float, log: bool = False) -> Param:
 
 def choice(*values) -> Param:
     return Param("choice", choices=tuple(values))
+
+
+def one_of(*option_sets: dict) -> Param:
+    """One of several sets of settings ({setting: value} each), searched as one categorical choice."""
+    return Param("one_of", choices=tuple(tuple(dict(o).items()) for o in option_sets))
 
 
 def fixed(value) -> Param:
@@ -82,8 +110,11 @@ def check_space(space: dict, family_config, train_config, family: str) -> dict:
     train = {f.name for f in dataclasses.fields(train_config)}
     for name, p in space.items():
         if not isinstance(p, Param) or p.kind not in KINDS:
-            raise ConfigError(f"{where}: {name} must be a search_space Param (integer, real, choice, fixed), "
-                              f"got {p!r}")
+            raise ConfigError(f"{where}: {name} must be a search_space Param (integer, real, choice, one_of, "
+                              f"fixed), got {p!r}")
+        if p.kind == "one_of":
+            _check_option_sets(space, name, p, family_config, train_config, fam | train, where)
+            continue
         if name in fam:
             cls = family_config
         elif name in train:
@@ -109,9 +140,32 @@ def check_space(space: dict, family_config, train_config, family: str) -> dict:
     return space
 
 
+def _check_option_sets(space: dict, name: str, p: Param, family_config, train_config, known: set, where: str):
+    """A one_of entry: a label that is no option, at least one non-empty set, distinct sets, every setting an
+    option with a valid value, and no setting also searched by another entry of the space."""
+    if name in known:
+        raise ConfigError(f"{where}: {name} is an option, so it cannot name a list of option sets; give the sets "
+                          "another name (e.g. variant = [{...}, {...}])")
+    if not p.choices or not all(p.choices):
+        raise ConfigError(f"{where}: {name} needs at least one set of settings, each with at least one setting")
+    if len(set(p.labels())) != len(p.choices):
+        raise ConfigError(f"{where}: {name} lists the same set of settings twice")
+    fam = {f.name for f in dataclasses.fields(family_config)}
+    for key, value in (kv for c in p.choices for kv in c):
+        if key not in known:
+            raise ConfigError(f"{where}: {name}: {key!r} is neither an option of the family nor a training setting "
+                              f"(known: {', '.join(sorted(known))})")
+        _check_values(family_config if key in fam else train_config, key, (value,), f"{where}: {name}")
+    for other, q in space.items():
+        both = (p.settings() & ({other} if q.kind != "one_of" else q.settings())) if other != name else set()
+        if both:
+            raise ConfigError(f"{where}: {', '.join(sorted(both))} is set both by {name} and by {other}; "
+                              "keep it in one of them")
+
+
 def param_from_toml(value, where: str) -> Param:
-    """A TOML value as a Param: {low, high[, log]} a range (integer when both bounds are integers), a list a
-    choice, a scalar fixed."""
+    """A TOML value as a Param: {low, high[, log]} a range (integer when both bounds are integers), a list of
+    tables one_of, a list a choice, a scalar fixed."""
     if isinstance(value, dict):
         unknown = set(value) - {"low", "high", "log"}
         if unknown or not {"low", "high"} <= set(value):
@@ -126,7 +180,11 @@ def param_from_toml(value, where: str) -> Param:
             return integer(low, high, log)
         return real(low, high, log)
     if isinstance(value, list):
-        return choice(*value)
+        tables = [isinstance(v, dict) for v in value]
+        if any(tables) and not all(tables):
+            raise ConfigError(f"{where}: a list is either values (a choice) or tables of settings (one of them), "
+                              f"not both; got {value!r}")
+        return one_of(*value) if value and all(tables) else choice(*value)
     return fixed(value)
 
 
@@ -146,5 +204,5 @@ def space_from_toml(text: str, source: str = "the search space") -> dict[str, di
     return out
 
 
-__all__ = ["KINDS", "Param", "check_space", "choice", "fixed", "integer", "param_from_toml", "real",
-           "space_from_toml"]
+__all__ = ["KINDS", "Param", "check_space", "choice", "fixed", "integer", "one_of", "option_set_label",
+           "param_from_toml", "real", "space_from_toml"]

@@ -104,7 +104,11 @@ def family_spaces(families, space: dict | None = None) -> dict[str, dict[str, ss
     out = {}
     for family in families:
         spec = get_spec(family)
-        merged = {**spec.search_space, **space.get(family, {})}
+        mine = space.get(family, {})
+        mine_sets = set(mine) | {k for p in mine.values() for k in p.settings()}
+        # a declared one_of entry gives way to the user's entries that set any of its settings
+        declared = {k: p for k, p in spec.search_space.items() if k in mine or not (p.settings() & mine_sets)}
+        merged = {**declared, **mine}
         out[family] = ss.check_space(merged, spec.config, TrainConfig, family)
     return out
 
@@ -120,7 +124,21 @@ def _suggest(trial, name: str, p: ss.Param):
         return trial.suggest_float(name, float(p.low), float(p.high), log=p.log)
     if p.kind == "choice":
         return trial.suggest_categorical(name, list(p.choices))
+    if p.kind == "one_of":
+        return p.chosen(trial.suggest_categorical(name, p.labels()))
     return p.value
+
+
+def _suggest_all(trial, family: str, space: dict) -> dict:
+    """{setting: value} of one trial: each entry suggested; a one_of entry contributes its chosen settings."""
+    values = {}
+    for name, p in space.items():
+        value = _suggest(trial, _pname(family, name), p)
+        if p.kind == "one_of":
+            values.update(value)
+        else:
+            values[name] = value
+    return values
 
 
 def _baseline(family: str, space: dict) -> dict:
@@ -135,9 +153,7 @@ def _baseline(family: str, space: dict) -> dict:
     fields.update(spec.train_defaults)
     params = {"family": family}
     for name, p in space.items():
-        default = fields.get(name)
-        if isinstance(default, tuple) and len(default) == 1:
-            default = default[0]
+        default = _unwrap(fields.get(name))
         if p.kind in ("int", "float"):
             if isinstance(default, (int, float)) and not isinstance(default, bool) and p.low <= default <= p.high:
                 value = default
@@ -146,7 +162,14 @@ def _baseline(family: str, space: dict) -> dict:
             params[_pname(family, name)] = int(round(value)) if p.kind == "int" else float(value)
         elif p.kind == "choice":
             params[_pname(family, name)] = default if default in p.choices else p.choices[0]
+        elif p.kind == "one_of":  # the set that keeps the family's defaults, else the first
+            keeps = [c for c in p.choices if all(_unwrap(fields.get(k)) == v for k, v in c)]
+            params[_pname(family, name)] = ss.option_set_label((keeps or p.choices)[0])
     return params
+
+
+def _unwrap(value):
+    return value[0] if isinstance(value, tuple) and len(value) == 1 else value
 
 
 def _describe_space(spaces: dict) -> dict:
@@ -422,7 +445,7 @@ def _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, o
         trial.set_user_attr("surplus", True)
         raise _Surplus(f"trial {trial.number}: the study already holds {settings['trials']} trials")
     family = trial.suggest_categorical("family", list(spaces))
-    values = {name: _suggest(trial, _pname(family, name), p) for name, p in spaces[family].items()}
+    values = _suggest_all(trial, family, spaces[family])
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     train = {"epochs": settings["epochs"], "patience": settings["patience"], "keep_best": True,
              "seed": trial.number, "max_minutes": settings["trial_minutes"], "progress": False}

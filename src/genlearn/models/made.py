@@ -268,7 +268,7 @@ register_model(ModelSpec(
     # one mask, or a small ensemble of random orderings and masks (trained with mask sampling). Larger ensembles
     # (64-256 masks) are a space file away (benchmarks/spaces/made_masks_64_256.toml: dna 79.73 against 81.23);
     # in the preset they cost a pass per mask at every validation and did not help (dna 82.42, uci_tune.json)
-    search_space={"hidden": ss.integer(32, 1024, log=True), "masks": ss.choice(1, 4, 16),
+    search_space={"hidden": ss.integer(32, 1024, log=True), "masks": ss.choice(1, 4, 16, 64, 256),
                   "order": ss.choice("fixed", "random"), "activation": ss.choice("relu", "tanh"),
                   "lr": ss.real(1e-4, 1e-2, log=True), "batch_size": ss.choice(16, 32, 64, 128),
                   "weight_decay": ss.choice(0.0, 1e-6, 1e-5, 1e-4, 1e-3),

@@ -423,7 +423,10 @@ register_model(ModelSpec(
     "nade", NADE, "neural autoregressive distribution estimator (fixed order or order-agnostic ensembles)",
     ("binary",), _build, NADEConfig, train_defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 100},
     search_space={"hidden": ss.integer(16, 512, log=True), "activation": ss.choice("relu", "sigmoid", "tanh"),
-                  "order": ss.choice("fixed", "random"), "lr": ss.real(1e-4, 1e-2, log=True),
+                  # one ordering (fixed or random), or an order-agnostic ensemble of 32 (Uria et al. 2014)
+                  "ordering": ss.one_of({"order": "fixed"}, {"order": "random"},
+                                        {"order_agnostic": True, "orderings": 32}),
+                  "lr": ss.real(1e-4, 1e-2, log=True),
                   "batch_size": ss.choice(16, 32, 64, 128), "weight_decay": ss.choice(0.0, 1e-6, 1e-5, 1e-4, 1e-3),
                   "schedule": ss.choice("constant", "geometric")},
 ))
