@@ -387,6 +387,27 @@ def test_a_search_over_option_sets_gives_each_trial_one_whole_set(tmp_path):
         {"order": "fixed"}, {"order_agnostic": True, "orderings": 3}]}
 
 
+def test_a_trial_stops_when_its_wall_time_is_spent_even_with_training_time_left(tmp_path, monkeypatch):
+    """The trial's clock (monitoring included) runs 20 s per reading here, while its training takes milliseconds:
+    the trial ends after a few epochs with its best parameters, out of time, not pruned or failed."""
+    pytest.importorskip("optuna")
+    import json
+
+    from genlearn import tune as tune_module
+
+    ticks = iter(range(0, 10**6, 20))
+    monkeypatch.setattr(tune_module, "_clock", lambda: float(next(ticks)))
+    _, train, valid, test = mixture_splits(sizes=(300, 100, 100))
+    ds = Dataset(name="mixture3", kind="binary", train=train, valid=valid, test=test)
+    result = tune_module.tune(ds, out=tmp_path / "t", families="fvsbn", trials=1, epochs=10_000, patience=10_000,
+                              trial_minutes=1.0, seed=0, prune=False, log=lambda line: None)
+    row = result.summary["trials"][0]
+    metrics = json.loads((tmp_path / "t" / row["run"] / "metrics.json").read_text())
+    assert row["state"] == "complete" and metrics["out_of_time"] is True
+    assert metrics["epochs_run"] == 3  # readings at 20, 40, 60 s after the start: 60 s is the trial's minute
+    assert metrics["train_seconds"] < 60.0
+
+
 def test_recipe_loader_takes_a_file(tmp_path):
     from genlearn.recipes import load_recipe
 

@@ -309,8 +309,9 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
     data: a spec ("adult", "PATH/nltcs", "PATH/nltcs.train.data", an npz with train/valid/test) or a Dataset
     with a valid split. families: names or "a,b,c" (default: the preset's). trials: the study's total number of
     finished (complete or pruned) trials, over every worker and re-run. budget_minutes: wall time of this call
-    after which no new trial starts (and which caps each trial's training time). trial_minutes / epochs /
-    patience: each trial's training budget. space: {family: {setting: Param}} on top of the declared spaces.
+    after which no new trial starts (and which caps each trial's training time). trial_minutes: each trial's
+    training time, and its wall time with the monitoring (checked after every epoch); epochs / patience: its
+    other bounds. space: {family: {setting: Param}} on top of the declared spaces.
     storage: an Optuna database URL (default sqlite:///OUT/study.db). seed: the TPE sampler's seed (give
     different workers different seeds). log: a function of one string for progress lines (None: silent)."""
     optuna = _optuna()
@@ -461,6 +462,10 @@ def _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, o
     trial.set_user_attr("train", opts_json({k: v for k, v in train.items() if k != "progress"}))
 
     def report(trainer, rec):
+        if _clock() - t0 >= 60.0 * train["max_minutes"]:
+            # the trial's wall time (training and monitoring) is spent: the trainer stops after this epoch, as
+            # at the end of its training-time budget (an exact evaluation can cost far more than an epoch)
+            trainer.state.out_of_time = True
         value = next((rec[k] for k in MONITORED_VALID if rec.get(k) is not None), None)
         if value is None or not math.isfinite(value):
             return
@@ -469,13 +474,13 @@ def _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, o
             trial.set_user_attr("pruned_at_epoch", int(rec["epoch"]))
             raise optuna.TrialPruned(f"pruned at epoch {rec['epoch']}: valid NLL {value:.4f}")
 
-    t0 = time.perf_counter()
+    t0 = _clock()
     try:
         run = fit(family, search, out=run_dir, overwrite=True, data_spec=spec, data_dir=data_dir,
                   callbacks=[report], plots=False, **train, **model_options)
     except optuna.TrialPruned:
         say(f"trial {trial.number:4d} {family:18s} pruned at epoch {trial.user_attrs.get('pruned_at_epoch')} "
-            f"({time.perf_counter() - t0:.0f} s)")
+            f"({_clock() - t0:.0f} s)")
         raise
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
@@ -493,8 +498,13 @@ def _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, o
     if valid is None or not math.isfinite(valid):
         raise GenlearnError(f"trial {trial.number}: no finite valid NLL ({m.get('valid_nll_method')})")
     say(f"trial {trial.number:4d} {family:18s} valid NLL {valid:.4f} ({m.get('epochs_run')} epochs, "
-        f"{time.perf_counter() - t0:.0f} s)")
+        f"{_clock() - t0:.0f} s)")
     return float(valid)
+
+
+def _clock() -> float:
+    """Seconds (time.perf_counter), the clock of a trial's wall-time budget."""
+    return time.perf_counter()
 
 
 def _worker() -> str:
@@ -659,7 +669,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"(default {DEFAULTS.trials}; uci {PRESETS['uci'].trials})")
     p.add_argument("--budget-minutes", metavar="M", help="wall time of this worker after which no trial starts "
                    "(default none)")
-    p.add_argument("--trial-minutes", metavar="M", help="training time of one trial (default "
+    p.add_argument("--trial-minutes", metavar="M", help="time of one trial: its training, and its wall time "
+                   "with the monitoring (default "
                    f"{DEFAULTS.trial_minutes:g}; uci {PRESETS['uci'].trial_minutes:g})")
     p.add_argument("--epochs", metavar="N", help=f"epochs of one trial (default {DEFAULTS.epochs}; uci: "
                    "bounded by --trial-minutes)")
