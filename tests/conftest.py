@@ -18,6 +18,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def bfloat16_honoured(monkeypatch):
+    """Declares the CPU bfloat16-capable, so that an explicit matmul_precision="bfloat16" runs bfloat16 products
+    even where they are emulated (AVX2: it would resolve to float32 with a warning): for the tests of those
+    products' numbers, not their speed."""
+    from genlearn import precision
+
+    monkeypatch.setattr(precision, "bf16_capable", lambda device_type="cpu": True)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -3,6 +3,7 @@ property), a naive per-dimension NADE, enumeration of all orderings, and a known
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,6 +162,7 @@ def test_stratified_fractions_hold_one_per_stratum_and_are_each_uniform():
     lambda precision: MADE(30, [40, 40], masks=3, order="random", seed=3, matmul_precision=precision),
     lambda precision: MADE(30, 40, seed=3, matmul_precision=precision),
 ], ids=["oa-nade", "made-masks", "made-direct"])
+@pytest.mark.usefixtures("bfloat16_honoured")
 def test_bfloat16_training_products_give_nearly_the_same_loss_and_gradients(make):
     """matmul_precision="bfloat16" rounds the products' operands to 8 significant bits: with the same
     observed sets (NADE) or mask (MADE), the loss and the gradients stay within ~1-3% of full precision;
@@ -382,6 +384,44 @@ def test_nade_compiled_kernel_equals_the_torch_pass(activation, order_agnostic):
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-10, rtol=0), name
+
+
+def test_rational_tanh_is_within_float32_rounding_of_tanh():
+    """The kernels' float32 tanh: |error| <= 3.8e-8 (a float32 ulp below 1 is 6.0e-8) on a dense grid across
+    the clamp, odd, saturating, and NaN stays NaN."""
+    from genlearn.models.nade_kernels import tanh_rational
+
+    x = np.concatenate([np.linspace(-12, 12, 400_001), np.geomspace(1e-30, 1, 1000)])
+    err = np.abs(tanh_rational(x) - np.tanh(x))
+    assert err.max() <= 3.8e-8
+    small = np.geomspace(1e-30, 1e-3, 200)
+    assert np.allclose(tanh_rational(small), np.tanh(small), rtol=1e-8, atol=0)   # relative precision near 0
+    assert np.array_equal(tanh_rational(-x), -tanh_rational(x))
+    assert abs(tanh_rational(40.0) - 1) < 3.8e-8 and np.isnan(tanh_rational(np.nan))
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("order_agnostic", [False, True])
+def test_nade_float32_kernel_with_rational_activations_equals_the_float64_pass(activation, order_agnostic):
+    """In float32 the kernels evaluate tanh/sigmoid by the rational approximation: log-likelihoods and gradients
+    stay within float32 rounding of the float64 torch pass (37 hidden units: SIMD lanes and their remainder)."""
+    pytest.importorskip("numba")
+    x = torch.bernoulli(torch.full((16, 23), 0.3, dtype=torch.float64), generator=torch.Generator().manual_seed(5))
+    model = randomize(NADE(23, 37, activation=activation, order="random", order_agnostic=order_agnostic,
+                           seed=2), 6, 1.5).double()
+    model.kernel = "torch"
+    ref = model.log_prob_ordering(x, 0)
+    ref.sum().backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.float()
+    model.kernel = "numba"
+    lp = model.log_prob_ordering(x.float(), 0)
+    lp.sum().backward()
+    assert torch.allclose(lp.double(), ref, atol=2e-5, rtol=1e-6)
+    for name, g in ref_grads.items():
+        got = dict(model.named_parameters())[name].grad.double()
+        assert torch.allclose(got, g, atol=2e-5 * g.abs().max().item(), rtol=0), name
 
 
 def test_made_runs_saved_before_the_direct_connection_still_load():

@@ -348,6 +348,7 @@ def test_trainer_monitors_an_intractable_rbm_by_ais_close_to_the_exact_nll():
 
 
 @pytest.mark.parametrize("persistent,calls", [(False, 3), (True, 1)])
+@pytest.mark.usefixtures("bfloat16_honoured")
 def test_bfloat16_products_stay_within_their_rounding_of_full_precision(persistent, calls):
     """matmul_precision="bfloat16" against full precision from the same parameters and uniforms (CD-1, PCD-1):
     the products' operands and outputs are rounded to 8 significant bits (2^-9 relative), so a few samples flip
@@ -378,6 +379,7 @@ def test_bfloat16_products_stay_within_their_rounding_of_full_precision(persiste
     assert rule_low.settings()["matmul_precision"] == "bfloat16" and rebuilt.config.matmul_precision == "bfloat16"
 
 
+@pytest.mark.usefixtures("bfloat16_honoured")
 def test_bfloat16_training_reaches_the_exact_nll_of_full_precision_training():
     """CD-1 on bars-and-stripes 3x3 (9 visible, 6 hidden), 40 epochs, seeds 0-2, full vs bfloat16 products: the
     mean exact training NLL agrees within 0.1 nats (measured 0.03; the seed-to-seed spread is 0.3) and both are

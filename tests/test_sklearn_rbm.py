@@ -106,6 +106,7 @@ def test_partial_fit_matches_the_sklearn_update_rule_in_expectation_and_changes_
     assert est.n_features_in_ == 8
 
 
+@pytest.mark.usefixtures("bfloat16_honoured")
 def test_bfloat16_products_fit_as_well_as_full_precision():
     """matmul_precision="bfloat16" (mixed-precision training products) on 8-dimensional binary data: the exact
     mean log-likelihood after 20 passes is within 0.1 nats of the full-precision fit with the same seed
