@@ -4,7 +4,7 @@ kernels' vectorisable rational tanh against libm's scalar tanh, interleaved in o
 log P_o(x) of an order-agnostic NADE (the mask input u makes every step's a_d new) evaluates act(a_d) for all n
 steps and H units of every row and ordering: n H activations per row and ordering (a 32-ordering OA-NADE on
 the 1,740 rows of nips x 500 is 1.5e10 of them). Without SVML (the PyPI llvmlite has none) numba calls libm's
-scalar tanh, ~23 ns an element on an AVX2 EPYC; the kernels now evaluate float32 activations by
+scalar tanh, ~14 ns an element on an AVX2 EPYC (benchmarks/RESULTS.md); the kernels now evaluate float32 activations by
 `nade_kernels.tanh_rational` (|error| <= 3.8e-8) in SIMD lanes. `nade_kernels.USE_RATIONAL = False` restores
 libm's tanh; both give the same log-likelihoods to float32 rounding (tests/test_autoregressive.py).
 

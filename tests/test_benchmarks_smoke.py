@@ -78,6 +78,8 @@ EXPECTED = {
     "tractable_uci": [f"digits.{m}.{k}" for m in ("mixture", "fvsbn", "nade", "oa-nade", "made", "made-masks")
                       for k in ("test_nll", "valid_nll", "wall_seconds")]
     + ["digits.mixture.runs.*.valid_nll", "digits.made.curve.*.valid_nll", "digits.made.epochs"],
+    "nade_eval_speed": ["median_seconds.rational", "median_seconds.libm", "ns_per_activation.rational",
+                        "speedup_rational_over_libm", "max_abs_log_prob_difference", "seconds.rational.*"],
     "nade_speed": ["train_examples_per_second.runs.*", "train_examples_per_second.per-step.*",
                    "median_examples_per_second.runs", "ratio_runs_over_per_step", "density"],
     "uci_tune": ["digits.test_nll", "digits.ci95.*", "digits.valid_nll", "digits.test_nll_stderr",
