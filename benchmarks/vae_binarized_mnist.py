@@ -79,10 +79,13 @@ def main() -> None:
         args.ais_rows, args.ais_steps, args.ais_chains, args.bdmc_rows = 5, 5, 2, 3
         args.runs_dir = args.out.parent / (args.out.stem + "-runs")
         args.reuse = False
-    results = {"settings": {**common.machine_record(), "recipes": args.recipes, "runs_dir": str(args.runs_dir),
-                            "smoke": args.smoke, "ais": {"rows": args.ais_rows, "steps": args.ais_steps,
-                                                         "chains": args.ais_chains, "leapfrog": args.ais_leapfrog,
-                                                         "bdmc_rows": args.bdmc_rows}}}
+    settings = {**common.machine_record(), "recipes": args.recipes, "runs_dir": str(args.runs_dir),
+                "smoke": args.smoke, "ais": {"rows": args.ais_rows, "steps": args.ais_steps,
+                                             "chains": args.ais_chains, "leapfrog": args.ais_leapfrog,
+                                             "bdmc_rows": args.bdmc_rows}}
+    # each entry carries the machine and settings it was reported with; the top-level record is replaced only
+    # when every recipe is reported again, so entries kept from an earlier run keep theirs
+    results = {"settings": settings} if set(args.recipes) >= set(ANCHORS) else {}
     for name in args.recipes:
         run_dir = args.runs_dir / name
         if not (args.reuse and (run_dir / "metrics.json").exists()):
@@ -91,7 +94,8 @@ def main() -> None:
         entry = {k: metrics.get(k) for k in KEYS}
         entry["elbo"] = metrics.get("test_elbo")
         entry.update({"recipe": metrics.get("recipe"), "model_config": metrics.get("model_config"),
-                      "rule": metrics.get("rule"), "run_dir": str(run_dir), **ANCHORS.get(name, {})})
+                      "rule": metrics.get("rule"), "run_dir": str(run_dir), "settings": settings,
+                      **ANCHORS.get(name, {})})
         if name in ais_files:
             entry.update({**json.loads(Path(ais_files[name]).read_text()), "ais_source": ais_files[name]})
         elif name in args.ais_recipes:
