@@ -79,6 +79,9 @@ def _fit_arguments(p: argparse.ArgumentParser, spec=None) -> None:
     p.add_argument("--overwrite", action="store_true", default=suppress, help="replace an existing run in --out")
     p.add_argument("--resume", metavar="DIR", default=suppress,
                    help="continue the interrupted run in DIR exactly where it stopped")
+    p.add_argument("--init-from", metavar="DIR", default=suppress,
+                   help="start from the parameters of the run in DIR (same family and architecture; e.g. IWAE "
+                        "training continued from an ELBO-trained VAE) instead of a fresh initialisation")
     p.add_argument("--recipe", metavar="NAME", default=suppress,
                    help="a named configuration that reproduces a published figure (see `genlearn recipes`), or a "
                         "recipe file (e.g. the best.toml of `genlearn tune`); flags given beside it override its "
@@ -242,7 +245,7 @@ def cmd_fit(args) -> int:
             raise ConfigError("--resume DIR continues the run in DIR; do not give a different --out")
         run = fit(None, data, out=args.resume, resume=True, data_dir=data_dir, partition=partition or "auto",
                   partition_options=_ais_options(args), progress=progress, device=getattr(args, "device", None),
-                  callbacks=_callbacks(args, progress),
+                  callbacks=_callbacks(args, progress), init_from=getattr(args, "init_from", None),
                   **train)
         return _report_fit(run, args)
     if not family:
@@ -253,7 +256,7 @@ def cmd_fit(args) -> int:
     out = out or f"runs/{family}-{data.split(':')[0].replace('/', '_')}"
     run = fit(family, data, out=out, overwrite=getattr(args, "overwrite", False), data_dir=data_dir,
               partition=partition or "auto", partition_options=_ais_options(args), progress=progress,
-              callbacks=_callbacks(args, progress),
+              callbacks=_callbacks(args, progress), init_from=getattr(args, "init_from", None),
               device=getattr(args, "device", None), **train, **model_options)
     return _report_fit(run, args)
 
@@ -335,7 +338,7 @@ def _fit_recipe(args, family, train: dict, model_options: dict, progress: bool) 
               data_dir=getattr(args, "data_dir", None), partition=partition, partition_options=partition_options,
               progress=progress, recipe={"name": recipe.name, "overrides": overrides,
                                          "evaluation": dict(recipe.evaluation)},
-              callbacks=_callbacks(args, progress),
+              callbacks=_callbacks(args, progress), init_from=getattr(args, "init_from", None),
               device=getattr(args, "device", None), **recipe.fit_kwargs({**train, **model_options}))
     return _report_fit(run, args)
 

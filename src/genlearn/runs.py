@@ -114,7 +114,8 @@ def _as_rule(rule) -> LearningRule:
 @locked_out  # one writer per run folder: a second process writing `out` is refused with the holder's PID
 def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False, data_dir=None,
         partition: str = "auto", partition_options: dict | None = None, callbacks=None, plots: bool = True,
-        recipe: dict | None = None, rule=None, data_spec: str | None = None, device=None, **kwargs) -> Run:
+        recipe: dict | None = None, rule=None, data_spec: str | None = None, device=None, init_from=None,
+        **kwargs) -> Run:
     """Fit `model` (a CLI name such as "product-bernoulli", or a GenerativeModel) to `data` (a spec such as
     "coin:p=0.3,n=1000", a path, or a Dataset) by minimising D_KL(Q^||P_theta).
 
@@ -130,7 +131,9 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     settings came from a recipe (genlearn.recipes). A resumed run continues with the rule recorded in its
     checkpoint, and a resumed recipe run is evaluated as its recipe says (`recipe_evaluation`) unless partition /
     partition_options are given. `data_spec`: the spec recorded in the run when `data` is a Dataset loaded from one
-    (so that `genlearn eval DIR` can reload it)."""
+    (so that `genlearn eval DIR` can reload it). `init_from`: a run folder of the same family and architecture whose
+    parameters (the final ones of a finished run, else its last checkpoint's) this new run starts from instead of
+    its own initialisation, e.g. IWAE-k training continued from an ELBO-trained VAE; recorded in the run."""
     t_start = time.perf_counter()
     train_kwargs, model_options = _split_kwargs(kwargs)
     # `device`: auto, cpu, cuda, cuda:N, mps (learning.devices); launched by torchrun with several processes the
@@ -144,6 +147,16 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     from genlearn import checks  # the arguments' types, names and ranges, before anything is loaded or written
 
     checks.check_fit_paths(out, data_dir, callbacks, recipe)
+    if init_from is not None:
+        from genlearn.validate import check_path_argument
+
+        check_path_argument(init_from, "init_from")
+        if resume:
+            raise ConfigError("--resume continues a run from its own checkpoint; --init-from starts a new run from "
+                              "another run's parameters: give one of them")
+        if out is not None and Path(out).resolve() == Path(init_from).resolve():
+            raise ConfigError(f"--init-from {init_from} is also --out: the new run would replace the one it starts "
+                              "from; give another --out")
     out = Path(out) if out is not None else None
     checks.check_fit_arguments(model, data, train_kwargs, model_options, partition, partition_options, resume)
     if resume:
@@ -167,7 +180,7 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
             partition, partition_options = recipe_evaluation(meta["recipe"])
         cfg_dict = {**meta["train_config"], **train_kwargs}
         run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe",
-                                         "run_id", "data_fingerprint") if k in meta}
+                                         "init_from", "run_id", "data_fingerprint") if k in meta}
     else:
         dataset = checks.as_dataset(data, data_dir, model)
         if isinstance(model, str):
@@ -199,6 +212,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
                     "model_options": {k: v for k, v in model_options.items() if v is not None}}
         if recipe is not None:
             run_meta["recipe"] = recipe
+        if init_from is not None:
+            run_meta["init_from"] = start_from_run(model_obj, model_name, init_from)
         if out is not None:  # the run id every file of the run carries, and the data's fingerprint
             from genlearn.learning.run_folder import new_identity
 
@@ -232,6 +247,39 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
                    trainer.rule)
     checks.check_progress(trainer.state.history, out)
     return _finish(trainer, dataset, out, partition, partition_options or {}, plots, t_start)
+
+
+def start_from_run(model, model_name: str, directory) -> dict:
+    """Copy the parameters of the run in `directory` (read_run: the final model of a finished run, else its last
+    checkpoint's) into `model`, which must be of the same family with the same parameter names and shapes (its
+    other settings, e.g. the number of importance samples, may differ). Returns what the new run records: the
+    source folder, its run id, epoch and status, and its test NLL when it has one. One ConfigError otherwise."""
+    from genlearn.learning.run_folder import read_run
+
+    files = read_run(directory)  # validated: one RunError naming a missing, damaged or foreign file
+    source_family = files.meta.get("model")
+    if source_family != model_name:
+        raise ConfigError(f"--init-from {directory}: that run is of model {source_family!r}, this fit's is "
+                          f"{model_name!r}; start from a run of the same family")
+    theirs, ours = files.model.state_dict(), model.state_dict()
+    missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    if missing or extra:
+        here, there = ", ".join(missing[:3]) or "none", ", ".join(extra[:3]) or "none"
+        raise ConfigError(f"--init-from {directory}: its parameters differ from this model's (only here: {here}; "
+                          f"only there: {there}); give the same architecture options as that run (see its "
+                          "metrics.json model_config)")
+    for name, value in ours.items():
+        if tuple(theirs[name].shape) != tuple(value.shape):
+            raise ConfigError(f"--init-from {directory}: parameter {name} has shape {tuple(theirs[name].shape)} "
+                              f"there and {tuple(value.shape)} here; give the same architecture options as that run "
+                              "(see its metrics.json model_config)")
+    with torch.no_grad():
+        model.load_state_dict({k: v.to(dtype=ours[k].dtype) for k, v in theirs.items()})
+    record = {"run": str(Path(directory).resolve()), "run_id": files.meta.get("run_id"),
+              "epoch": files.meta.get("epoch"), "status": files.status}
+    if isinstance(files.metrics.get("test_nll"), (int, float)):
+        record["test_nll"] = files.metrics["test_nll"]
+    return record
 
 
 def recipe_evaluation(recorded: dict) -> tuple[str, dict]:
@@ -270,7 +318,7 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
     model = trainer.model
     model.eval()
     metrics = {"model": trainer.run_meta.get("model", model.name), "dataset": dataset.name,
-               **({"recipe": trainer.run_meta["recipe"]} if "recipe" in trainer.run_meta else {}),
+               **{k: trainer.run_meta[k] for k in ("recipe", "init_from") if k in trainer.run_meta},
                "data": dataset.describe(), "model_config": model.config(),
                "n_parameters": sum(p.numel() for p in model.parameters()),
                "train_config": trainer.cfg.to_dict(), "epochs_run": trainer.state.epoch,
