@@ -24,8 +24,8 @@ from typing import Callable
 from genlearn import options as opts
 from genlearn.errors import ConfigError
 
-#: modules of this folder that are not families
-NOT_FAMILIES = {"base", "registry", "table", "nade_kernels"}
+#: modules of this folder that register no family (an ensemble is built from fitted runs, not fitted: models.ensemble)
+NOT_FAMILIES = {"base", "registry", "table", "nade_kernels", "ensemble"}
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,12 @@ def rule_for(name: str, **options) -> tuple[str, dict]:
 
 
 def build_from_config(name: str, config: dict):
-    """The model of a saved run from its config (a family may adapt configs of older versions: `from_config`)."""
+    """The model of a saved run from its config (a family may adapt configs of older versions: `from_config`);
+    "ensemble" is the mixture of fitted models genlearn.tune builds (genlearn.models.ensemble)."""
+    if name == "ensemble":
+        from genlearn.models.ensemble import Ensemble
+
+        return Ensemble.from_config(dict(config))
     cls = get_spec(name).cls
     return cls.from_config(dict(config))
 
