@@ -53,13 +53,21 @@ def entry(name: str, summary: dict, command: list[str] | None) -> dict:
     best = summary["best"]
     test, se = summary["test_nll"], summary["test_nll_stderr"]
     published = PUBLISHED_BEST.get(name)
+    ensemble = summary.get("ensemble") if summary.get("selected") == "ensemble" else None
     out = {"test_nll": test, "ci95": [test - 1.96 * se, test + 1.96 * se], "test_nll_stderr": se,
-           "test_nll_method": summary.get("test_nll_method"), "valid_nll": best["valid_nll"],
+           "test_nll_method": summary.get("test_nll_method"),
+           "valid_nll": ensemble["valid_nll"] if ensemble else best["valid_nll"],
+           "selected": summary.get("selected", "best trial"),
            "best_config": {k: best[k] for k in ("family", "model_options", "train", "trial")},
+           "best_trial_valid_nll": best["valid_nll"], "best_trial_test_nll": best.get("test_nll", test),
            "trials": summary["n_trials"], "trials_complete": summary["n_complete"],
            "trials_pruned": summary["n_pruned"], "trials_failed": summary["n_failed"],
-           "wall_seconds": summary["wall_seconds"], "settings": summary["settings"],
-           "families": summary.get("families")}
+           "wall_seconds": summary["wall_seconds"], "trial_seconds_total": summary.get("trial_seconds_total"),
+           "settings": summary["settings"], "families": summary.get("families")}
+    if ensemble:  # the equal-weight mixture of the k best trials (tune --ensemble; k chosen by valid NLL)
+        out["ensemble"] = {"k": ensemble["k"], "trials": [m["trial"] for m in ensemble["members"]],
+                           "families": sorted({m.get("family") for m in ensemble["members"]} - {None}),
+                           "valid_nll_by_k": ensemble["valid_nll_by_k"]}
     if published:
         out.update(published_best=published[0], published_best_model=published[1],
                    target_met=bool(test <= published[0]))
@@ -79,6 +87,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--families", help="passed to genlearn tune (default: the preset's)")
     p.add_argument("--space", type=Path, help="a search-space TOML passed to genlearn tune")
+    p.add_argument("--ran", help="with --reuse: the command that wrote the reused folder, recorded with it")
     p.add_argument("--tag", default="", help="a suffix of the folder and the results key (NAME-TAG), for a variant "
                    "of the search on the same data set")
     args = p.parse_args()
@@ -99,6 +108,8 @@ def main() -> None:
             if done.returncode != 0:
                 raise SystemExit(f"{name}: genlearn tune exited {done.returncode}: {done.stderr.strip()}")
         results[key] = entry(name, json.loads(summary_file.read_text()), command)
+        if command is None and args.ran:
+            results[key]["command"] = args.ran
         # the machine this script ran on: where the tune ran too, unless its folder was reused
         results[key]["machine"] = {**common.machine_record(), "tune_ran_here": command is not None}
         if args.space:

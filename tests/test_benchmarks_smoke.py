@@ -83,6 +83,7 @@ EXPECTED = {
     "nade_speed": ["train_examples_per_second.runs.*", "train_examples_per_second.per-step.*",
                    "median_examples_per_second.runs", "ratio_runs_over_per_step", "density"],
     "uci_tune": ["digits.test_nll", "digits.ci95.*", "digits.valid_nll", "digits.test_nll_stderr",
+                 "digits.best_trial_test_nll", "digits.best_trial_valid_nll",
                  "digits.wall_seconds"],
 }
 

@@ -185,3 +185,21 @@ def test_bad_ensemble_setting_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--ensemble must be a positive integer" in err[0]
     assert not (tmp_path / "t").exists()
+
+
+def test_trials_whose_run_folder_cannot_be_read_are_left_out(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    import shutil
+
+    from genlearn.tune import choose_ensemble
+
+    s, ds, _ = _tune(tmp_path, ensemble=1)  # no ensemble at the end: chosen below, by hand
+    study = optuna.load_study(study_name="genlearn-tune", storage=f"sqlite:///{tmp_path / 't' / 'study.db'}")
+    complete = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    ranked = sorted(complete, key=lambda t: t.value)
+    assert len(ranked) >= 4 and "ensemble" not in s
+    shutil.rmtree(tmp_path / "t" / ranked[1].user_attrs["run"])  # as if written by a worker on another machine
+    chosen = choose_ensemble(complete, tmp_path / "t", ds, 3, say=lambda line: None)
+    assert [x["trial"] for x in chosen["left_out_trials"]] == [ranked[1].number]
+    assert len(chosen["valid_nll_by_k"]) == 3
+    assert ranked[1].number not in [m["trial"] for m in chosen["members"]]

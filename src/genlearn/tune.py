@@ -651,9 +651,9 @@ def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, ur
 def choose_ensemble(complete: list, out: Path, search, k_max: int, say) -> dict | None:
     """The equal-weight mixture of the k best completed trials (by final valid NLL) with the lowest valid NLL,
     k in 1..k_max: mean over the valid rows of -log (1/k) sum_{j<=k} P_j(x) (nats per example). Trials whose model
-    has no exact log P(x) (energy, latent-variable) are left out. Returns {"k", "members", "valid_nll",
-    "valid_nll_by_k", "model"} (k = 1: no mixture beat the best trial; "model" is then None), or None when fewer
-    than two trials can be members. Reads the valid split only."""
+    has no exact log P(x) (energy, latent-variable) or whose run folder is not here are left out. Returns {"k",
+    "members", "valid_nll", "valid_nll_by_k", "model", ...} (k = 1: no mixture beat the best trial; "model" is then
+    None), or None when fewer than two trials can be members. Reads the valid split only."""
     import torch
 
     from genlearn.models.base import EnergyModel, LatentVariableModel
@@ -664,9 +664,13 @@ def choose_ensemble(complete: list, out: Path, search, k_max: int, say) -> dict 
     for t in sorted(complete, key=lambda t: t.value):
         if len(members) == k_max:
             break
-        model = load_run(out / t.user_attrs["run"]).model
+        try:  # a trial of a worker on another machine (a shared --storage) has its folder there
+            model = load_run(out / t.user_attrs["run"]).model
+        except GenlearnError as exc:
+            left_out.append({"trial": t.number, "why": str(exc)[:200]})
+            continue
         if isinstance(model, (EnergyModel, LatentVariableModel)) or not model.tractable:
-            left_out.append(t.number)
+            left_out.append({"trial": t.number, "why": f"{model.name}: no exact log P(x)"})
             continue
         members.append((t, model))
     if len(members) < 2:
