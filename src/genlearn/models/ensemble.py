@@ -72,10 +72,12 @@ class Ensemble(GenerativeModel):
         return {"members": [{"model": m.name, "config": m.config()} for m in self.members]}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Ensemble":
-        from genlearn.models.registry import build_from_config
-
+    def from_config(cls, config: dict, build=None) -> "Ensemble":
+        """Rebuild from `config()` with build(family, member_config) -> model for each member (the registry's
+        build_from_config, which calls this with itself for a saved "ensemble")."""
         members = config.get("members")
         if not isinstance(members, list) or not all(isinstance(m, dict) and "model" in m for m in members):
             raise ConfigError("an ensemble's config is {'members': [{'model': NAME, 'config': {...}}, ...]}")
-        return cls([build_from_config(m["model"], m.get("config") or {}) for m in members])
+        if build is None:
+            raise ConfigError("rebuild an ensemble with genlearn.models.registry.build_from_config('ensemble', config)")
+        return cls([build(m["model"], m.get("config") or {}) for m in members])

@@ -190,7 +190,7 @@ def build_from_config(name: str, config: dict):
     if name == "ensemble":
         from genlearn.models.ensemble import Ensemble
 
-        return Ensemble.from_config(dict(config))
+        return Ensemble.from_config(dict(config), build=build_from_config)
     cls = get_spec(name).cls
     return cls.from_config(dict(config))
 
