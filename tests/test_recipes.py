@@ -140,3 +140,31 @@ def test_published_parameters_reproduce_their_figure(name, capsys):
     assert main(["eval", str(PUBLISHED / name), "--data-dir", str(SHARED), "--split", "test"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert abs(got["test_nll"] - metrics["test_nll"]) <= 0.05
+
+
+def test_a_recipe_that_continues_another_needs_its_run(tmp_path, capsys):
+    """`continues = "NAME"`: the recipe starts from a finished run of recipe NAME, so without --init-from it is
+    one line naming the two commands, and nothing is written; with it the run starts from that run's parameters."""
+    base = tmp_path / "base.toml"
+    base.write_text('summary = "a tiny VAE"\nmodel = "vae"\ndata = "bars-and-stripes:size=2,n=300"\n'
+                    '[model_options]\nlatent = "2"\nhidden = "8"\n[train]\nepochs = 2\n[evaluation]\niw_samples = 20\n')
+    follow = tmp_path / "follow.toml"
+    text = base.read_text().replace('summary = "a tiny VAE"', 'summary = "IWAE after it"\ncontinues = "base"')
+    follow.write_text(text.replace('hidden = "8"', 'hidden = "8"\niw_samples = 4'))
+    out = tmp_path / "follow-run"
+    assert main(["fit", "--recipe", str(follow), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "continues a finished run of recipe 'base'" in err[0] and "--init-from" in err[0]
+    assert not out.exists()
+    assert main(["fit", "--recipe", str(base), "--out", str(tmp_path / "base-run"), "--quiet"]) == 0
+    assert main(["fit", "--recipe", str(follow), "--out", str(out), "--init-from", str(tmp_path / "base-run"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["init_from"]["run"] == str((tmp_path / "base-run").resolve())
+    assert metrics["rule"]["settings"]["iw_samples"] == 4
+    assert load_recipe(str(follow)).continues == "base"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base.read_text().replace('summary = "a tiny VAE"', 'summary = "x"\ncontinues = 3'))
+    with pytest.raises(ConfigError, match="continues must be the name of a recipe"):
+        load_recipe(str(bad))

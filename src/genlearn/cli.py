@@ -320,6 +320,10 @@ def _fit_recipe(args, family, train: dict, model_options: dict, progress: bool) 
     if getattr(args, "resume", None):
         raise ConfigError("--resume DIR continues a run with its own settings (a recipe's included); drop --recipe")
     recipe = load_recipe(args.recipe)
+    if recipe.continues and not getattr(args, "init_from", None):
+        raise ConfigError(f"recipe {recipe.name!r} continues a finished run of recipe {recipe.continues!r}: fit that "
+                          f"first (genlearn fit --recipe {recipe.continues} --out runs/{recipe.continues}) and add "
+                          f"--init-from runs/{recipe.continues}")
     if family and family != recipe.model:
         raise ConfigError(f"recipe {recipe.name!r} fits model {recipe.model!r}, not {family!r}")
     if getattr(args, "threads", None) is None and recipe.threads is not None:

@@ -8,6 +8,9 @@ user can re-run:
     genlearn recipes                                     # name, figure, cost
     genlearn fit --recipe made-32 --data-dir DIR [--max-minutes M] [--lr ...]   # overrides are recorded
     genlearn fit --recipe runs/tune/best.toml        # a recipe file (what `genlearn tune` writes)
+
+A recipe with `continues = "NAME"` starts from the parameters of a finished run of recipe NAME (e.g. IWAE
+training continued from the `vae` recipe's run): it is refused without `--init-from DIR` naming that run.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from pathlib import Path
 from genlearn.errors import ConfigError
 
 #: the keys a recipe file may hold
-RECIPE_KEYS = {"summary", "model", "data", "threads", "model_options", "train", "evaluation", "figure"}
+RECIPE_KEYS = {"summary", "model", "data", "threads", "model_options", "train", "evaluation", "figure", "continues"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,8 @@ class Recipe:
     """name: the file's stem; model: a family name; data: a data spec (NAME[:key=value,...]);
     model_options / train / evaluation: keyword arguments of `genlearn.fit` (model options, TrainConfig fields,
     and `partition` / `partition_options` of the final likelihood); threads: CPU threads the figure was measured
-    with (used when the user gives none); figure: what it produced (value, metric, published, cost, machine...)."""
+    with (used when the user gives none); figure: what it produced (value, metric, published, cost, machine...);
+    continues: the recipe whose finished run this one starts from (`--init-from DIR`), or None."""
 
     name: str
     summary: str
@@ -38,6 +42,7 @@ class Recipe:
     evaluation: dict = field(default_factory=dict)
     figure: dict = field(default_factory=dict)
     threads: int | None = None
+    continues: str | None = None
 
     def fit_kwargs(self, overrides: dict | None = None) -> dict:
         """Keyword arguments of genlearn.fit: the recipe's model options and training settings, then the
@@ -49,7 +54,8 @@ class Recipe:
     def describe(self) -> dict:
         return {"name": self.name, "summary": self.summary, "model": self.model, "data": self.data,
                 "model_options": self.model_options, "train": self.train, "evaluation": self.evaluation,
-                "threads": self.threads, "figure": self.figure}
+                "threads": self.threads, "figure": self.figure,
+                **({"continues": self.continues} if self.continues else {})}
 
 
 def _files() -> dict:
@@ -93,6 +99,9 @@ def load_recipe(name: str) -> Recipe:
     threads = raw.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"recipe {name!r}: threads must be a positive integer, got {threads!r}")
+    continues = raw.get("continues")
+    if continues is not None and not isinstance(continues, str):
+        raise ConfigError(f"recipe {name!r}: continues must be the name of a recipe, got {continues!r}")
     for key in ("model_options", "train", "evaluation", "figure"):
         if not isinstance(raw.get(key, {}), dict):
             raise ConfigError(f"recipe {name!r}: {key} must be a table [{key}] of key = value lines, got "
@@ -100,7 +109,7 @@ def load_recipe(name: str) -> Recipe:
     return Recipe(name=name, summary=raw["summary"], model=raw["model"], data=raw["data"],
                   model_options=dict(raw.get("model_options", {})), train=dict(raw.get("train", {})),
                   evaluation=dict(raw.get("evaluation", {})), figure=dict(raw.get("figure", {})),
-                  threads=raw.get("threads"))
+                  threads=raw.get("threads"), continues=continues)
 
 
 def list_recipes() -> list[Recipe]:
