@@ -170,6 +170,9 @@ def test_a_chosen_ensemble_is_scored_once_and_written_as_a_run_folder(tmp_path, 
 def test_without_a_better_mixture_the_best_trial_is_kept(tmp_path, monkeypatch):
     pytest.importorskip("optuna")
     _forcing_k(monkeypatch, 1)
+    stale = tmp_path / "t" / "ensemble"  # what an earlier end of the study chose: no longer the result
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"old")
     s, ds, _ = _tune(tmp_path, ensemble=3)
     assert ds.__dict__["test_reads"] == 1
     assert s["selected"] == "best trial" and s["ensemble"]["k"] == 1

@@ -22,7 +22,7 @@ best.toml, a recipe that `genlearn fit --recipe DIR/best.toml` re-runs.
 
 Ensembles (`ensemble=K`, `--ensemble K`; the uci preset's K is 16): the equal-weight mixture of the k best
 completed trials, P(x) = (1/k) sum_j P_j(x) (genlearn.models.ensemble), with k in 1..K chosen by the valid NLL
-alone; on small data the trials' own errors partly cancel (nips, 400 training rows: several nats). When the
+alone; on small data the trials' own errors partly cancel (nips, 400 training rows: about 2 nats). When the
 chosen k > 1 the mixture is written as DIR/ensemble/ (a run folder for `genlearn eval` / `sample`), the summary's
 headline test NLL is the mixture's, and the single best trial's stays under "best". Both are scored from the one
 read of the test split, after every choice is made."""
@@ -636,6 +636,10 @@ def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, ur
             summary["best"].update({k: test[k] for k in ("test_nll", "test_nll_stderr", "test_nll_ci95")})
             summary["ensemble"].update({"run": ENSEMBLE_DIR, **ens_test})
             summary.update({"selected": "ensemble", **ens_test})
+    if summary.get("selected") != "ensemble" and (out / ENSEMBLE_DIR).is_dir():
+        import shutil  # an earlier end of this study chose a mixture that this one does not: it is not the result
+
+        shutil.rmtree(out / ENSEMBLE_DIR)
     ckpt.write_json(out / SUMMARY_FILE, _finite(summary))
     recipe_text = recipe_toml(best_cfg, spec, dataset.name, test, len(rows))
     ckpt.atomic_write_bytes(out / RECIPE_FILE, lambda tmp: Path(tmp).write_text(recipe_text))
@@ -852,8 +856,11 @@ def cmd_tune(args) -> int:
         shown["ensemble"] = {"k": e["k"], "trials": [m["trial"] for m in e["members"]], "valid_nll": e["valid_nll"],
                              "run": str(result.out / e["run"])}
     print(json.dumps(shown, indent=2))
-    print(f"summary in {result.out / SUMMARY_FILE}; re-run the best with `genlearn fit --recipe "
+    print(f"summary in {result.out / SUMMARY_FILE}; re-run the best trial with `genlearn fit --recipe "
           f"{result.out / RECIPE_FILE}`", file=sys.stderr)
+    if s.get("selected") == "ensemble":
+        print(f"the selected ensemble is {result.out / ENSEMBLE_DIR} (`genlearn eval` / `genlearn sample` it)",
+              file=sys.stderr)
     return 0
 
 
