@@ -22,6 +22,10 @@ ANCHORS = {
     "iwae-50": {"target": 86.8, "published": 87.10, "source": "IWAE paper; 86.82 pythae's reproduction"},
     "hvae-vampprior": {"target": 84.0, "published": 83.19, "source": "Tomczak & Welling 2018 (HVAE + VampPrior)"},
 }
+#: recipes reported only on request (--recipes NAME --reuse): they continue another recipe's run (--init-from)
+CONTINUED = {"iwae-50-from-vae": {"target": 86.8, "published": 87.10,
+                                  "source": "IWAE paper (k = 50, from scratch); 86.82 pythae's reproduction",
+                                  "continues": "vae"}}
 KEYS = ("test_nll", "test_nll_method", "test_nll_stderr", "test_iw_samples", "test_elbo", "valid_nll", "valid_elbo",
         "train_nll", "train_elbo", "kl_empirical_upper", "kl_empirical_upper_is", "entropy_empirical",
         "wall_seconds", "train_seconds", "epochs_run", "best_epoch", "out_of_time", "stopped_early", "n_parameters")
@@ -89,13 +93,16 @@ def main() -> None:
     for name in args.recipes:
         run_dir = args.runs_dir / name
         if not (args.reuse and (run_dir / "metrics.json").exists()):
+            if name in CONTINUED:
+                raise SystemExit(f"{name} continues a run of recipe {CONTINUED[name]['continues']!r}: fit it with "
+                                 f"genlearn fit --recipe {name} --init-from RUN --out {run_dir}, then --reuse")
             fit_recipe(name, run_dir, args.data_dir, overrides + (["--overwrite"] if run_dir.exists() else []))
         metrics = json.loads((run_dir / "metrics.json").read_text())
         entry = {k: metrics.get(k) for k in KEYS}
         entry["elbo"] = metrics.get("test_elbo")
         entry.update({"recipe": metrics.get("recipe"), "model_config": metrics.get("model_config"),
                       "rule": metrics.get("rule"), "run_dir": str(run_dir), "settings": settings,
-                      **ANCHORS.get(name, {})})
+                      **ANCHORS.get(name, CONTINUED.get(name, {}))})
         if name in ais_files:
             entry.update({**json.loads(Path(ais_files[name]).read_text()), "ais_source": ais_files[name]})
         elif name in args.ais_recipes:
