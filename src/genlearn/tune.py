@@ -25,7 +25,12 @@ completed trials, P(x) = (1/k) sum_j P_j(x) (genlearn.models.ensemble), with k i
 alone; on small data the trials' own errors partly cancel (nips, 400 training rows: about 2 nats). When the
 chosen k > 1 the mixture is written as DIR/ensemble/ (a run folder for `genlearn eval` / `sample`), the summary's
 headline test NLL is the mixture's, and the single best trial's stays under "best". Both are scored from the one
-read of the test split, after every choice is made."""
+read of the test split, after every choice is made.
+
+Refit (`refit=True`, `--refit`; on in the uci preset): after those choices, the selected trials are trained again
+on train + valid, each for its best epoch count (genlearn.tune_refit), into DIR/refit/; the refitted selection is
+then the headline (summary "refit", "refitted": true), and the train-only mixture and best trial keep their own
+test figures from the same read."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +78,8 @@ class Preset:
     warmup_epochs: int
     #: the most trials the final equal-weight ensemble may hold (its size is chosen by the valid NLL; 1: none)
     ensemble: int = 1
+    #: refit the selected trials on train + valid for their best epoch count before the test (genlearn.tune_refit)
+    refit: bool = False
 
 
 PRESETS = {
@@ -82,7 +89,7 @@ PRESETS = {
     # better valid NLL. Nothing in it refers to a particular data set.
     "uci": Preset("tractable families for binary tabular data (UCI / density-estimation benchmark kind)",
                   ("fvsbn", "nade", "made", "mixture"), trials=100, budget_minutes=None, trial_minutes=10.0,
-                  epochs=100_000, patience=20, warmup_epochs=10, ensemble=16),
+                  epochs=100_000, patience=20, warmup_epochs=10, ensemble=16, refit=True),
 }
 #: used when no preset is given (families come from --families)
 DEFAULTS = Preset("", (), trials=20, budget_minutes=None, trial_minutes=5.0, epochs=200, patience=10,
@@ -258,7 +265,7 @@ def _counted(optuna, study) -> int:
 
 
 def _resolve(preset: str | None, families, trials, budget_minutes, trial_minutes, epochs, patience,
-             ensemble=None) -> dict:
+             ensemble=None, refit=None) -> dict:
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
     base = PRESETS[preset] if preset else DEFAULTS
@@ -277,7 +284,10 @@ def _resolve(preset: str | None, families, trials, budget_minutes, trial_minutes
                 "epochs": base.epochs if epochs is None else epochs,
                 "patience": base.patience if patience is None else patience,
                 "warmup_epochs": base.warmup_epochs,
-                "ensemble": base.ensemble if ensemble is None else ensemble}
+                "ensemble": base.ensemble if ensemble is None else ensemble,
+                "refit": base.refit if refit is None else refit}
+    if not isinstance(settings["refit"], bool):
+        raise ConfigError(f"refit must be true or false, got {settings['refit']!r}")
     for name, low in (("trials", 1), ("epochs", 1), ("patience", 1), ("ensemble", 1)):
         v = settings[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -315,7 +325,7 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
          preset: str | None = None, space: dict | None = None, storage: str | None = None,
          study_name: str = DEFAULT_STUDY, trial_minutes: float | None = None, epochs: int | None = None,
          patience: int | None = None, data_dir=None, seed: int | None = None, prune: bool = True,
-         ensemble: int | None = None, log=None) -> TuneResult:
+         ensemble: int | None = None, refit: bool | None = None, log=None) -> TuneResult:
     """Search families and settings by the validation NLL (see the module docstring); returns a TuneResult.
 
     data: a spec ("adult", "PATH/nltcs", "PATH/nltcs.train.data", an npz with train/valid/test) or a Dataset
@@ -325,6 +335,8 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
     training time, and its wall time with the monitoring (checked after every epoch); epochs / patience: its
     other bounds. space: {family: {setting: Param}} on top of the declared spaces. ensemble: the most trials in
     the final equal-weight ensemble (size chosen by the valid NLL; 1: the best trial alone; default: the preset's).
+    refit: train the selected trials again on train + valid, for their best epoch counts, and score those on the
+    test split (genlearn.tune_refit; default: the preset's).
     storage: an Optuna database URL (default sqlite:///OUT/study.db). seed: the TPE sampler's seed (give
     different workers different seeds). log: a function of one string for progress lines (None: silent)."""
     optuna = _optuna()
@@ -334,7 +346,7 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
 
     t_start = time.perf_counter()
     say = log or (lambda text: None)
-    settings = _resolve(preset, families, trials, budget_minutes, trial_minutes, epochs, patience, ensemble)
+    settings = _resolve(preset, families, trials, budget_minutes, trial_minutes, epochs, patience, ensemble, refit)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
         raise ConfigError(f"--seed of the TPE sampler must be an integer in [0, 2^32 - 1], got {seed!r}")
     families = settings["families"]
@@ -360,6 +372,10 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
         raise ConfigError(f"data set {dataset.name!r} has no valid split, and tune selects by the validation NLL; "
                           "give pre-split data (NAME.valid.data) or a file that genlearn splits")
     search = _without_test(dataset)
+    if settings["refit"]:
+        from genlearn.tune_refit import check_refittable
+
+        check_refittable(search)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file; give a folder")
@@ -601,6 +617,7 @@ def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, ur
     run = load_run(run_dir)
     # every choice (the best trial, the ensemble's size) is made on the valid split before the test split is read
     chosen = choose_ensemble(complete, out, search, settings["ensemble"], say) if settings["ensemble"] > 1 else None
+    refits = _refit(complete, best, chosen, out, search, spec, data_dir, say) if settings["refit"] else None
     x_test = dataset.test  # the one read of the test split
     if x_test is None:
         raise ConfigError(f"data set {dataset.name!r} has no test split to score the best trial on")
@@ -636,6 +653,12 @@ def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, ur
             summary["best"].update({k: test[k] for k in ("test_nll", "test_nll_stderr", "test_nll_ci95")})
             summary["ensemble"].update({"run": ENSEMBLE_DIR, **ens_test})
             summary.update({"selected": "ensemble", **ens_test})
+    if refits is not None:
+        _score_refit(refits, summary, test, x_test, out, search, spec, data_dir)
+    else:
+        from genlearn.tune_refit import remove_stale
+
+        remove_stale(out)
     if summary.get("selected") != "ensemble" and (out / ENSEMBLE_DIR).is_dir():
         import shutil  # an earlier end of this study chose a mixture that this one does not: it is not the result
 
@@ -645,11 +668,57 @@ def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, ur
     ckpt.atomic_write_bytes(out / RECIPE_FILE, lambda tmp: Path(tmp).write_text(recipe_text))
     say(f"tune: best trial {best.number} ({family}) valid NLL {best.value:.4f}, test NLL {test['test_nll']:.4f} "
         f"+- {1.96 * test['test_nll_stderr']:.4f}; {out / SUMMARY_FILE}, recipe {out / RECIPE_FILE}")
+    if "refit" in summary:
+        r = summary["refit"]
+        say(f"tune: the selection refitted on {r['rows']} rows (train + valid): test NLL {r['test_nll']:.4f} "
+            f"+- {1.96 * r['test_nll_stderr']:.4f}; {out / r['run']}")
     if summary.get("selected") == "ensemble":
         e = summary["ensemble"]
         say(f"tune: selected the ensemble of the {e['k']} best trials, valid NLL {e['valid_nll']:.4f}, test NLL "
             f"{e['test_nll']:.4f} +- {1.96 * e['test_nll_stderr']:.4f}; {out / ENSEMBLE_DIR}")
     return TuneResult(_finite(summary), study, run, out)
+
+
+def _refit(complete, best, chosen, out: Path, search, spec, data_dir, say) -> list[dict]:
+    """The selection (the chosen ensemble's members, else the best trial) refitted on train + valid."""
+    from genlearn.tune_refit import refit_trials
+
+    numbers = [m["trial"] for m in chosen["members"]] if chosen is not None and chosen["k"] > 1 else [best.number]
+    by_number = {t.number: t for t in complete}
+    trials = [{"trial": n, "family": by_number[n].params["family"], "run": by_number[n].user_attrs["run"],
+               "model_options": by_number[n].user_attrs["model_options"], "train": by_number[n].user_attrs["train"]}
+              for n in numbers]
+    return refit_trials(trials, out, search, spec, data_dir, say)
+
+
+def _score_refit(refits: list[dict], summary: dict, test: dict, x_test, out: Path, search, spec, data_dir) -> None:
+    """Score the refitted selection on the test rows already read; write its run folder's figures; make it the
+    summary's headline (the best trial keeps its own test figures under "best")."""
+    from genlearn.learning import checkpoint as ckpt
+    from genlearn.models.ensemble import Ensemble
+    from genlearn.runs import _finite
+    from genlearn.tune_refit import REFIT_DIR, refit_data
+
+    models = [r["model"] for r in refits]
+    model = Ensemble(models) if len(models) > 1 else models[0]
+    figures = score_rows(model, x_test)
+    records = [{k: v for k, v in r.items() if k != "model"} for r in refits]
+    if len(models) > 1:
+        run = f"{REFIT_DIR}/{ENSEMBLE_DIR}"
+        write_ensemble(out / run, {"k": len(models), "members": records, "model": model,
+                                   "selection": "the selected trials refitted on train + valid"},
+                       refit_data(search), spec, data_dir, figures)
+    else:
+        run = records[0]["run"]
+        path = out / run / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics.update(figures)
+        metrics["test_scored_by"] = "genlearn tune (the best trial refitted on train + valid; test read once)"
+        ckpt.write_json(path, _finite(metrics))
+    summary["best"].update({k: test[k] for k in ("test_nll", "test_nll_stderr", "test_nll_ci95")})
+    summary["refit"] = {"run": run, "rows": records[0]["rows"], "members": records,
+                        "epochs": "each trial's best epoch (its early-stopping point on valid)", **figures}
+    summary.update({"refitted": True, **figures})
 
 
 def choose_ensemble(complete: list, out: Path, search, k_max: int, say) -> dict | None:
@@ -804,6 +873,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble", metavar="K", help="the most trials in the final equal-weight ensemble: the "
                    "mixture of the k best trials, k in 1..K chosen by the valid NLL (1: the best trial alone; "
                    f"default {DEFAULTS.ensemble}; uci {PRESETS['uci'].ensemble})")
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the selected trials (the ensemble's members, else the best trial) again on train + "
+                        "valid, each for the epochs at which its valid NLL was best, and score those on the test "
+                        "split (default: off; uci: on)")
     p.add_argument("--no-prune", action="store_true", help="no pruning of poor learning curves")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--threads", type=int, metavar="N", default=None,
@@ -846,6 +919,7 @@ def cmd_tune(args) -> int:
                   storage=args.storage, study_name=args.study_name, trial_minutes=_number(args, "trial_minutes", float),
                   epochs=_number(args, "epochs", int), patience=_number(args, "patience", int), data_dir=args.data_dir,
                   seed=_number(args, "seed", int), prune=not args.no_prune, ensemble=_number(args, "ensemble", int),
+                  refit=args.refit,
                   log=None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True)))
     s = result.summary
     keys = ("data", "n_trials", "n_complete", "n_pruned", "n_failed", "best", "selected", "test_nll", "test_nll_ci95",
@@ -855,10 +929,17 @@ def cmd_tune(args) -> int:
         e = s["ensemble"]
         shown["ensemble"] = {"k": e["k"], "trials": [m["trial"] for m in e["members"]], "valid_nll": e["valid_nll"],
                              "run": str(result.out / e["run"])}
+    if s.get("refitted"):
+        r = s["refit"]
+        shown["refit"] = {"rows": r["rows"], "trials": [m["trial"] for m in r["members"]],
+                          "run": str(result.out / r["run"])}
     print(json.dumps(shown, indent=2))
     print(f"summary in {result.out / SUMMARY_FILE}; re-run the best trial with `genlearn fit --recipe "
           f"{result.out / RECIPE_FILE}`", file=sys.stderr)
-    if s.get("selected") == "ensemble":
+    if s.get("refitted"):
+        print(f"the test NLL is that of the selection refitted on train + valid, {result.out / s['refit']['run']} "
+              "(`genlearn eval` / `genlearn sample` it)", file=sys.stderr)
+    elif s.get("selected") == "ensemble":
         print(f"the selected ensemble is {result.out / ENSEMBLE_DIR} (`genlearn eval` / `genlearn sample` it)",
               file=sys.stderr)
     return 0
