@@ -9,7 +9,9 @@ the data folder is absent, 60,000 random rows of density 0.13 (binarized MNIST's
 
 genlearn variants (each timed in every pair, the order of the fits alternating from pair to pair):
 - auto: the default matmul_precision="auto" (bfloat16 products only where this machine runs them faster);
-- full: float32 products;
+- full: float32 products (products with a sparse 0/1 operand as compiled sums of selected rows where this
+  machine runs them faster, genlearn.binary_kernels: the default);
+- dense: float32 products, all dense (binary_kernels.ENABLED = False): what "full" was before the sums;
 - bfloat16: explicit bfloat16 products (warns once where they are emulated);
 - cli: `python -m genlearn fit rbm` in a child process with the same settings (--gradient pcd --n-chains 100
   --k 1 --optimizer sgd --lr 0.01 --batch-size 100 --epochs 1, default matmul precision) on an .npz of the same
@@ -41,7 +43,7 @@ import numpy as np
 
 import common
 
-VARIANTS = ("auto", "full", "bfloat16", "cli")
+VARIANTS = ("auto", "full", "dense", "bfloat16", "cli")
 V, H, BATCH = 784, 500, 100
 
 
@@ -87,6 +89,7 @@ def main(argv=None) -> int:
 
     from sklearn.neural_network import BernoulliRBM as SkRBM
 
+    import genlearn.binary_kernels as bk
     import genlearn.binary_products as bp
     from genlearn.precision import machine_precision_record
     from genlearn.sklearn import BernoulliRBM as GlRBM
@@ -97,7 +100,11 @@ def main(argv=None) -> int:
                        "thread_pools": [f"{i['internal_api']} {Path(i['filepath']).name}: {i['num_threads']}"
                                         for i in threadpool_info()],
                        "sparse_speedup_density": 0.13, "sparse_speedup_xW": bp.measure_gain(BATCH, V, hid, 0.13),
-                       "sparse_speedup_statistics": bp.measure_gain(2 * BATCH, V, hid, 0.13, True)},
+                       "sparse_speedup_statistics": bp.measure_gain(2 * BATCH, V, hid, 0.13, True),
+                       "binary_kernels": bk.available(),
+                       "sums_crossover_density": {"x W": bk.CHOOSER.crossover("rows", BATCH, V, hid),
+                                                  "h W^T": bk.CHOOSER.crossover("rows", BATCH, hid, V),
+                                                  "x^T P": bk.CHOOSER.crossover("stats", 2 * BATCH, V, hid)}},
            "data": data_desc, "rows": M, "density": float(X.mean()), "hidden": hid, "batch_size": BATCH,
            "pairs": args.pairs, "variants": variants,
            "arguments": {"n_components": hid, "batch_size": BATCH, "n_iter": 1, "learning_rate": 0.01}}
@@ -111,16 +118,22 @@ def main(argv=None) -> int:
           f"{res['machine']['cpu_capability']}, bf16 speedup {res['machine']['bf16_speedup_measured']}, auto -> "
           f"{res['machine']['matmul_precision_auto']}; sparse/dense speed at density 0.13: x W "
           f"{res['machine']['sparse_speedup_xW']:.2f}x, x^T P "
-          f"{res['machine']['sparse_speedup_statistics']:.2f}x",
+          f"{res['machine']['sparse_speedup_statistics']:.2f}x; compiled sums faster below densities "
+          f"{res['machine']['sums_crossover_density']}",
           flush=True)
 
     args_common = dict(n_components=hid, batch_size=BATCH, n_iter=1, learning_rate=0.01)
 
     def genlearn_fit(precision: str, seed: int):
         """Seconds of one fit and what its matmul_precision resolved to; warnings (emulated bfloat16) recorded."""
+        dense = precision == "dense"
+        bk.ENABLED, precision = not dense, "full" if dense else precision
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
-            secs, est = fit_seconds(lambda: GlRBM(**args_common, random_state=seed, matmul_precision=precision), X)
+            try:
+                secs, est = fit_seconds(lambda: GlRBM(**args_common, random_state=seed, matmul_precision=precision), X)
+            finally:
+                bk.ENABLED = True
         for w in caught:
             if str(w.message) not in res.setdefault("warnings", []):
                 res["warnings"].append(str(w.message))

@@ -9,7 +9,8 @@ x_ri = 1. Both are `torch.nn.functional.embedding_bag(mode="sum")` over the nonz
 `torch.nonzero`, the values as per-sample weights, so gray levels stay exact), equal to the dense product up to
 float32 summation order.
 
-Not used in training (issue 17, measured): on the AVX-512 development CPU at binarized MNIST's density (13%)
+Not used in training (issue 17, measured; the compiled kernels of genlearn.binary_kernels are used instead where
+they are faster): on the AVX-512 development CPU at binarized MNIST's density (13%)
 these products ran at 0.4-1.2x the speed of the dense float32 GEMM (1.4-2.5x only at 5%), and a CD step that
 chose between them by the measured density ran ~20% slower end to end than the dense step; so the CD/PCD step
 and AIS keep dense GEMMs. `measure_gain` lets benchmarks/speed.py re-measure the ratio on another machine."""

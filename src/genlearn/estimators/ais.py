@@ -35,7 +35,7 @@ from torch import Tensor
 from genlearn.errors import ConfigError
 from genlearn.estimators.estimate import Estimate
 from genlearn.numerics import BASE_RATE_SMOOTHING, base_rate_logits, sample_bernoulli, uniform_  # noqa: F401
-from genlearn import products
+from genlearn import binary_kernels, products
 
 #: the published schedule: steps of 1e-3 on [0, 0.5], 1e-4 on [0.5, 0.9], 1e-5 on [0.9, 1]
 PUBLISHED_STEPS = 14_500
@@ -120,6 +120,10 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     dbeta = paths[1:] - paths[:-1]
     dbeta_rows, neg_dbeta_cols = dbeta.unbind(0), (-dbeta).unsqueeze(-1).unbind(0)
     v = v.to(dtype).clone()
+    # the states v and [h | 1] are 0/1: their products are sums of selected rows where that is faster here
+    # (genlearn.binary_kernels; only if the starting rows are 0/1 too)
+    binary = binary_kernels.is_binary(v)
+    zero = torch.zeros(n_vis, dtype=dtype, device=dev)
     av = torch.empty(n_chains, n_hid + 1, dtype=dtype, device=dev)
     s = torch.empty(n_chains, n_hid, dtype=dtype, device=dev)
     e = torch.empty(n_chains, n_hid, dtype=dtype, device=dev)
@@ -131,7 +135,10 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
         if bar is not None and k % PROGRESS_EVERY == 0:
             bar.update(PROGRESS_EVERY)
         beta = beta_cols[k]
-        products.addmm(c_aug, v, w_aug, out=av)
+        if binary:
+            binary_kernels.addmm01(c_aug, v, w_aug, av)
+        else:
+            products.addmm(c_aug, v, w_aug, out=av)
         a = av[:, :n_hid]
         torch.mul(a, beta, out=s).sigmoid_()                       # sigmoid(beta_k a)
         torch.mul(a, neg_dbeta_cols[k - 1], out=e).expm1_().mul_(s).log1p_()
@@ -141,7 +148,7 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
             break
         uniform_(u, generator)
         torch.lt(u[:, :n_hid], s, out=hb[:, :n_hid])               # h ~ P_beta(h | v); hb = [h | 1]
-        products.mm(hb, wt_aug, out=logits)
+        binary_kernels.addmm01(zero, hb, wt_aug, logits)  # hb is 0/1 whatever v was
         torch.addcmul(b0, logits, beta, out=logits).sigmoid_()     # P_beta(v_i = 1 | h)
         torch.lt(u[:, n_hid:], logits, out=v)
     if bar is not None:

@@ -13,10 +13,12 @@ and the kernels here differ only in where the model expectation <.>_P comes from
   from k sweeps of persistent chains (given by the caller, updated in place);
 - `exact_gradient`: the exact moments of P by enumerating the smaller layer (genlearn.estimators.exact_rbm).
 
-Everything is computed with matrix products and no autograd graph; the learning rules of
-genlearn.learning.rules write the results into p.grad. The products stay dense GEMMs even though their left
-operands are sparse 0/1 rows: sums of selected rows (genlearn.binary_products) measured slower end to end at
-binarized MNIST's density on the development CPU (benchmarks/RESULTS.md, issue 17)."""
+Everything is computed without an autograd graph; the learning rules of genlearn.learning.rules write the
+results into p.grad. Every product of the CD step has a 0/1 left operand (the batch, the chains, the sampled
+states): with float32 parameters on the CPU, each one is computed as sums of selected rows
+(genlearn.binary_kernels, compiled) when its operand's density is below the crossover that
+`binary_kernels.CHOOSER` timed on this CPU for its shape, else as a dense product (genlearn.products). Both give
+the same numbers up to float32 summation order; binary_kernels.ENABLED = False keeps the dense products."""
 from __future__ import annotations
 
 import torch
@@ -24,7 +26,7 @@ from torch import Tensor
 
 from genlearn.models.base import MATMUL_PRECISIONS
 from genlearn.numerics import uniform_
-from genlearn import products
+from genlearn import binary_kernels, products
 
 
 def matmul_dtype(W: Tensor, precision: str) -> torch.dtype:
@@ -96,17 +98,32 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     rows, pre, probs = ws["rows"], ws["pre"], ws["probs"]
     rows_m = ws["rows_low"] if low else rows  # the 0/1 rows [x; v~] as product operands
     Wm = ws["weight_low"].copy_(W) if low else W
+    data, negatives = rows[:B], rows_m[B:]
+    N = negatives.shape[0]
+    data.copy_(x)
+    H = W.shape[1]
+    # sums of selected rows need exact 0/1 operands: sampled states are, the batch and the first chains may not be
+    sums = (not low and binary_kernels.ENABLED and binary_kernels.available() and W.dtype == torch.float32
+            and binary_kernels.is_binary(data) and (not pcd or binary_kernels.is_binary(chains)))
+    transposed = []  # W^T made contiguous once, for sums of its rows
 
     def hidden_pre(src: Tensor, out: Tensor, scratch: Tensor | None) -> None:  # out = c + src W
         if low:
             torch.mm(src, Wm, out=scratch)
             out.copy_(scratch).add_(c)
+        elif sums:
+            binary_kernels.addmm01(c, src, W, out)
         else:
             products.addmm(c, src, W, out=out)
 
-    data, negatives = rows[:B], rows_m[B:]
-    N = negatives.shape[0]
-    data.copy_(x)
+    def visible_pre(src: Tensor, out: Tensor) -> None:  # out = b + src W^T
+        if sums and binary_kernels.faster(src, "rows", W.shape[0]):
+            if not transposed:
+                transposed.append(W.T.contiguous())
+            binary_kernels.rows_addmm(src, transposed[0], b, out)
+        else:
+            products.addmm(b, src, W.T, out=out)
+
     if low:
         rows_m[:B].copy_(data)
     hidden_pre(rows_m[:B], pre[:B], ws.get("pre_low", pre)[:B])
@@ -116,7 +133,6 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         uniform_(u, generator)
     else:
         u = uniforms
-    H = W.shape[1]
     if pcd:
         chain_pre = torch.empty(N, H, dtype=W.dtype, device=W.device)
         hidden_pre(chains.to(Wm.dtype), chain_pre, ws.get("pre_low", pre)[B:])
@@ -128,7 +144,8 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
             torch.mm(h, Wm.T, out=ws["visible_low"])
             pv.copy_(ws["visible_low"]).add_(b).sigmoid_()
         else:
-            products.addmm(b, h, W.T, out=pv).sigmoid_()
+            visible_pre(h, pv)
+            pv.sigmoid_()
         torch.lt(u[step, :, H:], pv, out=negatives)
         hidden_pre(negatives, pre[B:], ws.get("pre_low", pre)[B:])
         torch.sigmoid(pre[B:], out=probs[B:])
@@ -146,6 +163,8 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     if low:
         torch.mm(rows_m.T, ws["probs_low"].copy_(probs), out=ws["dW_low"])
         ws["dW"].copy_(ws["dW_low"])
+    elif sums and binary_kernels.faster(rows, "stats", H):
+        binary_kernels.rows_t_mm(rows, probs, ws["dW"])
     else:
         products.mm(rows.T, probs, out=ws["dW"])
     torch.mv(rows.T, w, out=ws["db"])

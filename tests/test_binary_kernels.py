@@ -1,0 +1,103 @@
+"""Products with a 0/1 left operand as sums of selected rows (genlearn.binary_kernels) and their use in the RBM's
+CD/PCD step (genlearn.learning.rbm_gradients).
+
+Oracle: the float64 dense product of the same operands; the sums must agree with it to float32 summation-order
+tolerance for densities 0, 1 and in between, odd shapes, empty rows and columns; the CD step with the sums must
+give the dense step's gradients and negatives."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genlearn import binary_kernels as bk
+
+pytestmark = pytest.mark.skipif(not bk.available(), reason="numba (the `fast` extra) is not installed")
+
+
+def _tol(x: torch.Tensor, M: torch.Tensor) -> float:
+    """float32 summation-order tolerance: 64 ulps of the largest sum of |terms| that one entry adds up."""
+    return 64 * 2.0 ** -24 * max(1.0, float((x.double() @ M.double().abs()).max()))
+
+
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.13, 0.5, 1.0])
+@pytest.mark.parametrize("R,V,H", [(100, 784, 500), (7, 13, 5), (1, 1, 1), (33, 65, 129)])
+def test_rows_addmm_and_rows_t_mm_equal_the_dense_products(density, R, V, H):
+    g = torch.Generator().manual_seed(R * 1000 + V + H)
+    x = (torch.rand(R, V, generator=g) < density).float()
+    if R > 2:
+        x[1] = 0.0  # an empty row
+        x[:, 0] = 0.0  # an empty column (a pixel off in every row)
+    W, b, P = torch.randn(V, H, generator=g), torch.randn(H, generator=g), torch.randn(R, H, generator=g)
+    out = torch.full((R, H), float("nan"))
+    bk.rows_addmm(x, W, b, out)
+    expected = b.double() + x.double() @ W.double()
+    assert torch.allclose(out.double(), expected, rtol=0, atol=_tol(x, W))
+    stats = torch.full((V, H), float("nan"))
+    bk.rows_t_mm(x, P, stats)
+    assert torch.allclose(stats.double(), x.double().T @ P.double(), rtol=0, atol=_tol(x.T, P))
+
+
+def test_only_exact_zeros_are_skipped():
+    """The kernels count a nonzero as 1 (they are for 0/1 operands): a row of 1s gives the column sums of W."""
+    W = torch.arange(12.0).reshape(4, 3)
+    out = torch.empty(2, 3)
+    bk.rows_addmm(torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]), W, torch.ones(3), out)
+    assert out.tolist() == [[1.0 + 0 + 6, 1.0 + 1 + 7, 1.0 + 2 + 8], [1.0, 1.0, 1.0]]
+
+
+def test_bad_operands_are_refused():
+    with pytest.raises(ValueError, match="contiguous"):
+        bk.rows_addmm(torch.ones(3, 4).T, torch.ones(3, 2), torch.ones(2), torch.empty(4, 2))
+    with pytest.raises(ValueError, match="dtype"):
+        bk.rows_t_mm(torch.ones(3, 4, dtype=torch.float64), torch.ones(3, 2), torch.empty(4, 2))
+
+
+def test_the_chooser_finds_a_crossover_inside_its_grid(monkeypatch):
+    """Its interpolation: sums at 0.5, 0.7, 0.9, 1.1, ... the dense time cross 1 between the 3rd and 4th density;
+    sums slower everywhere: never (0.0)."""
+    times = iter([t for r in (0.5, 0.7, 0.9, 1.1, 1.3, 1.5) for t in (r, 1.0)])  # (sums, dense) per density
+    monkeypatch.setattr(bk, "_best_time", lambda f, *a, **k: next(times))
+    lo, hi = bk.Chooser.DENSITIES[2], bk.Chooser.DENSITIES[3]
+    assert bk.Chooser._measure("rows", 4, 5, 3) == pytest.approx(lo + 0.5 * (hi - lo))
+    monkeypatch.setattr(bk, "_best_time", lambda f, *a, **k: 1.0)
+    assert bk.Chooser._measure("stats", 4, 5, 3) == 0.0
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_cd_step_with_sums_equals_the_dense_step(monkeypatch, persistent):
+    from genlearn.learning import rbm_gradients as rg
+
+    V, H, B = 50, 30, 20
+    g = torch.Generator().manual_seed(3)
+    W = 0.3 * torch.randn(V, H, generator=g)
+    b, c = torch.randn(V, generator=g) - 1.0, torch.randn(H, generator=g) - 1.0
+    x = (torch.rand(B, V, generator=g) < 0.15).float()
+    chains = (torch.rand(B, V, generator=g) < 0.15).float()
+    results, used = {}, []
+    real_rows, real_t = bk.rows_addmm, bk.rows_t_mm
+    monkeypatch.setattr(bk, "rows_addmm", lambda *a: used.append("rows") or real_rows(*a))
+    monkeypatch.setattr(bk, "rows_t_mm", lambda *a: used.append("stats") or real_t(*a))
+    for sums in (False, True):
+        monkeypatch.setattr(bk, "ENABLED", sums)
+        monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)  # every product as sums when allowed
+        ws = rg.cd_workspace(None, W, B, B, 2)
+        ch = chains.clone() if persistent else None
+        out = rg.cd_step(W, b, c, x, 2, torch.Generator().manual_seed(5), ws, chains=ch)
+        results[sums] = [t.clone() for t in out]
+    assert used.count("stats") == 1 and used.count("rows") >= 4
+    (v0, dW0, db0, dc0, neg0), (v1, dW1, db1, dc1, neg1) = results[False], results[True]
+    assert torch.equal(neg0, neg1)  # the same uniforms decide the same states (pre-activations far from ties)
+    for a, e in ((v1, v0), (dW1, dW0), (db1, db0), (dc1, dc0)):
+        assert torch.allclose(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_cd_step_keeps_dense_products_for_gray_batches(monkeypatch):
+    from genlearn.learning import rbm_gradients as rg
+
+    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)
+    monkeypatch.setattr(bk, "rows_addmm", lambda *a: pytest.fail("sums on gray levels"))
+    monkeypatch.setattr(bk, "rows_t_mm", lambda *a: pytest.fail("sums on gray levels"))
+    W = torch.randn(6, 4)
+    x = torch.rand(3, 6)  # gray levels in (0, 1): not 0/1 rows
+    ws = rg.cd_workspace(None, W, 3, 3, 1)
+    rg.cd_step(W, torch.zeros(6), torch.zeros(4), x, 1, torch.Generator().manual_seed(0), ws)
