@@ -34,6 +34,21 @@ def available() -> bool:
 if numba is not None:
     _FAST = {"reassoc", "contract", "nsz", "arcp"}
 
+    @njit(fastmath=_FAST, cache=True)
+    def _accumulate(o, M, which, t, e):  # pragma: no cover - compiled
+        """o += sum of the rows M[which[t]], ..., M[which[e - 1]], two rows per pass over o."""
+        H = o.shape[0]
+        while t + 2 <= e:
+            A = M[which[t]]
+            B = M[which[t + 1]]
+            for j in range(H):
+                o[j] += A[j] + B[j]
+            t += 2
+        if t < e:
+            A = M[which[t]]
+            for j in range(H):
+                o[j] += A[j]
+
     @njit(parallel=True, fastmath=_FAST, cache=True)
     def _rows_addmm(x, W, b, out):  # pragma: no cover - compiled
         R, V = x.shape
@@ -49,17 +64,7 @@ if numba is not None:
             o = out[r]
             for j in range(H):
                 o[j] = b[j]
-            t = 0
-            while t + 2 <= n:
-                A = W[idx[t]]
-                B = W[idx[t + 1]]
-                for j in range(H):
-                    o[j] += A[j] + B[j]
-                t += 2
-            if t < n:
-                A = W[idx[t]]
-                for j in range(H):
-                    o[j] += A[j]
+            _accumulate(o, W, idx, 0, n)
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
     def _rows_t_mm(x, P, out):  # pragma: no cover - compiled
@@ -85,17 +90,7 @@ if numba is not None:
             o = out[i]
             for j in range(H):
                 o[j] = 0.0
-            t, e = start[i], start[i + 1]
-            while t + 2 <= e:
-                A = P[rows[t]]
-                B = P[rows[t + 1]]
-                for j in range(H):
-                    o[j] += A[j] + B[j]
-                t += 2
-            if t < e:
-                A = P[rows[t]]
-                for j in range(H):
-                    o[j] += A[j]
+            _accumulate(o, P, rows, start[i], start[i + 1])
 
 
 def _threads() -> None:
