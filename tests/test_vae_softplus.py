@@ -1,5 +1,5 @@
-"""sum_i softplus(l_i) by groups of products (genlearn.models.vae.softplus_row_sums_), the decoder term of every
-importance-sampling and AIS evaluation of a VAE.
+"""sum_i softplus(l_i) by groups of products (genlearn.numerics.softplus_row_sums_): the decoder term of a VAE's
+importance-sampling and AIS evaluations, and the free energies of the RBM's CD value.
 
 Oracle: float64 F.softplus summed in float64; the identity must hold to float32 rounding for ordinary, large
 and extreme logits (including +-inf and NaN), with and without a group divisor of the row length."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlearn.models.vae import _group_size, softplus_row_sums_
+from genlearn.numerics import _group_size, softplus_row_sums_
 
 
 @pytest.mark.parametrize("n", [784, 64, 12, 13, 100, 67])

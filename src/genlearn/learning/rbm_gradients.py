@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from genlearn.models.base import MATMUL_PRECISIONS
-from genlearn.numerics import uniform_
+from genlearn.numerics import softplus_row_sums_, uniform_
 from genlearn import binary_kernels, products
 
 
@@ -157,7 +157,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         chains.copy_(rows[B:])
     w = ws["weights"]
     # value: mean F(x) - mean F(v~) = sum_r w_r (v_r.b + sum_j softplus(pre_rj)), F(v) = -v.b - sum softplus
-    free = torch.nn.functional.softplus(pre).sum(1).add_(torch.mv(rows, b))
+    free = softplus_row_sums_(pre).add_(torch.mv(rows, b))  # pre is not needed after this (overwritten)
     value = torch.dot(w, free)
     probs.mul_(w.unsqueeze(1))
     if low:
