@@ -30,6 +30,7 @@ PENDING: set = set()
 LAYERS = [
     ("core", ["genlearn.errors", "genlearn.numerics", "genlearn.enumeration", "genlearn.validate",
               "genlearn.options", "genlearn.search_space", "genlearn.precision", "genlearn.binary_products",
+              "genlearn.binary_kernels",
               "genlearn.products", "genlearn.estimators", "genlearn.estimators.estimate"]),
     # where samples come from, without models: the source table, files, formats, binarization, the Dataset, the
     # empirical distribution, the embedded and real data sets
@@ -47,7 +48,7 @@ LAYERS = [
     ("outputs", ["genlearn.plots", "genlearn.report", "genlearn.report.*"]),
     ("runs", ["genlearn.runs", "genlearn.checks", "genlearn.recipes", "genlearn.recipes.*"]),
     ("apps", ["genlearn", "genlearn.cli", "genlearn.sklearn", "genlearn.demo", "genlearn.demo_latent",
-              "genlearn.__main__", "genlearn.tune"]),
+              "genlearn.__main__", "genlearn.tune", "genlearn.tune_refit"]),
 ]
 
 
