@@ -101,3 +101,16 @@ def test_cd_step_keeps_dense_products_for_gray_batches(monkeypatch):
     x = torch.rand(3, 6)  # gray levels in (0, 1): not 0/1 rows
     ws = rg.cd_workspace(None, W, 3, 3, 1)
     rg.cd_step(W, torch.zeros(6), torch.zeros(4), x, 1, torch.Generator().manual_seed(0), ws)
+
+
+def test_the_environment_turns_the_sums_off(monkeypatch):
+    from genlearn.errors import ConfigError
+
+    x = torch.zeros(4, 8)
+    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)
+    assert bk.faster(x, "rows", 3)
+    monkeypatch.setenv("GENLEARN_BINARY_SUMS", "off")
+    assert not bk.faster(x, "rows", 3)
+    monkeypatch.setenv("GENLEARN_BINARY_SUMS", "sometimes")
+    with pytest.raises(ConfigError, match="GENLEARN_BINARY_SUMS must be auto or off"):
+        bk.faster(x, "rows", 3)

@@ -16,6 +16,7 @@ The entries of x must be exactly 0 or 1 (sampled states, binarized data): a gray
 `available()` is False without numba: callers then keep the dense products."""
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -126,7 +127,10 @@ def rows_t_mm(x, P, out):
     return out
 
 
-#: False keeps the dense products everywhere (benchmarks time both ways in one run)
+#: False keeps the dense products everywhere (benchmarks time both ways in one run); so does the environment
+#: variable GENLEARN_BINARY_SUMS=off. The choice rests on a timing, so two processes may sum a product whose density
+#: is near the crossover in different orders (float32 rounding apart); "off" makes runs bit-reproducible across
+#: processes, as in a resumed run's new process.
 ENABLED = True
 
 
@@ -137,14 +141,24 @@ def is_binary(x) -> bool:
     return not bool(torch.logical_and(x != 0, x != 1).any())
 
 
+def _allowed() -> bool:
+    """GENLEARN_BINARY_SUMS: "auto" (default, by the timing) or "off" (dense products only)."""
+    value = os.environ.get("GENLEARN_BINARY_SUMS", "auto").strip().lower() or "auto"
+    if value not in ("auto", "off"):
+        from genlearn.errors import ConfigError
+
+        raise ConfigError(f"GENLEARN_BINARY_SUMS must be auto or off, got {value!r}")
+    return value == "auto"
+
+
 def faster(x, kind: str, H: int) -> bool:
     """Whether the sums of selected rows are the faster way here for the 0/1 operand x (R x V) with a (V x H)
     matrix (kind "rows") or its statistics x^T P, P (R x H) (kind "stats"): enabled, numba present, a contiguous
     float32 CPU operand, and its density below the crossover CHOOSER timed for this shape."""
     import torch
 
-    if not (ENABLED and available() and x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()
-            and x.dim() == 2 and x.shape[0] > 0):
+    if not (ENABLED and available() and _allowed() and x.dtype == torch.float32 and x.device.type == "cpu"
+            and x.is_contiguous() and x.dim() == 2 and x.shape[0] > 0):
         return False
     R, V = x.shape
     crossover = CHOOSER.crossover(kind, R, V, H)
