@@ -48,7 +48,7 @@ LAYERS = [
     ("outputs", ["genlearn.plots", "genlearn.report", "genlearn.report.*"]),
     ("runs", ["genlearn.runs", "genlearn.checks", "genlearn.recipes", "genlearn.recipes.*"]),
     ("apps", ["genlearn", "genlearn.cli", "genlearn.sklearn", "genlearn.demo", "genlearn.demo_latent",
-              "genlearn.__main__", "genlearn.tune", "genlearn.tune_refit"]),
+              "genlearn.__main__", "genlearn.tune", "genlearn.tune_refit", "genlearn.refit"]),
 ]
 
 

@@ -178,6 +178,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--title", help="the page's title")
         p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
+    p = sub.add_parser("refit", help="train a finished run again on its train + valid rows, for its best epoch count",
+                       description="The run's family, options, seed and start (--init-from) trained on the train "
+                                   "rows then the valid rows, for the epoch where its valid NLL was best, its plateau "
+                                   "schedule's rates replayed epoch by epoch; the test split scored as the run's "
+                                   "evaluation settings say. The valid rows are training rows of the refit: it has no "
+                                   "valid figures.")
+    if only in (None, "refit"):
+        _threads_arg(p)
+        p.add_argument("run", metavar="RUN", help="a run folder finished by `genlearn fit`")
+        p.add_argument("--out", required=True, metavar="DIR", help="the refitted run's folder")
+        p.add_argument("--data-dir", metavar="DIR", help="where the run's data set lies (default: the folder the run "
+                                                         "recorded)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs to DIR during training")
+
     p = sub.add_parser("tune", help="search families and settings by the validation NLL (Optuna); test scored once",
                        description="Model selection by the validation NLL: Optuna's TPE over each family's search "
                                    "space, pruning poor learning curves; each trial a run folder in OUT/trials; the "
@@ -380,6 +396,10 @@ def cmd_eval(args) -> int:
         if spec is None:
             raise ConfigError("this run was fitted on an in-memory data set; give --data to evaluate it")
         dataset = load_dataset(spec, args.data_dir if args.data_dir else run.meta.get("data_dir"))
+        if not args.data:  # a refit run: its training rows are its spec's train and valid rows (genlearn.refit)
+            from genlearn.data.refit_rows import as_trained
+
+            dataset = as_trained(run.meta, dataset)
         if args.device is not None:  # the data on the model's device, moved once
             from genlearn.learning.devices import move_dataset
 
@@ -529,9 +549,18 @@ def cmd_tune(args) -> int:
         return 130
 
 
+def cmd_refit(args) -> int:
+    from genlearn.refit import refit
+
+    progress = not args.quiet and sys.stderr.isatty()
+    run = refit(args.run, args.out, data_dir=args.data_dir, overwrite=args.overwrite, progress=progress,
+                callbacks=_callbacks(args, progress))
+    return _report_fit(run, args)
+
+
 COMMANDS = {"fit": cmd_fit, "eval": cmd_eval, "sample": cmd_sample, "kl": cmd_kl, "datasets": cmd_datasets,
             "models": cmd_models, "demo": cmd_demo, "recipes": cmd_recipes, "tune": cmd_tune,
-            "report": cmd_report}
+            "report": cmd_report, "refit": cmd_refit}
 
 
 def _set_threads(n: int | None) -> None:
@@ -592,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: the commands that compute (and import torch); the others (`--help`, `models`, `recipes`...) stay light
-_TORCH_COMMANDS = ("fit", "eval", "sample", "kl", "demo", "tune", "report")
+_TORCH_COMMANDS = ("fit", "eval", "sample", "kl", "demo", "tune", "report", "refit")
 
 
 def _start_up_guard_active(signal) -> bool:

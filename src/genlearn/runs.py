@@ -167,6 +167,10 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         tensors, meta = read_checkpoint(out, build=True)  # validated: one RunError naming a damaged file
         dataset = data if isinstance(data, Dataset) else load_dataset(
             data or meta["data_spec"], data_dir if data_dir is not None else meta.get("data_dir"))
+        if data is None:  # a refit's rows are its spec's train and valid rows together (genlearn.refit)
+            from genlearn.data.refit_rows import as_trained
+
+            dataset = as_trained(meta, dataset)
         from genlearn.learning.run_folder import check_resume_data
 
         check_resume_data(out, meta, data, dataset)  # --resume DIR --data OTHER is refused

@@ -25,7 +25,6 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import torch
 
 from genlearn.errors import ConfigError, GenlearnError
 
@@ -45,17 +44,13 @@ def check_refittable(dataset) -> None:
 
 def refit_data(search):
     """The search's data set with train = its train rows then its valid rows, and no valid or test split."""
-    from genlearn.data.dataset import Dataset
+    from genlearn.data.refit_rows import merged_rows
 
     check_refittable(search)
-    values = {f.name: getattr(search, f.name) for f in dataclasses.fields(Dataset)}
-    values.update(train=torch.cat([search.train, search.valid]), valid=None, test=None, truth=None,
-                  settings={**search.settings, "rows": REFIT_NOTE})
-    if values.get("labels"):
-        labels = values["labels"]
-        both = [labels.get("train"), labels.get("valid")]
-        values["labels"] = {"train": torch.cat(both)} if all(v is not None for v in both) else None
-    return Dataset(**values)
+    merged = merged_rows(search)
+    labels = {"train": merged.labels["train"]} if merged.labels else None
+    return dataclasses.replace(merged, test=None, truth=None, labels=labels,
+                               settings={**search.settings, "rows": REFIT_NOTE})
 
 
 def refit_settings(trial_train: dict, metrics: dict, rows_ratio: float) -> dict:

@@ -23,7 +23,7 @@ from genlearn.learning.interrupt import EpochProgress, Interrupted, StopOnSignal
 from genlearn.options import option
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "lbfgs")
-SCHEDULES = ("constant", "cosine", "exponential", "step", "geometric", "plateau")
+SCHEDULES = ("constant", "cosine", "exponential", "step", "geometric", "plateau", "piecewise")
 
 
 @dataclass
@@ -35,7 +35,9 @@ class TrainConfig:
     [0, 1]: the elapsed training time over max_minutes when that is set, else (epoch - 1) / (epochs - 1) for
     the epoch about to run; equal steps in log lr, from lr to lr f), plateau (lr x gamma each time the monitored
     valid NLL has not improved for plateau_patience evaluations in a row, never below lr x final_lr_fraction:
-    the rule of torch's ReduceLROnPlateau, its count kept in the run's state so that resume continues it);
+    the rule of torch's ReduceLROnPlateau, its count kept in the run's state so that resume continues it),
+    piecewise (lr x F_j from epoch E_j on, the pairs given as lr_steps "E1:F1,E2:F2,..." with E_1 < E_2 < ...;
+    lr before E_1: e.g. the rates a plateau run chose, replayed by `genlearn refit`);
     patience: stop when the valid NLL has not improved for that many evaluations (epochs when eval_every = 1) and
     restore the best parameters (None = off); monitor_ais_steps: for energy models too large for an exact log Z
     (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every
@@ -71,6 +73,8 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
     gamma: float = option(0.99, "decay factor of the exponential/step/plateau schedules")
     step_size: int = option(10, "epochs between decays of the step schedule", minimum=1)
     final_lr_fraction: float = option(0.01, "geometric schedule: the last rate over --lr; plateau: the lowest")
+    lr_steps: str | None = option(None, "piecewise schedule: 'E1:F1,E2:F2,...', the rate is lr x F_j from epoch "
+                                  "E_j on (epochs counted from 1)")
     plateau_patience: int = option(5, "plateau schedule: evaluations without a better valid NLL before the rate is "
                                    "multiplied by --gamma", minimum=1)
     patience: int | None = option(None, "early stopping: epochs without a better valid NLL (default off)", minimum=1)
@@ -110,6 +114,11 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
             raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
         if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0):
             raise ConfigError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
+        if self.schedule == "piecewise" or self.lr_steps is not None:
+            if self.schedule != "piecewise" or self.lr_steps is None:
+                raise ConfigError("--lr-steps goes with --schedule piecewise, and that schedule needs --lr-steps "
+                                  "(e.g. --lr-steps 10:0.5,20:0.25)")
+            parse_lr_steps(self.lr_steps)
         if not isinstance(self.plateau_patience, int) or self.plateau_patience < 1:
             raise ConfigError(f"plateau_patience must be a positive integer, got {self.plateau_patience!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
@@ -160,7 +169,38 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
 
 
+def parse_lr_steps(text: str) -> list[tuple[int, float]]:
+    """The (epoch, factor) pairs of a piecewise schedule "E1:F1,E2:F2,...": epochs >= 1, strictly increasing,
+    factors > 0 (one-line ConfigError otherwise)."""
+    steps = []
+    for item in str(text).split(","):
+        epoch, sep, factor = item.strip().partition(":")
+        try:
+            pair = (int(epoch), float(factor))
+        except ValueError:
+            pair = None
+        if not sep or pair is None or pair[0] < 1 or not (math.isfinite(pair[1]) and pair[1] > 0):
+            raise ConfigError(f"--lr-steps {text!r}: each step is EPOCH:FACTOR with EPOCH >= 1 and FACTOR > 0, "
+                              f"e.g. 10:0.5,20:0.25 (got {item.strip()!r})")
+        if steps and pair[0] <= steps[-1][0]:
+            raise ConfigError(f"--lr-steps {text!r}: the epochs must increase (got {pair[0]} after {steps[-1][0]})")
+        steps.append(pair)
+    return steps
+
+
+def piecewise_factor(steps: list[tuple[int, float]], epoch: int) -> float:
+    """The rate over lr during epoch `epoch` (counted from 1): F_j of the last step with E_j <= epoch, else 1."""
+    factor = 1.0
+    for start, value in steps:
+        if start <= epoch:
+            factor = value
+    return factor
+
+
 def make_schedule(opt, cfg: TrainConfig):
+    if cfg.schedule == "piecewise":  # LambdaLR passes the epochs done: the next epoch is one more
+        steps = parse_lr_steps(cfg.lr_steps)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda done: piecewise_factor(steps, done + 1))
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     if cfg.schedule == "exponential":

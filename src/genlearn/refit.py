@@ -1,0 +1,108 @@
+"""`genlearn refit RUN --out DIR`: a finished fit trained again on its train and valid rows together.
+
+A fit makes its choices on the valid split: when to stop (its best epoch, the early-stopping point) and, under a
+plateau schedule, when to lower the rate. Once they are made the valid rows have done their job, and the same
+model can learn from them too, as `genlearn tune --refit` does for its selected trials (genlearn.tune_refit):
+the refit trains the run's family with the run's options, seed and initialisation (its `--init-from` run, if it
+had one) on the M_t + M_v rows of train then valid, for the run's best epoch count, with no early stopping and no
+kept best, and scores the test split as the run's own evaluation settings say. The schedule is the run's:
+- a plateau schedule's rates, which followed the valid NLL, are replayed epoch by epoch (a piecewise schedule:
+  `plateau_lr_steps` reads them from the run's history, where each record's rate is the one its epoch ran with);
+- a time budget (max_minutes) is scaled by (M_t + M_v) / M_t, so that a schedule that decays in time ends at the
+  same point after the same number of epochs;
+- the other schedules depend on the epoch alone and are kept as they are.
+
+The refit is an ordinary run folder (`genlearn eval`, `sample`, `report` read it); its metrics.json has no valid
+figures (there are no held-out rows but test) and records the refitted run under recipe.refit_of. A run started
+with --init-from keeps that start, which was trained on the train rows alone."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from genlearn.data.refit_rows import REFIT_ROWS, merged_rows
+from genlearn.errors import ConfigError, RunError
+
+def plateau_lr_steps(history: list[dict], lr: float, epochs: int) -> str | None:
+    """The rates a plateau run ran its epochs 1..epochs with, as a piecewise schedule "E1:F1,E2:F2,..." (F the
+    rate over lr); None when the rate never changed. A record's rate is the one its epoch (and the epochs since
+    the previous record) ran with: the plateau rule lowers it after the evaluation, from the next epoch on."""
+    steps, previous_epoch, factor = [], 0, 1.0
+    for rec in sorted((r for r in history if 1 <= int(r.get("epoch") or 0) <= epochs), key=lambda r: r["epoch"]):
+        value = float(rec["lr"]) / float(lr)
+        if abs(value - factor) > 1e-12 * max(value, factor):
+            steps.append(f"{previous_epoch + 1}:{value:.12g}")
+            factor = value
+        previous_epoch = int(rec["epoch"])
+    return ",".join(steps) or None
+
+
+def refit_train_settings(metrics: dict, rows_ratio: float) -> dict:
+    """The training settings of the refit of a run whose metrics.json is `metrics` (see the module's text)."""
+    train = dict(metrics["train_config"])
+    epochs = metrics.get("best_epoch") or metrics.get("epochs_run")
+    if not epochs:
+        raise RunError("the run recorded neither a best epoch nor the epochs it ran; refit a finished run")
+    train.update(epochs=int(epochs), patience=None, keep_best=False)
+    if train.get("max_minutes") is not None:
+        train["max_minutes"] = float(train["max_minutes"]) * rows_ratio
+    if train.get("schedule") == "plateau":
+        steps = plateau_lr_steps(metrics.get("history") or [], train["lr"], int(epochs))
+        train.update(schedule="piecewise" if steps else "constant", lr_steps=steps)
+        for moot in ("gamma", "plateau_patience", "final_lr_fraction"):  # the plateau rule's own settings
+            train.pop(moot, None)
+    return _given(train)
+
+
+def _given(train: dict) -> dict:
+    """The settings that differ from TrainConfig's defaults (the others would be refused as flags that the
+    schedule or optimizer makes moot, and change nothing)."""
+    import dataclasses
+
+    from genlearn.learning.trainer import TrainConfig
+
+    defaults = {f.name: getattr(TrainConfig(), f.name) for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in train.items() if k not in defaults or v != defaults[k]}
+
+
+def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = True, callbacks=None):
+    """Train the finished run in `run` again on its train + valid rows (module text); write it to `out`.
+    `data_dir`: where the run's named data set lies (default: the folder the run recorded). Returns the Run."""
+    from genlearn.data.registry import load_dataset
+    from genlearn.runs import fit
+    from genlearn.validate import check_path_argument
+
+    check_path_argument(run, "run")
+    run = Path(run)
+    path = run / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{run} holds no finished run (no metrics.json): refit a run that `genlearn fit` finished")
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} cannot be read ({exc}); refit a finished run") from None
+    if Path(out).resolve() == run.resolve():
+        raise ConfigError(f"--out {out} is the run to refit: the refit would replace it; give another --out")
+    spec = metrics.get("data", {}).get("spec")
+    if not spec:
+        raise RunError(f"{run} was fitted to data given as an object, not a named data set or file: it cannot be "
+                       "loaded again to refit")
+    checkpoint = json.loads((run / "checkpoint.json").read_text()) if (run / "checkpoint.json").exists() else {}
+    data_dir = data_dir if data_dir is not None else checkpoint.get("data_dir")
+    dataset = merged_rows(load_dataset(spec, data_dir))
+    rows_ratio = dataset.train.shape[0] / metrics["data"]["sizes"]["train"]
+    train = refit_train_settings(metrics, rows_ratio)
+    train["progress"] = progress
+    recipe = metrics.get("recipe") or {}
+    evaluation = dict(metrics.get("evaluation") or {})
+    partition = evaluation.pop("partition", "auto")
+    record = {"name": f"refit of {recipe.get('name') or run.name}", "overrides": {},
+              "evaluation": {"partition": partition, **evaluation},
+              "refit_of": {"run": str(run.resolve()), "run_id": metrics.get("run_id"),
+                           "epochs": train["epochs"], "rows": REFIT_ROWS,
+                           "train_rows": int(dataset.train.shape[0]), "valid_nll": metrics.get("valid_nll")}}
+    init_from = (metrics.get("init_from") or {}).get("run")
+    options = dict(checkpoint.get("model_options") or {})
+    return fit(metrics["model"], dataset, out=out, overwrite=overwrite, data_spec=spec, data_dir=data_dir,
+               recipe=record, init_from=init_from, partition=partition, partition_options=evaluation,
+               callbacks=callbacks, **options, **train)
