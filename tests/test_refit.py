@@ -71,7 +71,9 @@ def test_refit_settings_keep_the_run_but_its_valid_choices():
                            for e, r in enumerate([0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025])]}
     train = refit_train_settings(metrics, 1.25)
     assert train["epochs"] == 4 and train["schedule"] == "piecewise" and train["lr_steps"] == "3:0.5"
-    assert train["max_minutes"] == pytest.approx(12.5) and train["optimizer"] == "adam"
+    assert "max_minutes" not in train and train["optimizer"] == "adam"  # a cap only: the epochs are the plan
+    geometric = {**metrics, "train_config": {**metrics["train_config"], "schedule": "geometric"}}
+    assert refit_train_settings(geometric, 1.25)["max_minutes"] == pytest.approx(12.5)  # its rate follows time
     assert "patience" not in train and "keep_best" not in train and "gamma" not in train  # defaults: off
     TrainConfig.from_dict(train)
 

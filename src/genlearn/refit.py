@@ -8,8 +8,9 @@ had one) on the M_t + M_v rows of train then valid, for the run's best epoch cou
 kept best, and scores the test split as the run's own evaluation settings say. The schedule is the run's:
 - a plateau schedule's rates, which followed the valid NLL, are replayed epoch by epoch (a piecewise schedule:
   `plateau_lr_steps` reads them from the run's history, where each record's rate is the one its epoch ran with);
-- a time budget (max_minutes) is scaled by (M_t + M_v) / M_t, so that a schedule that decays in time ends at the
-  same point after the same number of epochs;
+- a geometric schedule that decays in time (max_minutes) has its budget scaled by (M_t + M_v) / M_t, so that it
+  ends at the same point after the same number of epochs; under any other schedule the budget was a cap only, and
+  is dropped, so that the refit runs its planned epochs;
 - the other schedules depend on the epoch alone and are kept as they are.
 
 The refit is an ordinary run folder (`genlearn eval`, `sample`, `report` read it); its metrics.json has no valid
@@ -45,7 +46,10 @@ def refit_train_settings(metrics: dict, rows_ratio: float) -> dict:
         raise RunError("the run recorded neither a best epoch nor the epochs it ran; refit a finished run")
     train.update(epochs=int(epochs), patience=None, keep_best=False)
     if train.get("max_minutes") is not None:
-        train["max_minutes"] = float(train["max_minutes"]) * rows_ratio
+        if train.get("schedule") == "geometric":  # its rate follows the time: the same point after the same epochs
+            train["max_minutes"] = float(train["max_minutes"]) * rows_ratio
+        else:  # a budget only: the epoch count is the refit's plan, and a budget must not cut it short
+            train["max_minutes"] = None
     if train.get("schedule") == "plateau":
         steps = plateau_lr_steps(metrics.get("history") or [], train["lr"], int(epochs))
         train.update(schedule="piecewise" if steps else "constant", lr_steps=steps)
