@@ -197,3 +197,33 @@ def test_an_interrupted_refit_resumes_on_its_own_rows(tmp_path, data_file):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["train_nll"] == pytest.approx(whole.metrics["train_nll"], abs=1e-5)
+
+
+@pytest.mark.parametrize("family, options", [
+    ("mixture", {"components": 3, "em": True}),  # EM: no optimizer flags may be given
+    ("fvsbn", {}),  # the family's own full-batch defaults
+    ("fvsbn", {"optimizer": "adam", "batch_size": 50, "lr": 0.01}),
+    ("rbm", {"hidden": 8, "persistent": True, "optimizer": "sgd", "batch_size": 50, "lr": 0.05}),
+])
+def test_a_refit_trains_with_the_runs_own_settings(tmp_path, data_file, family, options):
+    """Every training setting of the refit is the run's, but the epochs (its best), early stopping and the kept
+    best (no valid rows)."""
+    from genlearn.runs import fit
+
+    path, _ = data_file
+    first = fit(family, str(path), out=tmp_path / "run", epochs=5, patience=2, keep_best=True, seed=4,
+                progress=False, plots=False, **options)
+    again = refit(tmp_path / "run", tmp_path / "refit", progress=False)
+    ours, theirs = again.metrics["train_config"], first.metrics["train_config"]
+    assert ours["epochs"] == (first.metrics["best_epoch"] or first.metrics["epochs_run"])
+    assert ours["patience"] is None and ours["keep_best"] is False
+    assert {k: v for k, v in ours.items() if k not in ("epochs", "patience", "keep_best", "progress")} == {
+        k: v for k, v in theirs.items() if k not in ("epochs", "patience", "keep_best", "progress")}
+
+
+def test_a_refit_is_not_refitted(tmp_path, data_file):
+    path, _ = data_file
+    _plateau_run(path, tmp_path / "run")
+    refit(tmp_path / "run", tmp_path / "refit", progress=False)
+    with pytest.raises(ConfigError, match="already a refit"):
+        refit(tmp_path / "refit", tmp_path / "again", progress=False)

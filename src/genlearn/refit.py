@@ -24,6 +24,7 @@ from pathlib import Path
 from genlearn.data.refit_rows import REFIT_ROWS, merged_rows
 from genlearn.errors import ConfigError, RunError
 
+
 def plateau_lr_steps(history: list[dict], lr: float, epochs: int) -> str | None:
     """The rates a plateau run ran its epochs 1..epochs with, as a piecewise schedule "E1:F1,E2:F2,..." (F the
     rate over lr); None when the rate never changed. A record's rate is the one its epoch (and the epochs since
@@ -38,8 +39,9 @@ def plateau_lr_steps(history: list[dict], lr: float, epochs: int) -> str | None:
     return ",".join(steps) or None
 
 
-def refit_train_settings(metrics: dict, rows_ratio: float) -> dict:
-    """The training settings of the refit of a run whose metrics.json is `metrics` (see the module's text)."""
+def refit_train_settings(metrics: dict, rows_ratio: float, defaults: dict | None = None) -> dict:
+    """The training settings of the refit of a run whose metrics.json is `metrics` (see the module's text), those
+    that differ from `defaults` (the family's training defaults; None: TrainConfig's)."""
     train = dict(metrics["train_config"])
     epochs = metrics.get("best_epoch") or metrics.get("epochs_run")
     if not epochs:
@@ -55,17 +57,19 @@ def refit_train_settings(metrics: dict, rows_ratio: float) -> dict:
         train.update(schedule="piecewise" if steps else "constant", lr_steps=steps)
         for moot in ("gamma", "plateau_patience", "final_lr_fraction"):  # the plateau rule's own settings
             train.pop(moot, None)
-    return _given(train)
+    return _given(train, defaults or {})
 
 
-def _given(train: dict) -> dict:
-    """The settings that differ from TrainConfig's defaults (the others would be refused as flags that the
-    schedule or optimizer makes moot, and change nothing)."""
+def _given(train: dict, family_defaults: dict) -> dict:
+    """The settings that differ from the defaults a fit of the family starts from (TrainConfig's, with the
+    family's own over them): the others change nothing, and some would be refused as flags that the schedule or
+    the learning rule makes moot (e.g. --optimizer beside EM)."""
     import dataclasses
 
     from genlearn.learning.trainer import TrainConfig
 
     defaults = {f.name: getattr(TrainConfig(), f.name) for f in dataclasses.fields(TrainConfig)}
+    defaults.update(family_defaults)
     return {k: v for k, v in train.items() if k not in defaults or v != defaults[k]}
 
 
@@ -73,6 +77,7 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
     """Train the finished run in `run` again on its train + valid rows (module text); write it to `out`.
     `data_dir`: where the run's named data set lies (default: the folder the run recorded). Returns the Run."""
     from genlearn.data.registry import load_dataset
+    from genlearn.models.registry import get_spec
     from genlearn.runs import fit
     from genlearn.validate import check_path_argument
 
@@ -85,6 +90,9 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
         raise RunError(f"{run} holds no finished run (no metrics.json): refit a run that `genlearn fit` finished")
     except (OSError, ValueError) as exc:
         raise RunError(f"{path} cannot be read ({exc}); refit a finished run") from None
+    if (metrics.get("recipe") or {}).get("refit_of"):
+        raise ConfigError(f"{run} is already a refit (of {metrics['recipe']['refit_of'].get('run')}): it trained on "
+                          "train + valid, and has no valid choices left to refit with")
     if Path(out).resolve() == run.resolve():
         raise ConfigError(f"--out {out} is the run to refit: the refit would replace it; give another --out")
     spec = metrics.get("data", {}).get("spec")
@@ -95,7 +103,9 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
     data_dir = data_dir if data_dir is not None else checkpoint.get("data_dir")
     dataset = merged_rows(load_dataset(spec, data_dir))
     rows_ratio = dataset.train.shape[0] / metrics["data"]["sizes"]["train"]
-    train = refit_train_settings(metrics, rows_ratio)
+    options = dict(checkpoint.get("model_options") or {})
+    recorded = {k: v for k, v in metrics["train_config"].items() if k in ("optimizer", "batch_size")}
+    train = refit_train_settings(metrics, rows_ratio, get_spec(metrics["model"]).training_defaults(options, recorded))
     train["progress"] = progress
     recipe = metrics.get("recipe") or {}
     evaluation = dict(metrics.get("evaluation") or {})
@@ -106,7 +116,6 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
                            "epochs": train["epochs"], "rows": REFIT_ROWS,
                            "train_rows": int(dataset.train.shape[0]), "valid_nll": metrics.get("valid_nll")}}
     init_from = (metrics.get("init_from") or {}).get("run")
-    options = dict(checkpoint.get("model_options") or {})
     return fit(metrics["model"], dataset, out=out, overwrite=overwrite, data_spec=spec, data_dir=data_dir,
                recipe=record, init_from=init_from, partition=partition, partition_options=evaluation,
                callbacks=callbacks, **options, **train)
