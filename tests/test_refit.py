@@ -146,6 +146,14 @@ def test_refit_keeps_the_runs_start(tmp_path, data_file):
         keep_best=True, init_from=tmp_path / "start", progress=False, plots=False)
     again = refit(tmp_path / "run", tmp_path / "refit", progress=False)
     assert again.metrics["init_from"]["run"] == str((tmp_path / "start").resolve())
+    # the pipeline refitted stage by stage: the start's refit, then the run's from it
+    start = refit(tmp_path / "start", tmp_path / "start-refit", progress=False)
+    both = refit(tmp_path / "run", tmp_path / "both", progress=False, init_from=tmp_path / "start-refit")
+    assert both.metrics["init_from"]["run"] == str((tmp_path / "start-refit").resolve())
+    assert both.metrics["init_from"]["run_id"] == start.metrics["run_id"]
+    differs = [not torch.equal(a, b) for a, b in zip(both.model.state_dict().values(),
+                                                      again.model.state_dict().values())]
+    assert any(differs)
 
 
 def test_refit_refuses_what_it_cannot_do(tmp_path, data_file):

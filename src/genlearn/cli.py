@@ -190,6 +190,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, metavar="DIR", help="the refitted run's folder")
         p.add_argument("--data-dir", metavar="DIR", help="where the run's data set lies (default: the folder the run "
                                                          "recorded)")
+        p.add_argument("--init-from", metavar="DIR", help="start from the run in DIR instead of the start RUN recorded "
+                                                         "(e.g. the refit of that start)")
         p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs to DIR during training")
@@ -554,7 +556,7 @@ def cmd_refit(args) -> int:
 
     progress = not args.quiet and sys.stderr.isatty()
     run = refit(args.run, args.out, data_dir=args.data_dir, overwrite=args.overwrite, progress=progress,
-                callbacks=_callbacks(args, progress))
+                callbacks=_callbacks(args, progress), init_from=args.init_from)
     return _report_fit(run, args)
 
 

@@ -15,7 +15,8 @@ kept best, and scores the test split as the run's own evaluation settings say. T
 
 The refit is an ordinary run folder (`genlearn eval`, `sample`, `report` read it); its metrics.json has no valid
 figures (there are no held-out rows but test) and records the refitted run under recipe.refit_of. A run started
-with --init-from keeps that start, which was trained on the train rows alone."""
+with --init-from keeps that start, which was trained on the train rows alone, unless `--init-from` names another
+(the refit of that start: `genlearn refit START --out S2`, then `genlearn refit RUN --out R2 --init-from S2`)."""
 from __future__ import annotations
 
 import json
@@ -73,9 +74,12 @@ def _given(train: dict, family_defaults: dict) -> dict:
     return {k: v for k, v in train.items() if k not in defaults or v != defaults[k]}
 
 
-def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = True, callbacks=None):
+def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = True, callbacks=None,
+          init_from=None):
     """Train the finished run in `run` again on its train + valid rows (module text); write it to `out`.
-    `data_dir`: where the run's named data set lies (default: the folder the run recorded). Returns the Run."""
+    `data_dir`: where the run's named data set lies (default: the folder the run recorded). `init_from`: start
+    from this run's parameters instead of the start the run recorded (e.g. the refit of that start, so that a
+    two-stage pipeline is refitted stage by stage). Returns the Run."""
     from genlearn.data.registry import load_dataset
     from genlearn.models.registry import get_spec
     from genlearn.runs import fit
@@ -115,7 +119,8 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
               "refit_of": {"run": str(run.resolve()), "run_id": metrics.get("run_id"),
                            "epochs": train["epochs"], "rows": REFIT_ROWS,
                            "train_rows": int(dataset.train.shape[0]), "valid_nll": metrics.get("valid_nll")}}
-    init_from = (metrics.get("init_from") or {}).get("run")
+    if init_from is None:
+        init_from = (metrics.get("init_from") or {}).get("run")
     return fit(metrics["model"], dataset, out=out, overwrite=overwrite, data_spec=spec, data_dir=data_dir,
                recipe=record, init_from=init_from, partition=partition, partition_options=evaluation,
                callbacks=callbacks, **options, **train)
