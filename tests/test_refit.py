@@ -205,6 +205,9 @@ def test_an_interrupted_refit_resumes_on_its_own_rows(tmp_path, data_file):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["train_nll"] == pytest.approx(whole.metrics["train_nll"], abs=1e-5)
+    valid = subprocess.run([sys.executable, "-m", "genlearn", "eval", str(tmp_path / "whole"), "--split", "valid"],
+                           capture_output=True, text=True)
+    assert valid.returncode == 2 and "no valid split: a refit trains on its valid rows" in valid.stderr
 
 
 @pytest.mark.parametrize("family, options", [

@@ -407,6 +407,10 @@ def cmd_eval(args) -> int:
 
             dataset = move_dataset(dataset, next(run.model.parameters()).device)
         splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
+        if args.split != "all" and getattr(dataset, args.split) is None:
+            why = (": a refit trains on its valid rows (genlearn refit)" if not args.data
+                   and (run.meta.get("recipe") or {}).get("refit_of") else "")
+            raise ConfigError(f"the data of this run have no {args.split} split{why}; choose another --split")
         options = _ais_options(args)
         partition = args.partition
         if partition is None and not options:  # the settings the fit was evaluated with (e.g. AIS steps)
