@@ -43,7 +43,7 @@ from genlearn.models.base import (
 from genlearn.precision import resolve_for_model
 from genlearn.models.fvsbn import init_seed_generator
 from genlearn.models.registry import ModelSpec, register_model
-from genlearn.numerics import randn_rows, softplus_row_sums_
+from genlearn.numerics import randn_rows, sigmoid_and_softplus_row_sums_, softplus_row_sums, softplus_row_sums_
 from genlearn.numerics import tanh as fast_tanh
 from genlearn.options import option
 
@@ -78,16 +78,50 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     return -F.softplus(logits * (1 - 2 * x)).sum(-1)
 
 
+class _LogitSoftplusSums(torch.autograd.Function):
+    """s_r = sum_i softplus(l_ri), l = h W^T + b, with autograd: ds_r/dl_ri = sigmoid(l_ri).
+
+    The forward pass makes the logits block by block of rows (a block stays in cache) and, from each block, both
+    the softplus sums and the sigmoids the backward pass needs (`sigmoid_and_softplus_row_sums_`), so that the
+    logits are never written to memory and read back. The backward pass scales the stored sigmoids by the incoming
+    gradient, G = g sigmoid(l), and returns dh = G W, dW = G^T h, db = sum_r G_r."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, W: Tensor, b: Tensor, block_rows: int) -> Tensor:
+        rows = h.detach().reshape(-1, h.shape[-1])
+        W0, b0 = W.detach(), b.detach()
+        sig = torch.empty(rows.shape[0], W.shape[0], dtype=W.dtype, device=W.device)
+        out = torch.empty(rows.shape[0], dtype=W.dtype, device=W.device)
+        for start in range(0, rows.shape[0], block_rows):
+            block = products.linear(rows[start : start + block_rows], W0, b0)
+            out[start : start + block_rows] = sigmoid_and_softplus_row_sums_(block, sig[start : start + block_rows])
+        ctx.save_for_backward(h, W, sig)
+        return out.reshape(h.shape[:-1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        h, W, sig = ctx.saved_tensors
+        rows = h.reshape(-1, h.shape[-1])
+        g = sig * grad.reshape(-1, 1)  # G = g sigmoid(l)
+        grad_h = products.mm(g, W).reshape(h.shape) if ctx.needs_input_grad[0] else None
+        grad_W = products.mm(g.T, rows) if ctx.needs_input_grad[1] else None
+        grad_b = g.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_h, grad_W, grad_b, None
+
+
 def softplus_sum(h: Tensor, W: Tensor, b: Tensor, block_rows: int = LOGIT_BLOCK_ROWS) -> Tensor:
     """sum_i softplus(l_i) over the last dimension of the logits l = W h + b, shape h.shape[:-1], in W's dtype.
 
     Without autograd the rows go through in blocks of `block_rows`, so that each block of logits is consumed by
     softplus and the sum while it is still in cache instead of being written to memory and read back twice (the
-    same numbers: each row's sum is over its own logits), each by `softplus_row_sums_`; with autograd, in one piece
-    by F.softplus."""
+    same numbers: each row's sum is over its own logits), each by `softplus_row_sums_`; with autograd, the logits in
+    one piece through `softplus_row_sums` (gradient sigmoid(l))."""
     rows = h.reshape(-1, h.shape[-1])
     if torch.is_grad_enabled():
-        return F.softplus(products.linear(h, W, b).to(W.dtype)).sum(-1)
+        if torch.is_autocast_enabled(h.device.type) or h.dtype != W.dtype:
+            return softplus_row_sums(products.linear(h, W, b).to(W.dtype))
+        return _LogitSoftplusSums.apply(h, W, b, block_rows)
     if rows.shape[0] <= block_rows:
         return softplus_row_sums_(products.linear(h, W, b).to(W.dtype))
     out = torch.empty(rows.shape[0], dtype=W.dtype)
