@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlearn.numerics import _group_size, softplus_row_sums_
+from genlearn.numerics import group_size, softplus_row_sums_
 
 
 @pytest.mark.parametrize("n", [784, 64, 12, 13, 100, 67])
@@ -36,7 +36,7 @@ def test_extreme_logits():
 
 
 def test_group_sizes():
-    assert [_group_size(n) for n in (784, 13, 67, 64, 8)] == [56, 13, 0, 64, 8]
+    assert [group_size(n) for n in (784, 13, 67, 64, 8)] == [56, 13, 0, 64, 8]
 
 
 @pytest.mark.parametrize("n", [784, 12, 67])

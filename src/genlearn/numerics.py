@@ -92,13 +92,18 @@ def sigmoid_tanh(a: Tensor) -> Tensor:
     return _SigmoidTanh.apply(a)
 
 
+def sigmoid_tanh_in_use(a: Tensor) -> bool:
+    """Whether `tanh` computes tanh(a) as 2 sigmoid(2a) - 1 for a tensor like a (float32, CPU, AVX2 / AVX-512)."""
+    return _SIGMOID_TANH and a.dtype == torch.float32 and a.device.type == "cpu"
+
+
 def tanh(a: Tensor) -> Tensor:
     """tanh(a): `sigmoid_tanh` for float32 on CPUs whose vectorised sigmoid kernel is faster than torch's tanh
     (SIGMOID_TANH_CAPABILITIES: ~3x on AVX-512, ~2x on AVX2); torch.tanh elsewhere, on other devices and for
     other dtypes (in bfloat16, 2 sigmoid(2a) - 1 would lose the relative precision of small values). It is the
     hidden activation "tanh" of the VAE and GAN networks, whose importance-sampling and training passes spend much
     of their non-GEMM time in it."""
-    if _SIGMOID_TANH and a.dtype == torch.float32 and a.device.type == "cpu":
+    if sigmoid_tanh_in_use(a):
         return _SigmoidTanh.apply(a)
     return torch.tanh(a)
 
@@ -108,7 +113,7 @@ def tanh(a: Tensor) -> Tensor:
 _ROW_SHARD: contextvars.ContextVar = contextvars.ContextVar("genlearn_row_shard", default=None)
 
 
-def _group_size(n: int) -> int:
+def group_size(n: int) -> int:
     """The largest divisor of n in [8, 64] (0: none): the pixels per product in `softplus_row_sums_`."""
     return next((g for g in range(min(n, 64), 7, -1) if n % g == 0), 0)
 
@@ -125,7 +130,7 @@ def softplus_row_sums_(logits: Tensor) -> Tensor:
     G ulps of relative error (~G 6e-8 nats per group, 1e-5 nats per 784 pixels, the order of the float32 sum's own
     error). Without such a divisor, F.softplus and a sum."""
     n = logits.shape[-1]
-    G = _group_size(n)
+    G = group_size(n)
     if G == 0:
         return F.softplus(logits).sum(-1)
     flat = logits.reshape(-1, n)
@@ -148,7 +153,7 @@ def sigmoid_and_softplus_row_sums_(logits: Tensor, sigmoid_out: Tensor) -> Tenso
     spacing near 1), the order of `softplus_row_sums_`'s own."""
     torch.sigmoid(logits, out=sigmoid_out)
     n = logits.shape[-1]
-    G = _group_size(n)
+    G = group_size(n)
     if G == 0:
         return F.softplus(logits).sum(-1)
     flat = logits.reshape(-1, n)
@@ -221,5 +226,5 @@ def randn_rows(shape, row_dim: int, generator: torch.Generator | None = None, dt
 
 
 __all__ = ["BASE_RATE_SMOOTHING", "base_rate_logits", "column_means", "logit", "randn_rows", "row_shard",
-           "sample_bernoulli", "sigmoid_and_softplus_row_sums_", "sigmoid_tanh", "softplus_row_sums",
-           "softplus_row_sums_", "tanh", "uniform_"]
+           "sample_bernoulli", "sigmoid_and_softplus_row_sums_", "sigmoid_tanh", "sigmoid_tanh_in_use",
+           "softplus_row_sums", "softplus_row_sums_", "tanh", "uniform_"]
