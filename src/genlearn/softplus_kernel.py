@@ -3,13 +3,15 @@ importance-sampling and AIS evaluations, in one pass over the logits.
 
     softplus(l) = max(l, 0) + log(1 + e^-|l|),   sum_{i in g} log(1 + e^-|l_i|) = log prod_{i in g} (1 + e^-|l_i|)
 
-over groups g of G consecutive entries (numerics.group_size: G <= 64, a factor is in [1, 2], so a group's
-product is finite), one log per group. e^x for x = -|l| is computed in the SIMD lanes without a library call:
-x is clipped to [-17, 0] (for x < -17, e^x < 2^-24 and 1 + e^x is 1 in float32, so the clip changes nothing),
-x = y - k ln 2 with k = round(-x / ln 2) in [0, 25] and |y| <= ln(2)/2 (Cody-Waite, ln 2 in two parts),
-e^y by its Taylor polynomial of degree 6 (truncation error |y|^7/7! < 1.2e-7 relative, about 2 float32 ulps),
-2^-k by its float32 bits (127 - k) << 23. One thread runs at ~1.3 ns per entry on AVX2, against ~2.3 ns for
-`numerics.softplus_row_sums_` (five torch passes, exp by SLEEF): numba has no vectorised exp of its own.
+over groups g of GROUP = 112 consecutive entries (the last one shorter where the row length is not a multiple):
+a factor is in [1, 2], so a group's product is at most 2^112, finite in float32; one log per group (a scalar
+call, the one step outside the SIMD lanes: 7 per 784 entries). e^x for x = -|l| is computed in the SIMD lanes
+without a library call: x is clipped to [-17, 0] (for x < -17, e^x < 2^-24 and 1 + e^x is 1 in float32, so the
+clip changes nothing), x = y - k ln 2 with k = round(-x / ln 2) in [0, 25] and |y| <= ln(2)/2 (Cody-Waite, ln 2
+in two parts), e^y by its Taylor polynomial of degree 6 (truncation error |y|^7/7! < 1.2e-7 relative, about 2
+float32 ulps), 2^-k by its float32 bits (127 - k) << 23. One thread runs at ~1.2 ns per entry on AVX2, against
+~2.3 ns for `numerics.softplus_row_sums_` (five torch passes, exp by SLEEF): numba has no vectorised exp of its
+own.
 
 Accuracy: about 2 ulps per factor, the order of float32's own softplus sum (tests/test_softplus_kernel.py, a
 float64 oracle). NaN logits give a NaN sum, +inf gives +inf. `available()` is False without numba: callers keep
@@ -26,6 +28,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 #: below -CLIP, 1 + e^x rounds to 1 in float32 (e^-17 = 4.1e-8 < 2^-24)
 CLIP = 17.0
+#: entries per product of factors 1 + e^-|l| in [1, 2]: at most 2^GROUP < 2^128, the float32 range
+GROUP = 112
 
 
 def available() -> bool:
@@ -42,7 +46,7 @@ if numba is not None:
     _NEG_CLIP = np.float32(-CLIP)
 
     @njit(fastmath=_FAST, cache=True, parallel=True)
-    def _row_sums(logits, group, out):  # pragma: no cover - compiled
+    def _row_sums(logits, out):  # pragma: no cover - compiled
         rows, n = logits.shape
         for r in prange(rows):
             row = logits[r]
@@ -60,9 +64,9 @@ if numba is not None:
                 bits[i] = (np.int32(127) - np.int32(k)) << 23
             scale = bits.view(np.float32)  # 2^-k
             logs = _ZERO
-            for g0 in range(0, n, group):
+            for g0 in range(0, n, GROUP):
                 p = _ONE
-                for i in range(g0, g0 + group):
+                for i in range(g0, min(g0 + GROUP, n)):
                     p *= _ONE + mantissa[i] * scale[i]
                 logs += np.log(p)
             out[r] = positive + logs
@@ -78,22 +82,22 @@ def _threads() -> None:
         torch.set_num_threads(wanted)
 
 
-def usable(logits, group: int) -> bool:
-    """Whether `row_sums` takes these logits: numba present, a 2-D contiguous float32 CPU tensor, a group size."""
+def usable(logits) -> bool:
+    """Whether `row_sums` takes these logits: numba present, a 2-D contiguous float32 CPU tensor, no graph."""
     import torch
 
-    return (numba is not None and group > 0 and logits.dim() == 2 and logits.dtype == torch.float32
+    return (numba is not None and logits.dim() == 2 and logits.dtype == torch.float32
             and logits.device.type == "cpu" and logits.is_contiguous() and not logits.requires_grad)
 
 
-def row_sums(logits, group: int):
-    """sum_i softplus(l_i) of each row of `logits` (R x n, n a multiple of `group`), float32 tensor of shape (R,)."""
+def row_sums(logits):
+    """sum_i softplus(l_i) of each row of `logits` (R x n), a float32 tensor of shape (R,)."""
     import torch
 
     out = torch.empty(logits.shape[0], dtype=torch.float32)
     _threads()
-    _row_sums(logits.numpy(), group, out.numpy())
+    _row_sums(logits.numpy(), out.numpy())
     return out
 
 
-__all__ = ["CLIP", "available", "row_sums", "usable"]
+__all__ = ["CLIP", "GROUP", "available", "row_sums", "usable"]

@@ -43,7 +43,7 @@ from genlearn.models.base import (
 from genlearn.precision import resolve_for_model
 from genlearn.models.fvsbn import init_seed_generator
 from genlearn.models.registry import ModelSpec, register_model
-from genlearn.numerics import (group_size, randn_rows, sigmoid_and_softplus_row_sums_, softplus_row_sums,
+from genlearn.numerics import (randn_rows, sigmoid_and_softplus_row_sums_, softplus_row_sums,
                                softplus_row_sums_)
 from genlearn.numerics import tanh as fast_tanh
 from genlearn.options import option
@@ -133,9 +133,8 @@ def softplus_sum(h: Tensor, W: Tensor, b: Tensor, block_rows: int = LOGIT_BLOCK_
 def _row_softplus_sums_(logits: Tensor) -> Tensor:
     """sum_i softplus(l_i) of each row of a 2-D temporary (overwritten): the compiled one-pass kernel
     (genlearn.softplus_kernel, ~1.8x faster on AVX2) where it takes the tensor, else `softplus_row_sums_`."""
-    group = group_size(logits.shape[-1])
-    if softplus_kernel.usable(logits, group):
-        return softplus_kernel.row_sums(logits, group)
+    if softplus_kernel.usable(logits):
+        return softplus_kernel.row_sums(logits)
     return softplus_row_sums_(logits)
 
 
