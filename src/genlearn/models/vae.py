@@ -73,9 +73,31 @@ def standard_normal_log_density(z: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
 
 
+class _BernoulliLogLikelihood(torch.autograd.Function):
+    """sum_i x_i l_i - softplus(l_i) over the last dimension, the softplus sums by genlearn.softplus_kernel;
+    d/dl_i = x_i - sigmoid(l_i). x is data (no gradient) and broadcasts against the logits."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, x: Tensor) -> Tensor:
+        n = logits.shape[-1]
+        sums = softplus_kernel.row_sums(logits.detach().reshape(-1, n)).reshape(logits.shape[:-1])
+        ctx.save_for_backward(logits, x)
+        return (logits.detach() * x).sum(-1) - sums
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        logits, x = ctx.saved_tensors
+        return (x - torch.sigmoid(logits)).mul_(grad.unsqueeze(-1)), None
+
+
 def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     """log prod_i Bern(x_i | sigmoid(l_i)) = sum_i x_i l_i - softplus(l_i) = -sum_i softplus((1 - 2 x_i) l_i) for
-    x_i in {0, 1} (one product and one softplus per pixel), nats; x broadcasts against logits."""
+    x_i in {0, 1}, nats; x broadcasts against logits. For contiguous float32 CPU logits the softplus sums come from
+    the compiled kernel (genlearn.softplus_kernel; with autograd, gradient x_i - sigmoid(l_i)); otherwise one
+    product and one F.softplus per pixel."""
+    if not x.requires_grad and softplus_kernel.usable(logits.detach().reshape(-1, logits.shape[-1])):
+        return _BernoulliLogLikelihood.apply(logits, x)
     return -F.softplus(logits * (1 - 2 * x)).sum(-1)
 
 
@@ -83,9 +105,10 @@ class _LogitSoftplusSums(torch.autograd.Function):
     """s_r = sum_i softplus(l_ri), l = h W^T + b, with autograd: ds_r/dl_ri = sigmoid(l_ri).
 
     The forward pass makes the logits block by block of rows (a block stays in cache) and, from each block, both
-    the softplus sums and the sigmoids the backward pass needs (`sigmoid_and_softplus_row_sums_`), so that the
-    logits are never written to memory and read back. The backward pass scales the stored sigmoids by the incoming
-    gradient, G = g sigmoid(l), and returns dh = G W, dW = G^T h, db = sum_r G_r."""
+    the softplus sums and the sigmoids the backward pass needs (torch.sigmoid and genlearn.softplus_kernel, or
+    `sigmoid_and_softplus_row_sums_` without numba), so that the logits are never written to memory and read
+    back. The backward pass scales the stored sigmoids by the incoming gradient, G = g sigmoid(l), and returns
+    dh = G W, dW = G^T h, db = sum_r G_r."""
 
     @staticmethod
     def forward(ctx, h: Tensor, W: Tensor, b: Tensor, block_rows: int) -> Tensor:
@@ -95,7 +118,11 @@ class _LogitSoftplusSums(torch.autograd.Function):
         out = torch.empty(rows.shape[0], dtype=W.dtype, device=W.device)
         for start in range(0, rows.shape[0], block_rows):
             block = products.linear(rows[start : start + block_rows], W0, b0)
-            out[start : start + block_rows] = sigmoid_and_softplus_row_sums_(block, sig[start : start + block_rows])
+            if softplus_kernel.usable(block):  # the compiled sums read the block while it is in cache
+                torch.sigmoid(block, out=sig[start : start + block_rows])
+                out[start : start + block_rows] = softplus_kernel.row_sums(block)
+            else:
+                out[start : start + block_rows] = sigmoid_and_softplus_row_sums_(block, sig[start : start + block_rows])
         ctx.save_for_backward(h, W, sig)
         return out.reshape(h.shape[:-1])
 
