@@ -100,4 +100,14 @@ def row_sums(logits):
     return out
 
 
-__all__ = ["CLIP", "GROUP", "available", "row_sums", "usable"]
+def softplus_row_sums_(logits):
+    """sum_i softplus(l_i) over the last dimension of a temporary (possibly overwritten): `row_sums` where it takes
+    the tensor, else genlearn.numerics.softplus_row_sums_ (torch passes)."""
+    if logits.dim() == 2 and usable(logits):
+        return row_sums(logits)
+    from genlearn.numerics import softplus_row_sums_ as torch_passes
+
+    return torch_passes(logits)
+
+
+__all__ = ["CLIP", "GROUP", "available", "row_sums", "softplus_row_sums_", "usable"]

@@ -43,8 +43,7 @@ from genlearn.models.base import (
 from genlearn.precision import resolve_for_model
 from genlearn.models.fvsbn import init_seed_generator
 from genlearn.models.registry import ModelSpec, register_model
-from genlearn.numerics import (randn_rows, sigmoid_and_softplus_row_sums_, softplus_row_sums,
-                               softplus_row_sums_)
+from genlearn.numerics import randn_rows, sigmoid_and_softplus_row_sums_, softplus_row_sums
 from genlearn.numerics import tanh as fast_tanh
 from genlearn.options import option
 
@@ -143,7 +142,7 @@ def softplus_sum(h: Tensor, W: Tensor, b: Tensor, block_rows: int = LOGIT_BLOCK_
 
     The rows go through in blocks of `block_rows`, so that each block of logits is consumed while it is still in
     cache instead of being written to memory and read back (the same numbers: each row's sum is over its own
-    logits): without autograd by the compiled kernel (`_row_softplus_sums_`); with autograd by _LogitSoftplusSums,
+    logits): without autograd by the compiled kernel (genlearn.softplus_kernel); with autograd by _LogitSoftplusSums,
     which keeps the sigmoids for the gradient (under bfloat16 autocast, in one piece by `softplus_row_sums`)."""
     rows = h.reshape(-1, h.shape[-1])
     if torch.is_grad_enabled():
@@ -153,16 +152,8 @@ def softplus_sum(h: Tensor, W: Tensor, b: Tensor, block_rows: int = LOGIT_BLOCK_
     out = torch.empty(rows.shape[0], dtype=W.dtype, device=W.device)
     for start in range(0, rows.shape[0], block_rows):
         block = products.linear(rows[start : start + block_rows], W, b).to(W.dtype)
-        out[start : start + block_rows] = _row_softplus_sums_(block)
+        out[start : start + block_rows] = softplus_kernel.softplus_row_sums_(block)
     return out.reshape(h.shape[:-1])
-
-
-def _row_softplus_sums_(logits: Tensor) -> Tensor:
-    """sum_i softplus(l_i) of each row of a 2-D temporary (overwritten): the compiled one-pass kernel
-    (genlearn.softplus_kernel, ~1.8x faster on AVX2) where it takes the tensor, else `softplus_row_sums_`."""
-    if softplus_kernel.usable(logits):
-        return softplus_kernel.row_sums(logits)
-    return softplus_row_sums_(logits)
 
 
 def _apply(layer: torch.nn.Linear, x: Tensor) -> Tensor:
