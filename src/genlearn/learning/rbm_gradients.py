@@ -26,7 +26,7 @@ from torch import Tensor
 
 from genlearn.models.base import MATMUL_PRECISIONS
 from genlearn.numerics import uniform_
-from genlearn import binary_kernels, products, softplus_kernel
+from genlearn import binary_kernels, logistic_kernels, products
 
 
 def matmul_dtype(W: Tensor, precision: str) -> torch.dtype:
@@ -157,7 +157,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         chains.copy_(rows[B:])
     w = ws["weights"]
     # value: mean F(x) - mean F(v~) = sum_r w_r (v_r.b + sum_j softplus(pre_rj)), F(v) = -v.b - sum softplus
-    free = softplus_kernel.softplus_row_sums_(pre).add_(torch.mv(rows, b))  # pre is overwritten (not needed after)
+    free = logistic_kernels.softplus_row_sums_(pre).add_(torch.mv(rows, b))  # pre is overwritten (not needed after)
     value = torch.dot(w, free)
     probs.mul_(w.unsqueeze(1))
     if low:

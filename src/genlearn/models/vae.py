@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlearn import numerics, products, softplus_kernel
+from genlearn import logistic_kernels, numerics, products
 from genlearn.errors import ConfigError
 from genlearn.models.base import (
     MATMUL_PRECISIONS,
@@ -73,13 +73,13 @@ def standard_normal_log_density(z: Tensor) -> Tensor:
 
 
 class _BernoulliLogLikelihood(torch.autograd.Function):
-    """sum_i x_i l_i - softplus(l_i) over the last dimension, the softplus sums by genlearn.softplus_kernel;
+    """sum_i x_i l_i - softplus(l_i) over the last dimension, the softplus sums by genlearn.logistic_kernels;
     d/dl_i = x_i - sigmoid(l_i). x is data (no gradient) and broadcasts against the logits."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, x: Tensor) -> Tensor:
         n = logits.shape[-1]
-        sums = softplus_kernel.row_sums(logits.detach().reshape(-1, n)).reshape(logits.shape[:-1])
+        sums = logistic_kernels.row_sums(logits.detach().reshape(-1, n)).reshape(logits.shape[:-1])
         ctx.save_for_backward(logits, x)
         return (logits.detach() * x).sum(-1) - sums
 
@@ -93,9 +93,9 @@ class _BernoulliLogLikelihood(torch.autograd.Function):
 def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     """log prod_i Bern(x_i | sigmoid(l_i)) = sum_i x_i l_i - softplus(l_i) = -sum_i softplus((1 - 2 x_i) l_i) for
     x_i in {0, 1}, nats; x broadcasts against logits. For contiguous float32 CPU logits the softplus sums come from
-    the compiled kernel (genlearn.softplus_kernel; with autograd, gradient x_i - sigmoid(l_i)); otherwise one
+    the compiled kernel (genlearn.logistic_kernels; with autograd, gradient x_i - sigmoid(l_i)); otherwise one
     product and one F.softplus per pixel."""
-    if not x.requires_grad and softplus_kernel.usable(logits.detach().reshape(-1, logits.shape[-1])):
+    if not x.requires_grad and logistic_kernels.usable(logits.detach().reshape(-1, logits.shape[-1])):
         return _BernoulliLogLikelihood.apply(logits, x)
     return -F.softplus(logits * (1 - 2 * x)).sum(-1)
 
@@ -104,7 +104,7 @@ class _LogitSoftplusSums(torch.autograd.Function):
     """s_r = sum_i softplus(l_ri), l = h W^T + b, with autograd: ds_r/dl_ri = sigmoid(l_ri).
 
     The forward pass makes the logits block by block of rows (a block stays in cache) and, from each block, both
-    the softplus sums and the sigmoids the backward pass needs (torch.sigmoid and genlearn.softplus_kernel, or
+    the softplus sums and the sigmoids the backward pass needs (torch.sigmoid and genlearn.logistic_kernels, or
     `sigmoid_and_softplus_row_sums_` without numba), so that the logits are never written to memory and read
     back. The backward pass scales the stored sigmoids by the incoming gradient, G = g sigmoid(l), and returns
     dh = G W, dW = G^T h, db = sum_r G_r."""
@@ -117,9 +117,9 @@ class _LogitSoftplusSums(torch.autograd.Function):
         out = torch.empty(rows.shape[0], dtype=W.dtype, device=W.device)
         for start in range(0, rows.shape[0], block_rows):
             block = products.linear(rows[start : start + block_rows], W0, b0)
-            if softplus_kernel.usable(block):  # the compiled sums read the block while it is in cache
+            if logistic_kernels.usable(block):  # the compiled sums read the block while it is in cache
                 torch.sigmoid(block, out=sig[start : start + block_rows])
-                out[start : start + block_rows] = softplus_kernel.row_sums(block)
+                out[start : start + block_rows] = logistic_kernels.row_sums(block)
             else:
                 out[start : start + block_rows] = sigmoid_and_softplus_row_sums_(block, sig[start : start + block_rows])
         ctx.save_for_backward(h, W, sig)
@@ -142,7 +142,7 @@ def softplus_sum(h: Tensor, W: Tensor, b: Tensor, block_rows: int = LOGIT_BLOCK_
 
     The rows go through in blocks of `block_rows`, so that each block of logits is consumed while it is still in
     cache instead of being written to memory and read back (the same numbers: each row's sum is over its own
-    logits): without autograd by the compiled kernel (genlearn.softplus_kernel); with autograd by _LogitSoftplusSums,
+    logits): without autograd by the compiled kernel (genlearn.logistic_kernels); with autograd by _LogitSoftplusSums,
     which keeps the sigmoids for the gradient (under bfloat16 autocast, in one piece by `softplus_row_sums`)."""
     rows = h.reshape(-1, h.shape[-1])
     if torch.is_grad_enabled():
@@ -152,7 +152,7 @@ def softplus_sum(h: Tensor, W: Tensor, b: Tensor, block_rows: int = LOGIT_BLOCK_
     out = torch.empty(rows.shape[0], dtype=W.dtype, device=W.device)
     for start in range(0, rows.shape[0], block_rows):
         block = products.linear(rows[start : start + block_rows], W, b).to(W.dtype)
-        out[start : start + block_rows] = softplus_kernel.softplus_row_sums_(block)
+        out[start : start + block_rows] = logistic_kernels.softplus_row_sums_(block)
     return out.reshape(h.shape[:-1])
 
 
@@ -189,13 +189,14 @@ class MLP(torch.nn.Module):
             s_1 = sigmoid(2 A x + 2 b),   s_j = sigmoid(4 W_j s_{j-1} + 2 (b_j - W_j 1)),
 
         (the next layer's W (2 s - 1) + b = 2 W s + (b - W 1)). The same function to float32 rounding: the factors
-        are powers of 2, b - W 1 is rounded once. (3 elementwise passes fewer per layer than `numerics.tanh`.)"""
+        are powers of 2, b - W 1 is rounded once; the sigmoids by genlearn.logistic_kernels.sigmoid_ (~4e-7
+        relative). Three elementwise passes fewer per layer than `numerics.tanh`."""
         pre = products.linear(xs[0], 2 * self.first[0].weight, 2 * self.first[0].bias)
         for lin, x in zip(self.first[1:], xs[1:]):
             pre = pre + products.linear(x, 2 * lin.weight)
-        s = torch.sigmoid_(pre)
+        s = logistic_kernels.sigmoid_(pre)
         for lin in self.rest:
-            s = torch.sigmoid_(products.linear(s, 4 * lin.weight, 2 * (lin.bias - lin.weight.sum(1))))
+            s = logistic_kernels.sigmoid_(products.linear(s, 4 * lin.weight, 2 * (lin.bias - lin.weight.sum(1))))
         return s
 
     def forward(self, *xs: Tensor) -> Tensor:
