@@ -15,7 +15,9 @@ common.gemm_gflops; the decoder's at CHUNK rows, the encoder's at the rows per c
 with the timed pieces of the evaluation so that other load on the machine slows both alike; the roofline at the
 best measured rate is reported alongside. Target: measured <= 1.5 x roofline. (The model runs its output layer
 in blocks of LOGIT_BLOCK_ROWS rows so that softplus and the sum meet the logits in cache; that layer's rate is the
-faster of the chunk and the block shape. Its tanh is computed as 2 sigmoid(2a) - 1, genlearn.numerics.tanh.)
+faster of the chunk and the block shape. Without autograd its tanh layers run as sigmoids with the affine maps
+folded into the weights (genlearn.models.vae.MLP.sigmoid_features), and the sigmoids and softplus sums run in
+the compiled kernels of genlearn.logistic_kernels where numba is installed.)
 
 Where the time goes (on a sub-problem of --probe-rows rows x k samples): a torch.profiler breakdown of one chunk
 by operator; the chunk size (importance_log_marginal's `chunk` argument); and two rewritings of the Bernoulli
