@@ -97,13 +97,13 @@ def test_bernoulli_log_likelihood_with_autograd_through_the_kernel():
 
 
 def test_sigmoid_in_place():
-    """sigmoid_ against float64 torch.sigmoid: within 4e-7 relative on [-87, 100] (every k of the range
+    """sigmoid_ against float64 torch.sigmoid: within 3.6e-7 relative on [-87, 100] (every k of the range
     reduction), below 1.6e-38 absolute beyond the clip, NaN kept; written into the tensor itself (a view of it
     too), any leading shape; non-contiguous tensors and float64 go through torch.sigmoid_."""
     x = torch.linspace(-87.0, 100.0, 100_001).reshape(1, -1).contiguous()
     got = logistic_kernels.sigmoid_(x.clone()).double()
     ref = torch.sigmoid(x.double())
-    assert torch.all((got - ref).abs() <= 4.5e-7 * ref)
+    assert torch.all((got - ref).abs() <= 3.6e-7 * ref)
     tails = torch.tensor([[-math.inf, -200.0, -88.0, math.inf, 200.0, math.nan]])
     out = logistic_kernels.sigmoid_(tails.clone())
     assert torch.all(out[0, :3] <= 1.7e-38) and torch.all(out[0, :3] >= 0) and torch.all(out[0, 3:5] == 1.0)
@@ -111,7 +111,7 @@ def test_sigmoid_in_place():
     a = 3 * torch.randn(4, 5, 33, generator=torch.Generator().manual_seed(0))
     b = a.clone()
     assert logistic_kernels.sigmoid_(b) is b
-    torch.testing.assert_close(b, torch.sigmoid(a), atol=0, rtol=5e-7)
+    torch.testing.assert_close(b, torch.sigmoid(a), atol=0, rtol=4e-7)
     t = a.clone().transpose(1, 2)  # not contiguous: torch's own in-place sigmoid
     logistic_kernels.sigmoid_(t)
     torch.testing.assert_close(t, torch.sigmoid(a).transpose(1, 2))
