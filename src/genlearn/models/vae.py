@@ -95,7 +95,8 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     x_i in {0, 1}, nats; x broadcasts against logits. For contiguous float32 CPU logits the softplus sums come from
     the compiled kernel (genlearn.logistic_kernels; with autograd, gradient x_i - sigmoid(l_i)); otherwise one
     product and one F.softplus per pixel."""
-    if not x.requires_grad and logistic_kernels.usable(logits.detach().reshape(-1, logits.shape[-1])):
+    if (not x.requires_grad and x.dtype == logits.dtype
+            and logistic_kernels.usable(logits.detach().reshape(-1, logits.shape[-1]))):
         return _BernoulliLogLikelihood.apply(logits, x)
     return -F.softplus(logits * (1 - 2 * x)).sum(-1)
 
