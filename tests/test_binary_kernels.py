@@ -37,6 +37,43 @@ def test_rows_addmm_and_rows_t_mm_equal_the_dense_products(density, R, V, H):
     assert torch.allclose(stats.double(), x.double().T @ P.double(), rtol=0, atol=_tol(x.T, P))
 
 
+def test_the_row_index_appends_rows_and_counts_entries_other_than_0_and_1():
+    x = torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([[1.0, 0.0, 0.0]])
+    index = bk.RowIndex(4, 3)
+    assert index.add(x, 0) and index.add(y, 2)
+    assert index.indptr[:4].tolist() == [0, 2, 2, 3]
+    assert index.indices[:3].tolist() == [1, 2, 0]
+    assert index.density(0, 3) == pytest.approx(3 / 9) and index.density(1, 2) == 0.0
+    assert not index.add(torch.tensor([[0.0, 0.5, 1.0]]), 3)
+    assert not index.add(torch.tensor([[float("nan"), 0.0, 1.0]]), 3)
+    with pytest.raises(ValueError, match="do not fit"):
+        index.add(torch.zeros(2, 3), 3)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.2, 1.0])
+def test_sampling_with_the_index_equals_the_comparison_and_its_products(density):
+    """(u < p) drawn and indexed in one pass, from rows of a wider uniform block (strided rows), equals torch.lt;
+    the index then gives the dense products of the samples."""
+    g = torch.Generator().manual_seed(11)
+    R, V, H = 17, 40, 9
+    block = torch.rand(R, V + 5, generator=g)
+    u, p = block[:, 5:], torch.full((R, V), density)
+    p[3] = torch.rand(V, generator=g)
+    out = torch.full((R, V), float("nan"))
+    index = bk.RowIndex(R + 2, V)
+    index.add(torch.ones(2, V), 0)
+    index.sample(u, p, out, r0=2)
+    assert torch.equal(out, (u < p).float())
+    W, b = torch.randn(V, H, generator=g), torch.randn(H, generator=g)
+    got = index.addmm(2, 2 + R, W, b, torch.empty(R, H))
+    assert torch.allclose(got.double(), b.double() + out.double() @ W.double(), rtol=0, atol=_tol(out, W))
+    P = torch.randn(R + 2, H, generator=g)
+    rows = torch.cat([torch.ones(2, V), out])
+    stats = index.t_mm(P, torch.empty(V, H))
+    assert torch.allclose(stats.double(), rows.double().T @ P.double(), rtol=0, atol=_tol(rows.T, P))
+
+
 def test_only_exact_zeros_are_skipped():
     """The kernels count a nonzero as 1 (they are for 0/1 operands): a row of 1s gives the column sums of W."""
     W = torch.arange(12.0).reshape(4, 3)
@@ -55,7 +92,7 @@ def test_bad_operands_are_refused():
 def test_the_chooser_finds_a_crossover_inside_its_grid(monkeypatch):
     """Its interpolation: sums at 0.5, 0.7, 0.9, 1.1, ... the dense time cross 1 between the 3rd and 4th density;
     sums slower everywhere: never (0.0)."""
-    times = iter([t for r in (0.5, 0.7, 0.9, 1.1, 1.3, 1.5) for t in (r, 1.0)])  # (sums, dense) per density
+    times = iter([t for r in (0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.7, 1.9) for t in (r, 1.0)])  # (sums, dense) per density
     monkeypatch.setattr(bk, "_best_time", lambda f, *a, **k: next(times))
     lo, hi = bk.Chooser.DENSITIES[2], bk.Chooser.DENSITIES[3]
     assert bk.Chooser._measure("rows", 4, 5, 3) == pytest.approx(lo + 0.5 * (hi - lo))
@@ -74,9 +111,9 @@ def test_cd_step_with_sums_equals_the_dense_step(monkeypatch, persistent):
     x = (torch.rand(B, V, generator=g) < 0.15).float()
     chains = (torch.rand(B, V, generator=g) < 0.15).float()
     results, used = {}, []
-    real_rows, real_t = bk.rows_addmm, bk.rows_t_mm
-    monkeypatch.setattr(bk, "rows_addmm", lambda *a: used.append("rows") or real_rows(*a))
-    monkeypatch.setattr(bk, "rows_t_mm", lambda *a: used.append("stats") or real_t(*a))
+    real_rows, real_t = bk.RowIndex.addmm, bk.RowIndex.t_mm
+    monkeypatch.setattr(bk.RowIndex, "addmm", lambda *a: used.append("rows") or real_rows(*a))
+    monkeypatch.setattr(bk.RowIndex, "t_mm", lambda *a: used.append("stats") or real_t(*a))
     for sums in (False, True):
         monkeypatch.setattr(bk, "ENABLED", sums)
         monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)  # every product as sums when allowed
@@ -95,8 +132,8 @@ def test_cd_step_keeps_dense_products_for_gray_batches(monkeypatch):
     from genlearn.learning import rbm_gradients as rg
 
     monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)
-    monkeypatch.setattr(bk, "rows_addmm", lambda *a: pytest.fail("sums on gray levels"))
-    monkeypatch.setattr(bk, "rows_t_mm", lambda *a: pytest.fail("sums on gray levels"))
+    monkeypatch.setattr(bk.RowIndex, "addmm", lambda *a: pytest.fail("sums on gray levels"))
+    monkeypatch.setattr(bk.RowIndex, "t_mm", lambda *a: pytest.fail("sums on gray levels"))
     W = torch.randn(6, 4)
     x = torch.rand(3, 6)  # gray levels in (0, 1): not 0/1 rows
     ws = rg.cd_workspace(None, W, 3, 3, 1)

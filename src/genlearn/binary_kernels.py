@@ -64,48 +64,112 @@ if numba is not None:
             for j in range(H):
                 o[j] += A[j]
 
-    @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _rows_addmm(x, W, b, out):  # pragma: no cover - compiled
+    @njit(fastmath=_FAST, cache=True)
+    def _index_rows(x, indptr, indices, r0):  # pragma: no cover - compiled
+        """Append the rows of x (R x V) to the CSR index (indptr, indices) from its row r0: the active columns of
+        row r are indices[indptr[r0 + r]:indptr[r0 + r + 1]], in increasing order. Branch-free (every column is
+        written, the cursor moves on the active ones). Returns the number of entries other than 0 and 1."""
         R, V = x.shape
-        H = W.shape[1]
-        for r in prange(R):
-            idx = np.empty(V, np.int64)
-            n = 0
+        k = indptr[r0]
+        bad = 0
+        for r in range(R):
             xr = x[r]
             for i in range(V):
-                if xr[i] != 0:
-                    idx[n] = i
-                    n += 1
+                indices[k] = i
+                k += xr[i] != 0
+            for i in range(V):
+                bad += (xr[i] != 0) & (xr[i] != 1)
+            indptr[r0 + r + 1] = k
+        return bad
+
+    @njit(parallel=True, fastmath=_FAST, cache=True)
+    def _csr_addmm(indptr, indices, r0, W, b, out):  # pragma: no cover - compiled
+        """out[r] = b + sum of the rows of W at the active columns of index row r0 + r."""
+        R, H = out.shape
+        for r in prange(R):
             o = out[r]
             for j in range(H):
                 o[j] = b[j]
-            _accumulate(o, W, idx, 0, n)
+            _accumulate(o, W, indices, indptr[r0 + r], indptr[r0 + r + 1])
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _rows_t_mm(x, P, out):  # pragma: no cover - compiled
-        R, V = x.shape
-        H = P.shape[1]
-        start = np.zeros(V + 1, np.int64)  # the active rows of each column, by a counting sort of x's entries
-        for r in range(R):
-            xr = x[r]
-            for i in range(V):
-                if xr[i] != 0:
-                    start[i + 1] += 1
+    def _csr_t_mm(indptr, indices, P, out, start, rows):  # pragma: no cover - compiled
+        """out = x^T P for the indexed rows x (R x V) and P (R x H): per column i of x, the sum of the rows P_r with
+        x_ri = 1, from the active rows of each column (a counting sort of the index into start/rows)."""
+        V, H = out.shape
+        R = P.shape[0]
+        for i in range(V + 1):
+            start[i] = 0
+        for k in range(indptr[0], indptr[R]):
+            start[indices[k] + 1] += 1
         for i in range(V):
             start[i + 1] += start[i]
         fill = start[:V].copy()
-        rows = np.empty(max(start[V], 1), np.int64)
         for r in range(R):
-            xr = x[r]
-            for i in range(V):
-                if xr[i] != 0:
-                    rows[fill[i]] = r
-                    fill[i] += 1
+            for k in range(indptr[r], indptr[r + 1]):
+                i = indices[k]
+                rows[fill[i]] = r
+                fill[i] += 1
         for i in prange(V):
             o = out[i]
             for j in range(H):
                 o[j] = 0.0
             _accumulate(o, P, rows, start[i], start[i + 1])
+
+
+class RowIndex:
+    """The active columns of up to `capacity` 0/1 rows of length V (a CSR index, int64), kept between calls so that
+    one index serves several products of the same rows (x W, and x^T P for the statistics). Rows are appended with
+    `add` (or drawn and indexed at once with `sample`); products take a range of indexed rows."""
+
+    def __init__(self, capacity: int, V: int):
+        self.capacity, self.V = capacity, V
+        self.indptr = np.zeros(capacity + 1, np.int64)
+        self.indices = np.empty(max(capacity * V, 1), np.int64)
+        self.start = np.empty(V + 1, np.int64)
+        self.rows = np.empty(max(capacity * V, 1), np.int64)
+
+    def _room(self, r0: int, R: int, V: int) -> None:
+        if V != self.V or r0 < 0 or r0 + R > self.capacity:
+            raise ValueError(f"binary_kernels.RowIndex: rows {r0}..{r0 + R} of length {V} do not fit "
+                             f"{self.capacity} rows of length {self.V}")
+
+    def add(self, x, r0: int = 0) -> bool:
+        """Index the rows of x (R x V, contiguous float CPU) as rows r0.. of the index; whether all were 0/1."""
+        _check(x)
+        R, V = x.shape
+        self._room(r0, R, V)
+        return _index_rows(x.numpy(), self.indptr, self.indices, r0) == 0
+
+    def sample(self, u, p, out, r0: int = 0):
+        """out = (u < p) as 0/1 (in out's dtype; u, p, out: R x V, rows of contiguous entries), indexed as rows
+        r0..; returns out."""
+        import torch
+
+        _check(u, p, out, rows=True)
+        R, V = out.shape
+        self._room(r0, R, V)
+        torch.lt(u, p, out=out)  # a vectorised pass, then the index (one fused pass measured 2.5x slower)
+        _index_rows(out.numpy(), self.indptr, self.indices, r0)
+        return out
+
+    def density(self, lo: int, hi: int) -> float:
+        """The fraction of ones among the indexed rows lo..hi-1."""
+        return float(self.indptr[hi] - self.indptr[lo]) / max(1, (hi - lo) * self.V)
+
+    def addmm(self, lo: int, hi: int, W, b, out):
+        """out = b + x[lo:hi] W for the indexed rows (W: V x H, b: H, out: (hi - lo) x H); returns out."""
+        _check(W, b, out)
+        _threads()
+        _csr_addmm(self.indptr, self.indices, lo, W.numpy(), b.numpy(), out.numpy())
+        return out
+
+    def t_mm(self, P, out):
+        """out = x^T P for the first P.shape[0] indexed rows x (P: R x H, out: V x H); returns out."""
+        _check(P, out)
+        _threads()
+        _csr_t_mm(self.indptr, self.indices, P.numpy(), out.numpy(), self.start, self.rows)
+        return out
 
 
 def _threads() -> None:
@@ -118,27 +182,42 @@ def _threads() -> None:
         torch.set_num_threads(wanted)
 
 
-def _check(*tensors) -> None:
+def _check(*tensors, rows: bool = False) -> None:
+    """CPU tensors of one dtype, contiguous (rows=True: each row contiguous, rows at any stride)."""
     for t in tensors:
-        if t.device.type != "cpu" or not t.is_contiguous() or t.dtype != tensors[0].dtype:
+        dense = t.stride(-1) == 1 if rows else t.is_contiguous()
+        if t.device.type != "cpu" or not dense or t.dtype != tensors[0].dtype:
             raise ValueError("binary_kernels: contiguous CPU tensors of one dtype")
+
+
+_INDEXES: dict = {}
+
+
+def _index_for(R: int, V: int) -> RowIndex:
+    """A RowIndex for R rows of length V, kept per shape (the products below index their operand every call)."""
+    key = (R, V)
+    if key not in _INDEXES:
+        if len(_INDEXES) > 8:
+            _INDEXES.clear()
+        _INDEXES[key] = RowIndex(R, V)
+    return _INDEXES[key]
 
 
 def rows_addmm(x, W, b, out):
     """out = b + x W for 0/1 rows x (R x V), W (V x H), b (H), out (R x H): sums of the rows of W; returns out."""
     _check(x, W, b, out)
-    _threads()
-    _rows_addmm(x.numpy(), W.numpy(), b.numpy(), out.numpy())
-    return out
+    index = _index_for(*x.shape)
+    index.add(x)
+    return index.addmm(0, x.shape[0], W, b, out)
 
 
 def rows_t_mm(x, P, out):
     """out = x^T P for 0/1 rows x (R x V), P (R x H), out (V x H): per column i, the sum of the rows P_r with
     x_ri = 1; returns out."""
     _check(x, P, out)
-    _threads()
-    _rows_t_mm(x.numpy(), P.numpy(), out.numpy())
-    return out
+    index = _index_for(*x.shape)
+    index.add(x)
+    return index.t_mm(P, out)
 
 
 #: False keeps the dense products everywhere (benchmarks time both ways in one run); so does the environment
@@ -165,18 +244,29 @@ def _allowed() -> bool:
     return value == "auto"
 
 
-def faster(x, kind: str, H: int) -> bool:
-    """Whether the sums of selected rows are the faster way here for the 0/1 operand x (R x V) with a (V x H)
-    matrix (kind "rows") or its statistics x^T P, P (R x H) (kind "stats"): enabled, numba present, a contiguous
-    float32 CPU operand, and its density below the crossover CHOOSER timed for this shape."""
+def usable(x) -> bool:
+    """Whether the kernels may take x: enabled, numba present, a contiguous 2-D float32 CPU tensor with rows."""
     import torch
 
-    if not (ENABLED and available() and _allowed() and x.dtype == torch.float32 and x.device.type == "cpu"
-            and x.is_contiguous() and x.dim() == 2 and x.shape[0] > 0):
-        return False
-    R, V = x.shape
+    return (ENABLED and available() and _allowed() and x.dtype == torch.float32 and x.device.type == "cpu"
+            and x.is_contiguous() and x.dim() == 2 and x.shape[0] > 0)
+
+
+def faster_at(density: float, kind: str, R: int, V: int, H: int) -> bool:
+    """Whether the sums of selected rows beat the dense product here at this density of the 0/1 operand (R x V)
+    with a (V x H) matrix (kind "rows") or for its statistics x^T P, P (R x H) (kind "stats"): below the crossover
+    CHOOSER timed for this shape."""
     crossover = CHOOSER.crossover(kind, R, V, H)
-    return crossover > 0.0 and float(torch.count_nonzero(x)) < crossover * x.numel()
+    return crossover > 0.0 and density < crossover
+
+
+def faster(x, kind: str, H: int) -> bool:
+    """`faster_at` for the 0/1 operand x (R x V), if `usable(x)`, at x's density."""
+    import torch
+
+    if not usable(x):
+        return False
+    return faster_at(float(torch.count_nonzero(x)) / x.numel(), kind, x.shape[0], x.shape[1], H)
 
 
 def addmm01(bias, x, M, out):
@@ -197,7 +287,7 @@ class Chooser:
     density below which the sums were faster (0.0: never; linear interpolation between the measured points).
     kind "rows": b + x W with x (R x V); "stats": x^T P with x (R x V), P (R x H)."""
 
-    DENSITIES = (0.02, 0.06, 0.1, 0.15, 0.2, 0.3)
+    DENSITIES = (0.02, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
     def __init__(self):
         self._cache: dict = {}
@@ -240,7 +330,7 @@ class Chooser:
         return d0 + (1.0 - r0) * (d1 - d0) / (r1 - r0)
 
 
-def _best_time(f, rounds: int = 5, reps: int = 3) -> float:
+def _best_time(f, rounds: int = 4, reps: int = 2) -> float:
     f()
     best = float("inf")
     for _ in range(rounds):
@@ -253,4 +343,5 @@ def _best_time(f, rounds: int = 5, reps: int = 3) -> float:
 
 CHOOSER = Chooser()
 
-__all__ = ["CHOOSER", "Chooser", "addmm01", "available", "faster", "is_binary", "rows_addmm", "rows_t_mm"]
+__all__ = ["CHOOSER", "Chooser", "RowIndex", "addmm01", "available", "faster", "faster_at", "is_binary",
+           "rows_addmm", "rows_t_mm", "usable"]

@@ -102,31 +102,48 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     N = negatives.shape[0]
     data.copy_(x)
     H = W.shape[1]
-    # sums of selected rows need exact 0/1 operands: sampled states are, the batch and the first chains may not be
-    sums = (not low and binary_kernels.ENABLED and binary_kernels.available() and W.dtype == torch.float32
-            and binary_kernels.is_binary(data) and (not pcd or binary_kernels.is_binary(chains)))
+    # sums of selected rows need exact 0/1 operands: sampled states are; the batch and the first chains may not be.
+    # `index` holds the active columns of the rows [x; v~] (the chains' rows while they are the operand), indexed
+    # once and used by both of their products; `hidden_index` those of the hidden samples.
+    sums = not low and binary_kernels.usable(data) and binary_kernels.usable(W)
+    if sums:
+        if "index" not in ws:
+            ws["index"] = binary_kernels.RowIndex(B + N, W.shape[0])
+            ws["hidden_index"] = binary_kernels.RowIndex(N, H)
+        index, hidden_index = ws["index"], ws["hidden_index"]
+        sums = index.add(data, 0)
     transposed = []  # W^T made contiguous once, for sums of its rows
 
-    def hidden_pre(src: Tensor, out: Tensor, scratch: Tensor | None) -> None:  # out = c + src W
+    def sums_at(idx, lo: int, hi: int, kind: str, width: int) -> bool:
+        return binary_kernels.faster_at(idx.density(lo, hi), kind, hi - lo, idx.V, width)
+
+    def hidden_pre(src: Tensor, out: Tensor, scratch: Tensor | None, lo: int | None = None) -> None:
+        """out = c + src W; src is rows lo.. of `index` when lo is given (sums where they are faster)."""
         if low:
             torch.mm(src, Wm, out=scratch)
             out.copy_(scratch).add_(c)
-        elif sums:
-            binary_kernels.addmm01(c, src, W, out)
+        elif lo is not None and sums_at(index, lo, lo + src.shape[0], "rows", H):
+            index.addmm(lo, lo + src.shape[0], W, c, out)
         else:
             products.addmm(c, src, W, out=out)
 
-    def visible_pre(src: Tensor, out: Tensor) -> None:  # out = b + src W^T
-        if sums and binary_kernels.faster(src, "rows", W.shape[0]):
+    def sample_hidden(u_h: Tensor, p: Tensor) -> None:  # h ~ Bernoulli(p), indexed when the sums are on
+        if sums:
+            hidden_index.sample(u_h, p, h)
+        else:
+            torch.lt(u_h, p, out=h)
+
+    def visible_pre(out: Tensor) -> None:  # out = b + h W^T
+        if sums and sums_at(hidden_index, 0, N, "rows", W.shape[0]):
             if not transposed:
                 transposed.append(W.T.contiguous())
-            binary_kernels.rows_addmm(src, transposed[0], b, out)
+            hidden_index.addmm(0, N, transposed[0], b, out)
         else:
-            products.addmm(b, src, W.T, out=out)
+            products.addmm(b, h, W.T, out=out)
 
     if low:
         rows_m[:B].copy_(data)
-    hidden_pre(rows_m[:B], pre[:B], ws.get("pre_low", pre)[:B])
+    hidden_pre(rows_m[:B], pre[:B], ws.get("pre_low", pre)[:B], 0 if sums else None)
     torch.sigmoid(pre[:B], out=probs[:B])
     u, h, pv = ws["uniforms"], ws["hidden"], ws["visible_probs"]
     if uniforms is None:
@@ -135,22 +152,27 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         u = uniforms
     if pcd:
         chain_pre = torch.empty(N, H, dtype=W.dtype, device=W.device)
-        hidden_pre(chains.to(Wm.dtype), chain_pre, ws.get("pre_low", pre)[B:])
-        torch.lt(u[0, :, :H], chain_pre.sigmoid_(), out=h)
+        chain_rows = chains.to(Wm.dtype)
+        indexed = sums and binary_kernels.usable(chain_rows) and index.add(chain_rows, B)  # overwritten by v~ below
+        hidden_pre(chain_rows, chain_pre, ws.get("pre_low", pre)[B:], B if indexed else None)
+        sample_hidden(u[0, :, :H], chain_pre.sigmoid_())
     else:
-        torch.lt(u[0, :, :H], probs[:B], out=h)
+        sample_hidden(u[0, :, :H], probs[:B])
     for step in range(k):
         if low:
             torch.mm(h, Wm.T, out=ws["visible_low"])
             pv.copy_(ws["visible_low"]).add_(b).sigmoid_()
         else:
-            visible_pre(h, pv)
+            visible_pre(pv)
             pv.sigmoid_()
-        torch.lt(u[step, :, H:], pv, out=negatives)
-        hidden_pre(negatives, pre[B:], ws.get("pre_low", pre)[B:])
+        if sums:
+            index.sample(u[step, :, H:], pv, negatives, B)
+        else:
+            torch.lt(u[step, :, H:], pv, out=negatives)
+        hidden_pre(negatives, pre[B:], ws.get("pre_low", pre)[B:], B if sums else None)
         torch.sigmoid(pre[B:], out=probs[B:])
         if step < k - 1:
-            torch.lt(u[step + 1, :, :H], probs[B:], out=h)
+            sample_hidden(u[step + 1, :, :H], probs[B:])
     if low:
         rows[B:].copy_(negatives)
     if pcd:
@@ -163,8 +185,8 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     if low:
         torch.mm(rows_m.T, ws["probs_low"].copy_(probs), out=ws["dW_low"])
         ws["dW"].copy_(ws["dW_low"])
-    elif sums and binary_kernels.faster(rows, "stats", H):
-        binary_kernels.rows_t_mm(rows, probs, ws["dW"])
+    elif sums and sums_at(index, 0, B + N, "stats", H):
+        index.t_mm(probs, ws["dW"])
     else:
         products.mm(rows.T, probs, out=ws["dW"])
     torch.mv(rows.T, w, out=ws["db"])
