@@ -30,7 +30,7 @@ PENDING: set = set()
 LAYERS = [
     ("core", ["genlearn.errors", "genlearn.numerics", "genlearn.enumeration", "genlearn.validate",
               "genlearn.options", "genlearn.search_space", "genlearn.precision", "genlearn.binary_products",
-              "genlearn.binary_kernels", "genlearn.logistic_kernels",
+              "genlearn.binary_kernels", "genlearn.logistic_kernels", "genlearn.uniform_kernels",
               "genlearn.products", "genlearn.estimators", "genlearn.estimators.estimate"]),
     # where samples come from, without models: the source table, files, formats, binarization, the Dataset, the
     # empirical distribution, the embedded and real data sets

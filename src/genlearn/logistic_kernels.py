@@ -98,6 +98,85 @@ if numba is not None:
             for i in range(n):
                 row[i] = _ONE / (_ONE + mantissa[i] * scale[i])
 
+    _SMALL = np.float32(0.3)  # below, expm1 and log1p by their series (no cancellation)
+    _SQRT2 = np.float32(1.4142135623730951)
+    _LN2 = np.float32(0.6931471805599453)
+    _MIN_NORMAL = np.float32(1.1754943508222875e-38)
+    _INF = np.float32(np.inf)
+    _E2, _E3, _E4 = np.float32(1 / 2), np.float32(1 / 6), np.float32(1 / 24)
+    _E5, _E6, _E7 = np.float32(1 / 120), np.float32(1 / 720), np.float32(1 / 5040)
+    _A3, _A5, _A7, _A9 = np.float32(1 / 3), np.float32(1 / 5), np.float32(1 / 7), np.float32(1 / 9)
+    _TWO = np.float32(2.0)
+
+    @njit(fastmath=_FAST, cache=True, parallel=True)
+    def _anneal_terms(av, n, beta, dbeta, s, out):  # pragma: no cover - compiled
+        """For each row r (a = av[r, :n], b = beta[r], d = dbeta[r]): s[r] = sigmoid(b a) and
+        out[r] = sum_j log1p(sigmoid(b a_j) expm1(-d a_j)). Four vectorised passes: the two exponentials by the
+        range reduction of `_row_sums` (arguments clipped to +-87); sigmoid and expm1 (its series below |x| 0.3,
+        else e^x - 1); log1p(y) = 2 atanh(z), z = y / (2 + y), by its series below |y| 0.3, else log(1 + y) from the
+        exponent and mantissa of 1 + y (mantissa in [sqrt(1/2), sqrt(2)), 2 atanh((m - 1)/(m + 1)) by the same
+        series); 1 + y below the smallest normal float32 gives -inf, as log1p(-1) does."""
+        rows = av.shape[0]
+        M1, K1 = np.empty((rows, n), np.float32), np.empty((rows, n), np.int32)  # scratch, once per call
+        M2, K2 = np.empty((rows, n), np.float32), np.empty((rows, n), np.int32)
+        Wp, SM, EX = np.empty((rows, n), np.float32), np.empty((rows, n), np.float32), np.empty((rows, n), np.float32)
+        for r in prange(rows):
+            row, sr = av[r], s[r]
+            bt, dt = beta[r], dbeta[r]
+            m1, k1, m2, k2 = M1[r], K1[r], M2[r], K2[r]
+            for i in range(n):
+                t = -bt * row[i]
+                t = _EXP_CLIP if t > _EXP_CLIP else t
+                t = -_EXP_CLIP if t < -_EXP_CLIP else t
+                k = np.floor(t * _LOG2E + _HALF)
+                y = t - k * _LN2_HI - k * _LN2_LO
+                m1[i] = _ONE + y * (_C1 + y * (_C2 + y * (_C3 + y * (_C4 + y * (_C5 + y * _C6)))))
+                k1[i] = (np.int32(127) + np.int32(k)) << 23
+                t = -dt * row[i]
+                t = _EXP_CLIP if t > _EXP_CLIP else t
+                t = -_EXP_CLIP if t < -_EXP_CLIP else t
+                k = np.floor(t * _LOG2E + _HALF)
+                y = t - k * _LN2_HI - k * _LN2_LO
+                m2[i] = _ONE + y * (_C1 + y * (_C2 + y * (_C3 + y * (_C4 + y * (_C5 + y * _C6)))))
+                k2[i] = (np.int32(127) + np.int32(k)) << 23
+            e1 = k1.view(np.float32)
+            e2 = k2.view(np.float32)
+            w, small = Wp[r], SM[r]
+            for i in range(n):
+                sig = _ONE / (_ONE + m1[i] * e1[i])
+                sr[i] = sig
+                x = -dt * row[i]
+                series = x * (_ONE + x * (_E2 + x * (_E3 + x * (_E4 + x * (_E5 + x * (_E6 + x * _E7))))))
+                em = series if abs(x) < _SMALL else m2[i] * e2[i] - _ONE
+                y = sig * em
+                small[i] = y
+                w[i] = _ONE + y
+            bits = w.view(np.int32)
+            expo = EX[r]
+            for i in range(n):
+                b = bits[i]
+                e = (b >> 23) - np.int32(127)
+                k1[i] = (b & np.int32(0x7FFFFF)) | np.int32(0x3F800000)  # the mantissa in [1, 2)
+                expo[i] = np.float32(e)
+            mant = k1.view(np.float32)
+            total = _ZERO
+            for i in range(n):
+                m = mant[i]
+                e = expo[i]
+                big = m > _SQRT2
+                m = m * _HALF if big else m
+                e = e + _ONE if big else e
+                z = (m - _ONE) / (m + _ONE)
+                z2 = z * z
+                general = e * _LN2 + _TWO * z * (_ONE + z2 * (_A3 + z2 * (_A5 + z2 * (_A7 + z2 * _A9))))
+                general = -_INF if w[i] < _MIN_NORMAL else general
+                y = small[i]
+                z = y / (_TWO + y)
+                z2 = z * z
+                series = _TWO * z * (_ONE + z2 * (_A3 + z2 * (_A5 + z2 * (_A7 + z2 * _A9))))
+                total += series if abs(y) < _SMALL else general
+            out[r] = total
+
 
 def _threads() -> None:
     """As many numba threads as torch uses (starting numba's threading layer can reset torch's count)."""
@@ -139,6 +218,18 @@ def sigmoid_(a):
     return a.sigmoid_()
 
 
+def anneal_terms(av, n: int, beta, dbeta, s, out):
+    """For AIS of an RBM: s = sigmoid(beta a) and out = sum_j log1p(sigmoid(beta a_j) expm1(-dbeta a_j)) per row,
+    a = av[:, :n] (av: R x >= n float32, rows contiguous), beta and dbeta per row (R), s (R x n), out (R);
+    about 1e-7 relative per term (tests/test_logistic_kernels.py, float64 oracle); returns (s, out)."""
+    for t in (av, beta, dbeta, s, out):
+        if t.dtype.is_floating_point is False or t.device.type != "cpu" or t.stride(-1) != 1:
+            raise ValueError("logistic_kernels.anneal_terms: float32 CPU tensors with contiguous rows")
+    _threads()
+    _anneal_terms(av.numpy(), int(n), beta.numpy(), dbeta.numpy(), s.numpy(), out.numpy())
+    return s, out
+
+
 def softplus_row_sums_(logits):
     """sum_i softplus(l_i) over the last dimension of a temporary (possibly overwritten): `row_sums` where it takes
     the tensor, else genlearn.numerics.softplus_row_sums_ (torch passes)."""
@@ -149,4 +240,4 @@ def softplus_row_sums_(logits):
     return torch_passes(logits)
 
 
-__all__ = ["CLIP", "GROUP", "available", "row_sums", "sigmoid_", "softplus_row_sums_", "usable"]
+__all__ = ["CLIP", "GROUP", "anneal_terms", "available", "row_sums", "sigmoid_", "softplus_row_sums_", "usable"]

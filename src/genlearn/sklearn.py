@@ -123,7 +123,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         n = x.shape[0]
         with torch.no_grad():
             for start in range(0, n, bs):
-                batch = x[order[start:start + bs]] if order is not None else x[start:start + bs]
+                batch = x.index_select(0, order[start:start + bs]) if order is not None else x[start:start + bs]
                 for p in params:
                     p.grad = None
                 rule.compute_gradient(model, batch, self._generator)

@@ -35,7 +35,7 @@ from torch import Tensor
 from genlearn.errors import ConfigError
 from genlearn.estimators.estimate import Estimate
 from genlearn.numerics import BASE_RATE_SMOOTHING, base_rate_logits, sample_bernoulli, uniform_  # noqa: F401
-from genlearn import binary_kernels, products
+from genlearn import binary_kernels, logistic_kernels, products
 
 #: the published schedule: steps of 1e-3 on [0, 0.5], 1e-4 on [0.5, 0.9], 1e-5 on [0.9, 1]
 PUBLISHED_STEPS = 14_500
@@ -110,47 +110,67 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     w_aug = torch.cat([W, d[:, None]], 1)
     dev = W.device  # every buffer on the parameters' device: no host round trip in the loop
     c_aug = torch.cat([c, torch.zeros(1, dtype=dtype, device=dev)])
-    # [h | 1] @ [W^T ; d] = W h + d: the visible logits at beta are b0 + beta (W h + d)
-    wt_aug = torch.cat([W.T, d[None, :]], 0).contiguous()
-    hb = torch.ones(n_chains, n_hid + 1, dtype=dtype, device=dev)
+    w_t = W.T.contiguous()                                         # h W^T + d: the visible term before beta
     lw = torch.zeros(n_chains, dtype=torch.float64, device=dev)
     paths = paths.to(device=dev, dtype=dtype)
     steps = paths.shape[0] - 1
     beta_cols = paths.unsqueeze(-1).unbind(0)                      # beta_k as (C, 1) columns
+    betas = paths.unbind(0)                                        # beta_k as (C,) rows
     dbeta = paths[1:] - paths[:-1]
     dbeta_rows, neg_dbeta_cols = dbeta.unbind(0), (-dbeta).unsqueeze(-1).unbind(0)
     v = v.to(dtype).clone()
-    # the states v and [h | 1] are 0/1: their products are sums of selected rows where that is faster here
-    # (genlearn.binary_kernels; only if the starting rows are 0/1 too)
-    binary = binary_kernels.is_binary(v)
-    zero = torch.zeros(n_vis, dtype=dtype, device=dev)
     av = torch.empty(n_chains, n_hid + 1, dtype=dtype, device=dev)
     s = torch.empty(n_chains, n_hid, dtype=dtype, device=dev)
     e = torch.empty(n_chains, n_hid, dtype=dtype, device=dev)
+    h = torch.empty(n_chains, n_hid, dtype=dtype, device=dev)
     inc = torch.empty(n_chains, dtype=dtype, device=dev)
     logits = torch.empty(n_chains, n_vis, dtype=dtype, device=dev)
     u = torch.empty(n_chains, n_hid + n_vis, dtype=dtype, device=dev)         # the uniforms of one sweep, drawn at once
+    # the states v and h are 0/1: indexed as they are drawn (genlearn.binary_kernels.RowIndex), their products are
+    # sums of selected rows where this CPU runs those faster at their density (v only if it starts 0/1 too)
+    sums = binary_kernels.usable(v) and binary_kernels.usable(W)
+    if sums:
+        v_index, h_index = binary_kernels.RowIndex(n_chains, n_vis), binary_kernels.RowIndex(n_chains, n_hid)
+        v_binary = v_index.add(v)
+    # the annealing terms and sigmoids compiled (genlearn.logistic_kernels) for float32 CPU tensors
+    fused = logistic_kernels.usable(s) and logistic_kernels.usable(av)
+
+    def summed(index, width: int) -> bool:
+        return binary_kernels.faster_at(index.density(0, n_chains), "rows", n_chains, index.V, width)
+
     bar = _progress_bar(steps, progress)
     for k in range(1, steps + 1):
         if bar is not None and k % PROGRESS_EVERY == 0:
             bar.update(PROGRESS_EVERY)
-        beta = beta_cols[k]
-        if binary:
-            binary_kernels.addmm01(c_aug, v, w_aug, av)
+        if sums and v_binary and summed(v_index, n_hid + 1):
+            v_index.addmm(0, n_chains, w_aug, c_aug, av)
         else:
             products.addmm(c_aug, v, w_aug, out=av)
-        a = av[:, :n_hid]
-        torch.mul(a, beta, out=s).sigmoid_()                       # sigmoid(beta_k a)
-        torch.mul(a, neg_dbeta_cols[k - 1], out=e).expm1_().mul_(s).log1p_()
-        torch.sum(e, 1, out=inc)
+        if fused:  # s = sigmoid(beta_k a), inc = sum_j log1p(s_j expm1(-dbeta a_j))
+            logistic_kernels.anneal_terms(av, n_hid, betas[k], dbeta_rows[k - 1], s, inc)
+        else:
+            a = av[:, :n_hid]
+            torch.mul(a, beta_cols[k], out=s).sigmoid_()
+            torch.mul(a, neg_dbeta_cols[k - 1], out=e).expm1_().mul_(s).log1p_()
+            torch.sum(e, 1, out=inc)
         lw.add_(torch.addcmul(inc.neg_(), dbeta_rows[k - 1], av[:, n_hid]))
         if k == steps:
             break
         uniform_(u, generator)
-        torch.lt(u[:, :n_hid], s, out=hb[:, :n_hid])               # h ~ P_beta(h | v); hb = [h | 1]
-        binary_kernels.addmm01(zero, hb, wt_aug, logits)  # hb is 0/1 whatever v was
-        torch.addcmul(b0, logits, beta, out=logits).sigmoid_()     # P_beta(v_i = 1 | h)
-        torch.lt(u[:, n_hid:], logits, out=v)
+        if sums:                                                   # h ~ P_beta(h | v)
+            h_index.sample(u[:, :n_hid], s, h)
+        else:
+            torch.lt(u[:, :n_hid], s, out=h)
+        if sums and summed(h_index, n_vis):
+            h_index.addmm(0, n_chains, w_t, d, logits)
+        else:
+            products.addmm(d, h, w_t, out=logits)                  # W h + d
+        logistic_kernels.sigmoid_(torch.addcmul(b0, logits, beta_cols[k], out=logits))  # P_beta(v_i = 1 | h)
+        if sums:
+            v_index.sample(u[:, n_hid:], logits, v)
+            v_binary = True
+        else:
+            torch.lt(u[:, n_hid:], logits, out=v)
     if bar is not None:
         bar.close()
     return lw

@@ -144,7 +144,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     if low:
         rows_m[:B].copy_(data)
     hidden_pre(rows_m[:B], pre[:B], ws.get("pre_low", pre)[:B], 0 if sums else None)
-    torch.sigmoid(pre[:B], out=probs[:B])
+    logistic_kernels.sigmoid_(probs[:B].copy_(pre[:B]))
     u, h, pv = ws["uniforms"], ws["hidden"], ws["visible_probs"]
     if uniforms is None:
         uniform_(u, generator)
@@ -155,7 +155,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         chain_rows = chains.to(Wm.dtype)
         indexed = sums and binary_kernels.usable(chain_rows) and index.add(chain_rows, B)  # overwritten by v~ below
         hidden_pre(chain_rows, chain_pre, ws.get("pre_low", pre)[B:], B if indexed else None)
-        sample_hidden(u[0, :, :H], chain_pre.sigmoid_())
+        sample_hidden(u[0, :, :H], logistic_kernels.sigmoid_(chain_pre))
     else:
         sample_hidden(u[0, :, :H], probs[:B])
     for step in range(k):
@@ -164,13 +164,13 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
             pv.copy_(ws["visible_low"]).add_(b).sigmoid_()
         else:
             visible_pre(pv)
-            pv.sigmoid_()
+            logistic_kernels.sigmoid_(pv)
         if sums:
             index.sample(u[step, :, H:], pv, negatives, B)
         else:
             torch.lt(u[step, :, H:], pv, out=negatives)
         hidden_pre(negatives, pre[B:], ws.get("pre_low", pre)[B:], B if sums else None)
-        torch.sigmoid(pre[B:], out=probs[B:])
+        logistic_kernels.sigmoid_(probs[B:].copy_(pre[B:]))
         if step < k - 1:
             sample_hidden(u[step + 1, :, :H], probs[B:])
     if low:
