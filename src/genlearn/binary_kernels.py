@@ -116,7 +116,6 @@ if numba is not None:
                 o[j] = 0.0
             _accumulate(o, P, rows, start[i], start[i + 1])
 
-
 class RowIndex:
     """The active columns of up to `capacity` 0/1 rows of length V (a CSR index, int64), kept between calls so that
     one index serves several products of the same rows (x W, and x^T P for the statistics). Rows are appended with

@@ -113,9 +113,10 @@ if numba is not None:
         """For each row r (a = av[r, :n], b = beta[r], d = dbeta[r]): s[r] = sigmoid(b a) and
         out[r] = sum_j log1p(sigmoid(b a_j) expm1(-d a_j)). Four vectorised passes: the two exponentials by the
         range reduction of `_row_sums` (arguments clipped to +-87); sigmoid and expm1 (its series below |x| 0.3,
-        else e^x - 1); log1p(y) = 2 atanh(z), z = y / (2 + y), by its series below |y| 0.3, else log(1 + y) from the
-        exponent and mantissa of 1 + y (mantissa in [sqrt(1/2), sqrt(2)), 2 atanh((m - 1)/(m + 1)) by the same
-        series); 1 + y below the smallest normal float32 gives -inf, as log1p(-1) does."""
+        else e^x - 1); log1p(y) = 2 atanh(z), z = y / (2 + y), by its series below |y| 0.3, else log w of
+        w = 1 + y = (e^(-b a) + e^x) / (1 + e^(-b a)), x = -d a (a sum of positive terms: accurate where y is near
+        -1, where 1 + y in float32 would cancel to 0), from w's exponent and mantissa (mantissa in [sqrt(1/2),
+        sqrt(2)), 2 atanh((m - 1)/(m + 1)) by the same series); w below the smallest normal float32 gives -inf."""
         rows = av.shape[0]
         M1, K1 = np.empty((rows, n), np.float32), np.empty((rows, n), np.int32)  # scratch, once per call
         M2, K2 = np.empty((rows, n), np.float32), np.empty((rows, n), np.int32)
@@ -143,14 +144,15 @@ if numba is not None:
             e2 = k2.view(np.float32)
             w, small = Wp[r], SM[r]
             for i in range(n):
-                sig = _ONE / (_ONE + m1[i] * e1[i])
+                big_e = m1[i] * e1[i]  # e^(-beta a)
+                sig = _ONE / (_ONE + big_e)
                 sr[i] = sig
                 x = -dt * row[i]
+                ex = m2[i] * e2[i]  # e^x
                 series = x * (_ONE + x * (_E2 + x * (_E3 + x * (_E4 + x * (_E5 + x * (_E6 + x * _E7))))))
-                em = series if abs(x) < _SMALL else m2[i] * e2[i] - _ONE
-                y = sig * em
-                small[i] = y
-                w[i] = _ONE + y
+                em = series if abs(x) < _SMALL else ex - _ONE
+                small[i] = sig * em
+                w[i] = (big_e + ex) * sig  # 1 + y = (1 - s) + s e^x: positive terms, no cancellation near 0
             bits = w.view(np.int32)
             expo = EX[r]
             for i in range(n):
@@ -222,8 +224,10 @@ def anneal_terms(av, n: int, beta, dbeta, s, out):
     """For AIS of an RBM: s = sigmoid(beta a) and out = sum_j log1p(sigmoid(beta a_j) expm1(-dbeta a_j)) per row,
     a = av[:, :n] (av: R x >= n float32, rows contiguous), beta and dbeta per row (R), s (R x n), out (R);
     about 1e-7 relative per term (tests/test_logistic_kernels.py, float64 oracle); returns (s, out)."""
+    import torch
+
     for t in (av, beta, dbeta, s, out):
-        if t.dtype.is_floating_point is False or t.device.type != "cpu" or t.stride(-1) != 1:
+        if t.dtype != torch.float32 or t.device.type != "cpu" or t.stride(-1) != 1:
             raise ValueError("logistic_kernels.anneal_terms: float32 CPU tensors with contiguous rows")
     _threads()
     _anneal_terms(av.numpy(), int(n), beta.numpy(), dbeta.numpy(), s.numpy(), out.numpy())

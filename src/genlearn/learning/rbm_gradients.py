@@ -15,10 +15,11 @@ and the kernels here differ only in where the model expectation <.>_P comes from
 
 Everything is computed without an autograd graph; the learning rules of genlearn.learning.rules write the
 results into p.grad. Every product of the CD step has a 0/1 left operand (the batch, the chains, the sampled
-states): with float32 parameters on the CPU, each one is computed as sums of selected rows
-(genlearn.binary_kernels, compiled) when its operand's density is below the crossover that
-`binary_kernels.CHOOSER` timed on this CPU for its shape, else as a dense product (genlearn.products). Both give
-the same numbers up to float32 summation order; binary_kernels.ENABLED = False keeps the dense products."""
+states): with float32 parameters on the CPU, the visible rows [x; v~] are indexed once per step
+(genlearn.binary_kernels.RowIndex, compiled) and their products x W and [x; v~]^T P are sums of selected rows when
+their density is below the crossover that `binary_kernels.CHOOSER` timed on this CPU for the shape, else dense
+products (genlearn.products); the hidden samples' product stays dense. Both give the same numbers up to float32
+summation order; binary_kernels.ENABLED = False keeps the dense products."""
 from __future__ import annotations
 
 import torch
@@ -104,15 +105,14 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     H = W.shape[1]
     # sums of selected rows need exact 0/1 operands: sampled states are; the batch and the first chains may not be.
     # `index` holds the active columns of the rows [x; v~] (the chains' rows while they are the operand), indexed
-    # once and used by both of their products; `hidden_index` those of the hidden samples.
+    # once and used by both of their products. The hidden samples' product h W^T stays dense: they are on at
+    # ~40% (MNIST, 500 units), above the crossover, and the sums would need W^T copied every step (~0.9 ms).
     sums = not low and binary_kernels.usable(data) and binary_kernels.usable(W)
     if sums:
         if "index" not in ws:
             ws["index"] = binary_kernels.RowIndex(B + N, W.shape[0])
-            ws["hidden_index"] = binary_kernels.RowIndex(N, H)
-        index, hidden_index = ws["index"], ws["hidden_index"]
+        index = ws["index"]
         sums = index.add(data, 0)
-    transposed = []  # W^T made contiguous once, for sums of its rows
 
     def sums_at(idx, lo: int, hi: int, kind: str, width: int) -> bool:
         return binary_kernels.faster_at(idx.density(lo, hi), kind, hi - lo, idx.V, width)
@@ -126,20 +126,6 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
             index.addmm(lo, lo + src.shape[0], W, c, out)
         else:
             products.addmm(c, src, W, out=out)
-
-    def sample_hidden(u_h: Tensor, p: Tensor) -> None:  # h ~ Bernoulli(p), indexed when the sums are on
-        if sums:
-            hidden_index.sample(u_h, p, h)
-        else:
-            torch.lt(u_h, p, out=h)
-
-    def visible_pre(out: Tensor) -> None:  # out = b + h W^T
-        if sums and sums_at(hidden_index, 0, N, "rows", W.shape[0]):
-            if not transposed:
-                transposed.append(W.T.contiguous())
-            hidden_index.addmm(0, N, transposed[0], b, out)
-        else:
-            products.addmm(b, h, W.T, out=out)
 
     if low:
         rows_m[:B].copy_(data)
@@ -155,15 +141,15 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         chain_rows = chains.to(Wm.dtype)
         indexed = sums and binary_kernels.usable(chain_rows) and index.add(chain_rows, B)  # overwritten by v~ below
         hidden_pre(chain_rows, chain_pre, ws.get("pre_low", pre)[B:], B if indexed else None)
-        sample_hidden(u[0, :, :H], logistic_kernels.sigmoid_(chain_pre))
+        torch.lt(u[0, :, :H], logistic_kernels.sigmoid_(chain_pre), out=h)
     else:
-        sample_hidden(u[0, :, :H], probs[:B])
+        torch.lt(u[0, :, :H], probs[:B], out=h)
     for step in range(k):
         if low:
             torch.mm(h, Wm.T, out=ws["visible_low"])
             pv.copy_(ws["visible_low"]).add_(b).sigmoid_()
         else:
-            visible_pre(pv)
+            products.addmm(b, h, W.T, out=pv)
             logistic_kernels.sigmoid_(pv)
         if sums:
             index.sample(u[step, :, H:], pv, negatives, B)
@@ -172,7 +158,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         hidden_pre(negatives, pre[B:], ws.get("pre_low", pre)[B:], B if sums else None)
         logistic_kernels.sigmoid_(probs[B:].copy_(pre[B:]))
         if step < k - 1:
-            sample_hidden(u[step + 1, :, :H], probs[B:])
+            torch.lt(u[step + 1, :, :H], probs[B:], out=h)
     if low:
         rows[B:].copy_(negatives)
     if pcd:
