@@ -42,8 +42,9 @@ def test_the_row_index_appends_rows_and_counts_entries_other_than_0_and_1():
     y = torch.tensor([[1.0, 0.0, 0.0]])
     index = bk.RowIndex(4, 3)
     assert index.add(x, 0) and index.add(y, 2)
-    assert index.indptr[:4].tolist() == [0, 2, 2, 3]
-    assert index.indices[:3].tolist() == [1, 2, 0]
+    assert index.ends[:3].tolist() == [2, 3, 7]  # row q in its slot q V .. ends[q]
+    assert index.indices[:2].tolist() == [1, 2] and index.indices[6:7].tolist() == [0]
+    assert index.count(0, 3) == 3 and index.count(2, 3) == 1
     assert index.density(0, 3) == pytest.approx(3 / 9) and index.density(1, 2) == 0.0
     assert not index.add(torch.tensor([[0.0, 0.5, 1.0]]), 3)
     assert not index.add(torch.tensor([[float("nan"), 0.0, 1.0]]), 3)

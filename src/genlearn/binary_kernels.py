@@ -64,49 +64,53 @@ if numba is not None:
             for j in range(H):
                 o[j] += A[j]
 
-    @njit(fastmath=_FAST, cache=True)
-    def _index_rows(x, indptr, indices, r0):  # pragma: no cover - compiled
-        """Append the rows of x (R x V) to the CSR index (indptr, indices) from its row r0: the active columns of
-        row r are indices[indptr[r0 + r]:indptr[r0 + r + 1]], in increasing order. Branch-free (every column is
-        written, the cursor moves on the active ones). Returns the number of entries other than 0 and 1."""
+    @njit(parallel=True, fastmath=_FAST, cache=True)
+    def _index_rows(x, ends, indices, r0):  # pragma: no cover - compiled
+        """Index the rows of x (R x V) as rows r0.. of a slotted index: the active columns of index row q are
+        indices[q V:ends[q]], in increasing order. Rows in parallel, each branch-free (every column is written,
+        the cursor moves on the active ones). Returns the number of entries other than 0 and 1."""
         R, V = x.shape
-        k = indptr[r0]
         bad = 0
-        for r in range(R):
+        for r in prange(R):
             xr = x[r]
+            k = (r0 + r) * V
             for i in range(V):
                 indices[k] = i
                 k += xr[i] != 0
+            ends[r0 + r] = k
+            nonbinary = 0
             for i in range(V):
-                bad += (xr[i] != 0) & (xr[i] != 1)
-            indptr[r0 + r + 1] = k
+                nonbinary += (xr[i] != 0) & (xr[i] != 1)
+            bad += nonbinary
         return bad
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _csr_addmm(indptr, indices, r0, W, b, out):  # pragma: no cover - compiled
-        """out[r] = b + sum of the rows of W at the active columns of index row r0 + r."""
+    def _csr_addmm(ends, indices, r0, W, b, out):  # pragma: no cover - compiled
+        """out[r] = b + sum of the rows of W at the active columns of index row r0 + r (slots of x's width V)."""
         R, H = out.shape
+        V = W.shape[0]
         for r in prange(R):
             o = out[r]
             for j in range(H):
                 o[j] = b[j]
-            _accumulate(o, W, indices, indptr[r0 + r], indptr[r0 + r + 1])
+            _accumulate(o, W, indices, (r0 + r) * V, ends[r0 + r])
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _csr_t_mm(indptr, indices, P, out, start, rows):  # pragma: no cover - compiled
+    def _csr_t_mm(ends, indices, P, out, start, rows):  # pragma: no cover - compiled
         """out = x^T P for the indexed rows x (R x V) and P (R x H): per column i of x, the sum of the rows P_r with
         x_ri = 1, from the active rows of each column (a counting sort of the index into start/rows)."""
         V, H = out.shape
         R = P.shape[0]
         for i in range(V + 1):
             start[i] = 0
-        for k in range(indptr[0], indptr[R]):
-            start[indices[k] + 1] += 1
+        for r in range(R):
+            for k in range(r * V, ends[r]):
+                start[indices[k] + 1] += 1
         for i in range(V):
             start[i + 1] += start[i]
         fill = start[:V].copy()
         for r in range(R):
-            for k in range(indptr[r], indptr[r + 1]):
+            for k in range(r * V, ends[r]):
                 i = indices[k]
                 rows[fill[i]] = r
                 fill[i] += 1
@@ -116,14 +120,16 @@ if numba is not None:
                 o[j] = 0.0
             _accumulate(o, P, rows, start[i], start[i + 1])
 
+
 class RowIndex:
-    """The active columns of up to `capacity` 0/1 rows of length V (a CSR index, int64), kept between calls so that
-    one index serves several products of the same rows (x W, and x^T P for the statistics). Rows are appended with
-    `add` (or drawn and indexed at once with `sample`); products take a range of indexed rows."""
+    """The active columns of up to `capacity` 0/1 rows of length V (int64, row q in its own slot indices[q V:ends[q]],
+    so that rows are indexed in parallel), kept between calls so that one index serves several products of the same
+    rows (x W, and x^T P for the statistics). Rows are indexed with `add` (or drawn and indexed with `sample`);
+    products take a range of indexed rows."""
 
     def __init__(self, capacity: int, V: int):
         self.capacity, self.V = capacity, V
-        self.indptr = np.zeros(capacity + 1, np.int64)
+        self.ends = np.arange(capacity, dtype=np.int64) * V  # empty rows
         self.indices = np.empty(max(capacity * V, 1), np.int64)
         self.start = np.empty(V + 1, np.int64)
         self.rows = np.empty(max(capacity * V, 1), np.int64)
@@ -138,7 +144,8 @@ class RowIndex:
         _check(x)
         R, V = x.shape
         self._room(r0, R, V)
-        return _index_rows(x.numpy(), self.indptr, self.indices, r0) == 0
+        _threads()
+        return _index_rows(x.numpy(), self.ends, self.indices, r0) == 0
 
     def sample(self, u, p, out, r0: int = 0):
         """out = (u < p) as 0/1 (in out's dtype; u, p, out: R x V, rows of contiguous entries), indexed as rows
@@ -149,36 +156,51 @@ class RowIndex:
         R, V = out.shape
         self._room(r0, R, V)
         torch.lt(u, p, out=out)  # a vectorised pass, then the index (one fused pass measured 2.5x slower)
-        _index_rows(out.numpy(), self.indptr, self.indices, r0)
+        _threads()
+        _index_rows(out.numpy(), self.ends, self.indices, r0)
         return out
+
+    def count(self, lo: int, hi: int) -> int:
+        """The number of ones among the indexed rows lo..hi-1."""
+        return int(self.ends[lo:hi].sum()) - self.V * (lo + hi - 1) * (hi - lo) // 2
 
     def density(self, lo: int, hi: int) -> float:
         """The fraction of ones among the indexed rows lo..hi-1."""
-        return float(self.indptr[hi] - self.indptr[lo]) / max(1, (hi - lo) * self.V)
+        return self.count(lo, hi) / max(1, (hi - lo) * self.V)
 
     def addmm(self, lo: int, hi: int, W, b, out):
         """out = b + x[lo:hi] W for the indexed rows (W: V x H, b: H, out: (hi - lo) x H); returns out."""
         _check(W, b, out)
         _threads()
-        _csr_addmm(self.indptr, self.indices, lo, W.numpy(), b.numpy(), out.numpy())
+        _csr_addmm(self.ends, self.indices, lo, W.numpy(), b.numpy(), out.numpy())
         return out
 
     def t_mm(self, P, out):
         """out = x^T P for the first P.shape[0] indexed rows x (P: R x H, out: V x H); returns out."""
         _check(P, out)
         _threads()
-        _csr_t_mm(self.indptr, self.indices, P.numpy(), out.numpy(), self.start, self.rows)
+        _csr_t_mm(self.ends, self.indices, P.numpy(), out.numpy(), self.start, self.rows)
         return out
 
 
+_THREADS = [None]  # (count, Python thread) numba's thread count was last set for (numba's setting is per thread)
+
+
 def _threads() -> None:
-    """As many numba threads as torch uses (starting numba's threading layer can reset torch's count)."""
+    """As many numba threads as torch uses (starting numba's threading layer can reset torch's count); numba's
+    count is set only when torch's changed since the last call (setting it costs ~5-10 us)."""
+    import threading
+
     import torch
 
     wanted = torch.get_num_threads()
+    key = (wanted, threading.get_ident())
+    if key == _THREADS[0]:
+        return
     numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
+    _THREADS[0] = key
 
 
 def _check(*tensors, rows: bool = False) -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from genlearn.binary_kernels import _threads
+
 try:  # optional accelerator (the `fast` extra)
     import numba
     from numba import njit, prange
@@ -178,16 +180,6 @@ if numba is not None:
                 series = _TWO * z * (_ONE + z2 * (_A3 + z2 * (_A5 + z2 * (_A7 + z2 * _A9))))
                 total += series if abs(y) < _SMALL else general
             out[r] = total
-
-
-def _threads() -> None:
-    """As many numba threads as torch uses (starting numba's threading layer can reset torch's count)."""
-    import torch
-
-    wanted = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
-    if torch.get_num_threads() != wanted:
-        torch.set_num_threads(wanted)
 
 
 def usable(logits) -> bool:
