@@ -304,8 +304,9 @@ class Chooser:
     """Whether the sums of selected rows beat the dense product for a shape, by the density of the 0/1 operand.
 
     `crossover(kind, R, V, H)` times, once per process, thread count and shape, the dense product (torch / oneDNN
-    through genlearn.products) against the sums on random 0/1 rows at the densities DENSITIES, and returns the
-    density below which the sums were faster (0.0: never; linear interpolation between the measured points).
+    through genlearn.products) against the sums on random 0/1 rows at the densities DENSITIES, from the lowest up
+    to the first where the sums lose, and returns the density below which the sums were faster (0.0: never; linear
+    interpolation between the measured points).
     kind "rows": b + x W with x (R x V); "stats": x^T P with x (R x V), P (R x H)."""
 
     DENSITIES = (0.02, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
@@ -341,6 +342,8 @@ class Chooser:
                 out = torch.empty(V, H)
                 dense, sums = (lambda: products.mm(x.T, P, out=out)), (lambda: rows_t_mm(x, P, out))
             ratios.append(_best_time(sums) / _best_time(dense))
+            if ratios[-1] >= 1.0:  # the sums only lose more at higher densities: the crossover is found
+                break
         below = [i for i, r in enumerate(ratios) if r < 1.0]
         if not below or below[0] != 0:
             return 0.0
