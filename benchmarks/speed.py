@@ -47,6 +47,23 @@ VARIANTS = ("auto", "full", "dense", "bfloat16", "cli")
 V, H, BATCH = 784, 500, 100
 
 
+def sums_speedups(hid: int) -> dict:
+    """Dense product time / compiled-sums time (genlearn.binary_kernels, indexing included) at density 0.13, one
+    batch: x W (BATCH x V @ V x hid) and the statistics x^T P (2 BATCH rows)."""
+    import torch
+
+    from genlearn import binary_kernels as bk, products
+
+    g = torch.Generator().manual_seed(0)
+    W, b = torch.randn(V, hid, generator=g), torch.zeros(hid)
+    x1, x2 = ((torch.rand(r, V, generator=g) < 0.13).float() for r in (BATCH, 2 * BATCH))
+    P, out1, out2 = torch.randn(2 * BATCH, hid, generator=g), torch.empty(BATCH, hid), torch.empty(V, hid)
+    xw = (bk._best_time(lambda: products.addmm(b, x1, W, out=out1))
+          / bk._best_time(lambda: bk.rows_addmm(x1, W, b, out1)))
+    st = bk._best_time(lambda: products.mm(x2.T, P, out=out2)) / bk._best_time(lambda: bk.rows_t_mm(x2, P, out2))
+    return {"x W": round(xw, 2), "x^T P": round(st, 2)}
+
+
 def load_rows(data_dir: Path, rows: int, smoke: bool) -> tuple[np.ndarray, str]:
     """(rows x 784 float32 0/1 array, its description): MNIST training images >= 128, else random density 0.13."""
     path = data_dir / "mnist" / "train-images-idx3-ubyte.gz"
@@ -102,6 +119,7 @@ def main(argv=None) -> int:
                        "sparse_speedup_density": 0.13, "sparse_speedup_xW": bp.measure_gain(BATCH, V, hid, 0.13),
                        "sparse_speedup_statistics": bp.measure_gain(2 * BATCH, V, hid, 0.13, True),
                        "binary_kernels": bk.available(),
+                       "sums_speedup_at_0.13": sums_speedups(hid) if bk.available() else None,
                        "sums_crossover_density": {"x W": bk.CHOOSER.crossover("rows", BATCH, V, hid),
                                                   "h W^T": bk.CHOOSER.crossover("rows", BATCH, hid, V),
                                                   "x^T P": bk.CHOOSER.crossover("stats", 2 * BATCH, V, hid)}},
@@ -116,9 +134,11 @@ def main(argv=None) -> int:
     res["epoch_flops"] = flops
     print(f"{data_desc}; density {res['density']:.3f}; float32 GEMM peak {peak:.1f} GFLOP/s; machine "
           f"{res['machine']['cpu_capability']}, bf16 speedup {res['machine']['bf16_speedup_measured']}, auto -> "
-          f"{res['machine']['matmul_precision_auto']}; sparse/dense speed at density 0.13: x W "
+          f"{res['machine']['matmul_precision_auto']}; embedding_bag/dense speed at density 0.13: x W "
           f"{res['machine']['sparse_speedup_xW']:.2f}x, x^T P "
-          f"{res['machine']['sparse_speedup_statistics']:.2f}x; compiled sums faster below densities "
+          f"{res['machine']['sparse_speedup_statistics']:.2f}x; compiled sums/dense "
+          f"{res['machine']['sums_speedup_at_0.13']}; "
+          f"compiled sums faster below densities "
           f"{res['machine']['sums_crossover_density']}",
           flush=True)
 
