@@ -120,29 +120,33 @@ def test_sigmoid_in_place():
 
 
 @pytest.mark.parametrize("dbeta", [0.0, 1e-5, 1e-3, 0.05, 0.5])
-def test_anneal_terms_against_float64(dbeta):
-    """s = sigmoid(beta a) and sum_j log1p(s_j expm1(-dbeta a_j)) per row against float64 torch: s within 2.4e-7
-    (absolute), each row's sum within 1e-6 of the sum of its terms' magnitudes (float32 accumulation of ~500
-    terms, each ~1e-7 relative: the series branches and the exponent/mantissa log are both exercised, |y| below
-    and above 0.3), at dbeta = 0 exactly 0; a is read from the first n columns of wider rows."""
+def test_anneal_increments_against_float64(dbeta):
+    """s = sigmoid(beta a) and dbeta av[:, n] - sum_j log1p(s_j expm1(-dbeta a_j)) per row against float64 torch:
+    s within 2.4e-7 (absolute), each row's increment within 1e-6 of the sum of its terms' magnitudes (float32
+    accumulation of ~300 terms, each ~1e-7 relative: the series branches and the exponent/mantissa log are both
+    exercised, |y| below and above 0.3), at dbeta = 0 exactly 0."""
     g = torch.Generator().manual_seed(int(dbeta * 1e6))
     C, n = 40, 300
     av = torch.cat([12 * torch.randn(C, n, generator=g), torch.full((C, 1), 7.0)], 1)
     beta = torch.rand(C, generator=g)
     db = torch.full((C,), dbeta)
     s, out = torch.empty(C, n), torch.empty(C)
-    logistic_kernels.anneal_terms(av, n, beta, db, s, out)
+    logistic_kernels.anneal_increments(av, n, beta, db, s, out)
     a, b, d = av[:, :n].double(), beta.double()[:, None], db.double()[:, None]
     ref_s = torch.sigmoid(b * a)
     terms = torch.log1p(ref_s * torch.expm1(-d * a))
+    expected = d[:, 0] * av[:, n].double() - terms.sum(1)
     assert float((s.double() - ref_s).abs().max()) <= 2.4e-7
     if dbeta == 0.0:
         assert torch.equal(out, torch.zeros(C))
     else:
-        assert torch.all((out.double() - terms.sum(1)).abs() <= 1e-6 * terms.abs().sum(1) + 1e-12)
+        assert torch.all((out.double() - expected).abs() <= 1e-6 * (terms.abs().sum(1) + 7 * dbeta) + 1e-12)
 
 
-def test_anneal_terms_refuse_other_tensors():
+def test_anneal_increments_refuse_other_tensors():
     with pytest.raises(ValueError, match="float32 CPU tensors"):
-        logistic_kernels.anneal_terms(torch.zeros(2, 4, dtype=torch.float64), 4, torch.zeros(2), torch.zeros(2),
-                                      torch.empty(2, 4), torch.empty(2))
+        logistic_kernels.anneal_increments(torch.zeros(2, 5, dtype=torch.float64), 4, torch.zeros(2), torch.zeros(2),
+                                           torch.empty(2, 4), torch.empty(2))
+    with pytest.raises(ValueError, match="n \\+ 1 = 5 columns"):
+        logistic_kernels.anneal_increments(torch.zeros(2, 4), 4, torch.zeros(2), torch.zeros(2), torch.empty(2, 4),
+                                           torch.empty(2))

@@ -55,6 +55,38 @@ def test_every_stream_is_the_published_xoshiro128pp(n):
         assert got.tolist() == _reference(state, len(got))
 
 
+def _fmix32(h: int) -> int:
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & MASK
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & MASK
+    return h ^ (h >> 16)
+
+
+def test_later_blocks_come_from_the_mixed_seed_and_do_not_depend_on_threads():
+    """Block j > 0 (BLOCK numbers each) starts its streams at fmix32(word ^ j 0x9E3779B9) of every seed word; the
+    whole fill is the same at one and two threads."""
+    import numba
+
+    rng = np.random.default_rng(1)
+    seed = rng.integers(0, 2 ** 32, (4, uk.LANES), dtype=np.uint64).astype(np.uint32)
+    n = 2 * uk.BLOCK + 3 * uk.LANES + 7
+    fills = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        numba.set_num_threads(threads)
+        out = np.full(n, np.nan, np.float32)
+        uk._fill(seed.copy(), out)
+        fills.append(out)
+    assert np.array_equal(fills[0], fills[1])
+    for j in (1, 2):
+        key = (j * 0x9E3779B9) & MASK
+        block = fills[0][j * uk.BLOCK:(j + 1) * uk.BLOCK]
+        for lane in (0, 5, uk.LANES - 1):
+            state = [_fmix32(int(w) ^ key) for w in seed[:, lane]]
+            got = block[lane::uk.LANES][:9]
+            assert got.tolist() == _reference(state, len(got))
+
+
 def test_the_numbers_are_a_function_of_the_generators_state():
     a = uk.uniform_(torch.empty(10_000), torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)

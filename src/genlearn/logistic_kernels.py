@@ -111,9 +111,9 @@ if numba is not None:
     _TWO = np.float32(2.0)
 
     @njit(fastmath=_FAST, cache=True, parallel=True)
-    def _anneal_terms(av, n, beta, dbeta, s, out):  # pragma: no cover - compiled
+    def _anneal_increments(av, n, beta, dbeta, s, out):  # pragma: no cover - compiled
         """For each row r (a = av[r, :n], b = beta[r], d = dbeta[r]): s[r] = sigmoid(b a) and
-        out[r] = sum_j log1p(sigmoid(b a_j) expm1(-d a_j)). Four vectorised passes: the two exponentials by the
+        out[r] = d av[r, n] - sum_j log1p(sigmoid(b a_j) expm1(-d a_j)). Four vectorised passes: the two exponentials by the
         range reduction of `_row_sums` (arguments clipped to +-87); sigmoid and expm1 (its series below |x| 0.3,
         else e^x - 1); log1p(y) = 2 atanh(z), z = y / (2 + y), by its series below |y| 0.3, else log w of
         w = 1 + y = (e^(-b a) + e^x) / (1 + e^(-b a)), x = -d a (a sum of positive terms: accurate where y is near
@@ -179,7 +179,7 @@ if numba is not None:
                 z2 = z * z
                 series = _TWO * z * (_ONE + z2 * (_A3 + z2 * (_A5 + z2 * (_A7 + z2 * _A9))))
                 total += series if abs(y) < _SMALL else general
-            out[r] = total
+            out[r] = dt * row[n] - total
 
 
 def usable(logits) -> bool:
@@ -212,17 +212,23 @@ def sigmoid_(a):
     return a.sigmoid_()
 
 
-def anneal_terms(av, n: int, beta, dbeta, s, out):
-    """For AIS of an RBM: s = sigmoid(beta a) and out = sum_j log1p(sigmoid(beta a_j) expm1(-dbeta a_j)) per row,
-    a = av[:, :n] (av: R x >= n float32, rows contiguous), beta and dbeta per row (R), s (R x n), out (R);
-    about 1e-7 relative per term (tests/test_logistic_kernels.py, float64 oracle); returns (s, out)."""
+def anneal_increments(av, n: int, beta, dbeta, s, out):
+    """For AIS of an RBM, the log-weight increments f_{beta_k}(v) - f_{beta_{k-1}}(v) of each chain and the hidden
+    probabilities at beta_k, from av = [c + v W | v.d] (R x n + 1, float32, rows contiguous):
+
+        out = dbeta av[:, n] - sum_j log1p(s_j expm1(-dbeta a_j)),   s = sigmoid(beta a),   a = av[:, :n],
+
+    beta and dbeta per row (R), s (R x n), out (R); each term within ~1e-7 relative (tests/test_logistic_kernels.py,
+    float64 oracle); returns (s, out)."""
     import torch
 
     for t in (av, beta, dbeta, s, out):
         if t.dtype != torch.float32 or t.device.type != "cpu" or t.stride(-1) != 1:
-            raise ValueError("logistic_kernels.anneal_terms: float32 CPU tensors with contiguous rows")
+            raise ValueError("logistic_kernels.anneal_increments: float32 CPU tensors with contiguous rows")
+    if av.shape[1] <= n:
+        raise ValueError(f"logistic_kernels.anneal_increments: av needs n + 1 = {n + 1} columns, has {av.shape[1]}")
     _threads()
-    _anneal_terms(av.numpy(), int(n), beta.numpy(), dbeta.numpy(), s.numpy(), out.numpy())
+    _anneal_increments(av.numpy(), int(n), beta.numpy(), dbeta.numpy(), s.numpy(), out.numpy())
     return s, out
 
 
@@ -236,4 +242,4 @@ def softplus_row_sums_(logits):
     return torch_passes(logits)
 
 
-__all__ = ["CLIP", "GROUP", "anneal_terms", "available", "row_sums", "sigmoid_", "softplus_row_sums_", "usable"]
+__all__ = ["CLIP", "GROUP", "anneal_increments", "available", "row_sums", "sigmoid_", "softplus_row_sums_", "usable"]

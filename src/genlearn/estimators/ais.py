@@ -146,14 +146,15 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
             v_index.addmm(0, n_chains, w_aug, c_aug, av)
         else:
             products.addmm(c_aug, v, w_aug, out=av)
-        if fused:  # s = sigmoid(beta_k a), inc = sum_j log1p(s_j expm1(-dbeta a_j))
-            logistic_kernels.anneal_terms(av, n_hid, betas[k], dbeta_rows[k - 1], s, inc)
+        if fused:  # s = sigmoid(beta_k a), inc = dbeta v.d - sum_j log1p(s_j expm1(-dbeta a_j))
+            logistic_kernels.anneal_increments(av, n_hid, betas[k], dbeta_rows[k - 1], s, inc)
+            lw.add_(inc)
         else:
             a = av[:, :n_hid]
             torch.mul(a, beta_cols[k], out=s).sigmoid_()
             torch.mul(a, neg_dbeta_cols[k - 1], out=e).expm1_().mul_(s).log1p_()
             torch.sum(e, 1, out=inc)
-        lw.add_(torch.addcmul(inc.neg_(), dbeta_rows[k - 1], av[:, n_hid]))
+            lw.add_(torch.addcmul(inc.neg_(), dbeta_rows[k - 1], av[:, n_hid]))
         if k == steps:
             break
         uniform_(u, generator)
