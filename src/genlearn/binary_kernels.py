@@ -354,7 +354,7 @@ class Chooser:
         return d0 + (1.0 - r0) * (d1 - d0) / (r1 - r0)
 
 
-def _best_time(f, rounds: int = 4, reps: int = 2) -> float:
+def _best_time(f, rounds: int = 3, reps: int = 1) -> float:
     f()
     best = float("inf")
     for _ in range(rounds):
