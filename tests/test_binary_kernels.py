@@ -75,6 +75,24 @@ def test_sampling_with_the_index_equals_the_comparison_and_its_products(density)
     assert torch.allclose(stats.double(), rows.double().T @ P.double(), rtol=0, atol=_tol(rows.T, P))
 
 
+def test_bound_calls_equal_the_checked_ones():
+    """bound_addmm / bound_sample run the same kernels on the buffers bound once (AIS's loop)."""
+    g = torch.Generator().manual_seed(4)
+    R, V, H = 9, 30, 7
+    u, p = torch.rand(R, V + 3, generator=g)[:, 3:], torch.rand(R, V, generator=g) * 0.4
+    W, b = torch.randn(V, H, generator=g), torch.randn(H, generator=g)
+    x, out = torch.empty(R, V), torch.empty(R, H)
+    index = bk.RowIndex(R, V)
+    draw, product = index.bound_sample(u, p, x), index.bound_addmm(0, R, W, b, out)
+    draw()
+    product()
+    assert torch.equal(x, (u < p).float())
+    assert torch.equal(out, index.addmm(0, R, W, b, torch.empty(R, H)))
+    assert torch.allclose(out.double(), b.double() + x.double() @ W.double(), rtol=0, atol=_tol(x, W))
+    with pytest.raises(ValueError, match="must be"):
+        index.bound_addmm(0, R, W, b, torch.empty(R + 1, H))
+
+
 def test_only_exact_zeros_are_skipped():
     """The kernels count a nonzero as 1 (they are for 0/1 operands): a row of 1s gives the column sums of W."""
     W = torch.arange(12.0).reshape(4, 3)

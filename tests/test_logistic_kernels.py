@@ -150,3 +150,12 @@ def test_anneal_increments_refuse_other_tensors():
     with pytest.raises(ValueError, match="n \\+ 1 = 5 columns"):
         logistic_kernels.anneal_increments(torch.zeros(2, 4), 4, torch.zeros(2), torch.zeros(2), torch.empty(2, 4),
                                            torch.empty(2))
+
+
+def test_bound_anneal_increments_equal_the_checked_call():
+    g = torch.Generator().manual_seed(8)
+    av, beta, db = 5 * torch.randn(6, 11, generator=g), torch.rand(6, generator=g), torch.full((6,), 1e-3)
+    s1, o1, s2, o2 = torch.empty(6, 10), torch.empty(6), torch.empty(6, 10), torch.empty(6)
+    logistic_kernels.anneal_increments(av, 10, beta, db, s1, o1)
+    logistic_kernels.bound_anneal_increments(av, 10, s2, o2)(beta.numpy(), db.numpy())
+    assert torch.equal(s1, s2) and torch.equal(o1, o2)

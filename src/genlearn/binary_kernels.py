@@ -175,6 +175,34 @@ class RowIndex:
         _csr_addmm(self.ends, self.indices, lo, W.numpy(), b.numpy(), out.numpy())
         return out
 
+    def bound_addmm(self, lo: int, hi: int, W, b, out):
+        """`addmm(lo, hi, W, b, out)` as a call without arguments, the operands checked once (for a loop that runs
+        it thousands of times on the same buffers: AIS's sweeps)."""
+        _check(W, b, out)
+        if out.shape != (hi - lo, W.shape[1]) or W.shape[0] != self.V:
+            raise ValueError("binary_kernels.RowIndex.bound_addmm: out must be (hi - lo) x H for W of V x H")
+        arrays = (self.ends, self.indices, lo, W.numpy(), b.numpy(), out.numpy())
+
+        def run():
+            _threads()
+            _csr_addmm(*arrays)
+        return run
+
+    def bound_sample(self, u, p, out, r0: int = 0):
+        """`sample(u, p, out, r0)` as a call without arguments, the operands checked once."""
+        import torch
+
+        _check(u, p, out, rows=True)
+        R, V = out.shape
+        self._room(r0, R, V)
+        arrays = (out.numpy(), self.ends, self.indices, r0)
+
+        def run():
+            torch.lt(u, p, out=out)
+            _threads()
+            _index_rows(*arrays)
+        return run
+
     def t_mm(self, P, out):
         """out = x^T P for the first P.shape[0] indexed rows x (P: R x H, out: V x H); returns out."""
         _check(P, out)

@@ -232,6 +232,21 @@ def anneal_increments(av, n: int, beta, dbeta, s, out):
     return s, out
 
 
+def bound_anneal_increments(av, n: int, s, out):
+    """`anneal_increments(av, n, beta, dbeta, s, out)` as a call f(beta, dbeta) on numpy rows (float32, R), the
+    tensors checked once (AIS runs it once per temperature on the same buffers)."""
+    import torch
+
+    anneal_increments(av, n, torch.zeros(av.shape[0]), torch.zeros(av.shape[0]), s, out)  # the checks
+    arrays = (av.numpy(), int(n))
+    s_np, out_np = s.numpy(), out.numpy()
+
+    def run(beta, dbeta):
+        _threads()
+        _anneal_increments(*arrays, beta, dbeta, s_np, out_np)
+    return run
+
+
 def softplus_row_sums_(logits):
     """sum_i softplus(l_i) over the last dimension of a temporary (possibly overwritten): `row_sums` where it takes
     the tensor, else genlearn.numerics.softplus_row_sums_ (torch passes)."""
@@ -242,4 +257,4 @@ def softplus_row_sums_(logits):
     return torch_passes(logits)
 
 
-__all__ = ["CLIP", "GROUP", "anneal_increments", "available", "row_sums", "sigmoid_", "softplus_row_sums_", "usable"]
+__all__ = ["CLIP", "GROUP", "anneal_increments", "bound_anneal_increments", "available", "row_sums", "sigmoid_", "softplus_row_sums_", "usable"]

@@ -129,11 +129,18 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     # the states v and h are 0/1: indexed as they are drawn (genlearn.binary_kernels.RowIndex), their products are
     # sums of selected rows where this CPU runs those faster at their density (v only if it starts 0/1 too)
     sums = binary_kernels.usable(v) and binary_kernels.usable(W)
-    if sums:
+    if sums:  # the kernels bound to the loop's buffers once (a step is ~10 calls: their checks would add ~10%)
         v_index, h_index = binary_kernels.RowIndex(n_chains, n_vis), binary_kernels.RowIndex(n_chains, n_hid)
         v_binary = v_index.add(v)
-    # the annealing terms and sigmoids compiled (genlearn.logistic_kernels) for float32 CPU tensors
+        hidden_pre_sums = v_index.bound_addmm(0, n_chains, w_aug, c_aug, av)
+        visible_pre_sums = h_index.bound_addmm(0, n_chains, w_t, d, logits)
+        draw_hidden = h_index.bound_sample(u[:, :n_hid], s, h)
+        draw_visible = v_index.bound_sample(u[:, n_hid:], logits, v)
+    # the annealing terms compiled (genlearn.logistic_kernels) for float32 CPU tensors
     fused = logistic_kernels.usable(s) and logistic_kernels.usable(av)
+    if fused:
+        increments = logistic_kernels.bound_anneal_increments(av, n_hid, s, inc)
+        beta_np, dbeta_np = paths.numpy(), dbeta.contiguous().numpy()
 
     def summed(index, width: int) -> bool:
         return binary_kernels.faster_at(index.density(0, n_chains), "rows", n_chains, index.V, width)
@@ -143,11 +150,11 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
         if bar is not None and k % PROGRESS_EVERY == 0:
             bar.update(PROGRESS_EVERY)
         if sums and v_binary and summed(v_index, n_hid + 1):
-            v_index.addmm(0, n_chains, w_aug, c_aug, av)
+            hidden_pre_sums()
         else:
             products.addmm(c_aug, v, w_aug, out=av)
         if fused:  # s = sigmoid(beta_k a), inc = dbeta v.d - sum_j log1p(s_j expm1(-dbeta a_j))
-            logistic_kernels.anneal_increments(av, n_hid, betas[k], dbeta_rows[k - 1], s, inc)
+            increments(beta_np[k], dbeta_np[k - 1])
             lw.add_(inc)
         else:
             a = av[:, :n_hid]
@@ -159,16 +166,16 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
             break
         uniform_(u, generator)
         if sums:                                                   # h ~ P_beta(h | v)
-            h_index.sample(u[:, :n_hid], s, h)
+            draw_hidden()
         else:
             torch.lt(u[:, :n_hid], s, out=h)
         if sums and summed(h_index, n_vis):
-            h_index.addmm(0, n_chains, w_t, d, logits)
+            visible_pre_sums()
         else:
             products.addmm(d, h, w_t, out=logits)                  # W h + d
         logistic_kernels.sigmoid_(torch.addcmul(b0, logits, beta_cols[k], out=logits))  # P_beta(v_i = 1 | h)
         if sums:
-            v_index.sample(u[:, n_hid:], logits, v)
+            draw_visible()
             v_binary = True
         else:
             torch.lt(u[:, n_hid:], logits, out=v)
