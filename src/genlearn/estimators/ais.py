@@ -115,7 +115,6 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     paths = paths.to(device=dev, dtype=dtype)
     steps = paths.shape[0] - 1
     beta_cols = paths.unsqueeze(-1).unbind(0)                      # beta_k as (C, 1) columns
-    betas = paths.unbind(0)                                        # beta_k as (C,) rows
     dbeta = paths[1:] - paths[:-1]
     dbeta_rows, neg_dbeta_cols = dbeta.unbind(0), (-dbeta).unsqueeze(-1).unbind(0)
     v = v.to(dtype).clone()
