@@ -113,12 +113,13 @@ if numba is not None:
     @njit(fastmath=_FAST, cache=True, parallel=True)
     def _anneal_increments(av, n, beta, dbeta, s, out):  # pragma: no cover - compiled
         """For each row r (a = av[r, :n], b = beta[r], d = dbeta[r]): s[r] = sigmoid(b a) and
-        out[r] = d av[r, n] - sum_j log1p(sigmoid(b a_j) expm1(-d a_j)). Four vectorised passes: the two
-        exponentials by the range reduction of `_row_sums` (arguments clipped to +-87); sigmoid and expm1 (its
-        series below |x| 0.3, else e^x - 1); log1p(y) = 2 atanh(z), z = y / (2 + y), by its series below |y| 0.3,
-        else log w of w = 1 + y = (e^(-b a) + e^x) / (1 + e^(-b a)), x = -d a (a sum of positive terms: accurate where y is near
-        -1, where 1 + y in float32 would cancel to 0), from w's exponent and mantissa (mantissa in [sqrt(1/2),
-        sqrt(2)), 2 atanh((m - 1)/(m + 1)) by the same series); w below the smallest normal float32 gives -inf."""
+        out[r] = d av[r, n] - sum_j log1p(sigmoid(b a_j) expm1(-d a_j)), in four vectorised passes:
+        - e^(-b a) and e^x, x = -d a, by the range reduction of `_row_sums` (arguments clipped to +-87);
+        - sigmoid, and expm1(x) by its series below |x| 0.3, else e^x - 1;
+        - log1p(y) = 2 atanh(z), z = y / (2 + y), by its series below |y| 0.3; else log w of
+          w = 1 + y = (e^(-b a) + e^x) / (1 + e^(-b a)) (positive terms: accurate where y is near -1, where 1 + y
+          in float32 would cancel to 0), from w's exponent and mantissa m in [sqrt(1/2), sqrt(2)),
+          2 atanh((m - 1)/(m + 1)) by the same series; w below the smallest normal float32 gives -inf."""
         rows = av.shape[0]
         M1, K1 = np.empty((rows, n), np.float32), np.empty((rows, n), np.int32)  # scratch, once per call
         M2, K2 = np.empty((rows, n), np.float32), np.empty((rows, n), np.int32)
