@@ -122,7 +122,7 @@ if numba is not None:
 
 
 class RowIndex:
-    """The active columns of up to `capacity` 0/1 rows of length V (int64, row q in its own slot indices[q V:ends[q]],
+    """The active columns of up to `capacity` 0/1 rows of length V (int32, row q in its own slot indices[q V:ends[q]],
     so that rows are indexed in parallel), kept between calls so that one index serves several products of the same
     rows (x W, and x^T P for the statistics). Rows are indexed with `add` (or drawn and indexed with `sample`);
     products take a range of indexed rows."""
@@ -130,9 +130,9 @@ class RowIndex:
     def __init__(self, capacity: int, V: int):
         self.capacity, self.V = capacity, V
         self.ends = np.arange(capacity, dtype=np.int64) * V  # empty rows
-        self.indices = np.empty(max(capacity * V, 1), np.int64)
+        self.indices = np.empty(max(capacity * V, 1), np.int32)  # column numbers < V
         self.start = np.empty(V + 1, np.int64)
-        self.rows = np.empty(max(capacity * V, 1), np.int64)
+        self.rows = np.empty(max(capacity * V, 1), np.int32)  # row numbers < capacity
 
     def _room(self, r0: int, R: int, V: int) -> None:
         if V != self.V or r0 < 0 or r0 + R > self.capacity:
