@@ -65,10 +65,11 @@ if numba is not None:
                 o[j] += A[j]
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _index_rows(x, ends, indices, r0):  # pragma: no cover - compiled
+    def _index_rows(x, ends, indices, r0, check):  # pragma: no cover - compiled
         """Index the rows of x (R x V) as rows r0.. of a slotted index: the active columns of index row q are
         indices[q V:ends[q]], in increasing order. Rows in parallel, each branch-free (every column is written,
-        the cursor moves on the active ones). Returns the number of entries other than 0 and 1."""
+        the cursor moves on the active ones). Returns the number of entries other than 0 and 1 (with `check`;
+        else 0: for rows known to be 0/1, drawn by a comparison)."""
         R, V = x.shape
         bad = 0
         for r in prange(R):
@@ -78,10 +79,11 @@ if numba is not None:
                 indices[k] = i
                 k += xr[i] != 0
             ends[r0 + r] = k
-            nonbinary = 0
-            for i in range(V):
-                nonbinary += (xr[i] != 0) & (xr[i] != 1)
-            bad += nonbinary
+            if check:
+                nonbinary = 0
+                for i in range(V):
+                    nonbinary += (xr[i] != 0) & (xr[i] != 1)
+                bad += nonbinary
         return bad
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
@@ -145,7 +147,7 @@ class RowIndex:
         R, V = x.shape
         self._room(r0, R, V)
         _threads()
-        return _index_rows(x.numpy(), self.ends, self.indices, r0) == 0
+        return _index_rows(x.numpy(), self.ends, self.indices, r0, True) == 0
 
     def sample(self, u, p, out, r0: int = 0):
         """out = (u < p) as 0/1 (in out's dtype; u, p, out: R x V, rows of contiguous entries), indexed as rows
@@ -157,7 +159,7 @@ class RowIndex:
         self._room(r0, R, V)
         torch.lt(u, p, out=out)  # a vectorised pass, then the index (one fused pass measured 2.5x slower)
         _threads()
-        _index_rows(out.numpy(), self.ends, self.indices, r0)
+        _index_rows(out.numpy(), self.ends, self.indices, r0, False)
         return out
 
     def count(self, lo: int, hi: int) -> int:
@@ -195,7 +197,7 @@ class RowIndex:
         _check(u, p, out, rows=True)
         R, V = out.shape
         self._room(r0, R, V)
-        arrays = (out.numpy(), self.ends, self.indices, r0)
+        arrays = (out.numpy(), self.ends, self.indices, r0, False)
 
         def run():
             torch.lt(u, p, out=out)
