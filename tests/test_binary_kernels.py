@@ -164,9 +164,9 @@ def test_the_environment_turns_the_sums_off(monkeypatch):
 
     x = torch.zeros(4, 8)
     monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)
-    assert bk.faster(x, "rows", 3)
+    assert bk.usable(x) and bk.faster_at(0.0, "rows", 4, 8, 3)
     monkeypatch.setenv("GENLEARN_BINARY_SUMS", "off")
-    assert not bk.faster(x, "rows", 3)
+    assert not bk.usable(x)
     monkeypatch.setenv("GENLEARN_BINARY_SUMS", "sometimes")
     with pytest.raises(ConfigError, match="GENLEARN_BINARY_SUMS must be auto or off"):
-        bk.faster(x, "rows", 3)
+        bk.usable(x)

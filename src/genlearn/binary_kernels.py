@@ -1,4 +1,4 @@
-"""Compiled (numba) products with a 0/1 left operand: sums of selected rows, for the RBM's CD/PCD step.
+"""Compiled (numba) products with a 0/1 left operand: sums of selected rows, for the RBM's CD/PCD step and AIS.
 
 For x in {0,1}^(R x V) and W (V x H), row r of x W is the sum of the rows of W at the active entries of x_r:
 
@@ -9,11 +9,14 @@ of binarized MNIST (13% ones) that is 7.7x less arithmetic than the dense produc
 depends on the CPU (a dense GEMM runs near its peak, a sum of gathered rows at the speed of loads): `Chooser`
 times both once per process and shape, and takes the sums only below the density where they win.
 
-`rows_addmm(x, W, b, out)` and `rows_t_mm(x, P, out)` run rows (columns of x for the statistics) in parallel over
-numba's threads, as many as torch uses; every inner loop runs over the H contiguous floats of a row, in SIMD
-lanes. The results equal the dense products up to float32 summation order (tests/test_binary_kernels.py).
-The entries of x must be exactly 0 or 1 (sampled states, binarized data): a gray level would count as 1.
-`available()` is False without numba: callers then keep the dense products."""
+`RowIndex` holds the active columns of a block of rows, indexed once (in parallel, branch-free) and used by every
+product of those rows: `addmm` (x W) and `t_mm` (x^T P); `rows_addmm(x, W, b, out)` and `rows_t_mm(x, P, out)`
+index and multiply in one call. Rows (columns of x for the statistics) run in parallel over numba's threads, as
+many as torch uses; every inner loop runs over the H contiguous floats of a row, in SIMD lanes. `usable(x)` and
+`faster_at(density, ...)` decide whether to take the sums. The results equal the dense products up to float32
+summation order (tests/test_binary_kernels.py). The entries of x must be exactly 0 or 1 (sampled states, binarized
+data): `RowIndex.add` counts the others, and callers keep the dense products then. `available()` is False without
+numba: callers then keep the dense products."""
 from __future__ import annotations
 
 import os
@@ -278,13 +281,6 @@ def rows_t_mm(x, P, out):
 ENABLED = True
 
 
-def is_binary(x) -> bool:
-    """Whether every entry of x is exactly 0 or 1 (the kernels' precondition)."""
-    import torch
-
-    return not bool(torch.logical_and(x != 0, x != 1).any())
-
-
 def _allowed() -> bool:
     """GENLEARN_BINARY_SUMS: "auto" (default, by the timing) or "off" (dense products only)."""
     value = os.environ.get("GENLEARN_BINARY_SUMS", "auto").strip().lower() or "auto"
@@ -309,25 +305,6 @@ def faster_at(density: float, kind: str, R: int, V: int, H: int) -> bool:
     CHOOSER timed for this shape."""
     crossover = CHOOSER.crossover(kind, R, V, H)
     return crossover > 0.0 and density < crossover
-
-
-def faster(x, kind: str, H: int) -> bool:
-    """`faster_at` for the 0/1 operand x (R x V), if `usable(x)`, at x's density."""
-    import torch
-
-    if not usable(x):
-        return False
-    return faster_at(float(torch.count_nonzero(x)) / x.numel(), kind, x.shape[0], x.shape[1], H)
-
-
-def addmm01(bias, x, M, out):
-    """out = bias + x M for a 0/1 operand x (R x V) and a contiguous M (V x H): sums of selected rows where
-    `faster` says so, else genlearn.products.addmm; returns out."""
-    from genlearn import products
-
-    if M.is_contiguous() and M.dtype == x.dtype and faster(x, "rows", M.shape[1]):
-        return rows_addmm(x, M, bias, out)
-    return products.addmm(bias, x, M, out=out)
 
 
 class Chooser:
@@ -397,5 +374,5 @@ def _best_time(f, rounds: int = 3, reps: int = 1) -> float:
 
 CHOOSER = Chooser()
 
-__all__ = ["CHOOSER", "Chooser", "RowIndex", "addmm01", "available", "faster", "faster_at", "is_binary",
+__all__ = ["CHOOSER", "Chooser", "RowIndex", "available", "faster_at",
            "rows_addmm", "rows_t_mm", "usable"]
