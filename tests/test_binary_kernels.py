@@ -130,7 +130,8 @@ def test_cd_step_with_sums_equals_the_dense_step(monkeypatch, persistent):
     x = (torch.rand(B, V, generator=g) < 0.15).float()
     chains = (torch.rand(B, V, generator=g) < 0.15).float()
     results, used = {}, []
-    real_rows, real_t = bk.RowIndex.addmm, bk.RowIndex.t_mm
+    real_rows, real_t, real_add = bk.RowIndex.addmm, bk.RowIndex.t_mm, bk.RowIndex.add
+    monkeypatch.setattr(bk.RowIndex, "add", lambda *a: used.append("index") or real_add(*a))
     monkeypatch.setattr(bk.RowIndex, "addmm", lambda *a: used.append("rows") or real_rows(*a))
     monkeypatch.setattr(bk.RowIndex, "t_mm", lambda *a: used.append("stats") or real_t(*a))
     for sums in (False, True):
@@ -138,13 +139,20 @@ def test_cd_step_with_sums_equals_the_dense_step(monkeypatch, persistent):
         monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)  # every product as sums when allowed
         ws = rg.cd_workspace(None, W, B, B, 2)
         ch = chains.clone() if persistent else None
-        out = rg.cd_step(W, b, c, x, 2, torch.Generator().manual_seed(5), ws, chains=ch)
+        gen = torch.Generator().manual_seed(5)
+        out = rg.cd_step(W, b, c, x, 2, gen, ws, chains=ch)
         results[sums] = [t.clone() for t in out]
-    assert used.count("stats") == 1 and used.count("rows") == 3 + persistent  # x, the k = 2 negatives, the chains
-    (v0, dW0, db0, dc0, neg0), (v1, dW1, db1, dc1, neg1) = results[False], results[True]
-    assert torch.equal(neg0, neg1)  # the same uniforms decide the same states (pre-activations far from ties)
-    for a, e in ((v1, v0), (dW1, dW0), (db1, db0), (dc1, dc0)):
-        assert torch.allclose(a, e, rtol=1e-5, atol=1e-6)
+        if persistent:  # a second step from the chains the first one left (reusing their index)
+            results[sums] += [t.clone() for t in rg.cd_step(W, b, c, x.flip(0), 2, gen, ws, chains=ch)]
+    # per step: x, the k = 2 negatives, the chains
+    assert used.count("stats") == 1 + persistent and used.count("rows") == (3 + persistent) * (1 + persistent)
+    assert used.count("index") == 1 + 2 * persistent  # the batch each step; the chains only at the first step
+    for step in range(1 + persistent):
+        (v0, dW0, db0, dc0, neg0), (v1, dW1, db1, dc1, neg1) = (r[5 * step:5 * step + 5] for r in
+                                                                (results[False], results[True]))
+        assert torch.equal(neg0, neg1)  # the same uniforms decide the same states (pre-activations far from ties)
+        for a, e in ((v1, v0), (dW1, dW0), (db1, db0), (dc1, dc0)):
+            assert torch.allclose(a, e, rtol=1e-5, atol=1e-6)
 
 
 def test_cd_step_keeps_dense_products_for_gray_batches(monkeypatch):

@@ -71,6 +71,12 @@ def cd_workspace(previous: dict | None, W: Tensor, batch: int, negatives: int, k
     return ws
 
 
+def _identity(t: Tensor) -> tuple:
+    """Where t's values live and how often they were written in place (torch's version counter): equal identities
+    mean equal values."""
+    return (t.data_ptr(), t._version, tuple(t.shape), t.dtype)
+
+
 @torch.no_grad()
 def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch.Generator | None,
             ws: dict, chains: Tensor | None = None, uniforms: Tensor | None = None) -> tuple:
@@ -139,7 +145,10 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     if pcd:
         chain_pre = torch.empty(N, H, dtype=W.dtype, device=W.device)
         chain_rows = chains.to(Wm.dtype)
-        indexed = sums and binary_kernels.usable(chain_rows) and index.add(chain_rows, B)  # overwritten by v~ below
+        # the chains are the last step's negatives, still indexed as rows B.. unless they changed since (their
+        # storage and version counter tell); else indexed now (those rows are overwritten by v~ below)
+        indexed = sums and (ws.get("indexed_chains", (None, None))[1] == _identity(chain_rows)
+                            or (binary_kernels.usable(chain_rows) and index.add(chain_rows, B)))
         hidden_pre(chain_rows, chain_pre, ws.get("pre_low", pre)[B:], B if indexed else None)
         torch.lt(u[0, :, :H], logistic_kernels.sigmoid_(chain_pre), out=h)
     else:
@@ -163,6 +172,8 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         rows[B:].copy_(negatives)
     if pcd:
         chains.copy_(rows[B:])
+        # the tensor is kept with its identity, so that its storage cannot be freed and reused by another
+        ws["indexed_chains"] = (chains, _identity(chains)) if sums else (None, None)
     w = ws["weights"]
     # value: mean F(x) - mean F(v~) = sum_r w_r (v_r.b + sum_j softplus(pre_rj)), F(v) = -v.b - sum softplus
     free = logistic_kernels.softplus_row_sums_(pre).add_(torch.mv(rows, b))  # pre is overwritten (not needed after)
