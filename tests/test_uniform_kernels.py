@@ -120,3 +120,15 @@ def test_small_other_dtype_and_strided_tensors_keep_the_torch_path():
         uk.uniform_(torch.empty(10))
     small = numerics.uniform_(torch.empty(1000), torch.Generator().manual_seed(2))
     assert float(small.min()) >= 0.0 and float(small.max()) < 1.0
+
+
+def test_the_bound_call_gives_the_numbers_of_uniform_():
+    u1, u2 = torch.empty(3, uk.MIN_SIZE), torch.empty(3, uk.MIN_SIZE)
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    refill = uk.bound_uniform(u2, g2)
+    for _ in range(2):
+        uk.uniform_(u1, g1)
+        refill()
+        assert torch.equal(u1, u2)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        uk.bound_uniform(torch.empty(10))

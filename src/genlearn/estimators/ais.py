@@ -35,7 +35,7 @@ from torch import Tensor
 from genlearn.errors import ConfigError
 from genlearn.estimators.estimate import Estimate
 from genlearn.numerics import BASE_RATE_SMOOTHING, base_rate_logits, sample_bernoulli, uniform_  # noqa: F401
-from genlearn import binary_kernels, logistic_kernels, products
+from genlearn import binary_kernels, logistic_kernels, products, uniform_kernels
 
 #: the published schedule: steps of 1e-3 on [0, 0.5], 1e-4 on [0.5, 0.9], 1e-5 on [0.9, 1]
 PUBLISHED_STEPS = 14_500
@@ -141,6 +141,12 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
         increments = logistic_kernels.bound_anneal_increments(av, n_hid, s, inc)
         beta_np, dbeta_np = paths.numpy(), dbeta.contiguous().numpy()
 
+    if uniform_kernels.usable(u):
+        refill = uniform_kernels.bound_uniform(u, generator)
+    else:
+        def refill():
+            uniform_(u, generator)
+
     def summed(index, width: int) -> bool:
         return binary_kernels.faster_at(index.density(0, n_chains), "rows", n_chains, index.V, width)
 
@@ -163,7 +169,7 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
             lw.add_(torch.addcmul(inc.neg_(), dbeta_rows[k - 1], av[:, n_hid]))
         if k == steps:
             break
-        uniform_(u, generator)
+        refill()                                                   # the uniforms of this sweep
         if sums:                                                   # h ~ P_beta(h | v)
             draw_hidden()
         else:
