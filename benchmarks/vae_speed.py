@@ -37,6 +37,7 @@ fixed rows, same formula, full Gaussian constants, nats per example).
     flock /tmp/genlearn-heavy.lock .venv/bin/python benchmarks/vae_speed.py > /tmp/vae_speed.log 2>&1
     .venv/bin/python benchmarks/vae_speed.py --smoke --out /tmp/v.json   # seconds: 500 synthetic rows, k = 5
     .venv/bin/python benchmarks/vae_speed.py --objectives vae --repeats 3 --bfloat16   # the ELBO only: ~1 min
+    GENLEARN_VAE_STEP=autograd .venv/bin/python benchmarks/vae_speed.py ...   # genlearn's gradient by autograd
 
 Data: the static binarized MNIST (`genlearn.load_dataset("binarized-mnist")`), or, when it is not found (and with
 --smoke), rows of independent Bernoulli(0.13) pixels of the same shape."""
@@ -57,6 +58,7 @@ import common
 import genlearn
 from genlearn import DataError, Dataset
 from genlearn.learning.trainer import TrainConfig, Trainer
+from genlearn.models import vae_step
 
 LATENT, HIDDEN, BATCH, LR = 50, (200, 200), 100, 1e-3
 TARGET_RATIO = 2.0
@@ -207,7 +209,12 @@ def main(argv=None):
     p.add_argument("--bfloat16", action="store_true", help="also time genlearn with --matmul-precision bfloat16 "
                    "(bfloat16 matrix products in training; faster only on CPUs with AVX512-BF16 or AMX) in the same "
                    "interleaved pairs; pythae stays float32")
+    p.add_argument("--flush-denormal", action="store_true", help="both sides with denormal floats flushed to 0 "
+                   "(torch.set_flush_denormal; the main thread's, so meant for --threads 1): the arithmetic alone, "
+                   "without the x86 slow path that IWAE's negligible importance weights send pythae's products to")
     args = p.parse_args(argv)
+    if args.flush_denormal and not torch.set_flush_denormal(True):
+        p.error("--flush-denormal: this CPU has no flush-to-zero mode")
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     if not objectives or set(objectives) - {"vae", "iwae"}:
         p.error(f"--objectives takes vae, iwae or vae,iwae, got {args.objectives!r}")
@@ -222,12 +229,14 @@ def main(argv=None):
                         f"{LATENT}-{HIDDEN[1]}-{HIDDEN[0]}-784 tanh decoder, Bernoulli logits, N(0, I) prior",
                         "iw_samples": args.iw_samples, "repeats": args.repeats, "objectives": objectives,
                         "pythae": version,
-                        "genlearn_bfloat16": args.bfloat16,
+                        "genlearn_bfloat16": args.bfloat16, "flush_denormal": args.flush_denormal,
                         "pythae_trainer": "BaseTrainer.train_step after prepare_training(); no eval set, "
                         "steps_saving=None, steps_predict=None, 0 data-loader workers, amp off, no_cuda; "
                         "ProgressBarCallback and MetricConsolePrinterCallback removed, pythae logger at WARNING; "
                         "train()'s per-epoch deepcopy of the best model and the final save not timed",
                         "genlearn_trainer": "Trainer.train_epoch, rule elbo (iw_samples k), fused Adam",
+                        "genlearn_gradient": ("hand-written backward pass (genlearn.models.vae_step)"
+                                              if vae_step.enabled() else "autograd (GENLEARN_VAE_STEP=autograd)"),
                         "target_ratio_pythae_to_genlearn": TARGET_RATIO}}
     if version is None:
         print("pythae is not installed (make bench-deps): the peer is skipped, genlearn alone is timed", flush=True)

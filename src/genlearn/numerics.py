@@ -5,6 +5,7 @@ but the errors, so it can never be part of an import cycle."""
 from __future__ import annotations
 
 import contextlib
+import math
 import contextvars
 
 import torch
@@ -112,6 +113,41 @@ def tanh(a: Tensor) -> Tensor:
     if sigmoid_tanh_in_use(a):
         return _SigmoidTanh.apply(a)
     return torch.tanh(a)
+
+
+#: normalised importance weights below this count as 0 in the gradient of an importance-weighted bound: their terms
+#: are below 1e-19 of the largest weight's (>= 1/k) and leave float32 or float64 sums unchanged to rounding, while
+#: the products they would feed make denormal floats, which x86 CPUs compute ~100x slower (an IWAE-50 training step
+#: on binarized MNIST took 2.4x longer with them, AVX-512)
+NEGLIGIBLE_WEIGHT = 2.0 ** -64
+
+
+def negligible_to_zero_(w: Tensor) -> Tensor:
+    """w with the entries below NEGLIGIBLE_WEIGHT set to 0, in place (w: normalised weights, >= 0)."""
+    return w.masked_fill_(w < NEGLIGIBLE_WEIGHT, 0.0)
+
+
+class _LogMeanExp(torch.autograd.Function):
+    """L = logsumexp_j a_j - log k over dimension 0; dL/da_j = softmax(a)_j, NEGLIGIBLE_WEIGHT and below as 0."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor) -> Tensor:
+        out = torch.logsumexp(a, 0) - math.log(a.shape[0])
+        ctx.save_for_backward(a, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        a, out = ctx.saved_tensors
+        w = torch.exp(a - (out + math.log(a.shape[0])))
+        return negligible_to_zero_(w).mul_(grad)
+
+
+def log_mean_exp(a: Tensor) -> Tensor:
+    """log (1/k) sum_j exp(a_j) over dimension 0 (k = a.shape[0]): the IWAE bound L_k from its k log-weights, nats.
+    Its gradient, the normalised weights, counts weights below NEGLIGIBLE_WEIGHT as 0 (no denormal floats)."""
+    return _LogMeanExp.apply(a)
 
 
 #: the rows [start, stop) of a global batch of `total` rows that this process computes (data-parallel training,
@@ -231,6 +267,7 @@ def randn_rows(shape, row_dim: int, generator: torch.Generator | None = None, dt
     return torch.randn(full, generator=generator, dtype=dtype, device=device).narrow(row_dim, start, stop - start)
 
 
-__all__ = ["BASE_RATE_SMOOTHING", "base_rate_logits", "column_means", "logit", "randn_rows", "row_shard",
+__all__ = ["BASE_RATE_SMOOTHING", "NEGLIGIBLE_WEIGHT", "base_rate_logits", "column_means", "log_mean_exp", "logit",
+           "negligible_to_zero_", "randn_rows", "row_shard",
            "sample_bernoulli", "sigmoid_and_softplus_row_sums_", "sigmoid_tanh", "sigmoid_tanh_in_use",
            "softplus_row_sums", "softplus_row_sums_", "tanh", "uniform_"]

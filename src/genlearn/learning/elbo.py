@@ -16,11 +16,11 @@ log P(x|z) + beta_e (log p(z) - log q(z|x)) with beta_e = min(1, e / W); the val
 the warm objective, not a bound. The epoch counter is the rule's state and is checkpointed."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from genlearn import numerics
 from genlearn.errors import ConfigError
 from genlearn.learning.rule_base import LearningRule, register_rule
 from genlearn.models.base import LatentVariableModel
@@ -61,11 +61,15 @@ class ImportanceWeightedBound(LearningRule):
     def compute_gradient(self, model, batch, generator):
         k = self.config.iw_samples
         with model.training_precision():  # e.g. bfloat16 matrix products when the model asks for them
+            closed = self.config.kl_estimator == "closed-form"
+            loss = model.bound_gradient(batch, k, generator, kl_weight=self.kl_weight(), closed_form_kl=closed)
+            if loss is not None:  # the family's hand-written backward pass (e.g. genlearn.models.vae_step)
+                return loss
             if k == 1 and self.config.kl_estimator == "closed-form":  # the family's ELBO (closed-form KL if any)
                 bound = model.elbo(batch, generator, kl_weight=self.kl_weight())
             else:
                 log_w = model.log_weights(batch, k, generator, kl_weight=self.kl_weight())
-                bound = torch.logsumexp(log_w, 0) - math.log(k)
+                bound = numerics.log_mean_exp(log_w)  # its gradient ignores negligible weights (denormals)
         loss = -bound.mean()
         loss.backward()
         return loss.detach()

@@ -178,6 +178,13 @@ class LatentVariableModel(GenerativeModel):
         sample (nats; families may compute the KL term in closed form)."""
         return self.log_weights(x, 1, generator, kl_weight)[0]
 
+    def bound_gradient(self, x: Tensor, k: int, generator: torch.Generator | None = None, kl_weight: float = 1.0,
+                       closed_form_kl: bool = True) -> Tensor | None:
+        """Accumulate d/dtheta of -mean_m L_k(x_m) (the ELBO for k = 1, with the family's closed-form KL when
+        closed_form_kl) into p.grad without autograd and return that loss (nats per example), or None where the
+        family has no such pass for this model: the learning rule then differentiates `elbo` / `log_weights`."""
+        return None
+
     def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None,
                     kl_weight: float = 1.0) -> Tensor:
         """(k, B) importance log-weights log P(x|z) + kl_weight (log p(z) - log q(z|x)), z ~ q(z|x)

@@ -42,6 +42,7 @@ from genlearn.models.base import (
 )
 from genlearn.precision import resolve_for_model
 from genlearn.models.fvsbn import init_seed_generator
+from genlearn.models import vae_step
 from genlearn.models.registry import ModelSpec, register_model
 from genlearn.numerics import randn_rows, sigmoid_and_softplus_row_sums_, softplus_row_sums
 from genlearn.numerics import tanh as fast_tanh
@@ -227,9 +228,13 @@ def _reparameterise(mu: Tensor, logvar: Tensor, k: int | None, generator) -> Ten
     """z = mu + exp(logvar / 2) eps, eps ~ N(0, I); with k, k draws stacked in front: (k, *mu.shape). The rows of
     eps are those of the whole batch when a data-parallel process computes a shard of it (numerics.randn_rows); the
     rows are the next-to-last dimension of eps (mu (B, D), or (k, B, D) for z1 given k draws of z2)."""
+    return mu + torch.exp(0.5 * logvar) * _reparameterise_noise(mu, k, generator)
+
+
+def _reparameterise_noise(mu: Tensor, k: int | None, generator) -> Tensor:
+    """eps ~ N(0, I) of `_reparameterise`: shape mu.shape, or (k, *mu.shape) with k."""
     shape = mu.shape if k is None else (k, *mu.shape)
-    eps = randn_rows(shape, len(shape) - 2, generator, dtype=mu.dtype, device=mu.device)
-    return mu + torch.exp(0.5 * logvar) * eps
+    return randn_rows(shape, len(shape) - 2, generator, dtype=mu.dtype, device=mu.device)
 
 
 class VAE(LatentVariableModel):
@@ -430,6 +435,16 @@ class VAE(LatentVariableModel):
         z = _reparameterise(mu, logvar, None, generator)
         kl = 0.5 * (mu.pow(2) + torch.exp(logvar) - 1 - logvar).sum(-1)
         return self.log_likelihood(x, z) - kl_weight * kl
+
+    def bound_gradient(self, x: Tensor, k: int, generator: torch.Generator | None = None, kl_weight: float = 1.0,
+                       closed_form_kl: bool = True) -> Tensor | None:
+        """LatentVariableModel.bound_gradient by the hand-written backward pass of genlearn.models.vae_step (one
+        stochastic layer, standard prior), else None."""
+        x = as_float(x)
+        if not vae_step.usable(self, x):
+            return None
+        return vae_step.loss_and_gradient(self, x, k, generator, kl_weight, closed_form_kl, LOGVAR_RANGE,
+                                          _reparameterise_noise)
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """-mean ELBO of the batch with one sample per row, nats per example (>= the mean NLL)."""

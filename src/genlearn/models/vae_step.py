@@ -1,0 +1,217 @@
+"""The training gradient of a one-layer VAE with the N(0, I) prior, by a hand-written backward pass.
+
+For a batch x(1..B), k reparameterised samples z_j = mu + s eps_j (s = exp(logvar / 2), eps_j ~ N(0, I)) and
+the KL weight beta (1 without warm-up), the rule "elbo" descends
+
+    k = 1, closed-form KL:  loss = -(1/B) sum_m [log P(x_m|z_m) - beta KL(q(z|x_m) || N(0, I))],
+                            KL = (1/2) sum_d (mu_d^2 + v_d - 1 - log v_d),  v = exp(logvar);
+    otherwise:              loss = -(1/B) sum_m [logsumexp_j log w_jm - log k],
+                            log w = log P(x|z) + beta (log N(z; 0, I) - log q(z|x))    (nats per example).
+
+autograd would record ~100 small operations per step and replay them backwards; here the forward pass keeps
+what the backward pass needs and the backward pass is written out (a few tens of tensor operations in all):
+
+    g_jm = dloss / dlog w_jm = -(1/B) w~_jm         (w~: the weights normalised over j, those below
+                                                     numerics.NEGLIGIBLE_WEIGHT as 0; -1/B for k = 1)
+    dloss/dl_jmi = g_jm (x_mi - sigmoid(l_jmi))     (l: the decoder's logits), then back through the decoder MLP
+    dloss/dz_j = [decoder] - beta g_j z_j           (d log N(z; 0, I)/dz = -z)
+    dloss/dmu = sum_j dloss/dz_j  (+ beta mu / B for the closed-form KL)
+    dloss/dlogvar = sum_j dloss/dz_j (s eps_j / 2) + (beta / 2) sum_j g_j    (log q at fixed eps: -(1/2) per dim)
+                    (closed form: + beta (v - 1) / (2 B)), zero where logvar was clipped (to the VAE's LOGVAR_RANGE),
+    then back through the encoder MLP; each layer y = act(h W^T + b): dW = dpre^T h, db = sum_rows dpre,
+    dh = dpre W (not for the data).
+
+The same gradient as autograd through `VAE.elbo` / `VAE.log_weights` up to rounding (tests/test_vae_step.py
+checks it in float64) from the same random numbers (eps is drawn with the same call, so a run takes the same path).
+Used by the rule when `usable` says so: float32/float64, no bfloat16 autocast, every parameter trained;
+GENLEARN_VAE_STEP=autograd switches it off (for comparisons)."""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genlearn import logistic_kernels, numerics, products
+
+_LOG_2PI = math.log(2 * math.pi)
+#: rows of logits per block when k x B rows go through the output layer: a block stays in cache between the product
+#: that makes it and the passes (softplus sums, sigmoids) that read it
+BLOCK_ROWS = 512
+
+
+def enabled() -> bool:
+    """False when GENLEARN_VAE_STEP=autograd asks for autograd's backward pass instead."""
+    return os.environ.get("GENLEARN_VAE_STEP", "").lower() != "autograd"
+
+
+def _layers(mlp) -> list:
+    """The linear maps of a one-input MLP, bottom up."""
+    return [mlp.first[0], *mlp.rest]
+
+
+def usable(model, x: Tensor) -> bool:
+    """Whether `loss_and_gradient` computes this model's training gradient: one stochastic layer, the standard
+    prior, a one-input MLP on each side, every parameter trained, float32 or float64, no autocast, grad mode on."""
+    if not (enabled() and model.layers == 1 and model.prior == "standard" and torch.is_grad_enabled()
+            and len(model.enc_top.first) == 1 and len(model.dec.first) == 1 and x.dim() == 2):
+        return False
+    params = list(model.parameters())
+    dtype = params[0].dtype
+    return (dtype in (torch.float32, torch.float64) and all(p.requires_grad and p.dtype == dtype for p in params)
+            and not torch.is_autocast_enabled(params[0].device.type)
+            and len(params) == 2 * (len(_layers(model.enc_top)) + len(_layers(model.dec)) + 2))
+
+
+# -- activations ---------------------------------------------------------------------------------------------------
+def _activate(kind: str, pre: Tensor) -> tuple[Tensor, tuple]:
+    """(y, what the derivative needs) for y = act(pre)."""
+    if kind == "tanh":
+        if numerics.sigmoid_tanh_in_use(pre):  # tanh(a) = 2 sigmoid(2a) - 1, in place on the fresh pre-activations
+            y = _sigmoid_(pre.mul_(2)).mul_(2).sub_(1)
+        else:
+            y = torch.tanh(pre)
+        return y, (y,)
+    if kind == "relu":
+        y = torch.relu(pre)
+        return y, (y,)
+    if kind == "softplus":
+        return F.softplus(pre), (pre,)
+    a, g = pre.chunk(2, dim=-1)  # gated: y = a sigmoid(g)
+    s = torch.sigmoid(g)
+    return a * s, (a, s)
+
+
+def _activation_backward(kind: str, dy: Tensor, saved: tuple) -> Tensor:
+    """dloss/dpre from dloss/dy: tanh 1 - y^2, relu [y > 0], softplus sigmoid(pre), gated (s, a s (1 - s))."""
+    if kind == "tanh":
+        return torch.ops.aten.tanh_backward(dy, saved[0])
+    if kind == "relu":
+        return torch.ops.aten.threshold_backward(dy, saved[0], 0)
+    if kind == "softplus":
+        return torch.ops.aten.softplus_backward(dy, saved[0], 1, 20)
+    a, s = saved
+    return torch.cat([dy * s, torch.ops.aten.sigmoid_backward(dy * a, s)], -1)
+
+
+# -- dense layers --------------------------------------------------------------------------------------------------
+def _mlp_forward(mlp, kind: str, h: Tensor) -> tuple[Tensor, list]:
+    """The MLP's output on rows h (R, .) and, per layer, (linear, input, activation terms)."""
+    tape = []
+    for lin in _layers(mlp):
+        y, saved = _activate(kind, products.linear(h, lin.weight, lin.bias))
+        tape.append((lin, h, saved))
+        h = y
+    return h, tape
+
+
+def _linear_backward(lin, h: Tensor, dpre: Tensor, grads: dict, need_input: bool) -> Tensor | None:
+    """Records dW = dpre^T h and db = sum_rows dpre; returns dh = dpre W when asked."""
+    grads[lin.weight] = products.mm(dpre.T, h)
+    grads[lin.bias] = dpre.sum(0)
+    return products.mm(dpre, lin.weight) if need_input else None
+
+
+def _mlp_backward(tape: list, kind: str, dy: Tensor, grads: dict, need_input: bool) -> Tensor | None:
+    for i in range(len(tape) - 1, -1, -1):
+        lin, h, saved = tape[i]
+        dy = _linear_backward(lin, h, _activation_backward(kind, dy, saved), grads, need_input or i > 0)
+    return dy
+
+
+# -- the output layer and log P(x|z) -------------------------------------------------------------------------------
+def _softplus_sums(logits: Tensor) -> Tensor:
+    """sum_i softplus(l_i) per row: the compiled kernel for float32 CPU blocks, else F.softplus."""
+    if logistic_kernels.usable(logits):
+        return logistic_kernels.row_sums(logits)
+    return F.softplus(logits).sum(-1)
+
+
+def _sigmoid_(a: Tensor) -> Tensor:
+    return logistic_kernels.sigmoid_(a) if logistic_kernels.usable(a) else a.sigmoid_()
+
+
+def _log_likelihood(h: Tensor, W: Tensor, b: Tensor, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(log P(x|z) (k, B), sigmoid(l) (k B, n)) for the decoder features h (k B, H), l = h W^T + b.
+
+    log P(x|z) = sum_i x_i l_i - softplus(l_i). With one block of rows the data term is read from the logits; with
+    more, it is h . (W^T x) + b . x (one (B, n) x (n, H) product instead of k B n products), and the logits are made
+    block by block, each consumed (softplus sums, then overwritten by its sigmoids) while in cache."""
+    rows, B = h.shape[0], x.shape[0]
+    if rows <= BLOCK_ROWS:
+        logits = products.linear(h, W, b)
+        data = (logits.view(k, B, -1) * x).sum(-1)
+        sums = _softplus_sums(logits).view(k, B)
+        return data - sums, _sigmoid_(logits)
+    sig = torch.empty(rows, W.shape[0], dtype=W.dtype, device=W.device)
+    sums = torch.empty(rows, dtype=W.dtype, device=W.device)
+    for start in range(0, rows, BLOCK_ROWS):
+        block = sig[start : start + BLOCK_ROWS]
+        products.addmm(b, h[start : start + BLOCK_ROWS], W.T, out=block)
+        sums[start : start + BLOCK_ROWS] = _softplus_sums(block)
+        _sigmoid_(block)
+    data = (h.view(k, B, -1) * products.mm(x, W)).sum(-1) + x @ b
+    return data - sums.view(k, B), sig
+
+
+# -- the step ------------------------------------------------------------------------------------------------------
+def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, closed_form_kl: bool,
+                      logvar_range: tuple[float, float], draw_noise) -> Tensor:
+    """Accumulates dloss/dtheta into p.grad of every parameter and returns the loss (module docstring; nats per
+    example). closed_form_kl: for k = 1, the KL term in closed form (else log w of the one sample); logvar_range:
+    the encoder's clipping of logvar; draw_noise(mu, k or None, generator): the model's eps ~ N(0, I)."""
+    lo, hi = logvar_range
+    beta, kind = float(kl_weight), model.activation
+    W_out, b_out = model.dec_out.weight, model.dec_out.bias
+    dtype = W_out.dtype
+    x = x.to(dtype)
+    B, grads = x.shape[0], {}
+    with torch.no_grad():
+        # encoder: (mu, logvar) of q(z|x)
+        h_enc, enc_tape = _mlp_forward(model.enc_top, kind, x)
+        head = model.enc_top_head.linear
+        mu, raw_logvar = products.linear(h_enc, head.weight, head.bias).chunk(2, dim=-1)
+        logvar = raw_logvar.clamp(lo, hi)
+        closed = k == 1 and closed_form_kl
+        eps = draw_noise(mu, None if closed else k, generator)
+        s = torch.exp(0.5 * logvar)
+        z = mu + s * eps  # (B, D) or (k, B, D)
+        D = mu.shape[-1]
+        # decoder and log P(x|z)
+        h_dec, dec_tape = _mlp_forward(model.dec, kind, z.reshape(-1, D))
+        log_lik, sig = _log_likelihood(h_dec, W_out, b_out, x, k)  # (k, B)
+        if closed:
+            v = torch.exp(logvar)
+            kl = 0.5 * (mu.pow(2) + v - 1 - logvar).sum(-1)
+            loss = -(log_lik[0] - beta * kl).mean()
+            g = torch.full((1, B), -1.0 / B, dtype=dtype, device=x.device)
+        else:
+            log_p = -0.5 * (_LOG_2PI + z.pow(2)).sum(-1)
+            log_q = -0.5 * (_LOG_2PI + logvar + eps.pow(2)).sum(-1)
+            log_w = (log_lik + beta * (log_p - log_q)).view(k, B)
+            loss = -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
+            # dloss/dlog w, weights below numerics.NEGLIGIBLE_WEIGHT as 0 (as numerics.log_mean_exp's gradient)
+            g = numerics.negligible_to_zero_(torch.softmax(log_w, 0)).mul_(-1.0 / B)
+        # backward: the output layer (sig becomes dloss/dl in place), the decoder, then z = mu + s eps
+        dl = sig.view(k, B, -1).sub_(x).mul_(-g.unsqueeze(-1)).view(k * B, -1)
+        dh = _linear_backward(model.dec_out, h_dec, dl, grads, True)
+        dz = _mlp_backward(dec_tape, kind, dh, grads, True).view(k, B, D)
+        if closed:
+            dz = dz[0]
+            dmu = dz + (beta / B) * mu
+            dlogvar = dz * s * eps * 0.5 + (0.5 * beta / B) * (v - 1)
+        else:
+            dz = dz - (beta * g).unsqueeze(-1) * z.view(k, B, D)
+            dmu = dz.sum(0)
+            dlogvar = (dz * eps.view(k, B, D)).sum(0) * s * 0.5 + (0.5 * beta) * g.sum(0).unsqueeze(-1)
+        dlogvar = dlogvar * ((raw_logvar >= lo) & (raw_logvar <= hi))
+        dh_enc = _linear_backward(head, h_enc, torch.cat([dmu, dlogvar], -1), grads, True)
+        _mlp_backward(enc_tape, kind, dh_enc, grads, False)
+        for p, grad in grads.items():
+            p.grad = grad if p.grad is None else p.grad + grad
+    return loss
+
+
+__all__ = ["BLOCK_ROWS", "enabled", "loss_and_gradient", "usable"]

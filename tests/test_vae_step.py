@@ -1,0 +1,156 @@
+"""genlearn.models.vae_step: the hand-written training gradient of a one-layer VAE equals autograd's through
+VAE.elbo / VAE.log_weights (float64, same random numbers) and central finite differences of the loss."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genlearn.learning.elbo import ImportanceWeightedBound
+from genlearn.models import vae_step
+from genlearn.models.vae import VAE
+
+ACTIVATIONS = ("tanh", "relu", "softplus", "gated")
+#: (k, closed-form KL, KL weight): the ELBO in closed form (with warm-up), sampled, IWAE in one block of logits
+#: (7 x 23 rows) and in several (30 x 23 = 690 > BLOCK_ROWS rows)
+CASES = [(1, True, 1.0), (1, True, 0.3), (1, False, 1.0), (7, False, 0.5), (30, False, 1.0)]
+
+
+def small_vae(activation: str, dtype=torch.float64, seed: int = 1) -> VAE:
+    model = VAE(20, latent=3, hidden=[6, 5], activation=activation, seed=seed).to(dtype)
+    with torch.no_grad():  # log-variances past LOGVAR_RANGE's top (6): the first in every row, the second in some
+        model.enc_top_head.linear.bias[3] += 8.0
+        model.enc_top_head.linear.bias[4] += 5.5
+    return model
+
+
+def data(dtype=torch.float64, rows: int = 23) -> torch.Tensor:
+    return torch.bernoulli(torch.full((rows, 20), 0.3), generator=torch.Generator().manual_seed(5)).to(dtype)
+
+
+def autograd_loss(model, x, k, seed, beta, closed):
+    g = torch.Generator().manual_seed(seed)
+    if k == 1 and closed:
+        return -model.elbo(x, g, kl_weight=beta).mean()
+    log_w = model.log_weights(x, k, g, kl_weight=beta)
+    return -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
+
+
+def gradients(model, x, k, seed, beta, closed, fused: bool):
+    model.zero_grad(set_to_none=True)
+    if fused:
+        loss = model.bound_gradient(x, k, torch.Generator().manual_seed(seed), beta, closed)
+        assert loss is not None and not loss.requires_grad
+    else:
+        loss = autograd_loss(model, x, k, seed, beta, closed)
+        loss.backward()
+    return float(loss), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("k,closed,beta", CASES)
+def test_gradient_equals_autograd_float64(activation, k, closed, beta):
+    model, x = small_vae(activation), data()
+    loss, grads = gradients(model, x, k, 3, beta, closed, fused=True)
+    ref_loss, ref = gradients(model, x, k, 3, beta, closed, fused=False)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    assert set(grads) == set(ref)
+    for name in ref:
+        scale = float(ref[name].abs().max()) + 1e-300
+        assert float((grads[name] - ref[name]).abs().max()) <= 1e-11 * scale, name
+    # the log-variance clipped in every row gets no gradient
+    assert float(grads["enc_top_head.linear.bias"][3]) == 0.0 == float(ref["enc_top_head.linear.bias"][3])
+
+
+@pytest.mark.parametrize("activation", ("tanh", "gated"))
+@pytest.mark.parametrize("k,closed", [(1, True), (30, False)])
+def test_gradient_equals_autograd_float32(activation, k, closed):
+    """The float32 path (compiled softplus sums and sigmoids where numba is present) to float32 rounding."""
+    model, x = small_vae(activation, torch.float32), data(torch.float32)
+    _, grads = gradients(model, x, k, 4, 1.0, closed, fused=True)
+    _, ref = gradients(model, x, k, 4, 1.0, closed, fused=False)
+    for name in ref:
+        scale = float(ref[name].abs().max())
+        assert float((grads[name] - ref[name]).abs().max()) <= 2e-5 * scale, name
+
+
+@pytest.mark.parametrize("k,closed", [(1, True), (5, False)])
+def test_gradient_equals_finite_differences(k, closed):
+    """d loss / d theta_i against (loss(theta + h e_i) - loss(theta - h e_i)) / 2h with the same noise, float64."""
+    model, x = small_vae("tanh"), data()
+    _, grads = gradients(model, x, k, 7, 0.8, closed, fused=True)
+    params = dict(model.named_parameters())
+    picks = [("enc_top.first.0.weight", (2, 4)), ("enc_top_head.linear.weight", (1, 3)),
+             ("enc_top_head.linear.bias", (4,)), ("dec.first.0.weight", (0, 1)), ("dec_out.bias", (5,))]
+    h = 1e-6
+    for name, idx in picks:
+        p = params[name]
+        with torch.no_grad():
+            p[idx] += h
+            up = float(autograd_loss(model, x, k, 7, 0.8, closed))
+            p[idx] -= 2 * h
+            down = float(autograd_loss(model, x, k, 7, 0.8, closed))
+            p[idx] += h
+        assert float(grads[name][idx]) == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-7), name
+
+
+def test_gradient_accumulates_into_existing_grads():
+    model, x = small_vae("relu"), data()
+    _, once = gradients(model, x, 1, 3, 1.0, True, fused=True)
+    model.bound_gradient(x, 1, torch.Generator().manual_seed(3))
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, 2 * once[name], rtol=1e-12, atol=0)
+
+
+def test_not_used_where_it_does_not_apply(monkeypatch):
+    x = data()
+    two_layers = VAE(20, latent=[3, 2], hidden=[6], seed=0).double()
+    vamp = VAE(20, latent=3, hidden=[6], prior="vampprior", pseudo_inputs=4, seed=0).double()
+    assert two_layers.bound_gradient(x, 1) is None and vamp.bound_gradient(x, 1) is None
+    model = small_vae("tanh")
+    model.dec_out.bias.requires_grad_(False)  # a frozen parameter: autograd's pass handles it
+    assert model.bound_gradient(x, 1) is None
+    model.dec_out.bias.requires_grad_(True)
+    with torch.no_grad():
+        assert model.bound_gradient(x, 1) is None
+    monkeypatch.setenv("GENLEARN_VAE_STEP", "autograd")
+    assert model.bound_gradient(x, 1) is None
+
+
+def test_learning_rule_uses_it_and_matches_autograd(monkeypatch):
+    """The rule's gradient and loss on a batch, with the pass and with GENLEARN_VAE_STEP=autograd."""
+    calls = []
+    original = vae_step.loss_and_gradient
+    monkeypatch.setattr(vae_step, "loss_and_gradient", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    x = data()
+    results = []
+    for mode in ("", "autograd"):
+        monkeypatch.setenv("GENLEARN_VAE_STEP", mode)
+        model = small_vae("gated")
+        rule = ImportanceWeightedBound({"iw_samples": 4, "warmup_epochs": 3})
+        rule.check(model)
+        loss = rule.compute_gradient(model, x, torch.Generator().manual_seed(2))
+        results.append((float(loss), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert len(calls) == 1  # only the first run took the hand-written pass
+    (loss, grads), (ref_loss, ref) = results
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for name in ref:
+        torch.testing.assert_close(grads[name], ref[name], rtol=1e-10, atol=1e-13)
+
+
+def test_log_mean_exp_value_and_gradient():
+    """L_k = logsumexp - log k; dL/da = the normalised weights, those below NEGLIGIBLE_WEIGHT as exactly 0."""
+    from genlearn import numerics
+
+    a = torch.tensor([[0.0, -3.0], [-1.0, -2.0], [-60.0, 1.0], [-0.5, -200.0]], dtype=torch.float64,
+                     requires_grad=True)
+    value = numerics.log_mean_exp(a)
+    torch.testing.assert_close(value, torch.logsumexp(a, 0) - math.log(4), rtol=1e-15, atol=0)
+    value.sum().backward()
+    w = torch.softmax(a.detach(), 0)
+    assert float(w[2, 0]) < numerics.NEGLIGIBLE_WEIGHT < float(w[0, 0])  # e^-60 / ~2.0: negligible
+    expected = torch.where(w < numerics.NEGLIGIBLE_WEIGHT, 0.0, w)
+    torch.testing.assert_close(a.grad, expected, rtol=1e-14, atol=0)
+    assert float(a.grad[2, 0]) == 0.0 and float(a.grad[3, 1]) == 0.0
+    assert float(a.grad.sum(0).sub(1).abs().max()) < 1e-15  # the dropped weights are below rounding of 1
