@@ -75,6 +75,26 @@ def test_gradient_equals_autograd_float32(activation, k, closed):
         assert float((grads[name] - ref[name]).abs().max()) <= 2e-5 * scale, name
 
 
+@pytest.mark.parametrize("k", [1, 30])
+def test_bfloat16_products_match_autocast_within_bfloat16_rounding(k):
+    """Under the model's bfloat16 training precision (torch.autocast) the pass takes bfloat16 operands: its gradient
+    is as far from the float32 gradient as autograd's under autocast is (bfloat16 keeps 8 significant bits), and
+    farther than float32 rounding (the operands are bfloat16)."""
+    model = VAE(784, latent=10, hidden=[64, 48], seed=1)
+    x = torch.bernoulli(torch.full((40, 784), 0.13), generator=torch.Generator().manual_seed(0))
+    _, exact = gradients(model, x, k, 3, 1.0, True, fused=False)  # float32, autograd
+    results = {}
+    for fused in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert vae_step.usable(model, x)
+            results[fused] = gradients(model, x, k, 3, 1.0, True, fused=fused)[1]
+    for name in exact:
+        norm = float(exact[name].norm())
+        err_fused = float((results[True][name] - exact[name]).norm()) / norm
+        err_autocast = float((results[False][name] - exact[name]).norm()) / norm
+        assert 1e-4 < err_fused < 3e-2 and err_fused < 3 * err_autocast + 1e-3, (name, err_fused, err_autocast)
+
+
 @pytest.mark.parametrize("k,closed", [(1, True), (5, False)])
 def test_gradient_equals_finite_differences(k, closed):
     """d loss / d theta_i against (loss(theta + h e_i) - loss(theta - h e_i)) / 2h with the same noise, float64."""

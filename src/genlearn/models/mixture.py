@@ -42,6 +42,22 @@ def mixture_log_prob(x: Tensor, log_weights: Tensor, logits: Tensor) -> Tensor:
     return torch.logsumexp(component_log_probs(x, logits) + log_weights, dim=-1)
 
 
+def _distinct_rows(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """Indices of the first k rows of x with distinct values in a random order (then random rows with replacement
+    when x has fewer than k distinct rows)."""
+    idx, seen = [], set()
+    for i in torch.randperm(x.shape[0], generator=generator, device=x.device).tolist():
+        key = x[i].numpy().tobytes()
+        if key not in seen:
+            seen.add(key)
+            idx.append(i)
+            if len(idx) == k:
+                break
+    if len(idx) < k:
+        idx += torch.randint(0, x.shape[0], (k - len(idx),), generator=generator, device=x.device).tolist()
+    return torch.tensor(idx, device=x.device)
+
+
 class MixtureOfBernoulli(GenerativeModel):
     """K-component mixture of product-Bernoulli distributions over {0,1}^n.
 
@@ -90,14 +106,19 @@ class MixtureOfBernoulli(GenerativeModel):
 
     @torch.no_grad()
     def init_from_data(self, x: Tensor, generator: torch.Generator | None = None, blend: float = 0.5):
-        """p_k = (1 - blend) x_m + blend mean(x) for K random training examples m (with replacement when
-        K > M), equal weights: a spread-out start that breaks the symmetry between components."""
+        """p_k = (1 - blend) x_m + blend mean(x) for K random training examples m with distinct values (the first K
+        distinct rows in a random order; with replacement when there are fewer than K distinct rows), equal weights:
+        a spread-out start that breaks the symmetry between components. Two equal rows would start two equal
+        components, which EM and gradient descent keep equal up to rounding: a stationary point that is not the
+        maximum (binary data with few pixels repeats rows often)."""
         x = self.check_input(x).double()
         if generator is None:
             generator = torch.Generator().manual_seed(self.seed)
         m = x.shape[0]
-        if self.components <= m:
+        if self.components <= m and x.is_meta:  # a skeleton built on the meta device: no values to compare
             idx = torch.randperm(m, generator=generator)[: self.components]
+        elif self.components <= m:
+            idx = _distinct_rows(x, self.components, generator)
         else:
             idx = torch.randint(0, m, (self.components,), generator=generator)
         p = ((1 - blend) * x[idx] + blend * x.mean(0)).clamp(1e-3, 1 - 1e-3)

@@ -23,7 +23,8 @@ what the backward pass needs and the backward pass is written out (a few tens of
 
 The same gradient as autograd through `VAE.elbo` / `VAE.log_weights` up to rounding (tests/test_vae_step.py
 checks it in float64) from the same random numbers (eps is drawn with the same call, so a run takes the same path).
-Used by the rule when `usable` says so: float32/float64, no bfloat16 autocast, every parameter trained;
+Used by the rule when `usable` says so: float32/float64, every parameter trained; under the model's bfloat16
+training precision the products take bfloat16 operands (float32 results; the rest stays float32);
 GENLEARN_VAE_STEP=autograd switches it off (for comparisons)."""
 from __future__ import annotations
 
@@ -54,15 +55,48 @@ def _layers(mlp) -> list:
 
 def usable(model, x: Tensor) -> bool:
     """Whether `loss_and_gradient` computes this model's training gradient: one stochastic layer, the standard
-    prior, a one-input MLP on each side, every parameter trained, float32 or float64, no autocast, grad mode on."""
+    prior, a one-input MLP on each side, every parameter trained, float32 or float64, grad mode on, and no autocast
+    other than the model's own bfloat16 one (`VAE.training_precision`), which the pass turns into bfloat16 operands."""
     if not (enabled() and model.layers == 1 and model.prior == "standard" and torch.is_grad_enabled()
             and len(model.enc_top.first) == 1 and len(model.dec.first) == 1 and x.dim() == 2):
         return False
     params = list(model.parameters())
-    dtype = params[0].dtype
+    dtype, device = params[0].dtype, params[0].device.type
+    autocast_ok = not torch.is_autocast_enabled(device) or (
+        device == "cpu" and dtype == torch.float32 and torch.get_autocast_dtype(device) == torch.bfloat16)
     return (dtype in (torch.float32, torch.float64) and all(p.requires_grad and p.dtype == dtype for p in params)
-            and not torch.is_autocast_enabled(params[0].device.type)
-            and len(params) == 2 * (len(_layers(model.enc_top)) + len(_layers(model.dec)) + 2))
+            and autocast_ok and len(params) == 2 * (len(_layers(model.enc_top)) + len(_layers(model.dec)) + 2))
+
+
+class _Products:
+    """The pass's matrix products: genlearn.products in the parameters' dtype, or (low=True, the model's bfloat16
+    training precision) bfloat16 operands with the results in float32: operands are cast once (`operand`; each
+    weight's cast is kept for its two products), as torch.autocast would, and everything between the products
+    stays float32."""
+
+    def __init__(self, low: bool):
+        self.low = low
+        self._cast: dict = {}
+
+    def operand(self, t: Tensor) -> Tensor:
+        return t.to(torch.bfloat16) if self.low else t
+
+    def weight(self, W: Tensor) -> Tensor:
+        if not self.low:
+            return W
+        if W not in self._cast:
+            self._cast[W] = W.to(torch.bfloat16)
+        return self._cast[W]
+
+    def linear(self, h: Tensor, W: Tensor, b: Tensor) -> Tensor:
+        """h W^T + b; h already through `operand`."""
+        if not self.low:
+            return products.linear(h, W, b)
+        return F.linear(h, self.weight(W), self.weight(b)).float()
+
+    def mm(self, a: Tensor, b: Tensor) -> Tensor:
+        """a b; both already through `operand` / `weight`."""
+        return torch.mm(a, b).float() if self.low else products.mm(a, b)
 
 
 # -- activations ---------------------------------------------------------------------------------------------------
@@ -97,27 +131,29 @@ def _activation_backward(kind: str, dy: Tensor, saved: tuple) -> Tensor:
 
 
 # -- dense layers --------------------------------------------------------------------------------------------------
-def _mlp_forward(mlp, kind: str, h: Tensor) -> tuple[Tensor, list]:
-    """The MLP's output on rows h (R, .) and, per layer, (linear, input, activation terms)."""
+def _mlp_forward(P: _Products, mlp, kind: str, h: Tensor) -> tuple[Tensor, list]:
+    """The MLP's output on rows h (R, .) and, per layer, (linear, input operand, activation terms)."""
     tape = []
     for lin in _layers(mlp):
-        y, saved = _activate(kind, products.linear(h, lin.weight, lin.bias))
+        h = P.operand(h)
+        y, saved = _activate(kind, P.linear(h, lin.weight, lin.bias))
         tape.append((lin, h, saved))
         h = y
     return h, tape
 
 
-def _linear_backward(lin, h: Tensor, dpre: Tensor, grads: dict, need_input: bool) -> Tensor | None:
-    """Records dW = dpre^T h and db = sum_rows dpre; returns dh = dpre W when asked."""
-    grads[lin.weight] = products.mm(dpre.T, h)
-    grads[lin.bias] = dpre.sum(0)
-    return products.mm(dpre, lin.weight) if need_input else None
+def _linear_backward(P: _Products, lin, h: Tensor, dpre: Tensor, grads: dict, need_input: bool) -> Tensor | None:
+    """Records dW = dpre^T h and db = sum_rows dpre (h: the input operand); returns dh = dpre W when asked."""
+    grads[lin.bias] = dpre.sum(0, dtype=lin.bias.dtype)
+    dpre = P.operand(dpre)
+    grads[lin.weight] = P.mm(dpre.T, h)
+    return P.mm(dpre, P.weight(lin.weight)) if need_input else None
 
 
-def _mlp_backward(tape: list, kind: str, dy: Tensor, grads: dict, need_input: bool) -> Tensor | None:
+def _mlp_backward(P: _Products, tape: list, kind: str, dy: Tensor, grads: dict, need_input: bool) -> Tensor | None:
     for i in range(len(tape) - 1, -1, -1):
         lin, h, saved = tape[i]
-        dy = _linear_backward(lin, h, _activation_backward(kind, dy, saved), grads, need_input or i > 0)
+        dy = _linear_backward(P, lin, h, _activation_backward(kind, dy, saved), grads, need_input or i > 0)
     return dy
 
 
@@ -133,27 +169,32 @@ def _sigmoid_(a: Tensor) -> Tensor:
     return logistic_kernels.sigmoid_(a) if logistic_kernels.usable(a) else a.sigmoid_()
 
 
-def _log_likelihood(h: Tensor, W: Tensor, b: Tensor, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(log P(x|z) (k, B), sigmoid(l) (k B, n)) for the decoder features h (k B, H), l = h W^T + b.
+def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor,
+                    k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(log P(x|z) (k, B), sigmoid(l) (k B, n), h's operand) for the decoder features h (k B, H), l = h W^T + b.
 
     log P(x|z) = sum_i x_i l_i - softplus(l_i). With one block of rows the data term is read from the logits; with
     more, it is h . (W^T x) + b . x (one (B, n) x (n, H) product instead of k B n products), and the logits are made
     block by block, each consumed (softplus sums, then overwritten by its sigmoids) while in cache."""
     rows, B = h.shape[0], x.shape[0]
+    hp = P.operand(h)
     if rows <= BLOCK_ROWS:
-        logits = products.linear(h, W, b)
+        logits = P.linear(hp, W, b)
         data = (logits.view(k, B, -1) * x).sum(-1)
         sums = _softplus_sums(logits).view(k, B)
-        return data - sums, _sigmoid_(logits)
+        return data - sums, _sigmoid_(logits), hp
     sig = torch.empty(rows, W.shape[0], dtype=W.dtype, device=W.device)
     sums = torch.empty(rows, dtype=W.dtype, device=W.device)
     for start in range(0, rows, BLOCK_ROWS):
         block = sig[start : start + BLOCK_ROWS]
-        products.addmm(b, h[start : start + BLOCK_ROWS], W.T, out=block)
+        if P.low:
+            block.copy_(P.linear(hp[start : start + BLOCK_ROWS], W, b))
+        else:
+            products.addmm(b, h[start : start + BLOCK_ROWS], W.T, out=block)
         sums[start : start + BLOCK_ROWS] = _softplus_sums(block)
         _sigmoid_(block)
     data = (h.view(k, B, -1) * products.mm(x, W)).sum(-1) + x @ b
-    return data - sums.view(k, B), sig
+    return data - sums.view(k, B), sig, hp
 
 
 # -- the step ------------------------------------------------------------------------------------------------------
@@ -168,11 +209,13 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
     dtype = W_out.dtype
     x = x.to(dtype)
     B, grads = x.shape[0], {}
-    with torch.no_grad():
+    P = _Products(torch.is_autocast_enabled(x.device.type))  # usable(): the model's bfloat16 training precision
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         # encoder: (mu, logvar) of q(z|x)
-        h_enc, enc_tape = _mlp_forward(model.enc_top, kind, x)
+        h_enc, enc_tape = _mlp_forward(P, model.enc_top, kind, x)
         head = model.enc_top_head.linear
-        mu, raw_logvar = products.linear(h_enc, head.weight, head.bias).chunk(2, dim=-1)
+        h_enc = P.operand(h_enc)
+        mu, raw_logvar = P.linear(h_enc, head.weight, head.bias).chunk(2, dim=-1)
         logvar = raw_logvar.clamp(lo, hi)
         closed = k == 1 and closed_form_kl
         eps = draw_noise(mu, None if closed else k, generator)
@@ -180,8 +223,8 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
         z = mu + s * eps  # (B, D) or (k, B, D)
         D = mu.shape[-1]
         # decoder and log P(x|z)
-        h_dec, dec_tape = _mlp_forward(model.dec, kind, z.reshape(-1, D))
-        log_lik, sig = _log_likelihood(h_dec, W_out, b_out, x, k)  # (k, B)
+        h_dec, dec_tape = _mlp_forward(P, model.dec, kind, z.reshape(-1, D))
+        log_lik, sig, h_dec = _log_likelihood(P, h_dec, W_out, b_out, x, k)  # (k, B)
         if closed:
             v = torch.exp(logvar)
             kl = 0.5 * (mu.pow(2) + v - 1 - logvar).sum(-1)
@@ -195,9 +238,13 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
             # dloss/dlog w, weights below numerics.NEGLIGIBLE_WEIGHT as 0 (as numerics.log_mean_exp's gradient)
             g = numerics.negligible_to_zero_(torch.softmax(log_w, 0)).mul_(-1.0 / B)
         # backward: the output layer (sig becomes dloss/dl in place), the decoder, then z = mu + s eps
-        dl = sig.view(k, B, -1).sub_(x).mul_(-g.unsqueeze(-1)).view(k * B, -1)
-        dh = _linear_backward(model.dec_out, h_dec, dl, grads, True)
-        dz = _mlp_backward(dec_tape, kind, dh, grads, True).view(k, B, D)
+        dl = sig.view(k, B, -1).sub_(x)
+        if P.low:  # written as bfloat16 operands in the same pass
+            dl = torch.mul(dl, -g.unsqueeze(-1), out=torch.empty(dl.shape, dtype=torch.bfloat16)).view(k * B, -1)
+        else:
+            dl = dl.mul_(-g.unsqueeze(-1)).view(k * B, -1)
+        dh = _linear_backward(P, model.dec_out, h_dec, dl, grads, True)
+        dz = _mlp_backward(P, dec_tape, kind, dh, grads, True).view(k, B, D)
         if closed:
             dz = dz[0]
             dmu = dz + (beta / B) * mu
@@ -207,8 +254,8 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
             dmu = dz.sum(0)
             dlogvar = (dz * eps.view(k, B, D)).sum(0) * s * 0.5 + (0.5 * beta) * g.sum(0).unsqueeze(-1)
         dlogvar = dlogvar * ((raw_logvar >= lo) & (raw_logvar <= hi))
-        dh_enc = _linear_backward(head, h_enc, torch.cat([dmu, dlogvar], -1), grads, True)
-        _mlp_backward(enc_tape, kind, dh_enc, grads, False)
+        dh_enc = _linear_backward(P, head, h_enc, torch.cat([dmu, dlogvar], -1), grads, True)
+        _mlp_backward(P, enc_tape, kind, dh_enc, grads, False)
         for p, grad in grads.items():
             p.grad = grad if p.grad is None else p.grad + grad
     return loss
