@@ -76,13 +76,18 @@ def test_gradient_equals_autograd_float32(activation, k, closed):
 
 
 @pytest.mark.parametrize("k", [1, 30])
-def test_bfloat16_products_match_autocast_within_bfloat16_rounding(k):
+def test_bfloat16_products_match_autocast_within_bfloat16_rounding(k, monkeypatch):
     """Under the model's bfloat16 training precision (torch.autocast) the pass takes bfloat16 operands: its gradient
     is as far from the float32 gradient as autograd's under autocast is (bfloat16 keeps 8 significant bits), and
     farther than float32 rounding (the operands are bfloat16)."""
     model = VAE(784, latent=10, hidden=[64, 48], seed=1)
     x = torch.bernoulli(torch.full((40, 784), 0.13), generator=torch.Generator().manual_seed(0))
     _, exact = gradients(model, x, k, 3, 1.0, True, fused=False)  # float32, autograd
+    if k == 1:  # 40 rows: every product under LOW_MIN_FLOPS keeps float32 operands
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            small = gradients(model, x, k, 3, 1.0, True, fused=True)[1]
+        assert max(float((small[n] - exact[n]).norm() / exact[n].norm()) for n in exact) < 1e-4
+    monkeypatch.setattr(vae_step, "LOW_MIN_FLOPS", 0.0)  # every product with bfloat16 operands
     results = {}
     for fused in (True, False):
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -24,7 +24,7 @@ what the backward pass needs and the backward pass is written out (a few tens of
 The same gradient as autograd through `VAE.elbo` / `VAE.log_weights` up to rounding (tests/test_vae_step.py
 checks it in float64) from the same random numbers (eps is drawn with the same call, so a run takes the same path).
 Used by the rule when `usable` says so: float32/float64, every parameter trained; under the model's bfloat16
-training precision the products take bfloat16 operands (float32 results; the rest stays float32);
+training precision the larger products take bfloat16 operands (float32 results; the rest stays float32);
 GENLEARN_VAE_STEP=autograd switches it off (for comparisons)."""
 from __future__ import annotations
 
@@ -68,35 +68,51 @@ def usable(model, x: Tensor) -> bool:
             and autocast_ok and len(params) == 2 * (len(_layers(model.enc_top)) + len(_layers(model.dec)) + 2))
 
 
+#: under bfloat16 precision, products of fewer flops (2 m k n) keep float32 operands: below this the casts cost more
+#: than the bfloat16 product saves (AMX, one core: 100 x 784 x 200, 31 MFLOP, 0.20 ms in float32 against 0.13 ms
+#: with its casts; at 100 x 200 x 200 the casts ate the gain)
+LOW_MIN_FLOPS = 2e7
+
+
 class _Products:
     """The pass's matrix products: genlearn.products in the parameters' dtype, or (low=True, the model's bfloat16
-    training precision) bfloat16 operands with the results in float32: operands are cast once (`operand`; each
-    weight's cast is kept for its two products), as torch.autocast would, and everything between the products
-    stays float32."""
+    training precision) bfloat16 operands for the products of at least LOW_MIN_FLOPS, their results in float32;
+    each operand is cast once however many products use it (a weight twice, a layer's input and its
+    gradient twice), and everything between the products stays float32."""
 
     def __init__(self, low: bool):
         self.low = low
-        self._cast: dict = {}
+        self._cast: dict = {}  # id(tensor) -> (tensor, its bfloat16 copy): the tensor kept alive with its copy
 
-    def operand(self, t: Tensor) -> Tensor:
-        return t.to(torch.bfloat16) if self.low else t
+    def _bf16(self, t: Tensor) -> Tensor:
+        hit = self._cast.get(id(t))
+        if hit is None or hit[0] is not t:
+            hit = self._cast[id(t)] = (t, t.to(torch.bfloat16))
+        return hit[1]
 
-    def weight(self, W: Tensor) -> Tensor:
-        if not self.low:
-            return W
-        if W not in self._cast:
-            self._cast[W] = W.to(torch.bfloat16)
-        return self._cast[W]
+    def _use_low(self, m: int, k: int, n: int) -> bool:
+        return self.low and 2.0 * m * k * n >= LOW_MIN_FLOPS
 
-    def linear(self, h: Tensor, W: Tensor, b: Tensor) -> Tensor:
-        """h W^T + b; h already through `operand`."""
-        if not self.low:
+    def linear(self, h: Tensor, W: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+        """h W^T + b (h: R x in); into `out` when given."""
+        if self._use_low(h.shape[0], W.shape[1], W.shape[0]):
+            r = F.linear(self._bf16(h), self._bf16(W), self._bf16(b))
+            return r.float() if out is None else out.copy_(r)
+        if out is None:
             return products.linear(h, W, b)
-        return F.linear(h, self.weight(W), self.weight(b)).float()
+        return products.addmm(b, h, W.T, out=out)
 
-    def mm(self, a: Tensor, b: Tensor) -> Tensor:
-        """a b; both already through `operand` / `weight`."""
-        return torch.mm(a, b).float() if self.low else products.mm(a, b)
+    def weight_grad(self, dpre: Tensor, h: Tensor) -> Tensor:
+        """dpre^T h."""
+        if self._use_low(dpre.shape[1], dpre.shape[0], h.shape[1]):
+            return torch.mm(self._bf16(dpre).T, self._bf16(h)).float()
+        return products.mm(dpre.T, h)
+
+    def input_grad(self, dpre: Tensor, W: Tensor) -> Tensor:
+        """dpre W."""
+        if self._use_low(dpre.shape[0], dpre.shape[1], W.shape[1]):
+            return torch.mm(self._bf16(dpre), self._bf16(W)).float()
+        return products.mm(dpre, W)
 
 
 # -- activations ---------------------------------------------------------------------------------------------------
@@ -132,10 +148,9 @@ def _activation_backward(kind: str, dy: Tensor, saved: tuple) -> Tensor:
 
 # -- dense layers --------------------------------------------------------------------------------------------------
 def _mlp_forward(P: _Products, mlp, kind: str, h: Tensor) -> tuple[Tensor, list]:
-    """The MLP's output on rows h (R, .) and, per layer, (linear, input operand, activation terms)."""
+    """The MLP's output on rows h (R, .) and, per layer, (linear, input, activation terms)."""
     tape = []
     for lin in _layers(mlp):
-        h = P.operand(h)
         y, saved = _activate(kind, P.linear(h, lin.weight, lin.bias))
         tape.append((lin, h, saved))
         h = y
@@ -143,11 +158,10 @@ def _mlp_forward(P: _Products, mlp, kind: str, h: Tensor) -> tuple[Tensor, list]
 
 
 def _linear_backward(P: _Products, lin, h: Tensor, dpre: Tensor, grads: dict, need_input: bool) -> Tensor | None:
-    """Records dW = dpre^T h and db = sum_rows dpre (h: the input operand); returns dh = dpre W when asked."""
-    grads[lin.bias] = dpre.sum(0, dtype=lin.bias.dtype)
-    dpre = P.operand(dpre)
-    grads[lin.weight] = P.mm(dpre.T, h)
-    return P.mm(dpre, P.weight(lin.weight)) if need_input else None
+    """Records dW = dpre^T h and db = sum_rows dpre; returns dh = dpre W when asked."""
+    grads[lin.bias] = dpre.sum(0)
+    grads[lin.weight] = P.weight_grad(dpre, h)
+    return P.input_grad(dpre, lin.weight) if need_input else None
 
 
 def _mlp_backward(P: _Products, tape: list, kind: str, dy: Tensor, grads: dict, need_input: bool) -> Tensor | None:
@@ -169,32 +183,26 @@ def _sigmoid_(a: Tensor) -> Tensor:
     return logistic_kernels.sigmoid_(a) if logistic_kernels.usable(a) else a.sigmoid_()
 
 
-def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor,
-                    k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(log P(x|z) (k, B), sigmoid(l) (k B, n), h's operand) for the decoder features h (k B, H), l = h W^T + b.
+def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(log P(x|z) (k, B), sigmoid(l) (k B, n)) for the decoder features h (k B, H), l = h W^T + b.
 
     log P(x|z) = sum_i x_i l_i - softplus(l_i). With one block of rows the data term is read from the logits; with
     more, it is h . (W^T x) + b . x (one (B, n) x (n, H) product instead of k B n products), and the logits are made
     block by block, each consumed (softplus sums, then overwritten by its sigmoids) while in cache."""
     rows, B = h.shape[0], x.shape[0]
-    hp = P.operand(h)
     if rows <= BLOCK_ROWS:
-        logits = P.linear(hp, W, b)
+        logits = P.linear(h, W, b)
         data = (logits.view(k, B, -1) * x).sum(-1)
         sums = _softplus_sums(logits).view(k, B)
-        return data - sums, _sigmoid_(logits), hp
+        return data - sums, _sigmoid_(logits)
     sig = torch.empty(rows, W.shape[0], dtype=W.dtype, device=W.device)
     sums = torch.empty(rows, dtype=W.dtype, device=W.device)
     for start in range(0, rows, BLOCK_ROWS):
-        block = sig[start : start + BLOCK_ROWS]
-        if P.low:
-            block.copy_(P.linear(hp[start : start + BLOCK_ROWS], W, b))
-        else:
-            products.addmm(b, h[start : start + BLOCK_ROWS], W.T, out=block)
+        block = P.linear(h[start : start + BLOCK_ROWS], W, b, out=sig[start : start + BLOCK_ROWS])
         sums[start : start + BLOCK_ROWS] = _softplus_sums(block)
         _sigmoid_(block)
     data = (h.view(k, B, -1) * products.mm(x, W)).sum(-1) + x @ b
-    return data - sums.view(k, B), sig, hp
+    return data - sums.view(k, B), sig
 
 
 # -- the step ------------------------------------------------------------------------------------------------------
@@ -214,7 +222,6 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
         # encoder: (mu, logvar) of q(z|x)
         h_enc, enc_tape = _mlp_forward(P, model.enc_top, kind, x)
         head = model.enc_top_head.linear
-        h_enc = P.operand(h_enc)
         mu, raw_logvar = P.linear(h_enc, head.weight, head.bias).chunk(2, dim=-1)
         logvar = raw_logvar.clamp(lo, hi)
         closed = k == 1 and closed_form_kl
@@ -224,7 +231,7 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
         D = mu.shape[-1]
         # decoder and log P(x|z)
         h_dec, dec_tape = _mlp_forward(P, model.dec, kind, z.reshape(-1, D))
-        log_lik, sig, h_dec = _log_likelihood(P, h_dec, W_out, b_out, x, k)  # (k, B)
+        log_lik, sig = _log_likelihood(P, h_dec, W_out, b_out, x, k)  # (k, B)
         if closed:
             v = torch.exp(logvar)
             kl = 0.5 * (mu.pow(2) + v - 1 - logvar).sum(-1)
@@ -238,11 +245,7 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
             # dloss/dlog w, weights below numerics.NEGLIGIBLE_WEIGHT as 0 (as numerics.log_mean_exp's gradient)
             g = numerics.negligible_to_zero_(torch.softmax(log_w, 0)).mul_(-1.0 / B)
         # backward: the output layer (sig becomes dloss/dl in place), the decoder, then z = mu + s eps
-        dl = sig.view(k, B, -1).sub_(x)
-        if P.low:  # written as bfloat16 operands in the same pass
-            dl = torch.mul(dl, -g.unsqueeze(-1), out=torch.empty(dl.shape, dtype=torch.bfloat16)).view(k * B, -1)
-        else:
-            dl = dl.mul_(-g.unsqueeze(-1)).view(k * B, -1)
+        dl = sig.view(k, B, -1).sub_(x).mul_(-g.unsqueeze(-1)).view(k * B, -1)
         dh = _linear_backward(P, model.dec_out, h_dec, dl, grads, True)
         dz = _mlp_backward(P, dec_tape, kind, dh, grads, True).view(k, B, D)
         if closed:
