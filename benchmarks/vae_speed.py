@@ -38,6 +38,12 @@ fixed rows, same formula, full Gaussian constants, nats per example).
     .venv/bin/python benchmarks/vae_speed.py --smoke --out /tmp/v.json   # seconds: 500 synthetic rows, k = 5
     .venv/bin/python benchmarks/vae_speed.py --objectives vae --repeats 3 --bfloat16   # the ELBO only: ~1 min
     GENLEARN_VAE_STEP=autograd .venv/bin/python benchmarks/vae_speed.py ...   # genlearn's gradient by autograd
+    .venv/bin/python benchmarks/vae_speed.py --objectives iwae --flush-denormal   # both sides flush denormals
+
+On Intel CPUs the IWAE objective's negligible importance weights make denormal floats in pythae's products, which
+run ~100x slower there (its epochs fell from 126 to 87 s over three pairs on a Xeon as its weights concentrated);
+genlearn counts weights below 2^-64 as 0 (genlearn.numerics.NEGLIGIBLE_WEIGHT). --flush-denormal times both sides
+without that slow path: the arithmetic alone.
 
 Data: the static binarized MNIST (`genlearn.load_dataset("binarized-mnist")`), or, when it is not found (and with
 --smoke), rows of independent Bernoulli(0.13) pixels of the same shape."""
