@@ -5,8 +5,8 @@ but the errors, so it can never be part of an import cycle."""
 from __future__ import annotations
 
 import contextlib
-import math
 import contextvars
+import math
 
 import torch
 import torch.nn.functional as F

@@ -37,7 +37,10 @@ class ELBOSettings:
 
 
 class ImportanceWeightedBound(LearningRule):
-    """g = -d/dtheta (1/B) sum_m L_k(x_m) by autograd through reparameterised samples (module docstring)."""
+    """g = -d/dtheta (1/B) sum_m L_k(x_m) through reparameterised samples (module docstring): by the family's
+    hand-written backward pass where it has one for the model (`model.bound_gradient`, e.g. the one-layer VAE's
+    genlearn.models.vae_step), else by autograd. In the gradient, normalised importance weights below
+    numerics.NEGLIGIBLE_WEIGHT count as 0 (their terms are below rounding; they would make denormal floats)."""
 
     name = "elbo"
     resumes_mid_epoch = True  # its state between minibatches is in state_tensors()
@@ -65,7 +68,7 @@ class ImportanceWeightedBound(LearningRule):
             loss = model.bound_gradient(batch, k, generator, kl_weight=self.kl_weight(), closed_form_kl=closed)
             if loss is not None:  # the family's hand-written backward pass (e.g. genlearn.models.vae_step)
                 return loss
-            if k == 1 and self.config.kl_estimator == "closed-form":  # the family's ELBO (closed-form KL if any)
+            if k == 1 and closed:  # the family's ELBO (closed-form KL if any)
                 bound = model.elbo(batch, generator, kl_weight=self.kl_weight())
             else:
                 log_w = model.log_weights(batch, k, generator, kl_weight=self.kl_weight())
