@@ -39,14 +39,15 @@ def machine_record() -> dict:
 
 
 def _products_record() -> dict:
-    from genlearn import products
+    from genlearn import numerics, products
 
-    return products.record()
+    return {**products.record(), "elementwise": numerics.elementwise_record()}
 
 
 #: environment variables that make torch, oneDNN, MKL, OpenBLAS and numba dispatch to a lower instruction set
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
-                 "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "GENLEARN_FLOAT32_PRODUCTS")
+                 "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "GENLEARN_FLOAT32_PRODUCTS",
+                 "GENLEARN_ELEMENTWISE")
 
 
 def set_threads(threads: int | None) -> None:

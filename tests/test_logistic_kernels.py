@@ -57,12 +57,17 @@ def test_usable_only_for_contiguous_float32_without_a_graph():
     assert not logistic_kernels.usable(x.requires_grad_(True))
 
 
-def test_vae_importance_weights_with_the_kernel_and_the_folded_tanh():
-    """Without autograd, a tanh VAE's log P(x|z) goes through the folded sigmoid decoder and the compiled sums:
-    equal, to float32 rounding, to sum_i x_i l_i - softplus(l_i) of the decoder run with torch.tanh in float64."""
+@pytest.mark.parametrize("elementwise", ["genlearn", "torch"])
+def test_vae_importance_weights_with_the_kernel_and_the_folded_tanh(elementwise, monkeypatch):
+    """Without autograd, a tanh VAE's log P(x|z) goes through the folded sigmoid decoder (GENLEARN_ELEMENTWISE=
+    genlearn; torch.tanh with torch) and the compiled sums: equal, to float32 rounding, to
+    sum_i x_i l_i - softplus(l_i) of the decoder run with torch.tanh in float64."""
     from genlearn.models.vae import VAE
 
+    monkeypatch.setenv("GENLEARN_ELEMENTWISE", elementwise)
     model = VAE(784, latent=8, hidden=[40, 30], activation="tanh", seed=1)
+    with torch.no_grad():
+        assert model._folds_tanh(torch.zeros(1)) == (elementwise == "genlearn")
     x = (torch.rand(3, 784, generator=torch.Generator().manual_seed(0)) < 0.13).float()
     z = 2 * torch.randn(64, 3, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -96,10 +101,14 @@ def test_bernoulli_log_likelihood_with_autograd_through_the_kernel():
     torch.testing.assert_close(logits.grad.double(), ref_logits.grad, atol=1e-6, rtol=1e-5)
 
 
-def test_sigmoid_in_place():
-    """sigmoid_ against float64 torch.sigmoid: within 3.6e-7 relative on [-87, 100] (every k of the range
-    reduction), below 1.6e-38 absolute beyond the clip, NaN kept; written into the tensor itself (a view of it
-    too), any leading shape; non-contiguous tensors and float64 go through torch.sigmoid_."""
+@pytest.mark.parametrize("elementwise", ["genlearn", "torch"])
+def test_sigmoid_in_place(elementwise, monkeypatch):
+    """sigmoid_ (the compiled kernel with GENLEARN_ELEMENTWISE=genlearn, torch's with torch) against float64
+    torch.sigmoid: within 3.6e-7 relative on [-87, 100] (every k of the range reduction), below 1.7e-38 absolute
+    beyond the clip, NaN kept; written into the tensor itself (a view of it too), any leading shape; non-contiguous
+    tensors and float64 go through torch.sigmoid_."""
+    monkeypatch.setenv("GENLEARN_ELEMENTWISE", elementwise)
+    assert logistic_kernels.compiled_sigmoid_in_use() == (elementwise == "genlearn")
     x = torch.linspace(-87.0, 100.0, 100_001).reshape(1, -1).contiguous()
     got = logistic_kernels.sigmoid_(x.clone()).double()
     ref = torch.sigmoid(x.double())
@@ -159,3 +168,30 @@ def test_bound_anneal_increments_equal_the_checked_call():
     logistic_kernels.anneal_increments(av, 10, beta, db, s1, o1)
     logistic_kernels.bound_anneal_increments(av, 10, s2, o2)(beta.numpy(), db.numpy())
     assert torch.equal(s1, s2) and torch.equal(o1, o2)
+
+
+@pytest.mark.parametrize("rows,batch,first", [(100, 100, 0), (512, 100, 37), (7, 3, 2), (1, 1, 0)])
+def test_bernoulli_rows_against_float64(rows, batch, first):
+    """bernoulli_rows_: log P(x|l) = sum_i x_i l_i - softplus(l_i) of each row against its data row
+    x[(first + r) % B], and the logits replaced by sigmoid(l) - x, against float64 F.softplus / torch.sigmoid, with
+    tiny, ordinary, large and clipped logits (beyond -80, where sigmoid < 1.8e-35)."""
+    g = torch.Generator().manual_seed(rows + first)
+    logits = 6 * torch.randn(rows, 784, generator=g)
+    logits[0, :6] = torch.tensor([-100.0, 100.0, 0.0, -80.5, 88.0, 1e-30])
+    x = (torch.rand(batch, 784, generator=g) < 0.13).float()
+    x_rows = x[(first + torch.arange(rows)) % batch].double()
+    ref = logits.double()
+    exact = (x_rows * ref - F.softplus(ref)).sum(-1)
+    residual = logits.clone()
+    got = logistic_kernels.bernoulli_rows_(residual, x, first)
+    assert got.shape == (rows,) and got.dtype == torch.float32
+    assert torch.all((got.double() - exact).abs() <= 4e-7 * exact.abs() + 784 * 2.0 ** -23), (got.double() - exact)
+    assert torch.all((residual.double() - (torch.sigmoid(ref) - x_rows)).abs() <= 2.4e-7)
+
+
+def test_bernoulli_rows_refuse_other_tensors():
+    x = torch.zeros(2, 5)
+    for logits, data in [(torch.zeros(3, 5).double(), x), (torch.zeros(3, 4), x), (torch.zeros(3, 5), x.double()),
+                         (torch.zeros(5, 3).T, x), (torch.zeros(3, 5), torch.zeros(0, 5))]:
+        with pytest.raises(ValueError, match="bernoulli_rows_"):
+            logistic_kernels.bernoulli_rows_(logits, data)

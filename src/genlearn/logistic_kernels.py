@@ -13,7 +13,8 @@ clip changes nothing), x = y - k ln 2 with k = round(-x / ln 2) in [0, 25] and |
 in two parts), e^y by a polynomial of degree 6 (fitted in relative error: 1.9e-9, below float32's rounding),
 2^-k by its float32 bits (127 - k) << 23. One thread runs the sums at ~0.54 ns per entry on AVX2, against
 ~2.3 ns for `numerics.softplus_row_sums_` (five torch passes, exp by SLEEF), and the sigmoid at ~0.6 ns
-against ~0.9 ns for torch.sigmoid_.
+against ~0.9 ns for torch.sigmoid_. Where torch's sigmoid is as fast (an AVX-512 Xeon: 0.37 ns), `sigmoid_` keeps
+it: `compiled_sigmoid_in_use` decides by a timing once per process (GENLEARN_ELEMENTWISE forces a choice).
 
 Accuracy: about 2 ulps per factor, the order of float32's own softplus sum; the sigmoid within 3.5e-7 relative
 (tests/test_logistic_kernels.py, float64 oracles). NaN logits give a NaN sum, +inf gives +inf. `available()` is
@@ -53,6 +54,25 @@ if numba is not None:
     _C5, _C6 = np.float32(0.008374771520369192), np.float32(0.0013829420609116783)
     _NEG_CLIP = np.float32(-CLIP)
 
+    @njit(fastmath=_FAST, cache=True, inline="always")
+    def _exp_parts(x):  # pragma: no cover - compiled
+        """e^x = mantissa * 2^-k for x <= 0 (clipped by the caller): (mantissa, the float32 bits of 2^-k)."""
+        k = np.floor(-x * _LOG2E + _HALF)
+        y = x + k * _LN2_HI + k * _LN2_LO
+        return (_ONE + y * (_C1 + y * (_C2 + y * (_C3 + y * (_C4 + y * (_C5 + y * _C6))))),
+                (np.int32(127) - np.int32(k)) << 23)
+
+    @njit(fastmath=_FAST, cache=True)
+    def _log_one_plus(mantissa, scale, n):  # pragma: no cover - compiled
+        """sum_i log(1 + mantissa_i scale_i) by products over groups of GROUP entries (each factor in [1, 2])."""
+        logs = _ZERO
+        for g0 in range(0, n, GROUP):
+            p = _ONE
+            for i in range(g0, min(g0 + GROUP, n)):
+                p *= _ONE + mantissa[i] * scale[i]
+            logs += np.log(p)
+        return logs
+
     @njit(fastmath=_FAST, cache=True, parallel=True)
     def _row_sums(logits, out):  # pragma: no cover - compiled
         rows, n = logits.shape
@@ -65,19 +85,8 @@ if numba is not None:
                 a = row[i]
                 positive += _ZERO if a < _ZERO else a  # NaN passes (a < 0 is False), -inf adds 0
                 x = -abs(a)
-                x = x if x > _NEG_CLIP else _NEG_CLIP
-                k = np.floor(-x * _LOG2E + _HALF)
-                y = x + k * _LN2_HI + k * _LN2_LO
-                mantissa[i] = _ONE + y * (_C1 + y * (_C2 + y * (_C3 + y * (_C4 + y * (_C5 + y * _C6)))))
-                bits[i] = (np.int32(127) - np.int32(k)) << 23
-            scale = bits.view(np.float32)  # 2^-k
-            logs = _ZERO
-            for g0 in range(0, n, GROUP):
-                p = _ONE
-                for i in range(g0, min(g0 + GROUP, n)):
-                    p *= _ONE + mantissa[i] * scale[i]
-                logs += np.log(p)
-            out[r] = positive + logs
+                mantissa[i], bits[i] = _exp_parts(x if x > _NEG_CLIP else _NEG_CLIP)
+            out[r] = positive + _log_one_plus(mantissa, bits.view(np.float32), n)  # scale 2^-k
 
     _EXP_CLIP = np.float32(87.0)  # e^87 < 2^126: 2^k below stays a normal float32
 
@@ -99,6 +108,34 @@ if numba is not None:
             scale = bits.view(np.float32)  # 2^k
             for i in range(n):
                 row[i] = _ONE / (_ONE + mantissa[i] * scale[i])
+
+    @njit(fastmath=_FAST, cache=True, parallel=True)
+    def _bernoulli_rows(logits, x, first, out):  # pragma: no cover - compiled
+        """Row r of logits against data row x[(first + r) % len(x)]: out[r] = sum_i x_i l_i - softplus(l_i), and
+        l_i <- sigmoid(l_i) - x_i in place; e^-|l| once per entry (clipped at -80), softplus's logs by group
+        products as in `_row_sums`, sigmoid(l) = (1 or e^-|l|) / (1 + e^-|l|)."""
+        clip = np.float32(-80.0)  # e^-80 = 1.8e-35: no denormal (slow) floats; below, sigmoid(l) < 1.8e-35 anyway
+        rows, n = logits.shape
+        period = x.shape[0]
+        for r in prange(rows):
+            row = logits[r]
+            xr = x[(first + r) % period]
+            mantissa = np.empty(n, np.float32)
+            bits = np.empty(n, np.int32)
+            linear = _ZERO
+            for i in range(n):
+                a = row[i]
+                linear += xr[i] * a - (_ZERO if a < _ZERO else a)  # x l - max(l, 0)
+                t = -abs(a)
+                mantissa[i], bits[i] = _exp_parts(t if t > clip else clip)
+            scale = bits.view(np.float32)  # 2^-k
+            logs = _log_one_plus(mantissa, scale, n)
+            for i in range(n):  # into a scratch row first: written straight into `row`, the loop is not vectorised
+                e = mantissa[i] * scale[i]
+                mantissa[i] = (_ONE if row[i] >= _ZERO else e) / (_ONE + e) - xr[i]
+            for i in range(n):
+                row[i] = mantissa[i]
+            out[r] = linear - logs
 
     _SMALL = np.float32(0.3)  # below, expm1 and log1p by their series (no cancellation)
     _SQRT2 = np.float32(1.4142135623730951)
@@ -201,16 +238,100 @@ def row_sums(logits):
     return out
 
 
+#: genlearn's compiled elementwise kernels replace torch's only where a timing finds them at least this much faster
+#: (a margin against timing noise, so that a machine does not switch between the two from one run to the next)
+MIN_SPEEDUP = 1.2
+#: GENLEARN_ELEMENTWISE: "auto" (the timings decide), "torch" (torch's kernels), "genlearn" (genlearn's forms)
+ELEMENTWISE_CHOICES = ("auto", "torch", "genlearn")
+#: the timed block: a minibatch of 100 rows of 784 logits
+BENCH_SHAPE = (100, 784)
+_SIGMOID_SPEEDUP: dict[int, float] = {}  # torch threads -> time(torch.sigmoid_) / time(compiled sigmoid_)
+
+
+def elementwise_override() -> str:
+    """GENLEARN_ELEMENTWISE: "auto" (default), "torch" or "genlearn" (module constants)."""
+    import os
+
+    forced = os.environ.get("GENLEARN_ELEMENTWISE", "auto").strip().lower() or "auto"
+    if forced not in ELEMENTWISE_CHOICES:
+        from genlearn.errors import ConfigError
+
+        raise ConfigError(f"GENLEARN_ELEMENTWISE must be one of {', '.join(ELEMENTWISE_CHOICES)}, got {forced!r}")
+    return forced
+
+
+def sigmoid_speedup() -> float:
+    """time(torch.sigmoid_) / time(the compiled sigmoid_) on a BENCH_SHAPE float32 block at torch's current thread
+    count (> 1: compiled faster), measured once per thread count (genlearn.kernel_timing); 0.0 without numba.
+    Measured: ~2x on one AVX2 EPYC core (0.4 against 0.9 ns per entry), 0.8x on an AVX-512 Xeon (0.45 against 0.37)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads not in _SIGMOID_SPEEDUP:
+        if numba is None:
+            _SIGMOID_SPEEDUP[threads] = 0.0
+        else:
+            from genlearn import kernel_timing
+
+            a = torch.randn(BENCH_SHAPE, generator=torch.Generator().manual_seed(0)).mul_(4)
+            b = a.clone()
+            best = kernel_timing.best_seconds({"torch": lambda: b.copy_(a).sigmoid_(),  # both in place on fresh
+                                               "compiled": lambda: _sigmoid_in_place(b.copy_(a))})  # logits
+            _SIGMOID_SPEEDUP[threads] = best["torch"] / best["compiled"]
+    return _SIGMOID_SPEEDUP[threads]
+
+
+def compiled_sigmoid_in_use() -> bool:
+    """Whether `sigmoid_` runs the compiled kernel (where the tensor allows): GENLEARN_ELEMENTWISE, else whether
+    `sigmoid_speedup` is at least MIN_SPEEDUP."""
+    forced = elementwise_override()
+    if numba is None or forced == "torch":
+        return False
+    return forced == "genlearn" or sigmoid_speedup() >= MIN_SPEEDUP
+
+
+def _sigmoid_in_place(a):
+    _threads()
+    _sigmoid_rows(a.view(-1, a.shape[-1]).numpy())  # a view: written in place
+    return a
+
+
+def record() -> dict:
+    """What runs and benchmarks record: the sigmoid kernel in use and its measured speedup."""
+    return {"sigmoid_kernel": "compiled" if compiled_sigmoid_in_use() else "torch",
+            "compiled_sigmoid_speedup_measured": round(sigmoid_speedup(), 3)}
+
+
+def _reset_for_tests() -> None:
+    _SIGMOID_SPEEDUP.clear()
+
+
 def sigmoid_(a):
     """a <- sigmoid(a) = 1 / (1 + e^-a) in place, for a contiguous float32 CPU tensor without a graph (any shape):
     e^-a by the same range reduction and polynomial as `row_sums` (-a clipped to [-87, 87]: below, the sigmoid
-    is 1 to float32; above, it is under 1.6e-38, the smallest normal float32), about 2 ulps; torch.sigmoid_ for
-    other tensors or without numba. ~0.4 ns per entry on one AVX2 core against ~0.9 ns for torch.sigmoid."""
-    if a.dim() >= 1 and a.numel() and a.is_contiguous() and usable(a.view(-1, a.shape[-1])):
-        _threads()
-        _sigmoid_rows(a.view(-1, a.shape[-1]).numpy())  # a view: written in place
-        return a
+    is 1 to float32; above, it is under 1.6e-38, the smallest normal float32), about 2 ulps, where
+    `compiled_sigmoid_in_use` (~0.4 ns per entry on one AVX2 core against ~0.9 ns for torch.sigmoid); torch.sigmoid_
+    for other tensors, without numba, and where torch's kernel is as fast (AVX-512 Xeon: 0.37 ns)."""
+    if (a.dim() >= 1 and a.numel() and a.is_contiguous() and usable(a.view(-1, a.shape[-1]))
+            and compiled_sigmoid_in_use()):
+        return _sigmoid_in_place(a)
     return a.sigmoid_()
+
+
+def bernoulli_rows_(logits, x, first: int = 0):
+    """For the rows l of `logits` (R x n) and their data rows x[(first + r) % B] (x: B x n):
+    log P(x|l) = sum_i x_i l_i - softplus(l_i) per row (a float32 tensor (R,), nats), and in place
+    logits <- sigmoid(l) - x = -d log P / d l, in one compiled pass (the output layer of a Bernoulli decoder, forward
+    and backward). Both tensors float32, CPU, contiguous, without a graph (`usable`), numba present; entries within
+    ~1e-7 of float64 (tests/test_logistic_kernels.py)."""
+    import torch
+
+    if not (usable(logits) and usable(x) and x.shape[1] == logits.shape[1] and x.shape[0] > 0):
+        raise ValueError("logistic_kernels.bernoulli_rows_: contiguous float32 CPU tensors (R, n) and (B, n), no graph")
+    out = torch.empty(logits.shape[0], dtype=torch.float32)
+    _threads()
+    _bernoulli_rows(logits.numpy(), x.numpy(), int(first), out.numpy())
+    return out
 
 
 def anneal_increments(av, n: int, beta, dbeta, s, out):
@@ -248,15 +369,6 @@ def bound_anneal_increments(av, n: int, s, out):
     return run
 
 
-def softplus_row_sums_(logits):
-    """sum_i softplus(l_i) over the last dimension of a temporary (possibly overwritten): `row_sums` where it takes
-    the tensor, else genlearn.numerics.softplus_row_sums_ (torch passes)."""
-    if logits.dim() == 2 and usable(logits):
-        return row_sums(logits)
-    from genlearn.numerics import softplus_row_sums_ as torch_passes
-
-    return torch_passes(logits)
-
-
-__all__ = ["CLIP", "GROUP", "anneal_increments", "available", "bound_anneal_increments", "row_sums", "sigmoid_",
-           "softplus_row_sums_", "usable"]
+__all__ = ["BENCH_SHAPE", "CLIP", "ELEMENTWISE_CHOICES", "GROUP", "MIN_SPEEDUP", "anneal_increments", "available",
+           "bernoulli_rows_", "bound_anneal_increments", "compiled_sigmoid_in_use", "elementwise_override", "record",
+           "row_sums", "sigmoid_", "sigmoid_speedup", "usable"]

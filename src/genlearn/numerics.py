@@ -1,7 +1,8 @@
 """Shared low-level numerics of binary models: Bernoulli sampling, column means, logits and base rates, tanh.
 
 Every module (data, models, estimators, learning rules) may import this one; it imports nothing of genlearn
-but the errors, so it can never be part of an import cycle."""
+but the errors and the core kernels (uniform_kernels, logistic_kernels, kernel_timing), so it can never be part
+of an import cycle."""
 from __future__ import annotations
 
 import contextlib
@@ -86,11 +87,54 @@ class _SigmoidTanh(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)
 
 
-#: CPU capabilities on which 2 sigmoid(2a) - 1 was measured faster than torch.tanh (torch 2.13, float32, one core,
-#: ns per element): AVX512 0.7-1.0 against 2.5-3.3, AVX2 (ATEN_CPU_CAPABILITY=avx2) 1.6-2.1 against 3.4-3.5; with
-#: the scalar DEFAULT kernels it is 3x slower (8.4-9.5 against 2.8-3.2), so there torch.tanh is kept
-SIGMOID_TANH_CAPABILITIES = ("AVX2", "AVX512")
-_SIGMOID_TANH = torch.backends.cpu.get_cpu_capability() in SIGMOID_TANH_CAPABILITIES
+#: the timed block of the tanh choice: a minibatch of 100 rows through 500 hidden units
+TANH_BENCH_SHAPE = (100, 500)
+_TANH_TIMES: dict[int, dict[str, float]] = {}  # torch threads -> seconds per call of each form
+
+
+def tanh_timings() -> dict[str, float]:
+    """Seconds per call on a TANH_BENCH_SHAPE float32 block, once per process and thread count
+    (genlearn.kernel_timing): "tanh" torch.tanh(a); "sigmoid_form" 2 sigmoid(2a) - 1 (three passes more, the
+    sigmoid by genlearn.logistic_kernels.sigmoid_); "sigmoid" the sigmoid alone (what a tanh network whose affine
+    maps absorb the factors runs: genlearn.models.vae.MLP.sigmoid_features). Measured, ns per entry, one core:
+    AVX-512 EPYC tanh 2.5-3.3, sigmoid form 0.7-1.0; AVX2 3.4-3.5 and 1.6-2.1; AVX-512 Xeon tanh 0.3, sigmoid form
+    ~1 (torch's tanh is fast there); with torch's scalar DEFAULT kernels tanh 2.8-3.2, sigmoid form 8.4-9.5."""
+    from genlearn import kernel_timing, logistic_kernels
+
+    threads = torch.get_num_threads()
+    if threads not in _TANH_TIMES:
+        a = torch.randn(TANH_BENCH_SHAPE, generator=torch.Generator().manual_seed(0))
+        _TANH_TIMES[threads] = kernel_timing.best_seconds({
+            "tanh": lambda: torch.tanh(a),
+            "sigmoid_form": lambda: logistic_kernels.sigmoid_(a * 2).mul_(2).sub_(1),
+            "sigmoid": lambda: logistic_kernels.sigmoid_(a.clone())})
+    return _TANH_TIMES[threads]
+
+
+def _sigmoid_form_wins(a: Tensor, form: str) -> bool:
+    if a.dtype != torch.float32 or a.device.type != "cpu":  # bfloat16: 2 sigmoid(2a) - 1 loses small values
+        return False
+    from genlearn import logistic_kernels
+
+    forced = logistic_kernels.elementwise_override()
+    if forced != "auto":
+        return forced == "genlearn"
+    times = tanh_timings()
+    return times["tanh"] >= logistic_kernels.MIN_SPEEDUP * times[form]
+
+
+def sigmoid_tanh_in_use(a: Tensor) -> bool:
+    """Whether `tanh` computes tanh(a) as 2 sigmoid(2a) - 1 for a tensor like a: float32 on the CPU, where
+    GENLEARN_ELEMENTWISE=genlearn asks for it, or by default where `tanh_timings` finds the sigmoid form at least
+    logistic_kernels.MIN_SPEEDUP times faster than torch.tanh."""
+    return _sigmoid_form_wins(a, "sigmoid_form")
+
+
+def folded_tanh_in_use(a: Tensor) -> bool:
+    """Whether a tanh network without autograd runs as sigmoids with the factors folded into its affine maps
+    (tanh(a) = 2 sigmoid(2a) - 1, one sigmoid pass per layer): as `sigmoid_tanh_in_use`, comparing torch.tanh with
+    the sigmoid alone."""
+    return _sigmoid_form_wins(a, "sigmoid")
 
 
 def sigmoid_tanh(a: Tensor) -> Tensor:
@@ -99,20 +143,31 @@ def sigmoid_tanh(a: Tensor) -> Tensor:
     return _SigmoidTanh.apply(a)
 
 
-def sigmoid_tanh_in_use(a: Tensor) -> bool:
-    """Whether `tanh` computes tanh(a) as 2 sigmoid(2a) - 1 for a tensor like a (float32, CPU, AVX2 / AVX-512)."""
-    return _SIGMOID_TANH and a.dtype == torch.float32 and a.device.type == "cpu"
-
-
 def tanh(a: Tensor) -> Tensor:
-    """tanh(a): `sigmoid_tanh` for float32 on CPUs whose vectorised sigmoid kernel is faster than torch's tanh
-    (SIGMOID_TANH_CAPABILITIES: ~3x on AVX-512, ~2x on AVX2); torch.tanh elsewhere, on other devices and for
-    other dtypes (in bfloat16, 2 sigmoid(2a) - 1 would lose the relative precision of small values). It is the
-    hidden activation "tanh" of the VAE and GAN networks, whose importance-sampling and training passes spend much
-    of their non-GEMM time in it."""
+    """tanh(a): `sigmoid_tanh` for float32 where it is faster than torch's tanh on this CPU (`sigmoid_tanh_in_use`:
+    ~3x on an AVX-512 EPYC, ~2x on AVX2), torch.tanh elsewhere (e.g. an AVX-512 Xeon, where torch's is 3x faster),
+    on other devices and for other dtypes (in bfloat16, 2 sigmoid(2a) - 1 would lose the relative precision of small
+    values). It is the hidden activation "tanh" of the VAE and GAN networks, whose importance-sampling and training
+    passes spend much of their non-GEMM time in it."""
     if sigmoid_tanh_in_use(a):
         return _SigmoidTanh.apply(a)
     return torch.tanh(a)
+
+
+def elementwise_record() -> dict:
+    """What runs and benchmarks record: the tanh form and sigmoid kernel in use, and their timings."""
+    from genlearn import logistic_kernels
+
+    probe = torch.empty(0)
+    times = tanh_timings()
+    return {"elementwise_override": logistic_kernels.elementwise_override(), **logistic_kernels.record(),
+            "tanh": "2 sigmoid(2a) - 1" if sigmoid_tanh_in_use(probe) else "torch.tanh",
+            "tanh_folded_into_sigmoids": folded_tanh_in_use(probe),
+            "tanh_ns_per_entry": {k: round(v * 1e9 / math.prod(TANH_BENCH_SHAPE), 3) for k, v in times.items()}}
+
+
+def _reset_for_tests() -> None:
+    _TANH_TIMES.clear()
 
 
 #: normalised importance weights below this count as 0 in the gradient of an importance-weighted bound: their terms
@@ -180,6 +235,17 @@ def softplus_row_sums_(logits: Tensor) -> Tensor:
     factors = flat.abs_().neg_().exp_().add_(1.0)
     logs = factors.view(flat.shape[0], n // G, G).prod(-1).log_().sum(-1)
     return logs.add_(positive).reshape(logits.shape[:-1])
+
+
+def fast_softplus_row_sums_(logits: Tensor) -> Tensor:
+    """sum_i softplus(l_i) over the last dimension of a temporary (possibly overwritten): the compiled kernel where it
+    takes the tensor (genlearn.logistic_kernels.row_sums: 2-D float32 CPU, numba present), else
+    `softplus_row_sums_` (torch passes)."""
+    from genlearn import logistic_kernels
+
+    if logits.dim() == 2 and logistic_kernels.usable(logits):
+        return logistic_kernels.row_sums(logits)
+    return softplus_row_sums_(logits)
 
 
 def sigmoid_and_softplus_row_sums_(logits: Tensor, sigmoid_out: Tensor) -> Tensor:
@@ -267,7 +333,8 @@ def randn_rows(shape, row_dim: int, generator: torch.Generator | None = None, dt
     return torch.randn(full, generator=generator, dtype=dtype, device=device).narrow(row_dim, start, stop - start)
 
 
-__all__ = ["BASE_RATE_SMOOTHING", "NEGLIGIBLE_WEIGHT", "base_rate_logits", "column_means", "log_mean_exp", "logit",
-           "negligible_to_zero_", "randn_rows", "row_shard",
-           "sample_bernoulli", "sigmoid_and_softplus_row_sums_", "sigmoid_tanh", "sigmoid_tanh_in_use",
-           "softplus_row_sums", "softplus_row_sums_", "tanh", "uniform_"]
+__all__ = ["BASE_RATE_SMOOTHING", "NEGLIGIBLE_WEIGHT", "TANH_BENCH_SHAPE", "base_rate_logits", "column_means",
+           "elementwise_record", "fast_softplus_row_sums_", "folded_tanh_in_use", "log_mean_exp", "logit",
+           "negligible_to_zero_", "randn_rows", "row_shard", "sample_bernoulli", "sigmoid_and_softplus_row_sums_",
+           "sigmoid_tanh", "sigmoid_tanh_in_use", "softplus_row_sums", "softplus_row_sums_", "tanh", "tanh_timings",
+           "uniform_"]

@@ -18,14 +18,15 @@ Both libraries compute the same product up to float32 summation order.
 Used where genlearn writes products by hand, without autograd: the CD/PCD step of the RBM and AIS's Gibbs
 sweeps. `linear(x, W, b)` = x W^T + b is F.linear with the same choice for autograd-tracked layers (the VAE's and
 MADE's): its backward computes dL/dx = g W, dL/dW = g^T x and dL/db = sum_rows g by `mm` too.
-Imports nothing of genlearn but its errors."""
+Imports nothing of genlearn but its errors and kernel_timing."""
 from __future__ import annotations
 
 import os
-import time
 
 import torch
 from torch import Tensor
+
+from genlearn import kernel_timing
 
 #: oneDNN only when the timing finds it at least this much faster (a margin against timing noise)
 MIN_SPEEDUP = 1.2
@@ -76,20 +77,8 @@ def onednn_speedup(seconds: float = 0.1) -> float:
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(m, k, generator=g), torch.rand(k, n, generator=g)
     try:
-        candidates = {"torch": lambda: torch.mm(a, b), "onednn": lambda: onednn_mm(a, b)}
-        reps, best = {}, {}
-        for name, f in candidates.items():
-            f()
-            t0 = time.perf_counter()
-            f()
-            reps[name] = max(2, min(200, int(seconds / 5 / max(time.perf_counter() - t0, 1e-7))))
-            best[name] = float("inf")
-        for _ in range(5):
-            for name, f in candidates.items():
-                t0 = time.perf_counter()
-                for _ in range(reps[name]):
-                    f()
-                best[name] = min(best[name], (time.perf_counter() - t0) / reps[name])
+        best = kernel_timing.best_seconds({"torch": lambda: torch.mm(a, b), "onednn": lambda: onednn_mm(a, b)},
+                                          2 * seconds)  # rounds of seconds / 5 each
         _SPEEDUP[threads] = best["torch"] / best["onednn"]
     except RuntimeError:  # a build whose oneDNN refuses the op on this CPU
         _SPEEDUP[threads] = 0.0

@@ -92,7 +92,9 @@ class ImportanceWeightedBound(LearningRule):
     def describe(self):
         k = self.config.iw_samples
         return {"objective": self.objective, "bound": "elbo" if k == 1 else f"iwae-{k}", "iw_samples": k,
-                "warmup_epochs": self.config.warmup_epochs, "kl_estimator": self.config.kl_estimator}
+                "warmup_epochs": self.config.warmup_epochs, "kl_estimator": self.config.kl_estimator,
+                # which tanh and sigmoid kernels this machine runs (chosen by timings: the last bits depend on it)
+                "elementwise": numerics.elementwise_record()}
 
 
 register_rule("elbo", ImportanceWeightedBound)

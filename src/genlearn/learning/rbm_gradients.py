@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from genlearn.models.base import MATMUL_PRECISIONS
-from genlearn.numerics import uniform_
+from genlearn.numerics import fast_softplus_row_sums_, uniform_
 from genlearn import binary_kernels, logistic_kernels, products
 
 
@@ -176,7 +176,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         ws["indexed_chains"] = (chains, _identity(chains)) if sums else (None, None)
     w = ws["weights"]
     # value: mean F(x) - mean F(v~) = sum_r w_r (v_r.b + sum_j softplus(pre_rj)), F(v) = -v.b - sum softplus
-    free = logistic_kernels.softplus_row_sums_(pre).add_(torch.mv(rows, b))  # pre is overwritten (not needed after)
+    free = fast_softplus_row_sums_(pre).add_(torch.mv(rows, b))  # pre is overwritten (not needed after)
     value = torch.dot(w, free)
     probs.mul_(w.unsqueeze(1))
     if low:

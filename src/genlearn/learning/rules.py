@@ -211,9 +211,10 @@ class ContrastiveDivergence(LearningRule):
         if self._precision is not None:  # the precision the products ran in (after the first step)
             rec.update(precision_record(self.config.matmul_precision, self._precision[2], self._precision[0]))
             if self._precision[2] == "full" and torch.device(self._precision[0]).type == "cpu":
-                from genlearn import products
+                from genlearn import logistic_kernels, products
 
                 rec.update(products.record())  # the library of the float32 products (oneDNN or torch.mm)
+                rec["elementwise"] = logistic_kernels.record()  # the sigmoid kernel (compiled or torch's)
         return rec
 
 

@@ -44,7 +44,7 @@ from genlearn.precision import resolve_for_model
 from genlearn.models.fvsbn import init_seed_generator
 from genlearn.models import vae_step
 from genlearn.models.registry import ModelSpec, register_model
-from genlearn.numerics import randn_rows, sigmoid_and_softplus_row_sums_, softplus_row_sums
+from genlearn.numerics import fast_softplus_row_sums_, randn_rows, sigmoid_and_softplus_row_sums_, softplus_row_sums
 from genlearn.numerics import tanh as fast_tanh
 from genlearn.options import option
 
@@ -154,7 +154,7 @@ def softplus_sum(h: Tensor, W: Tensor, b: Tensor, block_rows: int = LOGIT_BLOCK_
     out = torch.empty(rows.shape[0], dtype=W.dtype, device=W.device)
     for start in range(0, rows.shape[0], block_rows):
         block = products.linear(rows[start : start + block_rows], W, b).to(W.dtype)
-        out[start : start + block_rows] = logistic_kernels.softplus_row_sums_(block)
+        out[start : start + block_rows] = fast_softplus_row_sums_(block)
     return out.reshape(h.shape[:-1])
 
 
@@ -399,8 +399,9 @@ class VAE(LatentVariableModel):
 
     def _folds_tanh(self, z: Tensor) -> bool:
         """Whether log_likelihood runs the decoder through MLP.sigmoid_features: a tanh decoder without autograd
-        (importance sampling, AIS energies), float32 on a CPU where numerics.tanh is a sigmoid (AVX2, AVX-512)."""
-        return (self.activation == "tanh" and not torch.is_grad_enabled() and numerics.sigmoid_tanh_in_use(z)
+        (importance sampling, AIS energies), float32 on a CPU where a sigmoid is faster than torch.tanh
+        (numerics.folded_tanh_in_use: e.g. AVX2; not on an AVX-512 Xeon, whose torch.tanh is as fast)."""
+        return (self.activation == "tanh" and not torch.is_grad_enabled() and numerics.folded_tanh_in_use(z)
                 and not torch.is_autocast_enabled(z.device.type))
 
     def sample_posterior(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

@@ -122,7 +122,7 @@ def _activate(kind: str, pre: Tensor) -> tuple[Tensor, tuple]:
         if numerics.sigmoid_tanh_in_use(pre):  # tanh(a) = 2 sigmoid(2a) - 1, in place on the fresh pre-activations
             y = _sigmoid_(pre.mul_(2)).mul_(2).sub_(1)
         else:
-            y = torch.tanh(pre)
+            y = pre.tanh_()  # in place on the fresh pre-activations too
         return y, (y,)
     if kind == "relu":
         y = torch.relu(pre)
@@ -184,25 +184,31 @@ def _sigmoid_(a: Tensor) -> Tensor:
 
 
 def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(log P(x|z) (k, B), sigmoid(l) (k B, n)) for the decoder features h (k B, H), l = h W^T + b.
+    """(log P(x|z) (k, B), sigmoid(l) - x (k B, n)) for the decoder features h (k B, H), l = h W^T + b:
+    log P(x|z) = sum_i x_i l_i - softplus(l_i), and sigmoid(l) - x = -d log P(x|z) / dl.
 
-    log P(x|z) = sum_i x_i l_i - softplus(l_i). With one block of rows the data term is read from the logits; with
-    more, it is h . (W^T x) + b . x (one (B, n) x (n, H) product instead of k B n products), and the logits are made
-    block by block, each consumed (softplus sums, then overwritten by its sigmoids) while in cache."""
+    For float32 CPU logits (numba present) one compiled pass per block computes both (logistic_kernels.bernoulli_rows_);
+    the logits are made in blocks of BLOCK_ROWS rows, each consumed while in cache. Otherwise torch's passes: with one
+    block, the data term read from the logits; with more, h . (W^T x) + b . x (one (B, n) x (n, H) product instead of
+    k B n products)."""
     rows, B = h.shape[0], x.shape[0]
-    if rows <= BLOCK_ROWS:
-        logits = P.linear(h, W, b)
-        data = (logits.view(k, B, -1) * x).sum(-1)
-        sums = _softplus_sums(logits).view(k, B)
-        return data - sums, _sigmoid_(logits)
-    sig = torch.empty(rows, W.shape[0], dtype=W.dtype, device=W.device)
-    sums = torch.empty(rows, dtype=W.dtype, device=W.device)
+    out = torch.empty(rows, W.shape[0], dtype=W.dtype, device=W.device)
+    log_lik = torch.empty(rows, dtype=W.dtype, device=W.device)
+    fused = logistic_kernels.usable(out) and logistic_kernels.usable(x)
+    data = None if fused or rows <= BLOCK_ROWS else (h.view(k, B, -1) * products.mm(x, W)).sum(-1) + x @ b
     for start in range(0, rows, BLOCK_ROWS):
-        block = P.linear(h[start : start + BLOCK_ROWS], W, b, out=sig[start : start + BLOCK_ROWS])
-        sums[start : start + BLOCK_ROWS] = _softplus_sums(block)
+        block = P.linear(h[start : start + BLOCK_ROWS], W, b, out=out[start : start + BLOCK_ROWS])
+        if fused:
+            log_lik[start : start + BLOCK_ROWS] = logistic_kernels.bernoulli_rows_(block, x, start)
+            continue
+        if data is None:  # one block: the data term from the logits, before they become sigmoids
+            data = (block.view(k, B, -1) * x).sum(-1)
+        log_lik[start : start + BLOCK_ROWS] = _softplus_sums(block).neg_()
         _sigmoid_(block)
-    data = (h.view(k, B, -1) * products.mm(x, W)).sum(-1) + x @ b
-    return data - sums.view(k, B), sig
+    if not fused:
+        log_lik = data + log_lik.view(k, B)
+        out.view(k, B, -1).sub_(x)
+    return log_lik.view(k, B), out
 
 
 # -- the step ------------------------------------------------------------------------------------------------------
@@ -231,12 +237,11 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
         D = mu.shape[-1]
         # decoder and log P(x|z)
         h_dec, dec_tape = _mlp_forward(P, model.dec, kind, z.reshape(-1, D))
-        log_lik, sig = _log_likelihood(P, h_dec, W_out, b_out, x, k)  # (k, B)
+        log_lik, residual = _log_likelihood(P, h_dec, W_out, b_out, x, k)  # (k, B); sigmoid(l) - x
         if closed:
             v = torch.exp(logvar)
             kl = 0.5 * (mu.pow(2) + v - 1 - logvar).sum(-1)
             loss = -(log_lik[0] - beta * kl).mean()
-            g = torch.full((1, B), -1.0 / B, dtype=dtype, device=x.device)
         else:
             log_p = -0.5 * (_LOG_2PI + z.pow(2)).sum(-1)
             log_q = -0.5 * (_LOG_2PI + logvar + eps.pow(2)).sum(-1)
@@ -244,8 +249,8 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
             loss = -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
             # dloss/dlog w, weights below numerics.NEGLIGIBLE_WEIGHT as 0 (as numerics.log_mean_exp's gradient)
             g = numerics.negligible_to_zero_(torch.softmax(log_w, 0)).mul_(-1.0 / B)
-        # backward: the output layer (sig becomes dloss/dl in place), the decoder, then z = mu + s eps
-        dl = sig.view(k, B, -1).sub_(x).mul_(-g.unsqueeze(-1)).view(k * B, -1)
+        # backward: the output layer (dloss/dl = -g (x - sigmoid(l)), in place), the decoder, then z = mu + s eps
+        dl = residual.mul_(1.0 / B) if closed else residual.view(k, B, -1).mul_(-g.unsqueeze(-1)).view(k * B, -1)
         dh = _linear_backward(P, model.dec_out, h_dec, dl, grads, True)
         dz = _mlp_backward(P, dec_tape, kind, dh, grads, True).view(k, B, D)
         if closed:
