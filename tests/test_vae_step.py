@@ -48,9 +48,21 @@ def gradients(model, x, k, seed, beta, closed, fused: bool):
     return float(loss), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def kernels(request, monkeypatch):
+    """The pass with its compiled kernels (the Gaussian layer, the output layer) where numba is present, and with
+    torch's operations only (as without numba)."""
+    if request.param == "torch":
+        from genlearn import gaussian_kernels, logistic_kernels
+
+        monkeypatch.setattr(gaussian_kernels, "usable", lambda *a: False)
+        monkeypatch.setattr(logistic_kernels, "usable", lambda *a: False)
+    return request.param
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("k,closed,beta", CASES)
-def test_gradient_equals_autograd_float64(activation, k, closed, beta):
+def test_gradient_equals_autograd_float64(activation, k, closed, beta, kernels):
     model, x = small_vae(activation), data()
     loss, grads = gradients(model, x, k, 3, beta, closed, fused=True)
     ref_loss, ref = gradients(model, x, k, 3, beta, closed, fused=False)
@@ -65,8 +77,8 @@ def test_gradient_equals_autograd_float64(activation, k, closed, beta):
 
 @pytest.mark.parametrize("activation", ("tanh", "gated"))
 @pytest.mark.parametrize("k,closed", [(1, True), (30, False)])
-def test_gradient_equals_autograd_float32(activation, k, closed):
-    """The float32 path (compiled softplus sums and sigmoids where numba is present) to float32 rounding."""
+def test_gradient_equals_autograd_float32(activation, k, closed, kernels):
+    """The float32 path (compiled output layer and Gaussian layer where numba is present) to float32 rounding."""
     model, x = small_vae(activation, torch.float32), data(torch.float32)
     _, grads = gradients(model, x, k, 4, 1.0, closed, fused=True)
     _, ref = gradients(model, x, k, 4, 1.0, closed, fused=False)

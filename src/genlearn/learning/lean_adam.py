@@ -1,0 +1,71 @@
+"""Adam with torch's fused CPU kernel called directly: the same update as torch.optim.Adam(fused=True), to the bit,
+without its per-step bookkeeping in Python.
+
+For parameters theta with gradient g, step t, rate lr, decay rates beta1, beta2 and eps (Kingma & Ba 2015):
+
+    m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g^2,
+    theta <- theta - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)     (weight decay: g + wd theta).
+
+torch.optim.Adam.step gathers the lists of parameters, gradients and states through several checks before it
+calls its fused kernel; on one core that took ~0.11 ms of a ~0.4 ms step for a 424,000-parameter VAE (the kernel
+itself ~0.29 ms), in a ~3 ms training step. `LeanAdam.step` calls the kernel (`torch._fused_adam_`) straight away
+when the plain case holds: one parameter group, fused, no amsgrad / capturable / differentiable / maximize, every
+parameter with a dense gradient and a state from an earlier step, no step hooks and no closure. Otherwise, or
+where this torch's kernel is missing or refuses the call, it is torch.optim.Adam.step itself. state_dict and
+load_state_dict are torch's, so checkpoints are unchanged."""
+from __future__ import annotations
+
+import torch
+import torch.optim.optimizer as _optimizer_module
+
+
+class LeanAdam(torch.optim.Adam):
+    """torch.optim.Adam whose plain fused steps skip the Python bookkeeping (module docstring)."""
+
+    _kernel_ok = hasattr(torch, "_fused_adam_")
+
+    def _plain_lists(self):
+        """(params, grads, exp_avgs, exp_avg_sqs, steps) of the plain case, else None."""
+        module = _optimizer_module
+        hooks = (getattr(self, "_optimizer_step_pre_hooks", None), getattr(self, "_optimizer_step_post_hooks", None),
+                 getattr(module, "_global_optimizer_pre_hooks", None), getattr(module, "_global_optimizer_post_hooks",
+                                                                               None))
+        if not self._kernel_ok or len(self.param_groups) != 1 or any(hooks):
+            return None
+        group = self.param_groups[0]
+        if not group["fused"] or group["amsgrad"] or group["capturable"] or group["differentiable"] \
+                or group["maximize"] or group.get("decoupled_weight_decay", False):
+            return None
+        params, grads, avgs, sqs, steps = [], [], [], [], []
+        for p in group["params"]:
+            g, state = p.grad, self.state.get(p)
+            if g is None or g.is_sparse or not state or "exp_avg" not in state:
+                return None
+            params.append(p)
+            grads.append(g)
+            avgs.append(state["exp_avg"])
+            sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        return params, grads, avgs, sqs, steps
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        lists = None if closure is not None else self._plain_lists()
+        if lists is None:
+            return super().step(closure)
+        params, grads, avgs, sqs, steps = lists
+        group = self.param_groups[0]
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        try:
+            torch._fused_adam_(params, grads, avgs, sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
+                               beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                               grad_scale=None, found_inf=None)
+        except (TypeError, RuntimeError):  # another torch's kernel: its signature refused before any update
+            torch._foreach_sub_(steps, 1)
+            LeanAdam._kernel_ok = False
+            return super().step(closure)
+        return None
+
+
+__all__ = ["LeanAdam"]

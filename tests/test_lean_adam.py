@@ -1,0 +1,127 @@
+"""LeanAdam (genlearn.learning.lean_adam) against torch.optim.Adam(fused=True): the same parameters and states to
+the bit over many steps (weight decay, a rate changed by a scheduler, float32 and float64), checkpoints that load
+into either, and torch's own step wherever the plain case does not hold."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from genlearn.learning import lean_adam
+from genlearn.learning.lean_adam import LeanAdam
+
+
+def make_params(dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(*shape, generator=g, dtype=dtype)) for shape in [(7, 5), (5,), (3, 2, 4)]]
+
+
+def set_grads(params, seed, skip=None):
+    g = torch.Generator().manual_seed(seed)
+    for i, p in enumerate(params):
+        p.grad = None if i == skip else torch.randn(p.shape, generator=g, dtype=p.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_equal_to_torch_fused_adam_bit_for_bit(dtype, weight_decay):
+    ours, ref = make_params(dtype), make_params(dtype)
+    opt = LeanAdam(ours, lr=0.01, weight_decay=weight_decay, fused=True)
+    opt_ref = torch.optim.Adam(ref, lr=0.01, weight_decay=weight_decay, fused=True)
+    sched, sched_ref = (torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (opt, opt_ref))
+    calls = []
+    real = torch._fused_adam_
+    torch._fused_adam_ = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    try:
+        for step in range(12):
+            set_grads(ours, step)
+            set_grads(ref, step)
+            opt.step()
+            opt_ref.step()
+            sched.step()
+            sched_ref.step()
+    finally:
+        torch._fused_adam_ = real
+    for p, q in zip(ours, ref):
+        assert torch.equal(p, q)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt.state[p][key], opt_ref.state[q][key])
+    assert len(calls) >= 11  # the direct call ran after the first step (which creates the states through torch's)
+
+
+def test_checkpoints_are_torch_adams():
+    ours, ref = make_params(torch.float32), make_params(torch.float32)
+    opt = LeanAdam(ours, lr=0.01, fused=True)
+    for step in range(3):
+        set_grads(ours, step)
+        opt.step()
+    other = torch.optim.Adam(ref, lr=0.01, fused=True)
+    other.load_state_dict(copy.deepcopy(opt.state_dict()))  # (load_state_dict keeps the tensors it is given)
+    with torch.no_grad():
+        for p, q in zip(ours, ref):
+            q.copy_(p)
+    again = LeanAdam(make_params(torch.float32), lr=0.01, fused=True)
+    again.load_state_dict(copy.deepcopy(other.state_dict()))
+    assert again._plain_lists() is None  # no gradients yet
+    set_grads(ours, 9)
+    set_grads(ref, 9)
+    opt.step()
+    other.step()
+    for p, q in zip(ours, ref):
+        assert torch.equal(p, q)
+
+
+def test_torch_step_where_the_plain_case_does_not_hold():
+    """A parameter without a gradient, a closure, amsgrad, not fused, a step hook: no direct call (`_plain_lists`
+    says None), torch.optim.Adam.step runs and equals torch's update."""
+    cases = [({"fused": True}, {"skip": 1}), ({"fused": True}, {"closure": True}),
+             ({"fused": True, "amsgrad": True}, {}), ({"foreach": False}, {}), ({"fused": True}, {"hook": True})]
+    for kwargs, how in cases:
+        ours, ref = make_params(torch.float32), make_params(torch.float32)
+        opt, opt_ref = LeanAdam(ours, lr=0.01, **kwargs), torch.optim.Adam(ref, lr=0.01, **kwargs)
+        if how.get("hook"):
+            opt.register_step_pre_hook(lambda *a: None)
+        for step in range(3):
+            set_grads(ours, step, how.get("skip"))
+            set_grads(ref, step, how.get("skip"))
+            closure = (lambda: torch.tensor(0.0)) if how.get("closure") else None
+            if step > 0 and closure is None:
+                assert opt._plain_lists() is None, (kwargs, how)
+            opt.step(closure)
+            opt_ref.step(closure)
+        for p, q in zip(ours, ref):
+            assert torch.equal(p, q), (kwargs, how)
+    plain = LeanAdam(make_params(torch.float32), lr=0.01, fused=True)
+    set_grads(plain.param_groups[0]["params"], 0)
+    plain.step()
+    assert plain._plain_lists() is not None  # the plain case, for contrast
+
+
+def test_a_kernel_that_refuses_the_call_falls_back_once_and_for_all(monkeypatch):
+    ours, ref = make_params(torch.float32), make_params(torch.float32)
+    opt, opt_ref = LeanAdam(ours, lr=0.01, fused=True), torch.optim.Adam(ref, lr=0.01, fused=True)
+    set_grads(ours, 0)
+    set_grads(ref, 0)
+    opt.step()
+    opt_ref.step()
+    real = torch._fused_adam_
+
+    refused = []
+
+    def other_signature(*args, **kwargs):
+        if not refused:  # the first call, LeanAdam's direct one: refused before any update
+            refused.append(1)
+            raise TypeError("unexpected keyword argument")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", other_signature)
+    monkeypatch.setattr(LeanAdam, "_kernel_ok", True)
+    set_grads(ours, 1)
+    set_grads(ref, 1)
+    opt.step()
+    opt_ref.step()
+    assert LeanAdam._kernel_ok is False and refused
+    for p, q in zip(ours, ref):
+        assert torch.equal(p, q) and torch.equal(opt.state[p]["step"], opt_ref.state[q]["step"])
+    assert lean_adam.LeanAdam is LeanAdam
