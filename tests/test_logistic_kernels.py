@@ -187,6 +187,9 @@ def test_bernoulli_rows_against_float64(rows, batch, first):
     assert got.shape == (rows,) and got.dtype == torch.float32
     assert torch.all((got.double() - exact).abs() <= 4e-7 * exact.abs() + 784 * 2.0 ** -23), (got.double() - exact)
     assert torch.all((residual.double() - (torch.sigmoid(ref) - x_rows)).abs() <= 2.4e-7)
+    scaled = logits.clone()
+    assert torch.equal(logistic_kernels.bernoulli_rows_(scaled, x, first, scale=0.01), got)
+    assert torch.all((scaled.double() - 0.01 * (torch.sigmoid(ref) - x_rows)).abs() <= 2.4e-9)
 
 
 def test_bernoulli_rows_refuse_other_tensors():

@@ -192,8 +192,9 @@ def _sigmoid_(a: Tensor) -> Tensor:
     return logistic_kernels.sigmoid_(a) if logistic_kernels.usable(a) else a.sigmoid_()
 
 
-def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(log P(x|z) (k, B), sigmoid(l) - x (k B, n)) for the decoder features h (k B, H), l = h W^T + b:
+def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor, k: int,
+                    scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(log P(x|z) (k, B), scale (sigmoid(l) - x) (k B, n)) for the decoder features h (k B, H), l = h W^T + b:
     log P(x|z) = sum_i x_i l_i - softplus(l_i), and sigmoid(l) - x = -d log P(x|z) / dl.
 
     For float32 CPU logits (numba present) one compiled pass per block computes both (logistic_kernels.bernoulli_rows_);
@@ -208,7 +209,7 @@ def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor, k:
     for start in range(0, rows, BLOCK_ROWS):
         block = P.linear(h[start : start + BLOCK_ROWS], W, b, out=out[start : start + BLOCK_ROWS])
         if fused:
-            log_lik[start : start + BLOCK_ROWS] = logistic_kernels.bernoulli_rows_(block, x, start)
+            log_lik[start : start + BLOCK_ROWS] = logistic_kernels.bernoulli_rows_(block, x, start, scale)
             continue
         if data is None:  # one block: the data term from the logits, before they become sigmoids
             data = (block.view(k, B, -1) * x).sum(-1)
@@ -217,6 +218,8 @@ def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor, k:
     if not fused:
         log_lik = data + log_lik.view(k, B)
         out.view(k, B, -1).sub_(x)
+        if scale != 1.0:
+            out.mul_(scale)
     return log_lik.view(k, B), out
 
 
@@ -251,7 +254,8 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
         D = mu.shape[-1]
         # decoder and log P(x|z)
         h_dec, dec_tape = _mlp_forward(P, model.dec, kind, z.reshape(-1, D))
-        log_lik, residual = _log_likelihood(P, h_dec, W_out, b_out, x, k)  # (k, B); sigmoid(l) - x
+        # (k, B) and sigmoid(l) - x, for the closed-form ELBO already times 1 / B = -dloss/dlog P(x|z)
+        log_lik, residual = _log_likelihood(P, h_dec, W_out, b_out, x, k, 1.0 / B if closed else 1.0)
         if compiled:
             loss = log_lik.sum().sub_(beta * kl_sum).mul_(-1.0 / B)
         elif closed:
@@ -266,7 +270,7 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
             # dloss/dlog w, weights below numerics.NEGLIGIBLE_WEIGHT as 0 (as numerics.log_mean_exp's gradient)
             g = numerics.negligible_to_zero_(torch.softmax(log_w, 0)).mul_(-1.0 / B)
         # backward: the output layer (dloss/dl = -g (x - sigmoid(l)), in place), the decoder, then z = mu + s eps
-        dl = residual.mul_(1.0 / B) if closed else residual.view(k, B, -1).mul_(-g.unsqueeze(-1)).view(k * B, -1)
+        dl = residual if closed else residual.view(k, B, -1).mul_(-g.unsqueeze(-1)).view(k * B, -1)
         dh = _linear_backward(P, model.dec_out, h_dec, dl, grads, True)
         dz = _mlp_backward(P, dec_tape, kind, dh, grads, True).view(k, B, D)
         if compiled:
