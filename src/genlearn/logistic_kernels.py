@@ -321,9 +321,9 @@ def sigmoid_(a):
 def bernoulli_rows_(logits, x, first: int = 0, scale: float = 1.0):
     """For the rows l of `logits` (R x n) and their data rows x[(first + r) % B] (x: B x n):
     log P(x|l) = sum_i x_i l_i - softplus(l_i) per row (a float32 tensor (R,), nats), and in place
-    logits <- scale (sigmoid(l) - x) = -scale d log P / d l, in one compiled pass (the output layer of a Bernoulli decoder, forward
-    and backward). Both tensors float32, CPU, contiguous, without a graph (`usable`), numba present; entries within
-    ~1e-7 of float64 (tests/test_logistic_kernels.py)."""
+    logits <- scale (sigmoid(l) - x) = -scale d log P / d l, in one compiled pass (the output layer of a Bernoulli
+    decoder, forward and backward). Both tensors float32, CPU, contiguous, without a graph (`usable`), numba
+    present; entries within ~1e-7 of float64 (tests/test_logistic_kernels.py)."""
     import torch
 
     if not (usable(logits) and usable(x) and x.shape[1] == logits.shape[1] and x.shape[0] > 0):
