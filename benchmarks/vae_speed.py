@@ -10,8 +10,8 @@ Both sides train the same network on the same rows with the same batch size, opt
   784 Bernoulli logits (pythae's "bce" reconstruction loss takes probabilities, so its decoder ends in a sigmoid);
   N(0, I) prior; weights uniform(+-1/sqrt(fan in)) on both sides (genlearn's init, torch's default Linear init)
   and the decoder's output biases at the logits of the pixel means (genlearn's init_from_data, copied to pythae);
-- batch 100, Adam at rate 1e-3 (each side's own Adam: genlearn's fused one, pythae's torch.optim.Adam), one full
-  epoch of the 50,000 training rows, shuffled;
+- batch 100, Adam at rate 1e-3 (each side's own Adam: genlearn's LeanAdam, torch's fused kernel; pythae's
+  torch.optim.Adam), one full epoch of the 50,000 training rows, shuffled;
 - objectives: the ELBO (genlearn rule "elbo", iw_samples 1 / pythae VAE) and the IWAE bound with 50 samples per
   row (genlearn "elbo" with iw_samples 50 / pythae IWAE with number_samples 50).
 
@@ -240,7 +240,8 @@ def main(argv=None):
                         "steps_saving=None, steps_predict=None, 0 data-loader workers, amp off, no_cuda; "
                         "ProgressBarCallback and MetricConsolePrinterCallback removed, pythae logger at WARNING; "
                         "train()'s per-epoch deepcopy of the best model and the final save not timed",
-                        "genlearn_trainer": "Trainer.train_epoch, rule elbo (iw_samples k), fused Adam",
+                        "genlearn_trainer": "Trainer.train_epoch, rule elbo (iw_samples k), LeanAdam (torch.optim.Adam's "
+                                            "fused kernel called directly)",
                         "genlearn_gradient": ("hand-written backward pass (genlearn.models.vae_step)"
                                               if vae_step.enabled() else "autograd (GENLEARN_VAE_STEP=autograd)"),
                         "target_ratio_pythae_to_genlearn": TARGET_RATIO}}
