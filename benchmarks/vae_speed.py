@@ -240,8 +240,8 @@ def main(argv=None):
                         "steps_saving=None, steps_predict=None, 0 data-loader workers, amp off, no_cuda; "
                         "ProgressBarCallback and MetricConsolePrinterCallback removed, pythae logger at WARNING; "
                         "train()'s per-epoch deepcopy of the best model and the final save not timed",
-                        "genlearn_trainer": "Trainer.train_epoch, rule elbo (iw_samples k), LeanAdam (torch.optim.Adam's "
-                                            "fused kernel called directly)",
+                        "genlearn_trainer": ("Trainer.train_epoch, rule elbo (iw_samples k), LeanAdam "
+                                             "(torch.optim.Adam's fused kernel called directly)"),
                         "genlearn_gradient": ("hand-written backward pass (genlearn.models.vae_step)"
                                               if vae_step.enabled() else "autograd (GENLEARN_VAE_STEP=autograd)"),
                         "target_ratio_pythae_to_genlearn": TARGET_RATIO}}
