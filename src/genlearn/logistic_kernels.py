@@ -112,9 +112,8 @@ if numba is not None:
     @njit(fastmath=_FAST, cache=True, parallel=True)
     def _bernoulli_rows(logits, bias, x, first, scale, out):  # pragma: no cover - compiled
         """Row r of logits (l = logits[r] + bias) against data row x[(first + r) % len(x)]:
-        out[r] = sum_i x_i l_i - softplus(l_i), and logits[r, i] <- scale (sigmoid(l_i) - x_i) in place; e^-|l| once
-        per entry (clipped at -80), softplus's logs by group products as in `_row_sums`,
-        sigmoid(l) = (1 or e^-|l|) / (1 + e^-|l|)."""
+        out[r] = sum_i x_i l_i - softplus(l_i), and logits[r, i] <- scale (sigmoid(l_i) - x_i) in place; e^-|l| once per entry (clipped at -80), softplus's logs by group
+        products as in `_row_sums`, sigmoid(l) = (1 or e^-|l|) / (1 + e^-|l|)."""
         clip = np.float32(-80.0)  # e^-80 = 1.8e-35: no denormal (slow) floats; below, sigmoid(l) < 1.8e-35 anyway
         rows, n = logits.shape
         period = x.shape[0]
