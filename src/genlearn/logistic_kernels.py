@@ -110,9 +110,9 @@ if numba is not None:
                 row[i] = _ONE / (_ONE + mantissa[i] * scale[i])
 
     @njit(fastmath=_FAST, cache=True, parallel=True)
-    def _bernoulli_rows(logits, bias, x, first, scale, out):  # pragma: no cover - compiled
-        """Row r of logits (l = logits[r] + bias) against data row x[(first + r) % len(x)]:
-        out[r] = sum_i x_i l_i - softplus(l_i), and logits[r, i] <- scale (sigmoid(l_i) - x_i) in place; e^-|l| once per entry (clipped at -80), softplus's logs by group
+    def _bernoulli_rows(logits, x, first, scale, out):  # pragma: no cover - compiled
+        """Row r of logits against data row x[(first + r) % len(x)]: out[r] = sum_i x_i l_i - softplus(l_i), and
+        l_i <- scale (sigmoid(l_i) - x_i) in place; e^-|l| once per entry (clipped at -80), softplus's logs by group
         products as in `_row_sums`, sigmoid(l) = (1 or e^-|l|) / (1 + e^-|l|)."""
         clip = np.float32(-80.0)  # e^-80 = 1.8e-35: no denormal (slow) floats; below, sigmoid(l) < 1.8e-35 anyway
         rows, n = logits.shape
@@ -124,7 +124,7 @@ if numba is not None:
             bits = np.empty(n, np.int32)
             linear = _ZERO
             for i in range(n):
-                a = row[i] + bias[i]
+                a = row[i]
                 linear += xr[i] * a - (_ZERO if a < _ZERO else a)  # x l - max(l, 0)
                 t = -abs(a)
                 mantissa[i], bits[i] = _exp_parts(t if t > clip else clip)
@@ -132,7 +132,7 @@ if numba is not None:
             logs = _log_one_plus(mantissa, powers, n)
             for i in range(n):  # into a scratch row first: written straight into `row`, the loop is not vectorised
                 e = mantissa[i] * powers[i]
-                mantissa[i] = scale * ((_ONE if row[i] + bias[i] >= _ZERO else e) / (_ONE + e) - xr[i])
+                mantissa[i] = scale * ((_ONE if row[i] >= _ZERO else e) / (_ONE + e) - xr[i])
             for i in range(n):
                 row[i] = mantissa[i]
             out[r] = linear - logs
@@ -318,24 +318,19 @@ def sigmoid_(a):
     return a.sigmoid_()
 
 
-def bernoulli_rows_(logits, x, first: int = 0, scale: float = 1.0, bias=None):
-    """For the rows l of `logits` (R x n; plus `bias` (n,) when given: l = logits + bias, the bias of the layer
-    that made them, added here instead of by the product) and their data rows x[(first + r) % B] (x: B x n):
+def bernoulli_rows_(logits, x, first: int = 0, scale: float = 1.0):
+    """For the rows l of `logits` (R x n) and their data rows x[(first + r) % B] (x: B x n):
     log P(x|l) = sum_i x_i l_i - softplus(l_i) per row (a float32 tensor (R,), nats), and in place
     logits <- scale (sigmoid(l) - x) = -scale d log P / d l, in one compiled pass (the output layer of a Bernoulli
     decoder, forward and backward). Both tensors float32, CPU, contiguous, without a graph (`usable`), numba
     present; entries within ~1e-7 of float64 (tests/test_logistic_kernels.py)."""
     import torch
 
-    n = logits.shape[-1]
-    bias = torch.zeros(n) if bias is None else bias
-    if not (usable(logits) and usable(x) and x.shape[1] == n and x.shape[0] > 0 and bias.shape == (n,)
-            and usable(bias.view(1, n))):
-        raise ValueError("logistic_kernels.bernoulli_rows_: contiguous float32 CPU tensors (R, n), (B, n) and a bias "
-                         "(n,), no graph")
+    if not (usable(logits) and usable(x) and x.shape[1] == logits.shape[1] and x.shape[0] > 0):
+        raise ValueError("logistic_kernels.bernoulli_rows_: contiguous float32 CPU tensors (R, n) and (B, n), no graph")
     out = torch.empty(logits.shape[0], dtype=torch.float32)
     _threads()
-    _bernoulli_rows(logits.numpy(), bias.numpy(), x.numpy(), int(first), np.float32(scale), out.numpy())
+    _bernoulli_rows(logits.numpy(), x.numpy(), int(first), np.float32(scale), out.numpy())
     return out
 
 

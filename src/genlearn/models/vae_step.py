@@ -100,36 +100,28 @@ class _Products:
     def _use_low(self, m: int, k: int, n: int) -> bool:
         return self.low and 2.0 * m * k * n >= LOW_MIN_FLOPS
 
-    def linear(self, h: Tensor, W: Tensor, b: Tensor | None, out: Tensor | None = None) -> Tensor:
-        """h W^T + b (h: R x in; without b when None); into `out` when given."""
+    def linear(self, h: Tensor, W: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+        """h W^T + b (h: R x in); into `out` when given."""
         if self._use_low(h.shape[0], W.shape[1], W.shape[0]):
-            r = F.linear(self._bf16(h), self._bf16(W), None if b is None else self._bf16(b))
+            r = F.linear(self._bf16(h), self._bf16(W), self._bf16(b))
             return r.float() if out is None else out.copy_(r)
-        if b is None:
-            return self.mm(h, W.T, out)
         if self.direct:
             return torch.addmm(b, h, W.T) if out is None else torch.addmm(b, h, W.T, out=out)
         if out is None:
             return products.linear(h, W, b)
         return products.addmm(b, h, W.T, out=out)
 
-    def mm(self, a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-        """a b in the parameters' dtype (torch or genlearn.products); into `out` when given."""
-        if self.direct:
-            return torch.mm(a, b) if out is None else torch.mm(a, b, out=out)
-        return products.mm(a, b, out=out)
-
     def weight_grad(self, dpre: Tensor, h: Tensor) -> Tensor:
         """dpre^T h."""
         if self._use_low(dpre.shape[1], dpre.shape[0], h.shape[1]):
             return torch.mm(self._bf16(dpre).T, self._bf16(h)).float()
-        return self.mm(dpre.T, h)
+        return torch.mm(dpre.T, h) if self.direct else products.mm(dpre.T, h)
 
     def input_grad(self, dpre: Tensor, W: Tensor) -> Tensor:
         """dpre W."""
         if self._use_low(dpre.shape[0], dpre.shape[1], W.shape[1]):
             return torch.mm(self._bf16(dpre), self._bf16(W)).float()
-        return self.mm(dpre, W)
+        return torch.mm(dpre, W) if self.direct else products.mm(dpre, W)
 
 
 # -- activations ---------------------------------------------------------------------------------------------------
@@ -215,11 +207,10 @@ def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor, k:
     fused = logistic_kernels.usable(out) and logistic_kernels.usable(x)
     data = None if fused or rows <= BLOCK_ROWS else (h.view(k, B, -1) * products.mm(x, W)).sum(-1) + x @ b
     for start in range(0, rows, BLOCK_ROWS):
-        if fused:  # the kernel adds the bias: a product without it (addmm's bias is a copy over the whole output)
-            block = P.linear(h[start : start + BLOCK_ROWS], W, None, out=out[start : start + BLOCK_ROWS])
-            log_lik[start : start + BLOCK_ROWS] = logistic_kernels.bernoulli_rows_(block, x, start, scale, b.detach())
-            continue
         block = P.linear(h[start : start + BLOCK_ROWS], W, b, out=out[start : start + BLOCK_ROWS])
+        if fused:
+            log_lik[start : start + BLOCK_ROWS] = logistic_kernels.bernoulli_rows_(block, x, start, scale)
+            continue
         if data is None:  # one block: the data term from the logits, before they become sigmoids
             data = (block.view(k, B, -1) * x).sum(-1)
         log_lik[start : start + BLOCK_ROWS] = _softplus_sums(block).neg_()
