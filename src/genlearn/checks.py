@@ -130,11 +130,13 @@ def check_dependent_options(family: str, options: dict) -> None:
 
 #: keys of `partition_options` (genlearn.evaluation.evaluate) and their lowest value
 PARTITION_OPTIONS = {"steps": 1, "chains": 1, "ais_steps": 1, "ais_chains": 1, "iw_samples": 1, "train_iw_samples": 1,
-                     "ais_rows": 0, "ais_leapfrog": 1, "bdmc_rows": 0, "burn_in": 0, "seed": 0, "reverse": None}
+                     "ais_rows": 0, "ais_leapfrog": 1, "bdmc_rows": 0, "burn_in": 0, "seed": 0, "reverse": None,
+                     "ais_start": None}
 
 
 #: the evaluation options of latent-variable models alone (importance sampling, AIS over z, BDMC)
-LATENT_OPTIONS = ("iw_samples", "train_iw_samples", "ais_rows", "ais_steps", "ais_chains", "ais_leapfrog", "bdmc_rows")
+LATENT_OPTIONS = ("iw_samples", "train_iw_samples", "ais_rows", "ais_steps", "ais_chains", "ais_leapfrog", "bdmc_rows",
+                  "ais_start")
 
 
 def check_evaluation(partition, options: dict | None, model=None) -> None:
@@ -157,6 +159,11 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
         elif key == "reverse":
             if not isinstance(value, bool):
                 raise ConfigError(f"partition option reverse must be true or false, got {value!r}")
+        elif key == "ais_start":
+            from genlearn.likelihood import AIS_STARTS
+
+            if value not in AIS_STARTS:
+                raise ConfigError(f"the AIS start (--ais-start) must be one of {', '.join(AIS_STARTS)}, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, int) or value < PARTITION_OPTIONS[key]:
             raise ConfigError(f"partition option {key} must be an integer >= {PARTITION_OPTIONS[key]}, got {value!r}")
     if model is not None:
@@ -166,6 +173,9 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
         if isinstance(model, LatentVariableModel) and partition not in ("auto", "ais"):
             raise ConfigError(f"--partition {partition} does not apply to a latent-variable model ({model.name}); use "
                               "auto (importance sampling or quadrature) or ais (AIS over z with a BDMC bracket)")
+        if isinstance(model, LatentVariableModel) and options.get("ais_start") == "encoder" and not model.has_encoder:
+            raise ConfigError(f"--ais-start encoder needs a model with an encoder q(z|x) (the vae family); "
+                              f"{model.name} has none: use --ais-start prior")
         if isinstance(model, EnergyModel):
             from genlearn.likelihood import EXACT_UNITS
             from genlearn.models.boltzmann import BoltzmannMachine

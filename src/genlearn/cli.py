@@ -51,6 +51,9 @@ def _partition_args(p: argparse.ArgumentParser, suppress: bool = False, fit: boo
     g.add_argument("--ais-rows", type=int, default=default, metavar="N",
                    help="also run AIS over z (HMC) on the first N test rows (with --partition ais: 1000)")
     g.add_argument("--ais-leapfrog", type=int, default=default, metavar="L", help="HMC leapfrog steps (10)")
+    g.add_argument("--ais-start", choices=("prior", "encoder"), default=default,
+                   help="where AIS over z (and BDMC) starts: the prior p(z) (default) or the encoder's q(z|x), a "
+                        "start nearer the posterior (vae)")
     g.add_argument("--bdmc-rows", type=int, default=default, metavar="N",
                    help="BDMC: forward and reverse AIS on N rows simulated from the model (default 100)")
 
@@ -225,6 +228,9 @@ def _ais_options(args) -> dict:
                 name = "iw-samples (evaluation)" if flag == "eval_iw_samples" else flag.replace("_", "-")
                 raise ConfigError(f"--{name} must be a positive integer, got {value}")
             options[key] = value
+    start = getattr(args, "ais_start", None)
+    if start is not None:
+        options["ais_start"] = start
     if getattr(args, "partition", None) == "ais" or options:
         seed = getattr(args, "seed", None)
         if isinstance(seed, int):
@@ -416,7 +422,7 @@ def cmd_eval(args) -> int:
         if partition is None and not options:  # the settings the fit was evaluated with (e.g. AIS steps)
             recorded = dict(run.metrics.get("evaluation") or {})
             partition = recorded.pop("partition", None)
-            kept = ("seed", "train_iw_samples", *EVALUATION_FLAGS.values())
+            kept = ("seed", "train_iw_samples", "ais_start", *EVALUATION_FLAGS.values())
             options = {k: v for k, v in recorded.items() if k in kept}
         metrics = {"run": str(args.run), "model": run.meta["model"], "dataset": dataset.name, "data_spec": spec,
                    **evaluate(run.model, dataset, splits=splits, partition=partition or "auto",

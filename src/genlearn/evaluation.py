@@ -86,7 +86,8 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str =
 #: likelihood.IS_SAMPLES = 5,000): their figures serve the KL bound and model selection, at 1/50 of the cost
 TRAIN_IW_SAMPLES = 100
 #: defaults of the AIS (over z, HMC) and BDMC evaluation of a latent-variable model, when asked for
-AIS_DEFAULTS = {"ais_rows": 1000, "ais_steps": 500, "ais_chains": 4, "ais_leapfrog": 10, "bdmc_rows": 100}
+AIS_DEFAULTS = {"ais_rows": 1000, "ais_steps": 500, "ais_chains": 4, "ais_leapfrog": 10, "bdmc_rows": 100,
+                "ais_start": "prior"}
 
 
 @torch.no_grad()
@@ -103,7 +104,8 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
     - `kl_empirical_upper` = -train ELBO - H(Q^) and `kl_empirical_upper_is` = train IS NLL - H(Q^): upper bounds
       of D_KL(Q^||P_theta) (the IS one in expectation), with the empirical entropy H(Q^);
     - with partition "ais" or any AIS option (ais_rows, ais_steps (alias steps), ais_chains (alias chains),
-      ais_leapfrog, bdmc_rows): forward AIS over z with HMC on the first ais_rows test rows (`ais_test_nll`, with
+      ais_leapfrog, bdmc_rows, ais_start: "prior" or "encoder", where the path starts, `ais_start` in the
+      metrics): forward AIS over z with HMC on the first ais_rows test rows (`ais_test_nll`, with
       `ais_is_nll` = the IS NLL of the same rows for comparison) and BDMC on bdmc_rows rows simulated from the
       model (`bdmc_forward`, `bdmc_reverse` mean log P, `bdmc_gap` = reverse - forward: the bracket that bounds
       the error of AIS at these settings).
@@ -184,7 +186,8 @@ def _evaluate_without_encoder(model, dataset, splits, method: str, seed: int, pr
             est = latent_nll(model, x, "quadrature", parallel=parallel)
         else:
             est = latent_nll(model, x, "ais", seed=seed, ais_rows=opts["ais_rows"], ais_steps=opts["ais_steps"],
-                             ais_chains=opts["ais_chains"], ais_leapfrog=opts["ais_leapfrog"], progress=progress)
+                             ais_chains=opts["ais_chains"], ais_leapfrog=opts["ais_leapfrog"], progress=progress,
+                             ais_start=opts["ais_start"])
             out[f"{split}_nll_stderr"] = est.stderr
             out[f"{split}_nll_rows"] = est.details["rows"]
         out[f"{split}_nll"] = est.value
@@ -214,16 +217,18 @@ def _evaluate_without_encoder(model, dataset, splits, method: str, seed: int, pr
 def _bdmc_metrics(model, seed: int, progress: bool, opts: dict) -> dict:
     """BDMC (forward and reverse AIS over z) on bdmc_rows rows simulated from the model."""
     from genlearn.estimators.latent_ais import bdmc
+    from genlearn.likelihood import ais_proposal
 
     def sample_data(z, generator):
         return torch.bernoulli(torch.sigmoid(model.decoder_logits(z)), generator=generator)
 
+    proposal = ais_proposal(model, opts["ais_start"])
     with torch.enable_grad(), model.frozen():
         b = bdmc(model.log_prior, model.log_likelihood, model.sample_prior, sample_data, rows=opts["bdmc_rows"],
                  steps=opts["ais_steps"], chains=opts["ais_chains"], leapfrog=opts["ais_leapfrog"], seed=seed,
-                 progress=progress)
+                 progress=progress, proposal=proposal)
     return {"bdmc_gap": b["gap"], "bdmc_forward": b["forward_log_p"], "bdmc_reverse": b["reverse_log_p"],
-            "bdmc_rows": opts["bdmc_rows"],
+            "bdmc_rows": opts["bdmc_rows"], "bdmc_start": b["start"],
             "bdmc_note": "forward/reverse AIS on rows simulated from the model: their mean log P(x) lies between "
                          "them (stochastically); the gap bounds the error of AIS at these settings"}
 
@@ -242,10 +247,10 @@ def ais_metrics(model, test, seed: int = 0, progress: bool = False, **options) -
     rows = test[: opts["ais_rows"]]
     with torch.enable_grad():
         ais = latent_nll(model, rows, "ais", seed=seed, ais_steps=opts["ais_steps"], ais_chains=opts["ais_chains"],
-                         ais_leapfrog=opts["ais_leapfrog"], progress=progress)
+                         ais_leapfrog=opts["ais_leapfrog"], progress=progress, ais_start=opts["ais_start"])
     out = {"ais_test_nll": ais.value, "ais_test_nll_stderr": ais.stderr, "ais_rows": int(rows.shape[0]),
            "ais_steps": opts["ais_steps"], "ais_chains": opts["ais_chains"], "ais_leapfrog": opts["ais_leapfrog"],
-           "ais_accept_rate": ais.details.get("accept_rate")}
+           "ais_start": opts["ais_start"], "ais_accept_rate": ais.details.get("accept_rate")}
     if model.has_encoder:
         same = latent_nll(model, rows, "importance-sampling", seed=seed, progress=progress)
         out.update({"ais_is_nll": same.value, "ais_is_nll_stderr": same.stderr})

@@ -305,14 +305,16 @@ def importance_sampling(model, x: Tensor, iw_samples: int = IS_SAMPLES, seed: in
 
 def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMPLES, seed: int = 0,
                ais_steps: int = 1000, ais_chains: int = 16, ais_leapfrog: int = 10, ais_rows: int | None = None,
-               progress: bool = False, desc: str = "NLL", parallel=None, **ignored) -> Estimate:
+               progress: bool = False, desc: str = "NLL", parallel=None, ais_start: str = "prior",
+               **ignored) -> Estimate:
     """NLL (nats per example) of a latent-variable model as an Estimate.
 
     "auto" / "importance-sampling": -(1/M) sum_m log P^(x_m) with `iw_samples` samples per row; stderr is the
     Monte Carlo error of the estimate, sqrt(sum_m Var[log P^(x_m)]) / M (delta method); details: the mean ELBO
     (nats, <= -NLL), the mean effective sample size, the spread over rows (row_stderr). "ais": forward AIS over z
     with HMC (`ais_steps` temperatures, `ais_chains` chains, `ais_leapfrog` leapfrog steps) on the first `ais_rows`
-    rows (all when None), genlearn.estimators.latent_ais. Both under-estimate log P(x) in expectation: the NLLs
+    rows (all when None), from the prior or (ais_start="encoder") from the encoder's q(z|x),
+    genlearn.estimators.latent_ais. Both under-estimate log P(x) in expectation: the NLLs
     are stochastic upper bounds (the bracket of an AIS figure comes from BDMC, `bdmc_gap`).
 
     `parallel` (a learning.distributed.DataParallel): importance sampling and quadrature sharded over its ranks,
@@ -337,7 +339,8 @@ def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMP
         rows = x if ais_rows is None else x[:ais_rows]
         with torch.enable_grad(), model.frozen():
             est, _ = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, rows, steps=ais_steps,
-                                  chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress)
+                                  chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress,
+                                  proposal=ais_proposal(model, ais_start))
         return dataclasses.replace(est, details={**est.details, "bits_per_dim": est.value * per_dim,
                                                  "rows": int(rows.shape[0]), "ais_steps": ais_steps,
                                                  "ais_chains": ais_chains})
@@ -401,10 +404,29 @@ def quadrature(model, x: Tensor) -> Tensor:
     return log_p[inverse]
 
 
+#: where AIS over z starts: the prior p(z) (Wu et al. 2017; the only start for a model without an encoder) or the
+#: encoder's q(z|x) (estimators.latent_ais: the same estimator from a start nearer the posterior)
+AIS_STARTS = ("prior", "encoder")
+
+
+def ais_proposal(model, start: str):
+    """The `proposal` argument of latent_ais for `start`: None from the prior, model.posterior_proposal from the
+    encoder; a ConfigError for an unknown start or an encoder start on a model without an encoder."""
+    if start not in AIS_STARTS:
+        raise ConfigError(f"the AIS start must be one of {', '.join(AIS_STARTS)}, got {start!r}")
+    if start == "prior":
+        return None
+    if not model.has_encoder:
+        raise ConfigError(f"--ais-start encoder needs a model with an encoder q(z|x) (the vae family); "
+                          f"{model.name} has none: use --ais-start prior")
+    return model.posterior_proposal
+
+
 def latent_log_likelihoods(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMPLES, seed: int = 0,
                            ais_steps: int = 1000, ais_chains: int = 16, ais_leapfrog: int = 10,
-                           progress: bool = False) -> tuple[Tensor, str]:
-    """(log P(x) estimates per row, float64 nats; the method): importance sampling, quadrature or AIS over z."""
+                           progress: bool = False, ais_start: str = "prior") -> tuple[Tensor, str]:
+    """(log P(x) estimates per row, float64 nats; the method): importance sampling, quadrature or AIS over z (from
+    the prior, or from the encoder with ais_start="encoder")."""
     method = _latent_method(model, method)
     if method == "quadrature":
         return quadrature(model, x), method
@@ -413,7 +435,8 @@ def latent_log_likelihoods(model, x: Tensor, method: str = "auto", iw_samples: i
 
         with torch.enable_grad(), model.frozen():
             _, per_row = ais_estimate(model.log_prior, model.log_likelihood, model.sample_prior, x, steps=ais_steps,
-                                      chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress)
+                                      chains=ais_chains, leapfrog=ais_leapfrog, seed=seed, progress=progress,
+                                      proposal=ais_proposal(model, ais_start))
         return per_row, method
     return importance_sampling(model, x, iw_samples, seed, progress=progress)["log_p"], method
 

@@ -15,6 +15,13 @@ Reverse AIS: z_T ~ P(z|x) exactly (data simulated from the model, whose generati
 log w_rev += (beta_{t-1} - beta_t) log P(x|z_t), then z_{t-1} = one HMC transition leaving f_{t-1} invariant.
 E[w_rev] = 1 / P(x), so -log mean_c w_rev,c is a stochastic upper bound of log P(x).
 
+Start at the encoder (start = "encoder", for a model with an encoder q(z|x)): the path runs from the normalised
+q(z|x) instead of the prior, f_t(z) = log q(z|x) + beta_t [log p(z) + log P(x|z) - log q(z|x)], z_0 ~ q(z|x), and
+the weight increments are (beta_t - beta_{t-1}) [log p + log P - log q](z_{t-1}). The same estimator (E[w] = P(x),
+E[w_rev] = 1/P(x) in reverse), from a start much nearer the posterior: one step (T = 1) is importance sampling with
+q as proposal, and the transitions then move the chains towards P(z|x). `ais_estimate` and `bdmc` take it as
+`proposal(x) -> (sample(k, generator) -> z (k, B, D), log_density(z) -> log q(z|x))`, e.g. VAE.posterior_proposal.
+
 The transition after the last weight update (at beta_T forward, at beta_0 in reverse) cannot change the weights
 and is skipped: T steps make T - 1 HMC transitions (steps = 1 is plain importance sampling from the prior).
 
@@ -102,14 +109,23 @@ class _State:
                       torch.where(k3, self.g_ll, other.g_ll))
 
 
-def _evaluate(log_prior: Callable, log_likelihood: Callable, x: Tensor, z: Tensor) -> _State:
-    """log p(z), log P(x|z) and their gradients in z only (autograd.grad: no parameter's .grad is written)."""
+def _evaluate(log_prior: Callable, log_likelihood: Callable, x: Tensor, z: Tensor,
+              log_proposal: Callable | None = None) -> _State:
+    """The path's two terms at z and their gradients in z only (autograd.grad: no parameter's .grad is written):
+    (log p(z), log P(x|z)) from the prior; (log q(z|x), log p(z) + log P(x|z) - log q(z|x)) with log_proposal(z)
+    = log q(z|x) (the encoder start)."""
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         lp, ll = log_prior(z), log_likelihood(x, z)
         if lp.shape != z.shape[:-1] or ll.shape != z.shape[:-1]:
             raise ConfigError(f"log_prior and log_likelihood must map z of shape {tuple(z.shape)} to shape "
                               f"{tuple(z.shape[:-1])}; got {tuple(lp.shape)} and {tuple(ll.shape)}")
+        if log_proposal is not None:
+            lq = log_proposal(z)
+            if lq.shape != z.shape[:-1]:
+                raise ConfigError(f"log_proposal must map z of shape {tuple(z.shape)} to shape "
+                                  f"{tuple(z.shape[:-1])}; got {tuple(lq.shape)}")
+            lp, ll = lq, lp + ll - lq
         g_lp = _grad(lp, z, retain=True)
         g_ll = _grad(ll, z, retain=False)
     return _State(z.detach(), lp.detach().to(z.dtype), ll.detach().to(z.dtype), g_lp.detach(), g_ll.detach())
@@ -125,9 +141,10 @@ def _draw(kind: str, like: Tensor, generator: torch.Generator | None) -> Tensor:
 
 
 def _hmc(log_prior: Callable, log_likelihood: Callable, x: Tensor, state: _State, beta: float, eps: Tensor,
-         leapfrog: int, generator) -> tuple[_State, Tensor]:
-    """One HMC transition leaving exp(log p(z) + beta log P(x|z)) invariant, per chain: (new state, accepted
-    (C, B) bool). eps: step sizes (C, B), jittered by a factor uniform on [1 - STEP_JITTER, 1]."""
+         leapfrog: int, generator, log_proposal: Callable | None = None) -> tuple[_State, Tensor]:
+    """One HMC transition leaving exp(f_beta) invariant (f_beta = base + beta increment: log p(z) + beta log P(x|z)
+    from the prior, `_evaluate`), per chain: (new state, accepted (C, B) bool). eps: step sizes (C, B), jittered by a
+    factor uniform on [1 - STEP_JITTER, 1]."""
     e = (eps * (1 - STEP_JITTER * _draw("rand", eps, generator))).unsqueeze(-1)
     p0 = _draw("randn", state.z, generator)
     p = p0 + 0.5 * e * (state.g_lp + beta * state.g_ll)
@@ -135,7 +152,7 @@ def _hmc(log_prior: Callable, log_likelihood: Callable, x: Tensor, state: _State
     new = state
     for i in range(leapfrog):
         z = z + e * p
-        new = _evaluate(log_prior, log_likelihood, x, z)
+        new = _evaluate(log_prior, log_likelihood, x, z, log_proposal)
         grad = new.g_lp + beta * new.g_ll
         p = p + (0.5 if i == leapfrog - 1 else 1.0) * e * grad
     h0 = -(state.lp + beta * state.ll) + 0.5 * p0.pow(2).sum(-1)
@@ -149,8 +166,11 @@ def _hmc(log_prior: Callable, log_likelihood: Callable, x: Tensor, state: _State
 @torch.no_grad()
 def ais_log_weights(log_prior: Callable, log_likelihood: Callable, x: Tensor, z0: Tensor, steps: int,
                     leapfrog: int = 10, step_size: float = 0.05, target_accept: float = 0.65, reverse: bool = False,
-                    generator: torch.Generator | None = None, progress: bool = False) -> dict:
+                    generator: torch.Generator | None = None, progress: bool = False,
+                    log_proposal: Callable | None = None) -> dict:
     """Per-chain AIS log-weights over z for the rows x (B, n), from the start states z0 (C, B, D): C chains per row.
+    With log_proposal(z) = log q(z|x) for these rows, the path starts at q instead of the prior (module docstring):
+    z0 ~ q(z|x) forward; in reverse the path ends at q.
 
     Forward (reverse=False): z0 ~ p(z); log w = sum_t (beta_t - beta_{t-1}) log P(x|z_{t-1}) with HMC transitions
     in between; E[w] = P(x), and log mean_c w_c is a stochastic lower bound of log P(x).
@@ -175,7 +195,7 @@ def ais_log_weights(log_prior: Callable, log_likelihood: Callable, x: Tensor, z0
     if not z0.is_floating_point():
         raise ConfigError(f"the start states z0 must be floating point, got {z0.dtype}")
     beta = sigmoid_schedule(steps)
-    state = _evaluate(log_prior, log_likelihood, x, z0)
+    state = _evaluate(log_prior, log_likelihood, x, z0, log_proposal)
     log_w = torch.zeros(z0.shape[:2], dtype=torch.float64, device=z0.device)
     eps = torch.full(z0.shape[:2], float(step_size), dtype=z0.dtype, device=z0.device).clamp_(STEP_MIN, STEP_MAX)
     accepted = torch.zeros(z0.shape[:2], dtype=torch.float64, device=z0.device)
@@ -192,7 +212,7 @@ def ais_log_weights(log_prior: Callable, log_likelihood: Callable, x: Tensor, z0
         log_w += (beta[lo] - beta[hi] if reverse else beta[hi] - beta[lo]) * state.ll.double()
         if k < steps:
             state, acc = _hmc(log_prior, log_likelihood, x, state, beta[lo] if reverse else beta[hi], eps,
-                              leapfrog, generator)
+                              leapfrog, generator, log_proposal)
             accepted += acc
             rate = accepted / k
             eps = torch.where(rate > target_accept, eps * GROW, eps * SHRINK).clamp_(STEP_MIN, STEP_MAX)
@@ -210,7 +230,7 @@ def ais_log_weights(log_prior: Callable, log_likelihood: Callable, x: Tensor, z0
     return {"log_weights": log_w, "direction": "reverse" if reverse else "forward",
             "accept_rate": float(accepted.mean()) / transitions if transitions else None,
             "step_size": float(eps.double().mean()), "steps": steps, "transitions": transitions,
-            "leapfrog": leapfrog}
+            "leapfrog": leapfrog, "start": "prior" if log_proposal is None else "encoder"}
 
 
 def log_marginal_from_weights(log_weights: Tensor, reverse: bool = False) -> Tensor:
@@ -236,13 +256,26 @@ def _prior_chains(sample_prior: Callable, chains: int, rows: int, generator) -> 
     return z.reshape(chains, rows, z.shape[-1])
 
 
+def _start(proposal: Callable | None, sample_prior: Callable, chains: int, x: Tensor, generator):
+    """(z0 (chains, B, D), log_proposal or None) for the rows x: from the prior, or from q(z|x) = proposal(x)."""
+    if proposal is None:
+        return _prior_chains(sample_prior, chains, x.shape[0], generator), None
+    sample, log_density = proposal(x)
+    z0 = sample(chains, generator)
+    if z0.dim() != 3 or z0.shape[:2] != (chains, x.shape[0]):
+        raise ConfigError(f"proposal(x)'s sample(k) must return z of shape (k, rows, D); got {tuple(z0.shape)} for "
+                          f"k = {chains} and {x.shape[0]} rows")
+    return z0, log_density
+
+
 @torch.no_grad()
 def ais_estimate(log_prior: Callable, log_likelihood: Callable, sample_prior: Callable, x: Tensor, steps: int,
                  chains: int = 16, leapfrog: int = 10, seed: int = 0, progress: bool = False,
-                 batch_rows: int | None = None) -> tuple[Estimate, Tensor]:
+                 batch_rows: int | None = None, proposal: Callable | None = None) -> tuple[Estimate, Tensor]:
     """Forward AIS estimate of the mean negative log-likelihood -(1/B) sum_m log P(x_m) (nats per example) of the
-    rows x (B, n), with `chains` chains per row from the prior, `steps` annealing steps and `leapfrog` leapfrog
-    steps per HMC transition, seeded by `seed`. Rows go in batches of `batch_rows` (default: chains x rows <= 4096).
+    rows x (B, n), with `chains` chains per row from the prior (or, with `proposal`, from the encoder's q(z|x):
+    module docstring), `steps` annealing steps and `leapfrog` leapfrog steps per HMC transition, seeded by `seed`.
+    Rows go in batches of `batch_rows` (default: chains x rows <= 4096).
 
     Returns (Estimate, per-row log P^(x_m) as a (B,) float64 tensor). The Estimate has method "ais", value the
     mean NLL, stderr = std over rows / sqrt(B) (the spread of the per-row values, not the AIS noise), no bracket
@@ -258,9 +291,9 @@ def ais_estimate(log_prior: Callable, log_likelihood: Callable, sample_prior: Ca
     acc_sum, acc_rows, eps_sum = 0.0, 0, 0.0
     for start in range(0, B, per_batch):
         xb = x[start:start + per_batch]
-        z0 = _prior_chains(sample_prior, chains, xb.shape[0], generator)
+        z0, log_proposal = _start(proposal, sample_prior, chains, xb, generator)
         out = ais_log_weights(log_prior, log_likelihood, xb, z0, steps, leapfrog=leapfrog, generator=generator,
-                              progress=progress)
+                              progress=progress, log_proposal=log_proposal)
         log_p[start:start + xb.shape[0]] = log_marginal_from_weights(out["log_weights"]).cpu()
         if out["accept_rate"] is not None:
             acc_sum += out["accept_rate"] * xb.shape[0]
@@ -269,6 +302,7 @@ def ais_estimate(log_prior: Callable, log_likelihood: Callable, sample_prior: Ca
     value = -float(log_p.mean())
     stderr = float(log_p.std()) / math.sqrt(B) if B > 1 else 0.0
     details = {"steps": steps, "chains": chains, "leapfrog": leapfrog, "schedule": "sigmoid", "seed": seed,
+               "start": "prior" if proposal is None else "encoder",
                "accept_rate": acc_sum / acc_rows if acc_rows else None, "step_size": eps_sum / B, "rows": B,
                "batch_rows": per_batch,
                "stderr": "spread of the per-row log P(x) over rows / sqrt(rows), not the AIS noise",
@@ -278,12 +312,14 @@ def ais_estimate(log_prior: Callable, log_likelihood: Callable, sample_prior: Ca
 
 @torch.no_grad()
 def bdmc(log_prior: Callable, log_likelihood: Callable, sample_prior: Callable, sample_data: Callable, rows: int,
-         steps: int, chains: int = 16, leapfrog: int = 10, seed: int = 0, progress: bool = False) -> dict:
+         steps: int, chains: int = 16, leapfrog: int = 10, seed: int = 0, progress: bool = False,
+         proposal: Callable | None = None) -> dict:
     """Bidirectional Monte Carlo (Grosse, Ghahramani & Adams 2015; Wu et al. 2017) on data simulated from the model.
 
     With a generator seeded by `seed`: z = sample_prior(rows, g), x = sample_data(z, g) (in that order); then
-    forward AIS (chains from the prior) gives a stochastic lower bound of the mean log P(x), and reverse AIS with
-    every chain started at the z that generated its row (an exact posterior draw) a stochastic upper bound.
+    forward AIS (chains from the prior, or from q(z|x) with `proposal`, as in `ais_estimate`) gives a stochastic
+    lower bound of the mean log P(x), and reverse AIS with every chain started at the z that generated its row (an
+    exact posterior draw), along the same path back to its start, a stochastic upper bound.
 
     Returns {"forward_log_p": mean lower bound, "reverse_log_p": mean upper bound, "gap": reverse - forward
     (nats per example, >= 0 up to noise), "rows", "steps", "chains", "leapfrog", "accept_rate_forward",
@@ -302,19 +338,19 @@ def bdmc(log_prior: Callable, log_likelihood: Callable, sample_prior: Callable, 
     for start in range(0, rows, per_batch):
         xb, zb = x[start:start + per_batch], z[start:start + per_batch]
         n = xb.shape[0]
-        starts = {"forward": _prior_chains(sample_prior, chains, n, generator),
-                  "reverse": zb.unsqueeze(0).expand(chains, *zb.shape).clone()}
+        z_forward, log_proposal = _start(proposal, sample_prior, chains, xb, generator)
+        starts = {"forward": z_forward, "reverse": zb.unsqueeze(0).expand(chains, *zb.shape).clone()}
         for direction, z0 in starts.items():
             reverse = direction == "reverse"
             out = ais_log_weights(log_prior, log_likelihood, xb, z0, steps, leapfrog=leapfrog, reverse=reverse,
-                                  generator=generator, progress=progress)
+                                  generator=generator, progress=progress, log_proposal=log_proposal)
             totals[direction] += float(log_marginal_from_weights(out["log_weights"], reverse).sum())
             if out["accept_rate"] is not None:
                 acc[direction][0] += out["accept_rate"] * n
                 acc[direction][1] += n
     forward, reverse_ = totals["forward"] / rows, totals["reverse"] / rows
     return {"forward_log_p": forward, "reverse_log_p": reverse_, "gap": reverse_ - forward, "rows": rows,
-            "steps": steps, "chains": chains, "leapfrog": leapfrog,
+            "steps": steps, "chains": chains, "leapfrog": leapfrog, "start": "prior" if proposal is None else "encoder",
             "accept_rate_forward": acc["forward"][0] / acc["forward"][1] if acc["forward"][1] else None,
             "accept_rate_reverse": acc["reverse"][0] / acc["reverse"][1] if acc["reverse"][1] else None}
 

@@ -201,14 +201,22 @@ class MLP(torch.nn.Module):
             s = logistic_kernels.sigmoid_(products.linear(s, 4 * lin.weight, 2 * (lin.bias - lin.weight.sum(1))))
         return s
 
-    def forward(self, *xs: Tensor) -> Tensor:
+    def first_layer(self, *xs: Tensor) -> Tensor:
+        """The first layer's pre-activation sum_j A_j x_j + b (inputs left out at the end contribute nothing)."""
         pre = _apply(self.first[0], xs[0])
         for lin, x in zip(self.first[1:], xs[1:]):
             pre = pre + _apply(lin, x)
+        return pre
+
+    def from_first_layer(self, pre: Tensor) -> Tensor:
+        """The output given the first layer's pre-activation."""
         h = self._activate(pre)
         for lin in self.rest:
             h = self._activate(_apply(lin, h))
         return h
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return self.from_first_layer(self.first_layer(*xs))
 
 
 class GaussianHead(torch.nn.Module):
@@ -415,6 +423,37 @@ class VAE(LatentVariableModel):
         mu1, logvar1 = self.enc_bottom_head(self.enc_bottom(x, top))
         z1 = _reparameterise(mu1, logvar1, None, generator)
         return torch.cat([z1, top], -1), log_q + gaussian_log_density(z1, mu1, logvar1)
+
+    def posterior_proposal(self, x: Tensor) -> tuple:
+        """q(z|x) for the rows x (B, n) as (sample(k, generator) -> z (k, B, D), log_density(z) -> log q(z|x) (...,
+        B) in nats, differentiable in z): the start of AIS from the encoder (estimators.latent_ais). What depends on
+        x alone (q(z_top|x), and for two layers the data's share of q(z1|x, z2)'s first layer) is computed once,
+        without autograd; log_density(z) = log N(z_top; mu(x), v(x)) (+ log N(z1; mu1(x, z2), v1(x, z2)))."""
+        x = as_float(x).to(self.dec_out.weight.dtype)
+        with torch.no_grad():
+            mu, logvar = self.encode_top(x)
+            data_share = self.enc_bottom.first_layer(x) if self.layers == 2 else None
+
+        def bottom(z2: Tensor) -> tuple[Tensor, Tensor]:  # (mu1, logvar1) of q(z1|x, z2)
+            pre = data_share + _apply(self.enc_bottom.first[1], z2)
+            return self.enc_bottom_head(self.enc_bottom.from_first_layer(pre))
+
+        def sample(k: int, generator: torch.Generator | None = None) -> Tensor:
+            with torch.no_grad():
+                top = _reparameterise(mu, logvar, k, generator)
+                if self.layers == 1:
+                    return top
+                mu1, logvar1 = bottom(top)
+                return torch.cat([_reparameterise(mu1, logvar1, None, generator), top], -1)
+
+        def log_density(z: Tensor) -> Tensor:
+            z1, z2 = self._split(z)
+            if self.layers == 1:
+                return gaussian_log_density(z1, mu, logvar)
+            mu1, logvar1 = bottom(z2)
+            return gaussian_log_density(z2, mu, logvar) + gaussian_log_density(z1, mu1, logvar1)
+
+        return sample, log_density
 
     @torch.no_grad()
     def posterior_mean(self, x: Tensor) -> Tensor:
