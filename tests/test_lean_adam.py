@@ -125,3 +125,62 @@ def test_a_kernel_that_refuses_the_call_falls_back_once_and_for_all(monkeypatch)
     for p, q in zip(ours, ref):
         assert torch.equal(p, q) and torch.equal(opt.state[p]["step"], opt_ref.state[q]["step"])
     assert lean_adam.LeanAdam is LeanAdam
+
+
+@pytest.mark.parametrize("adam_class_wrapped", [True, False])
+def test_step_hooks_run_once_per_step_as_with_torch(monkeypatch, adam_class_wrapped):
+    """LeanAdam's step goes without torch's step wrapper, so with hooks it runs torch's step inside that wrapper
+    itself: each pre/post hook (the optimizer's and the global ones) once per step, the update torch's. Both when
+    torch has already wrapped Adam.step (an Adam was made in this process) and when it has not."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    ours, ref = make_params(torch.float32), make_params(torch.float32)
+    opt, opt_ref = LeanAdam(ours, lr=0.01, fused=True), torch.optim.Adam(ref, lr=0.01, fused=True)
+    assert getattr(torch.optim.Adam.step, "hooked", False)  # torch has wrapped Adam.step (an Adam exists)
+    if not adam_class_wrapped:  # as in a process where no torch Adam was made
+        monkeypatch.setattr(torch.optim.Adam, "step", torch.optim.Adam.step.__wrapped__)
+    counts = {"pre": 0, "post": 0, "global": 0}
+    own = [opt.register_step_pre_hook(lambda *a: counts.__setitem__("pre", counts["pre"] + 1)),
+           opt.register_step_post_hook(lambda *a: counts.__setitem__("post", counts["post"] + 1))]
+    handle = register_optimizer_step_pre_hook(
+        lambda o, *a: counts.__setitem__("global", counts["global"] + (o is opt)))
+    try:
+        for step in range(4):
+            set_grads(ours, step)
+            set_grads(ref, step)
+            opt.step()
+            opt_ref.step()
+    finally:
+        handle.remove()
+    assert counts == {"pre": 4, "post": 4, "global": 4}
+    for p, q in zip(ours, ref):
+        assert torch.equal(p, q)
+    assert getattr(torch.optim.Adam.step, "hooked", False) is adam_class_wrapped  # the branch meant ran
+    # a hook removed again: the next step is the plain one (the direct kernel call) and equals torch's
+    for h in own:
+        h.remove()
+    post = []
+    handle = register_optimizer_step_post_hook(lambda o, *a: post.append(o))
+    set_grads(ours, 5)
+    set_grads(ref, 5)
+    opt.step()
+    opt_ref.step()
+    handle.remove()
+    set_grads(ours, 6)
+    set_grads(ref, 6)
+    assert opt._plain_lists() is not None
+    opt.step()
+    opt_ref.step()
+    assert post.count(opt) == 1
+    for p, q in zip(ours, ref):
+        assert torch.equal(p, q)
+
+
+def test_zero_grad_sets_none_or_zeros():
+    params = make_params(torch.float32)
+    opt = LeanAdam(params, lr=0.01, fused=True)
+    set_grads(params, 0)
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in params)
+    opt.zero_grad()
+    assert all(p.grad is None for p in params)

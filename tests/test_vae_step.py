@@ -191,3 +191,19 @@ def test_log_mean_exp_value_and_gradient():
     torch.testing.assert_close(a.grad, expected, rtol=1e-14, atol=0)
     assert float(a.grad[2, 0]) == 0.0 and float(a.grad[3, 1]) == 0.0
     assert float(a.grad.sum(0).sub(1).abs().max()) < 1e-15  # the dropped weights are below rounding of 1
+
+
+def test_usable_follows_the_parameters_after_its_first_answer():
+    """`usable` lists a model's parameters once; their dtype, requires_grad and a replaced layer still count."""
+    model = VAE(20, latent=3, hidden=[8], seed=0)
+    x = torch.zeros(4, 20)
+    assert vae_step.usable(model, x)
+    model.dec_out.bias.requires_grad_(False)
+    assert not vae_step.usable(model, x)
+    model.dec_out.bias.requires_grad_(True)
+    assert vae_step.usable(model.half(), x) is False and vae_step.usable(model.double(), x.double())
+    model.dec_out = torch.nn.Linear(8, 20, bias=False).double()  # a layer without bias: not this pass's structure
+    assert not vae_step.usable(model, x.double())
+    assert not vae_step.usable(VAE(20, latent="2,3", hidden=[8], seed=0), x)
+    with torch.no_grad():
+        assert not vae_step.usable(VAE(20, latent=3, hidden=[8], seed=0), x)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -58,19 +59,37 @@ def _layers(mlp) -> list:
     return [mlp.first[0], *mlp.rest]
 
 
+#: model -> its parameters if its structure is one `loss_and_gradient` computes (one stochastic layer, the standard
+#: prior, a one-input MLP on each side: fixed when a VAE is built), else None; looked up once per model (walking the
+#: module tree each step cost ~50 us of a ~3 ms step)
+_STRUCTURE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _parameters_if_supported(model) -> list | None:
+    params = _STRUCTURE.get(model, False)
+    if params is False or (params is not None and params[-2] is not model.dec_out.weight):  # new or replaced
+        params = list(model.parameters())
+        supported = (model.layers == 1 and model.prior == "standard" and len(model.enc_top.first) == 1
+                     and len(model.dec.first) == 1
+                     and len(params) == 2 * (len(_layers(model.enc_top)) + len(_layers(model.dec)) + 2))
+        params = _STRUCTURE[model] = params if supported else None
+    return params
+
+
 def usable(model, x: Tensor) -> bool:
     """Whether `loss_and_gradient` computes this model's training gradient: one stochastic layer, the standard
     prior, a one-input MLP on each side, every parameter trained, float32 or float64, grad mode on, and no autocast
     other than the model's own bfloat16 one (`VAE.training_precision`), which the pass turns into bfloat16 operands."""
-    if not (enabled() and model.layers == 1 and model.prior == "standard" and torch.is_grad_enabled()
-            and len(model.enc_top.first) == 1 and len(model.dec.first) == 1 and x.dim() == 2):
+    if not (enabled() and torch.is_grad_enabled() and x.dim() == 2):
         return False
-    params = list(model.parameters())
+    params = _parameters_if_supported(model)
+    if params is None:
+        return False
     dtype, device = params[0].dtype, params[0].device.type
     autocast_ok = not torch.is_autocast_enabled(device) or (
         device == "cpu" and dtype == torch.float32 and torch.get_autocast_dtype(device) == torch.bfloat16)
     return (dtype in (torch.float32, torch.float64) and all(p.requires_grad and p.dtype == dtype for p in params)
-            and autocast_ok and len(params) == 2 * (len(_layers(model.enc_top)) + len(_layers(model.dec)) + 2))
+            and autocast_ok)
 
 
 #: under bfloat16 precision, products of fewer flops (2 m k n) keep float32 operands: below this the casts cost more
