@@ -70,6 +70,8 @@ EXPECTED = {
     "data_parallel_scaling": ["by_processes.1.epoch_seconds", "by_processes.2.epoch_seconds",
                               "by_processes.2.all_reduce_seconds", "by_processes.2.cpu_seconds_by_rank.*",
                               "speedup", "efficiency", "cpu_speedup_bound"],
+    "vae_ais": ["is_nll", "is_nll_stderr", "runs.encoder.10.ais_nll", "runs.encoder.10.bdmc_gap",
+                "runs.encoder.10.ais_minus_is", "runs.prior.3.ais_nll", "runs.prior.3.seconds", "settings.rows"],
     "vae_is_speed": ["is_seconds", "roofline_seconds", "ratio_to_roofline", "achieved_gflops", "flops.total",
                      "gemm_gflops.dec3", "breakdown_one_chunk.gemm_fraction", "probe.roofline_seconds"],
     "tractable_binarized_mnist": [f"{m}.{k}" for m in ("mixture", "fvsbn", "nade", "oa-nade", "made", "made-32")

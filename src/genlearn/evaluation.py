@@ -233,11 +233,11 @@ def _bdmc_metrics(model, seed: int, progress: bool, opts: dict) -> dict:
                          "them (stochastically); the gap bounds the error of AIS at these settings"}
 
 
-def ais_metrics(model, test, seed: int = 0, progress: bool = False, **options) -> dict:
+def ais_metrics(model, test, seed: int = 0, progress: bool = False, same_rows_is: bool = True, **options) -> dict:
     """Forward AIS over z on the first ais_rows test rows, the importance-sampling NLL of the same rows (5,000
-    samples; only for a model with an encoder q(z|x) to sample from) and BDMC on bdmc_rows rows simulated from the
-    model (options: AIS_DEFAULTS), without the per-split importance sampling of `evaluate_latent`: `ais_test_nll`,
-    `ais_is_nll`, `bdmc_gap`, ... (nats)."""
+    samples; only for a model with an encoder q(z|x) to sample from, and unless same_rows_is=False) and BDMC on
+    bdmc_rows rows simulated from the model (options: AIS_DEFAULTS), without the per-split importance sampling of
+    `evaluate_latent`: `ais_test_nll`, `ais_is_nll`, `bdmc_gap`, ... (nats)."""
     unknown = set(options) - set(AIS_DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown AIS option(s) {', '.join(sorted(unknown))}; known: {', '.join(AIS_DEFAULTS)}")
@@ -251,7 +251,7 @@ def ais_metrics(model, test, seed: int = 0, progress: bool = False, **options) -
     out = {"ais_test_nll": ais.value, "ais_test_nll_stderr": ais.stderr, "ais_rows": int(rows.shape[0]),
            "ais_steps": opts["ais_steps"], "ais_chains": opts["ais_chains"], "ais_leapfrog": opts["ais_leapfrog"],
            "ais_start": opts["ais_start"], "ais_accept_rate": ais.details.get("accept_rate")}
-    if model.has_encoder:
+    if model.has_encoder and same_rows_is:
         same = latent_nll(model, rows, "importance-sampling", seed=seed, progress=progress)
         out.update({"ais_is_nll": same.value, "ais_is_nll_stderr": same.stderr})
     if opts["bdmc_rows"]:
