@@ -136,13 +136,14 @@ def test_vae_posterior_proposal_is_sample_posterior(latent, activation):
     assert g.shape == z.shape and torch.isfinite(g).all() and g.abs().sum() > 0
 
 
-def test_vae_ais_from_the_encoder_matches_quadrature():
-    """A VAE with a 2-D latent space, integrated exactly by quadrature over z: AIS from the encoder agrees to
-    noise."""
+@pytest.mark.parametrize("latent", ["2", "1,1"])
+def test_vae_ais_from_the_encoder_matches_quadrature(latent):
+    """A VAE with a 2-D latent space (one layer of 2, or two stochastic layers of 1: q(z2|x) q(z1|x, z2)),
+    integrated exactly by quadrature over z: AIS from the encoder agrees to noise."""
     from genlearn.likelihood import latent_nll
 
     torch.manual_seed(0)
-    model = _vae("2", seed=4)
+    model = _vae(latent, seed=4)
     x = torch.bernoulli(torch.full((20, 12), 0.3, dtype=torch.float64), generator=torch.Generator().manual_seed(5))
     exact = latent_nll(model, x, "quadrature").value
     est = latent_nll(model, x, "ais", ais_steps=50, ais_chains=8, seed=2, ais_start="encoder")
