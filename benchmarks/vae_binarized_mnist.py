@@ -73,6 +73,8 @@ def main() -> None:
     p.add_argument("--ais-chains", type=int, default=4)
     p.add_argument("--ais-leapfrog", type=int, default=10)
     p.add_argument("--bdmc-rows", type=int, default=100)
+    p.add_argument("--ais-start", choices=("prior", "encoder"), default="prior",
+                   help="where AIS over z and BDMC start: the prior or the encoder's q(z|x)")
     p.add_argument("--ais-json", nargs="*", default=[], metavar="NAME=FILE",
                    help="take a recipe's AIS/BDMC figures from a JSON file of genlearn.evaluation.ais_metrics "
                         "on the same run folder instead of computing them here")
@@ -93,7 +95,7 @@ def main() -> None:
     settings = {**common.machine_record(), "recipes": args.recipes, "runs_dir": str(args.runs_dir),
                 "smoke": args.smoke, "ais": {"rows": args.ais_rows, "steps": args.ais_steps,
                                              "chains": args.ais_chains, "leapfrog": args.ais_leapfrog,
-                                             "bdmc_rows": args.bdmc_rows}}
+                                             "bdmc_rows": args.bdmc_rows, "start": args.ais_start}}
     # each entry carries the machine and settings it was reported with; the top-level record is replaced only
     # when every recipe is reported again, so entries kept from an earlier run keep theirs
     results = {"settings": settings} if set(args.recipes) >= set(ANCHORS) else {}
@@ -116,7 +118,7 @@ def main() -> None:
             entry.update(ais_bdmc(run_dir, data, args.data_dir,
                                   {"ais_rows": args.ais_rows, "ais_steps": args.ais_steps,
                                    "ais_chains": args.ais_chains, "ais_leapfrog": args.ais_leapfrog,
-                                   "bdmc_rows": args.bdmc_rows}))
+                                   "bdmc_rows": args.bdmc_rows, "ais_start": args.ais_start}))
         results[name] = entry
         print(json.dumps(common._json_safe({name: {k: entry.get(k) for k in ("test_nll", "test_nll_stderr", "elbo",
                                                                             "ais_test_nll", "bdmc_gap", "target")}})),
