@@ -218,7 +218,8 @@ def parse_args():
                    "and the cached classifier (RUNS/digit-classifier)")
     p.add_argument("--reuse", action="store_true", help="report the finished run folder of a recipe when there is "
                    "one instead of fitting it again")
-    for key, value in AIS_DEFAULTS.items():
+    counts = {key: value for key, value in AIS_DEFAULTS.items() if isinstance(value, int)}  # a GAN: AIS from the prior
+    for key, value in counts.items():
         p.add_argument("--" + key.replace("_", "-"), type=int, default=value,
                        help=f"{key} of the AIS over z and BDMC (genlearn.evaluation.AIS_DEFAULTS)")
     p.add_argument("--recompute-ais", action="store_true", help="run AIS over z and BDMC again here with the "
@@ -232,7 +233,7 @@ def parse_args():
     p.add_argument("--retrain-classifier", action="store_true", help="train the digit classifier again even when "
                    "one of the same settings is cached")
     args = p.parse_args()
-    args.ais = {key: getattr(args, key) for key in AIS_DEFAULTS}
+    args.ais = {key: getattr(args, key) for key in counts}
     return args
 
 
