@@ -17,7 +17,7 @@ from genlearn import logistic_kernels
 pytestmark = pytest.mark.skipif(not logistic_kernels.available(), reason="numba is not installed")
 
 
-@pytest.mark.parametrize("n", [784, 112, 113, 8, 39, 1])
+@pytest.mark.parametrize("n", [784, 112, 113, 8, 39, 1, 1000, 1001, 2500])
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 4.0, 30.0])
 def test_row_sums_equal_the_softplus_sum(n, scale):
     g = torch.Generator().manual_seed(n)
@@ -28,6 +28,15 @@ def test_row_sums_equal_the_softplus_sum(n, scale):
     # ~3 float32 ulps of each factor 1 + e^-|l| (<= 2, so <= 3 * 2^-23 nats per entry) plus the float32 sums
     tol = n * 3 * 2.0 ** -23 + 4 * n * 2.0 ** -24 * exact
     assert torch.all((got.double() - exact).abs() <= tol), ((got.double() - exact).abs().max(), n, scale)
+
+
+@pytest.mark.parametrize("n", [logistic_kernels.GROUP - 1, logistic_kernels.GROUP, logistic_kernels.GROUP + 1, 2500])
+def test_largest_factors_do_not_overflow_the_products(n):
+    """Logits 0 give the largest factor, 1 + e^0 = 2, in every entry: the float64 product of a group is 2^GROUP at
+    most (finite), and the sum is n log 2 on both sides of the one-loop / group-by-group boundary."""
+    got = logistic_kernels.row_sums(torch.zeros(3, n)).double()
+    assert torch.all(torch.isfinite(got))
+    assert torch.allclose(got, torch.full((3,), n * math.log(2.0), dtype=torch.float64), rtol=1e-6, atol=0)
 
 
 def test_every_exponent_range_entry_by_entry():

@@ -5,9 +5,11 @@ a tanh decoder run as sigmoids (genlearn.models.vae.MLP.sigmoid_features).
 
     softplus(l) = max(l, 0) + log(1 + e^-|l|),   sum_{i in g} log(1 + e^-|l_i|) = log prod_{i in g} (1 + e^-|l_i|)
 
-over groups g of GROUP = 112 consecutive entries (the last one shorter where the row length is not a multiple):
-a factor is in [1, 2], so a group's product is at most 2^112, finite in float32; one log per group (a scalar
-call, the one step outside the SIMD lanes: 7 per 784 entries). e^x for x = -|l| is computed in the SIMD lanes
+over groups g of up to GROUP = 1000 consecutive entries, the product in float64: a factor is in [1, 2], so a
+group's product is at most 2^1000, finite in float64 (max ~2^1024); one log per group (a scalar call, the one step
+outside the SIMD lanes: one per row of 784 entries). A row of at most GROUP entries is one product loop, which LLVM
+vectorises (as a float32 product over groups of 112, its earlier form, the nested loop ran 2.2x slower on one
+AVX-512 core and 2.6x on AVX2: 0.74 against 0.35 ns per entry). e^x for x = -|l| is computed in the SIMD lanes
 without a library call: x is clipped to [-17, 0] (for x < -17, e^x < 2^-24 and 1 + e^x is 1 in float32, so the
 clip changes nothing), x = y - k ln 2 with k = round(-x / ln 2) in [0, 25] and |y| <= ln(2)/2 (Cody-Waite, ln 2
 in two parts), e^y by a polynomial of degree 6 (fitted in relative error: 1.9e-9, below float32's rounding),
@@ -33,8 +35,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 #: below -CLIP, 1 + e^x rounds to 1 in float32 (e^-17 = 4.1e-8 < 2^-24)
 CLIP = 17.0
-#: entries per product of factors 1 + e^-|l| in [1, 2]: at most 2^GROUP < 2^128, the float32 range
-GROUP = 112
+#: entries per float64 product of factors 1 + e^-|l| in [1, 2]: at most 2^GROUP < 2^1024, the float64 range
+GROUP = 1000
 
 
 def available() -> bool:
@@ -64,14 +66,21 @@ if numba is not None:
 
     @njit(fastmath=_FAST, cache=True)
     def _log_one_plus(mantissa, scale, n):  # pragma: no cover - compiled
-        """sum_i log(1 + mantissa_i scale_i) by products over groups of GROUP entries (each factor in [1, 2])."""
-        logs = _ZERO
+        """sum_i log(1 + mantissa_i scale_i) (each factor in [1, 2]) as the log of float64 products over groups of
+        GROUP entries: a row of at most GROUP entries in one loop (vectorised), longer rows group by group (a nested
+        loop that is not)."""
+        if n <= GROUP:
+            p = 1.0
+            for i in range(n):
+                p *= np.float64(_ONE + mantissa[i] * scale[i])
+            return np.float32(np.log(p))
+        logs = 0.0
         for g0 in range(0, n, GROUP):
-            p = _ONE
+            p = 1.0
             for i in range(g0, min(g0 + GROUP, n)):
-                p *= _ONE + mantissa[i] * scale[i]
+                p *= np.float64(_ONE + mantissa[i] * scale[i])
             logs += np.log(p)
-        return logs
+        return np.float32(logs)
 
     @njit(fastmath=_FAST, cache=True, parallel=True)
     def _row_sums(logits, out):  # pragma: no cover - compiled
