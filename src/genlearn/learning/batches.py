@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from genlearn import binary_kernels
 from genlearn.data.bitpack import CHUNK_ROWS, pack_rows, unpack_rows
 
 
@@ -21,6 +22,9 @@ def is_binary_matrix(x: Tensor) -> bool:
     """True when x is a 2-D floating tensor whose every value is exactly 0 or 1."""
     if x.ndim != 2 or not x.dtype.is_floating_point or x.numel() == 0:
         return False
+    count = binary_kernels.count_non_binary(x)
+    if count is not None:
+        return count == 0
     return all(bool(((c == 0) | (c == 1)).all()) for c in x.split(CHUNK_ROWS))
 
 
