@@ -126,3 +126,29 @@ def test_the_record_says_what_runs(monkeypatch):
     monkeypatch.setenv("GENLEARN_ELEMENTWISE", "torch")
     rec = numerics.elementwise_record()
     assert rec["tanh"] == "torch.tanh" and rec["tanh_folded_into_sigmoids"] is False
+
+
+@pytest.mark.parametrize("elementwise", ["torch", "genlearn"])
+def test_tanh_in_place_and_the_mlp_that_uses_it(elementwise, monkeypatch):
+    """numerics.tanh_ writes tanh(a) into a (both forms, against float64); a tanh MLP without autograd (which runs its
+    fresh pre-activations through it) equals the same MLP with autograd, and from_first_layer leaves its input as
+    it is."""
+    from genlearn.models.vae import MLP
+
+    monkeypatch.setenv("GENLEARN_ELEMENTWISE", elementwise)
+    a = torch.randn(37, 23, generator=torch.Generator().manual_seed(1)) * 3
+    exact = torch.tanh(a.double())
+    b = a.clone()
+    out = numerics.tanh_(b)
+    assert out.data_ptr() == b.data_ptr()
+    assert torch.allclose(out.double(), exact, rtol=0, atol=5e-7)
+    torch.manual_seed(0)
+    mlp = MLP([23], [11, 7], "tanh")
+    with torch.enable_grad():
+        reference = mlp(a)
+    with torch.no_grad():
+        assert torch.allclose(mlp(a), reference.detach(), rtol=0, atol=1e-6)
+        pre = mlp.first_layer(a)
+        kept = pre.clone()
+        assert torch.allclose(mlp.from_first_layer(pre), reference.detach(), rtol=0, atol=1e-6)
+        assert torch.equal(pre, kept)

@@ -196,10 +196,13 @@ class MLP(torch.nn.Module):
         self.rest = torch.nn.ModuleList(torch.nn.Linear(a, width * b) for a, b in zip(hidden[:-1], hidden[1:]))
         self.out_features = hidden[-1]
 
-    def _activate(self, pre: Tensor) -> Tensor:
+    def _activate(self, pre: Tensor, fresh: bool = False) -> Tensor:
+        """act(pre); in place for tanh when `pre` is a fresh temporary without a graph (numerics.tanh_)."""
         if self.gated:
             a, g = pre.chunk(2, dim=-1)
             return a * torch.sigmoid(g)
+        if fresh and self.act is fast_tanh and not (torch.is_grad_enabled() and pre.requires_grad):
+            return numerics.tanh_(pre)
         return self.act(pre)
 
     def sigmoid_features(self, *xs: Tensor) -> Tensor:
@@ -227,14 +230,17 @@ class MLP(torch.nn.Module):
         return pre
 
     def from_first_layer(self, pre: Tensor) -> Tensor:
-        """The output given the first layer's pre-activation."""
-        h = self._activate(pre)
+        """The output given the first layer's pre-activation (left as it is)."""
+        return self._from_first_layer(pre, fresh=False)
+
+    def _from_first_layer(self, pre: Tensor, fresh: bool) -> Tensor:
+        h = self._activate(pre, fresh)
         for lin in self.rest:
-            h = self._activate(_apply(lin, h))
+            h = self._activate(_apply(lin, h), fresh=True)
         return h
 
     def forward(self, *xs: Tensor) -> Tensor:
-        return self.from_first_layer(self.first_layer(*xs))
+        return self._from_first_layer(self.first_layer(*xs), fresh=True)
 
 
 class GaussianHead(torch.nn.Module):
