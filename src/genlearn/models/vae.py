@@ -81,9 +81,10 @@ def _data_term(h: Tensor, x: Tensor, W: Tensor, b: Tensor) -> Tensor:
     """sum_i x_i l_i = h . (W^T x) + b . x for the logits l = W h + b of the features h (..., B, H) against the data
     rows x (B, n): per row one dot product with the (B, H) vector W^T x, by torch.einsum (a matrix-vector product
     for one data row: 0.15 against 0.47 ms for an elementwise product and a sum over 5,000 x 200 features, one
-    core); other shapes as the broadcast product."""
+    core); other shapes, and under autocast (where einsum would round h to bfloat16 too), as the broadcast product."""
     xW = x @ W
-    if x.dim() == 2 and h.dim() >= 2 and h.shape[-2] == x.shape[0]:
+    if (x.dim() == 2 and h.dim() >= 2 and h.shape[-2] == x.shape[0]
+            and not torch.is_autocast_enabled(h.device.type)):
         return torch.einsum("...bh,bh->...b", h, xW) + x @ b
     return (h * xW).sum(-1) + x @ b
 
