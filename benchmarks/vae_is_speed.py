@@ -14,10 +14,10 @@ shapes the estimator multiplies (float32, the same threads, the faster of torch.
 common.gemm_gflops; the decoder's at CHUNK rows, the encoder's at the rows per chunk), measured in alternation
 with the timed pieces of the evaluation so that other load on the machine slows both alike; the roofline at the
 best measured rate is reported alongside. Target: measured <= 1.5 x roofline. (The model runs its output layer
-in blocks of NO_GRAD_LOGIT_BLOCK_ROWS rows into one reused buffer; that layer's rate is the
-faster of the chunk and the block shape. Without autograd its tanh layers run as sigmoids with the affine maps
-folded into the weights (genlearn.models.vae.MLP.sigmoid_features), and the sigmoids and softplus sums run in
-the compiled kernels of genlearn.logistic_kernels where numba is installed.)
+in blocks of LOGIT_BLOCK_ROWS rows into one buffer kept between calls, the bias added by the sums' pass; that
+layer's rate is the faster of the chunk and the block shape. Without autograd its tanh layers run as sigmoids
+with the affine maps folded into the weights (genlearn.models.vae.MLP.sigmoid_features) where that is faster, and
+the sigmoids and softplus sums run in the compiled kernels of genlearn.logistic_kernels where numba is installed.)
 
 Where the time goes (on a sub-problem of --probe-rows rows x k samples): a torch.profiler breakdown of one chunk
 by operator; the chunk size (importance_log_marginal's `chunk` argument); and two rewritings of the Bernoulli
@@ -51,7 +51,7 @@ from genlearn import DataError, Dataset
 from genlearn.estimators.importance import CHUNK, importance_log_marginal
 from genlearn.likelihood import latent_nll
 from genlearn.models.registry import build_model
-from genlearn.models.vae import NO_GRAD_LOGIT_BLOCK_ROWS as LOGIT_BLOCK_ROWS
+from genlearn.models.vae import LOGIT_BLOCK_ROWS
 
 N, H, D = 784, 200, 50
 TARGET = 1.5

@@ -207,3 +207,33 @@ def test_bernoulli_rows_refuse_other_tensors():
                          (torch.zeros(5, 3).T, x), (torch.zeros(3, 5), torch.zeros(0, 5))]:
         with pytest.raises(ValueError, match="bernoulli_rows_"):
             logistic_kernels.bernoulli_rows_(logits, data)
+
+
+def test_row_sums_with_a_bias_equal_the_sums_of_the_biased_logits():
+    """The bias added in the kernel's pass: the sums of softplus(l + b) against float64, equal to the kernel on the
+    biased logits; a bias of the wrong length or dtype is refused."""
+    g = torch.Generator().manual_seed(11)
+    logits, bias = 3 * torch.randn(50, 784, generator=g), 2 * torch.randn(784, generator=g)
+    got = logistic_kernels.row_sums(logits, bias).double()
+    exact = F.softplus(logits.double() + bias.double()).sum(-1)
+    assert torch.all((got - exact).abs() <= 784 * 3 * 2.0**-23 + 4 * 784 * 2.0**-24 * exact)
+    torch.testing.assert_close(got, logistic_kernels.row_sums(logits + bias).double(), atol=2e-4, rtol=0)
+    with pytest.raises(ValueError, match="bias"):
+        logistic_kernels.row_sums(logits, bias[:-1])
+    with pytest.raises(ValueError, match="bias"):
+        logistic_kernels.row_sums(logits, bias.double())
+
+
+def test_bound_row_sums_write_each_block_where_it_belongs():
+    """The bound call of softplus_sum's loop: blocks made in one buffer, their sums (with and without a bias) written
+    to their rows of the output, equal to row_sums of each block."""
+    g = torch.Generator().manual_seed(12)
+    rows, bias = 3 * torch.randn(23, 40, generator=g), torch.randn(40, generator=g)
+    for b in (None, bias):
+        buffer, out = torch.empty(10, 40), torch.full((23,), float("nan"))
+        run = logistic_kernels.bound_row_sums(buffer, b, out)
+        for start in range(0, 23, 10):
+            part = rows[start : start + 10]
+            buffer[: part.shape[0]] = part
+            run(part.shape[0], start)
+        torch.testing.assert_close(out, logistic_kernels.row_sums(rows, b), atol=0, rtol=0)

@@ -401,3 +401,25 @@ def test_iwae_gradient_through_the_blocked_softplus_sums(latent):
     torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-12, rtol=0)
     for mine, oracle in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(mine, oracle, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("activation", ["gated", "tanh", "relu"])
+def test_mlp_without_autograd_equals_the_mlp_with_it(activation):
+    """Without autograd the MLP's activations run in place on its fresh pre-activations (tanh_, and the gated
+    a sigmoid(g) into a's half of the pre-activations): the same outputs as with autograd, for one and two inputs,
+    and from_first_layer leaves the pre-activation it is given as it is."""
+    from genlearn.models.vae import MLP
+
+    torch.manual_seed(0)
+    mlp = MLP([9, 4], [7, 5, 3], activation)
+    g = torch.Generator().manual_seed(1)
+    x1, x2 = torch.randn(6, 9, generator=g), torch.randn(6, 4, generator=g)
+    with torch.enable_grad():
+        reference = mlp(x1, x2)
+    assert reference.requires_grad
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x1, x2), reference.detach(), atol=1e-6, rtol=0)
+        pre = mlp.first_layer(x1, x2)
+        kept = pre.clone()
+        torch.testing.assert_close(mlp.from_first_layer(pre), reference.detach(), atol=1e-6, rtol=0)
+        assert torch.equal(pre, kept)

@@ -83,7 +83,8 @@ if numba is not None:
         return np.float32(logs)
 
     @njit(fastmath=_FAST, cache=True, parallel=True)
-    def _row_sums(logits, out):  # pragma: no cover - compiled
+    def _row_sums(logits, bias, out):  # pragma: no cover - compiled
+        """out[r] = sum_i softplus(logits[r, i] + bias[i]) (bias: n entries, zeros for none)."""
         rows, n = logits.shape
         for r in prange(rows):
             row = logits[r]
@@ -91,7 +92,7 @@ if numba is not None:
             bits = np.empty(n, np.int32)
             positive = _ZERO
             for i in range(n):
-                a = row[i]
+                a = row[i] + bias[i]
                 positive += _ZERO if a < _ZERO else a  # NaN passes (a < 0 is False), -inf adds 0
                 x = -abs(a)
                 mantissa[i], bits[i] = _exp_parts(x if x > _NEG_CLIP else _NEG_CLIP)
@@ -237,14 +238,47 @@ def usable(logits) -> bool:
             and logits.device.type == "cpu" and logits.is_contiguous() and not logits.requires_grad)
 
 
-def row_sums(logits):
-    """sum_i softplus(l_i) of each row of `logits` (R x n), a float32 tensor of shape (R,)."""
+_ZEROS: dict = {}  # n -> n float32 zeros: the bias of sums without one
+
+
+def row_sums(logits, bias=None):
+    """sum_i softplus(l_i + b_i) of each row of `logits` (R x n), a float32 tensor of shape (R,); `bias` (n entries,
+    float32, contiguous; 0 when None) is added in the same pass, so that a product's bias need not be written into
+    its logits first (a 5,000 x 784 block: one pass over 15.7 MB fewer)."""
     import torch
 
+    n = logits.shape[1]
+    if bias is None:
+        if n not in _ZEROS:
+            if len(_ZEROS) > 16:
+                _ZEROS.clear()
+            _ZEROS[n] = np.zeros(n, np.float32)
+        b = _ZEROS[n]
+    else:
+        bias = bias.detach()
+        if not (bias.dim() == 1 and bias.shape[0] == n and usable(bias.view(1, -1))):
+            raise ValueError("logistic_kernels.row_sums: the bias must be a contiguous float32 CPU vector of n entries")
+        b = bias.numpy()
     out = torch.empty(logits.shape[0], dtype=torch.float32)
     _threads()
-    _row_sums(logits.numpy(), out.numpy())
+    _row_sums(logits.numpy(), b, out.numpy())
     return out
+
+
+def bound_row_sums(buffer, bias, out):
+    """`row_sums(buffer[:rows], bias)` written to out[start:start + rows], as a call f(rows, start) on arrays checked
+    once (for a loop over blocks of logits made in the same buffer: `genlearn.models.vae.softplus_sum`); bias None:
+    no bias."""
+    if not (usable(buffer) and out.dtype == buffer.dtype and out.is_contiguous() and out.device.type == "cpu"):
+        raise ValueError("logistic_kernels.bound_row_sums: contiguous float32 CPU buffer and output")
+    row_sums(buffer[:1], bias)  # the checks of the bias
+    b = _ZEROS.get(buffer.shape[1]) if bias is None else bias.detach().numpy()
+    logits, sums = buffer.numpy(), out.numpy()
+
+    def run(rows: int, start: int):
+        _threads()
+        _row_sums(logits[:rows], b, sums[start : start + rows])
+    return run
 
 
 #: genlearn's compiled elementwise kernels replace torch's only where a timing finds them at least this much faster
@@ -379,5 +413,5 @@ def bound_anneal_increments(av, n: int, s, out):
 
 
 __all__ = ["BENCH_SHAPE", "CLIP", "ELEMENTWISE_CHOICES", "GROUP", "MIN_SPEEDUP", "anneal_increments", "available",
-           "bernoulli_rows_", "bound_anneal_increments", "compiled_sigmoid_in_use", "elementwise_override", "record",
-           "row_sums", "sigmoid_", "sigmoid_speedup", "usable"]
+           "bernoulli_rows_", "bound_anneal_increments", "bound_row_sums", "compiled_sigmoid_in_use",
+           "elementwise_override", "record", "row_sums", "sigmoid_", "sigmoid_speedup", "usable"]

@@ -248,15 +248,16 @@ def softplus_row_sums_(logits: Tensor) -> Tensor:
     return logs.add_(positive).reshape(logits.shape[:-1])
 
 
-def fast_softplus_row_sums_(logits: Tensor) -> Tensor:
-    """sum_i softplus(l_i) over the last dimension of a temporary (possibly overwritten): the compiled kernel where it
-    takes the tensor (genlearn.logistic_kernels.row_sums: 2-D float32 CPU, numba present), else
-    `softplus_row_sums_` (torch passes)."""
+def fast_softplus_row_sums_(logits: Tensor, bias: Tensor | None = None) -> Tensor:
+    """sum_i softplus(l_i + b_i) over the last dimension of a temporary (possibly overwritten; b = 0 without `bias`):
+    the compiled kernel where it takes the tensors (genlearn.logistic_kernels.row_sums: 2-D float32 CPU, numba
+    present; the bias added in its pass), else `softplus_row_sums_` (torch passes) of logits + b."""
     from genlearn import logistic_kernels
 
-    if logits.dim() == 2 and logistic_kernels.usable(logits):
-        return logistic_kernels.row_sums(logits)
-    return softplus_row_sums_(logits)
+    if (logits.dim() == 2 and logistic_kernels.usable(logits)
+            and (bias is None or (bias.dim() == 1 and logistic_kernels.usable(bias.detach().view(1, -1))))):
+        return logistic_kernels.row_sums(logits, bias)
+    return softplus_row_sums_(logits if bias is None else logits.add_(bias))
 
 
 def sigmoid_and_softplus_row_sums_(logits: Tensor, sigmoid_out: Tensor) -> Tensor:
