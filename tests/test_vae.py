@@ -423,3 +423,25 @@ def test_mlp_without_autograd_equals_the_mlp_with_it(activation):
         kept = pre.clone()
         torch.testing.assert_close(mlp.from_first_layer(pre), reference.detach(), atol=1e-6, rtol=0)
         assert torch.equal(pre, kept)
+
+
+def test_the_density_from_the_noise_is_the_gaussian_density_of_the_draws():
+    """sample_posterior's log q from the noise, -(1/2)(D log 2 pi + sum logvar + sum eps^2), equals
+    gaussian_log_density(z, mu, logvar) of the same draws (float64, 1e-12), and so do its gradients in mu and
+    logvar (the same function of the parameters); standard_normal_log_density against the sum over dimensions."""
+    from genlearn.models.vae import _reparameterise_with_density, gaussian_log_density, standard_normal_log_density
+
+    g = torch.Generator().manual_seed(4)
+    mu = torch.randn(6, 3, dtype=torch.float64, generator=g).requires_grad_()
+    logvar = torch.randn(6, 3, dtype=torch.float64, generator=g).requires_grad_()
+    for k in (None, 5):
+        z, log_q = _reparameterise_with_density(mu, logvar, k, torch.Generator().manual_seed(7))
+        direct = gaussian_log_density(z, mu, logvar)
+        torch.testing.assert_close(log_q, direct, atol=1e-12, rtol=0)
+        grads = torch.autograd.grad(log_q.sum(), (mu, logvar), allow_unused=True)  # mu: unused (derivative 0)
+        direct_grads = torch.autograd.grad(gaussian_log_density(z, mu, logvar).sum(), (mu, logvar))
+        for a, b in zip(grads, direct_grads):
+            torch.testing.assert_close(torch.zeros_like(b) if a is None else a, b, atol=1e-12, rtol=0)
+    z = torch.randn(4, 6, 3, dtype=torch.float64, generator=g)
+    expected = (-0.5 * math.log(2 * math.pi) - 0.5 * z**2).sum(-1)
+    torch.testing.assert_close(standard_normal_log_density(z), expected, atol=1e-12, rtol=0)

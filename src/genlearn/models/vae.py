@@ -71,8 +71,8 @@ def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def standard_normal_log_density(z: Tensor) -> Tensor:
-    """log N(z; 0, I) summed over the last dimension, nats."""
-    return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
+    """log N(z; 0, I) = -(1/2) (D log 2 pi + sum_d z_d^2) over the last dimension (D entries), nats."""
+    return -0.5 * (z.shape[-1] * LOG_2PI + z.square().sum(-1))
 
 
 def _data_term(h: Tensor, x: Tensor, W: Tensor, b: Tensor) -> Tensor:
@@ -288,6 +288,16 @@ class GaussianHead(torch.nn.Module):
         return mu, torch.clamp(logvar, *LOGVAR_RANGE)
 
 
+def _reparameterise_with_density(mu: Tensor, logvar: Tensor, k: int | None, generator) -> tuple[Tensor, Tensor]:
+    """(z, log N(z; mu, diag exp(logvar))) for z = mu + exp(logvar / 2) eps as in `_reparameterise`: the density from
+    the noise, log N = -(1/2) (D log 2 pi + sum_d logvar_d + sum_d eps_d^2) ((z - mu)^2 / v = eps^2), the same
+    function of the parameters as `gaussian_log_density(z, mu, logvar)` (so the same gradients) in two passes over
+    the draws instead of five."""
+    eps = _reparameterise_noise(mu, k, generator)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    return z, -0.5 * (mu.shape[-1] * LOG_2PI + logvar.sum(-1) + eps.square().sum(-1))
+
+
 def _reparameterise(mu: Tensor, logvar: Tensor, k: int | None, generator) -> Tensor:
     """z = mu + exp(logvar / 2) eps, eps ~ N(0, I); with k, k draws stacked in front: (k, *mu.shape). The rows of
     eps are those of the whole batch when a data-parallel process computes a shard of it (numerics.randn_rows); the
@@ -471,13 +481,12 @@ class VAE(LatentVariableModel):
         """(z, log q(z|x)): k reparameterised draws per row, z (k, B, D), log q (k, B) in nats."""
         x = as_float(x).to(self.dec_out.weight.dtype)
         mu, logvar = self.encode_top(x)
-        top = _reparameterise(mu, logvar, k, generator)
-        log_q = gaussian_log_density(top, mu, logvar)
+        top, log_q = _reparameterise_with_density(mu, logvar, k, generator)
         if self.layers == 1:
             return top, log_q
         mu1, logvar1 = self.enc_bottom_head(self.enc_bottom(x, top))
-        z1 = _reparameterise(mu1, logvar1, None, generator)
-        return torch.cat([z1, top], -1), log_q + gaussian_log_density(z1, mu1, logvar1)
+        z1, log_q1 = _reparameterise_with_density(mu1, logvar1, None, generator)
+        return torch.cat([z1, top], -1), log_q + log_q1
 
     def posterior_proposal(self, x: Tensor) -> tuple:
         """q(z|x) for the rows x (B, n) as (sample(k, generator) -> z (k, B, D), log_density(z) -> log q(z|x) (...,
