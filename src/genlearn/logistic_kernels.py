@@ -37,6 +37,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 CLIP = 17.0
 #: entries per float64 product of factors 1 + e^-|l| in [1, 2]: at most 2^GROUP < 2^1024, the float64 range
 GROUP = 1000
+#: rows per parallel task of the row kernels (each task allocates its scratch rows once)
+ROW_GROUP = 64
 
 
 def available() -> bool:
@@ -84,19 +86,22 @@ if numba is not None:
 
     @njit(fastmath=_FAST, cache=True, parallel=True)
     def _row_sums(logits, bias, out):  # pragma: no cover - compiled
-        """out[r] = sum_i softplus(logits[r, i] + bias[i]) (bias: n entries, zeros for none)."""
+        """out[r] = sum_i softplus(logits[r, i] + bias[i]) (bias: n entries, zeros for none). Rows in parallel
+        groups of ROW_GROUP, each group with its scratch rows allocated once (per row: ~16% of a 512 x 784 block on
+        one core)."""
         rows, n = logits.shape
-        for r in prange(rows):
-            row = logits[r]
+        for c in prange((rows + ROW_GROUP - 1) // ROW_GROUP):
             mantissa = np.empty(n, np.float32)
             bits = np.empty(n, np.int32)
-            positive = _ZERO
-            for i in range(n):
-                a = row[i] + bias[i]
-                positive += _ZERO if a < _ZERO else a  # NaN passes (a < 0 is False), -inf adds 0
-                x = -abs(a)
-                mantissa[i], bits[i] = _exp_parts(x if x > _NEG_CLIP else _NEG_CLIP)
-            out[r] = positive + _log_one_plus(mantissa, bits.view(np.float32), n)  # scale 2^-k
+            for r in range(c * ROW_GROUP, min(rows, (c + 1) * ROW_GROUP)):
+                row = logits[r]
+                positive = _ZERO
+                for i in range(n):
+                    a = row[i] + bias[i]
+                    positive += _ZERO if a < _ZERO else a  # NaN passes (a < 0 is False), -inf adds 0
+                    x = -abs(a)
+                    mantissa[i], bits[i] = _exp_parts(x if x > _NEG_CLIP else _NEG_CLIP)
+                out[r] = positive + _log_one_plus(mantissa, bits.view(np.float32), n)  # scale 2^-k
 
     _EXP_CLIP = np.float32(87.0)  # e^87 < 2^126: 2^k below stays a normal float32
 
