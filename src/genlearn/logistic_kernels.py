@@ -15,8 +15,9 @@ e^x for x = -|l| is computed in the SIMD lanes
 without a library call: x is clipped to [-17, 0] (for x < -17, e^x < 2^-24 and 1 + e^x is 1 in float32, so the
 clip changes nothing), x = y - k ln 2 with k = round(-x / ln 2) in [0, 25] and |y| <= ln(2)/2 (Cody-Waite, ln 2
 in two parts), e^y by a polynomial of degree 6 (fitted in relative error: 1.9e-9, below float32's rounding),
-2^-k by its float32 bits (127 - k) << 23. One thread runs the sums at ~0.54 ns per entry on AVX2, against
-~2.3 ns for `numerics.softplus_row_sums_` (five torch passes, exp by SLEEF), and the sigmoid at ~0.6 ns
+2^-k by its float32 bits (127 - k) << 23. One thread runs the sums at ~0.36 ns per entry on the AVX-512 Xeon
+(0.28 ns in AVX2 code there; 0.54 ns on the AVX2 EPYC before the float64 products), against ~2.3 ns for
+`numerics.softplus_row_sums_` (five torch passes, exp by SLEEF), and the sigmoid at ~0.6 ns
 against ~0.9 ns for torch.sigmoid_. Where torch's sigmoid is as fast (an AVX-512 Xeon: 0.37 ns), `sigmoid_` keeps
 it: `compiled_sigmoid_in_use` decides by a timing once per process (GENLEARN_ELEMENTWISE forces a choice).
 
