@@ -445,3 +445,19 @@ def test_the_density_from_the_noise_is_the_gaussian_density_of_the_draws():
     z = torch.randn(4, 6, 3, dtype=torch.float64, generator=g)
     expected = (-0.5 * math.log(2 * math.pi) - 0.5 * z**2).sum(-1)
     torch.testing.assert_close(standard_normal_log_density(z), expected, atol=1e-12, rtol=0)
+
+
+def test_the_kept_logit_buffer_is_bounded_for_wide_data():
+    """Without autograd softplus_sum keeps one block buffer between calls: at most KEPT_LOGITS entries (16 rows at
+    least), so wide data do not pin hundreds of MB; the sums equal the one-piece sums."""
+    from genlearn.models import vae as V
+
+    n = 3 * V.KEPT_LOGITS // 64  # 64 rows fit the bound's entries / 3: blocks of 21 rows
+    g = torch.Generator().manual_seed(5)
+    h, W, b = torch.randn(100, 4, generator=g), torch.randn(n, 4, generator=g) * 0.5, torch.randn(n, generator=g)
+    with torch.no_grad():
+        got = V.softplus_sum(h, W, b)
+        held = V._BUFFERS.held[1]
+    assert held.numel() <= V.KEPT_LOGITS and held.shape == (V.KEPT_LOGITS // n, n)
+    exact = torch.nn.functional.softplus(h.double() @ W.double().T + b.double()).sum(-1)
+    torch.testing.assert_close(got.double(), exact, atol=1e-5 * n, rtol=1e-5)
