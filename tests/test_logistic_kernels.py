@@ -218,6 +218,9 @@ def test_row_sums_with_a_bias_equal_the_sums_of_the_biased_logits():
     exact = F.softplus(logits.double() + bias.double()).sum(-1)
     assert torch.all((got - exact).abs() <= 784 * 3 * 2.0**-23 + 4 * 784 * 2.0**-24 * exact)
     torch.testing.assert_close(got, logistic_kernels.row_sums(logits + bias).double(), atol=2e-4, rtol=0)
+    strided = torch.stack([bias, bias], 1)[:, 0]  # the same values, every other float of its storage
+    torch.testing.assert_close(logistic_kernels.row_sums(logits, strided), logistic_kernels.row_sums(logits, bias),
+                               atol=0, rtol=0)
     with pytest.raises(ValueError, match="bias"):
         logistic_kernels.row_sums(logits, bias[:-1])
     with pytest.raises(ValueError, match="bias"):

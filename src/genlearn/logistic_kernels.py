@@ -289,9 +289,9 @@ def row_sums(logits, bias=None):
         b = _ZEROS[n]
     else:
         bias = bias.detach()
-        if not (bias.dim() == 1 and bias.shape[0] == n and usable(bias.view(1, -1))):
+        if not (bias.dim() == 1 and bias.shape[0] == n and usable(bias.reshape(1, -1).contiguous())):
             raise ValueError("logistic_kernels.row_sums: the bias must be a contiguous float32 CPU vector of n entries")
-        b = bias.numpy()
+        b = bias.contiguous().numpy()
     out = torch.empty(logits.shape[0], dtype=torch.float32)
     _threads()
     _row_sums(logits.numpy(), b, out.numpy())
@@ -305,7 +305,7 @@ def bound_row_sums(buffer, bias, out):
     if not (usable(buffer) and out.dtype == buffer.dtype and out.is_contiguous() and out.device.type == "cpu"):
         raise ValueError("logistic_kernels.bound_row_sums: contiguous float32 CPU buffer and output")
     row_sums(buffer[:1], bias)  # the checks of the bias
-    b = _ZEROS.get(buffer.shape[1]) if bias is None else bias.detach().numpy()
+    b = _ZEROS.get(buffer.shape[1]) if bias is None else bias.detach().contiguous().numpy()
     logits, sums = buffer.numpy(), out.numpy()
 
     def run(rows: int, start: int):

@@ -254,8 +254,8 @@ def fast_softplus_row_sums_(logits: Tensor, bias: Tensor | None = None) -> Tenso
     present; the bias added in its pass), else `softplus_row_sums_` (torch passes) of logits + b."""
     from genlearn import logistic_kernels
 
-    if (logits.dim() == 2 and logistic_kernels.usable(logits)
-            and (bias is None or (bias.dim() == 1 and logistic_kernels.usable(bias.detach().view(1, -1))))):
+    bias_ok = bias is None or (bias.dim() == 1 and logistic_kernels.usable(bias.detach().reshape(1, -1).contiguous()))
+    if logits.dim() == 2 and logistic_kernels.usable(logits) and bias_ok:
         return logistic_kernels.row_sums(logits, bias)
     return softplus_row_sums_(logits if bias is None else logits.add_(bias))
 
