@@ -179,6 +179,46 @@ def test_hand_written_cd_gradient_equals_autograd_of_the_surrogate(persistent, n
             assert torch.equal(p.grad, mine)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_pcd_draws_its_first_hidden_sample_from_the_chains_kept_probabilities(k):
+    """PCD keeps P(h | v~) of each step (scikit-learn's PCD): the next step's first hidden sample is u < q with those
+    probabilities q, not a draw from P(h | chains) under the current parameters. A float64 transcription of the
+    sweeps with the same uniforms (drawn as cd_step draws them) gives the same negatives and the new q."""
+    from genlearn.numerics import uniform_
+
+    m = random_rbm(20, 7, scale=0.8, seed=11).float()
+    W, b, c = (p.detach().double() for p in (m.weight, m.visible_bias, m.hidden_bias))
+    rule = cd_rule(k=k, persistent=True, n_chains=13)
+    x = (torch.rand(9, 20, generator=torch.Generator().manual_seed(2)) < 0.4).float()
+    g = torch.Generator().manual_seed(5)
+    rule.gradient(m, x, g)
+    chains, q = rule.chains.double().clone(), rule.chain_probs.double().clone()
+    assert torch.allclose(q, torch.sigmoid(c + chains @ W), atol=1e-6)  # P(h | v~) of the step
+    with torch.no_grad():  # the next step's parameters differ from those q was computed with
+        m.weight.add_(0.3)
+    W = m.weight.detach().double()
+    u = torch.empty(k, 13, 7 + 20)
+    uniform_(u, torch.Generator().set_state(g.get_state()))
+    u = u.double()
+    h = (u[0, :, :7] < q).double()
+    near = torch.zeros(13, dtype=torch.bool)  # rows with a uniform within float32 rounding of its probability
+    for step in range(k):
+        pv = torch.sigmoid(b + h @ W.T)
+        near |= ((u[step, :, 7:] - pv).abs() < 1e-5).any(1)
+        v = (u[step, :, 7:] < pv).double()
+        ph = torch.sigmoid(c + v @ W)
+        if step < k - 1:
+            near |= ((u[step + 1, :, :7] - ph).abs() < 1e-5).any(1)
+            h = (u[step + 1, :, :7] < ph).double()
+    _, _, _, _, negatives = rule.gradient(m, x, g)
+    assert int(near.sum()) <= 1
+    assert torch.equal(negatives.double()[~near], v[~near])
+    assert torch.allclose(rule.chain_probs.double()[~near], ph[~near], atol=1e-6)
+    # from the current parameters instead (P(h | chains; theta_t)), the negatives would differ: the test can fail
+    h_now = (u[0, :, :7] < torch.sigmoid(c + chains @ W)).double()
+    assert not torch.equal(h_now, (u[0, :, :7] < q).double())
+
+
 def _angle(a: torch.Tensor, b: torch.Tensor) -> float:
     cos = float((a @ b) / (a.norm() * b.norm()))
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
@@ -437,6 +477,7 @@ def test_pcd_chains_survive_save_and_resume_bit_exactly(tmp_path):
     fit("rbm", "bars-and-stripes:size=3", out=tmp_path / "part", epochs=2, **kw)
     tensors = load_file(str(tmp_path / "part" / "checkpoint.safetensors"))
     assert tensors["rule.chains"].shape == (7, 9) and "model.chains" not in tensors
+    assert tensors["rule.chain_probs"].shape == (7, 4)  # P(h | chains), the next step's first hidden sample
     import json
 
     meta = json.loads((tmp_path / "part" / "checkpoint.json").read_text())
@@ -445,6 +486,7 @@ def test_pcd_chains_survive_save_and_resume_bit_exactly(tmp_path):
     resumed = fit(None, None, out=tmp_path / "part", epochs=4, resume=True, plots=False)
     assert resumed.rule.settings() == full.rule.settings()
     assert torch.equal(resumed.rule.chains, full.rule.chains)
+    assert torch.equal(resumed.rule.chain_probs, full.rule.chain_probs)
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
@@ -474,4 +516,7 @@ def test_a_run_saved_by_an_earlier_version_loads_and_resumes_with_its_chains(tmp
     assert not torch.equal(resumed.rule.chains, old["model.chains"])
     meta = json.loads((work / "checkpoint.json").read_text())
     assert meta["rule"]["name"] == "contrastive-divergence"
-    assert "rule.chains" in load_file(str(work / "checkpoint.safetensors"))
+    saved = load_file(str(work / "checkpoint.safetensors"))
+    # the chains' hidden probabilities, absent from the old checkpoint, were computed from its chains and kept
+    assert "rule.chains" in saved and saved["rule.chain_probs"].shape == (saved["rule.chains"].shape[0],
+                                                                           run.model.n_hidden)

@@ -214,8 +214,9 @@ class DataParallel:
             self.broadcast_generator(self.trainer.generator)
 
     def sync_state(self, rule) -> None:
-        """Make the rule's state whole on every rank before it is checkpointed: PCD's chains (each rank has
-        advanced only its share) are assembled by a sum of zero-filled copies (exact for 0/1 states)."""
+        """Make the rule's state whole on every rank before it is checkpointed: PCD's chains and their hidden
+        probabilities (each rank has advanced only its share) are assembled by a sum of zero-filled copies (exact:
+        x + 0 = x)."""
         from genlearn.learning.rules import ContrastiveDivergence
 
         if isinstance(rule, ContrastiveDivergence) and rule.config.persistent and rule.chains is not None:
@@ -223,6 +224,10 @@ class DataParallel:
             full = torch.zeros_like(rule.chains)
             full[start:stop] = rule.chains[start:stop]
             rule.chains.copy_(self.all_reduce_(full))
+            if rule.chain_probs is not None:  # the chains' hidden probabilities, assembled the same way (exact)
+                full = torch.zeros_like(rule.chain_probs)
+                full[start:stop] = rule.chain_probs[start:stop]
+                rule.chain_probs.copy_(self.all_reduce_(full))
 
     def sharded(self, mean_nll):
         """mean_nll (genlearn.likelihood.mean_nll, or any mean over rows such as mean_free_energy) over ranks: each
@@ -262,6 +267,7 @@ class DataParallel:
         """CD-k / PCD-k over ranks: this rank's data rows and its share of the negatives, with the uniforms of
         all negatives drawn (the 1-process draw) and its rows used; row weights -1/B, 1/N (cd_workspace totals)."""
         from genlearn.learning.rbm_gradients import cd_step, cd_workspace
+        from genlearn.learning.rules import chain_probs_for
 
         rule = self.rule
         model.check_batch(batch)
@@ -282,6 +288,8 @@ class DataParallel:
                 rule.chains = rule.chains.to(W)
             n_start, n_stop = self.shard(N)
             chains = rule.chains[n_start:n_stop]
+            if rule.chain_probs is not None:  # the whole N x H, as in one process; this rank reads its rows
+                rule.chain_probs = chain_probs_for(rule.chain_probs, W, N)
         else:
             N, n_start, n_stop = B, start, stop
         V, H = W.shape
@@ -289,8 +297,13 @@ class DataParallel:
         uniform_(u, generator)
         rule._workspace = cd_workspace(rule._workspace, W, stop - start, n_stop - n_start, cfg.k,
                                        cfg.matmul_precision, totals=(B, N))
+        probs = rule.chain_probs[n_start:n_stop] if cfg.persistent and rule.chain_probs is not None else None
         value, dW, db, dc, _ = cd_step(W, b, c, x, cfg.k, generator, rule._workspace, chains,
-                                       uniforms=u[:, n_start:n_stop])
+                                       uniforms=u[:, n_start:n_stop], chain_probs=probs)
+        if cfg.persistent:  # this rank's rows of P(h | v~) for the next step (sync_state assembles all rows)
+            if rule.chain_probs is None:
+                rule.chain_probs = torch.zeros(N, H, dtype=W.dtype, device=W.device)
+            rule.chain_probs[n_start:n_stop].copy_(rule._workspace["chain_probs"])
         W.grad, b.grad, c.grad = dW, db, dc
         return value.double()
 

@@ -60,7 +60,8 @@ def cd_workspace(previous: dict | None, W: Tensor, batch: int, negatives: int, k
           "dc": torch.empty(H, dtype=W.dtype, device=dev),
           "uniforms": torch.empty(k, negatives, H + V, dtype=W.dtype, device=dev),
           "hidden": torch.empty(negatives, H, dtype=low, device=dev),
-          "visible_probs": torch.empty(negatives, V, dtype=W.dtype, device=dev)}
+          "visible_probs": torch.empty(negatives, V, dtype=W.dtype, device=dev),
+          "chain_probs": torch.empty(negatives, H, dtype=W.dtype, device=dev)}
     if low != W.dtype:
         ws.update({"rows_low": torch.empty(rows, V, dtype=low, device=dev),
                    "weight_low": torch.empty_like(W, dtype=low),
@@ -79,7 +80,8 @@ def _identity(t: Tensor) -> tuple:
 
 @torch.no_grad()
 def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch.Generator | None,
-            ws: dict, chains: Tensor | None = None, uniforms: Tensor | None = None) -> tuple:
+            ws: dict, chains: Tensor | None = None, uniforms: Tensor | None = None,
+            chain_probs: Tensor | None = None) -> tuple:
     """One CD-k (chains=None) or PCD-k estimate of the KL gradient on batch x (B x V, in W's dtype):
 
         dW = -(x^T P(h|x)) / B + (v~^T P(h|v~)) / N,  db = -mean x + mean v~,  dc = -mean P(h|x) + mean P(h|v~)
@@ -94,6 +96,12 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     u[i, :, H:] for the visible layer (so the same generator state gives the same negatives). `uniforms` (k, N,
     H+V), when given, are used instead of a draw from `generator` (a data-parallel process passes its chains'
     rows of the draw for all chains).
+
+    PCD's first hidden sample: with `chain_probs` (N x H, W's dtype) given, it is drawn from those probabilities,
+    P(h | chains) as the step that produced the chains computed them (with its parameters, theta_{t-1}), as
+    scikit-learn's BernoulliRBM keeps its chains' hidden samples; without them, from P(h | chains; theta_t),
+    which costs one more product (chains W). Both are PCD (the chain's state carried over an update is (v~, h) in
+    the first case, v~ in the second). Every PCD step leaves P(h | v~; theta_t) in ws["chain_probs"] for the next.
 
     With a bfloat16 workspace the four products take bfloat16 operands (the 0/1 states exactly, W and
     w * P(h|.) rounded to 8 significant bits, relative error <= 2^-9) with float32 accumulation, and return
@@ -142,7 +150,12 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         uniform_(u, generator)
     else:
         u = uniforms
-    if pcd:
+    if pcd and chain_probs is not None:
+        if chain_probs.shape != (N, H) or chain_probs.dtype != W.dtype or chain_probs.device != W.device:
+            raise ValueError(f"cd_step: chain_probs must be {N} x {H} in {W.dtype} on {W.device}, got "
+                             f"{tuple(chain_probs.shape)} in {chain_probs.dtype} on {chain_probs.device}")
+        torch.lt(u[0, :, :H], chain_probs, out=h)
+    elif pcd:
         chain_pre = torch.empty(N, H, dtype=W.dtype, device=W.device)
         chain_rows = chains.to(Wm.dtype)
         # the chains are the last step's negatives, still indexed as rows B.. unless they changed since (their
@@ -172,6 +185,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         rows[B:].copy_(negatives)
     if pcd:
         chains.copy_(rows[B:])
+        ws["chain_probs"].copy_(probs[B:])  # P(h | v~; theta_t): the next step's first hidden sample
         # the tensor is kept with its identity, so that its storage cannot be freed and reused by another
         ws["indexed_chains"] = (chains, _identity(chains)) if sums else (None, None)
     w = ws["weights"]

@@ -119,6 +119,14 @@ class ContrastiveDivergenceSettings:
                                    "operands, float32 accumulation)", choices=MATMUL_PRECISIONS)
 
 
+def chain_probs_for(chain_probs: Tensor | None, W: Tensor, n_chains: int) -> Tensor | None:
+    """The persistent chains' hidden probabilities where they fit n_chains x H in W's dtype and device (converted
+    where only the dtype or device differ), else None (the step then computes them from the chains)."""
+    if chain_probs is None or chain_probs.shape != (n_chains, W.shape[1]):
+        return None
+    return chain_probs.to(W) if (chain_probs.dtype, chain_probs.device) != (W.dtype, W.device) else chain_probs
+
+
 class ContrastiveDivergence(LearningRule):
     """CD-k (Hinton 2002) / PCD-k (Tieleman 2008) for a binary RBM:
 
@@ -138,6 +146,9 @@ class ContrastiveDivergence(LearningRule):
     def __init__(self, settings: dict | None = None):
         super().__init__(settings)
         self.chains: Tensor | None = None
+        # P(h | chains) from the step that produced the chains: the next step's first hidden sample is drawn from
+        # them (scikit-learn's PCD), which saves the product chains W; checkpointed with the chains
+        self.chain_probs: Tensor | None = None
         self._workspace: dict | None = None
         self._precision: tuple | None = None  # (device, rows of the first step, resolved precision)
 
@@ -168,6 +179,7 @@ class ContrastiveDivergence(LearningRule):
         if cfg.persistent:
             if self.chains is None:
                 self.chains = x[torch.arange(cfg.n_chains) % B].clone()
+                self.chain_probs = None
             elif self.chains.shape != (cfg.n_chains, model.n_visible):
                 raise ConfigError(f"the persistent chains have shape {tuple(self.chains.shape)}, but the rule has "
                                   f"n_chains={cfg.n_chains} for {model.n_visible} visible units")
@@ -176,7 +188,10 @@ class ContrastiveDivergence(LearningRule):
             chains = self.chains
         N = cfg.n_chains if cfg.persistent else B
         self._workspace = cd_workspace(self._workspace, W, B, N, cfg.k, self.resolved_precision(W, max(B, N)))
-        value, dW, db, dc, _ = cd_step(W, b, c, x, cfg.k, generator, self._workspace, chains)
+        probs = chain_probs_for(self.chain_probs, W, N) if cfg.persistent else None
+        value, dW, db, dc, _ = cd_step(W, b, c, x, cfg.k, generator, self._workspace, chains, chain_probs=probs)
+        if cfg.persistent:
+            self.chain_probs = self._workspace["chain_probs"]
         W.grad, b.grad, c.grad = dW, db, dc
         return value
 
@@ -192,16 +207,23 @@ class ContrastiveDivergence(LearningRule):
             model.set_training_statistics(train, full=True)
 
     def state_tensors(self):
-        return {} if self.chains is None else {"chains": self.chains}
+        state = {} if self.chains is None else {"chains": self.chains}
+        if self.chains is not None and self.chain_probs is not None:
+            state["chain_probs"] = self.chain_probs
+        return state
 
     def load_state_tensors(self, tensors):
-        unknown = set(tensors) - {"chains"}
+        unknown = set(tensors) - {"chains", "chain_probs"}
         if unknown:
             raise ConfigError(f"unknown state {', '.join(sorted(unknown))} for the learning rule {self.name!r}")
         if "chains" in tensors and not self.config.persistent:
             raise ConfigError("the checkpoint holds persistent chains, but the contrastive-divergence rule is not "
                               "persistent")
         self.chains = tensors["chains"].clone() if "chains" in tensors else None
+        # checkpoints written before the chains' hidden probabilities were kept have none: the first step after
+        # the resume computes them from the chains
+        self.chain_probs = tensors["chain_probs"].clone() if "chains" in tensors and "chain_probs" in tensors \
+            else None
 
     def describe(self):
         from genlearn.precision import precision_record
