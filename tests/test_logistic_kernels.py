@@ -240,3 +240,34 @@ def test_bound_row_sums_write_each_block_where_it_belongs():
             buffer[: part.shape[0]] = part
             run(part.shape[0], start)
         torch.testing.assert_close(out, logistic_kernels.row_sums(rows, b), atol=0, rtol=0)
+
+
+def test_tanh_in_place_against_float64_with_relative_precision_near_zero():
+    """logistic_kernels.tanh_: within 4 ulps (relative) of float64's tanh from 1e-30 to 30 in magnitude, both signs
+    (tanh |a| = -expm1(-2|a|) / (2 + expm1(-2|a|)) keeps small values' relative precision, where 2 sigmoid(2a) - 1
+    loses it), any leading shape, in place; NaN stays NaN, +-inf give +-1, the signs of 0 kept."""
+    g = torch.Generator().manual_seed(0)
+    magnitudes = torch.cat([10 ** torch.empty(20_000).uniform_(-30, 1.5, generator=g), torch.rand(5_000) * 2])
+    a = (magnitudes * torch.where(torch.rand(25_000, generator=g) < 0.5, -1.0, 1.0)).reshape(5, 50, 100)
+    ref = torch.tanh(a.double())
+    out = logistic_kernels.tanh_(a.clone())
+    assert out.shape == a.shape
+    rel = ((out.double() - ref).abs() / ref.abs()).max()
+    assert rel <= 4 * 2.0 ** -24, float(rel)
+    tiny = torch.tensor([[1e-30, -3e-12, 2e-7]])
+    assert logistic_kernels.tanh_(tiny.clone()).tolist() == tiny.tolist()  # tanh a = a to float32 there
+    assert (2 * torch.sigmoid(2 * tiny) - 1).tolist() != tiny.tolist()  # the sigmoid form loses them
+    special = torch.tensor([[math.nan, math.inf, -math.inf, 0.0, -0.0, 20.0, -50.0]])
+    got = logistic_kernels.tanh_(special.clone())[0]
+    assert math.isnan(got[0]) and got[1:3].tolist() == [1.0, -1.0] and got[5:].tolist() == [1.0, -1.0]
+    assert math.copysign(1, got[3]) == 1 and math.copysign(1, got[4]) == -1
+    b = torch.randn(6, 8)
+    same = b.clone()
+    assert logistic_kernels.tanh_(same) is same
+
+
+def test_tanh_refuses_other_tensors():
+    for bad in (torch.randn(4, 6).T, torch.randn(3, 4, dtype=torch.float64), torch.randn(3, requires_grad=True),
+                torch.empty(0)):
+        with pytest.raises(ValueError, match="tanh_"):
+            logistic_kernels.tanh_(bad)

@@ -26,6 +26,8 @@ Accuracy: about 2 ulps per factor, the order of float32's own softplus sum; the 
 False without numba: callers keep the torch passes."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from genlearn.binary_kernels import _threads
@@ -151,6 +153,32 @@ if numba is not None:
             scale = bits.view(np.float32)  # 2^k
             for i in range(n):
                 row[i] = _ONE / (_ONE + mantissa[i] * scale[i])
+
+    _TANH_CLIP = np.float32(-40.0)  # e^-40 < 2^-57: tanh is 1 to float32 beyond |a| = 20
+
+    @njit(fastmath=_FAST, cache=True, parallel=True)
+    def _tanh_rows(a):  # pragma: no cover - compiled
+        """a <- tanh(a) in place, rows in parallel groups of ROW_GROUP (scratch allocated once per group):
+        tanh(a) = sign(a) (-m) / (2 + m) with m = expm1(-2|a|), expm1(x) = 2^-k (e^y - 1) + (2^-k - 1) for
+        x = y - k ln 2 (k = 0, |x| <= ln(2)/2: the polynomial e^y - 1 = y (C1 + ...) alone, exact in relative
+        terms near 0)."""
+        rows, n = a.shape
+        for c in prange((rows + ROW_GROUP - 1) // ROW_GROUP):
+            poly = np.empty(n, np.float32)
+            bits = np.empty(n, np.int32)
+            for r in range(c * ROW_GROUP, min(rows, (c + 1) * ROW_GROUP)):
+                row = a[r]
+                for i in range(n):
+                    x = np.float32(-2.0) * abs(row[i])
+                    x = _TANH_CLIP if x < _TANH_CLIP else x  # NaN stays NaN (the comparison is False)
+                    k = np.floor(-x * _LOG2E + _HALF)
+                    y = x + k * _LN2_HI + k * _LN2_LO
+                    poly[i] = y * (_C1 + y * (_C2 + y * (_C3 + y * (_C4 + y * (_C5 + y * _C6)))))  # e^y - 1
+                    bits[i] = (np.int32(127) - np.int32(k)) << 23
+                scale = bits.view(np.float32)  # 2^-k
+                for i in range(n):
+                    m = scale[i] * poly[i] + (scale[i] - _ONE)  # expm1(-2|a|), in (-1, 0]
+                    row[i] = math.copysign(abs(m) / (np.float32(2.0) + m), row[i])  # tanh |a|, a's sign
 
     @njit(fastmath=_FAST, cache=True, parallel=True)
     def _bernoulli_rows(logits, x, first, scale, out):  # pragma: no cover - compiled
@@ -394,6 +422,19 @@ def sigmoid_(a):
     return a.sigmoid_()
 
 
+def tanh_(a):
+    """a <- tanh(a) in place by the compiled kernel (one pass, e^-2|a| by the module's exp, then
+    tanh |a| = -expm1(-2|a|) / (2 + expm1(-2|a|)), so small values keep their relative precision): a contiguous
+    float32 CPU tensor without a graph, numba present (`usable`); within ~4 ulps of float64's tanh
+    (tests/test_logistic_kernels.py). NaN stays NaN, +-inf gives +-1. Which tanh a network runs is chosen by
+    timing (genlearn.numerics.tanh_timings)."""
+    if not (a.dim() >= 1 and a.numel() and a.is_contiguous() and usable(a.view(-1, a.shape[-1]))):
+        raise ValueError("logistic_kernels.tanh_: a contiguous float32 CPU tensor without a graph")
+    _threads()
+    _tanh_rows(a.view(-1, a.shape[-1]).numpy())
+    return a
+
+
 def bernoulli_rows_(logits, x, first: int = 0, scale: float = 1.0):
     """For the rows l of `logits` (R x n) and their data rows x[(first + r) % B] (x: B x n):
     log P(x|l) = sum_i x_i l_i - softplus(l_i) per row (a float32 tensor (R,), nats), and in place
@@ -447,4 +488,4 @@ def bound_anneal_increments(av, n: int, s, out):
 
 __all__ = ["BENCH_SHAPE", "CLIP", "ELEMENTWISE_CHOICES", "GROUP", "MIN_SPEEDUP", "anneal_increments", "available",
            "bernoulli_rows_", "bound_anneal_increments", "bound_row_sums", "compiled_sigmoid_in_use",
-           "elementwise_override", "record", "row_sums", "sigmoid_", "sigmoid_speedup", "usable"]
+           "elementwise_override", "record", "row_sums", "sigmoid_", "sigmoid_speedup", "tanh_", "usable"]

@@ -72,6 +72,23 @@ def base_rate_logits(x: Tensor, smoothing: float = BASE_RATE_SMOOTHING) -> Tenso
     return (torch.log(p) - torch.log1p(-p)).float()
 
 
+class _CompiledTanh(torch.autograd.Function):
+    """y = tanh(a) by genlearn.logistic_kernels.tanh_ (on a copy of a); dy/da = 1 - y^2 (torch's tanh_backward)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor) -> Tensor:
+        from genlearn import logistic_kernels
+
+        y = logistic_kernels.tanh_(a.detach().clone())
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
 class _SigmoidTanh(torch.autograd.Function):
     """y = 2 sigmoid(2 a) - 1 = tanh(a); dy/da = 1 - y^2 (torch's tanh_backward)."""
 
@@ -104,14 +121,18 @@ def tanh_timings() -> dict[str, float]:
     threads = torch.get_num_threads()
     if threads not in _TANH_TIMES:
         a = torch.randn(TANH_BENCH_SHAPE, generator=torch.Generator().manual_seed(0))
-        _TANH_TIMES[threads] = kernel_timing.best_seconds({
-            "tanh": lambda: torch.tanh(a),
-            "sigmoid_form": lambda: logistic_kernels.sigmoid_(a * 2).mul_(2).sub_(1),
-            "sigmoid": lambda: logistic_kernels.sigmoid_(a.clone())})
+        candidates = {"tanh": lambda: torch.tanh(a),
+                      "sigmoid_form": lambda: logistic_kernels.sigmoid_(a * 2).mul_(2).sub_(1),
+                      "sigmoid": lambda: logistic_kernels.sigmoid_(a.clone())}
+        if logistic_kernels.available():
+            candidates["compiled"] = lambda: logistic_kernels.tanh_(a.clone())
+        _TANH_TIMES[threads] = kernel_timing.best_seconds(candidates)
     return _TANH_TIMES[threads]
 
 
 def _sigmoid_form_wins(a: Tensor, form: str) -> bool:
+    """Whether the timed `form` of tanh_timings is used instead of torch.tanh for a tensor like a (the margin
+    logistic_kernels.MIN_SPEEDUP; GENLEARN_ELEMENTWISE forces it either way)."""
     if a.dtype != torch.float32 or a.device.type != "cpu":  # bfloat16: 2 sigmoid(2a) - 1 loses small values
         return False
     from genlearn import logistic_kernels
@@ -123,11 +144,36 @@ def _sigmoid_form_wins(a: Tensor, form: str) -> bool:
     return times["tanh"] >= logistic_kernels.MIN_SPEEDUP * times[form]
 
 
+#: the forms of tanh `tanh_form` chooses from, as the run records name them
+TANH_FORMS = {"torch": "torch.tanh", "sigmoid_form": "2 sigmoid(2a) - 1",
+              "compiled": "compiled (genlearn.logistic_kernels.tanh_)"}
+
+
+def tanh_form(a: Tensor) -> str:
+    """Which form `tanh` and `tanh_` run for a tensor like a: "torch" (torch.tanh), "sigmoid_form"
+    (2 sigmoid(2a) - 1) or "compiled" (genlearn.logistic_kernels.tanh_, one pass: contiguous float32 CPU tensors,
+    numba present). genlearn's forms only for float32 on the CPU; GENLEARN_ELEMENTWISE=genlearn takes the compiled
+    form where it can run, else the sigmoid form; by default the fastest of genlearn's forms by `tanh_timings`,
+    where it is at least logistic_kernels.MIN_SPEEDUP times faster than torch.tanh. Measured, ns per entry on one
+    AVX2 EPYC core (100 x 200): torch 3.4, sigmoid form 2.6, compiled 1.5."""
+    if a.dtype != torch.float32 or a.device.type != "cpu":  # bfloat16: 2 sigmoid(2a) - 1 loses small values
+        return "torch"
+    from genlearn import logistic_kernels
+
+    compiled_ok = a.dim() >= 1 and a.numel() > 0 and logistic_kernels.usable(a.view(-1, a.shape[-1])) \
+        if a.is_contiguous() else False
+    forced = logistic_kernels.elementwise_override()
+    if forced != "auto":
+        return "torch" if forced == "torch" else ("compiled" if compiled_ok else "sigmoid_form")
+    times = tanh_timings()
+    forms = [f for f in ("compiled", "sigmoid_form") if f in times and (f != "compiled" or compiled_ok)]
+    best = min(forms, key=times.__getitem__)
+    return best if times["tanh"] >= logistic_kernels.MIN_SPEEDUP * times[best] else "torch"
+
+
 def sigmoid_tanh_in_use(a: Tensor) -> bool:
-    """Whether `tanh` computes tanh(a) as 2 sigmoid(2a) - 1 for a tensor like a: float32 on the CPU, where
-    GENLEARN_ELEMENTWISE=genlearn asks for it, or by default where `tanh_timings` finds the sigmoid form at least
-    logistic_kernels.MIN_SPEEDUP times faster than torch.tanh."""
-    return _sigmoid_form_wins(a, "sigmoid_form")
+    """Whether `tanh` computes tanh(a) as 2 sigmoid(2a) - 1 for a tensor like a (`tanh_form`)."""
+    return tanh_form(a) == "sigmoid_form"
 
 
 def folded_tanh_in_use(a: Tensor) -> bool:
@@ -144,23 +190,30 @@ def sigmoid_tanh(a: Tensor) -> Tensor:
 
 
 def tanh(a: Tensor) -> Tensor:
-    """tanh(a): `sigmoid_tanh` for float32 where it is faster than torch's tanh on this CPU (`sigmoid_tanh_in_use`:
-    ~3x on an AVX-512 EPYC, ~2x on AVX2), torch.tanh elsewhere (e.g. an AVX-512 Xeon, where torch's is 3x faster),
-    on other devices and for other dtypes (in bfloat16, 2 sigmoid(2a) - 1 would lose the relative precision of small
-    values). It is the hidden activation "tanh" of the VAE and GAN networks, whose importance-sampling and training
-    passes spend much of their non-GEMM time in it."""
-    if sigmoid_tanh_in_use(a):
+    """tanh(a) with autograd, in the form `tanh_form` chooses: the compiled kernel or `sigmoid_tanh` for float32
+    where it is faster than torch's tanh on this CPU (AVX2 EPYC: compiled 2.3x, sigmoid form 1.3x; AVX-512 EPYC:
+    sigmoid form ~3x), torch.tanh elsewhere (e.g. an AVX-512 Xeon, where torch's is 3x faster), on other devices
+    and for other dtypes (in bfloat16, 2 sigmoid(2a) - 1 would lose the relative precision of small values). It is
+    the hidden activation "tanh" of the VAE and GAN networks, whose importance-sampling and training passes spend
+    much of their non-GEMM time in it."""
+    form = tanh_form(a.detach())
+    if form == "compiled":
+        return _CompiledTanh.apply(a)
+    if form == "sigmoid_form":
         return _SigmoidTanh.apply(a)
     return torch.tanh(a)
 
 
 def tanh_(a: Tensor) -> Tensor:
-    """tanh(a) in place, without autograd (a fresh temporary, e.g. a layer's pre-activations): the forms of `tanh`,
-    2 sigmoid(2a) - 1 by genlearn.logistic_kernels.sigmoid_ where `sigmoid_tanh_in_use`, else torch's tanh_; no new
+    """tanh(a) in place, without autograd (a fresh temporary, e.g. a layer's pre-activations), in the form of
+    `tanh_form`: the compiled kernel, 2 sigmoid(2a) - 1 by genlearn.logistic_kernels.sigmoid_, or torch's tanh_; no new
     tensor (a network's tanh layers on 5,000 x 200 importance samples each allocated and wrote a fresh 4 MB)."""
-    if sigmoid_tanh_in_use(a):
+    form = tanh_form(a)
+    if form != "torch":
         from genlearn import logistic_kernels
 
+        if form == "compiled":
+            return logistic_kernels.tanh_(a)
         return logistic_kernels.sigmoid_(a.mul_(2)).mul_(2).sub_(1)
     return a.tanh_()
 
@@ -169,10 +222,10 @@ def elementwise_record() -> dict:
     """What runs and benchmarks record: the tanh form and sigmoid kernel in use, and their timings."""
     from genlearn import logistic_kernels
 
-    probe = torch.empty(0)
+    probe = torch.zeros(1, 1)
     times = tanh_timings()
     return {"elementwise_override": logistic_kernels.elementwise_override(), **logistic_kernels.record(),
-            "tanh": "2 sigmoid(2a) - 1" if sigmoid_tanh_in_use(probe) else "torch.tanh",
+            "tanh": TANH_FORMS[tanh_form(probe)],
             "tanh_folded_into_sigmoids": folded_tanh_in_use(probe),
             "tanh_ns_per_entry": {k: round(v * 1e9 / math.prod(TANH_BENCH_SHAPE), 3) for k, v in times.items()}}
 
