@@ -428,7 +428,10 @@ def tanh_(a):
     float32 CPU tensor without a graph, numba present (`usable`); within ~4 ulps of float64's tanh
     (tests/test_logistic_kernels.py). NaN stays NaN, +-inf gives +-1. Which tanh a network runs is chosen by
     timing (genlearn.numerics.tanh_timings)."""
-    if not (a.dim() >= 1 and a.numel() and a.is_contiguous() and usable(a.view(-1, a.shape[-1]))):
+    import torch
+
+    if not (numba is not None and a.dtype == torch.float32 and a.device.type == "cpu" and a.dim() >= 1
+            and a.numel() and a.is_contiguous() and not a.requires_grad):
         raise ValueError("logistic_kernels.tanh_: a contiguous float32 CPU tensor without a graph")
     _threads()
     _tanh_rows(a.view(-1, a.shape[-1]).numpy())

@@ -149,13 +149,30 @@ TANH_FORMS = {"torch": "torch.tanh", "sigmoid_form": "2 sigmoid(2a) - 1",
               "compiled": "compiled (genlearn.logistic_kernels.tanh_)"}
 
 
+_TANH_FORM_CACHE: dict = {}  # (dtype, device type, kernel-ready, timings, override) -> form
+
+
 def tanh_form(a: Tensor) -> str:
     """Which form `tanh` and `tanh_` run for a tensor like a: "torch" (torch.tanh), "sigmoid_form"
     (2 sigmoid(2a) - 1) or "compiled" (genlearn.logistic_kernels.tanh_, one pass: contiguous float32 CPU tensors,
     numba present). genlearn's forms only for float32 on the CPU; GENLEARN_ELEMENTWISE=genlearn takes the compiled
     form where it can run, else the sigmoid form; by default the fastest of genlearn's forms by `tanh_timings`,
     where it is at least logistic_kernels.MIN_SPEEDUP times faster than torch.tanh. Measured, ns per entry on one
-    AVX2 EPYC core (100 x 200): torch 3.4, sigmoid form 2.6, compiled 1.5."""
+    AVX2 EPYC core (100 x 200): torch 3.4, sigmoid form 2.6, compiled 1.5. The answer is cached per kind of
+    tensor, timings and override (a network asks once per layer and step: ~9 us uncached)."""
+    import os
+
+    times = _TANH_TIMES.get(torch.get_num_threads())
+    ready = a.is_contiguous() and a.dim() >= 1 and a.numel() > 0 and not a.requires_grad
+    key = (a.dtype, a.device.type, ready, None if times is None else tuple(times.items()),
+           os.environ.get("GENLEARN_ELEMENTWISE"))
+    form = _TANH_FORM_CACHE.get(key)
+    if form is None:
+        form = _TANH_FORM_CACHE[key] = _tanh_form(a)
+    return form
+
+
+def _tanh_form(a: Tensor) -> str:
     if a.dtype != torch.float32 or a.device.type != "cpu":  # bfloat16: 2 sigmoid(2a) - 1 loses small values
         return "torch"
     from genlearn import logistic_kernels
@@ -232,6 +249,7 @@ def elementwise_record() -> dict:
 
 def _reset_for_tests() -> None:
     _TANH_TIMES.clear()
+    _TANH_FORM_CACHE.clear()
 
 
 #: normalised importance weights below this count as 0 in the gradient of an importance-weighted bound: their terms
