@@ -33,6 +33,7 @@ def machine(monkeypatch):
 
         def measure(device_type="cpu", shape=P.BENCH_SHAPE, seconds=0.05):
             state["measured"] += 1
+            state["shape"] = shape
             return speedup
         monkeypatch.setattr(P, "measure_bf16_speedup", measure)
         return state
@@ -173,3 +174,15 @@ def test_explicit_bfloat16_is_measured_when_torch_dispatches_below_the_cpus_flag
     with pytest.warns(RuntimeWarning, match=r"23\.8x slower than float32 on this CPU \(AVX2"):
         assert P.resolve_matmul_precision("bfloat16", "cpu", BIG) == "full"
     assert state["measured"] == 1
+
+
+@pytest.mark.parametrize("capability,supported,native,shape", [
+    ("AVX2", False, False, "emulated"),  # emulated: the small, cheap timing (only the warning's figure depends on it)
+    ("AVX512", True, True, "full"),      # capable: the minibatch-sized product decides "auto"
+])
+def test_the_bfloat16_timing_is_small_where_bfloat16_is_emulated(machine, capability, supported, native, shape):
+    state = machine(capability=capability, supported=supported, speedup=0.02 if shape == "emulated" else 2.0,
+                    native=native)
+    P.bf16_speedup("cpu")
+    assert state["shape"] == (P.EMULATED_BENCH_SHAPE if shape == "emulated" else P.BENCH_SHAPE)
+    assert 2 * math.prod(P.EMULATED_BENCH_SHAPE) < 2 * math.prod(P.BENCH_SHAPE) / 8
