@@ -137,6 +137,23 @@ def test_sigmoid_in_place(elementwise, monkeypatch):
     torch.testing.assert_close(logistic_kernels.sigmoid_(d.clone()), torch.sigmoid(d))
 
 
+@pytest.mark.parametrize("elementwise", ["genlearn", "torch"])
+def test_bound_sigmoid_writes_the_buffer_as_sigmoid_does(elementwise, monkeypatch):
+    """bound_sigmoid(buffer)() is sigmoid_(buffer) on whatever the buffer holds at each call (the kernel chosen at
+    binding: compiled with GENLEARN_ELEMENTWISE=genlearn, torch's with torch), for contiguous and strided buffers."""
+    monkeypatch.setenv("GENLEARN_ELEMENTWISE", elementwise)
+    g = torch.Generator().manual_seed(3)
+    for buffer in (torch.empty(7, 33), torch.empty(33, 7).T):
+        run = logistic_kernels.bound_sigmoid(buffer)
+        for _ in range(3):  # new contents each time, as in a loop
+            a = 5 * torch.randn(buffer.shape, generator=g)
+            buffer.copy_(a)
+            run()
+            if buffer.is_contiguous():  # the same kernel as sigmoid_ on the same layout: the same bits
+                torch.testing.assert_close(buffer, logistic_kernels.sigmoid_(a.clone()), atol=0, rtol=0)
+            torch.testing.assert_close(buffer, torch.sigmoid(a), atol=0, rtol=4e-7)
+
+
 @pytest.mark.parametrize("dbeta", [0.0, 1e-5, 1e-3, 0.05, 0.5])
 def test_anneal_increments_against_float64(dbeta):
     """s = sigmoid(beta a) and dbeta av[:, n] - sum_j log1p(s_j expm1(-dbeta a_j)) per row against float64 torch:

@@ -438,6 +438,22 @@ def tanh_(a):
     return a
 
 
+def bound_sigmoid(a):
+    """`sigmoid_(a)` as a call without arguments on the buffer a, its checks and the kernel choice made once (a loop
+    that runs it thousands of times on the same buffer: AIS's sweeps; the checks cost ~20 us a call)."""
+    if (a.dim() >= 1 and a.numel() and a.is_contiguous() and usable(a.view(-1, a.shape[-1]))
+            and compiled_sigmoid_in_use()):
+        rows = a.view(-1, a.shape[-1]).numpy()
+
+        def run():
+            _threads()
+            _sigmoid_rows(rows)
+    else:
+        def run():
+            a.sigmoid_()
+    return run
+
+
 def bernoulli_rows_(logits, x, first: int = 0, scale: float = 1.0):
     """For the rows l of `logits` (R x n) and their data rows x[(first + r) % B] (x: B x n):
     log P(x|l) = sum_i x_i l_i - softplus(l_i) per row (a float32 tensor (R,), nats), and in place
@@ -490,5 +506,5 @@ def bound_anneal_increments(av, n: int, s, out):
 
 
 __all__ = ["BENCH_SHAPE", "CLIP", "ELEMENTWISE_CHOICES", "GROUP", "MIN_SPEEDUP", "anneal_increments", "available",
-           "bernoulli_rows_", "bound_anneal_increments", "bound_row_sums", "compiled_sigmoid_in_use",
+           "bernoulli_rows_", "bound_anneal_increments", "bound_row_sums", "bound_sigmoid", "compiled_sigmoid_in_use",
            "elementwise_override", "record", "row_sums", "sigmoid_", "sigmoid_speedup", "tanh_", "usable"]

@@ -141,6 +141,7 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
         increments = logistic_kernels.bound_anneal_increments(av, n_hid, s, inc)
         beta_np, dbeta_np = paths.numpy(), dbeta.contiguous().numpy()
 
+    sigmoid_logits = logistic_kernels.bound_sigmoid(logits)  # the checks and the kernel choice once
     if uniform_kernels.usable(u):
         refill = uniform_kernels.bound_uniform(u, generator)
     else:
@@ -178,7 +179,8 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
             visible_pre_sums()
         else:
             products.addmm(d, h, w_t, out=logits)                  # W h + d
-        logistic_kernels.sigmoid_(torch.addcmul(b0, logits, beta_cols[k], out=logits))  # P_beta(v_i = 1 | h)
+        torch.addcmul(b0, logits, beta_cols[k], out=logits)
+        sigmoid_logits()                                           # P_beta(v_i = 1 | h)
         if sums:
             draw_visible()
             v_binary = True
