@@ -219,6 +219,25 @@ def test_pcd_draws_its_first_hidden_sample_from_the_chains_kept_probabilities(k)
     assert not torch.equal(h_now, (u[0, :, :7] < q).double())
 
 
+def test_a_pickled_pcd_rule_continues_as_the_original():
+    """The rule pickles without its workspace (buffers and bound kernels) but with its chains and their hidden
+    probabilities: the copy's next step equals the original's, given the same generator state."""
+    import pickle
+
+    m = random_rbm(20, 7, scale=0.8, seed=12).float()
+    rule = cd_rule(k=1, persistent=True, n_chains=9)
+    x = (torch.rand(9, 20, generator=torch.Generator().manual_seed(4)) < 0.4).float()
+    g = torch.Generator().manual_seed(6)
+    rule.gradient(m, x, g)
+    copy = pickle.loads(pickle.dumps(rule))
+    assert copy._workspace is None and torch.equal(copy.chain_probs, rule.chain_probs)
+    state = g.get_state()
+    ours = rule.gradient(m, x, g)
+    theirs = copy.gradient(m, x, torch.Generator().set_state(state))
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+
+
 def _angle(a: torch.Tensor, b: torch.Tensor) -> float:
     cos = float((a @ b) / (a.norm() * b.norm()))
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))

@@ -144,7 +144,11 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     if low:
         rows_m[:B].copy_(data)
     hidden_pre(rows_m[:B], pre[:B], ws.get("pre_low", pre)[:B], 0 if sums else None)
-    logistic_kernels.sigmoid_(probs[:B].copy_(pre[:B]))
+    if "sigmoids" not in ws:  # bound to the workspace's rows once (sigmoid_'s checks cost ~20 us a call)
+        ws["sigmoids"] = tuple(logistic_kernels.bound_sigmoid(t) for t in (probs[:B], probs[B:], ws["visible_probs"]))
+    data_sigmoid, negative_sigmoid, visible_sigmoid = ws["sigmoids"]
+    probs[:B].copy_(pre[:B])
+    data_sigmoid()
     u, h, pv = ws["uniforms"], ws["hidden"], ws["visible_probs"]
     if uniforms is None:
         uniform_(u, generator)
@@ -172,13 +176,14 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
             pv.copy_(ws["visible_low"]).add_(b).sigmoid_()
         else:
             products.addmm(b, h, W.T, out=pv)
-            logistic_kernels.sigmoid_(pv)
+            visible_sigmoid()
         if sums:
             index.sample(u[step, :, H:], pv, negatives, B)
         else:
             torch.lt(u[step, :, H:], pv, out=negatives)
         hidden_pre(negatives, pre[B:], ws.get("pre_low", pre)[B:], B if sums else None)
-        logistic_kernels.sigmoid_(probs[B:].copy_(pre[B:]))
+        probs[B:].copy_(pre[B:])
+        negative_sigmoid()
         if step < k - 1:
             torch.lt(u[step + 1, :, :H], probs[B:], out=h)
     if low:

@@ -152,6 +152,12 @@ class ContrastiveDivergence(LearningRule):
         self._workspace: dict | None = None
         self._precision: tuple | None = None  # (device, rows of the first step, resolved precision)
 
+    def __getstate__(self):
+        """Pickled without the step's workspace (buffers and kernels bound to them: rebuilt at the next step)."""
+        state = self.__dict__.copy()
+        state["_workspace"] = None
+        return state
+
     def check(self, model):
         from genlearn.models.rbm import RBM
 
