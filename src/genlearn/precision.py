@@ -128,7 +128,7 @@ def measure_bf16_speedup(device_type: str = "cpu", shape: tuple = BENCH_SHAPE, s
 
 def bf16_speedup(device_type: str = "cpu") -> float:
     """`measure_bf16_speedup` on the device, measured once per process (cached); on a CPU without the capability
-    (bfloat16 emulated) on the smaller EMULATED_BENCH_SHAPE with less timing (~0.06 s instead of ~0.45 s on an
+    (bfloat16 emulated) on the smaller EMULATED_BENCH_SHAPE with less timing (~0.09 s instead of ~0.45 s on an
     AVX2 core: an explicit bfloat16 there pays it in its first epoch)."""
     if device_type not in _SPEEDUP_CACHE:
         if device_type != "cpu" or bf16_capable("cpu"):
