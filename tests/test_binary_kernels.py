@@ -186,7 +186,8 @@ def test_count_non_binary_against_torch(dtype):
     (NaN, +-inf, -0.0, 0.5, 2, -1, tiny): floats and integers; None for what the kernel does not take."""
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(301, 17, generator=g) < 0.3).to(dtype)
-    assert bk.count_non_binary(x) == 0
+    assert bk.count_non_binary(x) is None  # small: torch's checks (no kernel loaded at a small run's start)
+    assert bk.count_non_binary(x, min_entries=0) == 0
     planted = [2, -1] if not dtype.is_floating_point else [float("nan"), float("inf"), -float("inf"), -0.0, 0.5,
                                                              2.0, -1.0, 1e-45, 1.0 + 2**-23]
     if dtype == torch.uint8:
@@ -196,6 +197,9 @@ def test_count_non_binary_against_torch(dtype):
         flat[7 + 13 * i] = v
     expected = int(((x != 0) & (x != 1)).sum()) if not dtype.is_floating_point else int(
         (~((x == 0) | (x == 1))).sum())
-    assert bk.count_non_binary(x) == expected > 0
-    assert bk.count_non_binary(x.T) is None  # not contiguous
-    assert bk.count_non_binary(torch.ones(3, dtype=torch.bool)) is None
+    assert bk.count_non_binary(x, min_entries=0) == expected > 0
+    assert bk.count_non_binary(x.T, min_entries=0) is None  # not contiguous
+    assert bk.count_non_binary(torch.ones(3, dtype=torch.bool), min_entries=0) is None
+    big = torch.zeros(bk.COMPILED_COUNT_MIN, dtype=dtype)
+    big[5] = 2
+    assert bk.count_non_binary(big) == 1  # from COMPILED_COUNT_MIN entries on, the compiled count

@@ -259,13 +259,20 @@ _INDEXES: dict = {}
 _COUNTABLE = ("float32", "float64", "uint8", "int32", "int64")
 
 
-def count_non_binary(x) -> int | None:
+#: below this many entries the data checks stay with torch (microseconds there): loading the compiled count costs
+#: ~40 ms once per process, and a Ctrl-C that lands while numba loads a kernel at a run's start is swallowed by its
+#: ctypes callback ("Exception ignored ... KeyboardInterrupt"); small runs then load no kernel before training
+COMPILED_COUNT_MIN = 1 << 18
+
+
+def count_non_binary(x, min_entries: int = COMPILED_COUNT_MIN) -> int | None:
     """The number of entries of x other than exactly 0 and 1 (NaN and inf included), by one compiled parallel pass
     (22 ms for 60,000 x 784 float32 on one core, against ~0.2 s for torch's comparisons and ~0.3 s for its
     isfinite, each writing a boolean tensor of the data's size); None where the kernel does not take x (numba
-    missing, not a contiguous CPU tensor of float32/float64/uint8/int32/int64): the caller then uses torch."""
+    missing, fewer than `min_entries` entries, not a contiguous CPU tensor of float32/float64/uint8/int32/int64):
+    the caller then uses torch."""
     if not available() or x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0 \
-            or str(x.dtype).removeprefix("torch.") not in _COUNTABLE:
+            or x.numel() < min_entries or str(x.dtype).removeprefix("torch.") not in _COUNTABLE:
         return None
     _threads()
     return int(_count_non_binary(x.detach().reshape(-1).numpy()))
