@@ -184,3 +184,32 @@ def test_zero_grad_sets_none_or_zeros():
     assert all(p.grad is not None and not p.grad.any() for p in params)
     opt.zero_grad()
     assert all(p.grad is None for p in params)
+
+
+@pytest.mark.parametrize("via_torch_step", [False, True])
+def test_a_transposed_parameter_with_a_contiguous_state_steps_correctly(via_torch_step):
+    """A parameter stored transposed (the VAE's first encoder weight) whose Adam state was loaded contiguous (from a
+    checkpoint): the update equals the one of a contiguous parameter. torch's fused kernel walks them as flat memory
+    and would mix up the entries; LeanAdam gives the state (and a gradient) the parameter's layout first."""
+    g = torch.Generator().manual_seed(3)
+    start = torch.randn(6, 4, generator=g)
+    grads = [torch.randn(6, 4, generator=g) for _ in range(4)]
+    plain = torch.nn.Parameter(start.clone())
+    transposed = torch.nn.Parameter(start.T.contiguous().T)
+    assert not transposed.is_contiguous()
+    opts = [LeanAdam([p], lr=0.1, fused=True) for p in (plain, transposed)]
+    for step, grad in enumerate(grads):
+        for p, opt in zip((plain, transposed), opts):
+            p.grad = grad.clone()  # contiguous: a layout other than the transposed parameter's
+            if via_torch_step and p is transposed:
+                opt._torch_step()
+            else:
+                opt.step()
+        if step == 1:  # a checkpoint's round trip: the state comes back contiguous
+            state = copy.deepcopy(opts[1].state_dict())
+            for s in state["state"].values():
+                s["exp_avg"], s["exp_avg_sq"] = s["exp_avg"].contiguous(), s["exp_avg_sq"].contiguous()
+            opts[1] = LeanAdam([transposed], lr=0.1, fused=True)
+            opts[1].load_state_dict(state)
+    torch.testing.assert_close(transposed.detach(), plain.detach(), rtol=0, atol=0)
+    assert opts[1].state[transposed]["exp_avg"].stride() == transposed.stride()

@@ -207,3 +207,62 @@ def test_usable_follows_the_parameters_after_its_first_answer():
     assert not vae_step.usable(VAE(20, latent="2,3", hidden=[8], seed=0), x)
     with torch.no_grad():
         assert not vae_step.usable(VAE(20, latent=3, hidden=[8], seed=0), x)
+
+
+@pytest.mark.parametrize("forward,stats", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("density", [0.0, 0.13, 1.0])
+def test_first_layer_sums_over_binary_data_equal_the_dense_products(forward, stats, density, monkeypatch):
+    """The encoder's first layer as sums of selected rows (forced on, each of its two products, densities 0, 1 and
+    between, with odd shapes and empty rows) gives autograd's float32 gradient to summation order, the first
+    weight's gradient in that weight's input-major layout."""
+    from genlearn import binary_kernels
+
+    if not binary_kernels.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(binary_kernels, "faster_at", lambda d, kind, *a: {"rows": forward, "stats": stats}[kind])
+    calls = []
+    for name in ("addmm", "t_mm"):
+        real = getattr(binary_kernels.RowIndex, name)
+        monkeypatch.setattr(binary_kernels.RowIndex, name,
+                            lambda self, *a, _n=name, _r=real: calls.append(_n) or _r(self, *a))
+    model = VAE(37, latent=3, hidden=[13, 5], seed=2)
+    W = model.enc_top.first[0].weight
+    assert W.shape == (13, 37) and W.T.is_contiguous() and not W.is_contiguous()
+    x = torch.bernoulli(torch.full((29, 37), density), generator=torch.Generator().manual_seed(1))
+    x[3] = 0.0  # an empty row
+    _, grads = gradients(model, x, 1, 4, 1.0, True, fused=True)
+    assert calls == ["addmm"] * forward + ["t_mm"] * stats  # the sums ran where forced
+    assert model.enc_top.first[0].weight.grad.stride() == W.stride()
+    _, ref = gradients(model, x, 1, 4, 1.0, True, fused=False)  # autograd, the same noise
+    for name in ref:
+        scale = float(ref[name].abs().max()) + 1e-30
+        assert float((grads[name] - ref[name]).abs().max()) <= 2e-5 * scale, name
+
+
+def test_first_layer_keeps_the_dense_products_for_gray_levels(monkeypatch):
+    """Entries other than 0/1 (indexing them fails the check) keep the dense products, with the same gradient."""
+    from genlearn import binary_kernels
+
+    monkeypatch.setattr(binary_kernels, "faster_at", lambda *a: True)
+    calls = []
+    monkeypatch.setattr(binary_kernels.RowIndex, "addmm", lambda *a: calls.append(1))
+    model = VAE(20, latent=3, hidden=[6], seed=0)
+    x = data(torch.float32)
+    x[2, 5] = 0.5
+    _, grads = gradients(model, x, 1, 4, 1.0, True, fused=True)
+    _, ref = gradients(model, x, 1, 4, 1.0, True, fused=False)
+    assert calls == []
+    for name in ref:
+        torch.testing.assert_close(grads[name], ref[name], rtol=2e-5, atol=1e-6)
+
+
+def test_the_first_encoder_weight_stays_input_major_through_a_state_dict():
+    """VAE stores enc_top.first[0].weight with its transpose contiguous; its state_dict entry is the usual (H x n)
+    weight, and loading a contiguous one (an earlier version's checkpoint) keeps the layout and the values."""
+    model, other = VAE(20, latent=3, hidden=[6], seed=0), VAE(20, latent=3, hidden=[6], seed=1)
+    state = {k: v.contiguous() for k, v in other.state_dict().items()}
+    assert state["enc_top.first.0.weight"].shape == (6, 20)
+    model.load_state_dict(state)
+    W = model.enc_top.first[0].weight
+    assert W.T.is_contiguous() and not W.is_contiguous()
+    assert torch.equal(W, other.enc_top.first[0].weight)

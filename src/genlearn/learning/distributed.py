@@ -134,9 +134,10 @@ class DataParallel:
 
     # -- collectives ------------------------------------------------------------------------------------
     def _comm(self, t: Tensor) -> Tensor:
-        """t on the communication device (NCCL needs CUDA tensors, gloo takes CPU ones)."""
+        """t on the communication device (NCCL needs CUDA tensors, gloo takes CPU ones), contiguous (a parameter
+        stored transposed, as the VAE's first encoder weight, is sent as a contiguous copy)."""
         want = self.device if self.device.type == "cuda" else torch.device("cpu")
-        return t if t.device == want else t.to(want)
+        return t.to(want).contiguous()
 
     def all_reduce_(self, t: Tensor) -> Tensor:
         """Sum t over ranks in place."""
@@ -257,7 +258,7 @@ class DataParallel:
                 if flat[-len(params) + i] > 0:
                     g = flat[offset:offset + n].view_as(p)
                     if p.grad is None:
-                        p.grad = g.clone()
+                        p.grad = torch.empty_like(p).copy_(g)  # the parameter's layout (the fused Adam needs it)
                     else:
                         p.grad.copy_(g)
                 offset += n

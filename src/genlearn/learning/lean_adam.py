@@ -16,7 +16,14 @@ step wrapper (its profiler range and the step pre/post hooks). torch puts that w
 class's step; LeanAdam's plain steps, which have no hooks to run, go without it (45 us less per step, one core),
 and `zero_grad(set_to_none=True)` sets the gradients to None without its profiler range (7 us less): so a plain
 step shows in torch.profiler as its kernel, not as "Optimizer.step#LeanAdam.step". state_dict and
-load_state_dict are torch's, so checkpoints are unchanged."""
+load_state_dict are torch's, so checkpoints are unchanged.
+
+Layouts: the fused kernel walks a parameter, its gradient and its state as flat memory. Where their strides differ
+(a parameter stored transposed, as the VAE's first encoder weight is, with a state loaded contiguous from a
+checkpoint) torch.optim.Adam(fused=True) silently computes wrong updates (measured 0.03 off after two steps), so
+LeanAdam first gives the gradient and the state their parameter's layout (a copy, where they differ), on both
+paths. A transposed 2-D parameter then goes to the kernel as the contiguous transposes of the four tensors (the
+update is elementwise): on the strided tensors the kernel took 0.77 ms against 0.47 ms (VAE, one core)."""
 from __future__ import annotations
 
 import torch
@@ -45,16 +52,26 @@ class LeanAdam(torch.optim.Adam):
             g, state = p.grad, self.state.get(p)
             if g is None or g.is_sparse or not state or "exp_avg" not in state:
                 return None
+            if g.stride() != p.stride() or state["exp_avg"].stride() != p.stride() \
+                    or state["exp_avg_sq"].stride() != p.stride():
+                g = _match_layout(p, state)
+            avg, sq = state["exp_avg"], state["exp_avg_sq"]
+            if not p.is_contiguous() and p.dim() == 2 and p.T.is_contiguous():  # stored transposed (docstring)
+                p, g, avg, sq = p.T, g.T, avg.T, sq.T
             params.append(p)
             grads.append(g)
-            avgs.append(state["exp_avg"])
-            sqs.append(state["exp_avg_sq"])
+            avgs.append(avg)
+            sqs.append(sq)
             steps.append(state["step"])
         return params, grads, avgs, sqs, steps
 
     def _torch_step(self, closure=None):
         """torch.optim.Adam.step inside torch's step wrapper (profiler range, step pre/post hooks), as a torch Adam
-        runs it."""
+        runs it; gradients and states first given their parameters' layouts."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and not p.grad.is_sparse:
+                    _match_layout(p, self.state.get(p) or {})
         step = torch.optim.Adam.step
         if getattr(step, "hooked", False):  # another Adam has put the wrapper on the class: run the step inside it
             return step(self, closure)
@@ -90,6 +107,16 @@ class LeanAdam(torch.optim.Adam):
             for p in group["params"]:
                 p.grad = None
         return None
+
+
+def _match_layout(p: torch.Tensor, state: dict) -> torch.Tensor:
+    """p.grad and p's state tensors of p's shape with p's strides (copied where they differ); returns p.grad."""
+    if p.grad.stride() != p.stride():
+        p.grad = torch.empty_like(p).copy_(p.grad)
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+            state[key] = torch.empty_like(p).copy_(value)
+    return p.grad
 
 
 __all__ = ["LeanAdam"]

@@ -322,7 +322,10 @@ class VAE(LatentVariableModel):
     softplus or gated; prior: "standard" N(0, I) or "vampprior" with `pseudo_inputs` K; seed: initial weights;
     matmul_precision: "auto" (bfloat16 only where this machine runs it faster, genlearn.precision), "full", or
     "bfloat16" for the matrix products of training (`training_precision()`: bfloat16
-    operands under torch.autocast, the densities summed in float32); likelihoods are always in full precision."""
+    operands under torch.autocast, the densities summed in float32); likelihoods are always in full precision.
+
+    The encoder's first weight `enc_top.first[0].weight` (H x n) is stored input-major (its transpose contiguous)
+    for the training step's sums over 0/1 data: index it, or use `reshape(-1)` rather than `view(-1)`."""
 
     name = "vae"
     support = "binary"
@@ -370,6 +373,11 @@ class VAE(LatentVariableModel):
                         module.bias.copy_((torch.rand(module.bias.shape, generator=g) * 2 - 1) * bound)
             if prior == "vampprior":
                 self.pseudo.copy_(0.5 + 0.01 * torch.randn(self.pseudo.shape, generator=g))
+        # the encoder's first weight W (H x n) stored input-major, W^T contiguous: the rows of W^T that a 0/1 image
+        # selects are then contiguous, as the training step's sums of selected rows need (genlearn.models.vae_step);
+        # the module still sees W (H x n), its state_dict entry is unchanged, and loading one keeps this layout
+        first = self.enc_top.first[0]
+        first.weight = torch.nn.Parameter(first.weight.detach().T.contiguous().T)
 
     # -- the pieces --------------------------------------------------------------------------------------------
     def _split(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
