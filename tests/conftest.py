@@ -6,6 +6,9 @@ import torch
 
 # The unit tests use small tensors, for which one thread is fastest (no OpenMP spin-waiting on a busy machine).
 torch.set_num_threads(1)
+# Every process of the suite (and the CLI runs it starts) times its kernel choices itself: no values remembered from
+# the user's cache (genlearn.timing_cache), so that tests that mock the timings see their mocks
+os.environ["GENLEARN_TIMING_CACHE"] = "off"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -31,7 +31,8 @@ LAYERS = [
     ("core", ["genlearn.errors", "genlearn.numerics", "genlearn.enumeration", "genlearn.validate",
               "genlearn.options", "genlearn.search_space", "genlearn.precision", "genlearn.binary_products",
               "genlearn.binary_kernels", "genlearn.logistic_kernels", "genlearn.uniform_kernels",
-              "genlearn.products", "genlearn.kernel_timing", "genlearn.gaussian_kernels", "genlearn.estimators",
+              "genlearn.products", "genlearn.kernel_timing", "genlearn.timing_cache", "genlearn.gaussian_kernels",
+              "genlearn.estimators",
               "genlearn.estimators.estimate"]),
     # where samples come from, without models: the source table, files, formats, binarization, the Dataset, the
     # empirical distribution, the embedded and real data sets

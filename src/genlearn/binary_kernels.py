@@ -341,7 +341,8 @@ def faster_at(density: float, kind: str, R: int, V: int, H: int) -> bool:
 class Chooser:
     """Whether the sums of selected rows beat the dense product for a shape, by the density of the 0/1 operand.
 
-    `crossover(kind, R, V, H)` times, once per process, thread count and shape, the dense product (torch / oneDNN
+    `crossover(kind, R, V, H)` times, once per machine, thread count and shape (genlearn.timing_cache keeps the
+    figure across processes), the dense product (torch / oneDNN
     through genlearn.products) against the sums on random 0/1 rows at the densities DENSITIES, from the lowest up
     to the first where the sums lose, and returns the density below which the sums were faster (0.0: never; linear
     interpolation between the measured points).
@@ -357,7 +358,13 @@ class Chooser:
 
         key = (kind, R, V, H, torch.get_num_threads())
         if key not in self._cache:
-            self._cache[key] = self._measure(kind, R, V, H) if available() else 0.0
+            if not available():
+                self._cache[key] = 0.0
+            else:  # remembered on this machine across processes: ~0.05-0.1 s less per shape at a run's start
+                from genlearn import timing_cache
+
+                self._cache[key] = timing_cache.remembered(
+                    __file__, f"crossover {kind} {R}x{V}x{H} threads={key[-1]}", lambda: self._measure(kind, R, V, H))
         return self._cache[key]
 
     @staticmethod
