@@ -17,7 +17,8 @@ genlearn variants (each timed in every pair, the order of the fits alternating f
   --k 1 --optimizer sgd --lr 0.01 --batch-size 100 --epochs 1, default matmul precision) on an .npz of the same
   rows (valid and test: the first 100, so that its AIS evaluation, at 100 temperatures x 10 chains, is short);
   its time is the run's `train_seconds` from metrics.json: the epoch, without the start-up and the evaluation
-  (the child's whole wall time is recorded too, as cli_wall_seconds).
+  (the child's whole wall time is recorded too, as cli_wall_seconds; cli_timings_remembered: how many one-off
+  timings the child read from the machine's timing cache, genlearn.timing_cache, instead of measuring them).
 
 Reported: seconds of each fit per pair, medians over the pairs, the ratio scikit-learn / genlearn (the median of
 the per-pair ratios), the roofline fraction (epoch FLOPs / seconds / the float32 GEMM peak measured here;
@@ -177,6 +178,8 @@ def main(argv=None) -> int:
         res.setdefault("cli_wall_seconds", []).append(time.perf_counter() - t0)
         metrics = json.loads((out / "metrics.json").read_text())
         resolved["cli"] = metrics.get("matmul_precision_resolved")
+        # one-off timings the child read from this machine's timing cache (genlearn.timing_cache) instead of measuring
+        res.setdefault("cli_timings_remembered", []).append(metrics.get("timings_remembered"))
         res["cli_command"] = " ".join(cmd[1:])
         return float(metrics["train_seconds"])
 

@@ -266,3 +266,20 @@ def test_the_first_encoder_weight_stays_input_major_through_a_state_dict():
     W = model.enc_top.first[0].weight
     assert W.T.is_contiguous() and not W.is_contiguous()
     assert torch.equal(W, other.enc_top.first[0].weight)
+
+
+def test_first_layer_sums_for_a_smaller_last_batch(monkeypatch):
+    """A batch smaller than the model's last one uses the first rows of its index: the same gradient as autograd."""
+    from genlearn import binary_kernels
+
+    if not binary_kernels.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(binary_kernels, "faster_at", lambda *a: True)
+    model = VAE(20, latent=3, hidden=[6], seed=0)
+    big, small = data(torch.float32, rows=23), data(torch.float32, rows=23)[:9].clone()
+    gradients(model, big, 1, 4, 1.0, True, fused=True)
+    assert vae_step._INDEXES[model].capacity == 23
+    _, grads = gradients(model, small, 1, 4, 1.0, True, fused=True)
+    _, ref = gradients(model, small, 1, 4, 1.0, True, fused=False)
+    for name in ref:
+        torch.testing.assert_close(grads[name], ref[name], rtol=2e-5, atol=1e-6)

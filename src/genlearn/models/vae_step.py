@@ -225,14 +225,14 @@ class _BinaryInput:
         self.index, self.forward, self.stats = index, forward, stats
 
     @classmethod
-    def make(cls, P: _Products, lin, x: Tensor) -> "_BinaryInput | None":
+    def make(cls, P: _Products, model, lin, x: Tensor) -> "_BinaryInput | None":
         """The sums' plan for this batch, or None (dense products): float32 CPU rows of exact 0/1 entries, the
         weight stored input-major (VAE stores it so), full-precision products, and at least one of the two faster."""
         W, b = lin.weight, lin.bias
         if P.low or b is None or not (binary_kernels.usable(x) and binary_kernels.usable(W.T)):
             return None
         B, n = x.shape
-        index = _row_index(B, n)
+        index = _row_index(model, B, n)
         if not index.add(x):  # entries other than 0/1 (gray levels): the dense products
             return None
         density, H = index.density(0, B), W.shape[0]
@@ -252,16 +252,16 @@ class _BinaryInput:
         grads[W] = self.index.t_mm(dpre.contiguous(), torch.empty(W.shape[1], W.shape[0], dtype=W.dtype)).T
 
 
-#: (B, n) -> the RowIndex of the last batch of that shape (this module's own: other users of binary_kernels index
-#: their rows between this step's forward and backward passes)
-_INDEXES: dict = {}
+#: model -> the RowIndex of its last batch (each model its own: other users of binary_kernels, or another model
+#: trained in another thread, index their rows between this step's forward and backward passes)
+_INDEXES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _row_index(B: int, n: int):
-    index = _INDEXES.get((B, n))
-    if index is None:
-        _INDEXES.clear()  # one shape at a time (the last batch of an epoch may be smaller)
-        index = _INDEXES[(B, n)] = binary_kernels.RowIndex(B, n)
+def _row_index(model, B: int, n: int):
+    """A RowIndex for at least B rows of length n, kept per model (a smaller last batch uses its first rows)."""
+    index = _INDEXES.get(model)
+    if index is None or index.capacity < B or index.V != n:
+        index = _INDEXES[model] = binary_kernels.RowIndex(B, n)
     return index
 
 
@@ -323,7 +323,7 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
     P = _Products(torch.is_autocast_enabled(x.device.type), dtype, x.device)  # autocast: the model's bfloat16
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         # encoder: (mu, logvar) of q(z|x)
-        binary = _BinaryInput.make(P, model.enc_top.first[0], x)  # sums over the 0/1 batch where faster
+        binary = _BinaryInput.make(P, model, model.enc_top.first[0], x)  # sums over the 0/1 batch where faster
         h_enc, enc_tape = _mlp_forward(P, model.enc_top, kind, x, binary)
         head = model.enc_top_head.linear
         head_out = P.linear(h_enc, head.weight, head.bias)
