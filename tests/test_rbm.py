@@ -539,3 +539,25 @@ def test_a_run_saved_by_an_earlier_version_loads_and_resumes_with_its_chains(tmp
     # the chains' hidden probabilities, absent from the old checkpoint, were computed from its chains and kept
     assert "rule.chains" in saved and saved["rule.chain_probs"].shape == (saved["rule.chains"].shape[0],
                                                                            run.model.n_hidden)
+
+
+@pytest.mark.parametrize("V,H,scale", [(300, 12, 0.3), (12, 300, 0.3), (97, 9, 2.0)])
+@torch.no_grad()
+def test_compiled_split_kernel_equals_its_torch_passes(V, H, scale, monkeypatch):
+    """The split kernel's compiled pass (numba) against its torch passes on the same tables: the same sum to float32
+    rounding of the group products; and both against the float64 direct sum."""
+    from genlearn.estimators import exact_rbm
+
+    if exact_rbm.numba is None:
+        pytest.skip("numba is not installed")
+    m = random_rbm(V, H, scale=scale, seed=5)
+    calls = []
+    real = exact_rbm._split_compiled
+    monkeypatch.setattr(exact_rbm, "_split_compiled", lambda *a: calls.append(1) or real(*a))
+    compiled = rbm_log_partition(m.weight, m.visible_bias, m.hidden_bias, kernel="split")
+    monkeypatch.setattr(exact_rbm, "COMPILED", False)
+    passes = rbm_log_partition(m.weight, m.visible_bias, m.hidden_bias, kernel="split")
+    direct = rbm_log_partition(m.weight, m.visible_bias, m.hidden_bias, kernel="direct")
+    assert calls == [1]
+    assert compiled == pytest.approx(passes, rel=1e-7, abs=1e-5)
+    assert compiled == pytest.approx(direct, rel=2e-7, abs=1e-4)

@@ -19,15 +19,27 @@ Two kernels compute the same number:
   fused multiply-add; logs are taken once per group of g terms whose product provably stays in range
   (g M_max <= 80 in float32, else the float64 version of the same kernel). The per-state sums are float32
   (relative error <= n g 2^-24; about 1e-5 nats for 784 x 25), the sum over states float64.
+  Where numba is installed the float32 case runs as one compiled pass per state (`_split_rows`, hi states in
+  parallel): the g-term group products by halving the row, then the logs of float64 products of K groups (K g M_max
+  <= 700, the float64 range), so ~2 logs per state instead of n / g; 784 x 25 in 9.4 s on one AVX2 core and 4.4 s
+  on two, against 21.5 s and ~15 s for the torch passes over 4 MB blocks (memory-bound). The same value to float32
+  rounding of the group products (3e-8 nats apart there).
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from genlearn.errors import IntractableError
+
+try:  # optional accelerator (the `fast` extra)
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
 
 #: largest smaller layer whose states exact log Z enumerates (2^25 = 33.5 million states)
 EXACT_LOGZ_LIMIT = 25
@@ -70,6 +82,65 @@ def _direct(U: Tensor, alpha: Tensor, beta: Tensor, chunk_terms: int = 1 << 22) 
     return float(acc)
 
 
+#: False keeps the torch passes of the split kernel (tests compare both)
+COMPILED = True
+
+if numba is not None:
+    @njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, parallel=True, cache=True)
+    def _split_rows(e_hi, e_lo, c0, const_lo, w, K, out_max, out_sum):  # pragma: no cover - compiled
+        """For each hi state h: out_max[h] + log out_sum[h] = logsumexp over lo states l of
+        const_lo[l] + sum_i log(c0_i + e_hi[h, i] e_lo[l, i]) (n_pad = w g entries per row, g a power of 2): the
+        float32 factors multiplied by halving the row down to w group products, those multiplied K at a time in
+        float64, one log per K groups."""
+        nh, n_pad = e_hi.shape
+        nl = e_lo.shape[0]
+        for h in prange(nh):
+            eh = e_hi[h]
+            t = np.empty(n_pad, np.float32)
+            vals = np.empty(nl, np.float64)
+            for lo in range(nl):
+                el = e_lo[lo]
+                for i in range(n_pad):
+                    t[i] = c0[i] + eh[i] * el[i]
+                width = n_pad
+                while width > w:
+                    half = width // 2
+                    for i in range(half):
+                        t[i] *= t[i + half]
+                    width = half
+                total = 0.0
+                for k0 in range(0, w, K):
+                    p = 1.0
+                    for i in range(k0, min(k0 + K, w)):
+                        p *= np.float64(t[i])
+                    total += np.log(p)
+                vals[lo] = total + const_lo[lo]
+            top = vals.max()
+            acc = 0.0
+            for lo in range(nl):
+                acc += np.exp(vals[lo] - top)
+            out_max[h] = top
+            out_sum[h] = acc
+
+
+def _split_compiled(e_hi: Tensor, e_lo: Tensor, c0: Tensor, const_hi: Tensor, const_lo: Tensor, g: int,
+                    m_max: float) -> float:
+    """log sum_{h, l} exp(const_hi[h] + const_lo[l] + sum_i log(c0_i + e_hi[h, i] e_lo[l, i])) by `_split_rows`,
+    numba's threads as many as torch's."""
+    n_pad = e_hi.shape[1]
+    K = max(1, int(700.0 // (g * max(m_max, 1.0))))  # K groups, each >= e^(-g M_max) and <= 2^g, in float64 range
+    wanted = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+    if torch.get_num_threads() != wanted:  # (starting numba's threading layer can reset torch's count)
+        torch.set_num_threads(wanted)
+    nh = e_hi.shape[0]
+    out_max, out_sum = np.empty(nh), np.empty(nh)
+    _split_rows(e_hi.contiguous().numpy(), e_lo.contiguous().numpy(), c0.numpy(), const_lo.numpy(), n_pad // g, K,
+                out_max, out_sum)
+    tops = torch.from_numpy(out_max) + const_hi
+    return float(torch.logsumexp(tops + torch.from_numpy(out_sum).log(), 0))
+
+
 @torch.no_grad()
 def _split(U: Tensor, alpha: Tensor, beta: Tensor, block_terms: int = 1 << 20) -> float:
     U, alpha, beta = U.double(), alpha.double(), beta.double()
@@ -98,6 +169,8 @@ def _split(U: Tensor, alpha: Tensor, beta: Tensor, block_terms: int = 1 << 20) -
     c0[:n] = torch.exp(-big_m).to(dtype)
     const_lo = s_lo @ beta[:n_lo]
     const_hi = s_hi @ beta[n_lo:] + big_m.sum()
+    if COMPILED and numba is not None and dtype == torch.float32:
+        return _split_compiled(e_hi, e_lo, c0, const_hi, const_lo, g, m_max)
     n_lo_states = 1 << n_lo
     lb = min(n_lo_states, max(1, block_terms // n_pad))
     hb = max(1, min(1 << n_hi, block_terms // (lb * n_pad)))
