@@ -541,11 +541,12 @@ def test_a_run_saved_by_an_earlier_version_loads_and_resumes_with_its_chains(tmp
                                                                            run.model.n_hidden)
 
 
-@pytest.mark.parametrize("V,H,scale", [(300, 12, 0.3), (12, 300, 0.3), (97, 9, 2.0)])
+@pytest.mark.parametrize("V,H,scale", [(300, 12, 0.3), (12, 300, 0.3), (97, 9, 2.0), (3000, 6, 0.05), (400, 8, 6.0)])
 @torch.no_grad()
 def test_compiled_split_kernel_equals_its_torch_passes(V, H, scale, monkeypatch):
     """The split kernel's compiled pass (numba) against its torch passes on the same tables: the same sum to float32
-    rounding of the group products; and both against the float64 direct sum."""
+    rounding of the group products; and both against the float64 direct sum. 3,000 visible units: products up to
+    2^3000 (rescaled down); scale 6: factors down to e^-80 (rescaled up)."""
     from genlearn.estimators import exact_rbm
 
     if exact_rbm.numba is None:

@@ -20,10 +20,10 @@ Two kernels compute the same number:
   (g M_max <= 80 in float32, else the float64 version of the same kernel). The per-state sums are float32
   (relative error <= n g 2^-24; about 1e-5 nats for 784 x 25), the sum over states float64.
   Where numba is installed the float32 case runs as one compiled pass per state (`_split_rows`, hi states in
-  parallel): the g-term group products by halving the row, then the logs of float64 products of K groups (K g M_max
-  <= 700, the float64 range), so ~2 logs per state instead of n / g; 784 x 25 in 9.4 s on one AVX2 core and 4.4 s
-  on two, against 21.5 s and ~15 s for the torch passes over 4 MB blocks (memory-bound). The same value to float32
-  rounding of the group products (3e-8 nats apart there).
+  parallel): the g-term group products by halving the row, then their product in four float64 chains kept in
+  range by exact powers of 2, so four logs per state instead of n / g; the trained 784 x 25 RBM of
+  benchmarks/rbm_speed.py (g = 8) in 5.0 s on two AVX2 cores against 15.5 s for the torch passes over 4 MB blocks
+  (memory-bound), 1.5e-6 nats apart (float32 rounding of the group products).
 """
 from __future__ import annotations
 
@@ -85,13 +85,28 @@ def _direct(U: Tensor, alpha: Tensor, beta: Tensor, chunk_terms: int = 1 << 22) 
 #: False keeps the torch passes of the split kernel (tests compare both)
 COMPILED = True
 
+#: the float64 products of `_split_rows` are rescaled by 2^+-600 when they leave [2^-600, 2^600] (exact: powers of 2)
+_RESCALE = 600
+
 if numba is not None:
+    _TINY, _HUGE = 2.0 ** -_RESCALE, 2.0 ** _RESCALE
+
+    @njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True, inline="always")
+    def _times(p, x, shift):  # pragma: no cover - compiled
+        """(p x, shift) with p x brought back into [2^-600, 2^600] by powers of 2 counted in shift."""
+        p *= x
+        if p < _TINY:
+            return p * _HUGE, shift - 1.0
+        if p > _HUGE:
+            return p * _TINY, shift + 1.0
+        return p, shift
+
     @njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, parallel=True, cache=True)
-    def _split_rows(e_hi, e_lo, c0, const_lo, w, K, out_max, out_sum):  # pragma: no cover - compiled
+    def _split_rows(e_hi, e_lo, c0, const_lo, w, out_max, out_sum):  # pragma: no cover - compiled
         """For each hi state h: out_max[h] + log out_sum[h] = logsumexp over lo states l of
         const_lo[l] + sum_i log(c0_i + e_hi[h, i] e_lo[l, i]) (n_pad = w g entries per row, g a power of 2): the
-        float32 factors multiplied by halving the row down to w group products, those multiplied K at a time in
-        float64, one log per K groups."""
+        float32 factors multiplied by halving the row down to w group products (each in [e^-80, 2^g]), those
+        multiplied in four float64 chains kept in range by powers of 2, four logs per state."""
         nh, n_pad = e_hi.shape
         nl = e_lo.shape[0]
         for h in prange(nh):
@@ -108,13 +123,19 @@ if numba is not None:
                     for i in range(half):
                         t[i] *= t[i + half]
                     width = half
-                total = 0.0
-                for k0 in range(0, w, K):
-                    p = 1.0
-                    for i in range(k0, min(k0 + K, w)):
-                        p *= np.float64(t[i])
-                    total += np.log(p)
-                vals[lo] = total + const_lo[lo]
+                p0, p1, p2, p3, s0, s1, s2, s3 = 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0
+                i = 0
+                while i + 4 <= w:
+                    p0, s0 = _times(p0, np.float64(t[i]), s0)
+                    p1, s1 = _times(p1, np.float64(t[i + 1]), s1)
+                    p2, s2 = _times(p2, np.float64(t[i + 2]), s2)
+                    p3, s3 = _times(p3, np.float64(t[i + 3]), s3)
+                    i += 4
+                while i < w:
+                    p0, s0 = _times(p0, np.float64(t[i]), s0)
+                    i += 1
+                vals[lo] = (np.log(p0) + np.log(p1) + np.log(p2) + np.log(p3)
+                            + (s0 + s1 + s2 + s3) * (_RESCALE * 0.6931471805599453) + const_lo[lo])
             top = vals.max()
             acc = 0.0
             for lo in range(nl):
@@ -123,22 +144,18 @@ if numba is not None:
             out_sum[h] = acc
 
 
-def _split_compiled(e_hi: Tensor, e_lo: Tensor, c0: Tensor, const_hi: Tensor, const_lo: Tensor, g: int,
-                    m_max: float) -> float:
+def _split_compiled(e_hi: Tensor, e_lo: Tensor, c0: Tensor, const_hi: Tensor, const_lo: Tensor, g: int) -> float:
     """log sum_{h, l} exp(const_hi[h] + const_lo[l] + sum_i log(c0_i + e_hi[h, i] e_lo[l, i])) by `_split_rows`,
     numba's threads as many as torch's."""
-    n_pad = e_hi.shape[1]
-    K = max(1, int(700.0 // (g * max(m_max, 1.0))))  # K groups, each >= e^(-g M_max) and <= 2^g, in float64 range
     wanted = torch.get_num_threads()
     numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
     if torch.get_num_threads() != wanted:  # (starting numba's threading layer can reset torch's count)
         torch.set_num_threads(wanted)
     nh = e_hi.shape[0]
     out_max, out_sum = np.empty(nh), np.empty(nh)
-    _split_rows(e_hi.contiguous().numpy(), e_lo.contiguous().numpy(), c0.numpy(), const_lo.numpy(), n_pad // g, K,
-                out_max, out_sum)
-    tops = torch.from_numpy(out_max) + const_hi
-    return float(torch.logsumexp(tops + torch.from_numpy(out_sum).log(), 0))
+    _split_rows(e_hi.contiguous().numpy(), e_lo.contiguous().numpy(), c0.numpy(), const_lo.numpy(),
+                e_hi.shape[1] // g, out_max, out_sum)
+    return float(torch.logsumexp(torch.from_numpy(out_max) + const_hi + torch.from_numpy(out_sum).log(), 0))
 
 
 @torch.no_grad()
@@ -170,7 +187,7 @@ def _split(U: Tensor, alpha: Tensor, beta: Tensor, block_terms: int = 1 << 20) -
     const_lo = s_lo @ beta[:n_lo]
     const_hi = s_hi @ beta[n_lo:] + big_m.sum()
     if COMPILED and numba is not None and dtype == torch.float32:
-        return _split_compiled(e_hi, e_lo, c0, const_hi, const_lo, g, m_max)
+        return _split_compiled(e_hi, e_lo, c0, const_hi, const_lo, g)
     n_lo_states = 1 << n_lo
     lb = min(n_lo_states, max(1, block_terms // n_pad))
     hb = max(1, min(1 << n_hi, block_terms // (lb * n_pad)))
