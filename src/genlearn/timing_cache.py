@@ -73,12 +73,12 @@ def machine() -> dict:
 
 
 def _file_for(module_file: str) -> Path | None:
-    folder = directory()
-    if folder is None:
-        return None
     try:
+        folder = directory()
+        if folder is None:
+            return None
         source = hashlib.sha1(Path(module_file).read_bytes()).hexdigest()
-    except OSError:
+    except (OSError, RuntimeError):  # an unreadable module, no home directory: measure, as without the cache
         return None
     key = hashlib.sha1(json.dumps([machine(), Path(module_file).name, source], sort_keys=True).encode()).hexdigest()
     return folder / f"timings-{Path(module_file).stem}-{key[:16]}.json"
@@ -137,7 +137,10 @@ def remembered(module_file: str, entry: str, measure: Callable[[], float]) -> fl
 def record() -> dict:
     """Where this process's timings came from: the cache directory (or "off") and how many were remembered and
     measured."""
-    folder = directory()
+    try:
+        folder = directory()
+    except RuntimeError:  # no home directory
+        folder = None
     return {"timing_cache": "off" if folder is None else str(folder), "timings_remembered": _STATS["remembered"],
             "timings_measured": _STATS["measured"]}
 
