@@ -75,20 +75,31 @@ def test_the_default_directory_follows_xdg(monkeypatch, tmp_path):
     assert timing_cache.directory() == tmp_path / "genlearn"
 
 
-def test_a_second_process_reuses_the_products_and_sums_timings(cache_dir):
-    """Two fresh processes ask for the float32 products' speedup and a sums crossover: the first measures and
-    stores them, the second reads them (the same values) without measuring."""
+def test_a_dict_of_timings_round_trips(cache_dir, tmp_path):
+    module = tmp_path / "forms.py"
+    module.write_text("x = 1\n")
+    times = {"tanh": 3e-6, "compiled": 1.2e-6}
+    assert timing_cache.remembered(str(module), "forms", lambda: times) == times
+    timing_cache._reset_for_tests()
+    assert timing_cache.remembered(str(module), "forms", lambda: {"tanh": 1.0}) == times
+
+
+def test_a_second_process_reuses_every_timing(cache_dir):
+    """Two fresh processes ask for the float32 products' speedup, a sums crossover, the compiled sigmoid's speedup
+    and the tanh forms' timings: the first measures and stores them, the second reads them (the same values)
+    without measuring."""
     code = ("import json, torch; torch.set_num_threads(1)\n"
-            "from genlearn import products, binary_kernels, timing_cache\n"
-            "s = products.onednn_speedup(); c = binary_kernels.CHOOSER.crossover('rows', 20, 30, 10)\n"
-            "print(json.dumps([s, c, timing_cache.record()]))\n")
+            "from genlearn import products, binary_kernels, logistic_kernels, numerics, timing_cache\n"
+            "v = [products.onednn_speedup(), binary_kernels.CHOOSER.crossover('rows', 20, 30, 10),\n"
+            "     logistic_kernels.sigmoid_speedup(), numerics.tanh_timings()]\n"
+            "print(json.dumps([v, timing_cache.record()]))\n")
     env = {**os.environ, timing_cache.ENV: str(cache_dir)}
     runs = [json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                       check=True).stdout) for _ in range(2)]
-    (s1, c1, rec1), (s2, c2, rec2) = runs
-    assert (s1, c1) == (s2, c2)
+    (v1, rec1), (v2, rec2) = runs
+    assert v1 == v2
     from genlearn import binary_kernels
 
-    measured = 2 if binary_kernels.available() else 1
+    measured = 4 if binary_kernels.available() else 2  # without numba: no crossover, no compiled sigmoid to time
     assert rec1["timings_measured"] == measured and rec1["timings_remembered"] == 0
     assert rec2["timings_measured"] == 0 and rec2["timings_remembered"] == measured

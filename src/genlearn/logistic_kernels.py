@@ -366,7 +366,8 @@ def elementwise_override() -> str:
 
 def sigmoid_speedup() -> float:
     """time(torch.sigmoid_) / time(the compiled sigmoid_) on a BENCH_SHAPE float32 block at torch's current thread
-    count (> 1: compiled faster), measured once per thread count (genlearn.kernel_timing); 0.0 without numba.
+    count (> 1: compiled faster), measured once per thread count and machine (genlearn.kernel_timing,
+    genlearn.timing_cache); 0.0 without numba.
     Measured: ~2x on one AVX2 EPYC core (0.4 against 0.9 ns per entry), 0.8x on an AVX-512 Xeon (0.45 against 0.37)."""
     import torch
 
@@ -375,13 +376,18 @@ def sigmoid_speedup() -> float:
         if numba is None:
             _SIGMOID_SPEEDUP[threads] = 0.0
         else:
-            from genlearn import kernel_timing
+            from genlearn import kernel_timing, timing_cache
 
-            a = torch.randn(BENCH_SHAPE, generator=torch.Generator().manual_seed(0)).mul_(4)
-            b = a.clone()
-            best = kernel_timing.best_seconds({"torch": lambda: b.copy_(a).sigmoid_(),  # both in place on fresh
-                                               "compiled": lambda: _sigmoid_in_place(b.copy_(a))})  # logits
-            _SIGMOID_SPEEDUP[threads] = best["torch"] / best["compiled"]
+            def measure() -> float:
+                a = torch.randn(BENCH_SHAPE, generator=torch.Generator().manual_seed(0)).mul_(4)
+                b = a.clone()
+                best = kernel_timing.best_seconds({"torch": lambda: b.copy_(a).sigmoid_(),  # both in place on
+                                                   "compiled": lambda: _sigmoid_in_place(b.copy_(a))})  # fresh logits
+                return best["torch"] / best["compiled"]
+
+            # remembered per machine (genlearn.timing_cache): the same choice in every process of this machine
+            _SIGMOID_SPEEDUP[threads] = timing_cache.remembered(__file__, f"sigmoid_speedup threads={threads}",
+                                                                measure)
     return _SIGMOID_SPEEDUP[threads]
 
 

@@ -110,23 +110,28 @@ _TANH_TIMES: dict[int, dict[str, float]] = {}  # torch threads -> seconds per ca
 
 
 def tanh_timings() -> dict[str, float]:
-    """Seconds per call on a TANH_BENCH_SHAPE float32 block, once per process and thread count
-    (genlearn.kernel_timing): "tanh" torch.tanh(a); "sigmoid_form" 2 sigmoid(2a) - 1 (three passes more, the
-    sigmoid by genlearn.logistic_kernels.sigmoid_); "sigmoid" the sigmoid alone (what a tanh network whose affine
-    maps absorb the factors runs: genlearn.models.vae.MLP.sigmoid_features). Measured, ns per entry, one core:
-    AVX-512 EPYC tanh 2.5-3.3, sigmoid form 0.7-1.0; AVX2 3.4-3.5 and 1.6-2.1; AVX-512 Xeon tanh 0.3, sigmoid form
-    ~1 (torch's tanh is fast there); with torch's scalar DEFAULT kernels tanh 2.8-3.2, sigmoid form 8.4-9.5."""
-    from genlearn import kernel_timing, logistic_kernels
+    """Seconds per call on a TANH_BENCH_SHAPE float32 block, once per machine and thread count
+    (genlearn.kernel_timing, genlearn.timing_cache): "tanh" torch.tanh(a); "sigmoid_form" 2 sigmoid(2a) - 1
+    (three passes more, the sigmoid by genlearn.logistic_kernels.sigmoid_); "sigmoid" the sigmoid alone (what a
+    tanh network whose affine maps absorb the factors runs: genlearn.models.vae.MLP.sigmoid_features). Measured,
+    ns per entry, one core: AVX-512 EPYC tanh 2.5-3.3, sigmoid form 0.7-1.0; AVX2 3.4-3.5 and 1.6-2.1; AVX-512 Xeon
+    tanh 0.3, sigmoid form ~1 (torch's tanh is fast there); with torch's scalar DEFAULT kernels tanh 2.8-3.2,
+    sigmoid form 8.4-9.5."""
+    from genlearn import kernel_timing, logistic_kernels, timing_cache
 
     threads = torch.get_num_threads()
     if threads not in _TANH_TIMES:
-        a = torch.randn(TANH_BENCH_SHAPE, generator=torch.Generator().manual_seed(0))
-        candidates = {"tanh": lambda: torch.tanh(a),
-                      "sigmoid_form": lambda: logistic_kernels.sigmoid_(a * 2).mul_(2).sub_(1),
-                      "sigmoid": lambda: logistic_kernels.sigmoid_(a.clone())}
-        if logistic_kernels.available():
-            candidates["compiled"] = lambda: logistic_kernels.tanh_(a.clone())
-        _TANH_TIMES[threads] = kernel_timing.best_seconds(candidates)
+        def measure() -> dict:
+            a = torch.randn(TANH_BENCH_SHAPE, generator=torch.Generator().manual_seed(0))
+            candidates = {"tanh": lambda: torch.tanh(a),
+                          "sigmoid_form": lambda: logistic_kernels.sigmoid_(a * 2).mul_(2).sub_(1),
+                          "sigmoid": lambda: logistic_kernels.sigmoid_(a.clone())}
+            if logistic_kernels.available():
+                candidates["compiled"] = lambda: logistic_kernels.tanh_(a.clone())
+            return kernel_timing.best_seconds(candidates)
+
+        # remembered per machine (genlearn.timing_cache): the same forms in every process of this machine
+        _TANH_TIMES[threads] = timing_cache.remembered(__file__, f"tanh_timings threads={threads}", measure)
     return _TANH_TIMES[threads]
 
 

@@ -1,10 +1,13 @@
 """One-off speed measurements remembered on this machine, across processes.
 
 Some of genlearn's choices rest on a timing taken once per process: which library runs float32 products fastest
-(genlearn.products, ~0.2 s) and below which density the sums of selected rows beat dense products
-(genlearn.binary_kernels.Chooser, ~0.05-0.1 s per shape). Every `genlearn fit` paid them again in its first
-epoch (~0.4 s of a ~2.7 s RBM epoch on a 2-core AVX2 EPYC). They depend on the machine and the software only, so
-they are kept in a small JSON file, one per machine and software:
+(genlearn.products, ~0.2 s), below which density the sums of selected rows beat dense products
+(genlearn.binary_kernels.Chooser, ~0.05-0.1 s per shape), and which sigmoid and tanh kernels run
+(genlearn.logistic_kernels.sigmoid_speedup, genlearn.numerics.tanh_timings: a few ms each, but near their 1.2x
+margin the answer could flip from one process to the next, and with it a run's float32 rounding). Every
+`genlearn fit` paid them again in its first epoch (~0.4 s of a ~2.7 s RBM epoch on a 2-core AVX2 EPYC). They
+depend on the machine and the software only, so they are kept in small JSON files, one per machine, software and
+measuring module:
 
     key = hash(CPU model, torch's CPU capability, cores, Python, torch, numba, the measuring module's source)
 
@@ -87,12 +90,25 @@ def _file_for(module_file: str) -> Path | None:
 _FILES: dict = {}  # module file -> its cache file (or None), hashed once per process
 
 
+def _value(v):
+    """A stored value as a float or a {name: float} dict (ValueError/TypeError for anything else)."""
+    if isinstance(v, dict):
+        return {str(k): float(x) for k, x in v.items()}
+    if isinstance(v, bool):
+        raise TypeError("not a number")
+    return float(v)
+
+
+def _values_of(text: str) -> dict:
+    values = json.loads(text)["values"]
+    return {k: _value(v) for k, v in values.items()}
+
+
 def _read(path: Path) -> dict:
     if path not in _VALUES:
         try:
-            values = json.loads(path.read_text())["values"]
-            _VALUES[path] = {k: float(v) for k, v in values.items()} if isinstance(values, dict) else {}
-        except (OSError, ValueError, KeyError, TypeError):
+            _VALUES[path] = _values_of(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             _VALUES[path] = {}
     return _VALUES[path]
 
@@ -102,7 +118,7 @@ def _write(path: Path, values: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            merged = {k: float(v) for k, v in json.loads(path.read_text())["values"].items()}
+            merged = _values_of(path.read_text())
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             merged = {}
         merged.update(values)
@@ -114,10 +130,10 @@ def _write(path: Path, values: dict) -> None:
         pass
 
 
-def remembered(module_file: str, entry: str, measure: Callable[[], float]) -> float:
-    """The value of `measure()` for this machine and software: read from the cache when there, else measured now
-    and stored. `module_file`: the measuring module's __file__ (its source is part of the key); `entry`: what was
-    measured (e.g. "rows 100 784 500 threads=1")."""
+def remembered(module_file: str, entry: str, measure: Callable[[], float | dict]) -> float | dict:
+    """The value of `measure()` (a float, or a {name: float} dict of several timings) for this machine and
+    software: read from the cache when there, else measured now and stored. `module_file`: the measuring module's
+    __file__ (its source is part of the key); `entry`: what was measured (e.g. "rows 100 784 500 threads=1")."""
     if module_file not in _FILES:
         _FILES[module_file] = _file_for(module_file)
     path = _FILES[module_file]
@@ -126,7 +142,7 @@ def remembered(module_file: str, entry: str, measure: Callable[[], float]) -> fl
         if entry in values:
             _STATS["remembered"] += 1
             return values[entry]
-    value = float(measure())
+    value = _value(measure())
     _STATS["measured"] += 1
     if path is not None:
         _read(path)[entry] = value
