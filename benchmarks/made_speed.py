@@ -4,8 +4,10 @@
    MADE/NADE minibatch, and a large 2048^3 product (GFLOP/s = 2 m k n / seconds).
 2. One training epoch of MADE 1x500 on 50,000 x 784 with batch 100 through genlearn's Trainer (bit-packed
    minibatches, forward, backward, fused Adam step), with the direct input-output connection (the default),
-   without it, and with it and bfloat16 training products (`matmul_precision="bfloat16"`): seconds per epoch
-   (target < 2.5 s); best and median of --epochs timed epochs after a warm-up.
+   the same with the products that read the 0/1 input kept dense (binary_kernels.ENABLED = False; its epochs
+   alternate with the default's, and their median ratio is reported), without the direct connection, and with
+   it and bfloat16 training products (`matmul_precision="bfloat16"`): seconds per epoch (target < 2.5 s); best
+   and median of --epochs timed epochs after a warm-up.
 3. NADE with 500 hidden units (fixed order, the O(nH) pass: numba kernels when installed, else torch):
    training and evaluation examples per
    second, and the achieved FLOP/s as a fraction of the GEMM roofline. FLOPs counted per example: forward
@@ -29,7 +31,7 @@ import torch
 
 import common
 import genlearn
-from genlearn import Dataset, DataError
+from genlearn import Dataset, DataError, binary_kernels
 from genlearn.learning.trainer import TrainConfig, Trainer
 
 
@@ -85,10 +87,23 @@ def main(argv=None):
           f"{res['gemm_gflops_2048']:.1f} GFLOP/s at 2048^3", flush=True)
 
     # -- MADE 1x500 epoch, through genlearn's Trainer (what `genlearn fit made` runs) -------------------------
-    for key, direct, precision in (("made", True, "full"), ("made_no_direct", False, "full"),
-                                   ("made_bf16", True, "bfloat16")):
-        _, trainer = adam_trainer("made", train, (28, 28), hidden=str(h), direct=direct, matmul_precision=precision)
-        times = [timed_epoch(trainer) for _ in range(args.epochs + 1)][1:]  # the first epoch is a warm-up
+    # "made" and "made_dense" (the products that read the 0/1 input kept dense: binary_kernels.ENABLED = False)
+    # alternate epoch by epoch, so that the machine's drift is shared; the first epoch of each is a warm-up
+    pair = {key: adam_trainer("made", train, (28, 28), hidden=str(h))[1] for key in ("made", "made_dense")}
+    paired = {key: [] for key in pair}
+    for _ in range(args.epochs + 1):
+        for key, trainer in pair.items():
+            binary_kernels.ENABLED = key == "made"
+            paired[key].append(timed_epoch(trainer))
+    binary_kernels.ENABLED = True
+    for key, direct, precision in (("made", True, "full"), ("made_dense", True, "full"),
+                                   ("made_no_direct", False, "full"), ("made_bf16", True, "bfloat16")):
+        if key in paired:
+            times = paired[key][1:]
+        else:
+            _, trainer = adam_trainer("made", train, (28, 28), hidden=str(h), direct=direct,
+                                      matmul_precision=precision)
+            times = [timed_epoch(trainer) for _ in range(args.epochs + 1)][1:]  # the first epoch is a warm-up
         # forward: x W1 and h V (2 n H multiply-adds each), + x A (n^2) with the direct connection; x3 to train
         flops_made = 3 * 2 * (2 * n * h + (n * n if direct else 0)) * train.shape[0]
         res[f"{key}_epoch_seconds"] = times
@@ -96,11 +111,16 @@ def main(argv=None):
         res[f"{key}_epoch_seconds_median"] = statistics.median(times)
         res[f"{key}_epoch_fraction_of_roofline"] = flops_made / min(times) / 1e9 / roof
         label = " + direct connection" if direct else " (no direct connection)"
+        label += {"made": ", sums over the 0/1 input where faster", "made_dense": ", dense products"}.get(key, "")
         label += ", bfloat16 products (fraction of the float32 roofline)" if precision == "bfloat16" else ""
         print(f"MADE 1x{h}{label} epoch ({train.shape[0]} x {n}, "
               f"batch 100, Trainer + fused Adam): best {min(times):.2f} s, median {statistics.median(times):.2f} s "
               f"(target < 2.5 s); {res[f'{key}_epoch_fraction_of_roofline']:.2f} of the GEMM roofline", flush=True)
     res["made_epoch_target_seconds"] = 2.5
+    res["made_sums_speedup_median"] = statistics.median(d / s for d, s in zip(paired["made_dense"][1:],
+                                                                              paired["made"][1:]))
+    print(f"MADE: the sums over the 0/1 input {res['made_sums_speedup_median']:.2f}x the dense products "
+          "(median of the paired epochs)", flush=True)
 
     # -- NADE 500 --------------------------------------------------------------------------------------
     m = args.nade_examples

@@ -35,7 +35,7 @@ from torch import Tensor
 from genlearn.errors import ConfigError
 from genlearn.estimators.estimate import Estimate
 from genlearn.numerics import BASE_RATE_SMOOTHING, base_rate_logits, sample_bernoulli, uniform_  # noqa: F401
-from genlearn import binary_kernels, logistic_kernels, products, uniform_kernels
+from genlearn import binary_kernels, boltzmann_kernels, logistic_kernels, products, uniform_kernels
 
 #: the published schedule: steps of 1e-3 on [0, 0.5], 1e-4 on [0.5, 0.9], 1e-5 on [0.9, 1]
 PUBLISHED_STEPS = 14_500
@@ -294,6 +294,15 @@ def boltzmann_gibbs_sweeps(x: Tensor, b: Tensor, W: Tensor, beta: Tensor, sweeps
     x = x.clone()
     n = x.shape[1]
     beta = beta.reshape(-1) if beta.numel() > 1 else beta.reshape(())
+    bk, Wk = b.detach().contiguous(), W.detach().contiguous()
+    if boltzmann_kernels.usable(x, bk, Wk) and bool(((x == 0) | (x == 1)).all()):
+        # compiled: the fields kept per chain and updated by the rows of W at each flip (the same uniforms and
+        # decisions up to the order of float additions; genlearn.boltzmann_kernels)
+        betas = beta.to(x.dtype).expand(x.shape[0]).contiguous()
+        for _ in range(sweeps):
+            u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            boltzmann_kernels.sweeps_(x, bk, Wk, betas, u.unsqueeze(0))
+        return x
     for _ in range(sweeps):
         u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         for i in range(n):

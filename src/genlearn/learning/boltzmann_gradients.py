@@ -37,14 +37,39 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genlearn import binary_kernels, products
 from genlearn.errors import ConfigError
 from genlearn.models.boltzmann import mean_field_magnetizations
 
 
+def pair_counts(x: Tensor) -> Tensor | None:
+    """x^T x for 0/1 rows x (B x n) as float32 counts, or None where x is not such a CPU batch (then the caller
+    multiplies in float64). The counts are integers <= B < 2^24, so float32 holds them exactly whatever the order of
+    the additions: the sums of selected rows (per unit i, the sum of the rows x_m with x_mi = 1,
+    genlearn.binary_kernels) where this CPU runs them faster at the batch's density, else a float32 product; both
+    equal the float64 product exactly, in a fraction of its time (float64 products run at half float32's rate)."""
+    if x.device.type != "cpu" or x.dim() != 2 or x.shape[0] == 0 or x.shape[0] >= 2 ** 24 \
+            or x.dtype not in (torch.float32, torch.float64):
+        return None
+    x32 = x.detach().to(torch.float32).contiguous()
+    if not binary_kernels.usable(x32):
+        return None
+    B, n = x32.shape
+    index = binary_kernels._index_for(B, n)  # kept per shape
+    if not index.add(x32):  # entries other than 0 and 1
+        return None
+    out = torch.empty(n, n)
+    if binary_kernels.faster_at(index.density(0, B), "stats", B, n, n):
+        return index.t_mm(x32, out)
+    return products.mm(x32.T, x32, out=out)
+
+
 def data_moments(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Empirical <x> (n,) and <x x^T> (n, n) of the rows of x, float64."""
+    """Empirical <x> (n,) and <x x^T> (n, n) of the rows of x, float64 (for 0/1 rows, x^T x from exact float32
+    counts, `pair_counts`)."""
+    counts = pair_counts(x)
     x = x.double()
-    return x.mean(0), x.T @ x / x.shape[0]
+    return x.mean(0), (x.T @ x if counts is None else counts.double()) / x.shape[0]
 
 
 def moment_matching_loss(model, x: Tensor, m_model: Tensor, c_model: Tensor) -> Tensor:

@@ -49,6 +49,13 @@ class LBFGS(torch.optim.LBFGS):
         super().__init__(params, lr=lr, max_iter=1, max_eval=LBFGS_MAX_EVALS, tolerance_grad=tolerance_grad,
                          tolerance_change=0.0, history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe")
 
+    def _gather_flat_grad(self):
+        """The gradients as one vector in the parameters' logical (row-major) order, as torch's, but by reshape:
+        a parameter stored transposed (MADE's and the VAE's input-major weights) has a gradient of its layout,
+        which torch's view(-1) refuses."""
+        return torch.cat([p.new_zeros(p.numel()) if p.grad is None else p.grad.to_dense().reshape(-1)
+                          for p in self._params], 0)
+
     def state_dict(self) -> dict:
         sd = super().state_dict()
         packed = {}

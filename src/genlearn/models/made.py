@@ -30,6 +30,7 @@ from torch import Tensor
 
 from genlearn import products
 from genlearn.errors import ConfigError
+from genlearn.models import binary_input
 from genlearn.models.base import (
     MATMUL_PRECISIONS,
     GenerativeModel,
@@ -76,7 +77,11 @@ class MADE(GenerativeModel):
     direct: add the masked input-to-output weights A (see the module docstring); seed: initial weights and the
     masks; matmul_precision: "auto" (bfloat16 only where this machine runs it faster, genlearn.precision; resolved
     at the first training loss), "full", or "bfloat16" for the training loss's matrix products (bfloat16 operands,
-    float32 accumulation, under torch.autocast; log_prob, sampling and evaluation stay in full precision)."""
+    float32 accumulation, under torch.autocast; log_prob, sampling and evaluation stay in full precision).
+
+    The weights that read the input, `layers[0].weight` (H x n) and `direct_weight` (n x n), are stored input-major
+    (their transposes contiguous) for the sums over 0/1 batches: index them, or use `reshape(-1)` rather than
+    `view(-1)`; their state_dict entries are unchanged."""
 
     name = "made"
     support = "binary"
@@ -124,6 +129,14 @@ class MADE(GenerativeModel):
             self.register_buffer(f"deg{layer + 1}", d)
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
         self._cache = None
+        # the weights that read the input x (the first layer's W^1, H x n, and the direct A, n x n) stored
+        # input-major (their transposes contiguous): the rows of W^T that a 0/1 batch selects are then contiguous,
+        # as the sums of selected rows need (genlearn.models.binary_input); the modules still see W and A, the
+        # state_dict entries are unchanged, and loading one keeps this layout
+        first = self.layers[0]
+        first.weight = torch.nn.Parameter(first.weight.detach().T.contiguous().T)
+        if self.direct:
+            self.direct_weight = torch.nn.Parameter(self.direct_weight.detach().T.contiguous().T)
 
     # -- masks ---------------------------------------------------------------------------------------
     def degrees(self, k: int) -> list[Tensor]:
@@ -146,20 +159,42 @@ class MADE(GenerativeModel):
         mats.append((d[0].unsqueeze(1) > d[-1].unsqueeze(0)).to(dtype))
         if self.direct:
             mats.append((d[0].unsqueeze(1) > d[0].unsqueeze(0)).to(dtype))
-        self._cache = (key, mats)
+        self._cache = (key, mats, {})
         return mats
+
+    def _input_masks(self, k: int) -> list[Tensor]:
+        """The transposes (contiguous) of the masks of the weights that read x: [M^1^T] (+ [M^dir^T] with
+        `direct`), for the sums over a 0/1 batch; cached with `mask_matrices(k)`."""
+        mats = self.mask_matrices(k)
+        extra = self._cache[2]
+        if "input" not in extra:
+            extra["input"] = [mats[0].T.contiguous()] + ([mats[-1].T.contiguous()] if self.direct else [])
+        return extra["input"]
 
     # -- the network ---------------------------------------------------------------------------------
     def conditional_logits(self, x: Tensor, k: int = 0) -> Tensor:
-        """l_i(x) with mask k (B, n), indexed by dimension: P(x_i = 1 | x_{<i}) = sigmoid(l_i)."""
+        """l_i(x) with mask k (B, n), indexed by dimension: P(x_i = 1 | x_{<i}) = sigmoid(l_i).
+
+        On a 0/1 batch (float32 CPU, no autocast) the products that read x, x (W^1 * M^1)^T and x (A * M^dir)^T,
+        are sums of selected rows of the masked weights' transposes where this CPU runs them faster
+        (genlearn.models.binary_input; the same numbers up to float32 summation order)."""
         x = h = as_float(x).to(self.out.weight.dtype)
         mats = self.mask_matrices(k)
         n_layers = len(self.layers)
-        for lin, m in zip(self.layers, mats[:n_layers]):
-            h = self._act(products.linear(h, lin.weight * m, lin.bias))
+        first = self.layers[0]
+        rows = binary_input.rows_of(self, x) if first.weight.T.is_contiguous() else None
+        if rows is not None:
+            masks_t = self._input_masks(k)
+            h = self._act(rows.linear(first.weight.T * masks_t[0], first.bias))
+        for layer, (lin, m) in enumerate(zip(self.layers, mats[:n_layers])):
+            if layer > 0 or rows is None:
+                h = self._act(products.linear(h, lin.weight * m, lin.bias))
         out = products.linear(h, self.out.weight * mats[n_layers], self.out.bias)
         if self.direct:
-            out = torch.addmm(out, x, (self.direct_weight * mats[n_layers + 1]).T)  # autocast applies to addmm
+            if rows is not None and self.direct_weight.T.is_contiguous():
+                out = out + rows.linear(self.direct_weight.T * masks_t[1], None)
+            else:
+                out = torch.addmm(out, x, (self.direct_weight * mats[n_layers + 1]).T)  # autocast applies to addmm
         return out
 
     def log_prob_mask(self, x: Tensor, k: int) -> Tensor:
