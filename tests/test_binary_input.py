@@ -143,3 +143,33 @@ def test_lbfgs_steps_a_made_with_input_major_weights_as_a_contiguous_one():
     assert values[0] == pytest.approx(values[1], rel=1e-5)
     for a, b in zip(models[0].parameters(), plain.parameters()):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.5])
+def test_order_agnostic_nade_sums_equal_the_dense_products(monkeypatch, counted, density):
+    """Both 0/1 inputs of the order-agnostic NADE's first layer (x * m with W, the mask m with U) as sums: its
+    training loss and every gradient as with the dense products, from the same observed sets."""
+    from genlearn.models.nade import NADE
+
+    model = NADE(30, hidden=20, order_agnostic=True, seed=2)
+    assert model.W.T.is_contiguous() and model.U.T.is_contiguous()
+    x = (torch.rand(13, 30, generator=torch.Generator().manual_seed(7)) < density).float()
+    results = {}
+    for sums in (False, True):
+        monkeypatch.setattr(bk, "ENABLED", sums)
+        model.zero_grad()
+        loss = model.loss(x, torch.Generator().manual_seed(8))
+        loss.backward()
+        results[sums] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+    assert counted == {"rows": 2, "stats": 2}
+    assert torch.allclose(results[True][0], results[False][0], rtol=1e-6, atol=1e-6)
+    for a, e in zip(results[True][1], results[False][1]):
+        assert torch.allclose(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_rows_are_not_indexed(monkeypatch):
+    """With the widths of its products given, a batch above the sums' crossovers is left to the dense products."""
+    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 0.3)
+    monkeypatch.setattr(bk.RowIndex, "add", lambda *a: pytest.fail("indexed"))
+    x = (torch.rand(8, 12) < 0.7).float()
+    assert binary_input.rows_of(torch.nn.Linear(1, 1), x, widths=(5,)) is None

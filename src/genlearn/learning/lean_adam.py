@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.optim.optimizer as _optimizer_module
 
+from genlearn.learning.layouts import match_layout as _match_layout
+
 
 class LeanAdam(torch.optim.Adam):
     """torch.optim.Adam whose plain fused steps skip the Python bookkeeping (module docstring)."""
@@ -107,16 +109,6 @@ class LeanAdam(torch.optim.Adam):
             for p in group["params"]:
                 p.grad = None
         return None
-
-
-def _match_layout(p: torch.Tensor, state: dict) -> torch.Tensor:
-    """p.grad and p's state tensors of p's shape with p's strides (copied where they differ); returns p.grad."""
-    if p.grad.stride() != p.stride():
-        p.grad = torch.empty_like(p).copy_(p.grad)
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
-            state[key] = torch.empty_like(p).copy_(value)
-    return p.grad
 
 
 __all__ = ["LeanAdam"]

@@ -165,11 +165,14 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
         return LeanAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     momentum = cfg.momentum if cfg.optimizer == "momentum" else 0.0
     fused = all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params)
+    # LayoutSGD: the fused kernel needs each gradient and momentum buffer in its parameter's layout (a transposed
+    # weight resumed from a checkpoint would otherwise be updated wrongly; genlearn.learning.layouts)
+    from genlearn.learning.layouts import LayoutSGD
+
     try:  # one fused kernel for all parameters where this torch has it
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay,
-                               fused=fused or None)
+        return LayoutSGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay, fused=fused or None)
     except (RuntimeError, TypeError):
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
+        return LayoutSGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
 
 
 def parse_lr_steps(text: str) -> list[tuple[int, float]]:

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from genlearn import binary_kernels, products
 
-#: owner module -> its RowIndex (a model's own, so that another model's batch cannot overwrite it between a forward
-#: pass and its backward pass; the backward pass re-indexes its batch if the owner indexed another one since)
+#: owner module -> {slot: RowIndex} (a model's own, so that another model's batch cannot overwrite it between a
+#: forward pass and its backward pass; the backward pass re-indexes its batch if the owner indexed another one since)
 _INDEXES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _ZEROS: dict = {}
 
@@ -51,15 +51,24 @@ class BinaryRows:
         return _BinaryRowsLinear.apply(self.x, weight_t, bias, self)
 
 
-def rows_of(owner: torch.nn.Module, x: Tensor) -> BinaryRows | None:
-    """x indexed for the sums (kept per `owner`), or None where they cannot be used: x not a contiguous 2-D float32
-    CPU tensor, entries other than exactly 0 and 1, autocast on, or the sums disabled (binary_kernels.usable)."""
+def rows_of(owner: torch.nn.Module, x: Tensor, slot: int = 0, widths: tuple[int, ...] | None = None
+            ) -> BinaryRows | None:
+    """x indexed for the sums (kept per `owner` and `slot`: a model with two 0/1 inputs indexes them in two slots),
+    or None where they cannot be used: x not a contiguous 2-D float32 CPU tensor, entries other than exactly 0 and
+    1, autocast on, or the sums disabled (binary_kernels.usable). With `widths` (the output widths of the products
+    that will read x), also None, without indexing, where x's density is above the sums' crossovers for all of
+    them (dense rows: the index would go unused)."""
     if torch.is_autocast_enabled("cpu") or not binary_kernels.usable(x):
         return None
     B, n = x.shape
-    index = _INDEXES.get(owner)
+    if widths is not None:
+        density = float(x.detach().mean())
+        if not any(binary_kernels.faster_at(density, kind, B, n, w) for w in widths for kind in ("rows", "stats")):
+            return None
+    slots = _INDEXES.setdefault(owner, {})
+    index = slots.get(slot)
     if index is None or index.capacity < B or index.V != n:
-        index = _INDEXES[owner] = binary_kernels.RowIndex(B, n)
+        index = slots[slot] = binary_kernels.RowIndex(B, n)
     if not index.add(x.detach()):
         index.token = None
         return None
