@@ -21,22 +21,27 @@ def match_layout(p: torch.Tensor, state: dict) -> torch.Tensor:
     return p.grad
 
 
+def torch_step_in_layout(optimizer: torch.optim.Optimizer, step, closure=None):
+    """`step` (a torch optimizer class's step function) on `optimizer` after `match_layout` of every parameter with a
+    dense gradient, inside torch's step wrapper (profiler range, step pre/post hooks) as torch runs that class."""
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and not p.grad.is_sparse:
+                    match_layout(p, optimizer.state.get(p) or {})
+    if getattr(step, "hooked", False):  # an instance of the class has put the wrapper on it: run the step inside it
+        return step(optimizer, closure)
+    return torch.optim.Optimizer.profile_hook_step(step)(optimizer, closure)
+
+
 class LayoutSGD(torch.optim.SGD):
     """torch.optim.SGD (plain, momentum, fused or not) whose step first gives every gradient and momentum buffer its
-    parameter's layout (`match_layout`), inside torch's step wrapper (profiler range, step hooks) as SGD runs it."""
+    parameter's layout (`torch_step_in_layout`)."""
 
     def step(self, closure=None):
-        with torch.no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None and not p.grad.is_sparse:
-                        match_layout(p, self.state.get(p) or {})
-        step = torch.optim.SGD.step
-        if getattr(step, "hooked", False):  # another SGD has put the wrapper on the class: run the step inside it
-            return step(self, closure)
-        return torch.optim.Optimizer.profile_hook_step(step)(self, closure)
+        return torch_step_in_layout(self, torch.optim.SGD.step, closure)
 
     step.hooked = True  # torch's wrapper is not put around this step (it runs SGD's step inside the wrapper)
 
 
-__all__ = ["LayoutSGD", "match_layout"]
+__all__ = ["LayoutSGD", "match_layout", "torch_step_in_layout"]

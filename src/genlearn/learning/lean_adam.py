@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.optim.optimizer as _optimizer_module
 
-from genlearn.learning.layouts import match_layout as _match_layout
+from genlearn.learning.layouts import match_layout as _match_layout, torch_step_in_layout
 
 
 class LeanAdam(torch.optim.Adam):
@@ -70,14 +70,7 @@ class LeanAdam(torch.optim.Adam):
     def _torch_step(self, closure=None):
         """torch.optim.Adam.step inside torch's step wrapper (profiler range, step pre/post hooks), as a torch Adam
         runs it; gradients and states first given their parameters' layouts."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None and not p.grad.is_sparse:
-                    _match_layout(p, self.state.get(p) or {})
-        step = torch.optim.Adam.step
-        if getattr(step, "hooked", False):  # another Adam has put the wrapper on the class: run the step inside it
-            return step(self, closure)
-        return torch.optim.Optimizer.profile_hook_step(step)(self, closure)
+        return torch_step_in_layout(self, torch.optim.Adam.step, closure)
 
     @torch.no_grad()
     def step(self, closure=None):
