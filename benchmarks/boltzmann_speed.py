@@ -2,9 +2,10 @@
 and exact pair counts over 0/1 rows against the torch loop and float64 products, interleaved in one process.
 
 "compiled": genlearn's defaults (genlearn.boltzmann_kernels: per chain, the fields b + x W as sums of the rows of W
-at the active units, updated by +-W_i at each flip; genlearn.learning.boltzmann_gradients.pair_counts: x^T x as
-exact float32 counts); "torch": boltzmann_kernels.ENABLED = binary_kernels.ENABLED = False (per unit a product
-x W[:, i] in torch, n calls per sweep; x^T x as a float64 product). Both draw the same uniforms. Timed, each pair
+at the active units, updated by +-W_i at each flip; AIS's energies with x W summed over the active units, in
+float64; genlearn.learning.boltzmann_gradients.pair_counts: x^T x as exact float32 counts); "torch":
+boltzmann_kernels.ENABLED = binary_kernels.ENABLED = False (per unit a product x W[:, i] in torch, n calls per
+sweep; the energies and x^T x by float64 products). Both draw the same uniforms. Timed, each pair
 in alternating order, --repeats pairs:
 
 1. one sequential-scan Gibbs sweep of --chains chains (float64, as AIS runs them) of a machine trained for one

@@ -72,3 +72,23 @@ def test_pair_counts_leave_gray_levels_to_the_float64_product():
     assert bg.pair_counts(x) is None
     m, c = bg.data_moments(x)
     assert torch.allclose(c, x.T @ x / 9)
+
+
+def test_energies_by_sums_equal_the_dense_product(monkeypatch):
+    """AIS's chain energies E(x) = -(b.x + 1/2 x.W.x) with x W summed over the active units (float64): the dense
+    product's values to float64 rounding; gray rows fall back to the product."""
+    n, C = 23, 11
+    b, W, g = _machine(n, torch.float64)
+    x = (torch.rand(C, n, generator=g) < 0.4).double()
+    x[0] = 0.0
+    index = bk.RowIndex(C, n)
+    calls = []
+    real = bk.RowIndex.addmm
+    monkeypatch.setattr(bk.RowIndex, "addmm", lambda *a: calls.append(1) or real(*a))
+    dense = ais.quadratic_energy64(x, b, W)
+    assert torch.allclose(ais.quadratic_energy64(x, b, W, index), dense, rtol=1e-12, atol=1e-12)
+    assert len(calls) == 1
+    gray = torch.rand(C, n, generator=g, dtype=torch.float64)
+    assert torch.allclose(ais.quadratic_energy64(gray, b, W, index), ais.quadratic_energy64(gray, b, W),
+                          rtol=1e-12, atol=1e-12)
+    assert len(calls) == 1

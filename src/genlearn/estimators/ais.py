@@ -281,9 +281,15 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_logits: Tensor | Non
 # ------------------------------------------------------------------------------------------------------------
 # fully visible Boltzmann machines
 # ------------------------------------------------------------------------------------------------------------
-def quadratic_energy64(x: Tensor, b: Tensor, W: Tensor) -> Tensor:
-    """E(x) = -(b.x + 1/2 x.W.x) per row (W symmetric, zero diagonal), in x's dtype."""
-    return -(x @ b + 0.5 * ((x @ W) * x).sum(-1))
+def quadratic_energy64(x: Tensor, b: Tensor, W: Tensor, index=None) -> Tensor:
+    """E(x) = -(b.x + 1/2 x.W.x) per row (W symmetric, zero diagonal), in x's dtype. With `index` (a
+    binary_kernels.RowIndex of x's shape) and 0/1 rows, x W is the sum of the rows of W at each row's active units
+    (compiled, in x's dtype: the dense product's value up to the order of its additions), else a product."""
+    if index is not None and index.add(x.contiguous()):
+        xw = index.addmm(0, x.shape[0], W, torch.zeros(W.shape[1], dtype=W.dtype), torch.empty_like(x))
+    else:
+        xw = x @ W
+    return -(x @ b + 0.5 * (xw * x).sum(-1))
 
 
 @torch.no_grad()
@@ -359,8 +365,11 @@ def boltzmann_ais_log_partition(b: Tensor, W: Tensor, steps: int = 1000, chains:
     x = torch.cat(starts)
     path = torch.cat(paths, 1)
     lw = torch.zeros(x.shape[0], dtype=torch.float64)
+    # the chains' energies: x W as sums of rows of W over the active units where numba is installed (float64)
+    index = binary_kernels.RowIndex(*x.shape) if binary_kernels.available() and boltzmann_kernels.ENABLED else None
+    W = W.contiguous()
     for k in range(1, steps + 1):
-        lw -= (path[k] - path[k - 1]) * quadratic_energy64(x, b, W)
+        lw -= (path[k] - path[k - 1]) * quadratic_energy64(x, b, W, index)
         if k < steps:
             x = boltzmann_gibbs_sweeps(x, b, W, path[k][:, None], 1, g)
     lw_f = lw[:chains]
