@@ -8,6 +8,8 @@
    alternate with the default's, and their median ratio is reported), without the direct connection, and with
    it and bfloat16 training products (`matmul_precision="bfloat16"`): seconds per epoch (target < 2.5 s); best
    and median of --epochs timed epochs after a warm-up.
+   Then a FVSBN epoch (logits b + x (W * M)^T: sums over the 0/1 input where faster) against the same with the
+   dense product, alternating epoch by epoch.
 3. NADE with 500 hidden units (fixed order, the O(nH) pass: numba kernels when installed, else torch):
    training and evaluation examples per
    second, and the achieved FLOP/s as a fraction of the GEMM roofline. FLOPs counted per example: forward
@@ -51,6 +53,18 @@ def timed_epoch(trainer) -> float:
     return time.perf_counter() - t0
 
 
+def paired_epochs(trainers: dict, epochs: int) -> dict:
+    """{key: [seconds of each epoch]} for trainers that alternate epoch by epoch, epochs + 1 each (the first a
+    warm-up); a key ending in "_dense" runs with binary_kernels.ENABLED = False (its 0/1 products dense)."""
+    times = {key: [] for key in trainers}
+    for _ in range(epochs + 1):
+        for key, trainer in trainers.items():
+            binary_kernels.ENABLED = not key.endswith("_dense")
+            times[key].append(timed_epoch(trainer))
+    binary_kernels.ENABLED = True
+    return times
+
+
 def load(data_dir, smoke: bool):
     """(train, test, description): binarized MNIST, or Bernoulli(0.13) pixels when it is missing or --smoke."""
     if not smoke:
@@ -90,13 +104,8 @@ def main(argv=None):
     # -- MADE 1x500 epoch, through genlearn's Trainer (what `genlearn fit made` runs) -------------------------
     # "made" and "made_dense" (the products that read the 0/1 input kept dense: binary_kernels.ENABLED = False)
     # alternate epoch by epoch, so that the machine's drift is shared; the first epoch of each is a warm-up
-    pair = {key: adam_trainer("made", train, (28, 28), hidden=str(h))[1] for key in ("made", "made_dense")}
-    paired = {key: [] for key in pair}
-    for _ in range(args.epochs + 1):
-        for key, trainer in pair.items():
-            binary_kernels.ENABLED = key == "made"
-            paired[key].append(timed_epoch(trainer))
-    binary_kernels.ENABLED = True
+    paired = paired_epochs({key: adam_trainer("made", train, (28, 28), hidden=str(h))[1]
+                            for key in ("made", "made_dense")}, args.epochs)
     for key, direct, precision in (("made", True, "full"), ("made_dense", True, "full"),
                                    ("made_no_direct", False, "full"), ("made_bf16", True, "bfloat16")):
         if key in paired:
@@ -118,6 +127,15 @@ def main(argv=None):
               f"batch 100, Trainer + fused Adam): best {min(times):.2f} s, median {statistics.median(times):.2f} s "
               f"(target < 2.5 s); {res[f'{key}_epoch_fraction_of_roofline']:.2f} of the GEMM roofline", flush=True)
     res["made_epoch_target_seconds"] = 2.5
+
+    # -- FVSBN epoch (x (W * M)^T: sums over the 0/1 input against the dense product, alternating) -------------
+    fv = paired_epochs({key: adam_trainer("fvsbn", train)[1] for key in ("fvsbn", "fvsbn_dense")}, args.epochs)
+    for key in fv:
+        res[f"{key}_epoch_seconds"] = fv[key][1:]
+    res["fvsbn_sums_speedup_median"] = statistics.median(d / s for d, s in zip(fv["fvsbn_dense"][1:], fv["fvsbn"][1:]))
+    print(f"FVSBN epoch ({train.shape[0]} x {n}, batch 100, Adam): median {statistics.median(fv['fvsbn'][1:]):.2f} s "
+          f"with the sums, {statistics.median(fv['fvsbn_dense'][1:]):.2f} s dense: "
+          f"{res['fvsbn_sums_speedup_median']:.2f}x", flush=True)
     res["made_sums_speedup_median"] = statistics.median(d / s for d, s in zip(paired["made_dense"][1:],
                                                                               paired["made"][1:]))
     print(f"MADE: the sums over the 0/1 input {res['made_sums_speedup_median']:.2f}x the dense products "

@@ -28,7 +28,7 @@ EXPECTED = {
                         "pcd_epoch_median_seconds.torch", "ais_log_z.compiled.*", "ais_log_z.torch.*",
                         "settings.threads"],
     "made_speed": ["gemm_gflops_100x784x500", "gemm_gflops_2048", "made_epoch_seconds_best",
-                   "made_dense_epoch_seconds_best", "made_sums_speedup_median",
+                   "made_dense_epoch_seconds_best", "made_sums_speedup_median", "fvsbn_sums_speedup_median",
                    "made_no_direct_epoch_seconds_best", "made_bf16_epoch_seconds_best",
                    "made_epoch_fraction_of_roofline", "nade_train_examples_per_second",
                    "nade_eval_examples_per_second", "oa_nade_train_examples_per_second",

@@ -173,3 +173,28 @@ def test_dense_rows_are_not_indexed(monkeypatch):
     monkeypatch.setattr(bk.RowIndex, "add", lambda *a: pytest.fail("indexed"))
     x = (torch.rand(8, 12) < 0.7).float()
     assert binary_input.rows_of(torch.nn.Linear(1, 1), x, widths=(5,)) is None
+
+
+def test_fvsbn_sums_equal_the_dense_products(monkeypatch, counted):
+    """The FVSBN's logits b + x (W * M)^T on a 0/1 batch as sums: its NLL and gradients as with the dense product,
+    a random ordering; the weight stays input-major through a state_dict round trip."""
+    from genlearn.models.fvsbn import FVSBN
+
+    model = FVSBN(25, order="random", seed=3)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(25, 25, generator=torch.Generator().manual_seed(9)))
+    x = (torch.rand(11, 25, generator=torch.Generator().manual_seed(10)) < 0.3).float()
+    results = {}
+    for sums in (False, True):
+        monkeypatch.setattr(bk, "ENABLED", sums)
+        model.zero_grad()
+        loss = -model.log_prob(x).mean()
+        loss.backward()
+        results[sums] = (loss.detach(), model.weight.grad.clone(), model.bias.grad.clone())
+    assert counted == {"rows": 1, "stats": 1}
+    for a, e in zip(results[True], results[False]):
+        assert torch.allclose(a, e, rtol=1e-5, atol=1e-6)
+    assert torch.equal(results[True][1] * (1 - model.mask), torch.zeros(25, 25))  # masked entries get no gradient
+    other = FVSBN(25, order="random", seed=3)
+    other.load_state_dict({k: v.contiguous() for k, v in model.state_dict().items()})
+    assert other.weight.T.is_contiguous() and torch.equal(other.weight, model.weight)
