@@ -198,3 +198,24 @@ def test_fvsbn_sums_equal_the_dense_products(monkeypatch, counted):
     other = FVSBN(25, order="random", seed=3)
     other.load_state_dict({k: v.contiguous() for k, v in model.state_dict().items()})
     assert other.weight.T.is_contiguous() and torch.equal(other.weight, model.weight)
+
+
+def test_mixture_e_step_sums_equal_the_float64_products(monkeypatch, counted):
+    """The EM statistics of a mixture of Bernoullis on 0/1 rows with both data products as sums (x l^T and r^T x,
+    float64): the float64 products' values to rounding; gray rows keep the products."""
+    from genlearn.learning import em
+
+    g = torch.Generator().manual_seed(11)
+    x = (torch.rand(37, 19, generator=g) < 0.3).float()
+    logits = torch.randn(5, 19, generator=g, dtype=torch.float64)
+    log_w = torch.log_softmax(torch.randn(5, generator=g, dtype=torch.float64), 0)
+    stats = {}
+    for sums in (False, True):
+        monkeypatch.setattr(bk, "ENABLED", sums)
+        stats[sums] = em.e_step(x, log_w, logits, chunk=16)  # three chunks, the last one smaller
+    assert counted == {"rows": 3, "stats": 3}
+    for name in ("mass", "sums"):
+        assert torch.allclose(getattr(stats[True], name), getattr(stats[False], name), rtol=1e-12, atol=1e-12)
+    assert stats[True].log_lik == pytest.approx(stats[False].log_lik, rel=1e-12)
+    em.e_step(torch.rand(6, 19, generator=g), log_w, logits)  # gray levels: no sums
+    assert counted == {"rows": 3, "stats": 3}
