@@ -214,7 +214,10 @@ class NADE(GenerativeModel):
     layers; seed: initial weights and the orderings; matmul_precision: "auto" (bfloat16 only where this machine
     runs it faster, genlearn.precision; resolved at the first training pass), "full", or "bfloat16" for the matrix
     products of the order-agnostic training pass (bfloat16 operands, float32 accumulation, under
-    torch.autocast; likelihoods, sampling and the fixed-order pass always run in the parameters' dtype)."""
+    torch.autocast; likelihoods, sampling and the fixed-order pass always run in the parameters' dtype).
+
+    W (H x n) and U are stored input-major (their transposes contiguous): index them, or use `reshape(-1)` rather
+    than `view(-1)`; their state_dict entries are unchanged."""
 
     name = "nade"
     support = "binary"
