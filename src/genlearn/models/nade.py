@@ -216,8 +216,8 @@ class NADE(GenerativeModel):
     products of the order-agnostic training pass (bfloat16 operands, float32 accumulation, under
     torch.autocast; likelihoods, sampling and the fixed-order pass always run in the parameters' dtype).
 
-    W (H x n) and U are stored input-major (their transposes contiguous): index them, or use `reshape(-1)` rather
-    than `view(-1)`; their state_dict entries are unchanged."""
+    With order_agnostic, W (H x n) and U are stored input-major (their transposes contiguous): index them, or use
+    `reshape(-1)` rather than `view(-1)`; their state_dict entries are unchanged."""
 
     name = "nade"
     support = "binary"
@@ -253,11 +253,9 @@ class NADE(GenerativeModel):
         self.W = torch.nn.Parameter(uniform((h1, n), n))
         self.c = torch.nn.Parameter(torch.zeros(h1))
         self.U = torch.nn.Parameter(uniform((h1, n), n)) if self.order_agnostic else None
-        # W (and U) stored input-major (W^T contiguous): the fused pass takes W^T (n x H) without a transposed copy
-        # and returns its gradient in that layout, and the order-agnostic first layer sums rows of W^T and U^T over
-        # its 0/1 inputs; the state_dict entries are unchanged, and loading one keeps this layout
-        self.W = torch.nn.Parameter(self.W.detach().T.contiguous().T)
-        if self.U is not None:
+        if self.order_agnostic:  # W and U stored input-major (W^T, U^T contiguous): the first layer sums their rows
+            # over its 0/1 inputs; the state_dict entries are unchanged, and loading one keeps this layout
+            self.W = torch.nn.Parameter(self.W.detach().T.contiguous().T)
             self.U = torch.nn.Parameter(self.U.detach().T.contiguous().T)
         if len(self.hidden) == 2:
             self.W2 = torch.nn.Parameter(uniform((self.hidden[1], h1), h1))
