@@ -288,6 +288,20 @@ def _index_for(R: int, V: int) -> RowIndex:
     return _INDEXES[key]
 
 
+def indexed(x):
+    """x (R x V, a contiguous float32 or float64 CPU tensor) indexed in a RowIndex kept per shape, for products of
+    x with several matrices (RowIndex.addmm, RowIndex.t_mm, in x's dtype); None where the sums are disabled
+    (ENABLED, GENLEARN_BINARY_SUMS), numba is missing, or x has entries other than exactly 0 and 1. The index is
+    shared by every caller of this shape: use it before indexing another x of the same shape."""
+    import torch
+
+    if not (ENABLED and available() and _allowed()) or x.dtype not in (torch.float32, torch.float64) \
+            or x.device.type != "cpu" or x.dim() != 2 or x.shape[0] == 0 or not x.is_contiguous():
+        return None
+    index = _index_for(*x.shape)
+    return index if index.add(x.detach()) else None
+
+
 def rows_addmm(x, W, b, out):
     """out = b + x W for 0/1 rows x (R x V), W (V x H), b (H), out (R x H): sums of the rows of W; returns out."""
     _check(x, W, b, out)
@@ -412,5 +426,5 @@ def _best_time(f, rounds: int = 3, reps: int = 1) -> float:
 
 CHOOSER = Chooser()
 
-__all__ = ["CHOOSER", "Chooser", "RowIndex", "available", "count_non_binary", "faster_at",
+__all__ = ["CHOOSER", "Chooser", "RowIndex", "available", "count_non_binary", "faster_at", "indexed",
            "rows_addmm", "rows_t_mm", "usable"]

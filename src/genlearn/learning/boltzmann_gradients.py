@@ -52,12 +52,10 @@ def pair_counts(x: Tensor) -> Tensor | None:
             or x.dtype not in (torch.float32, torch.float64):
         return None
     x32 = x.detach().to(torch.float32).contiguous()
-    if not binary_kernels.usable(x32):
+    index = binary_kernels.indexed(x32)  # None: entries other than 0 and 1, or the sums unavailable
+    if index is None:
         return None
     B, n = x32.shape
-    index = binary_kernels._index_for(B, n)  # kept per shape
-    if not index.add(x32):  # entries other than 0 and 1
-        return None
     out = torch.empty(n, n)
     if binary_kernels.faster_at(index.density(0, B), "stats", B, n, n):
         return index.t_mm(x32, out)

@@ -62,16 +62,6 @@ class EMStats:
         self.count += other.count
 
 
-def _binary_index(xb: Tensor):
-    """xb (a float64 CPU chunk) indexed for sums of selected rows (genlearn.binary_kernels, kept per shape), or None
-    where it is not 0/1 or the sums are off or unavailable."""
-    if not (binary_kernels.ENABLED and binary_kernels.available() and binary_kernels._allowed()) \
-            or xb.device.type != "cpu" or xb.dim() != 2 or xb.shape[0] == 0:
-        return None
-    index = binary_kernels._index_for(*xb.shape)
-    return index if index.add(xb) else None
-
-
 @torch.no_grad()
 def e_step(x: Tensor, log_weights: Tensor, logits: Tensor, chunk: int = DEFAULT_CHUNK) -> EMStats:
     """Responsibilities r_mk (softmax over k of log pi_k + log P_k(x_m)) reduced to sufficient statistics,
@@ -88,7 +78,7 @@ def e_step(x: Tensor, log_weights: Tensor, logits: Tensor, chunk: int = DEFAULT_
     for start in range(0, x.shape[0], chunk):
         xb = x[start : start + chunk].double().contiguous()
         B = xb.shape[0]
-        index = _binary_index(xb)
+        index = binary_kernels.indexed(xb)  # None: not 0/1, or the sums unavailable
         density = index.density(0, B) if index is not None else 1.0
         if index is not None and binary_kernels.faster_at(density, "rows", B, n, K):
             if logits_t is None:
