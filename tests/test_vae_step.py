@@ -112,6 +112,36 @@ def test_bfloat16_products_match_autocast_within_bfloat16_rounding(k, monkeypatc
         assert 1e-4 < err_fused < 3e-2 and err_fused < 3 * err_autocast + 1e-3, (name, err_fused, err_autocast)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_rows_of_weight_zero_left_out_of_the_backward_pass(activation, monkeypatch):
+    """IWAE: where enough importance weights are 0 (below NEGLIGIBLE_WEIGHT, raised here so that many of the 30
+    weights per row are), the decoder's backward pass runs on the other rows only. The gradient is still autograd's
+    through numerics.log_mean_exp (whose weights below NEGLIGIBLE_WEIGHT are 0 too), float64."""
+    from genlearn import numerics
+
+    monkeypatch.setattr(numerics, "NEGLIGIBLE_WEIGHT", 0.02)
+    kept = []
+    original = vae_step._weighted_rows
+    monkeypatch.setattr(vae_step, "_weighted_rows", lambda g: kept.append(original(g)) or kept[-1])
+    model, x, k = small_vae(activation), data(), 30
+    loss, grads = gradients(model, x, k, 3, 0.7, False, fused=True)
+    assert kept[0] is not None and 0 < kept[0].numel() < 0.95 * k * x.shape[0]  # the rows were left out
+    model.zero_grad(set_to_none=True)
+    log_w = model.log_weights(x, k, torch.Generator().manual_seed(3), kl_weight=0.7)
+    ref_loss = -numerics.log_mean_exp(log_w).mean()
+    ref_loss.backward()
+    assert loss == pytest.approx(float(ref_loss), rel=1e-12)
+    for name, p in model.named_parameters():
+        scale = float(p.grad.abs().max()) + 1e-300
+        assert float((grads[name] - p.grad).abs().max()) <= 1e-11 * scale, name
+    # without leaving rows out: the same gradient
+    monkeypatch.setattr(vae_step, "MIN_ZERO_FRACTION", 2.0)
+    _, full = gradients(model, x, k, 3, 0.7, False, fused=True)
+    assert kept[-1] is None
+    for name in full:
+        torch.testing.assert_close(grads[name], full[name], rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("k,closed", [(1, True), (5, False)])
 def test_gradient_equals_finite_differences(k, closed):
     """d loss / d theta_i against (loss(theta + h e_i) - loss(theta - h e_i)) / 2h with the same noise, float64."""
