@@ -27,6 +27,12 @@ The pairs (genlearn epoch, pythae epoch) are interleaved --repeats times per obj
 the same torch threads, so that a machine loaded by other work slows both alike; the figures are the median
 seconds per epoch of each side and their ratio pythae / genlearn (target >= 2).
 
+The roofline: an epoch's matrix-product FLOPs when every product is dense (`epoch_gemm_flops`; 0.111 TFLOP for the
+VAE, 3.10 TFLOP for IWAE-50 on 50,000 rows) over the float32 GEMM peak measured here on the step's shapes. Each
+side's fraction of it is reported, and the ratio an epoch at the roofline would reach against pythae's: the
+ceiling of pythae / genlearn for an implementation that does the dense arithmetic (genlearn's sums over the 0/1
+input replace two of the encoder's products and can pass it a little).
+
 Comparable objectives: each side's epoch loss is printed (nats per example). genlearn's is the mean of
 -L_k over the epoch's batches; pythae's VAE loss is the mean over batches of the per-example BCE + analytic KL,
 the same -ELBO (nats per example, the KL in closed form instead of one sample); pythae's IWAE loss is its
@@ -199,6 +205,17 @@ def bounds(log_weights, x: torch.Tensor, k: int, seed: int = 1) -> dict:
     return {"neg_elbo": -elbo / x.shape[0], f"neg_iwae_{k}": -iwae / x.shape[0]}
 
 
+def epoch_gemm_flops(rows: int, k: int, n: int = 784) -> float:
+    """The matrix-product FLOPs of one epoch of this network trained densely (what pythae runs), 2 m k n per product:
+    per example the encoder forward F_e, its weight gradients F_e and its input gradients F_e - 2 n H1 (none for
+    the data), and for each of the k samples the decoder forward, weight and input gradients 3 F_d (dz is needed),
+    F_e = 2 (n H1 + H1 H2 + H2 2D), F_d = 2 (D H2 + H2 H1 + H1 n)."""
+    h1, h2 = HIDDEN
+    f_enc = 2.0 * (n * h1 + h1 * h2 + h2 * 2 * LATENT)
+    f_dec = 2.0 * (LATENT * h2 + h2 * h1 + h1 * n)
+    return rows * (3 * f_enc - 2.0 * n * h1 + 3 * k * f_dec)
+
+
 def timed(fn) -> tuple[float, float]:
     t0 = time.perf_counter()
     loss = fn()
@@ -245,6 +262,11 @@ def main(argv=None):
                         "genlearn_gradient": ("hand-written backward pass (genlearn.models.vae_step)"
                                               if vae_step.enabled() else "autograd (GENLEARN_VAE_STEP=autograd)"),
                         "target_ratio_pythae_to_genlearn": TARGET_RATIO}}
+    # the roofline: the epoch's dense product FLOPs at this machine's float32 GEMM peak, measured on the step's shapes
+    gemm, peak = common.gemm_peak({"batch x 784 x 200": (BATCH, 784, HIDDEN[0]),
+                                   "k batch x 200 x 784": (BATCH * args.iw_samples, HIDDEN[0], 784)},
+                                  seconds=0.2 if args.smoke else 1.0)
+    res["settings"].update({"gemm_gflops": gemm, "gemm_peak_gflops": peak})
     if version is None:
         print("pythae is not installed (make bench-deps): the peer is skipped, genlearn alone is timed", flush=True)
     print("settings", json.dumps(res["settings"]), flush=True)
@@ -280,12 +302,19 @@ def main(argv=None):
                     line += f", pythae {p_secs:.2f} s (loss {p_loss:.2f}), ratio {p_secs / secs:.2f}"
                 print(line, flush=True)
             rec["genlearn_seconds_median"] = statistics.median(rec["genlearn_seconds"])
+            rec["epoch_gemm_flops"] = epoch_gemm_flops(train.shape[0], k)
+            rec["roofline_seconds"] = rec["epoch_gemm_flops"] / (peak * 1e9)
+            rec["roofline_fraction"] = {"genlearn": rec["roofline_seconds"] / rec["genlearn_seconds_median"]}
             rec["check_after_training"] = {"rows": int(check_x.shape[0]), "genlearn": bounds(
                 lambda x, s, gen: g_model.log_weights(x, s, gen), check_x, k if k > 1 else args.iw_samples)}
             if p_trainer is not None:
                 rec["pythae_seconds_median"] = statistics.median(rec["pythae_seconds"])
                 rec["ratio_pythae_to_genlearn"] = rec["pythae_seconds_median"] / rec["genlearn_seconds_median"]
                 rec["target_met"] = rec["ratio_pythae_to_genlearn"] >= TARGET_RATIO
+                rec["roofline_fraction"]["pythae"] = rec["roofline_seconds"] / rec["pythae_seconds_median"]
+                # the ratio an epoch at the roofline would reach (genlearn's sums over the 0/1 input can pass it a
+                # little: they replace two of the encoder's dense products)
+                rec["ratio_at_roofline"] = rec["pythae_seconds_median"] / rec["roofline_seconds"]
                 if b_trainer is not None:
                     rec["genlearn_bfloat16_seconds_median"] = statistics.median(rec["genlearn_bfloat16_seconds"])
                     rec["ratio_pythae_to_genlearn_bfloat16"] = (rec["pythae_seconds_median"]
@@ -299,6 +328,10 @@ def main(argv=None):
                 print(f"{label}: median seconds per epoch genlearn {rec['genlearn_seconds_median']:.2f}, pythae "
                       f"{rec['pythae_seconds_median']:.2f}; pythae / genlearn = {rec['ratio_pythae_to_genlearn']:.2f}"
                       f" (target >= {TARGET_RATIO})", flush=True)
+                print(f"{label}: roofline {rec['roofline_seconds']:.2f} s ({rec['epoch_gemm_flops'] / 1e12:.3f} TFLOP "
+                      f"at {peak:.1f} GFLOP/s): genlearn at {rec['roofline_fraction']['genlearn']:.2f} of it, pythae "
+                      f"at {rec['roofline_fraction']['pythae']:.2f}; an epoch at the roofline would be "
+                      f"{rec['ratio_at_roofline']:.2f}x pythae's", flush=True)
             else:
                 print(f"{label}: median seconds per epoch genlearn {rec['genlearn_seconds_median']:.2f} "
                       "(pythae skipped)", flush=True)

@@ -68,6 +68,7 @@ EXPECTED = {
               "ratio_vs_sklearn.auto", "ratio_vs_sklearn.full", "roofline_fraction.auto",
               "machine.bf16_speedup_measured", "machine.sparse_speedup_xW", "machine.load_average_at_end.*"],
     "vae_speed": ["vae.genlearn_seconds_median", "iwae.genlearn_seconds_median", "vae.genlearn_loss_per_example.*",
+                  "vae.roofline_seconds", "iwae.roofline_fraction.genlearn", "settings.gemm_peak_gflops",
                   "iwae.check_after_training.genlearn.neg_elbo", "settings.threads"],
     "gpu_check": ["recipe_epochs.made-32.epoch_seconds", "recipe_epochs.rbm-784x20-cd1.epoch_seconds",
                   "recipe_epochs.vae.epoch_seconds", "recipe_epochs.mixture-500.epoch_seconds",
