@@ -87,6 +87,38 @@ def test_gradient_equals_autograd_float32(activation, k, closed, kernels):
         assert float((grads[name] - ref[name]).abs().max()) <= 2e-5 * scale, name
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("gray", [False, True])
+def test_flat_pass_equals_the_general_pass(activation, gray, monkeypatch):
+    """The closed-form ELBO's flat pass (float32, numba present) gives the general pass's loss and gradients (the
+    same operations in the same order), with the encoder's first layer as sums over a 0/1 batch and dense on gray
+    levels, gradients accumulated onto existing ones and in their parameters' layouts; FLAT = False turns it off."""
+    from genlearn import gaussian_kernels, logistic_kernels
+
+    if not (logistic_kernels.available() and gaussian_kernels.available()):
+        pytest.skip("the flat pass needs numba's kernels")
+    model = VAE(300, latent=4, hidden=[40, 30], activation=activation, seed=2)
+    g = torch.Generator().manual_seed(9)
+    x = torch.rand(64, 300, generator=g) if gray else torch.bernoulli(torch.full((64, 300), 0.1), generator=g)
+    if not gray:  # the sums' both products, whatever this machine's timing says
+        monkeypatch.setattr(vae_step.binary_kernels, "faster_at", lambda *a: True)
+    calls = []
+    original = vae_step._flat_closed_pass
+    monkeypatch.setattr(vae_step, "_flat_closed_pass", lambda *a: calls.append(1) or original(*a))
+    results = []
+    for flat in (True, False):
+        monkeypatch.setattr(vae_step, "FLAT", flat)
+        model.zero_grad(set_to_none=True)
+        losses = [float(model.bound_gradient(x, 1, torch.Generator().manual_seed(s), 0.6)) for s in (1, 2)]
+        results.append((losses, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert calls == [1, 1]  # both steps of the first run, none of the second
+    (losses, grads), (ref_losses, ref) = results
+    assert losses == pytest.approx(ref_losses, rel=1e-6)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], ref[name], rtol=1e-5, atol=1e-6)
+        assert grads[name].stride() == p.stride(), name
+
+
 @pytest.mark.parametrize("k", [1, 30])
 def test_bfloat16_products_match_autocast_within_bfloat16_rounding(k, monkeypatch):
     """Under the model's bfloat16 training precision (torch.autocast) the pass takes bfloat16 operands: its gradient
