@@ -35,7 +35,7 @@ from torch import Tensor
 from genlearn.errors import ConfigError
 from genlearn.estimators.estimate import Estimate
 from genlearn.numerics import BASE_RATE_SMOOTHING, base_rate_logits, sample_bernoulli, uniform_  # noqa: F401
-from genlearn import binary_kernels, boltzmann_kernels, logistic_kernels, products, uniform_kernels
+from genlearn import binary_kernels, boltzmann_kernels, logistic_kernels, products, subset_kernels, uniform_kernels
 
 #: the published schedule: steps of 1e-3 on [0, 0.5], 1e-4 on [0.5, 0.9], 1e-5 on [0.9, 1]
 PUBLISHED_STEPS = 14_500
@@ -135,6 +135,13 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
         visible_pre_sums = h_index.bound_addmm(0, n_chains, w_t, d, logits)
         draw_hidden = h_index.bound_sample(u[:, :n_hid], s, h)
         draw_visible = v_index.bound_sample(u[:, n_hid:], logits, v)
+    # h W^T + d from a table of W's subset sums (genlearn.subset_kernels: W is the same at every temperature) where
+    # this CPU runs that faster than the dense product; the sums of selected rows then only below their crossover
+    # density divided by the table's speedup (the sums' time grows with the density, the table's does not)
+    table_speedup = subset_kernels.speedup(n_chains, n_hid, n_vis) if sums else 0.0
+    visible_pre_table = (subset_kernels.FixedSubsetProduct(n_chains, w_t).bound(h, d, logits)
+                         if table_speedup >= subset_kernels.MIN_SPEEDUP else None)
+    sums_factor = table_speedup if visible_pre_table is not None else 1.0
     # the annealing terms compiled (genlearn.logistic_kernels) for float32 CPU tensors
     fused = logistic_kernels.usable(s) and logistic_kernels.usable(av)
     if fused:
@@ -148,8 +155,8 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
         def refill():
             uniform_(u, generator)
 
-    def summed(index, width: int) -> bool:
-        return binary_kernels.faster_at(index.density(0, n_chains), "rows", n_chains, index.V, width)
+    def summed(index, width: int, factor: float = 1.0) -> bool:
+        return binary_kernels.faster_at(factor * index.density(0, n_chains), "rows", n_chains, index.V, width)
 
     bar = _progress_bar(steps, progress)
     for k in range(1, steps + 1):
@@ -175,9 +182,9 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
             draw_hidden()
         else:
             torch.lt(u[:, :n_hid], s, out=h)
-        if sums and summed(h_index, n_vis):
+        if sums and summed(h_index, n_vis, sums_factor):
             visible_pre_sums()
-        else:
+        elif visible_pre_table is None or not visible_pre_table():
             products.addmm(d, h, w_t, out=logits)                  # W h + d
         torch.addcmul(b0, logits, beta_cols[k], out=logits)
         sigmoid_logits()                                           # P_beta(v_i = 1 | h)

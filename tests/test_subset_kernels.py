@@ -1,0 +1,121 @@
+"""Products h M with a 0/1 left operand by a table of M's subset sums (genlearn.subset_kernels), and their use in AIS.
+
+Oracle: the float64 dense product of the same operands; the table's product must agree with it to float32
+summation-order tolerance at densities 0, 1 and in between, for shapes whose rows are not a multiple of the table's
+groups and whose columns are not a multiple of its blocks, at one and two threads; AIS with the table must bracket
+the exact log Z of a small RBM as AIS without it does."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from genlearn import subset_kernels as sk
+
+pytestmark = pytest.mark.skipif(not sk.available(), reason="numba (the `fast` extra) is not installed")
+
+
+def _within_summation_order(out: torch.Tensor, h: torch.Tensor, Mt: torch.Tensor, bias: torch.Tensor) -> bool:
+    """|out - (bias + h M)| <= (K + 1) 2^-23 (|bias| + |h| |M|) entry by entry (float32 summation of K + 1 terms in
+    any order), against the float64 product."""
+    exact = bias.double() + h.double() @ Mt.double()
+    scale = bias.double().abs() + h.double().abs() @ Mt.double().abs()
+    return bool(((out.double() - exact).abs() <= (Mt.shape[0] + 1) * 2.0 ** -23 * scale + 1e-30).all())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("density", [0.0, 0.47, 1.0])
+@pytest.mark.parametrize("R,K,V", [(100, 500, 784), (7, 13, 37), (3, 4, 16), (5, 9, 17), (1, 1, 1), (4, 97, 130)])
+def test_the_table_product_equals_the_dense_product(R, K, V, density, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(R * 10_000 + K * 100 + V)
+        h = (torch.rand(R, K, generator=g) < density).float()
+        Mt, bias = torch.randn(K, V, generator=g), torch.randn(V, generator=g)
+        out = torch.full((R, V), float("nan"))
+        product = sk.FixedSubsetProduct(R, Mt).bound(h, bias, out)
+        assert product() is True
+        assert _within_summation_order(out, h, Mt, bias)
+        # the same buffers again, with new rows: the product follows h (its codes are read at every call)
+        h.copy_((torch.rand(R, K, generator=g) < 0.5).float())
+        assert product() and _within_summation_order(out, h, Mt, bias)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_every_row_of_the_matrix_counts():
+    """Each of the K rows of M alone (h = its indicator) gives back that row: no group or table entry is lost."""
+    K, V = 11, 35
+    Mt = torch.randn(K, V, generator=torch.Generator().manual_seed(1))
+    h, out = torch.eye(K), torch.empty(K, V)
+    assert sk.FixedSubsetProduct(K, Mt).bound(h, torch.zeros(V), out)()
+    assert torch.equal(out, Mt)
+
+
+def test_rows_other_than_0_and_1_are_refused_and_the_output_kept():
+    Mt = torch.randn(8, 20)
+    h = torch.zeros(3, 8)
+    h[1, 2] = 0.5
+    out = torch.full((3, 20), 7.0)
+    assert sk.FixedSubsetProduct(3, Mt).bound(h, torch.zeros(20), out)() is False
+    assert (out == 7.0).all()
+
+
+def test_bad_operands_are_refused():
+    product = sk.FixedSubsetProduct(3, torch.randn(8, 20))
+    with pytest.raises(ValueError, match="h 3 x 8"):
+        product.bound(torch.zeros(3, 9), torch.zeros(20), torch.empty(3, 20))
+    with pytest.raises(ValueError, match="contiguous float32"):
+        product.bound(torch.zeros(3, 8, dtype=torch.float64), torch.zeros(20), torch.empty(3, 20))
+    with pytest.raises(ValueError, match="Mt must be"):
+        sk.FixedSubsetProduct(3, torch.randn(20, 8).T)
+
+
+def test_the_speedup_is_a_positive_ratio_of_two_timings(monkeypatch):
+    from genlearn import kernel_timing
+
+    seen = []
+
+    def fake(candidates, seconds):
+        for call in candidates.values():
+            call()
+        seen.append(sorted(candidates))
+        return {"dense": 3.0, "table": 2.0}
+
+    monkeypatch.setattr(kernel_timing, "best_seconds", fake)
+    assert sk.speedup(10, 12, 40) == pytest.approx(1.5)
+    assert seen == [["dense", "table"]]
+
+
+@pytest.fixture(scope="module")
+def small_rbm():
+    """A 20 x 10 RBM with random weights: log Z by enumerating the 2^10 hidden states."""
+    from genlearn.models.rbm import RBM
+
+    model = RBM(20, 10, init_std=0.5, seed=3)
+    with torch.no_grad():
+        model.visible_bias.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(4))
+    return model
+
+
+def test_ais_with_the_table_brackets_the_exact_log_z(small_rbm, monkeypatch):
+    """The table forced on (its measured speedup replaced by 10): the hidden states' product h W^T runs through it
+    at every temperature, and forward and reverse AIS still bracket the exact log Z."""
+    calls = []
+    bound = sk.FixedSubsetProduct.bound
+
+    def counted(self, h, bias, out):
+        run = bound(self, h, bias, out)
+        return lambda: calls.append(1) or run()
+
+    monkeypatch.setattr(sk, "speedup", lambda R, K, V: 10.0)
+    monkeypatch.setattr(sk.FixedSubsetProduct, "bound", counted)
+    exact = small_rbm.log_partition(method="exact").value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        est = small_rbm.log_partition(method="ais", steps=2000, chains=100, seed=0)
+    assert len(calls) >= 1000  # the sums of selected rows take the rest, below their crossover density / 10
+    assert abs(est.value - exact) < 0.3 and abs(est.details["reverse"] - exact) < 0.3, (est.value, exact)
+    assert est.lower <= exact <= est.upper, (est.lower, exact, est.upper)
