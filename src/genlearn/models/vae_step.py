@@ -329,9 +329,18 @@ def _weighted_rows(g: Tensor) -> Tensor | None:
     return kept if flat.numel() - kept.numel() >= MIN_ZERO_FRACTION * flat.numel() else None
 
 
-def _tape_rows(tape: list, rows: Tensor) -> list:
-    """The MLP's tape (linear, input, activation terms) restricted to the given rows."""
-    return [(lin, h.index_select(0, rows), tuple(t.index_select(0, rows) for t in saved)) for lin, h, saved in tape]
+def _rows(t: Tensor, rows: Tensor, gathered: dict) -> Tensor:
+    """t's given rows, gathered once per tensor (`gathered`: id -> (tensor, its rows), kept for one pass)."""
+    hit = gathered.get(id(t))
+    if hit is None or hit[0] is not t:
+        hit = gathered[id(t)] = (t, t.index_select(0, rows))
+    return hit[1]
+
+
+def _tape_rows(tape: list, rows: Tensor, gathered: dict) -> list:
+    """The MLP's tape (linear, input, activation terms) restricted to the given rows (a tensor that is both one layer's
+    activation term and the next one's input, tanh's y, gathered once)."""
+    return [(lin, _rows(h, rows, gathered), tuple(_rows(t, rows, gathered) for t in saved)) for lin, h, saved in tape]
 
 
 # -- the closed-form ELBO's flat pass -------------------------------------------------------------------------------
@@ -519,8 +528,9 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
             dz = _mlp_backward(P, dec_tape, kind, dh, grads, True).view(k, B, D)
         else:  # the rows of weight 0 add exactly 0 to every gradient: the decoder's backward pass without them
             dl = residual.index_select(0, kept).mul_(g.view(-1, 1).index_select(0, kept).neg_())
-            dh = _linear_backward(P, model.dec_out, h_dec.index_select(0, kept), dl, grads, True)
-            dz_kept = _mlp_backward(P, _tape_rows(dec_tape, kept), kind, dh, grads, True)
+            gathered: dict = {}  # each tape tensor gathered once (a layer's output is the next layer's input)
+            dh = _linear_backward(P, model.dec_out, _rows(h_dec, kept, gathered), dl, grads, True)
+            dz_kept = _mlp_backward(P, _tape_rows(dec_tape, kept, gathered), kind, dh, grads, True)
             dz = dz_kept.new_zeros(k * B, D).index_copy_(0, kept, dz_kept).view(k, B, D)
         if compiled:
             dhead = gaussian_kernels.closed_backward(head_out, eps, s, dz[0], beta / B, lo, hi)
