@@ -101,8 +101,12 @@ def small_rbm():
 
 
 def test_ais_with_the_table_brackets_the_exact_log_z(small_rbm, monkeypatch):
-    """The table forced on (its measured speedup replaced by 10): the hidden states' product h W^T runs through it
-    at every temperature, and forward and reverse AIS still bracket the exact log Z."""
+    """The table forced on (its measured speedup replaced by 10, the visible states' product v W by the sums, which
+    the table needs beside it): the hidden states' product h W^T runs through it at every temperature, and forward
+    and reverse AIS still bracket the exact log Z."""
+    from genlearn import binary_kernels
+
+    monkeypatch.setattr(binary_kernels, "faster_at", lambda density, kind, R, V, H: V == 20)  # v W (V = 20) only
     calls = []
     bound = sk.FixedSubsetProduct.bound
 
@@ -116,6 +120,41 @@ def test_ais_with_the_table_brackets_the_exact_log_z(small_rbm, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         est = small_rbm.log_partition(method="ais", steps=2000, chains=100, seed=0)
-    assert len(calls) >= 1000  # the sums of selected rows take the rest, below their crossover density / 10
+    assert len(calls) >= 2000  # every temperature of the forward and reverse chains
     assert abs(est.value - exact) < 0.3 and abs(est.details["reverse"] - exact) < 0.3, (est.value, exact)
     assert est.lower <= exact <= est.upper, (est.lower, exact, est.upper)
+
+
+@pytest.mark.parametrize("annealed", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gibbs_sweeps_sample_the_model(dtype, annealed, monkeypatch):
+    """RBM.sample against the exact P(v) of a 6 x 4 RBM by enumeration, with the sweeps after the first run as AIS's
+    sweeps at inverse temperature 1 (`annealed`: compiled kernels in float32, torch's operations in float64) or as
+    torch's: 20,000 chains of 30 sweeps, the frequencies of the 64 states within 5 binomial standard deviations of
+    P(v) and their total variation below 0.03."""
+    from itertools import product
+
+    from genlearn.estimators import ais
+    from genlearn.models.rbm import RBM
+
+    runs = []
+    anneal = ais.anneal
+    monkeypatch.setattr(ais, "_sparse_chains", lambda v, W: annealed)
+    monkeypatch.setattr(ais, "anneal", lambda *a, **k: runs.append(1) or anneal(*a, **k))
+    model = RBM(6, 4, init_std=1.0, seed=5).to(dtype)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(6)
+        model.visible_bias.normal_(0.0, 1.0, generator=g)
+        model.hidden_bias.normal_(0.0, 1.0, generator=g)
+    states = torch.tensor(list(product([0.0, 1.0], repeat=6)), dtype=dtype)
+    with torch.no_grad():
+        p = torch.softmax(-model.free_energy(states).double(), 0)
+    n = 20_000
+    x = model.sample(n, generator=torch.Generator().manual_seed(7), steps=30)
+    assert len(runs) == int(annealed)
+    assert x.dtype == dtype and set(x.unique().tolist()) <= {0.0, 1.0}
+    codes = (x.double() @ (2.0 ** torch.arange(5, -1, -1, dtype=torch.float64))).long()
+    freq = torch.bincount(codes, minlength=64).double() / n
+    sd = (p * (1 - p) / n).sqrt()
+    assert bool(((freq - p).abs() <= 5 * sd + 1e-12).all()), float(((freq - p).abs() / sd).max())
+    assert float(0.5 * (freq - p).abs().sum()) < 0.03
