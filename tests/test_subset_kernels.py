@@ -73,20 +73,35 @@ def test_bad_operands_are_refused():
         sk.FixedSubsetProduct(3, torch.randn(20, 8).T)
 
 
-def test_the_speedup_is_a_positive_ratio_of_two_timings(monkeypatch):
+def test_the_speedup_is_a_ratio_of_two_timings_measured_once(monkeypatch):
     from genlearn import kernel_timing
 
     seen = []
 
-    def fake(candidates, seconds):
+    def fake(candidates, seconds):  # other timings (genlearn.products' choice) get 1 s for every candidate
         for call in candidates.values():
             call()
-        seen.append(sorted(candidates))
-        return {"dense": 3.0, "table": 2.0}
+        if "table" in candidates:
+            seen.append(sorted(candidates))
+        return {name: {"dense": 3.0, "table": 2.0}.get(name, 1.0) for name in candidates}
 
     monkeypatch.setattr(kernel_timing, "best_seconds", fake)
-    assert sk.speedup(10, 12, 40) == pytest.approx(1.5)
-    assert seen == [["dense", "table"]]
+    monkeypatch.setattr(sk, "_SPEEDUPS", {})
+    assert sk.speedup(100, 500, 784) == pytest.approx(1.5)
+    assert sk.speedup(100, 500, 784) == pytest.approx(1.5)
+    assert seen == [["dense", "table"]]  # once per process and shape
+    assert sk.speedup(10, 12, 40) == 0.0 and len(seen) == 1  # below MIN_FLOPS: not measured, not taken
+    monkeypatch.setattr(sk, "ENABLED", False)
+    assert sk.speedup(100, 500, 784) == 0.0
+
+
+def test_drawn_rows_give_the_same_product_unchecked():
+    g = torch.Generator().manual_seed(2)
+    h, Mt, bias = (torch.rand(9, 30, generator=g) < 0.4).float(), torch.randn(30, 50, generator=g), torch.zeros(50)
+    checked, drawn = torch.empty(9, 50), torch.empty(9, 50)
+    product = sk.FixedSubsetProduct(9, Mt)
+    assert product.bound(h, bias, checked)() and product.bound(h, bias, drawn, drawn=True)()
+    assert torch.equal(checked, drawn)
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +125,8 @@ def test_ais_with_the_table_brackets_the_exact_log_z(small_rbm, monkeypatch):
     calls = []
     bound = sk.FixedSubsetProduct.bound
 
-    def counted(self, h, bias, out):
-        run = bound(self, h, bias, out)
+    def counted(self, h, bias, out, drawn=False):
+        run = bound(self, h, bias, out, drawn)
         return lambda: calls.append(1) or run()
 
     monkeypatch.setattr(sk, "speedup", lambda R, K, V: 10.0)

@@ -154,25 +154,34 @@ if numba is not None:
                                 out[m, v0 + j] += acc[j]
 
     @njit(parallel=True, cache=True)
-    def _offsets(h, offsets, stride):  # pragma: no cover - compiled
+    def _offsets(h, offsets, stride, check):  # pragma: no cover - compiled
         """offsets[r, g] = ((g % CHUNK) 16 + c_rg) stride, the start of table entry c_rg of group g, c_rg the 4-bit
-        code of h[r, 4g:4g+4] (h R x K, 0/1; groups past K are 0); returns the number of entries of h other than
-        exactly 0 and 1."""
+        code of h[r, 4g:4g+4] (h R x K, 0/1; groups past K are 0), branch-free over the whole groups; returns the
+        number of entries of h other than exactly 0 and 1 (with `check`; else 0: rows drawn by a comparison)."""
         R, K = h.shape
         G = offsets.shape[1]
+        full = K // GROUP
         bad = 0
         for r in prange(R):
-            hr = h[r]
+            hr, om = h[r], offsets[r]
             nonbinary = 0
-            for g in range(G):
+            if check:
+                for k in range(K):
+                    x = hr[k]
+                    nonbinary += (x != 0) & (x != 1)
+            q = 0  # g % CHUNK
+            for g in range(full):
+                k = GROUP * g
+                code = ((hr[k] != 0) * 1) | ((hr[k + 1] != 0) * 2) | ((hr[k + 2] != 0) * 4) | ((hr[k + 3] != 0) * 8)
+                om[g] = (q * 16 + code) * stride
+                q = q + 1 if q + 1 < CHUNK else 0
+            for g in range(full, G):  # the last, partial group and the groups that pad G to a multiple of 4
                 code = 0
                 for t in range(GROUP):
                     k = GROUP * g + t
-                    if k < K:
-                        x = hr[k]
-                        code |= (1 << t) if x != 0 else 0
-                        nonbinary += (x != 0) & (x != 1)
-                offsets[r, g] = ((g % CHUNK) * 16 + code) * stride
+                    if k < K and hr[k] != 0:
+                        code |= 1 << t
+                om[g] = ((g % CHUNK) * 16 + code) * stride
             bad += nonbinary
         return bad
 
@@ -228,9 +237,10 @@ class FixedSubsetProduct:
         _threads()
         _build_pieces(Mt.numpy(), self.pieces)
 
-    def bound(self, h, bias, out):
+    def bound(self, h, bias, out, drawn: bool = False):
         """out = bias + h M as a call without arguments on these tensors (checked once; returns False, out
-        untouched, where h has entries other than 0 and 1)."""
+        untouched, where h has entries other than 0 and 1; `drawn`: h's rows are drawn by a comparison, 0/1 by
+        construction, and not checked)."""
         if not _usable(h, bias, out):
             raise ValueError("subset_kernels.FixedSubsetProduct.bound: contiguous float32 CPU tensors")
         if h.shape != (self.R, self.K) or bias.shape != (self.V,) or out.shape != (self.R, self.V):
@@ -241,7 +251,7 @@ class FixedSubsetProduct:
 
         def run() -> bool:
             _threads()
-            if _offsets(h_np, self.offsets, LANES) != 0:
+            if _offsets(h_np, self.offsets, LANES, not drawn) != 0:
                 return False
             kernel(*arrays, numba.get_num_threads())
             return True
@@ -252,12 +262,17 @@ def speedup(R: int, K: int, V: int) -> float:
     """time(dense product) / time(this product) for R x K 0/1 rows and a K x V matrix on this machine at torch's
     thread count (genlearn.products.addmm against FixedSubsetProduct at density 0.5; the table's time does not
     depend on the density), measured once per machine, shape and thread count (genlearn.timing_cache keeps it
-    across processes); 0.0 without numba or with ENABLED off."""
-    if not (ENABLED and available()):
+    across processes, `_SPEEDUPS` within one); 0.0 without numba, with ENABLED off, or for a product of fewer than
+    MIN_FLOPS = 2 R K V flops (not measured: call overhead, not arithmetic, sets the speed of those)."""
+    if not (ENABLED and available()) or 2.0 * R * K * V < MIN_FLOPS:
         return 0.0
     import torch
 
     from genlearn import kernel_timing, products, timing_cache
+
+    key = (R, K, V, torch.get_num_threads())
+    if key in _SPEEDUPS:
+        return _SPEEDUPS[key]
 
     def measure() -> float:
         g = torch.Generator().manual_seed(0)
@@ -269,13 +284,19 @@ def speedup(R: int, K: int, V: int) -> float:
                                           seconds=0.3)
         return best["dense"] / best["table"]
 
-    return float(timing_cache.remembered(__file__, f"table/dense {R}x{K}x{V} threads={torch.get_num_threads()}",
-                                         measure))
+    _SPEEDUPS[key] = float(timing_cache.remembered(__file__, f"table/dense {R}x{K}x{V} threads={key[-1]}", measure))
+    return _SPEEDUPS[key]
+
+
+_SPEEDUPS: dict = {}  # (R, K, V, threads) -> speedup
 
 
 #: False: callers keep their other products (benchmarks time both ways in one run)
 ENABLED = True
+#: products smaller than this (2 R K V flops) keep the dense product, unmeasured
+MIN_FLOPS = 2e7
 #: the table's product is taken where the timing finds it at least this much faster than the dense one
 MIN_SPEEDUP = 1.1
 
-__all__ = ["CHUNK", "ENABLED", "FixedSubsetProduct", "GROUP", "LANES", "MIN_SPEEDUP", "available", "groups", "speedup"]
+__all__ = ["CHUNK", "ENABLED", "FixedSubsetProduct", "GROUP", "LANES", "MIN_FLOPS", "MIN_SPEEDUP", "available",
+           "groups", "speedup"]

@@ -159,7 +159,7 @@ def anneal(W: Tensor, b: Tensor, c: Tensor, b0: Tensor, v: Tensor, paths: Tensor
     # this CPU runs that faster than the dense product; the sums of selected rows then only below their crossover
     # density divided by the table's speedup (the sums' time grows with the density, the table's does not)
     table_speedup = subset_kernels.speedup(n_chains, n_hid, n_vis) if sums else 0.0
-    visible_pre_table = (subset_kernels.FixedSubsetProduct(n_chains, w_t).bound(h, d, logits)
+    visible_pre_table = (subset_kernels.FixedSubsetProduct(n_chains, w_t).bound(h, d, logits, drawn=True)
                          if table_speedup >= subset_kernels.MIN_SPEEDUP else None)
     sums_factor = table_speedup
     # the annealing terms compiled (genlearn.logistic_kernels) for float32 CPU tensors
