@@ -11,7 +11,8 @@ S_g[c] = sum_{t : bit t of c} M_{4g+t} (c = 0..15), and row r of the product is
 contiguous: a piece stays in the core's L1 cache while all R rows read it). The cost does not depend on the density
 of h: this is the product for the sampled hidden states of an RBM in AIS (on at ~40-50%, where the sums of selected
 rows of genlearn.binary_kernels lose to a dense GEMM), whose W is the same for all its temperatures. Building the
-table takes ~20 products' time, so it pays only for a matrix used many more times. On the 2-core AMD EPYC (AVX2),
+table takes about one dense product's time (0.7-0.9 ms for 500 x 784, one core), so it pays for a matrix used in many
+products, not for one that changes every step (the CD/PCD step's W). On the 2-core AMD EPYC (AVX2),
 100 x 500 @ 500 x 784: 0.66 ms against 0.89 ms for torch's float32 GEMM on one thread, 0.36 against 0.57 ms on two.
 
 The results equal the dense product up to float32 summation order (each entry sums the same terms: four by four as
