@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,3 +174,17 @@ def test_gibbs_sweeps_sample_the_model(dtype, annealed, monkeypatch):
     sd = (p * (1 - p) / n).sqrt()
     assert bool(((freq - p).abs() <= 5 * sd + 1e-12).all()), float(((freq - p).abs() / sd).max())
     assert float(0.5 * (freq - p).abs().sum()) < 0.03
+
+
+def test_the_lookup_kernel_is_compiled_once_and_numba_settings_restored():
+    """The kernel compiles with LLVM's SLP vectoriser switched on for it alone: numba's setting is as before
+    afterwards, and no second signature can be compiled (it would be without the vectoriser)."""
+    from numba.core import config
+
+    before = config.SLP_VECTORIZE
+    kernel = sk._compiled()
+    assert config.SLP_VECTORIZE == before
+    assert sk._compiled() is kernel and len(kernel.signatures) == 1
+    with pytest.raises(TypeError):
+        kernel(np.zeros((1, 4), np.uint32), np.zeros((1, 1, 384, 16), np.float64), np.zeros(16, np.float32),
+               np.zeros((1, 16), np.float32), 1)

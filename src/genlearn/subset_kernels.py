@@ -197,13 +197,17 @@ def _compiled():
         from numba.core import config
 
         kernel = njit(parallel=True, cache=True)(_lookup_mm)
-        old = config.SLP_VECTORIZE
-        config.SLP_VECTORIZE = 1
-        try:
-            kernel.compile("(uint32[:, ::1], float32[:, :, :, ::1], float32[::1], float32[:, ::1], int64)")
-        finally:
-            config.SLP_VECTORIZE = old
-        kernel.disable_compile()  # another signature would compile without the vectoriser: an error instead
+        if hasattr(kernel, "compile"):  # not under NUMBA_DISABLE_JIT (then the Python function runs, slowly)
+            old = getattr(config, "SLP_VECTORIZE", None)  # numba >= 0.57; where absent, its default (on) is kept
+            config.SLP_VECTORIZE = 1
+            try:
+                kernel.compile("(uint32[:, ::1], float32[:, :, :, ::1], float32[::1], float32[:, ::1], int64)")
+            finally:
+                if old is None:
+                    del config.SLP_VECTORIZE
+                else:
+                    config.SLP_VECTORIZE = old
+            kernel.disable_compile()  # another signature would compile without the vectoriser: an error instead
         _COMPILED.append(kernel)
     return _COMPILED[0]
 
