@@ -31,7 +31,7 @@ LAYERS = [
     ("core", ["genlearn.errors", "genlearn.numerics", "genlearn.enumeration", "genlearn.validate",
               "genlearn.options", "genlearn.search_space", "genlearn.precision", "genlearn.binary_products",
               "genlearn.binary_kernels", "genlearn.logistic_kernels", "genlearn.uniform_kernels",
-              "genlearn.boltzmann_kernels", "genlearn.subset_kernels",
+              "genlearn.boltzmann_kernels", "genlearn.subset_kernels", "genlearn.cd_kernels",
               "genlearn.products", "genlearn.kernel_timing", "genlearn.timing_cache", "genlearn.gaussian_kernels",
               "genlearn.estimators",
               "genlearn.estimators.estimate"]),

@@ -76,26 +76,31 @@ if numba is not None:
             count += 0 if (v == 0 or v == 1) else 1
         return count
 
+    @njit(fastmath=_FAST, cache=True, inline="always")
+    def _index_row(xr, indices, k, check):  # pragma: no cover - compiled
+        """The active columns of the row xr written to indices[k:end], in increasing order, branch-free (every
+        column is written, the cursor moves on the active ones); returns (end, the number of entries other than 0
+        and 1, counted with `check`, else 0)."""
+        for i in range(xr.shape[0]):
+            indices[k] = i
+            k += xr[i] != 0
+        nonbinary = 0
+        if check:
+            for i in range(xr.shape[0]):
+                nonbinary += (xr[i] != 0) & (xr[i] != 1)
+        return k, nonbinary
+
     @njit(parallel=True, fastmath=_FAST, cache=True)
     def _index_rows(x, ends, indices, r0, check):  # pragma: no cover - compiled
         """Index the rows of x (R x V) as rows r0.. of a slotted index: the active columns of index row q are
-        indices[q V:ends[q]], in increasing order. Rows in parallel, each branch-free (every column is written,
-        the cursor moves on the active ones). Returns the number of entries other than 0 and 1 (with `check`;
-        else 0: for rows known to be 0/1, drawn by a comparison)."""
+        indices[q V:ends[q]], in increasing order. Rows in parallel. Returns the number of entries other than 0 and
+        1 (with `check`; else 0: for rows known to be 0/1, drawn by a comparison)."""
         R, V = x.shape
         bad = 0
         for r in prange(R):
-            xr = x[r]
-            k = (r0 + r) * V
-            for i in range(V):
-                indices[k] = i
-                k += xr[i] != 0
-            ends[r0 + r] = k
-            if check:
-                nonbinary = 0
-                for i in range(V):
-                    nonbinary += (xr[i] != 0) & (xr[i] != 1)
-                bad += nonbinary
+            end, nonbinary = _index_row(x[r], indices, (r0 + r) * V, check)
+            ends[r0 + r] = end
+            bad += nonbinary
         return bad
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
@@ -109,12 +114,10 @@ if numba is not None:
                 o[j] = b[j]
             _accumulate(o, W, indices, (r0 + r) * V, ends[r0 + r])
 
-    @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _csr_t_mm(ends, indices, P, out, start, rows):  # pragma: no cover - compiled
-        """out = x^T P for the indexed rows x (R x V) and P (R x H): per column i of x, the sum of the rows P_r with
-        x_ri = 1, from the active rows of each column (a counting sort of the index into start/rows)."""
-        V, H = out.shape
-        R = P.shape[0]
+    @njit(fastmath=_FAST, cache=True, inline="always")
+    def _column_lists(ends, indices, R, V, start, rows):  # pragma: no cover - compiled
+        """The active rows of each column of the indexed rows 0..R-1 (a counting sort of the index): column i's
+        rows are rows[start[i]:start[i + 1]], in increasing order."""
         for i in range(V + 1):
             start[i] = 0
         for r in range(R):
@@ -128,6 +131,13 @@ if numba is not None:
                 i = indices[k]
                 rows[fill[i]] = r
                 fill[i] += 1
+
+    @njit(parallel=True, fastmath=_FAST, cache=True)
+    def _csr_t_mm(ends, indices, P, out, start, rows):  # pragma: no cover - compiled
+        """out = x^T P for the indexed rows x (R x V) and P (R x H): per column i of x, the sum of the rows P_r with
+        x_ri = 1, from the active rows of each column (`_column_lists`)."""
+        V, H = out.shape
+        _column_lists(ends, indices, P.shape[0], V, start, rows)
         for i in prange(V):
             o = out[i]
             for j in range(H):

@@ -111,6 +111,21 @@ if numba is not None:
             p *= np.float64(factors[i])
         return np.float32(np.log(p))
 
+    @njit(fastmath=_FAST, cache=True, inline="always")
+    def _softplus_sum(row, bias, mantissa, bits):  # pragma: no cover - compiled
+        """sum_i softplus(row[i] + bias[i]), with scratch rows mantissa (float32) and bits (int32) of row's length."""
+        n = row.shape[0]
+        positive = _ZERO
+        for i in range(n):
+            a = row[i] + bias[i]
+            positive += _ZERO if a < _ZERO else a  # NaN passes (a < 0 is False), -inf adds 0
+            x = -abs(a)
+            mantissa[i], bits[i] = _exp_parts(x if x > _NEG_CLIP else _NEG_CLIP)
+        scale = bits.view(np.float32)  # 2^-k
+        for i in range(n):
+            mantissa[i] = _ONE + mantissa[i] * scale[i]  # the factor 1 + e^-|a|, in [1, 2]
+        return positive + _log_of_factors(mantissa, n)
+
     @njit(fastmath=_FAST, cache=True, parallel=True)
     def _row_sums(logits, bias, out):  # pragma: no cover - compiled
         """out[r] = sum_i softplus(logits[r, i] + bias[i]) (bias: n entries, zeros for none). Rows in parallel
@@ -121,38 +136,33 @@ if numba is not None:
             mantissa = np.empty(n, np.float32)
             bits = np.empty(n, np.int32)
             for r in range(c * ROW_GROUP, min(rows, (c + 1) * ROW_GROUP)):
-                row = logits[r]
-                positive = _ZERO
-                for i in range(n):
-                    a = row[i] + bias[i]
-                    positive += _ZERO if a < _ZERO else a  # NaN passes (a < 0 is False), -inf adds 0
-                    x = -abs(a)
-                    mantissa[i], bits[i] = _exp_parts(x if x > _NEG_CLIP else _NEG_CLIP)
-                scale = bits.view(np.float32)  # 2^-k
-                for i in range(n):
-                    mantissa[i] = _ONE + mantissa[i] * scale[i]  # the factor 1 + e^-|a|, in [1, 2]
-                out[r] = positive + _log_of_factors(mantissa, n)
+                out[r] = _softplus_sum(logits[r], bias, mantissa, bits)
 
     _EXP_CLIP = np.float32(87.0)  # e^87 < 2^126: 2^k below stays a normal float32
+
+    @njit(fastmath=_FAST, cache=True, inline="always")
+    def _sigmoid_row(row, out, mantissa, bits):  # pragma: no cover - compiled
+        """out = sigmoid(row) = 1 / (1 + e^-row) (out may be row), with scratch rows mantissa (float32) and bits
+        (int32) of row's length."""
+        n = row.shape[0]
+        for i in range(n):
+            t = -row[i]
+            t = _EXP_CLIP if t > _EXP_CLIP else t  # NaN stays NaN (the comparisons are False)
+            t = -_EXP_CLIP if t < -_EXP_CLIP else t
+            k = np.floor(t * _LOG2E + _HALF)
+            y = t - k * _LN2_HI - k * _LN2_LO
+            mantissa[i] = _ONE + y * (_C1 + y * (_C2 + y * (_C3 + y * (_C4 + y * (_C5 + y * _C6)))))
+            bits[i] = (np.int32(127) + np.int32(k)) << 23
+        scale = bits.view(np.float32)  # 2^k
+        for i in range(n):
+            out[i] = _ONE / (_ONE + mantissa[i] * scale[i])
 
     @njit(fastmath=_FAST, cache=True, parallel=True)
     def _sigmoid_rows(a):  # pragma: no cover - compiled
         rows, n = a.shape
         for r in prange(rows):
             row = a[r]
-            mantissa = np.empty(n, np.float32)
-            bits = np.empty(n, np.int32)
-            for i in range(n):
-                t = -row[i]
-                t = _EXP_CLIP if t > _EXP_CLIP else t  # NaN stays NaN (the comparisons are False)
-                t = -_EXP_CLIP if t < -_EXP_CLIP else t
-                k = np.floor(t * _LOG2E + _HALF)
-                y = t - k * _LN2_HI - k * _LN2_LO
-                mantissa[i] = _ONE + y * (_C1 + y * (_C2 + y * (_C3 + y * (_C4 + y * (_C5 + y * _C6)))))
-                bits[i] = (np.int32(127) + np.int32(k)) << 23
-            scale = bits.view(np.float32)  # 2^k
-            for i in range(n):
-                row[i] = _ONE / (_ONE + mantissa[i] * scale[i])
+            _sigmoid_row(row, row, np.empty(n, np.float32), np.empty(n, np.int32))
 
     _TANH_CLIP = np.float32(-40.0)  # e^-40 < 2^-57: tanh is 1 to float32 beyond |a| = 20
 

@@ -22,12 +22,13 @@ products (genlearn.products); the hidden samples' product stays dense. Both give
 summation order; binary_kernels.ENABLED = False keeps the dense products."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from genlearn.models.base import MATMUL_PRECISIONS
 from genlearn.numerics import fast_softplus_row_sums_, uniform_
-from genlearn import binary_kernels, logistic_kernels, products
+from genlearn import binary_kernels, cd_kernels, logistic_kernels, products
 
 
 def matmul_dtype(W: Tensor, precision: str) -> torch.dtype:
@@ -61,7 +62,8 @@ def cd_workspace(previous: dict | None, W: Tensor, batch: int, negatives: int, k
           "uniforms": torch.empty(k, negatives, H + V, dtype=W.dtype, device=dev),
           "hidden": torch.empty(negatives, H, dtype=low, device=dev),
           "visible_probs": torch.empty(negatives, V, dtype=W.dtype, device=dev),
-          "chain_probs": torch.empty(negatives, H, dtype=W.dtype, device=dev)}
+          "chain_probs": torch.empty(negatives, H, dtype=W.dtype, device=dev),
+          "free": torch.empty(rows, dtype=W.dtype, device=dev)}
     if low != W.dtype:
         ws.update({"rows_low": torch.empty(rows, V, dtype=low, device=dev),
                    "weight_low": torch.empty_like(W, dtype=low),
@@ -109,6 +111,14 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     the same way; biases, probabilities, sampling, db, dc and the value stay in the parameters' dtype."""
     B = x.shape[0]
     pcd = chains is not None
+    if pcd and chain_probs is not None:
+        _check_chain_probs(chain_probs, W, ws["chain_probs"].shape[0])
+    if _fusable(W, b, c, x, k, ws, chains, chain_probs):
+        if uniforms is None:
+            uniforms = uniform_(ws["uniforms"], generator)
+        out = _fused_step(W, b, c, x, ws, chains, uniforms, chain_probs)
+        if out is not None:
+            return out
     low = "weight_low" in ws
     rows, pre, probs = ws["rows"], ws["pre"], ws["probs"]
     rows_m = ws["rows_low"] if low else rows  # the 0/1 rows [x; v~] as product operands
@@ -155,9 +165,6 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     else:
         u = uniforms
     if pcd and chain_probs is not None:
-        if chain_probs.shape != (N, H) or chain_probs.dtype != W.dtype or chain_probs.device != W.device:
-            raise ValueError(f"cd_step: chain_probs must be {N} x {H} in {W.dtype} on {W.device}, got "
-                             f"{tuple(chain_probs.shape)} in {chain_probs.dtype} on {chain_probs.device}")
         torch.lt(u[0, :, :H], chain_probs, out=h)
     elif pcd:
         chain_pre = torch.empty(N, H, dtype=W.dtype, device=W.device)
@@ -208,6 +215,100 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
     torch.mv(rows.T, w, out=ws["db"])
     torch.sum(probs, 0, out=ws["dc"])
     return value, ws["dW"], ws["db"], ws["dc"], rows[B:]
+
+
+def _check_chain_probs(chain_probs: Tensor, W: Tensor, N: int) -> None:
+    H = W.shape[1]
+    if chain_probs.shape != (N, H) or chain_probs.dtype != W.dtype or chain_probs.device != W.device:
+        raise ValueError(f"cd_step: chain_probs must be {N} x {H} in {W.dtype} on {W.device}, got "
+                         f"{tuple(chain_probs.shape)} in {chain_probs.dtype} on {chain_probs.device}")
+
+
+def _fusable(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, ws: dict, chains: Tensor | None,
+             chain_probs: Tensor | None) -> bool:
+    """Whether the step may run as genlearn.cd_kernels' passes: CD-1, or PCD-1 with the chains' kept hidden
+    probabilities; float32 parameters, batch and chains on the CPU, contiguous; the sums of selected rows and the
+    compiled sigmoid allowed (binary_kernels.usable, GENLEARN_ELEMENTWISE not "torch")."""
+    if k != 1 or "weight_low" in ws or not (cd_kernels.ENABLED and cd_kernels.available()):
+        return False
+    if chains is not None and (chain_probs is None or not chain_probs.is_contiguous()
+                               or not binary_kernels.usable(chains)):
+        return False
+    return (binary_kernels.usable(W) and binary_kernels.usable(x) and b.is_contiguous() and c.is_contiguous()
+            and b.dtype == c.dtype == W.dtype and logistic_kernels.elementwise_override() != "torch")
+
+
+def _max_ones(kind: str, R: int, V: int, H: int) -> int:
+    """The most ones R 0/1 rows of length V may have for the sums of selected rows to take their product with a
+    V x H matrix (kind "rows") or their statistics (kind "stats"): below binary_kernels.CHOOSER's crossover
+    density (-1: never)."""
+    import math
+
+    crossover = binary_kernels.CHOOSER.crossover(kind, R, V, H)
+    return math.ceil(crossover * R * V) - 1 if crossover > 0.0 else -1
+
+
+def _fused_plan(W: Tensor, b: Tensor, c: Tensor, ws: dict, pcd: bool) -> dict:
+    """The numpy views and sums limits of `_fused_step`, kept in the workspace while the parameters' storage and
+    the thread count stay."""
+    key = (W.data_ptr(), b.data_ptr(), c.data_ptr(), tuple(W.shape), pcd, torch.get_num_threads())
+    plan = ws.get("fused")
+    if plan is not None and plan["key"] == key:
+        return plan
+    V, H = W.shape
+    R = ws["rows"].shape[0]
+    N = ws["hidden"].shape[0]
+    B = R - N
+    if "index" not in ws:
+        ws["index"] = binary_kernels.RowIndex(R, V)
+    plan = {"key": key, "W": W.detach().numpy(), "b": b.detach().numpy(), "c": c.detach().numpy(),
+            "rows": ws["rows"].numpy(), "pre": ws["pre"].numpy(), "probs": ws["probs"].numpy(),
+            "free": ws["free"].numpy(), "h": ws["hidden"].numpy(), "a": ws["visible_probs"].numpy(),
+            "w": ws["weights"].numpy(), "dW": ws["dW"].numpy(), "db": ws["db"].numpy(), "dc": ws["dc"].numpy(),
+            "keep": ws["chain_probs"].numpy() if pcd else np.empty((0, H), np.float32),
+            "no_chains": np.empty((0, V), np.float32),
+            "max_data": _max_ones("rows", B, V, H), "max_negatives": _max_ones("rows", N, V, H),
+            "max_stats": _max_ones("stats", R, V, H)}
+    ws["fused"] = plan
+    return plan
+
+
+def _fused_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, ws: dict, chains: Tensor | None, uniforms: Tensor,
+                chain_probs: Tensor | None) -> tuple | None:
+    """`cd_step` for k = 1 by genlearn.cd_kernels' three passes around the one dense product b + h W^T: the same
+    results up to float32 summation order, or None (nothing returned, the uniforms unused) where the batch has
+    entries other than 0 and 1 or too many ones for the sums (the caller then takes the general step)."""
+    pcd = chains is not None
+    plan = _fused_plan(W, b, c, ws, pcd)
+    B = x.shape[0]
+    N, H = ws["hidden"].shape
+    index = ws["index"]
+    pre, probs, free = plan["pre"], plan["probs"], plan["free"]
+    u = uniforms[0].numpy()  # (N, H + V): the hidden layer's uniforms, then the visible layer's
+    binary_kernels._threads()
+    q = chain_probs.numpy() if pcd else probs[:B]
+    ones_data = cd_kernels._data_pass(x.numpy(), index.ends, index.indices, plan["W"], plan["b"], plan["c"],
+                                      pre[:B], probs[:B], free[:B], u[:, :H], q, plan["h"], plan["max_data"])
+    if ones_data < 0 or ones_data > plan["max_data"]:
+        return None
+    rows = ws["rows"]
+    products.addmm(b, ws["hidden"], W.T, out=ws["visible_probs"])  # b + h W^T: the visible pre-activations
+    ones_negatives = cd_kernels._negative_pass(
+        plan["a"], u[:, H:], plan["rows"][B:], chains.numpy() if pcd else plan["no_chains"], index.ends,
+        index.indices, B, plan["W"], plan["b"], plan["c"], pre[B:], probs[B:], free[B:], plan["max_negatives"])
+    if ones_negatives > plan["max_negatives"]:  # dense: pre~ = c + v~ W, P(h|v~), v~.b
+        products.addmm(c, rows[B:], W, out=ws["pre"][B:])
+        logistic_kernels.sigmoid_(ws["probs"][B:].copy_(ws["pre"][B:]))
+        torch.mv(rows[B:], b, out=ws["free"][B:])
+    stats = ones_data + ones_negatives <= plan["max_stats"]
+    value = cd_kernels._tail(pre, probs, free, plan["w"], plan["keep"], index.ends, index.indices, index.start,
+                             index.rows, plan["dW"], plan["db"], plan["dc"], stats)
+    if not stats:
+        rows[:B].copy_(x)
+        products.mm(rows.T, ws["probs"], out=ws["dW"])
+    if pcd:
+        ws["indexed_chains"] = (chains, _identity(chains))
+    return torch.tensor(value, dtype=W.dtype), ws["dW"], ws["db"], ws["dc"], rows[B:]
 
 
 @torch.no_grad()

@@ -1,0 +1,154 @@
+"""Compiled (numba) passes of one CD-1 / PCD-1 step of a binary RBM (float32, CPU): everything between the step's
+one dense product a = b + h W^T in three parallel calls, where the step in torch operations and single kernels
+makes ~30 calls of ~5-20 us of dispatch each (~0.5 ms of a ~2.5 ms step on one AVX2 core).
+
+    data pass:     x indexed (its active columns), pre = c + x W by sums of selected rows, P(h|x) = sigmoid(pre),
+                   x.b; then h = [u < q] with q the chains' kept P(h|v~) (PCD) or P(h|x) (CD)
+    negative pass: v~ = [u' < sigmoid(a)], indexed, pre~ = c + v~ W, P(h|v~) = sigmoid(pre~), v~.b
+    tail:          the CD value sum_r w_r (v_r.b + sum_j softplus(pre_rj)) = mean F(x) - mean F(v~) (w = [-1/B; 1/N]),
+                   P(h|v~) kept for the next PCD step, P <- w P, dW = [x; v~]^T P (per column i, the sum of the rows
+                   P_r with v_ri = 1), db = [x; v~]^T w, dc = sum_r P_r
+
+The passes reuse the module kernels' row functions (binary_kernels: the index, the sums of selected rows, the
+column lists; logistic_kernels: sigmoid, softplus sums), so their numbers equal those of the step made of single
+kernels up to float32 summation order (tests/test_cd_kernels.py). The data and negative passes index their rows
+first and do the sums only where the rows have at most `max_ones` ones (the density below which the sums beat the
+dense product, binary_kernels.CHOOSER): they return the number of ones (-1: an entry of x not 0 or 1), and the
+caller takes the dense products where the sums were not done. `available()` is False without numba."""
+from __future__ import annotations
+
+import numpy as np
+
+try:  # optional accelerator (the `fast` extra)
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+
+def available() -> bool:
+    return numba is not None
+
+
+#: False keeps the step of single kernels and torch operations (tests and benchmarks compare the two in one run)
+ENABLED = True
+
+
+if numba is not None:
+    from genlearn.binary_kernels import _accumulate, _column_lists, _index_row
+    from genlearn.logistic_kernels import _sigmoid_row, _softplus_sum
+
+    _FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+    @njit(fastmath=_FAST, cache=True, inline="always")
+    def _hidden_row(W, b, c, indices, k0, k1, pre, probs, mantissa, bits):  # pragma: no cover - compiled
+        """pre = c + the sum of the rows of W at indices[k0:k1], probs = sigmoid(pre); returns v.b, the sum of b
+        at those columns."""
+        for j in range(c.shape[0]):
+            pre[j] = c[j]
+        _accumulate(pre, W, indices, k0, k1)
+        _sigmoid_row(pre, probs, mantissa, bits)
+        vb = np.float32(0.0)
+        for k in range(k0, k1):
+            vb += b[indices[k]]
+        return vb
+
+    @njit(parallel=True, fastmath=_FAST, cache=True)
+    def _data_pass(x, ends, indices, W, b, c, pre, probs, free, u, q, h, max_ones):  # pragma: no cover - compiled
+        """Index the batch x (B x V) as rows 0..B-1; if every entry is 0 or 1 and there are at most max_ones ones:
+        pre = c + x W, probs = sigmoid(pre), free = x.b (rows 0..B-1 of each), then h = [u < q] (N x H; q may be
+        `probs`). Returns the number of ones, or -1 (an entry other than 0 and 1: nothing else done)."""
+        R, V = x.shape
+        H = W.shape[1]
+        bad = 0
+        for r in prange(R):
+            end, nonbinary = _index_row(x[r], indices, r * V, True)
+            ends[r] = end
+            bad += nonbinary
+        if bad:
+            return -1
+        ones = 0
+        for r in range(R):
+            ones += ends[r] - r * V
+        if ones > max_ones:
+            return ones
+        for r in prange(R):
+            free[r] = _hidden_row(W, b, c, indices, r * V, ends[r], pre[r], probs[r], np.empty(H, np.float32),
+                                  np.empty(H, np.int32))
+        for r in prange(h.shape[0]):
+            hr, ur, qr = h[r], u[r], q[r]
+            for j in range(H):
+                hr[j] = np.float32(1.0) if ur[j] < qr[j] else np.float32(0.0)
+        return ones
+
+    @njit(parallel=True, fastmath=_FAST, cache=True)
+    def _negative_pass(a, u, out, chains, ends, indices, r0, W, b, c, pre, probs, free,
+                       max_ones):  # pragma: no cover - compiled
+        """out = [u < sigmoid(a)] (N x V, 0/1), copied to `chains` when it has rows, indexed as rows r0..; if they
+        have at most max_ones ones: pre = c + out W, probs = sigmoid(pre), free = out.b. Returns the number of
+        ones."""
+        R, V = a.shape
+        H = W.shape[1]
+        for r in prange(R):
+            p = np.empty(V, np.float32)
+            _sigmoid_row(a[r], p, np.empty(V, np.float32), np.empty(V, np.int32))
+            orow, ur = out[r], u[r]
+            for i in range(V):
+                orow[i] = np.float32(1.0) if ur[i] < p[i] else np.float32(0.0)
+            if chains.shape[0]:
+                chains[r, :] = orow
+            end, _ = _index_row(orow, indices, (r0 + r) * V, False)
+            ends[r0 + r] = end
+        ones = 0
+        for r in range(R):
+            ones += ends[r0 + r] - (r0 + r) * V
+        if ones > max_ones:
+            return ones
+        for r in prange(R):
+            k0 = (r0 + r) * V
+            free[r] = _hidden_row(W, b, c, indices, k0, ends[r0 + r], pre[r], probs[r], np.empty(H, np.float32),
+                                  np.empty(H, np.int32))
+        return ones
+
+    @njit(parallel=True, fastmath=_FAST, cache=True)
+    def _tail(pre, probs, free, w, keep, ends, indices, start, rows, dW, db, dc, stats):  # pragma: no cover
+        """free += sum_j softplus(pre_rj) per row (pre overwritten), value = sum_r w_r free_r (returned, float64),
+        keep = the last keep.shape[0] rows of probs, probs <- w probs, dc = sum_r probs_r, db = [x; v~]^T w from
+        the index, and with `stats` dW = [x; v~]^T probs by sums of selected rows."""
+        R, H = pre.shape
+        V = db.shape[0]
+        for r in prange(R):
+            free[r] += _softplus_sum(pre[r], np.zeros(H, np.float32), np.empty(H, np.float32),
+                                     np.empty(H, np.int32))
+        value = 0.0
+        for r in range(R):
+            value += np.float64(w[r]) * np.float64(free[r])
+        first = R - keep.shape[0]
+        for r in prange(keep.shape[0]):
+            keep[r, :] = probs[first + r]
+        for r in prange(R):
+            pr = probs[r]
+            for j in range(H):
+                pr[j] *= w[r]
+        for j in range(H):
+            dc[j] = 0.0
+        for r in range(R):
+            pr = probs[r]
+            for j in range(H):
+                dc[j] += pr[j]
+        for i in range(V):
+            db[i] = 0.0
+        for r in range(R):
+            for k in range(r * V, ends[r]):
+                db[indices[k]] += w[r]
+        if stats:
+            _column_lists(ends, indices, R, V, start, rows)
+            for i in prange(V):
+                o = dW[i]
+                for j in range(H):
+                    o[j] = 0.0
+                _accumulate(o, probs, rows, start[i], start[i + 1])
+        return value
+
+
+__all__ = ["available"]
