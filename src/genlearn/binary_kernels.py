@@ -115,18 +115,19 @@ if numba is not None:
             _accumulate(o, W, indices, (r0 + r) * V, ends[r0 + r])
 
     @njit(fastmath=_FAST, cache=True, inline="always")
-    def _column_lists(ends, indices, R, V, start, rows):  # pragma: no cover - compiled
-        """The active rows of each column of the indexed rows 0..R-1 (a counting sort of the index): column i's
-        rows are rows[start[i]:start[i + 1]], in increasing order."""
+    def _column_lists(ends, indices, lo, hi, V, start, rows, base):  # pragma: no cover - compiled
+        """The active rows of each column among the indexed rows lo..hi-1 (a counting sort of the index): column
+        i's rows are rows[start[i]:start[i + 1]], in increasing order, from rows[base] on."""
         for i in range(V + 1):
             start[i] = 0
-        for r in range(R):
+        for r in range(lo, hi):
             for k in range(r * V, ends[r]):
                 start[indices[k] + 1] += 1
+        start[0] = base
         for i in range(V):
             start[i + 1] += start[i]
         fill = start[:V].copy()
-        for r in range(R):
+        for r in range(lo, hi):
             for k in range(r * V, ends[r]):
                 i = indices[k]
                 rows[fill[i]] = r
@@ -137,7 +138,7 @@ if numba is not None:
         """out = x^T P for the indexed rows x (R x V) and P (R x H): per column i of x, the sum of the rows P_r with
         x_ri = 1, from the active rows of each column (`_column_lists`)."""
         V, H = out.shape
-        _column_lists(ends, indices, P.shape[0], V, start, rows)
+        _column_lists(ends, indices, 0, P.shape[0], V, start, rows, 0)
         for i in prange(V):
             o = out[i]
             for j in range(H):

@@ -110,11 +110,15 @@ if numba is not None:
                                   np.empty(H, np.int32))
         return ones
 
+    #: columns per parallel task of the column sums dc
+    _COLUMNS = 64
+
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _tail(pre, probs, free, w, keep, ends, indices, start, rows, dW, db, dc, stats):  # pragma: no cover
+    def _tail(pre, probs, free, w, keep, B, ends, indices, start, rows, dW, db, dc, stats):  # pragma: no cover
         """free += sum_j softplus(pre_rj) per row (pre overwritten), value = sum_r w_r free_r (returned, float64),
         keep = the last keep.shape[0] rows of probs, probs <- w probs, dc = sum_r probs_r, db = [x; v~]^T w from
-        the index, and with `stats` dW = [x; v~]^T probs by sums of selected rows."""
+        the index, and with `stats` dW = [x; v~]^T probs by sums of selected rows: the column lists of the rows
+        0..B-1 and B..R-1 (start: 2 x (V + 1)) sorted in parallel, then the columns in parallel."""
         R, H = pre.shape
         V = db.shape[0]
         for r in prange(R):
@@ -130,24 +134,38 @@ if numba is not None:
             pr = probs[r]
             for j in range(H):
                 pr[j] *= w[r]
-        for j in range(H):
-            dc[j] = 0.0
-        for r in range(R):
-            pr = probs[r]
+        for q in prange((H + _COLUMNS - 1) // _COLUMNS):
+            j0 = q * _COLUMNS
+            d = dc[j0:min(H, j0 + _COLUMNS)]
+            d[:] = 0.0
+            for r in range(R):
+                p = probs[r, j0:j0 + d.shape[0]]
+                for j in range(d.shape[0]):
+                    d[j] += p[j]
+        if not stats:
+            for i in range(V):
+                db[i] = 0.0
+            for r in range(R):
+                for k in range(r * V, ends[r]):
+                    db[indices[k]] += w[r]
+            return value
+        data_ones = 0
+        for r in range(B):
+            data_ones += ends[r] - r * V
+        for part in prange(2):
+            lo, hi = (0, B) if part == 0 else (B, R)
+            _column_lists(ends, indices, lo, hi, V, start[part], rows, 0 if part == 0 else data_ones)
+        for i in prange(V):
+            o = dW[i]
             for j in range(H):
-                dc[j] += pr[j]
-        for i in range(V):
-            db[i] = 0.0
-        for r in range(R):
-            for k in range(r * V, ends[r]):
-                db[indices[k]] += w[r]
-        if stats:
-            _column_lists(ends, indices, R, V, start, rows)
-            for i in prange(V):
-                o = dW[i]
-                for j in range(H):
-                    o[j] = 0.0
-                _accumulate(o, probs, rows, start[i], start[i + 1])
+                o[j] = 0.0
+            total = np.float32(0.0)
+            for part in range(2):
+                k0, k1 = start[part, i], start[part, i + 1]
+                _accumulate(o, probs, rows, k0, k1)
+                for k in range(k0, k1):
+                    total += w[rows[k]]
+            db[i] = total
         return value
 
 

@@ -266,7 +266,7 @@ def _fused_plan(W: Tensor, b: Tensor, c: Tensor, ws: dict, pcd: bool) -> dict:
             "free": ws["free"].numpy(), "h": ws["hidden"].numpy(), "a": ws["visible_probs"].numpy(),
             "w": ws["weights"].numpy(), "dW": ws["dW"].numpy(), "db": ws["db"].numpy(), "dc": ws["dc"].numpy(),
             "keep": ws["chain_probs"].numpy() if pcd else np.empty((0, H), np.float32),
-            "no_chains": np.empty((0, V), np.float32),
+            "no_chains": np.empty((0, V), np.float32), "start": np.empty((2, V + 1), np.int64),
             "max_data": _max_ones("rows", B, V, H), "max_negatives": _max_ones("rows", N, V, H),
             "max_stats": _max_ones("stats", R, V, H)}
     ws["fused"] = plan
@@ -301,7 +301,7 @@ def _fused_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, ws: dict, chains: Te
         logistic_kernels.sigmoid_(ws["probs"][B:].copy_(ws["pre"][B:]))
         torch.mv(rows[B:], b, out=ws["free"][B:])
     stats = ones_data + ones_negatives <= plan["max_stats"]
-    value = cd_kernels._tail(pre, probs, free, plan["w"], plan["keep"], index.ends, index.indices, index.start,
+    value = cd_kernels._tail(pre, probs, free, plan["w"], plan["keep"], B, index.ends, index.indices, plan["start"],
                              index.rows, plan["dW"], plan["db"], plan["dc"], stats)
     if not stats:
         rows[:B].copy_(x)
