@@ -155,3 +155,16 @@ def test_the_general_step_where_the_fused_one_does_not_apply(monkeypatch, settin
     rg.cd_step(W, b, c, x, k, torch.Generator().manual_seed(0), ws, chains,
                chain_probs=setting.get("chain_probs", chain_probs))
     assert "fused" not in ws
+
+
+def test_the_bound_uniforms_are_those_of_uniform_():
+    """The fused step refills its uniforms by a call bound once per generator: the numbers of numerics.uniform_
+    for the same generator state, step after step, and a new generator is bound anew."""
+    from genlearn.numerics import uniform_
+
+    W = torch.zeros(40, 30)
+    ws = rg.cd_workspace(None, W, 10, 10, 1)
+    for seed in (1, 2):
+        gen, ref = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        for _ in range(2):
+            assert torch.equal(rg._refill_uniforms(ws, gen).clone(), uniform_(torch.empty(1, 10, 70), ref))

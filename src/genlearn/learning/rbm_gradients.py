@@ -28,7 +28,7 @@ from torch import Tensor
 
 from genlearn.models.base import MATMUL_PRECISIONS
 from genlearn.numerics import fast_softplus_row_sums_, uniform_
-from genlearn import binary_kernels, cd_kernels, logistic_kernels, products
+from genlearn import binary_kernels, cd_kernels, logistic_kernels, products, uniform_kernels
 
 
 def matmul_dtype(W: Tensor, precision: str) -> torch.dtype:
@@ -115,7 +115,7 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, generator: torch
         _check_chain_probs(chain_probs, W, ws["chain_probs"].shape[0])
     if _fusable(W, b, c, x, k, ws, chains, chain_probs):
         if uniforms is None:
-            uniforms = uniform_(ws["uniforms"], generator)
+            uniforms = _refill_uniforms(ws, generator)
         out = _fused_step(W, b, c, x, ws, chains, uniforms, chain_probs)
         if out is not None:
             return out
@@ -236,6 +236,19 @@ def _fusable(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, ws: dict, chain
         return False
     return (binary_kernels.usable(W) and binary_kernels.usable(x) and b.is_contiguous() and c.is_contiguous()
             and b.dtype == c.dtype == W.dtype and logistic_kernels.elementwise_override() != "torch")
+
+
+def _refill_uniforms(ws: dict, generator: torch.Generator | None) -> Tensor:
+    """ws["uniforms"] refilled with `uniform_`'s numbers from the generator, by a call bound to the buffer and the
+    generator once (uniform_kernels.bound_uniform: ~30 us less per step)."""
+    bound = ws.get("bound_uniform")
+    if bound is None or bound[0] is not generator:
+        u = ws["uniforms"]
+        run = uniform_kernels.bound_uniform(u, generator) if uniform_kernels.usable(u) else \
+            (lambda: uniform_(u, generator))
+        ws["bound_uniform"] = bound = (generator, run)
+    bound[1]()
+    return ws["uniforms"]
 
 
 def _max_ones(kind: str, R: int, V: int, H: int) -> int:
