@@ -27,9 +27,8 @@ update is elementwise): on the strided tensors the kernel took 0.77 ms against 0
 from __future__ import annotations
 
 import torch
-import torch.optim.optimizer as _optimizer_module
-
-from genlearn.learning.layouts import match_layout as _match_layout, torch_step_in_layout
+from genlearn.learning.layouts import flat_operands, gradients_to_none, has_step_hooks, torch_step_in_layout
+from genlearn.learning.layouts import match_layout as _match_layout
 
 
 class LeanAdam(torch.optim.Adam):
@@ -39,11 +38,7 @@ class LeanAdam(torch.optim.Adam):
 
     def _plain_lists(self):
         """(params, grads, exp_avgs, exp_avg_sqs, steps) of the plain case, else None."""
-        module = _optimizer_module
-        hooks = (getattr(self, "_optimizer_step_pre_hooks", None), getattr(self, "_optimizer_step_post_hooks", None),
-                 getattr(module, "_global_optimizer_pre_hooks", None), getattr(module, "_global_optimizer_post_hooks",
-                                                                               None))
-        if not self._kernel_ok or len(self.param_groups) != 1 or any(hooks):
+        if not self._kernel_ok or len(self.param_groups) != 1 or has_step_hooks(self):
             return None
         group = self.param_groups[0]
         if not group["fused"] or group["amsgrad"] or group["capturable"] or group["differentiable"] \
@@ -57,9 +52,7 @@ class LeanAdam(torch.optim.Adam):
             if g.stride() != p.stride() or state["exp_avg"].stride() != p.stride() \
                     or state["exp_avg_sq"].stride() != p.stride():
                 g = _match_layout(p, state)
-            avg, sq = state["exp_avg"], state["exp_avg_sq"]
-            if not p.is_contiguous() and p.dim() == 2 and p.T.is_contiguous():  # stored transposed (docstring)
-                p, g, avg, sq = p.T, g.T, avg.T, sq.T
+            p, g, avg, sq = flat_operands(p, g, state["exp_avg"], state["exp_avg_sq"])  # transposed: docstring
             params.append(p)
             grads.append(g)
             avgs.append(avg)
@@ -98,9 +91,7 @@ class LeanAdam(torch.optim.Adam):
         for set_to_none=False."""
         if not set_to_none:
             return super().zero_grad(set_to_none)
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
+        gradients_to_none(self)
         return None
 
 
