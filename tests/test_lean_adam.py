@@ -23,24 +23,29 @@ def set_grads(params, seed, skip=None):
         p.grad = None if i == skip else torch.randn(p.shape, generator=g, dtype=p.dtype)
 
 
+def steps_side_by_side(opt, opt_ref, ours, ref, steps):
+    """`steps` steps of both optimizers on the same gradients, the rate halved every 3 steps by a scheduler."""
+    sched, sched_ref = (torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (opt, opt_ref))
+    for step in range(steps):
+        set_grads(ours, step)
+        set_grads(ref, step)
+        opt.step()
+        opt_ref.step()
+        sched.step()
+        sched_ref.step()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_equal_to_torch_fused_adam_bit_for_bit(dtype, weight_decay):
     ours, ref = make_params(dtype), make_params(dtype)
     opt = LeanAdam(ours, lr=0.01, weight_decay=weight_decay, fused=True)
     opt_ref = torch.optim.Adam(ref, lr=0.01, weight_decay=weight_decay, fused=True)
-    sched, sched_ref = (torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (opt, opt_ref))
     calls = []
     real = torch._fused_adam_
     torch._fused_adam_ = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
     try:
-        for step in range(12):
-            set_grads(ours, step)
-            set_grads(ref, step)
-            opt.step()
-            opt_ref.step()
-            sched.step()
-            sched_ref.step()
+        steps_side_by_side(opt, opt_ref, ours, ref, 12)
     finally:
         torch._fused_adam_ = real
     for p, q in zip(ours, ref):
@@ -98,32 +103,41 @@ def test_torch_step_where_the_plain_case_does_not_hold():
     assert plain._plain_lists() is not None  # the plain case, for contrast
 
 
-def test_a_kernel_that_refuses_the_call_falls_back_once_and_for_all(monkeypatch):
+@pytest.mark.parametrize("lean", ["adam", "sgd"])
+def test_a_kernel_that_refuses_the_call_falls_back_once_and_for_all(monkeypatch, lean):
+    """LeanAdam's and LayoutSGD's direct kernel calls, refused (another torch's signature): torch's step runs, the
+    same update, and the direct call is not tried again."""
+    from genlearn.learning.layouts import LayoutSGD
+
+    cls, kernel, torch_cls = {"adam": (LeanAdam, "_fused_adam_", torch.optim.Adam),
+                              "sgd": (LayoutSGD, "_fused_sgd_", torch.optim.SGD)}[lean]
     ours, ref = make_params(torch.float32), make_params(torch.float32)
-    opt, opt_ref = LeanAdam(ours, lr=0.01, fused=True), torch.optim.Adam(ref, lr=0.01, fused=True)
+    opt, opt_ref = cls(ours, lr=0.01, fused=True), torch_cls(ref, lr=0.01, fused=True)
     set_grads(ours, 0)
     set_grads(ref, 0)
     opt.step()
     opt_ref.step()
-    real = torch._fused_adam_
+    real = getattr(torch, kernel)
 
     refused = []
 
     def other_signature(*args, **kwargs):
-        if not refused:  # the first call, LeanAdam's direct one: refused before any update
+        if not refused:  # the first call, the direct one: refused before any update
             refused.append(1)
             raise TypeError("unexpected keyword argument")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(torch, "_fused_adam_", other_signature)
-    monkeypatch.setattr(LeanAdam, "_kernel_ok", True)
+    monkeypatch.setattr(torch, kernel, other_signature)
+    monkeypatch.setattr(cls, "_kernel_ok", True)
     set_grads(ours, 1)
     set_grads(ref, 1)
     opt.step()
     opt_ref.step()
-    assert LeanAdam._kernel_ok is False and refused
+    assert cls._kernel_ok is False and refused
     for p, q in zip(ours, ref):
-        assert torch.equal(p, q) and torch.equal(opt.state[p]["step"], opt_ref.state[q]["step"])
+        assert torch.equal(p, q)
+        if lean == "adam":
+            assert torch.equal(opt.state[p]["step"], opt_ref.state[q]["step"])
     assert lean_adam.LeanAdam is LeanAdam
 
 

@@ -1,6 +1,7 @@
 """LayoutSGD's plain steps (genlearn.learning.layouts: torch._fused_sgd_ called straight away) against
 torch.optim.SGD(fused=True): the same parameters and momentum buffers to the bit, a transposed parameter updated
-right, and torch's own step wherever the plain case does not hold."""
+right, and torch's own step wherever the plain case does not hold (a refused kernel call:
+tests/test_lean_adam.py)."""
 from __future__ import annotations
 
 import pytest
@@ -10,18 +11,14 @@ import torch.optim.sgd as torch_sgd
 from genlearn.learning.layouts import LayoutSGD
 
 
+from test_lean_adam import make_params as square_params, set_grads, steps_side_by_side
+
+
 def make_params(dtype, seed=0, transposed=False):
-    g = torch.Generator().manual_seed(seed)
-    params = [torch.nn.Parameter(torch.randn(*shape, generator=g, dtype=dtype)) for shape in [(7, 5), (5,), (3, 2, 4)]]
+    params = square_params(dtype, seed)
     if transposed:  # a weight stored input-major, as MADE's and the VAE's first layers are
-        params[0] = torch.nn.Parameter(torch.randn(5, 7, generator=g, dtype=dtype).T)
+        params[0] = torch.nn.Parameter(params[0].detach().T.contiguous().T)
     return params
-
-
-def set_grads(params, seed, skip=None):
-    g = torch.Generator().manual_seed(seed)
-    for i, p in enumerate(params):
-        p.grad = None if i == skip else torch.randn(p.shape, generator=g, dtype=p.dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -32,18 +29,11 @@ def test_equal_to_torch_fused_sgd_bit_for_bit(dtype, settings):
     ours, ref = make_params(dtype), make_params(dtype)
     opt = LayoutSGD(ours, lr=0.05, fused=True, **settings)
     opt_ref = torch.optim.SGD(ref, lr=0.05, fused=True, **settings)
-    sched, sched_ref = (torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (opt, opt_ref))
     through_torch = []  # torch.optim.SGD.step's calls of its fused function (the direct path does not make them)
     real = torch_sgd._fused_sgd
     torch_sgd._fused_sgd = lambda *a, **k: (through_torch.append(1), real(*a, **k))[1]
     try:
-        for step in range(10):
-            set_grads(ours, step)
-            set_grads(ref, step)
-            opt.step()
-            opt_ref.step()
-            sched.step()
-            sched_ref.step()
+        steps_side_by_side(opt, opt_ref, ours, ref, 10)
     finally:
         torch_sgd._fused_sgd = real
     for p, q in zip(ours, ref):
@@ -93,27 +83,3 @@ def test_torch_step_where_the_plain_case_does_not_hold():
     plain = LayoutSGD(make_params(torch.float32), lr=0.01, fused=True)
     set_grads(plain.param_groups[0]["params"], 0)
     assert plain._plain_lists() is not None  # the plain case, for contrast
-
-
-def test_a_kernel_that_refuses_the_call_falls_back_once_and_for_all(monkeypatch):
-    ours, ref = make_params(torch.float32), make_params(torch.float32)
-    opt, opt_ref = LayoutSGD(ours, lr=0.01, fused=True), torch.optim.SGD(ref, lr=0.01, fused=True)
-    real = torch._fused_sgd_
-    refused = []
-
-    def other_signature(*args, **kwargs):
-        if not refused:  # the first call, the direct one: refused before any update
-            refused.append(1)
-            raise TypeError("unexpected keyword argument")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "_fused_sgd_", other_signature)
-    monkeypatch.setattr(LayoutSGD, "_kernel_ok", True)
-    set_grads(ours, 1)
-    set_grads(ref, 1)
-    opt.step()
-    opt_ref.step()
-    assert LayoutSGD._kernel_ok is False and refused
-    for p, q in zip(ours, ref):
-        assert torch.equal(p, q)
-    monkeypatch.setattr(LayoutSGD, "_kernel_ok", hasattr(torch, "_fused_sgd_"))
