@@ -12,6 +12,8 @@ genlearn variants (each timed in every pair, the order of the fits alternating f
 - full: float32 products (products with a sparse 0/1 operand as compiled sums of selected rows where this
   machine runs them faster, genlearn.binary_kernels: the default);
 - dense: float32 products, all dense (binary_kernels.ENABLED = False): what "full" was before the sums;
+- unfused: "full" with the step of single kernels and torch operations (cd_kernels.ENABLED = False) instead of
+  genlearn.cd_kernels' three compiled passes around the dense product (what "full" was before them);
 - bfloat16: explicit bfloat16 products (warns once where they are emulated);
 - cli: `python -m genlearn fit rbm` in a child process with the same settings (--gradient pcd --n-chains 100
   --k 1 --optimizer sgd --lr 0.01 --batch-size 100 --epochs 1, default matmul precision) on an .npz of the same
@@ -44,7 +46,7 @@ import numpy as np
 
 import common
 
-VARIANTS = ("auto", "full", "dense", "bfloat16", "cli")
+VARIANTS = ("auto", "full", "dense", "unfused", "bfloat16", "cli")
 V, H, BATCH = 784, 500, 100
 
 
@@ -88,11 +90,12 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=60_000, help="training rows of the epoch")
     p.add_argument("--hidden", type=int, default=H, help="n_components of both")
     p.add_argument("--variants", default=None,
-                   help=f"genlearn variants, from {','.join(VARIANTS)} (default auto,full; with --smoke also cli)")
+                   help=f"genlearn variants, from {','.join(VARIANTS)} (default auto,full; with --smoke also "
+                        "unfused,cli)")
     p.add_argument("--gemm-seconds", type=float, default=0.5, help="timing of each GEMM peak shape")
     args = p.parse_args(argv)
     if args.variants is None:
-        args.variants = "auto,full,cli" if args.smoke else "auto,full"
+        args.variants = "auto,full,unfused,cli" if args.smoke else "auto,full"
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or not variants:
@@ -108,6 +111,7 @@ def main(argv=None) -> int:
     from sklearn.neural_network import BernoulliRBM as SkRBM
 
     import genlearn.binary_kernels as bk
+    import genlearn.cd_kernels as cd_kernels
     import genlearn.binary_products as bp
     from genlearn.precision import machine_precision_record
     from genlearn.sklearn import BernoulliRBM as GlRBM
@@ -147,14 +151,15 @@ def main(argv=None) -> int:
 
     def genlearn_fit(precision: str, seed: int):
         """Seconds of one fit and what its matmul_precision resolved to; warnings (emulated bfloat16) recorded."""
-        dense = precision == "dense"
-        bk.ENABLED, precision = not dense, "full" if dense else precision
+        dense, unfused = precision == "dense", precision == "unfused"
+        bk.ENABLED, cd_kernels.ENABLED = not dense, not unfused
+        precision = "full" if dense or unfused else precision
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             try:
                 secs, est = fit_seconds(lambda: GlRBM(**args_common, random_state=seed, matmul_precision=precision), X)
             finally:
-                bk.ENABLED = True
+                bk.ENABLED = cd_kernels.ENABLED = True
         for w in caught:
             if str(w.message) not in res.setdefault("warnings", []):
                 res["warnings"].append(str(w.message))
