@@ -29,6 +29,26 @@ def test_minibatches_are_the_rows_of_a_random_permutation(binary, dtype):
     assert torch.equal(torch.cat(batches), x[perm])
 
 
+@pytest.mark.parametrize("n", [1, 8, 13, 784])
+def test_the_compiled_unpack_equals_numpys(n):
+    """binary_kernels.unpack_rows (gather + unpack in one pass) against numpy.unpackbits of the same rows, repeated
+    rows included; dtypes it does not take give None (the sampler then unpacks with numpy)."""
+    from genlearn import binary_kernels
+    from genlearn.data.bitpack import pack_rows, unpack_rows
+
+    x = torch.bernoulli(torch.full((40, n), 0.4), generator=torch.Generator().manual_seed(n))
+    packed = pack_rows(x)
+    rows = torch.tensor([3, 0, 39, 3, 17], dtype=torch.int64)
+    for dtype in (torch.float32, torch.float64):
+        got = binary_kernels.unpack_rows(packed, rows, n, dtype)
+        if not binary_kernels.available():
+            assert got is None
+            continue
+        assert got.dtype == dtype and torch.equal(got, unpack_rows(packed[rows.numpy()], n, dtype))
+        assert torch.equal(got, x[rows].to(dtype))
+    assert binary_kernels.unpack_rows(packed, rows, n, torch.float16) is None
+
+
 def test_is_binary_matrix():
     assert is_binary_matrix(torch.tensor([[0.0, 1.0], [1.0, 1.0]]))
     assert not is_binary_matrix(torch.tensor([[0.0, 2.0]]))

@@ -90,6 +90,21 @@ if numba is not None:
                 nonbinary += (xr[i] != 0) & (xr[i] != 1)
         return k, nonbinary
 
+    @njit(parallel=True, cache=True)
+    def _unpack_rows(packed, rows, out):  # pragma: no cover - compiled
+        """out[r] = the bits of packed[rows[r]] (numpy.packbits' order: the first value in a byte's highest bit) as
+        0/1 floats, out's width n of them; rows in parallel."""
+        n = out.shape[1]
+        full = n // 8
+        for r in prange(rows.shape[0]):
+            src, o = packed[rows[r]], out[r]
+            for q in range(full):
+                byte = src[q]
+                for bit in range(8):
+                    o[8 * q + bit] = (byte >> (7 - bit)) & 1
+            for i in range(8 * full, n):
+                o[i] = (src[i // 8] >> (7 - i % 8)) & 1
+
     @njit(parallel=True, fastmath=_FAST, cache=True)
     def _index_rows(x, ends, indices, r0, check):  # pragma: no cover - compiled
         """Index the rows of x (R x V) as rows r0.. of a slotted index: the active columns of index row q are
@@ -289,6 +304,22 @@ def count_non_binary(x, min_entries: int = COMPILED_COUNT_MIN) -> int | None:
     return int(_count_non_binary(x.detach().reshape(-1).numpy()))
 
 
+def unpack_rows(packed: np.ndarray, rows, n: int, dtype):
+    """The rows `rows` (a 1-D int64 tensor) of bit-packed 0/1 rows (uint8, numpy.packbits along axis 1) as an
+    (len(rows), n) float tensor of `dtype`, by one compiled parallel pass (a minibatch of 100 MNIST rows in ~20 us,
+    against ~40 us for numpy.unpackbits and a conversion, ~150 us between the steps of a training loop); None
+    where the kernel does not take them (numba missing, a dtype other than float32 or float64): the caller then
+    unpacks with numpy."""
+    import torch
+
+    if not available() or dtype not in (torch.float32, torch.float64) or packed.dtype != np.uint8:
+        return None
+    out = torch.empty(rows.shape[0], n, dtype=dtype)
+    _threads()
+    _unpack_rows(packed, rows.numpy(), out.numpy())
+    return out
+
+
 def _index_for(R: int, V: int) -> RowIndex:
     """A RowIndex for R rows of length V, kept per shape (the products below index their operand every call)."""
     key = (R, V)
@@ -438,4 +469,4 @@ def _best_time(f, rounds: int = 3, reps: int = 1) -> float:
 CHOOSER = Chooser()
 
 __all__ = ["CHOOSER", "Chooser", "RowIndex", "available", "count_non_binary", "faster_at", "indexed",
-           "rows_addmm", "rows_t_mm", "usable"]
+           "rows_addmm", "rows_t_mm", "unpack_rows", "usable"]
