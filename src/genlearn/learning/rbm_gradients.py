@@ -19,7 +19,10 @@ states): with float32 parameters on the CPU, the visible rows [x; v~] are indexe
 (genlearn.binary_kernels.RowIndex, compiled) and their products x W and [x; v~]^T P are sums of selected rows when
 their density is below the crossover that `binary_kernels.CHOOSER` timed on this CPU for the shape, else dense
 products (genlearn.products); the hidden samples' product stays dense. Both give the same numbers up to float32
-summation order; binary_kernels.ENABLED = False keeps the dense products."""
+summation order; binary_kernels.ENABLED = False keeps the dense products. CD-1 and PCD-1 (with the chains' kept
+hidden probabilities) with float32 parameters on the CPU run as genlearn.cd_kernels' three compiled passes around
+the one dense product b + h W^T (five calls per step instead of ~30; `_fused_step`); cd_kernels.ENABLED = False
+keeps the step below."""
 from __future__ import annotations
 
 import numpy as np
