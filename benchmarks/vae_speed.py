@@ -48,8 +48,8 @@ fixed rows, same formula, full Gaussian constants, nats per example).
 
 On Intel CPUs the IWAE objective's negligible importance weights make denormal floats in pythae's products, which
 run ~100x slower there (its epochs fell from 126 to 87 s over three pairs on a Xeon as its weights concentrated);
-genlearn counts weights below 2^-64 as 0 (genlearn.numerics.NEGLIGIBLE_WEIGHT). --flush-denormal times both sides
-without that slow path: the arithmetic alone.
+genlearn counts weights below max(2^-64, 2^-24 / k) as 0 (genlearn.numerics.negligible_weight) and leaves their
+samples out of its decoder's backward pass. --flush-denormal times both sides without that slow path.
 
 Data: the static binarized MNIST (`genlearn.load_dataset("binarized-mnist")`), or, when it is not found (and with
 --smoke), rows of independent Bernoulli(0.13) pixels of the same shape."""

@@ -239,7 +239,7 @@ def test_learning_rule_uses_it_and_matches_autograd(monkeypatch):
 
 
 def test_log_mean_exp_value_and_gradient():
-    """L_k = logsumexp - log k; dL/da = the normalised weights, those below NEGLIGIBLE_WEIGHT as exactly 0."""
+    """L_k = logsumexp - log k; dL/da = the normalised weights, those below negligible_weight as exactly 0."""
     from genlearn import numerics
 
     a = torch.tensor([[0.0, -3.0], [-1.0, -2.0], [-60.0, 1.0], [-0.5, -200.0]], dtype=torch.float64,
@@ -248,11 +248,64 @@ def test_log_mean_exp_value_and_gradient():
     torch.testing.assert_close(value, torch.logsumexp(a, 0) - math.log(4), rtol=1e-15, atol=0)
     value.sum().backward()
     w = torch.softmax(a.detach(), 0)
-    assert float(w[2, 0]) < numerics.NEGLIGIBLE_WEIGHT < float(w[0, 0])  # e^-60 / ~2.0: negligible
-    expected = torch.where(w < numerics.NEGLIGIBLE_WEIGHT, 0.0, w)
+    tau = numerics.negligible_weight(4, torch.float64)
+    assert float(w[2, 0]) < tau < float(w[0, 0])  # e^-60 / ~2.0: negligible
+    expected = torch.where(w < tau, 0.0, w)
     torch.testing.assert_close(a.grad, expected, rtol=1e-14, atol=0)
     assert float(a.grad[2, 0]) == 0.0 and float(a.grad[3, 1]) == 0.0
     assert float(a.grad.sum(0).sub(1).abs().max()) < 1e-15  # the dropped weights are below rounding of 1
+
+
+@pytest.mark.parametrize("dtype, unit_roundoff", [(torch.float32, 2.0 ** -24), (torch.float64, 2.0 ** -53)])
+def test_negligible_weights_hold_less_than_one_rounding_of_their_row(dtype, unit_roundoff, monkeypatch):
+    """tau = max(2^-64, u / k): the weights set to 0 hold less than u of each row (they sum to 1), so the row's
+    weighted sum of per-sample gradients moves by less than u times its largest one; with BELOW_ROUNDOFF off only
+    the weights below 2^-64 go."""
+    from genlearn import numerics
+
+    for k in (2, 50, 5000):
+        assert numerics.negligible_weight(k, dtype) == max(2.0 ** -64, unit_roundoff / k)
+    assert numerics.negligible_weight(2 ** 60, dtype) == 2.0 ** -64  # the floor: no denormal products
+    g = torch.Generator().manual_seed(0)
+    k, rows = 50, 400
+    log_w = (torch.randn(k, rows, generator=g, dtype=torch.float64) * torch.linspace(0.1, 30, rows,
+                                                                                     dtype=torch.float64)).to(dtype)
+    w = torch.softmax(log_w, 0)
+    kept = numerics.negligible_to_zero_(w.clone())
+    dropped = (w - kept).to(torch.float64)
+    assert float(dropped.sum(0).max()) < unit_roundoff  # every row: less than one unit roundoff of its weight
+    assert int((dropped > 0).sum()) > k * rows // 10  # the wide rows do have such weights
+    per_sample = torch.randn(k, rows, generator=g, dtype=torch.float64)  # stand-ins for the samples' gradients
+    moved = ((w.double() - kept.double()) * per_sample).sum(0).abs()
+    assert bool((moved <= unit_roundoff * per_sample.abs().max(0).values).all())
+    monkeypatch.setattr(numerics, "BELOW_ROUNDOFF", False)
+    assert numerics.negligible_weight(50, dtype) == 2.0 ** -64
+    exact_to_rounding = numerics.negligible_to_zero_(w.clone())
+    assert bool((exact_to_rounding == torch.where(w < 2.0 ** -64, 0.0, w)).all())
+    assert int((exact_to_rounding > 0).sum()) > int((kept > 0).sum())
+
+
+def test_iwae_gradient_without_weights_below_float32_roundoff_moves_below_float32_rounding(monkeypatch):
+    """IWAE-30 in float64: leaving out the weights below float32's 2^-24 / k (here 39% of them: the decoder's sharp
+    logits spread the log-weights over tens of nats; 3% are below 2^-64) moves the gradient by less than float32's
+    unit roundoff relative to its norm, against the gradient that keeps every weight."""
+    from genlearn import numerics
+
+    model, x, k = VAE(20, latent=3, hidden=[6, 5], seed=1).double(), data(rows=40), 30
+    with torch.no_grad():
+        model.dec_out.weight.mul_(30.0)
+    monkeypatch.setattr(numerics, "NEGLIGIBLE_WEIGHT", 0.0)
+    monkeypatch.setattr(numerics, "BELOW_ROUNDOFF", False)
+    _, exact = gradients(model, x, k, 3, 1.0, False, fused=True)
+    monkeypatch.setattr(numerics, "negligible_weight", lambda k, dtype: 2.0 ** -24 / k)  # float32's threshold
+    zeros = []
+    original = vae_step._weighted_rows
+    monkeypatch.setattr(vae_step, "_weighted_rows", lambda g: zeros.append(float((g == 0).double().mean())) or
+                        original(g))
+    _, grads = gradients(model, x, k, 3, 1.0, False, fused=True)
+    assert zeros[0] > 0.3  # the samples left out
+    moved = {n: float((grads[n] - exact[n]).norm() / exact[n].norm()) for n in exact}
+    assert 0 < max(moved.values()) < 2.0 ** -24, moved
 
 
 def test_usable_follows_the_parameters_after_its_first_answer():

@@ -40,7 +40,8 @@ class ImportanceWeightedBound(LearningRule):
     """g = -d/dtheta (1/B) sum_m L_k(x_m) through reparameterised samples (module docstring): by the family's
     hand-written backward pass where it has one for the model (`model.bound_gradient`, e.g. the one-layer VAE's
     genlearn.models.vae_step), else by autograd. In the gradient, normalised importance weights below
-    numerics.NEGLIGIBLE_WEIGHT count as 0 (their terms are below rounding; they would make denormal floats)."""
+    numerics.negligible_weight(k, dtype) count as 0 (together less than the dtype's unit roundoff of their row: below
+    rounding; they would make denormal floats)."""
 
     name = "elbo"
     resumes_mid_epoch = True  # its state between minibatches is in state_tensors()

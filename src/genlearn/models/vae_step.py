@@ -12,7 +12,7 @@ autograd would record ~100 small operations per step and replay them backwards; 
 what the backward pass needs and the backward pass is written out (a few tens of tensor operations in all):
 
     g_jm = dloss / dlog w_jm = -(1/B) w~_jm         (w~: the weights normalised over j, those below
-                                                     numerics.NEGLIGIBLE_WEIGHT as 0; -1/B for k = 1)
+                                                     numerics.negligible_weight as 0; -1/B for k = 1)
     dloss/dl_jmi = g_jm (x_mi - sigmoid(l_jmi))     (l: the decoder's logits), then back through the decoder MLP
     dloss/dz_j = [decoder] - beta g_j z_j           (d log N(z; 0, I)/dz = -z)
     dloss/dmu = sum_j dloss/dz_j  (+ beta mu / B for the closed-form KL)
@@ -314,7 +314,7 @@ def _log_likelihood(P: _Products, h: Tensor, W: Tensor, b: Tensor, x: Tensor, k:
 
 
 # -- samples of weight 0 -----------------------------------------------------------------------------------------------
-#: the decoder's backward pass skips the samples of weight 0 (numerics.NEGLIGIBLE_WEIGHT and below) when at least
+#: the decoder's backward pass skips the samples of weight 0 (below numerics.negligible_weight) when at least
 #: this fraction of the k B rows has it: below, gathering the other rows costs about what it saves
 MIN_ZERO_FRACTION = 0.05
 
@@ -518,7 +518,7 @@ def loss_and_gradient(model, x: Tensor, k: int, generator, kl_weight: float, clo
             log_q = -0.5 * (_LOG_2PI + logvar + eps.pow(2)).sum(-1)
             log_w = (log_lik + beta * (log_p - log_q)).view(k, B)
             loss = -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
-            # dloss/dlog w, weights below numerics.NEGLIGIBLE_WEIGHT as 0 (as numerics.log_mean_exp's gradient)
+            # dloss/dlog w, weights below numerics.negligible_weight as 0 (as numerics.log_mean_exp's gradient)
             g = numerics.negligible_to_zero_(torch.softmax(log_w, 0)).mul_(-1.0 / B)
         # backward: the output layer (dloss/dl = -g (x - sigmoid(l)), in place), the decoder, then z = mu + s eps
         kept = None if closed else _weighted_rows(g)
