@@ -7,7 +7,8 @@ makes ~30 calls of ~5-20 us of dispatch each (~0.5 ms of a ~2.5 ms step on one A
     negative pass: v~ = [u' < sigmoid(a)], indexed, pre~ = c + v~ W, P(h|v~) = sigmoid(pre~), v~.b
     tail:          the CD value sum_r w_r (v_r.b + sum_j softplus(pre_rj)) = mean F(x) - mean F(v~) (w = [-1/B; 1/N]),
                    P(h|v~) kept for the next PCD step, P <- w P, dW = [x; v~]^T P (per column i, the sum of the rows
-                   P_r with v_ri = 1), db = [x; v~]^T w, dc = sum_r P_r
+                   P_r with v_ri = 1), db = [x; v~]^T w, dc = sum_r P_r; or, for a plain SGD step, W -= lr dW
+                   (each row of dW applied as it is summed, never stored), b -= lr db, c -= lr dc
 
 The passes reuse the module kernels' row functions (binary_kernels: the index, the sums of selected rows, the
 column lists; logistic_kernels: sigmoid, softplus sums), so their numbers equal those of the step made of single
@@ -54,15 +55,17 @@ if numba is not None:
         return vb
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _data_pass(x, ends, indices, W, b, c, pre, probs, free, u, q, h, max_ones):  # pragma: no cover - compiled
-        """Index the batch x (B x V) as rows 0..B-1; if every entry is 0 or 1 and there are at most max_ones ones:
-        pre = c + x W, probs = sigmoid(pre), free = x.b (rows 0..B-1 of each), then h = [u < q] (N x H; q may be
-        `probs`). Returns the number of ones, or -1 (an entry other than 0 and 1: nothing else done)."""
-        R, V = x.shape
+    def _data_pass(source, order, s0, ends, indices, W, b, c, pre, probs, free, u, q, h,
+                   max_ones):  # pragma: no cover - compiled
+        """Index the batch x (B x V; row r is source[order[s0 + r]], B = pre.shape[0]) as rows 0..B-1; if every
+        entry is 0 or 1 and there are at most max_ones ones: pre = c + x W, probs = sigmoid(pre), free = x.b (rows
+        0..B-1 of each), then h = [u < q] (N x H; q may be `probs`). Returns the number of ones, or -1 (an entry
+        other than 0 and 1: nothing else done)."""
+        R, V = pre.shape[0], source.shape[1]
         H = W.shape[1]
         bad = 0
         for r in prange(R):
-            end, nonbinary = _index_row(x[r], indices, r * V, True)
+            end, nonbinary = _index_row(source[order[s0 + r]], indices, r * V, True)
             ends[r] = end
             bad += nonbinary
         if bad:
@@ -114,11 +117,14 @@ if numba is not None:
     _COLUMNS = 64
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _tail(pre, probs, free, w, keep, B, ends, indices, start, rows, dW, db, dc, stats):  # pragma: no cover
+    def _tail(pre, probs, free, w, keep, B, ends, indices, start, rows, dW, db, dc, stats, W, b, c,
+              lr):  # pragma: no cover - compiled
         """free += sum_j softplus(pre_rj) per row (pre overwritten), value = sum_r w_r free_r (returned, float64),
         keep = the last keep.shape[0] rows of probs, probs <- w probs, dc = sum_r probs_r, db = [x; v~]^T w from
         the index, and with `stats` dW = [x; v~]^T probs by sums of selected rows: the column lists of the rows
-        0..B-1 and B..R-1 (start: 2 x (V + 1)) sorted in parallel, then the columns in parallel."""
+        0..B-1 and B..R-1 (start: 2 x (V + 1)) sorted in parallel, then the columns in parallel.
+        With lr > 0, a plain SGD step instead: b -= lr db, c -= lr dc, and with `stats` W -= lr dW row by row as
+        each row of dW is summed (dW itself is not written); without `stats` the caller updates W."""
         R, H = pre.shape
         V = db.shape[0]
         for r in prange(R):
@@ -142,12 +148,18 @@ if numba is not None:
                 p = probs[r, j0:j0 + d.shape[0]]
                 for j in range(d.shape[0]):
                     d[j] += p[j]
+        if lr > 0.0:
+            for j in range(H):
+                c[j] -= lr * dc[j]
         if not stats:
             for i in range(V):
                 db[i] = 0.0
             for r in range(R):
                 for k in range(r * V, ends[r]):
                     db[indices[k]] += w[r]
+            if lr > 0.0:
+                for i in range(V):
+                    b[i] -= lr * db[i]
             return value
         data_ones = 0
         for r in range(B):
@@ -155,8 +167,9 @@ if numba is not None:
         for part in prange(2):
             lo, hi = (0, B) if part == 0 else (B, R)
             _column_lists(ends, indices, lo, hi, V, start[part], rows, 0 if part == 0 else data_ones)
+        update = lr > 0.0
         for i in prange(V):
-            o = dW[i]
+            o = np.empty(H, np.float32) if update else dW[i]
             for j in range(H):
                 o[j] = 0.0
             total = np.float32(0.0)
@@ -166,6 +179,11 @@ if numba is not None:
                 for k in range(k0, k1):
                     total += w[rows[k]]
             db[i] = total
+            if update:
+                Wi = W[i]
+                for j in range(H):
+                    Wi[j] -= lr * o[j]
+                b[i] -= lr * total
         return value
 
 

@@ -122,6 +122,11 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         bs = int(self.batch_size)
         n = x.shape[0]
         with torch.no_grad():
+            if hasattr(rule, "sgd_step"):  # CD/PCD: the step and its update in one (rules.ContrastiveDivergence)
+                order = torch.arange(n) if order is None else order
+                for start in range(0, n, bs):
+                    rule.sgd_step(model, x, order[start:start + bs], lr, self._generator)
+                return
             for start in range(0, n, bs):
                 batch = x.index_select(0, order[start:start + bs]) if order is not None else x[start:start + bs]
                 for p in params:

@@ -94,6 +94,19 @@ class LayoutSGD(torch.optim.SGD):
                 buffers.append(buf)
         return params, grads, buffers
 
+    def plain_rate(self) -> float | None:
+        """lr where step() is p <- p - lr p.grad for every parameter (one group; no momentum, weight decay,
+        maximize, step hooks or gradient scaling; a float rate), else None. A learning rule that can apply that
+        update itself (rules.ContrastiveDivergence.sgd_step) may then do so instead of writing p.grad for step()."""
+        if len(self.param_groups) != 1 or has_step_hooks(self) or getattr(self, "grad_scale", None) is not None \
+                or getattr(self, "found_inf", None) is not None:
+            return None
+        group = self.param_groups[0]
+        if group["momentum"] != 0 or group["weight_decay"] != 0 or group["maximize"] or group["differentiable"] \
+                or not isinstance(group["lr"], float):
+            return None
+        return group["lr"]
+
     @torch.no_grad()
     def step(self, closure=None):
         lists = None if closure is not None else self._plain_lists()

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from genlearn.errors import ConfigError
-from genlearn.learning.rbm_gradients import cd_step, cd_workspace, exact_gradient
+from genlearn.learning.rbm_gradients import cd_sgd_step, cd_step, cd_workspace, exact_gradient
 from genlearn.models.base import MATMUL_PRECISIONS, GenerativeModel
 from genlearn.options import option
 
@@ -174,17 +174,15 @@ class ContrastiveDivergence(LearningRule):
             self._precision = (W.device, rows, resolve_matmul_precision(self.config.matmul_precision, W.device, flops))
         return self._precision[2]
 
-    @torch.no_grad()
-    def compute_gradient(self, model, batch, generator):
-        model.check_batch(batch)
+    def _step_state(self, model, B: int, first_rows) -> tuple:
+        """(chains or None, their kept hidden probabilities or None) for a step on B rows, with the workspace made
+        for it; the chains start at the first batch's rows (first_rows(): that batch in W's dtype), cycled."""
         cfg = self.config
-        W, b, c = model.weight, model.visible_bias, model.hidden_bias
-        x = batch.to(W.dtype)
-        B = x.shape[0]
+        W = model.weight
         chains = None
         if cfg.persistent:
             if self.chains is None:
-                self.chains = x[torch.arange(cfg.n_chains) % B].clone()
+                self.chains = first_rows()[torch.arange(cfg.n_chains) % B].clone()
                 self.chain_probs = None
             elif self.chains.shape != (cfg.n_chains, model.n_visible):
                 raise ConfigError(f"the persistent chains have shape {tuple(self.chains.shape)}, but the rule has "
@@ -194,11 +192,43 @@ class ContrastiveDivergence(LearningRule):
             chains = self.chains
         N = cfg.n_chains if cfg.persistent else B
         self._workspace = cd_workspace(self._workspace, W, B, N, cfg.k, self.resolved_precision(W, max(B, N)))
-        probs = chain_probs_for(self.chain_probs, W, N) if cfg.persistent else None
-        value, dW, db, dc, _ = cd_step(W, b, c, x, cfg.k, generator, self._workspace, chains, chain_probs=probs)
-        if cfg.persistent:
+        return chains, chain_probs_for(self.chain_probs, W, N) if cfg.persistent else None
+
+    @torch.no_grad()
+    def compute_gradient(self, model, batch, generator):
+        model.check_batch(batch)
+        W, b, c = model.weight, model.visible_bias, model.hidden_bias
+        x = batch.to(W.dtype)
+        chains, probs = self._step_state(model, x.shape[0], lambda: x)
+        value, dW, db, dc, _ = cd_step(W, b, c, x, self.config.k, generator, self._workspace, chains,
+                                       chain_probs=probs)
+        if chains is not None:
             self.chain_probs = self._workspace["chain_probs"]
         W.grad, b.grad, c.grad = dW, db, dc
+        return value
+
+    @torch.no_grad()
+    def sgd_step(self, model, source: Tensor, order: Tensor, lr: float, generator) -> Tensor:
+        """One plain SGD step theta <- theta - lr g on the batch source[order] (source: rows in W's dtype, order:
+        int64 row numbers), g as compute_gradient's; the parameters change in place and no p.grad is written.
+        Returns the CD objective. The same parameters as compute_gradient followed by p -= lr p.grad, up to
+        float32 summation order (rbm_gradients.cd_sgd_step: with the fused passes the batch is read in place and
+        the update applied as the tail sums dW)."""
+        W, b, c = model.weight, model.visible_bias, model.hidden_bias
+        if (int(model.base_rate_ready) == 0 or source.dtype != W.dtype or source.ndim != 2
+                or source.shape[1] != model.n_visible):  # check_batch's first statistics, or its message
+            return self._sgd_step_of_batch(model, source.index_select(0, order), lr, generator)
+        chains, probs = self._step_state(model, order.shape[0], lambda: source.index_select(0, order))
+        value = cd_sgd_step(W, b, c, source, order, lr, self.config.k, generator, self._workspace, chains, probs)
+        if chains is not None:
+            self.chain_probs = self._workspace["chain_probs"]
+        return value
+
+    def _sgd_step_of_batch(self, model, batch: Tensor, lr: float, generator) -> Tensor:
+        value = self.compute_gradient(model, batch, generator)
+        for p in (model.weight, model.visible_bias, model.hidden_bias):
+            p.sub_(p.grad, alpha=lr)
+            p.grad = None
         return value
 
     def gradient(self, model, batch: Tensor, generator: torch.Generator | None = None) -> tuple:

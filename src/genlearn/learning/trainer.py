@@ -306,6 +306,26 @@ class Trainer:
             self._sampler = (key, MinibatchSampler(x, self.cfg.batch_size))
         yield from self._sampler[1].batches(self.generator)
 
+    def _folded_sgd_step(self):
+        """The rule's sgd_step (rules.ContrastiveDivergence: its gradient and p <- p - lr g in one, the same
+        parameters up to float32 summation order with fewer passes over W) where this epoch's steps are plain SGD
+        (the optimizer's plain_rate) on all of the model's parameters in one process without --tol's gradient
+        check; else None (compute_gradient, then the optimizer's step)."""
+        fold = getattr(self.rule, "sgd_step", None)
+        plain_rate = getattr(self.optimizer, "plain_rate", None)
+        if fold is None or plain_rate is None or self.parallel is not None or self.cfg.tol is not None \
+                or not self.rule.uses_optimizer or self.cfg.optimizer == "lbfgs" or plain_rate() is None:
+            return None
+        params = {id(p) for p in self.optimizer.param_groups[0]["params"]}
+        return fold if params == {id(p) for p in self.model.parameters()} else None
+
+    def _rows_of(self, batch: torch.Tensor) -> torch.Tensor:
+        """0, 1, ..., B-1 (int64) for a batch of B rows, kept: the batch as its own source of rows."""
+        rows = getattr(self, "_batch_rows", None)
+        if rows is None or rows.shape[0] != batch.shape[0]:
+            rows = self._batch_rows = torch.arange(batch.shape[0])
+        return rows
+
     def train_epoch(self) -> float:
         """One pass of the learning rule over the training set (every minibatch, then the end-of-epoch hooks);
         returns the mean objective per example. `fit` calls it in its loop; benchmarks call it to time epochs."""
@@ -320,9 +340,14 @@ class Trainer:
         compute = rule.compute_gradient if self.parallel is None else self.parallel.compute_gradient
         from genlearn.learning import convergence
 
+        fold = self._folded_sgd_step()
         for batch in progress.batches(self._batches(x), x.shape[0]):
             if self.cfg.optimizer == "lbfgs":  # its line search evaluates the objective itself
                 loss = convergence.lbfgs_step(self, batch, compute)
+            elif fold is not None:  # the rule's gradient and the plain SGD update in one
+                loss = fold(self.model, batch, self._rows_of(batch), self.optimizer.param_groups[0]["lr"],
+                            self.generator)
+                self.optimizer._opt_called = True  # torch's mark of a step taken (its LR schedulers check it)
             else:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = compute(self.model, batch, self.generator)
