@@ -73,6 +73,21 @@ def test_the_fused_step_equals_the_float64_step(monkeypatch, pcd, density):
         assert _close(ws["chain_probs"], ep)  # P(h|v~) kept for the next step
 
 
+@pytest.mark.parametrize("tasks", [1, 3, 50])
+def test_any_split_of_the_rows_into_tasks_gives_the_same_step(monkeypatch, tasks):
+    """The passes' row loops in 1, 3 or 50 tasks (more tasks than rows: some empty): the float64 step still."""
+    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)
+    monkeypatch.setattr(cd_kernels, "tasks", lambda: tasks)
+    V, H, B, N = 37, 23, 9, 6
+    W, b, c, x, chains, chain_probs, u = _problem(V, H, B, N, 0.13)
+    ws = rg.cd_workspace(None, W, B, N, 1)
+    value, dW, db, dc, neg = rg.cd_step(W, b, c, x, 1, None, ws, chains, uniforms=u, chain_probs=chain_probs)
+    assert ws["fused"]["tasks"] == tasks
+    ev, edW, edb, edc, ep = _oracle(W, b, c, x, ws["hidden"], neg, chain_probs, u, True)
+    assert _close(value, ev, 10.0) and _close(dW, edW) and _close(db, edb) and _close(dc, edc)
+    assert _close(ws["chain_probs"], ep)
+
+
 def test_the_fused_step_equals_the_step_of_single_kernels(monkeypatch):
     """Two PCD steps with the same generator through both: the same samples, gradients equal to float32
     summation order; also the second step's h drawn from the kept P(h|v~)."""

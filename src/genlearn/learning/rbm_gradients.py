@@ -286,7 +286,7 @@ def _fused_plan(W: Tensor, b: Tensor, c: Tensor, ws: dict, pcd: bool) -> dict:
             "keep": ws["chain_probs"].numpy() if pcd else np.empty((0, H), np.float32),
             "no_chains": np.empty((0, V), np.float32), "start": np.empty((2, V + 1), np.int64),
             "max_data": _max_ones("rows", B, V, H), "max_negatives": _max_ones("rows", N, V, H),
-            "max_stats": _max_ones("stats", R, V, H)}
+            "max_stats": _max_ones("stats", R, V, H), "tasks": None}
     ws["fused"] = plan
     return plan
 
@@ -317,17 +317,21 @@ def _fused_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, ws: dict, chain
     pre, probs, free = plan["pre"], plan["probs"], plan["free"]
     u = uniforms[0].numpy()  # (N, H + V): the hidden layer's uniforms, then the visible layer's
     binary_kernels._threads()
+    if plan["tasks"] is None:  # numba's thread count, as _threads set it for torch's (part of the plan's key)
+        plan["tasks"] = cd_kernels.tasks()
+    tasks = plan["tasks"]
     q = chain_probs.numpy() if pcd else probs[:B]
     ones_data = cd_kernels._data_pass(source.numpy(), order, 0, index.ends, index.indices, plan["W"], plan["b"],
                                       plan["c"], pre[:B], probs[:B], free[:B], u[:, :H], q, plan["h"],
-                                      plan["max_data"])
+                                      plan["max_data"], tasks)
     if ones_data < 0 or ones_data > plan["max_data"]:
         return None
     rows = ws["rows"]
     products.addmm(b, ws["hidden"], W.T, out=ws["visible_probs"])  # b + h W^T: the visible pre-activations
     ones_negatives = cd_kernels._negative_pass(
         plan["a"], u[:, H:], plan["rows"][B:], chains.numpy() if pcd else plan["no_chains"], index.ends,
-        index.indices, B, plan["W"], plan["b"], plan["c"], pre[B:], probs[B:], free[B:], plan["max_negatives"])
+        index.indices, B, plan["W"], plan["b"], plan["c"], pre[B:], probs[B:], free[B:], plan["max_negatives"],
+        tasks)
     if ones_negatives > plan["max_negatives"]:  # dense: pre~ = c + v~ W, P(h|v~), v~.b
         products.addmm(c, rows[B:], W, out=ws["pre"][B:])
         logistic_kernels.sigmoid_(ws["probs"][B:].copy_(ws["pre"][B:]))
@@ -335,7 +339,7 @@ def _fused_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, ws: dict, chain
     stats = ones_data + ones_negatives <= plan["max_stats"]
     value = cd_kernels._tail(pre, probs, free, plan["w"], plan["keep"], B, index.ends, index.indices, plan["start"],
                              index.rows, plan["dW"], plan["db"], plan["dc"], stats, plan["W"], plan["b"], plan["c"],
-                             lr)
+                             lr, tasks)
     if not stats:
         torch.index_select(source, 0, torch.from_numpy(order), out=rows[:B])
         products.mm(rows.T, ws["probs"], out=ws["dW"])

@@ -3,9 +3,10 @@
 The trainer knows nothing of families: it asks its learning rule (genlearn.learning.rules.LearningRule; by
 default "maximum-likelihood", autograd of model.loss) for the gradient of every batch, which the rule writes to
 p.grad (the KL gradient, exact or estimated), steps the optimizer (unless the rule sets the parameters itself,
-as EM does), calls the rule's end_epoch after the last batch, checkpoints the rule's state, and after each epoch
-records the history (train NLL and empirical KL D_KL(Q^||P) = NLL - H(Q^), valid NLL, and the exact KL to the
-truth when known), writes a checkpoint, and applies early stopping on the validation NLL."""
+as EM does, or, for plain SGD steps, applies theta <- theta - eps g itself: the RBM's CD/PCD `sgd_step`), calls
+the rule's end_epoch after the last batch, checkpoints the rule's state, and after each epoch records the history
+(train NLL and empirical KL D_KL(Q^||P) = NLL - H(Q^), valid NLL, and the exact KL to the truth when known), writes
+a checkpoint, and applies early stopping on the validation NLL."""
 from __future__ import annotations
 
 import math
