@@ -65,7 +65,7 @@ def test_the_folded_step_equals_the_gradient_then_the_update(monkeypatch, pcd, d
     W, b, c, source, order, chains, chain_probs = _problem()
     calls = []
     original = cd_kernels._tail
-    monkeypatch.setattr(cd_kernels, "_tail", lambda *a: calls.append(a[-2]) or original(*a))
+    monkeypatch.setattr(cd_kernels, "_tail", lambda *a: calls.append(a[-3]) or original(*a))
     (folded, plain), ws = _both(W, b, c, source, order, chains if pcd else None, chain_probs if pcd else None)
     assert calls and calls[0] == pytest.approx(0.05)  # the fused passes took the rate
     assert not torch.equal(folded[0], W)  # the parameters moved
@@ -83,6 +83,33 @@ def test_the_folded_step_moves_the_version_counters_and_keeps_dW(monkeypatch):
     rg.cd_sgd_step(W, b, c, source, order, 0.05, 1, torch.Generator().manual_seed(0), ws, chains, chain_probs)
     assert all(p._version > v for p, v in zip((W, b, c), versions))
     assert bool((ws["dW"] == 7.0).all())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("pcd", [False, True])
+def test_a_step_without_its_value_moves_the_parameters_alike(monkeypatch, fused, pcd):
+    """with_value=False (the scikit-learn wrapper's steps): None returned, the fused tail told to skip the value's
+    softplus pass, and the parameters, chains and kept probabilities bit-equal to those of the step with its value
+    (the value pass writes none of them); the general step (fused passes off) returns None too."""
+    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)
+    monkeypatch.setattr(cd_kernels, "ENABLED", fused)
+    flags = []
+    original = cd_kernels._tail
+    monkeypatch.setattr(cd_kernels, "_tail", lambda *a: flags.append(a[-2]) or original(*a))
+    W, b, c, source, order, chains, chain_probs = _problem()
+    out = []
+    for with_value in (True, False):
+        P = [t.clone() for t in (W, b, c)]
+        ch, probs = (chains.clone(), chain_probs.clone()) if pcd else (None, None)
+        ws = rg.cd_workspace(None, W, 10, 10, 1)
+        value = rg.cd_sgd_step(*P, source, order, 0.05, 1, torch.Generator().manual_seed(3), ws, ch, probs,
+                               with_value=with_value)
+        assert (value is None) == (not with_value)
+        out.append([*P, *((ch, ws["chain_probs"]) if pcd else ())])
+    assert flags == ([True, False] if fused else [])
+    assert not torch.equal(out[0][0], W)
+    for a, e in zip(*out):
+        assert torch.equal(a, e)
 
 
 @pytest.mark.parametrize("case", ["gray", "cd-2", "off"])
@@ -154,11 +181,12 @@ def test_the_wrapper_pass_uses_the_folded_step(monkeypatch):
     X = (np.random.default_rng(0).random((95, 40)) < 0.2).astype(np.float64)
     calls = []
     original = ContrastiveDivergence.sgd_step
-    monkeypatch.setattr(ContrastiveDivergence, "sgd_step", lambda self, *a: calls.append(a[2].clone()) or
-                        original(self, *a))
+    monkeypatch.setattr(ContrastiveDivergence, "sgd_step", lambda self, *a, **k: calls.append((a[2].clone(), k))
+                        or original(self, *a, **k))
     folded = BernoulliRBM(n_components=12, batch_size=20, n_iter=2, random_state=0).fit(X)
-    assert len(calls) == 10 and [len(o) for o in calls[:5]] == [20, 20, 20, 20, 15]
-    assert sorted(torch.cat(calls[:5]).tolist()) == list(range(95))  # a permutation per pass
+    assert len(calls) == 10 and [len(o) for o, _ in calls[:5]] == [20, 20, 20, 20, 15]
+    assert sorted(torch.cat([o for o, _ in calls[:5]]).tolist()) == list(range(95))  # a permutation per pass
+    assert all(k == {"with_value": False} for _, k in calls)  # the wrapper reports no per-step value
     monkeypatch.delattr(ContrastiveDivergence, "sgd_step")  # the pass of compute_gradient and p.sub_
     plain = BernoulliRBM(n_components=12, batch_size=20, n_iter=2, random_state=0).fit(X)
     np.testing.assert_allclose(folded.components_, plain.components_, rtol=1e-4, atol=1e-6)

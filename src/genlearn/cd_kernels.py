@@ -5,7 +5,8 @@ makes ~30 calls of ~5-20 us of dispatch each (~0.5 ms of a ~2.5 ms step on one A
     data pass:     x indexed (its active columns), pre = c + x W by sums of selected rows, P(h|x) = sigmoid(pre),
                    x.b; then h = [u < q] with q the chains' kept P(h|v~) (PCD) or P(h|x) (CD)
     negative pass: v~ = [u' < sigmoid(a)], indexed, pre~ = c + v~ W, P(h|v~) = sigmoid(pre~), v~.b
-    tail:          the CD value sum_r w_r (v_r.b + sum_j softplus(pre_rj)) = mean F(x) - mean F(v~) (w = [-1/B; 1/N]),
+    tail:          the CD value sum_r w_r (v_r.b + sum_j softplus(pre_rj)) = mean F(x) - mean F(v~) (w = [-1/B; 1/N];
+                   skipped where the caller does not use it: the softplus of 200 x 500 entries, ~2% of a step),
                    P(h|v~) kept for the next PCD step, P <- w P, dW = [x; v~]^T P (per column i, the sum of the rows
                    P_r with v_ri = 1), db = [x; v~]^T w, dc = sum_r P_r; or, for a plain SGD step, W -= lr dW
                    (each row of dW applied as it is summed, never stored), b -= lr db, c -= lr dc
@@ -123,24 +124,26 @@ if numba is not None:
     _COLUMNS = 64
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _tail(pre, probs, free, w, keep, B, ends, indices, start, rows, dW, db, dc, stats, W, b, c, lr,
+    def _tail(pre, probs, free, w, keep, B, ends, indices, start, rows, dW, db, dc, stats, W, b, c, lr, with_value,
               tasks):  # pragma: no cover - compiled
-        """free += sum_j softplus(pre_rj) per row (pre overwritten), value = sum_r w_r free_r (returned, float64),
-        keep = the last keep.shape[0] rows of probs, probs <- w probs, dc = sum_r probs_r, db = [x; v~]^T w from
+        """With `with_value`: free += sum_j softplus(pre_rj) per row (pre overwritten), value = sum_r w_r free_r
+        (returned, float64; else 0.0 is returned and pre, free are left as they are). keep = the last keep.shape[0]
+        rows of probs, probs <- w probs, dc = sum_r probs_r, db = [x; v~]^T w from
         the index, and with `stats` dW = [x; v~]^T probs by sums of selected rows: the column lists of the rows
         0..B-1 and B..R-1 (start: 2 x (V + 1)) sorted in parallel, then the columns in parallel.
         With lr > 0, a plain SGD step instead: b -= lr db, c -= lr dc, and with `stats` W -= lr dW row by row as
         each row of dW is summed (dW itself is not written); without `stats` the caller updates W."""
         R, H = pre.shape
         V = db.shape[0]
-        T = max(1, tasks)
+        T = max(1, tasks) if with_value else 0
         for t in prange(T):
             zero, mantissa, bits = np.zeros(H, np.float32), np.empty(H, np.float32), np.empty(H, np.int32)
             for r in range(t * R // T, (t + 1) * R // T):
                 free[r] += _softplus_sum(pre[r], zero, mantissa, bits)
         value = 0.0
-        for r in range(R):
+        for r in range(R if with_value else 0):
             value += np.float64(w[r]) * np.float64(free[r])
+        T = max(1, tasks)
         first = R - keep.shape[0]
         for r in prange(keep.shape[0]):
             keep[r, :] = probs[first + r]

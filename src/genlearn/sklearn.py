@@ -125,7 +125,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
             if hasattr(rule, "sgd_step"):  # CD/PCD: the step and its update in one (rules.ContrastiveDivergence)
                 order = torch.arange(n) if order is None else order
                 for start in range(0, n, bs):
-                    rule.sgd_step(model, x, order[start:start + bs], lr, self._generator)
+                    rule.sgd_step(model, x, order[start:start + bs], lr, self._generator, with_value=False)
                 return
             for start in range(0, n, bs):
                 batch = x.index_select(0, order[start:start + bs]) if order is not None else x[start:start + bs]

@@ -229,20 +229,6 @@ def _check_chain_probs(chain_probs: Tensor, W: Tensor, N: int) -> None:
                          f"{tuple(chain_probs.shape)} in {chain_probs.dtype} on {chain_probs.device}")
 
 
-def _fusable(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, ws: dict, chains: Tensor | None,
-             chain_probs: Tensor | None) -> bool:
-    """Whether the step may run as genlearn.cd_kernels' passes: CD-1, or PCD-1 with the chains' kept hidden
-    probabilities; float32 parameters, batch and chains on the CPU, contiguous; the sums of selected rows and the
-    compiled sigmoid allowed (binary_kernels.usable, GENLEARN_ELEMENTWISE not "torch")."""
-    if k != 1 or "weight_low" in ws or not (cd_kernels.ENABLED and cd_kernels.available()):
-        return False
-    if chains is not None and (chain_probs is None or not chain_probs.is_contiguous()
-                               or not binary_kernels.usable(chains)):
-        return False
-    return (binary_kernels.usable(W) and binary_kernels.usable(x) and b.is_contiguous() and c.is_contiguous()
-            and b.dtype == c.dtype == W.dtype and logistic_kernels.elementwise_override() != "torch")
-
-
 def _refill_uniforms(ws: dict, generator: torch.Generator | None) -> Tensor:
     """ws["uniforms"] refilled with `uniform_`'s numbers from the generator, by a call bound to the buffer and the
     generator once (uniform_kernels.bound_uniform: ~30 us less per step)."""
@@ -268,7 +254,8 @@ def _max_ones(kind: str, R: int, V: int, H: int) -> int:
 
 def _fused_plan(W: Tensor, b: Tensor, c: Tensor, ws: dict, pcd: bool) -> dict:
     """The numpy views and sums limits of `_fused_step`, kept in the workspace while the parameters' storage and
-    the thread count stay."""
+    the thread count stay (the views and slices of the workspace's buffers that every step passes to the
+    kernels)."""
     key = (W.data_ptr(), b.data_ptr(), c.data_ptr(), tuple(W.shape), pcd, torch.get_num_threads())
     plan = ws.get("fused")
     if plan is not None and plan["key"] == key:
@@ -279,14 +266,20 @@ def _fused_plan(W: Tensor, b: Tensor, c: Tensor, ws: dict, pcd: bool) -> dict:
     B = R - N
     if "index" not in ws:
         ws["index"] = binary_kernels.RowIndex(R, V)
-    plan = {"key": key, "W": W.detach().numpy(), "b": b.detach().numpy(), "c": c.detach().numpy(),
-            "rows": ws["rows"].numpy(), "pre": ws["pre"].numpy(), "probs": ws["probs"].numpy(),
-            "free": ws["free"].numpy(), "h": ws["hidden"].numpy(), "a": ws["visible_probs"].numpy(),
-            "w": ws["weights"].numpy(), "dW": ws["dW"].numpy(), "db": ws["db"].numpy(), "dc": ws["dc"].numpy(),
+    index = ws["index"]
+    pre, probs, free = ws["pre"].numpy(), ws["probs"].numpy(), ws["free"].numpy()
+    u = ws["uniforms"][0].numpy()  # (N, H + V): the hidden layer's uniforms, then the visible layer's
+    binary_kernels._threads()  # numba's thread count, as torch's (part of the key)
+    plan = {"key": key, "B": B, "H": H, "W": W.detach().numpy(), "b": b.detach().numpy(), "c": c.detach().numpy(),
+            "rows": ws["rows"].numpy(), "pre": pre, "probs": probs, "free": free,
+            "h": ws["hidden"].numpy(), "a": ws["visible_probs"].numpy(), "w": ws["weights"].numpy(),
+            "dW": ws["dW"].numpy(), "db": ws["db"].numpy(), "dc": ws["dc"].numpy(),
             "keep": ws["chain_probs"].numpy() if pcd else np.empty((0, H), np.float32),
             "no_chains": np.empty((0, V), np.float32), "start": np.empty((2, V + 1), np.int64),
             "max_data": _max_ones("rows", B, V, H), "max_negatives": _max_ones("rows", N, V, H),
-            "max_stats": _max_ones("stats", R, V, H), "tasks": None}
+            "max_stats": _max_ones("stats", R, V, H), "tasks": cd_kernels.tasks(),
+            "data": (pre[:B], probs[:B], free[:B]), "negatives": (pre[B:], probs[B:], free[B:]),
+            "uniforms": (ws["uniforms"], u[:, :H], u[:, H:]), "index": (index.ends, index.indices, index.rows)}
     ws["fused"] = plan
     return plan
 
@@ -300,46 +293,48 @@ def _batch_order(ws: dict, B: int) -> np.ndarray:
 
 
 def _fused_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, ws: dict, chains: Tensor | None, uniforms: Tensor,
-                chain_probs: Tensor | None, order: np.ndarray | None = None, lr: float = 0.0) -> tuple | None:
+                chain_probs: Tensor | None, order: np.ndarray | None = None, lr: float = 0.0,
+                with_value: bool = True) -> tuple | None:
     """`cd_step` for k = 1 by genlearn.cd_kernels' three passes around the one dense product b + h W^T: the same
     results up to float32 summation order, or None (nothing returned or changed, the uniforms unused) where the
     batch has entries other than 0 and 1 or too many ones for the sums (the caller then takes the general step).
     The batch is `source` (B x V), or with `order` (B row numbers, int64) the rows source[order]. With lr > 0 the
     step applies the plain SGD update W -= lr dW, b -= lr db, c -= lr dc in place (the tail subtracts each row of
-    dW as it sums it) and returns (value, None, None, None, v~)."""
+    dW as it sums it) and returns (value, None, None, None, v~). Without `with_value` (an SGD step whose caller
+    does not use the value) the value's softplus pass is skipped and the value returned is None."""
     pcd = chains is not None
     plan = _fused_plan(W, b, c, ws, pcd)
-    N, H = ws["hidden"].shape
-    B = ws["rows"].shape[0] - N
+    B, H = plan["B"], plan["H"]
     if order is None:
         order = _batch_order(ws, B)
-    index = ws["index"]
-    pre, probs, free = plan["pre"], plan["probs"], plan["free"]
-    u = uniforms[0].numpy()  # (N, H + V): the hidden layer's uniforms, then the visible layer's
+    ends, indices, index_rows = plan["index"]
+    pre_d, probs_d, free_d = plan["data"]
+    pre_n, probs_n, free_n = plan["negatives"]
+    buffer, u_hidden, u_visible = plan["uniforms"]
+    if uniforms is not buffer:
+        u = uniforms[0].numpy()
+        u_hidden, u_visible = u[:, :H], u[:, H:]
     binary_kernels._threads()
-    if plan["tasks"] is None:  # numba's thread count, as _threads set it for torch's (part of the plan's key)
-        plan["tasks"] = cd_kernels.tasks()
     tasks = plan["tasks"]
-    q = chain_probs.numpy() if pcd else probs[:B]
-    ones_data = cd_kernels._data_pass(source.numpy(), order, 0, index.ends, index.indices, plan["W"], plan["b"],
-                                      plan["c"], pre[:B], probs[:B], free[:B], u[:, :H], q, plan["h"],
-                                      plan["max_data"], tasks)
+    q = chain_probs.numpy() if pcd else probs_d
+    ones_data = cd_kernels._data_pass(source.numpy(), order, 0, ends, indices, plan["W"], plan["b"],
+                                      plan["c"], pre_d, probs_d, free_d, u_hidden, q, plan["h"], plan["max_data"],
+                                      tasks)
     if ones_data < 0 or ones_data > plan["max_data"]:
         return None
     rows = ws["rows"]
     products.addmm(b, ws["hidden"], W.T, out=ws["visible_probs"])  # b + h W^T: the visible pre-activations
     ones_negatives = cd_kernels._negative_pass(
-        plan["a"], u[:, H:], plan["rows"][B:], chains.numpy() if pcd else plan["no_chains"], index.ends,
-        index.indices, B, plan["W"], plan["b"], plan["c"], pre[B:], probs[B:], free[B:], plan["max_negatives"],
-        tasks)
+        plan["a"], u_visible, plan["rows"][B:], chains.numpy() if pcd else plan["no_chains"], ends, indices, B,
+        plan["W"], plan["b"], plan["c"], pre_n, probs_n, free_n, plan["max_negatives"], tasks)
     if ones_negatives > plan["max_negatives"]:  # dense: pre~ = c + v~ W, P(h|v~), v~.b
         products.addmm(c, rows[B:], W, out=ws["pre"][B:])
         logistic_kernels.sigmoid_(ws["probs"][B:].copy_(ws["pre"][B:]))
         torch.mv(rows[B:], b, out=ws["free"][B:])
     stats = ones_data + ones_negatives <= plan["max_stats"]
-    value = cd_kernels._tail(pre, probs, free, plan["w"], plan["keep"], B, index.ends, index.indices, plan["start"],
-                             index.rows, plan["dW"], plan["db"], plan["dc"], stats, plan["W"], plan["b"], plan["c"],
-                             lr, tasks)
+    value = cd_kernels._tail(plan["pre"], plan["probs"], plan["free"], plan["w"], plan["keep"], B, ends, indices,
+                             plan["start"], index_rows, plan["dW"], plan["db"], plan["dc"], stats, plan["W"],
+                             plan["b"], plan["c"], lr, with_value, tasks)
     if not stats:
         torch.index_select(source, 0, torch.from_numpy(order), out=rows[:B])
         products.mm(rows.T, ws["probs"], out=ws["dW"])
@@ -347,20 +342,44 @@ def _fused_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, ws: dict, chain
             W.sub_(ws["dW"], alpha=lr)
     if pcd:
         ws["indexed_chains"] = (chains, _identity(chains))
+    value = torch.tensor(value, dtype=W.dtype) if with_value else None
     if lr > 0.0:  # written through numpy: torch's version counters say the values changed
         for p in (W, b, c):
             torch.autograd.graph.increment_version(p)
-        return torch.tensor(value, dtype=W.dtype), None, None, None, rows[B:]
-    return torch.tensor(value, dtype=W.dtype), ws["dW"], ws["db"], ws["dc"], rows[B:]
+        return value, None, None, None, rows[B:]
+    return value, ws["dW"], ws["db"], ws["dc"], rows[B:]
+
+
+def _fusable(W: Tensor, b: Tensor, c: Tensor, x: Tensor, k: int, ws: dict, chains: Tensor | None,
+             chain_probs: Tensor | None) -> bool:
+    """Whether the step may run as genlearn.cd_kernels' passes: CD-1, or PCD-1 with the chains' kept hidden
+    probabilities; float32 parameters, batch and chains on the CPU, contiguous; the sums of selected rows and the
+    compiled sigmoid allowed (binary_kernels.usable, GENLEARN_ELEMENTWISE not "torch")."""
+    if k != 1 or "weight_low" in ws or not (cd_kernels.ENABLED and cd_kernels.available()):
+        return False
+    if not (binary_kernels.usable(W) and logistic_kernels.elementwise_override() != "torch"):
+        return False  # the environment's switches are read once here, by usable(W) and elementwise_override()
+    if chains is not None and (chain_probs is None or not chain_probs.is_contiguous()
+                               or not _rows_usable(chains)):
+        return False
+    return (_rows_usable(x) and b.is_contiguous() and c.is_contiguous() and b.dtype == c.dtype == W.dtype)
+
+
+def _rows_usable(x: Tensor) -> bool:
+    """binary_kernels.usable(x) without its environment switch (read once per step by `_fusable`)."""
+    return (x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous() and x.dim() == 2
+            and x.shape[0] > 0)
 
 
 @torch.no_grad()
 def cd_sgd_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, order: Tensor, lr: float, k: int,
                 generator: torch.Generator | None, ws: dict, chains: Tensor | None = None,
-                chain_probs: Tensor | None = None) -> Tensor:
+                chain_probs: Tensor | None = None, with_value: bool = True) -> Tensor | None:
     """One plain SGD step of CD-k / PCD-k, W -= lr dW, b -= lr db, c -= lr dc with (dW, db, dc) = `cd_step`'s
     gradient on the batch x = source[order] (order: B row numbers, int64; ws = cd_workspace(..., batch=B), the
-    other arguments as for cd_step). Returns the step's value, mean F(x) - mean F(v~) (nats per example).
+    other arguments as for cd_step). Returns the step's value, mean F(x) - mean F(v~) (nats per example), or None
+    without `with_value` (the scikit-learn wrapper, which reports no per-step value: the fused passes then skip
+    the value's softplus pass).
     Where `cd_step` would take the fused passes (CD-1, PCD-1 with kept probabilities, float32 on the CPU), the
     batch is read from `source` in place and the tail subtracts each row of lr dW as it sums it (dW is never
     stored; ~3 MB less memory traffic and four torch calls fewer per step at 784 x 500); else x is gathered and
@@ -371,14 +390,14 @@ def cd_sgd_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, order: Tensor, 
         _check_chain_probs(chain_probs, W, ws["chain_probs"].shape[0])
     if _fusable(W, b, c, source, k, ws, chains, chain_probs):
         uniforms = _refill_uniforms(ws, generator)
-        out = _fused_step(W, b, c, source, ws, chains, uniforms, chain_probs, order.numpy(), lr)
+        out = _fused_step(W, b, c, source, ws, chains, uniforms, chain_probs, order.numpy(), lr, with_value)
         if out is not None:
             return out[0]
     value, dW, db, dc, _ = cd_step(W, b, c, source.index_select(0, order), k, generator, ws, chains, uniforms,
                                    chain_probs)
     for p, g in ((W, dW), (b, db), (c, dc)):
         p.sub_(g, alpha=lr)
-    return value
+    return value if with_value else None
 
 
 @torch.no_grad()

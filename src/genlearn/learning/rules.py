@@ -208,18 +208,22 @@ class ContrastiveDivergence(LearningRule):
         return value
 
     @torch.no_grad()
-    def sgd_step(self, model, source: Tensor, order: Tensor, lr: float, generator) -> Tensor:
+    def sgd_step(self, model, source: Tensor, order: Tensor, lr: float, generator,
+                 with_value: bool = True) -> Tensor | None:
         """One plain SGD step theta <- theta - lr g on the batch source[order] (source: rows in W's dtype, order:
         int64 row numbers), g as compute_gradient's; the parameters change in place and no p.grad is written.
-        Returns the CD objective. The same parameters as compute_gradient followed by p -= lr p.grad, up to
-        float32 summation order (rbm_gradients.cd_sgd_step: with the fused passes the batch is read in place and
-        the update applied as the tail sums dW)."""
+        Returns the CD objective, or None without `with_value` (its pass is then skipped where it can be). The
+        same parameters as compute_gradient followed by p -= lr p.grad, up to float32 summation order
+        (rbm_gradients.cd_sgd_step: with the fused passes the batch is read in place and the update applied as
+        the tail sums dW)."""
         W, b, c = model.weight, model.visible_bias, model.hidden_bias
         if (int(model.base_rate_ready) == 0 or source.dtype != W.dtype or source.ndim != 2
                 or source.shape[1] != model.n_visible):  # check_batch's first statistics, or its message
-            return self._sgd_step_of_batch(model, source.index_select(0, order), lr, generator)
+            value = self._sgd_step_of_batch(model, source.index_select(0, order), lr, generator)
+            return value if with_value else None
         chains, probs = self._step_state(model, order.shape[0], lambda: source.index_select(0, order))
-        value = cd_sgd_step(W, b, c, source, order, lr, self.config.k, generator, self._workspace, chains, probs)
+        value = cd_sgd_step(W, b, c, source, order, lr, self.config.k, generator, self._workspace, chains, probs,
+                            with_value)
         if chains is not None:
             self.chain_probs = self._workspace["chain_probs"]
         return value
