@@ -173,24 +173,65 @@ def test_the_rule_step_refuses_a_source_of_the_wrong_width():
 
 
 def test_the_wrapper_pass_uses_the_folded_step(monkeypatch):
-    """genlearn.sklearn.BernoulliRBM's passes go through sgd_step (fit: rows by the epoch's permutation;
-    partial_fit: in order) and end where compute_gradient with the update would."""
+    """genlearn.sklearn.BernoulliRBM's passes go through sgd_pass (fit: rows by the epoch's permutation;
+    partial_fit: in order), without the steps' values, and end where compute_gradient with the update would."""
     from genlearn.learning.rules import ContrastiveDivergence
     from genlearn.sklearn import BernoulliRBM
 
     X = (np.random.default_rng(0).random((95, 40)) < 0.2).astype(np.float64)
     calls = []
-    original = ContrastiveDivergence.sgd_step
-    monkeypatch.setattr(ContrastiveDivergence, "sgd_step", lambda self, *a, **k: calls.append((a[2].clone(), k))
+    original = ContrastiveDivergence.sgd_pass
+    monkeypatch.setattr(ContrastiveDivergence, "sgd_pass", lambda self, *a, **k: calls.append((a[2].clone(), a[4], k))
                         or original(self, *a, **k))
     folded = BernoulliRBM(n_components=12, batch_size=20, n_iter=2, random_state=0).fit(X)
-    assert len(calls) == 10 and [len(o) for o, _ in calls[:5]] == [20, 20, 20, 20, 15]
-    assert sorted(torch.cat([o for o, _ in calls[:5]]).tolist()) == list(range(95))  # a permutation per pass
-    assert all(k == {"with_value": False} for _, k in calls)  # the wrapper reports no per-step value
-    monkeypatch.delattr(ContrastiveDivergence, "sgd_step")  # the pass of compute_gradient and p.sub_
+    assert len(calls) == 2 and all(bs == 20 and k == {"with_value": False} for _, bs, k in calls)
+    assert sorted(calls[0][0].tolist()) == list(range(95)) and calls[0][0].tolist() != list(range(95))
+    BernoulliRBM(n_components=12, batch_size=20, random_state=0).partial_fit(X)
+    assert calls[-1][0].tolist() == list(range(95))  # partial_fit: in order
+    monkeypatch.delattr(ContrastiveDivergence, "sgd_pass")  # the pass of compute_gradient and p.sub_
     plain = BernoulliRBM(n_components=12, batch_size=20, n_iter=2, random_state=0).fit(X)
     np.testing.assert_allclose(folded.components_, plain.components_, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(folded.intercept_visible_, plain.intercept_visible_, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["pcd", "cd", "gray batch", "fused off"])
+def test_a_pass_equals_its_steps_bit_for_bit(monkeypatch, case):
+    """rules.ContrastiveDivergence.sgd_pass (the checks made once per run of full batches) against sgd_step on
+    each batch: the same values, parameters, chains and kept probabilities, bit for bit, over two passes of 67 rows
+    in batches of 10 (a short last batch); a gray batch in the middle falls back to the general step; with the
+    fused passes off every step is the general one. The steady steps did take the fused passes."""
+    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)
+    if case == "fused off":
+        monkeypatch.setattr(cd_kernels, "ENABLED", False)
+    _, _, _, source, _, _, _ = _problem(rows=67)
+    order = torch.randperm(67, generator=torch.Generator().manual_seed(1))
+    if case == "gray batch":
+        source[order[30:40]] = 0.5  # the fourth batch of each pass
+    tails, stepped = [], []
+    original = cd_kernels._tail
+    monkeypatch.setattr(cd_kernels, "_tail", lambda *a: tails.append(1) or original(*a))
+    runs = []
+    for by_pass in (True, False):
+        model, rule = _rule_and_model(persistent=case != "cd")
+        gen = torch.Generator().manual_seed(5)
+        values = []
+        for _ in range(2):
+            if by_pass:
+                step = rule.sgd_step
+                rule.sgd_step = lambda *a, **k: stepped.append(1) or step(*a, **k)
+                values += rule.sgd_pass(model, source, order, 0.1, 10, gen)
+                del rule.sgd_step
+            else:
+                values += [rule.sgd_step(model, source, order[s:s + 10], 0.1, gen) for s in range(0, 67, 10)]
+        chains = [] if case == "cd" else [rule.chains, rule.chain_probs]
+        runs.append(([float(v) for v in values], [t.detach().clone() for t in (*model.parameters(), *chains)]))
+    assert runs[0][0] == runs[1][0] and len(runs[0][0]) == 14
+    for a, e in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, e)
+    assert (len(tails) > 0) == (case != "fused off")
+    assert len(stepped) == 4  # per pass: its first batch and its short last one; the others went straight through
+    model, rule = _rule_and_model()
+    assert rule.sgd_pass(model, source, order, 0.1, 10, None, with_value=False) is None
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum"])

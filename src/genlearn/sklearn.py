@@ -122,10 +122,9 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         bs = int(self.batch_size)
         n = x.shape[0]
         with torch.no_grad():
-            if hasattr(rule, "sgd_step"):  # CD/PCD: the step and its update in one (rules.ContrastiveDivergence)
-                order = torch.arange(n) if order is None else order
-                for start in range(0, n, bs):
-                    rule.sgd_step(model, x, order[start:start + bs], lr, self._generator, with_value=False)
+            if hasattr(rule, "sgd_pass"):  # CD/PCD: each step and its update in one (rules.ContrastiveDivergence)
+                rule.sgd_pass(model, x, torch.arange(n) if order is None else order, lr, bs, self._generator,
+                              with_value=False)
                 return
             for start in range(0, n, bs):
                 batch = x.index_select(0, order[start:start + bs]) if order is not None else x[start:start + bs]

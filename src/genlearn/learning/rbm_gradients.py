@@ -385,12 +385,23 @@ def cd_sgd_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, order: Tensor, 
     stored; ~3 MB less memory traffic and four torch calls fewer per step at 784 x 500); else x is gathered and
     cd_step's gradient applied. The same parameters as cd_step followed by the three subtractions, up to float32
     summation order."""
-    uniforms = None
     if chain_probs is not None:
         _check_chain_probs(chain_probs, W, ws["chain_probs"].shape[0])
-    if _fusable(W, b, c, source, k, ws, chains, chain_probs):
+    fusable = _fusable(W, b, c, source, k, ws, chains, chain_probs)
+    return checked_sgd_step(W, b, c, source, order, order.numpy(), lr, k, generator, ws, chains, chain_probs,
+                            with_value, fusable)
+
+
+def checked_sgd_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, order: Tensor, order_np: np.ndarray, lr: float,
+                     k: int, generator: torch.Generator | None, ws: dict, chains: Tensor | None,
+                     chain_probs: Tensor | None, with_value: bool, fusable: bool) -> Tensor | None:
+    """`cd_sgd_step` after its checks: `fusable` is _fusable's answer for these tensors and order_np is
+    order.numpy(). A pass of steps on the same tensors (rules.ContrastiveDivergence.sgd_pass) makes the checks
+    once and calls this for each batch."""
+    uniforms = None
+    if fusable:
         uniforms = _refill_uniforms(ws, generator)
-        out = _fused_step(W, b, c, source, ws, chains, uniforms, chain_probs, order.numpy(), lr, with_value)
+        out = _fused_step(W, b, c, source, ws, chains, uniforms, chain_probs, order_np, lr, with_value)
         if out is not None:
             return out[0]
     value, dW, db, dc, _ = cd_step(W, b, c, source.index_select(0, order), k, generator, ws, chains, uniforms,
@@ -422,4 +433,5 @@ def exact_gradient(W: Tensor, b: Tensor, c: Tensor, x: Tensor, limit: int) -> tu
     return value, dW, db, dc
 
 
-__all__ = ["MATMUL_PRECISIONS", "cd_sgd_step", "cd_step", "cd_workspace", "exact_gradient", "matmul_dtype"]
+__all__ = ["MATMUL_PRECISIONS", "cd_sgd_step", "cd_step", "cd_workspace", "checked_sgd_step", "exact_gradient",
+           "matmul_dtype"]
