@@ -387,17 +387,24 @@ def cd_sgd_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, order: Tensor, 
     stored; ~3 MB less memory traffic and four torch calls fewer per step at 784 x 500); else x is gathered and
     cd_step's gradient applied. The same parameters as cd_step followed by the three subtractions, up to float32
     summation order."""
-    if chain_probs is not None:
-        _check_chain_probs(chain_probs, W, ws["chain_probs"].shape[0])
-    fusable = _fusable(W, b, c, source, k, ws, chains, chain_probs)
+    fusable = sgd_step_checks(W, b, c, source, k, ws, chains, chain_probs)
     return checked_sgd_step(W, b, c, source, order, order.numpy(), lr, k, generator, ws, chains, chain_probs,
                             with_value, fusable)
+
+
+def sgd_step_checks(W: Tensor, b: Tensor, c: Tensor, source: Tensor, k: int, ws: dict, chains: Tensor | None,
+                    chain_probs: Tensor | None) -> bool:
+    """`cd_sgd_step`'s checks: the chains' kept probabilities fit the workspace (ValueError otherwise); returns
+    whether the fused passes may take steps on these tensors (the `fusable` of checked_sgd_step)."""
+    if chain_probs is not None:
+        _check_chain_probs(chain_probs, W, ws["chain_probs"].shape[0])
+    return _fusable(W, b, c, source, k, ws, chains, chain_probs)
 
 
 def checked_sgd_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, order: Tensor, order_np: np.ndarray, lr: float,
                      k: int, generator: torch.Generator | None, ws: dict, chains: Tensor | None,
                      chain_probs: Tensor | None, with_value: bool, fusable: bool) -> Tensor | None:
-    """`cd_sgd_step` after its checks: `fusable` is _fusable's answer for these tensors and order_np is
+    """`cd_sgd_step` after its checks: `fusable` is sgd_step_checks' answer for these tensors and order_np is
     order.numpy(). A pass of steps on the same tensors (rules.ContrastiveDivergence.sgd_pass) makes the checks
     once and calls this for each batch."""
     uniforms = None
@@ -436,4 +443,4 @@ def exact_gradient(W: Tensor, b: Tensor, c: Tensor, x: Tensor, limit: int) -> tu
 
 
 __all__ = ["MATMUL_PRECISIONS", "cd_sgd_step", "cd_step", "cd_workspace", "checked_sgd_step", "exact_gradient",
-           "matmul_dtype"]
+           "matmul_dtype", "sgd_step_checks"]
