@@ -259,11 +259,38 @@ def test_the_trainer_folds_plain_sgd_steps_only(monkeypatch, optimizer):
             losses = [trainer.train_epoch() for _ in range(2)]
         results.append(([p.detach().clone() for p in model.parameters()], losses))
         if fold:
-            assert len(calls) == (8 if optimizer == "sgd" else 0)
+            # sgd_step on the first batch of each epoch; the others through the rule's sgd_stepper
+            assert len(calls) == (2 if optimizer == "sgd" else 0)
     (folded, folded_losses), (plain, plain_losses) = results
     for a, e in zip(folded, plain):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
     assert folded_losses == pytest.approx(plain_losses, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [50, 120, None])
+def test_the_trainer_steps_rows_in_place_as_on_its_sampled_batches(monkeypatch, batch_size):
+    """The Trainer's plain SGD epochs through the rule's sgd_stepper (x read in place at each batch's row numbers,
+    the last batch short with 120 rows in batches of 50) reach, bit for bit, the parameters, chains and losses of
+    the folded step on the sampler's unpacked batches, and draw the same random numbers."""
+    from genlearn import Dataset
+    from genlearn.learning.trainer import TrainConfig, Trainer
+
+    x = (torch.rand(120, 40, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+    ds = Dataset(name="toy", kind="binary", train=x, valid=None, test=None)
+    runs = []
+    for in_place in (True, False):
+        if not in_place:
+            monkeypatch.setattr(Trainer, "_sgd_stepper", lambda self, x: None)
+        model, rule = _rule_and_model_of_width(40)
+        cfg = TrainConfig(epochs=2, lr=0.05, optimizer="sgd", batch_size=batch_size, seed=0, progress=False)
+        trainer = Trainer(model, ds, cfg, rule=rule)
+        losses = [trainer.train_epoch() for _ in range(2)]
+        runs.append((losses, [t.clone() for t in (*model.parameters(), rule.chains, rule.chain_probs)],
+                     trainer.generator.get_state()))
+    assert runs[0][0] == runs[1][0]
+    for a, e in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, e)
+    assert torch.equal(runs[0][2], runs[1][2])
 
 
 def _rule_and_model_of_width(V):

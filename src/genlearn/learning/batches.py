@@ -31,6 +31,14 @@ def is_binary_matrix(x: Tensor) -> bool:
     return all(bool(((c == 0) | (c == 1)).all()) for c in x.split(CHUNK_ROWS))
 
 
+def batch_orders(m: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+    """The row numbers (int64) of each minibatch of an epoch over m rows: slices of batch_size of a uniform random
+    permutation drawn from `generator` (MinibatchSampler's batches are the rows at these numbers)."""
+    perm = torch.randperm(m, generator=generator, device=None if generator is None else generator.device)
+    for start in range(0, m, batch_size):
+        yield perm[start : start + batch_size]
+
+
 class MinibatchSampler:
     """Rows of `x` in minibatches of `batch_size`, in the order of a permutation drawn from `generator`.
 
@@ -45,10 +53,7 @@ class MinibatchSampler:
             self.packed = pack_rows(x)
 
     def batches(self, generator: torch.Generator) -> Iterator[Tensor]:
-        perm = torch.randperm(self.m, generator=generator,
-                              device=None if generator is None else generator.device)
-        for start in range(0, self.m, self.batch_size):
-            idx = perm[start : start + self.batch_size]
+        for idx in batch_orders(self.m, self.batch_size, generator):
             if self.packed is None:
                 yield self.x.index_select(0, idx.to(self.x.device))
             else:  # compiled gather and unpack where numba is present, else numpy's

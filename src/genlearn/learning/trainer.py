@@ -297,7 +297,7 @@ class Trainer:
     # -- one epoch -------------------------------------------------------------------------------------
     def _batches(self, x: torch.Tensor):
         m = x.shape[0]
-        if self.cfg.optimizer in ("gd", "lbfgs") or self.cfg.batch_size is None or self.cfg.batch_size >= m:
+        if self._full_batch(m):
             yield x
             return
         from genlearn.learning.batches import MinibatchSampler
@@ -319,6 +319,34 @@ class Trainer:
             return None
         params = {id(p) for p in self.optimizer.param_groups[0]["params"]}
         return fold if params == {id(p) for p in self.model.parameters()} else None
+
+    def _full_batch(self, m: int) -> bool:
+        """True when an epoch over m rows is one batch of them all (gd, L-BFGS, no batch size or one >= m)."""
+        return self.cfg.optimizer in ("gd", "lbfgs") or self.cfg.batch_size is None or self.cfg.batch_size >= m
+
+    def _batch_orders(self, x: torch.Tensor):
+        """The row numbers of x of each minibatch, in the order (and from the generator's draws) of `_batches`."""
+        m = x.shape[0]
+        if self._full_batch(m):
+            yield torch.arange(m)
+            return
+        from genlearn.learning.batches import batch_orders
+
+        yield from batch_orders(m, self.cfg.batch_size, self.generator)
+
+    def _sgd_stepper(self, x: torch.Tensor):
+        """With a folded SGD step (`_folded_sgd_step`) and a training matrix in the model's dtype on its device:
+        the rule's sgd_stepper over this epoch (x read in place at each batch's row numbers, the per-batch checks
+        made once: rules.ContrastiveDivergence.sgd_stepper), the same parameters as the folded step on the
+        sampler's batches; else None."""
+        stepper = getattr(self.rule, "sgd_stepper", None)
+        params = list(self.model.parameters())
+        if (stepper is None or x.ndim != 2 or not params or x.dtype != params[0].dtype
+                or x.device != params[0].device):
+            return None
+        m = x.shape[0]
+        return stepper(self.model, x, self.optimizer.param_groups[0]["lr"], m if self._full_batch(m)
+                       else self.cfg.batch_size, self.generator)
 
     def _rows_of(self, batch: torch.Tensor) -> torch.Tensor:
         """0, 1, ..., B-1 (int64) for a batch of B rows, kept: the batch as its own source of rows."""
@@ -342,9 +370,14 @@ class Trainer:
         from genlearn.learning import convergence
 
         fold = self._folded_sgd_step()
-        for batch in progress.batches(self._batches(x), x.shape[0]):
+        stepper = self._sgd_stepper(x) if fold is not None else None
+        # with a stepper the "batches" are row numbers of x, which the rule reads in place
+        for batch in progress.batches(self._batches(x) if stepper is None else self._batch_orders(x), x.shape[0]):
             if self.cfg.optimizer == "lbfgs":  # its line search evaluates the objective itself
                 loss = convergence.lbfgs_step(self, batch, compute)
+            elif stepper is not None:  # the rule's gradient and the plain SGD update in one, on x[batch]
+                loss = stepper(batch)
+                self.optimizer._opt_called = True
             elif fold is not None:  # the rule's gradient and the plain SGD update in one
                 loss = fold(self.model, batch, self._rows_of(batch), self.optimizer.param_groups[0]["lr"],
                             self.generator)
