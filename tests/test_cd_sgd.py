@@ -164,6 +164,34 @@ def test_the_rule_step_equals_compute_gradient_then_the_update():
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_new_chains_start_with_their_hidden_probabilities(monkeypatch, fused):
+    """New PCD chains (the first batch's rows) get P(h | chains; theta_0) as their kept probabilities, so that
+    the first step takes the fused passes too (one tail call), and that step equals cd_step drawing its first
+    hidden sample from the chains itself (chain_probs=None: one more product) with the same uniforms."""
+    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01)  # the sums (and so the fused passes) at any density
+    monkeypatch.setattr(cd_kernels, "ENABLED", fused)
+    tails = []
+    original = cd_kernels._tail
+    monkeypatch.setattr(cd_kernels, "_tail", lambda *a: tails.append(1) or original(*a))
+    _, _, _, source, _, _, _ = _problem(rows=60)
+    order = torch.arange(10)
+    model, rule = _rule_and_model()
+    W, b, c = (t.detach().clone() for t in model.parameters())
+    rule.sgd_step(model, source, order, 0.1, torch.Generator().manual_seed(5))
+    assert len(tails) == (1 if fused else 0)
+    ws = rg.cd_workspace(None, W, 10, 10, 1)
+    value, dW, db, dc, negatives = rg.cd_step(W, b, c, source[order], 1, torch.Generator().manual_seed(5), ws,
+                                              source[order].clone(), chain_probs=None)
+    assert torch.equal(rule.chains, negatives)
+    for p, g, p0 in zip(model.parameters(), (dW, db, dc), (W, b, c)):
+        torch.testing.assert_close(p.detach(), p0 - 0.1 * g, rtol=1e-5, atol=1e-6)
+    expected = torch.sigmoid(source[order] @ W + c)  # what a new rule's chains start with, before the step
+    fresh_model, fresh_rule = _rule_and_model()
+    fresh_rule._step_state(fresh_model, 10, lambda: source[order])
+    torch.testing.assert_close(fresh_rule.chain_probs, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_the_rule_step_refuses_a_source_of_the_wrong_width():
     from genlearn.errors import DataError
 
@@ -267,13 +295,20 @@ def test_the_trainer_folds_plain_sgd_steps_only(monkeypatch, optimizer):
     assert folded_losses == pytest.approx(plain_losses, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("batch_size", [50, 120, None])
-def test_the_trainer_steps_rows_in_place_as_on_its_sampled_batches(monkeypatch, batch_size):
+def test_the_trainer_steps_rows_in_place_as_on_its_sampled_batches(monkeypatch, batch_size, fused):
     """The Trainer's plain SGD epochs through the rule's sgd_stepper (x read in place at each batch's row numbers,
     the last batch short with 120 rows in batches of 50) reach, bit for bit, the parameters, chains and losses of
-    the folded step on the sampler's unpacked batches, and draw the same random numbers."""
+    the folded step on the sampler's unpacked batches, and draw the same random numbers; with the fused passes
+    (which then took every step) and without."""
     from genlearn import Dataset
     from genlearn.learning.trainer import TrainConfig, Trainer
+
+    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda *a: 1.01 if fused else 0.0)
+    tails = []
+    original = cd_kernels._tail
+    monkeypatch.setattr(cd_kernels, "_tail", lambda *a: tails.append(1) or original(*a))
 
     x = (torch.rand(120, 40, generator=torch.Generator().manual_seed(0)) < 0.2).float()
     ds = Dataset(name="toy", kind="binary", train=x, valid=None, test=None)
@@ -291,6 +326,8 @@ def test_the_trainer_steps_rows_in_place_as_on_its_sampled_batches(monkeypatch, 
     for a, e in zip(runs[0][1], runs[1][1]):
         assert torch.equal(a, e)
     assert torch.equal(runs[0][2], runs[1][2])
+    steps = 2 * 2 * {50: 3, 120: 1, None: 1}[batch_size]
+    assert len(tails) == (steps if fused else 0)
 
 
 def _rule_and_model_of_width(V):

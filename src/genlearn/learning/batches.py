@@ -9,7 +9,9 @@ by one compiled pass from the packed rows to the floats where numba is present (
 ~100 us per batch of 100 MNIST rows between the steps of a PCD run, against ~155 us for numpy.unpackbits and a
 conversion). Other data is gathered
 with index_select. The order is a uniform random permutation drawn from the trainer's generator (the same draw
-for both paths, so results do not depend on which path ran)."""
+for both paths, so results do not depend on which path ran). The Trainer's plain SGD epochs of a rule that reads
+its batches in place (rules.ContrastiveDivergence.sgd_stepper) take only the row numbers, `batch_orders`: the
+same permutation."""
 from __future__ import annotations
 
 from typing import Iterator

@@ -268,7 +268,7 @@ class DataParallel:
         """CD-k / PCD-k over ranks: this rank's data rows and its share of the negatives, with the uniforms of
         all negatives drawn (the 1-process draw) and its rows used; row weights -1/B, 1/N (cd_workspace totals)."""
         from genlearn.learning.rbm_gradients import cd_step, cd_workspace
-        from genlearn.learning.rules import chain_probs_for
+        from genlearn.learning.rules import chain_probs_for, fresh_chain_probs
 
         rule = self.rule
         model.check_batch(batch)
@@ -289,8 +289,10 @@ class DataParallel:
                 rule.chains = rule.chains.to(W)
             n_start, n_stop = self.shard(N)
             chains = rule.chains[n_start:n_stop]
-            if rule.chain_probs is not None:  # the whole N x H, as in one process; this rank reads its rows
-                rule.chain_probs = chain_probs_for(rule.chain_probs, W, N)
+            # the whole N x H, as in one process (computed for new chains); this rank reads its rows
+            rule.chain_probs = chain_probs_for(rule.chain_probs, W, N)
+            if rule.chain_probs is None:
+                rule.chain_probs = fresh_chain_probs(rule.chains, W, c)
         else:
             N, n_start, n_stop = B, start, stop
         V, H = W.shape
@@ -298,12 +300,10 @@ class DataParallel:
         uniform_(u, generator)
         rule._workspace = cd_workspace(rule._workspace, W, stop - start, n_stop - n_start, cfg.k,
                                        cfg.matmul_precision, totals=(B, N))
-        probs = rule.chain_probs[n_start:n_stop] if cfg.persistent and rule.chain_probs is not None else None
+        probs = rule.chain_probs[n_start:n_stop] if cfg.persistent else None
         value, dW, db, dc, _ = cd_step(W, b, c, x, cfg.k, generator, rule._workspace, chains,
                                        uniforms=u[:, n_start:n_stop], chain_probs=probs)
         if cfg.persistent:  # this rank's rows of P(h | v~) for the next step (sync_state assembles all rows)
-            if rule.chain_probs is None:
-                rule.chain_probs = torch.zeros(N, H, dtype=W.dtype, device=W.device)
             rule.chain_probs[n_start:n_stop].copy_(rule._workspace["chain_probs"])
         W.grad, b.grad, c.grad = dW, db, dc
         return value.double()

@@ -23,10 +23,10 @@ summation order; binary_kernels.ENABLED = False keeps the dense products. CD-1 a
 hidden probabilities) with float32 parameters on the CPU run as genlearn.cd_kernels' three compiled passes around
 the one dense product b + h W^T (five calls per step instead of ~30; `_fused_step`); cd_kernels.ENABLED = False
 keeps the step below. `cd_sgd_step` is a step and its plain SGD update in one: with the fused passes, the batch is
-read from its source rows in place and the tail subtracts lr dW row by row (the Trainer's plain SGD steps take it
-through rules.ContrastiveDivergence.sgd_step, the scikit-learn wrapper's passes through its sgd_pass, which makes
-the step's checks once per run of full batches and calls `checked_sgd_step`); a caller that does not use the
-step's value (the wrapper) passes with_value=False and the tail skips the value's softplus pass."""
+read from its source rows in place and the tail subtracts lr dW row by row (the Trainer's plain SGD epochs and the
+scikit-learn wrapper's passes take it through rules.ContrastiveDivergence.sgd_stepper, which makes the step's
+checks once per run of full batches and calls `checked_sgd_step`); a caller that does not use the step's value
+(the wrapper) passes with_value=False and the tail skips the value's softplus pass."""
 from __future__ import annotations
 
 import numpy as np

@@ -128,6 +128,12 @@ def chain_probs_for(chain_probs: Tensor | None, W: Tensor, n_chains: int) -> Ten
     return chain_probs.to(W) if (chain_probs.dtype, chain_probs.device) != (W.dtype, W.device) else chain_probs
 
 
+def fresh_chain_probs(chains: Tensor, W: Tensor, c: Tensor) -> Tensor:
+    """P(h | chains; theta) = sigmoid(c + chains W) (N x H): the kept hidden probabilities of new persistent
+    chains (or of a checkpoint's chains without them), which a PCD step would otherwise compute itself."""
+    return torch.sigmoid(torch.addmm(c, chains, W))
+
+
 class ContrastiveDivergence(LearningRule):
     """CD-k (Hinton 2002) / PCD-k (Tieleman 2008) for a binary RBM:
 
@@ -176,8 +182,9 @@ class ContrastiveDivergence(LearningRule):
         return self._precision[2]
 
     def _step_state(self, model, B: int, first_rows) -> tuple:
-        """(chains or None, their kept hidden probabilities or None) for a step on B rows, with the workspace made
-        for it; the chains start at the first batch's rows (first_rows(): that batch in W's dtype), cycled."""
+        """(chains, their kept hidden probabilities) for a PCD step on B rows, (None, None) for CD, with the
+        workspace made for it; the chains start at the first batch's rows (first_rows(): that batch in W's dtype),
+        cycled, with P(h | chains; theta) as their first kept probabilities."""
         cfg = self.config
         W = model.weight
         chains = None
@@ -193,7 +200,12 @@ class ContrastiveDivergence(LearningRule):
             chains = self.chains
         N = cfg.n_chains if cfg.persistent else B
         self._workspace = cd_workspace(self._workspace, W, B, N, cfg.k, self.resolved_precision(W, max(B, N)))
-        return chains, chain_probs_for(self.chain_probs, W, N) if cfg.persistent else None
+        if not cfg.persistent:
+            return None, None
+        probs = chain_probs_for(self.chain_probs, W, N)
+        if probs is None:  # computed here once, so that every step may take the fused passes
+            probs = self.chain_probs = fresh_chain_probs(chains, W, model.hidden_bias)
+        return chains, probs
 
     @torch.no_grad()
     def compute_gradient(self, model, batch, generator):
