@@ -22,6 +22,10 @@ genlearn variants (each timed in every pair, the order of the fits alternating f
   (the child's whole wall time is recorded too, as cli_wall_seconds; cli_timings_remembered: how many one-off
   timings the child read from the machine's timing cache, genlearn.timing_cache, instead of measuring them).
 
+Each fit starts after --settle seconds (default 0.5) with nothing running, not timed: numpy's OpenBLAS threads
+keep spinning after scikit-learn's last product (~0.07 s of CPU, seen as a third busy thread in /proc during the
+fit that follows at once), which would otherwise be charged to whichever fit comes next.
+
 Reported: seconds of each fit per pair, medians over the pairs, the ratio scikit-learn / genlearn (the median of
 the per-pair ratios), the roofline fraction (epoch FLOPs / seconds / the float32 GEMM peak measured here;
 FLOPs = 10 M V H, the 5 products of a CD-1 minibatch as in benchmarks/rbm_speed.py), what "auto" resolved to, and
@@ -93,6 +97,8 @@ def main(argv=None) -> int:
                    help=f"genlearn variants, from {','.join(VARIANTS)} (default auto,full; with --smoke also "
                         "unfused,cli)")
     p.add_argument("--gemm-seconds", type=float, default=0.5, help="timing of each GEMM peak shape")
+    p.add_argument("--settle", type=float, default=0.5,
+                   help="idle seconds before each timed fit (not timed; 0 with --smoke)")
     args = p.parse_args(argv)
     if args.variants is None:
         args.variants = "auto,full,unfused,cli" if args.smoke else "auto,full"
@@ -101,7 +107,7 @@ def main(argv=None) -> int:
     if unknown or not variants:
         p.error(f"unknown --variants {', '.join(unknown) or '(none)'}: choose from {', '.join(VARIANTS)}")
     if args.smoke:
-        args.rows, args.hidden, args.pairs, args.gemm_seconds = 2000, 64, 2, 0.05
+        args.rows, args.hidden, args.pairs, args.gemm_seconds, args.settle = 2000, 64, 2, 0.05, 0.0
     common.set_threads(args.threads)
     from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -129,7 +135,7 @@ def main(argv=None) -> int:
                                                   "h W^T": bk.CHOOSER.crossover("rows", BATCH, hid, V),
                                                   "x^T P": bk.CHOOSER.crossover("stats", 2 * BATCH, V, hid)}},
            "data": data_desc, "rows": M, "density": float(X.mean()), "hidden": hid, "batch_size": BATCH,
-           "pairs": args.pairs, "variants": variants,
+           "pairs": args.pairs, "variants": variants, "settle_seconds": args.settle,
            "arguments": {"n_components": hid, "batch_size": BATCH, "n_iter": 1, "learning_rate": 0.01}}
     shapes = {"2048x2048x2048": (2048, 2048, 2048), "B x V x H": (BATCH, V, hid), "B x H x V": (BATCH, hid, V),
               "V x B x H": (V, BATCH, hid)}
@@ -196,6 +202,7 @@ def main(argv=None) -> int:
             order.reverse()  # alternate who goes first: drift of the machine cancels in the medians
         line = []
         for who in order:
+            time.sleep(args.settle)  # threads the previous fit left spinning (numpy's OpenBLAS) go to sleep first
             if who == "sklearn":
                 secs = fit_seconds(lambda: SkRBM(**args_common, random_state=i), X)[0]
             elif who == "cli":
