@@ -295,3 +295,50 @@ def test_gan_ctrl_c_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path, monkeyp
         assert torch.equal(v, run.model.state_dict()[k]), k
     assert run.metrics["history"] == ref.metrics["history"]
     assert "generator_loss" in run.metrics["history"][-1] and "neg_elbo" in run.metrics["history"][1]
+
+
+def test_pcd_sgd_ctrl_c_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    """PCD-1 with plain SGD, whose epochs go through the rule's sgd_stepper (rows read in place, the checks made
+    once per run of full batches): a SIGINT in minibatch 4 of epoch 1 and in minibatch 2 of epoch 2 leave
+    checkpoints of those points (the chains and their kept probabilities with them), and the resumed chain ends
+    with the parameters, chains and learning curve of the uninterrupted run."""
+    from genlearn.learning.interrupt import Interrupted
+    from genlearn.learning.rules import ContrastiveDivergence
+
+    kw = dict(hidden=6, gradient="pcd", n_chains=20, optimizer="sgd", lr=0.05, epochs=3, batch_size=50, seed=2,
+              plots=False, progress=False)
+    data = "bars-and-stripes:size=3,n=260"  # 6 minibatches an epoch, the last one short
+    ref = genlearn.fit("rbm", data, out=tmp_path / "ref", **kw)
+    folder = tmp_path / "chain"
+    original, calls = ContrastiveDivergence.sgd_stepper, []
+
+    def sgd_stepper(self, *args, **kwargs):
+        step = original(self, *args, **kwargs)
+
+        def interrupting(rows, rows_np=None):
+            calls.append(None)
+            if len(calls) in stops:  # Ctrl-C while this minibatch runs: the checkpoint is of its end
+                os.kill(os.getpid(), signal.SIGINT)
+            return step(rows, rows_np)
+
+        return interrupting
+
+    monkeypatch.setattr(ContrastiveDivergence, "sgd_stepper", sgd_stepper)
+    stops = {4}
+    with pytest.raises(Interrupted, match="minibatch 4 of 6"):
+        genlearn.fit("rbm", data, out=folder, **kw)
+    tensors, meta = read_checkpoint(folder)
+    assert meta["epoch"] == 0 and meta["partial_epoch"] == {"batches_done": 4, "batches": 6}
+    assert "rule.chain_probs" in tensors
+    calls.clear()
+    stops = {2 + 2}  # the rest of epoch 1 (2 minibatches), then minibatch 2 of epoch 2
+    with pytest.raises(Interrupted, match="minibatch 2 of 6"):
+        genlearn.fit(None, None, out=folder, resume=True, plots=False, progress=False)
+    monkeypatch.undo()
+    run = genlearn.fit(None, None, out=folder, resume=True, plots=False, progress=False)
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, run.model.state_dict()[k]), k
+    ref_state, run_state = read_checkpoint(tmp_path / "ref")[0], read_checkpoint(folder)[0]
+    for key in ("rule.chains", "rule.chain_probs"):
+        assert torch.equal(ref_state[key], run_state[key]), key
+    assert run.metrics["history"] == ref.metrics["history"]
