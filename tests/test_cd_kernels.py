@@ -134,8 +134,13 @@ def test_dense_products_above_the_crossover(monkeypatch):
     monkeypatch.setattr(bk.CHOOSER, "crossover", lambda kind, R, *a: 1.01 if (kind, R) == ("rows", B) else 0.0)
     ws = rg.cd_workspace(None, W, B, N, 1)
     dense_calls = []
-    real_addmm, real_mm = rg.products.addmm, rg.products.mm
+    real_addmm, real_mm, real_bound = rg.products.addmm, rg.products.mm, rg.products.bound_addmm
     monkeypatch.setattr(rg.products, "addmm", lambda *a, **k: dense_calls.append("addmm") or real_addmm(*a, **k))
+
+    def bound_addmm(*args):  # the fused step's h W^T, bound once per workspace
+        run = real_bound(*args)
+        return lambda: dense_calls.append("addmm") or run()
+    monkeypatch.setattr(rg.products, "bound_addmm", bound_addmm)
     monkeypatch.setattr(rg.products, "mm", lambda *a, **k: dense_calls.append("mm") or real_mm(*a, **k))
     value, dW, db, dc, neg = rg.cd_step(W, b, c, x, 1, None, ws, chains, uniforms=u, chain_probs=chain_probs)
     assert "fused" in ws and dense_calls == ["addmm", "addmm", "mm"]  # h W^T, then v~ W and the statistics

@@ -83,6 +83,31 @@ def test_the_timing_is_real_and_cached_per_thread_count():
     assert rec["timing_cache"] == "off"  # (the suite measures in every process: tests/conftest.py)
 
 
+@pytest.mark.parametrize("lib", ["torch", "onednn"])
+def test_a_bound_product_takes_the_library_chosen_when_bound_and_sees_in_place_changes(monkeypatch, lib):
+    """bound_addmm(bias, a, b, out)() = bias + a @ b into out, through the library chosen when it was bound (a later
+    change of GENLEARN_FLOAT32_PRODUCTS does not move it), with the operands' values at the time of each call."""
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", lib)
+    a, b, bias = _operands(100, 500, 784, density=0.42)
+    b = b.T.contiguous().T  # h @ W^T of the CD step: a transposed view
+    out = torch.empty(100, 784)
+    calls = []
+    real = P._linear()
+    monkeypatch.setattr(P, "_linear", lambda: (lambda *args: calls.append(1) or real(*args)))
+    run = P.bound_addmm(bias, a, b, out)
+    monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", "torch" if lib == "onednn" else "onednn")
+    for step in range(2):
+        if step:
+            a.mul_(0.5)
+            b.sub_(0.25)  # in place: the bound call reads the new values
+            bias.add_(1.0)
+        run()
+        exact = bias.double() + a.double() @ b.double()
+        scale = (a.double().abs() @ b.double().abs()).max() + bias.double().abs().max()
+        assert (out.double() - exact).abs().max() <= 1e-6 * scale
+    assert calls == ([1, 1] if lib == "onednn" else [])
+
+
 def test_a_cd_step_is_the_same_through_either_library(monkeypatch):
     """One PCD-1 step of a 784 x 500 RBM from the same state and uniforms: value, dW, db, dc and negatives through
     oneDNN equal those through torch.mm up to float32 summation order (the negatives are 0/1 draws from
