@@ -126,12 +126,19 @@ def test_a_gray_batch_takes_the_general_step(monkeypatch):
         assert torch.equal(a, e)
 
 
-def test_dense_products_above_the_crossover(monkeypatch):
+@pytest.mark.parametrize("pcd", [True, False])
+def test_dense_products_above_the_crossover(monkeypatch, pcd):
     """Sums for the batch (B rows) only: the negatives' product (N rows) and the statistics dense, inside the
-    fused step; the result still equals the float64 step."""
-    V, H, B, N = 30, 16, 8, 5
+    fused step; the result still equals the float64 step (the tail then scales the negatives' probabilities and,
+    for PCD, keeps them: the negative pass did neither)."""
+    V, H, B = 30, 16, 8
+    N = 5 if pcd else B
     W, b, c, x, chains, chain_probs, u = _problem(V, H, B, N, 0.2, seed=3)
-    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda kind, R, *a: 1.01 if (kind, R) == ("rows", B) else 0.0)
+    if not pcd:
+        chains = chain_probs = None
+    asked = []  # the plan asks for the batch's limit first, then the negatives', then the statistics'
+    monkeypatch.setattr(bk.CHOOSER, "crossover", lambda kind, R, *a: asked.append(kind) or (
+        1.01 if len(asked) == 1 else 0.0))
     ws = rg.cd_workspace(None, W, B, N, 1)
     dense_calls = []
     real_addmm, real_mm, real_bound = rg.products.addmm, rg.products.mm, rg.products.bound_addmm
@@ -144,9 +151,11 @@ def test_dense_products_above_the_crossover(monkeypatch):
     monkeypatch.setattr(rg.products, "mm", lambda *a, **k: dense_calls.append("mm") or real_mm(*a, **k))
     value, dW, db, dc, neg = rg.cd_step(W, b, c, x, 1, None, ws, chains, uniforms=u, chain_probs=chain_probs)
     assert "fused" in ws and dense_calls == ["addmm", "addmm", "mm"]  # h W^T, then v~ W and the statistics
-    ev, edW, edb, edc, ep = _oracle(W, b, c, x, ws["hidden"], neg, chain_probs, u, True)
+    assert asked == ["rows", "rows", "stats"]
+    ev, edW, edb, edc, ep = _oracle(W, b, c, x, ws["hidden"], neg, chain_probs, u, pcd)
     assert _close(value, ev, 10.0) and _close(dW, edW) and _close(db, edb) and _close(dc, edc)
-    assert _close(ws["chain_probs"], ep)
+    if pcd:
+        assert _close(ws["chain_probs"], ep)
 
 
 def test_a_dense_batch_takes_the_general_step(monkeypatch):

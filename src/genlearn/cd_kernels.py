@@ -3,11 +3,14 @@ one dense product a = b + h W^T in three parallel calls, where the step in torch
 makes ~30 calls of ~5-20 us of dispatch each (~0.5 ms of a ~2.5 ms step on one AVX2 core).
 
     data pass:     x indexed (its active columns), pre = c + x W by sums of selected rows, P(h|x) = sigmoid(pre),
-                   x.b; then h = [u < q] with q the chains' kept P(h|v~) (PCD) or P(h|x) (CD)
-    negative pass: v~ = [u' < sigmoid(a)], indexed, pre~ = c + v~ W, P(h|v~) = sigmoid(pre~), v~.b
+                   x.b; then h = [u < q] with q the chains' kept P(h|v~) (PCD; each row then scaled, P_r <- w_r P_r,
+                   while in cache) or P(h|x) (CD)
+    negative pass: v~ = [u' < sigmoid(a)], indexed, pre~ = c + v~ W, P(h|v~) = sigmoid(pre~) (kept for the next PCD
+                   step, then P_r <- w_r P_r), v~.b
     tail:          the CD value sum_r w_r (v_r.b + sum_j softplus(pre_rj)) = mean F(x) - mean F(v~) (w = [-1/B; 1/N];
                    skipped where the caller does not use it: the softplus of 200 x 500 entries, ~2% of a step),
-                   P(h|v~) kept for the next PCD step, P <- w P, dW = [x; v~]^T P (per column i, the sum of the rows
+                   P <- w P for the rows the passes did not scale (CD's batch; negatives whose product was dense,
+                   then also kept), dW = [x; v~]^T P (per column i, the sum of the rows
                    P_r with v_ri = 1), db = [x; v~]^T w, dc = sum_r P_r; or, for a plain SGD step, W -= lr dW
                    (each row of dW applied as it is summed, never stored), b -= lr db, c -= lr dc
 
@@ -57,13 +60,21 @@ if numba is not None:
             vb += b[indices[k]]
         return vb
 
+    @njit(fastmath=_FAST, cache=True, inline="always")
+    def _scale_row(p, weight):  # pragma: no cover - compiled
+        """p <- weight p."""
+        for j in range(p.shape[0]):
+            p[j] *= weight
+
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _data_pass(source, order, s0, ends, indices, W, b, c, pre, probs, free, u, q, h, max_ones,
+    def _data_pass(source, order, s0, ends, indices, W, b, c, pre, probs, free, u, q, h, max_ones, w,
                    tasks):  # pragma: no cover - compiled
         """Index the batch x (B x V; row r is source[order[s0 + r]], B = pre.shape[0]) as rows 0..B-1; if every
         entry is 0 or 1 and there are at most max_ones ones: pre = c + x W, probs = sigmoid(pre), free = x.b (rows
-        0..B-1 of each), then h = [u < q] (N x H; q may be `probs`). Returns the number of ones, or -1 (an entry
-        other than 0 and 1: nothing else done)."""
+        0..B-1 of each), then h = [u < q] (N x H; q may be `probs`). With w (B row weights; empty: not) each row of
+        probs is then scaled, probs_r <- w_r probs_r, while it is in cache (the tail's scaling of these rows; q must
+        not be `probs` then). Returns the number of ones, or -1 (an entry other than 0 and 1: nothing else
+        done)."""
         R, V = pre.shape[0], source.shape[1]
         H = W.shape[1]
         bad = 0
@@ -83,6 +94,8 @@ if numba is not None:
             mantissa, bits = np.empty(H, np.float32), np.empty(H, np.int32)
             for r in range(t * R // T, (t + 1) * R // T):
                 free[r] = _hidden_row(W, b, c, indices, r * V, ends[r], pre[r], probs[r], mantissa, bits)
+                if w.shape[0]:
+                    _scale_row(probs[r], w[r])
         for r in prange(h.shape[0]):
             hr, ur, qr = h[r], u[r], q[r]
             for j in range(H):
@@ -90,11 +103,12 @@ if numba is not None:
         return ones
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _negative_pass(a, u, out, chains, ends, indices, r0, W, b, c, pre, probs, free, max_ones,
+    def _negative_pass(a, u, out, chains, ends, indices, r0, W, b, c, pre, probs, free, max_ones, w, keep,
                        tasks):  # pragma: no cover - compiled
         """out = [u < sigmoid(a)] (N x V, 0/1), copied to `chains` when it has rows, indexed as rows r0..; if they
-        have at most max_ones ones: pre = c + out W, probs = sigmoid(pre), free = out.b. Returns the number of
-        ones."""
+        have at most max_ones ones: pre = c + out W, probs = sigmoid(pre), free = out.b, then probs copied to `keep`
+        when it has rows (P(h | v~) kept for the next PCD step) and scaled, probs_r <- w_{r0 + r} probs_r (the tail's
+        work on these rows, done while each row is in cache). Returns the number of ones."""
         R, V = a.shape
         H = W.shape[1]
         T = max(1, tasks)
@@ -118,17 +132,22 @@ if numba is not None:
             mantissa, bits = np.empty(H, np.float32), np.empty(H, np.int32)
             for r in range(t * R // T, (t + 1) * R // T):
                 free[r] = _hidden_row(W, b, c, indices, (r0 + r) * V, ends[r0 + r], pre[r], probs[r], mantissa, bits)
+                if keep.shape[0]:
+                    keep[r, :] = probs[r]
+                _scale_row(probs[r], w[r0 + r])
         return ones
 
     #: columns per parallel task of the column sums dc
     _COLUMNS = 64
 
     @njit(parallel=True, fastmath=_FAST, cache=True)
-    def _tail(pre, probs, free, w, keep, B, ends, indices, start, rows, dW, db, dc, stats, W, b, c, lr, with_value,
-              tasks):  # pragma: no cover - compiled
+    def _tail(pre, probs, free, w, keep, B, ends, indices, start, rows, dW, db, dc, stats, W, b, c, scale_lo,
+              scale_hi, lr, with_value, tasks):  # pragma: no cover - compiled
         """With `with_value`: free += sum_j softplus(pre_rj) per row (pre overwritten), value = sum_r w_r free_r
         (returned, float64; else 0.0 is returned and pre, free are left as they are). keep = the last keep.shape[0]
-        rows of probs, probs <- w probs, dc = sum_r probs_r, db = [x; v~]^T w from
+        rows of probs where the passes have not kept them (scale_hi = R: the negatives were not scaled), probs_r <-
+        w_r probs_r for the rows scale_lo..scale_hi-1 (the others were scaled by the passes), dc = sum_r probs_r,
+        db = [x; v~]^T w from
         the index, and with `stats` dW = [x; v~]^T probs by sums of selected rows: the column lists of the rows
         0..B-1 and B..R-1 (start: 2 x (V + 1)) sorted in parallel, then the columns in parallel.
         With lr > 0, a plain SGD step instead: b -= lr db, c -= lr dc, and with `stats` W -= lr dW row by row as
@@ -145,12 +164,10 @@ if numba is not None:
             value += np.float64(w[r]) * np.float64(free[r])
         T = max(1, tasks)
         first = R - keep.shape[0]
-        for r in prange(keep.shape[0]):
+        for r in prange(keep.shape[0] if scale_hi == R else 0):
             keep[r, :] = probs[first + r]
-        for r in prange(R):
-            pr = probs[r]
-            for j in range(H):
-                pr[j] *= w[r]
+        for r in prange(scale_lo, scale_hi):
+            _scale_row(probs[r], w[r])
         for q in prange((H + _COLUMNS - 1) // _COLUMNS):
             j0 = q * _COLUMNS
             d = dc[j0:min(H, j0 + _COLUMNS)]

@@ -278,7 +278,9 @@ def _fused_plan(W: Tensor, b: Tensor, c: Tensor, ws: dict, pcd: bool) -> dict:
             "h": ws["hidden"].numpy(), "a": ws["visible_probs"].numpy(), "w": ws["weights"].numpy(),
             "dW": ws["dW"].numpy(), "db": ws["db"].numpy(), "dc": ws["dc"].numpy(),
             "keep": ws["chain_probs"].numpy() if pcd else np.empty((0, H), np.float32),
-            "no_chains": np.empty((0, V), np.float32), "start": np.empty((2, V + 1), np.int64),
+            "no_chains": np.empty((0, V), np.float32), "no_weights": np.empty(0, np.float32),
+            "w_data": ws["weights"].numpy()[:B],
+            "start": np.empty((2, V + 1), np.int64),
             "max_data": _max_ones("rows", B, V, H), "max_negatives": _max_ones("rows", N, V, H),
             "max_stats": _max_ones("stats", R, V, H), "tasks": cd_kernels.tasks(),
             "data": (pre[:B], probs[:B], free[:B]), "negatives": (pre[B:], probs[B:], free[B:]),
@@ -330,22 +332,26 @@ def _fused_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, ws: dict, chain
         q, chains_np = probs_d, plan["no_chains"]
     ones_data = cd_kernels._data_pass(source.numpy(), order, 0, ends, indices, plan["W"], plan["b"],
                                       plan["c"], pre_d, probs_d, free_d, u_hidden, q, plan["h"], plan["max_data"],
-                                      tasks)
+                                      plan["w_data"] if pcd else plan["no_weights"], tasks)  # PCD: P scaled there
     if ones_data < 0 or ones_data > plan["max_data"]:
         return None
     rows = ws["rows"]
     plan["dense"]()  # b + h W^T: the visible pre-activations
     ones_negatives = cd_kernels._negative_pass(
         plan["a"], u_visible, plan["rows"][B:], chains_np, ends, indices, B,
-        plan["W"], plan["b"], plan["c"], pre_n, probs_n, free_n, plan["max_negatives"], tasks)
+        plan["W"], plan["b"], plan["c"], pre_n, probs_n, free_n, plan["max_negatives"], plan["w"], plan["keep"],
+        tasks)
+    R = B + probs_n.shape[0]
+    scale_hi = B  # rows the tail still scales: scale_lo..scale_hi-1 (CD's batch; the negatives where dense)
     if ones_negatives > plan["max_negatives"]:  # dense: pre~ = c + v~ W, P(h|v~), v~.b
         products.addmm(c, rows[B:], W, out=ws["pre"][B:])
         logistic_kernels.sigmoid_(ws["probs"][B:].copy_(ws["pre"][B:]))
         torch.mv(rows[B:], b, out=ws["free"][B:])
+        scale_hi = R
     stats = ones_data + ones_negatives <= plan["max_stats"]
     value = cd_kernels._tail(plan["pre"], plan["probs"], plan["free"], plan["w"], plan["keep"], B, ends, indices,
                              plan["start"], index_rows, plan["dW"], plan["db"], plan["dc"], stats, plan["W"],
-                             plan["b"], plan["c"], lr, with_value, tasks)
+                             plan["b"], plan["c"], B if pcd else 0, scale_hi, lr, with_value, tasks)
     if not stats:
         torch.index_select(source, 0, torch.from_numpy(order), out=rows[:B])
         products.mm(rows.T, ws["probs"], out=ws["dW"])
