@@ -359,7 +359,7 @@ def _fused_step(W: Tensor, b: Tensor, c: Tensor, source: Tensor, ws: dict, chain
             W.sub_(ws["dW"], alpha=lr)
     if pcd:
         ws["indexed_chains"] = (chains, _identity(chains))
-    value = torch.tensor(value, dtype=W.dtype) if with_value else None
+    value = torch.scalar_tensor(value, dtype=W.dtype) if with_value else None  # 3.9 us, torch.tensor 7.3 us
     if lr > 0.0:  # written through numpy: torch's version counters say the values changed
         for p in (W, b, c):
             torch.autograd.graph.increment_version(p)
