@@ -27,12 +27,19 @@ keep spinning after scikit-learn's last product (~0.07 s of CPU, seen as a third
 fit that follows at once), which would otherwise be charged to whichever fit comes next.
 
 Reported: seconds of each fit per pair, medians over the pairs, the ratio scikit-learn / genlearn (the median of
-the per-pair ratios), the roofline fraction (epoch FLOPs / seconds / the float32 GEMM peak measured here;
+the per-pair ratios, with a distribution-free 95% interval for it, common.median_interval: with 5 pairs it is
+the range of the pairs, at 93.8%), the roofline fraction (epoch FLOPs / seconds / the float32 GEMM peak measured here;
 FLOPs = 10 M V H, the 5 products of a CD-1 minibatch as in benchmarks/rbm_speed.py), what "auto" resolved to, and
 the machine record (CPU capability, bfloat16 support and measured speedup, the sparse/dense speed ratios of
 the two product kinds at density 0.13, torch
 version, torch and BLAS threads, load average before and after). --threads T sets both torch's threads and
-numpy's BLAS threads (scikit-learn's products) to T. Writes benchmarks/results/speed.json."""
+numpy's BLAS threads (scikit-learn's products) to T. Writes benchmarks/results/speed.json.
+
+    .venv/bin/python benchmarks/speed.py --pool benchmarks/results/speed_a.json benchmarks/results/speed_b.json ...
+
+pools the pairs of earlier runs instead (nothing is timed): for each variant, the median of all per-pair ratios
+with its 95% interval, the median of the runs' ratios, and how many runs reached each ratio; written to --out
+(default benchmarks/results/speed_pooled.json)."""
 from __future__ import annotations
 
 import gzip
@@ -88,8 +95,32 @@ def fit_seconds(make, X) -> tuple[float, object]:
     return time.perf_counter() - t0, est
 
 
+def pair_ratios(results: dict, variant: str) -> list:
+    """scikit-learn's seconds / the variant's, pair by pair, from one run's results."""
+    return [s / g for s, g in zip(results["seconds"]["sklearn"], results["seconds"][variant])]
+
+
+def pool_runs(paths: list) -> dict:
+    """The pooled figures of earlier runs' result files: per variant, every pair's ratio, their median and its 95%
+    interval (common.median_interval), and each run's median ratio."""
+    runs = {str(path): json.loads(Path(path).read_text()) for path in paths}
+    pooled = {"runs": list(runs), "variants": {}}
+    for variant in sorted({v for r in runs.values() for v in r["variants"]}):
+        per_run = {name: pair_ratios(r, variant) for name, r in runs.items() if variant in r["variants"]}
+        ratios = [x for values in per_run.values() for x in values]
+        low, high, coverage = common.median_interval(ratios)
+        run_medians = [statistics.median(values) for values in per_run.values()]
+        pooled["variants"][variant] = {
+            "pairs": len(ratios), "runs": len(per_run), "pair_ratios": ratios, "median_pair_ratio":
+            statistics.median(ratios), "interval": [low, high], "interval_coverage": coverage,
+            "run_medians": run_medians, "median_of_run_medians": statistics.median(run_medians)}
+    return pooled
+
+
 def main(argv=None) -> int:
     p = common.parser(__file__, __doc__)
+    p.add_argument("--pool", nargs="+", type=Path, metavar="JSON",
+                   help="pool the pairs of these earlier runs' results (no fit is timed)")
     p.add_argument("--pairs", type=int, default=5, help="interleaved pairs (medians over them)")
     p.add_argument("--rows", type=int, default=60_000, help="training rows of the epoch")
     p.add_argument("--hidden", type=int, default=H, help="n_components of both")
@@ -100,6 +131,20 @@ def main(argv=None) -> int:
     p.add_argument("--settle", type=float, default=0.5,
                    help="idle seconds before each timed fit (not timed; 0 with --smoke)")
     args = p.parse_args(argv)
+    if args.pool:
+        missing = [str(f) for f in args.pool if not f.is_file()]
+        if missing:
+            p.error(f"--pool: no such file: {', '.join(missing)}")
+        pooled = pool_runs(args.pool)
+        for variant, f in pooled["variants"].items():
+            low, high = f["interval"]
+            print(f"{variant}: {f['pairs']} pairs of {f['runs']} runs: scikit-learn / genlearn "
+                  f"{f['median_pair_ratio']:.2f}x (interval {low:.2f}-{high:.2f}x at "
+                  f"{100 * f['interval_coverage']:.1f}%); runs {', '.join(f'{m:.2f}' for m in f['run_medians'])}, "
+                  f"median {f['median_of_run_medians']:.2f}x")
+        out = common.RESULTS / "speed_pooled.json" if args.out == common.results_path(__file__) else args.out
+        print("wrote", common.write_results(out, pooled))
+        return 0
     if args.variants is None:
         args.variants = "auto,full,unfused,cli" if args.smoke else "auto,full"
     variants = [v for v in args.variants.split(",") if v]
@@ -215,14 +260,18 @@ def main(argv=None) -> int:
 
     res["seconds"] = times
     res["seconds_median"] = {k: statistics.median(v) for k, v in times.items()}
-    res["ratio_vs_sklearn"] = {v: statistics.median(s / g for s, g in zip(times["sklearn"], times[v]))
-                               for v in variants}
+    res["ratio_vs_sklearn"] = {v: statistics.median(pair_ratios(res, v)) for v in variants}
+    res["ratio_interval_vs_sklearn"] = {v: list(common.median_interval(pair_ratios(res, v))[:2]) for v in variants}
+    res["ratio_interval_coverage"] = common.median_interval(times["sklearn"])[2]  # it depends on the count alone
     res["roofline_fraction"] = {k: flops / res["seconds_median"][k] / 1e9 / peak for k in times}
     res["resolved_precision"] = resolved
     res["machine"]["load_average_at_end"] = list(os.getloadavg())
     for v in variants:
+        low, high = res["ratio_interval_vs_sklearn"][v]
         print(f"genlearn {v} ({resolved.get(v)}): median {res['seconds_median'][v]:.2f} s, scikit-learn / genlearn "
-              f"{res['ratio_vs_sklearn'][v]:.2f}x, roofline fraction {res['roofline_fraction'][v]:.2f}", flush=True)
+              f"{res['ratio_vs_sklearn'][v]:.2f}x ({low:.2f}-{high:.2f}x at "
+              f"{100 * res['ratio_interval_coverage']:.1f}%), roofline fraction {res['roofline_fraction'][v]:.2f}",
+              flush=True)
     print(f"scikit-learn: median {res['seconds_median']['sklearn']:.2f} s, roofline fraction "
           f"{res['roofline_fraction']['sklearn']:.2f}; load average {res['machine']['load_average_at_start']} -> "
           f"{res['machine']['load_average_at_end']}", flush=True)
