@@ -135,6 +135,13 @@ def main(argv=None) -> int:
         missing = [str(f) for f in args.pool if not f.is_file()]
         if missing:
             p.error(f"--pool: no such file: {', '.join(missing)}")
+        for f in args.pool:
+            try:
+                run = json.loads(f.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                p.error(f"--pool: {f} is not JSON ({e})")
+            if not (isinstance(run, dict) and "variants" in run and "sklearn" in run.get("seconds", {})):
+                p.error(f"--pool: {f} is not the results of a speed.py run (no seconds per pair)")
         pooled = pool_runs(args.pool)
         for variant, f in pooled["variants"].items():
             low, high = f["interval"]

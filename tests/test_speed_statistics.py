@@ -67,3 +67,9 @@ def test_pool_merges_the_pairs_of_runs(tmp_path):
     missing = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--pool", str(tmp_path / "nope.json")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    for text, message in (("{", "is not JSON"), (out.read_text(), "is not the results of a speed.py run")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)  # a truncated file; the pooled figures themselves
+        proc = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--pool", str(runs[0]), str(bad)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
