@@ -84,12 +84,16 @@ def test_the_timing_is_real_and_cached_per_thread_count():
 
 
 @pytest.mark.parametrize("lib", ["torch", "onednn"])
-def test_a_bound_product_takes_the_library_chosen_when_bound_and_sees_in_place_changes(monkeypatch, lib):
+@pytest.mark.parametrize("strided", [False, True])
+def test_a_bound_product_takes_the_library_chosen_when_bound_and_sees_in_place_changes(monkeypatch, lib, strided):
     """bound_addmm(bias, a, b, out)() = bias + a @ b into out, through the library chosen when it was bound (a later
-    change of GENLEARN_FLOAT32_PRODUCTS does not move it), with the operands' values at the time of each call."""
+    change of GENLEARN_FLOAT32_PRODUCTS does not move it), with the operands' values at the time of each call (also
+    for a column slice, which oneDNN takes as a copy)."""
     monkeypatch.setenv("GENLEARN_FLOAT32_PRODUCTS", lib)
     a, b, bias = _operands(100, 500, 784, density=0.42)
     b = b.T.contiguous().T  # h @ W^T of the CD step: a transposed view
+    if strided:
+        a = torch.cat([a, a], 1)[:, :500]  # neither it nor its transpose is contiguous
     out = torch.empty(100, 784)
     calls = []
     real = P._linear()

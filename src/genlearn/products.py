@@ -136,8 +136,11 @@ def bound_addmm(bias: Tensor, a: Tensor, b: Tensor, out: Tensor):
     of per-call checks (the RBM's PCD step makes this product 600 times an epoch). For use without autograd."""
     if bias.dim() != 1 or not _use_onednn(a, b, bias):
         return lambda: torch.addmm(bias, a, b, out=out)
-    linear_op, a_dense, b_dense = _linear(), _dense(a), _dense(b).T
-    return lambda: out.copy_(linear_op(a_dense, b_dense, bias, "none", [], ""))
+    linear_op = _linear()
+    if _dense(a) is a and _dense(b) is b:  # operands oneDNN reads as they are
+        b_t = b.T
+        return lambda: out.copy_(linear_op(a, b_t, bias, "none", [], ""))
+    return lambda: out.copy_(linear_op(_dense(a), _dense(b).T, bias, "none", [], ""))  # copies made at each call
 
 
 class _OneDNNLinear(torch.autograd.Function):
