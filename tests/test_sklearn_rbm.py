@@ -121,3 +121,23 @@ def test_bfloat16_products_fit_as_well_as_full_precision():
     assert abs(scores["full"] - scores["bfloat16"]) < 0.1, scores
     with pytest.raises(ValueError, match="matmul_precision"):
         BernoulliRBM(matmul_precision="fp16").fit(X)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_fitted_attributes_take_the_data_dtype_as_scikit_learns(dtype, method):
+    """components_ and the intercepts come in scikit-learn's dtypes (fit: X's, float32 or float64; a first
+    partial_fit: float64), and hold the model's float32 parameters exactly."""
+    from sklearn.neural_network import BernoulliRBM as SkRBM
+
+    X = (np.random.default_rng(0).random((40, 12)) < 0.3).astype(dtype)
+    ours = BernoulliRBM(n_components=5, n_iter=2, batch_size=10, random_state=0)
+    theirs = SkRBM(n_components=5, n_iter=2, batch_size=10, random_state=0)
+    getattr(ours, method)(X)  # scikit-learn's partial_fit returns None
+    getattr(theirs, method)(X)
+    expected = dtype if method == "fit" else np.float64
+    for name in ("components_", "intercept_hidden_", "intercept_visible_"):
+        assert getattr(ours, name).dtype == getattr(theirs, name).dtype == expected, name
+        assert getattr(ours, name).shape == getattr(theirs, name).shape, name
+    assert np.array_equal(ours.components_, ours.model_.weight.detach().T.numpy())
+    assert ours.components_.flags.c_contiguous

@@ -2,8 +2,8 @@
 
 `BernoulliRBM`: a drop-in for `sklearn.neural_network.BernoulliRBM` (same constructor arguments n_components,
 learning_rate, batch_size, n_iter, verbose, random_state; same fitted attributes components_,
-intercept_hidden_, intercept_visible_; fit, partial_fit, transform, gibbs) backed by `genlearn.models.rbm.RBM`,
-with what scikit-learn's lacks:
+intercept_hidden_, intercept_visible_, in scikit-learn's dtypes; fit, partial_fit, transform, gibbs) backed by
+`genlearn.models.rbm.RBM`, with what scikit-learn's lacks:
 
 - `score_samples(X)` returns the real per-example log-likelihood log P(x) = -F(x) - log Z in nats (not the
   pseudo-likelihood). log Z comes from the likelihood policy (`genlearn.likelihood`): exact (enumerating the
@@ -136,10 +136,13 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
                     p.grad = None
 
     def _sync(self) -> None:
+        """The fitted attributes from the model in scikit-learn's dtypes: X's (float32 or float64) after fit,
+        float64 after a first partial_fit (kept by later partial_fit calls)."""
         m = self.model_
-        self.components_ = m.weight.detach().T.double().numpy().copy()
-        self.intercept_hidden_ = m.hidden_bias.detach().double().numpy().copy()
-        self.intercept_visible_ = m.visible_bias.detach().double().numpy().copy()
+        dtype = getattr(self, "_fit_dtype", np.float64)
+        self.components_ = np.array(m.weight.detach().T.numpy(), dtype=dtype, order="C")
+        self.intercept_hidden_ = np.array(m.hidden_bias.detach().numpy(), dtype=dtype)
+        self.intercept_visible_ = np.array(m.visible_bias.detach().numpy(), dtype=dtype)
         if getattr(self._rule, "_precision", None) is not None:  # what "auto" resolved to (CD/PCD)
             self.matmul_precision_ = self._rule._precision[2]
         self._log_z_cache = []
@@ -149,6 +152,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         """Fit by PCD-k (or the chosen gradient) for n_iter passes over X (n_samples x n_features)."""
         self._check_params()
         X = self._validate(X, reset=True)
+        self._fit_dtype = X.dtype
         rng = check_random_state(self.random_state)
         self._new_model(X.shape[1], rng)
         x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
@@ -169,6 +173,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         X = self._validate(X, reset=first)
         x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         if first:
+            self._fit_dtype = np.dtype(np.float64)  # as scikit-learn's partial_fit, whatever X's dtype
             self._new_model(X.shape[1], check_random_state(self.random_state))
             self.model_.set_training_statistics(x)
         self._sgd_pass(x, None)
