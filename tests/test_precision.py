@@ -10,6 +10,7 @@ import torch
 
 import genlearn.precision as P
 from genlearn.errors import ConfigError
+from genlearn.learning import cd_precision
 from genlearn.learning.legacy import rule_from_legacy_config
 from genlearn.learning.rules import make_rule
 from genlearn.models.made import MADE
@@ -26,7 +27,8 @@ def machine(monkeypatch):
     P._reset_for_tests()
     state = {"measured": 0}
 
-    def configure(capability="AVX512", supported=True, speedup=2.0, native=None):
+    def configure(capability="AVX512", supported=True, speedup=2.0, native=None, step_speedup=None):
+        """step_speedup: the CD rule's timed steps' speedup (genlearn.learning.cd_precision); None: `speedup`."""
         monkeypatch.setattr(P, "cpu_capability", lambda: capability)
         monkeypatch.setattr(P, "cpu_bf16_supported", lambda: supported)
         monkeypatch.setattr(P, "cpu_native_bf16", lambda: native)  # None: flags unknown, the timing decides
@@ -36,6 +38,12 @@ def machine(monkeypatch):
             state["shape"] = shape
             return speedup
         monkeypatch.setattr(P, "measure_bf16_speedup", measure)
+
+        def measure_steps(V, H, B, N, k, persistent, density):
+            state["steps_measured"] = state.get("steps_measured", 0) + 1
+            state["step_shape"] = (V, H, B, N, k, persistent, density)
+            return speedup if step_speedup is None else step_speedup
+        monkeypatch.setattr(cd_precision, "step_speedup", measure_steps)
         return state
 
     yield configure
@@ -113,7 +121,7 @@ def test_the_measurement_is_real_and_positive():
 
 @pytest.mark.parametrize("speedup, expected", [(2.0, "bfloat16"), (0.02, "full")])
 def test_the_rbm_rule_runs_and_records_what_auto_resolved_to(machine, speedup, expected):
-    machine(capability="AVX512" if speedup > 1 else "AVX2", supported=speedup > 1, speedup=speedup)
+    state = machine(capability="AVX512" if speedup > 1 else "AVX2", supported=speedup > 1, speedup=speedup)
     model = RBM(784, 500, seed=0)
     rule = make_rule("contrastive-divergence", {"persistent": True, "n_chains": 100})
     x = (torch.rand(100, 784, generator=torch.Generator().manual_seed(0)) < 0.13).float()
@@ -126,6 +134,40 @@ def test_the_rbm_rule_runs_and_records_what_auto_resolved_to(machine, speedup, e
     cd.compute_gradient(model, x, torch.Generator().manual_seed(1))
     cd.compute_gradient(model, x[:3], torch.Generator().manual_seed(1))  # a short last batch keeps the choice
     assert cd.describe()["matmul_precision_resolved"] == expected
+    # the steps are timed only where the product's timing picked bfloat16 (twice: one per rule), at the rule's
+    # shapes and the first batch's density
+    assert state.get("steps_measured", 0) == (2 if expected == "bfloat16" else 0)
+    if expected == "bfloat16":
+        V, H, B, N, k, persistent, density = state["step_shape"]
+        assert (V, H, B, N, k, persistent) == (784, 500, 100, 100, 1, False)
+        assert density == pytest.approx(x.mean().item())
+        assert rec["cd_step_bf16_speedup_measured"] == 2.0
+
+
+@pytest.mark.parametrize("step_speedup, expected", [(0.77, "full"), (1.19, "full"), (1.2, "bfloat16")])
+def test_auto_for_the_cd_rule_follows_the_timed_steps_not_the_product(machine, step_speedup, expected):
+    """Where bfloat16 products are 2.4x faster but the float32 step (sums over the sparse rows, compiled passes)
+    beats the bfloat16 step, "auto" is full precision: the step decides, with the product's 1.2 margin."""
+    state = machine(capability="AVX512", supported=True, speedup=2.4, native=True, step_speedup=step_speedup)
+    model = RBM(784, 500, seed=0)
+    rule = make_rule("contrastive-divergence", {"persistent": True, "n_chains": 50})
+    x = (torch.rand(100, 784, generator=torch.Generator().manual_seed(0)) < 0.13).float()
+    rule.sgd_step(model, x, torch.arange(100), 0.01, torch.Generator().manual_seed(1))
+    assert state["steps_measured"] == 1 and state["step_shape"][:6] == (784, 500, 100, 50, 1, True)
+    assert ("weight_low" in rule._workspace) == (expected == "bfloat16")
+    rec = rule.describe()
+    assert rec["matmul_precision_resolved"] == expected and rec["cd_step_bf16_speedup_measured"] == step_speedup
+    assert rec["bf16_speedup_measured"] == 2.4  # the product's timing, recorded beside the steps'
+
+
+@pytest.mark.parametrize("requested", ["full", "bfloat16"])
+def test_explicit_precisions_never_time_the_steps(machine, requested):
+    state = machine(capability="AVX512", supported=True, speedup=2.4, native=True, step_speedup=0.5)
+    rule = make_rule("contrastive-divergence", {"matmul_precision": requested})
+    x = (torch.rand(100, 784, generator=torch.Generator().manual_seed(0)) < 0.13).float()
+    rule.compute_gradient(RBM(784, 500, seed=0), x, torch.Generator().manual_seed(1))
+    assert state.get("steps_measured", 0) == 0
+    assert rule.describe()["matmul_precision_resolved"] == requested
 
 
 def test_sklearn_reports_the_resolved_precision(machine):

@@ -158,6 +158,7 @@ class ContrastiveDivergence(LearningRule):
         self.chain_probs: Tensor | None = None
         self._workspace: dict | None = None
         self._precision: tuple | None = None  # (device, rows of the first step, resolved precision)
+        self._step_speedup: float | None = None  # cd_precision's measured step speedup, where it decided "auto"
 
     def __getstate__(self):
         """Pickled without the step's workspace (buffers and kernels bound to them: rebuilt at the next step)."""
@@ -170,15 +171,29 @@ class ContrastiveDivergence(LearningRule):
 
         _check_family(self, model, RBM, "an RBM")
 
-    def resolved_precision(self, W: Tensor, rows: int) -> str:
+    def resolved_precision(self, W: Tensor, rows: int, batch: int | None = None, density=None) -> str:
         """matmul_precision resolved for products of `rows` rows with W (V x H) on W's device (genlearn.precision:
         "auto" is bfloat16 only where this machine runs it faster); resolved at the first step on a device (from
-        its batch size), so a short last batch of an epoch keeps the precision of the others."""
+        its batch size), so a short last batch of an epoch keeps the precision of the others. On a CPU, where the
+        product's timing would pick bfloat16 for "auto", the step itself decides (genlearn.learning.cd_precision:
+        the float32 step's sums over sparse 0/1 rows can beat bfloat16's dense products): `batch` (B) and
+        `density()` (the first batch's fraction of ones) give its shapes; without them the product decides."""
         from genlearn.precision import resolve_matmul_precision
 
         if self._precision is None or self._precision[0] != W.device:
             flops = 2.0 * rows * W.shape[0] * W.shape[1]
-            self._precision = (W.device, rows, resolve_matmul_precision(self.config.matmul_precision, W.device, flops))
+            requested = self.config.matmul_precision
+            resolved = resolve_matmul_precision(requested, W.device, flops)
+            self._step_speedup = None
+            if requested == "auto" and resolved == "bfloat16" and W.device.type == "cpu" and batch is not None \
+                    and density is not None and W.dtype == torch.float32:
+                from genlearn.learning.cd_precision import auto_step_precision
+
+                cfg = self.config
+                n = cfg.n_chains if cfg.persistent else batch
+                resolved, self._step_speedup = auto_step_precision(W.shape[0], W.shape[1], batch, n, cfg.k,
+                                                                   cfg.persistent, float(density()))
+            self._precision = (W.device, rows, resolved)
         return self._precision[2]
 
     def _step_state(self, model, B: int, first_rows) -> tuple:
@@ -199,7 +214,8 @@ class ContrastiveDivergence(LearningRule):
                 self.chains = self.chains.to(W)
             chains = self.chains
         N = cfg.n_chains if cfg.persistent else B
-        self._workspace = cd_workspace(self._workspace, W, B, N, cfg.k, self.resolved_precision(W, max(B, N)))
+        precision = self.resolved_precision(W, max(B, N), B, lambda: first_rows().mean().item())
+        self._workspace = cd_workspace(self._workspace, W, B, N, cfg.k, precision)
         if not cfg.persistent:
             return None, None
         probs = chain_probs_for(self.chain_probs, W, N)
@@ -333,6 +349,8 @@ class ContrastiveDivergence(LearningRule):
                "objective": self.objective}
         if self._precision is not None:  # the precision the products ran in (after the first step)
             rec.update(precision_record(self.config.matmul_precision, self._precision[2], self._precision[0]))
+            if getattr(self, "_step_speedup", None) is not None:  # "auto" decided by timing the steps
+                rec["cd_step_bf16_speedup_measured"] = round(self._step_speedup, 3)
             if self._precision[2] == "full" and torch.device(self._precision[0]).type == "cpu":
                 from genlearn import logistic_kernels, products
 
