@@ -11,6 +11,9 @@ capability >= 8.0); elsewhere oneDNN emulates it, measured 50x slower than float
   and (2) a one-off micro-benchmark, a bfloat16 against a float32 product of a training-like shape
   (100 x 784 @ 784 x 500), finds it at least `AUTO_MIN_SPEEDUP` times faster; else to "full". Products too small
   to gain (under `AUTO_MIN_FLOPS` per product, e.g. the small models of tests) resolve to "full" without measuring.
+  The RBM's CD/PCD rule then checks a "bfloat16" answer on a CPU by timing its two steps
+  (genlearn.learning.cd_precision): its float32 step replaces the products with sparse 0/1 rows by sums of
+  selected rows, which can beat bfloat16's dense products although the product alone runs faster in bfloat16.
 - an explicit "bfloat16" is honoured where it is not slower; where the device is not bfloat16-capable as in (1)
   (no bfloat16 instructions, flags that cannot be read, or torch and oneDNN told to dispatch below them) and the
   measurement finds it slower than float32, it resolves to "full" and warns once
