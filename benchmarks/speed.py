@@ -29,7 +29,9 @@ fit that follows at once), which would otherwise be charged to whichever fit com
 Reported: seconds of each fit per pair, medians over the pairs, the ratio scikit-learn / genlearn (the median of
 the per-pair ratios, with a distribution-free 95% interval for it, common.median_interval: with 5 pairs it is
 the range of the pairs, at 93.8%), the roofline fraction (epoch FLOPs / seconds / the float32 GEMM peak measured here;
-FLOPs = 10 M V H, the 5 products of a CD-1 minibatch as in benchmarks/rbm_speed.py), what "auto" resolved to, and
+FLOPs = 10 M V H, the 5 products of a CD-1 minibatch as in benchmarks/rbm_speed.py), what "auto" resolved to
+(for a product, and for the PCD-1 step, whose bfloat16 step speedup genlearn.learning.cd_precision times where the
+product would pick bfloat16), and
 the machine record (CPU capability, bfloat16 support and measured speedup, the sparse/dense speed ratios of
 the two product kinds at density 0.13, torch
 version, torch and BLAS threads, load average before and after). --threads T sets both torch's threads and
@@ -189,6 +191,13 @@ def main(argv=None) -> int:
            "data": data_desc, "rows": M, "density": float(X.mean()), "hidden": hid, "batch_size": BATCH,
            "pairs": args.pairs, "variants": variants, "settle_seconds": args.settle,
            "arguments": {"n_components": hid, "batch_size": BATCH, "n_iter": 1, "learning_rate": 0.01}}
+    if res["machine"]["matmul_precision_auto"] == "bfloat16":  # the CD rule then decides by timing its steps
+        from genlearn.learning.cd_precision import auto_step_precision
+
+        cd_auto, cd_speedup = auto_step_precision(V, hid, BATCH, BATCH, 1, True, float(X.mean()))
+        res["machine"].update(cd_step_bf16_speedup=round(cd_speedup, 3), matmul_precision_auto_pcd=cd_auto)
+    else:
+        res["machine"].update(cd_step_bf16_speedup=None, matmul_precision_auto_pcd="full")
     shapes = {"2048x2048x2048": (2048, 2048, 2048), "B x V x H": (BATCH, V, hid), "B x H x V": (BATCH, hid, V),
               "V x B x H": (V, BATCH, hid)}
     gf, peak = common.gemm_peak(shapes, seconds=args.gemm_seconds)
@@ -197,7 +206,9 @@ def main(argv=None) -> int:
     res["epoch_flops"] = flops
     print(f"{data_desc}; density {res['density']:.3f}; float32 GEMM peak {peak:.1f} GFLOP/s; machine "
           f"{res['machine']['cpu_capability']}, bf16 speedup {res['machine']['bf16_speedup_measured']}, auto -> "
-          f"{res['machine']['matmul_precision_auto']}; embedding_bag/dense speed at density 0.13: x W "
+          f"{res['machine']['matmul_precision_auto']} for a product, {res['machine']['matmul_precision_auto_pcd']} "
+          f"for the PCD-1 step (its bf16 step speedup {res['machine']['cd_step_bf16_speedup']}); "
+          f"embedding_bag/dense speed at density 0.13: x W "
           f"{res['machine']['sparse_speedup_xW']:.2f}x, x^T P "
           f"{res['machine']['sparse_speedup_statistics']:.2f}x; compiled sums/dense "
           f"{res['machine']['sums_speedup_at_0.13']}; "
