@@ -7,7 +7,7 @@ import torch
 
 from genlearn import timing_cache
 from genlearn.learning import cd_precision as C
-from genlearn.precision import AUTO_MIN_SPEEDUP
+from genlearn.precision import STEP_MIN_SPEEDUP
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_the_speedup_is_remembered_per_shape_and_density_bucket(cache_dir, monke
     assert any(p.name.startswith("timings-cd_precision-") for p in cache_dir.iterdir())
 
 
-@pytest.mark.parametrize("speedup, expected", [(AUTO_MIN_SPEEDUP - 1e-6, "full"), (AUTO_MIN_SPEEDUP, "bfloat16"),
+@pytest.mark.parametrize("speedup, expected", [(STEP_MIN_SPEEDUP - 1e-6, "full"), (STEP_MIN_SPEEDUP, "bfloat16"),
                                                (0.3, "full"), (2.5, "bfloat16")])
 def test_auto_step_precision_needs_the_margin(monkeypatch, speedup, expected):
     monkeypatch.setattr(C, "step_speedup", lambda *a: speedup)

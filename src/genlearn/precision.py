@@ -14,6 +14,9 @@ capability >= 8.0); elsewhere oneDNN emulates it, measured 50x slower than float
   The RBM's CD/PCD rule then checks a "bfloat16" answer on a CPU by timing its two steps
   (genlearn.learning.cd_precision): its float32 step replaces the products with sparse 0/1 rows by sums of
   selected rows, which can beat bfloat16's dense products although the product alone runs faster in bfloat16.
+  The models that resolve "auto" themselves (NADE, MADE, VAE: `resolve_for_model`) are settled the same way by
+  the Trainer before their first epoch (genlearn.learning.model_precision). A timed step keeps bfloat16 at
+  `STEP_MIN_SPEEDUP`.
 - an explicit "bfloat16" is honoured where it is not slower; where the device is not bfloat16-capable as in (1)
   (no bfloat16 instructions, flags that cannot be read, or torch and oneDNN told to dispatch below them) and the
   measurement finds it slower than float32, it resolves to "full" and warns once
@@ -37,6 +40,10 @@ from genlearn.errors import ConfigError
 MATMUL_PRECISIONS = ("auto", "full", "bfloat16")
 #: "auto" picks bfloat16 only when the micro-benchmark finds it at least this much faster than float32
 AUTO_MIN_SPEEDUP = 1.2
+#: "auto" picks bfloat16 where a model's timed training step (genlearn.learning.cd_precision, model_precision) runs
+#: at least this much faster than in float32: a smaller margin than the product's, as both sides time the real work
+#: (a VAE's ELBO step measured 1.15x at two threads on a Zen 4, where its epochs ran 1.1-1.4x faster)
+STEP_MIN_SPEEDUP = 1.1
 #: products with fewer floating-point operations than this (2 m k n) resolve "auto" to "full" without measuring
 AUTO_MIN_FLOPS = 2e7
 #: the shape (m, k, n) of the micro-benchmark: a minibatch of 100 binarized-MNIST rows times a 784 x 500 matrix
@@ -212,7 +219,7 @@ def _reset_for_tests() -> None:
     _WARNED.clear()
 
 
-__all__ = ["AUTO_MIN_FLOPS", "AUTO_MIN_SPEEDUP", "MATMUL_PRECISIONS", "bf16_capable", "bf16_speedup",
-           "check_matmul_precision", "cpu_bf16_supported", "cpu_capability", "cpu_native_bf16",
+__all__ = ["AUTO_MIN_FLOPS", "AUTO_MIN_SPEEDUP", "MATMUL_PRECISIONS", "STEP_MIN_SPEEDUP", "bf16_capable",
+           "bf16_speedup", "check_matmul_precision", "cpu_bf16_supported", "cpu_capability", "cpu_native_bf16",
            "machine_precision_record", "resolve_for_model",
            "measure_bf16_speedup", "precision_record", "resolve_matmul_precision"]

@@ -339,6 +339,8 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
     metrics.update(trainer.rule.describe())
     if getattr(model, "resolved_matmul_precision", None) is not None:  # what matmul_precision "auto" chose
         metrics["matmul_precision_resolved"] = model.resolved_matmul_precision
+        if getattr(model, "step_bf16_speedup_measured", None) is not None:  # decided by timing the steps
+            metrics["step_bf16_speedup_measured"] = model.step_bf16_speedup_measured
     metrics["units"] = "nats per example (bits_per_dim in bits per dimension)"
     metrics["train_seconds"] = trainer.state.train_seconds
     metrics["device"] = str(trainer.device)

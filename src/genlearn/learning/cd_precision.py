@@ -13,7 +13,7 @@ So where the product benchmark would pick bfloat16 on a CPU, the CD rule times t
 
 (each the best of 5 alternating rounds of 4 plain SGD steps, after 3 warm-up steps) on random 0/1 rows
 of the first batch's density (to 0.02) at the rule's shapes (V, H, B, N, k, persistent) and torch's thread count,
-and keeps bfloat16 only when speedup >= precision.AUTO_MIN_SPEEDUP (1.2: it errs towards full precision). The
+and keeps bfloat16 only when speedup >= precision.STEP_MIN_SPEEDUP (1.1: ties go to full precision). The
 value is remembered per machine and software (genlearn.timing_cache; the entry names the step kernels' source
 hash, so that changed kernels are timed again). ~0.1-0.3 s once per machine and shape."""
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from genlearn import timing_cache
-from genlearn.precision import AUTO_MIN_SPEEDUP
+from genlearn.precision import STEP_MIN_SPEEDUP
 
 #: rounds of the timing (alternating float32 / bfloat16; the best round of each counts) and steps per round
 ROUNDS, STEPS_PER_ROUND, WARMUP_STEPS = 5, 4, 3
@@ -105,10 +105,10 @@ def step_speedup(V: int, H: int, B: int, N: int, k: int, persistent: bool, densi
 
 
 def auto_step_precision(V: int, H: int, B: int, N: int, k: int, persistent: bool, density: float) -> tuple:
-    """("bfloat16" or "full", the measured step speedup): bfloat16 only where its step is >= AUTO_MIN_SPEEDUP
+    """("bfloat16" or "full", the measured step speedup): bfloat16 only where its step is >= STEP_MIN_SPEEDUP
     times faster than the float32 step on this CPU."""
     speedup = step_speedup(V, H, B, N, k, persistent, density)
-    return ("bfloat16" if speedup >= AUTO_MIN_SPEEDUP else "full"), speedup
+    return ("bfloat16" if speedup >= STEP_MIN_SPEEDUP else "full"), speedup
 
 
 __all__ = ["auto_step_precision", "density_bucket", "measure_step_speedup", "step_speedup"]
