@@ -58,7 +58,6 @@ def _stepper(V: int, H: int, B: int, N: int, k: int, persistent: bool, density: 
     (W ~ N(0, 0.01^2), b = logit(density), c = 0) on B random 0/1 rows of the density, in `precision`; N
     persistent chains, or (CD) the B rows' own negatives."""
     from genlearn.learning.rbm_gradients import cd_sgd_step, cd_workspace
-    from genlearn.learning.rules import fresh_chain_probs
 
     g = torch.Generator().manual_seed(0)
     W = torch.randn(V, H, generator=g) * 0.01
@@ -69,7 +68,7 @@ def _stepper(V: int, H: int, B: int, N: int, k: int, persistent: bool, density: 
     N = N if persistent else B
     ws = cd_workspace(None, W, B, N, k, precision)
     chains = source[torch.arange(N) % B].clone() if persistent else None
-    state = {"probs": fresh_chain_probs(chains, W, c) if persistent else None}
+    state = {"probs": torch.sigmoid(torch.addmm(c, chains, W)) if persistent else None}  # P(h | chains)
 
     def step():
         cd_sgd_step(W, b, c, source, order, 0.01, k, g, ws, chains, state["probs"], with_value=False)
