@@ -11,7 +11,8 @@ So where the product benchmark would pick bfloat16 on a CPU, the CD rule times t
 
     speedup = t(float32 step) / t(bfloat16 step)
 
-(each the best of 5 alternating rounds of 4 plain SGD steps, after 3 warm-up steps) on random 0/1 rows
+(plain SGD steps, each precision's best of 7 alternating rounds of ~20 ms, after 3 warm-up steps:
+precision.best_step_seconds) on random 0/1 rows
 of the first batch's density (to 0.02) at the rule's shapes (V, H, B, N, k, persistent) and torch's thread count,
 and keeps bfloat16 only when speedup >= precision.STEP_MIN_SPEEDUP (1.1: ties go to full precision). The
 value is remembered per machine and software (genlearn.timing_cache; the entry names the step kernels' source
@@ -20,16 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from pathlib import Path
 
 import torch
 
 from genlearn import timing_cache
-from genlearn.precision import STEP_MIN_SPEEDUP
+from genlearn.precision import STEP_MIN_SPEEDUP, best_step_seconds
 
-#: rounds of the timing (alternating float32 / bfloat16; the best round of each counts) and steps per round
-ROUNDS, STEPS_PER_ROUND, WARMUP_STEPS = 5, 4, 3
+#: warm-up steps of each precision before the timing (kernel loads, the products' library choices)
+WARMUP_STEPS = 3
 
 
 def density_bucket(density: float) -> float:
@@ -80,17 +80,8 @@ def _stepper(V: int, H: int, B: int, N: int, k: int, persistent: bool, density: 
 
 def measure_step_speedup(V: int, H: int, B: int, N: int, k: int, persistent: bool, density: float) -> float:
     """t(float32 step) / t(bfloat16 step) on this CPU (> 1: bfloat16 faster), timed as the module docstring says."""
-    steps = {p: _stepper(V, H, B, N, k, persistent, density, p) for p in ("full", "bfloat16")}
-    best = {p: float("inf") for p in steps}
-    for step in steps.values():
-        for _ in range(WARMUP_STEPS):
-            step()
-    for _ in range(ROUNDS):
-        for p, step in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(STEPS_PER_ROUND):
-                step()
-            best[p] = min(best[p], (time.perf_counter() - t0) / STEPS_PER_ROUND)
+    best = best_step_seconds({p: _stepper(V, H, B, N, k, persistent, density, p) for p in ("full", "bfloat16")},
+                             warmup=WARMUP_STEPS)
     return best["full"] / max(best["bfloat16"], 1e-9)
 
 

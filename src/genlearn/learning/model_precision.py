@@ -9,7 +9,8 @@ though IWAE-50's took 0.67-0.78x (benchmarks/RESULTS.md, 2026-12-06). So, before
 product timing would pick bfloat16 on a CPU, the Trainer calls `settle_auto_precision`: the rule's step
 (compute_gradient on the first batch) is timed on deep copies of the model and the rule in each precision,
 
-    speedup = t(float32 step) / t(bfloat16 step)    (the best of 5 alternating rounds of 2 steps, after 2 warm-ups)
+    speedup = t(float32 step) / t(bfloat16 step)    (precision.best_step_seconds: the best of 7 alternating rounds
+                                                     of ~20 ms, after 2 warm-up steps)
 
 and the model keeps bfloat16 only where speedup >= precision.STEP_MIN_SPEEDUP (1.1). The copies and their own
 random generator leave the model, the rule and the run's random numbers as they were: training continues exactly
@@ -22,7 +23,6 @@ import copy
 import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,8 +30,8 @@ import torch
 from genlearn import precision, timing_cache
 from genlearn.precision import STEP_MIN_SPEEDUP
 
-#: rounds of the timing (alternating float32 / bfloat16; the best round of each counts), steps per round, warm-ups
-ROUNDS, STEPS_PER_ROUND, WARMUP_STEPS = 5, 2, 2
+#: warm-up steps of each precision before the timing
+WARMUP_STEPS = 2
 
 
 def _copy_in(model, rule, precision: str | None):
@@ -45,10 +45,18 @@ def _copy_in(model, rule, precision: str | None):
     return m, r
 
 
-def _step(model, rule, batch: torch.Tensor, generator: torch.Generator) -> None:
+def _step(model, rule, batch: torch.Tensor, generator: torch.Generator, update: bool = False) -> None:
+    """The rule's compute_gradient on a copy; with `update` a tiny plain SGD step after it (theta -= 1e-7 g), so
+    that, as in training, the parameters change between steps (what a step caches per parameter version is
+    rebuilt, as it is in training)."""
     for p in model.parameters():
         p.grad = None
     rule.compute_gradient(model, batch, generator)
+    if update:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.sub_(p.grad, alpha=1e-7)
 
 
 def product_choice(model, rule, batch: torch.Tensor) -> str | None:
@@ -62,16 +70,9 @@ def measure_step_speedup(model, rule, batch: torch.Tensor) -> float:
     """t(float32 step) / t(bfloat16 step) of the rule's compute_gradient on `batch`, on copies (> 1: bfloat16
     faster)."""
     runs = {p: (*_copy_in(model, rule, p), torch.Generator().manual_seed(0)) for p in ("full", "bfloat16")}
-    for m, r, g in runs.values():
-        for _ in range(WARMUP_STEPS):
-            _step(m, r, batch, g)
-    best = {p: float("inf") for p in runs}
-    for _ in range(ROUNDS):
-        for p, (m, r, g) in runs.items():
-            t0 = time.perf_counter()
-            for _ in range(STEPS_PER_ROUND):
-                _step(m, r, batch, g)
-            best[p] = min(best[p], (time.perf_counter() - t0) / STEPS_PER_ROUND)
+    best = precision.best_step_seconds(
+        {p: (lambda run=run: _step(run[0], run[1], batch, run[2], update=True)) for p, run in runs.items()},
+        warmup=WARMUP_STEPS)
     return best["full"] / max(best["bfloat16"], 1e-9)
 
 
