@@ -136,29 +136,6 @@ def measure_bf16_speedup(device_type: str = "cpu", shape: tuple = BENCH_SHAPE, s
     return best[torch.float32] / best[torch.bfloat16]
 
 
-def best_step_seconds(steps: dict, rounds: int = 7, round_seconds: float = 0.02, warmup: int = 2) -> dict:
-    """{name: the best seconds per call} of each function in `steps` (no arguments), after `warmup` calls of each,
-    timed in `rounds` alternating rounds of about round_seconds each (at least one call per round; the count per
-    round from one timed call). The best round of each counts: robust to other jobs' load, and the alternation
-    exposes both to the same drift of the machine."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    reps = {}
-    for name, step in steps.items():
-        t0 = time.perf_counter()
-        step()
-        reps[name] = max(1, min(1000, int(round_seconds / max(time.perf_counter() - t0, 1e-7))))
-    best = {name: float("inf") for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(reps[name]):
-                step()
-            best[name] = min(best[name], (time.perf_counter() - t0) / reps[name])
-    return best
-
-
 def bf16_speedup(device_type: str = "cpu") -> float:
     """`measure_bf16_speedup` on the device, measured once per process (cached); on a CPU without the capability
     (bfloat16 emulated) on the smaller EMULATED_BENCH_SHAPE with less timing (~0.09 s instead of ~0.45 s on an
@@ -243,6 +220,6 @@ def _reset_for_tests() -> None:
 
 
 __all__ = ["AUTO_MIN_FLOPS", "AUTO_MIN_SPEEDUP", "MATMUL_PRECISIONS", "STEP_MIN_SPEEDUP", "bf16_capable",
-           "best_step_seconds", "bf16_speedup", "check_matmul_precision", "cpu_bf16_supported", "cpu_capability",
+           "bf16_speedup", "check_matmul_precision", "cpu_bf16_supported", "cpu_capability",
            "cpu_native_bf16", "machine_precision_record", "measure_bf16_speedup", "precision_record",
            "resolve_for_model", "resolve_matmul_precision"]

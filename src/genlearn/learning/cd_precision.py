@@ -11,8 +11,8 @@ So where the product benchmark would pick bfloat16 on a CPU, the CD rule times t
 
     speedup = t(float32 step) / t(bfloat16 step)
 
-(plain SGD steps, each precision's best of 7 alternating rounds of ~20 ms, after 3 warm-up steps:
-precision.best_step_seconds) on random 0/1 rows
+(plain SGD steps, each precision's best of 5 alternating rounds of ~30 ms, after 3 warm-up steps:
+genlearn.kernel_timing.best_seconds) on random 0/1 rows
 of the first batch's density (to 0.02) at the rule's shapes (V, H, B, N, k, persistent) and torch's thread count,
 and keeps bfloat16 only when speedup >= precision.STEP_MIN_SPEEDUP (1.1: ties go to full precision). The
 value is remembered per machine and software (genlearn.timing_cache; the entry names the step kernels' source
@@ -26,10 +26,12 @@ from pathlib import Path
 import torch
 
 from genlearn import timing_cache
-from genlearn.precision import STEP_MIN_SPEEDUP, best_step_seconds
+from genlearn.kernel_timing import best_seconds
+from genlearn.precision import STEP_MIN_SPEEDUP
 
-#: warm-up steps of each precision before the timing (kernel loads, the products' library choices)
-WARMUP_STEPS = 3
+#: warm-up steps of each precision before the timing (kernel loads, the products' library choices), and the
+#: timing's seconds in all (kernel_timing.best_seconds: 5 alternating rounds, at least 2 steps per round)
+WARMUP_STEPS, TIMING_SECONDS = 3, 0.3
 
 
 def density_bucket(density: float) -> float:
@@ -80,8 +82,11 @@ def _stepper(V: int, H: int, B: int, N: int, k: int, persistent: bool, density: 
 
 def measure_step_speedup(V: int, H: int, B: int, N: int, k: int, persistent: bool, density: float) -> float:
     """t(float32 step) / t(bfloat16 step) on this CPU (> 1: bfloat16 faster), timed as the module docstring says."""
-    best = best_step_seconds({p: _stepper(V, H, B, N, k, persistent, density, p) for p in ("full", "bfloat16")},
-                             warmup=WARMUP_STEPS)
+    steps = {p: _stepper(V, H, B, N, k, persistent, density, p) for p in ("full", "bfloat16")}
+    for step in steps.values():
+        for _ in range(WARMUP_STEPS):
+            step()
+    best = best_seconds(steps, seconds=TIMING_SECONDS)
     return best["full"] / max(best["bfloat16"], 1e-9)
 
 

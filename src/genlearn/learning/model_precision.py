@@ -9,8 +9,8 @@ though IWAE-50's took 0.67-0.78x (benchmarks/RESULTS.md, 2026-12-06). So, before
 product timing would pick bfloat16 on a CPU, the Trainer calls `settle_auto_precision`: the rule's step
 (compute_gradient on the first batch) is timed on deep copies of the model and the rule in each precision,
 
-    speedup = t(float32 step) / t(bfloat16 step)    (precision.best_step_seconds: the best of 7 alternating rounds
-                                                     of ~20 ms, after 2 warm-up steps)
+    speedup = t(float32 step) / t(bfloat16 step)    (kernel_timing.best_seconds: the best of 5 alternating rounds
+                                                     of ~30 ms, after 2 warm-up steps)
 
 and the model keeps bfloat16 only where speedup >= precision.STEP_MIN_SPEEDUP (1.1). The copies and their own
 random generator leave the model, the rule and the run's random numbers as they were: training continues exactly
@@ -28,10 +28,12 @@ from pathlib import Path
 import torch
 
 from genlearn import precision, timing_cache
+from genlearn.kernel_timing import best_seconds
 from genlearn.precision import STEP_MIN_SPEEDUP
 
-#: warm-up steps of each precision before the timing
-WARMUP_STEPS = 2
+#: warm-up steps of each precision before the timing, and the timing's seconds in all (kernel_timing.best_seconds:
+#: 5 alternating rounds, at least 2 steps per round)
+WARMUP_STEPS, TIMING_SECONDS = 2, 0.3
 
 
 def _copy_in(model, rule, precision: str | None):
@@ -70,9 +72,11 @@ def measure_step_speedup(model, rule, batch: torch.Tensor) -> float:
     """t(float32 step) / t(bfloat16 step) of the rule's compute_gradient on `batch`, on copies (> 1: bfloat16
     faster)."""
     runs = {p: (*_copy_in(model, rule, p), torch.Generator().manual_seed(0)) for p in ("full", "bfloat16")}
-    best = precision.best_step_seconds(
-        {p: (lambda run=run: _step(run[0], run[1], batch, run[2], update=True)) for p, run in runs.items()},
-        warmup=WARMUP_STEPS)
+    steps = {p: (lambda run=run: _step(run[0], run[1], batch, run[2], update=True)) for p, run in runs.items()}
+    for step in steps.values():
+        for _ in range(WARMUP_STEPS):
+            step()
+    best = best_seconds(steps, seconds=TIMING_SECONDS)
     return best["full"] / max(best["bfloat16"], 1e-9)
 
 
