@@ -46,8 +46,10 @@ def machine(monkeypatch):
         monkeypatch.setattr(cd_precision, "step_speedup", measure_steps)
         return state
 
+    cd_precision._WARNED.clear()
     yield configure
     P._reset_for_tests()
+    cd_precision._WARNED.clear()
 
 
 def test_auto_is_full_where_bfloat16_is_emulated_without_measuring(machine):
@@ -160,14 +162,31 @@ def test_auto_for_the_cd_rule_follows_the_timed_steps_not_the_product(machine, s
     assert rec["bf16_speedup_measured"] == 2.4  # the product's timing, recorded beside the steps'
 
 
-@pytest.mark.parametrize("requested", ["full", "bfloat16"])
-def test_explicit_precisions_never_time_the_steps(machine, requested):
+def test_explicit_full_never_times_the_steps(machine):
     state = machine(capability="AVX512", supported=True, speedup=2.4, native=True, step_speedup=0.5)
-    rule = make_rule("contrastive-divergence", {"matmul_precision": requested})
+    rule = make_rule("contrastive-divergence", {"matmul_precision": "full"})
     x = (torch.rand(100, 784, generator=torch.Generator().manual_seed(0)) < 0.13).float()
     rule.compute_gradient(RBM(784, 500, seed=0), x, torch.Generator().manual_seed(1))
     assert state.get("steps_measured", 0) == 0
-    assert rule.describe()["matmul_precision_resolved"] == requested
+    assert rule.describe()["matmul_precision_resolved"] == "full"
+
+
+@pytest.mark.parametrize("step_speedup, warns", [(0.78, True), (1.0, False), (1.6, False)])
+def test_explicit_native_bfloat16_is_honoured_and_a_slower_step_warned_once(machine, step_speedup, warns):
+    state = machine(capability="AVX512", supported=True, speedup=2.4, native=True, step_speedup=step_speedup)
+    x = (torch.rand(100, 784, generator=torch.Generator().manual_seed(0)) < 0.13).float()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # two rules, one process: one warning
+            rule = make_rule("contrastive-divergence", {"matmul_precision": "bfloat16"})
+            rule.compute_gradient(RBM(784, 500, seed=0), x, torch.Generator().manual_seed(1))
+    said = [str(w.message) for w in caught if "CD step measured" in str(w.message)]
+    assert len(said) == (1 if warns else 0)
+    if warns:
+        assert "1.28x slower than in float32" in said[0] and "'auto' would choose float32" in said[0]
+    assert state["steps_measured"] == 2 and "weight_low" in rule._workspace
+    rec = rule.describe()
+    assert rec["matmul_precision_resolved"] == "bfloat16" and rec["cd_step_bf16_speedup_measured"] == step_speedup
 
 
 def test_sklearn_reports_the_resolved_precision(machine):

@@ -16,11 +16,13 @@ genlearn.kernel_timing.best_seconds) on random 0/1 rows
 of the first batch's density (to 0.02) at the rule's shapes (V, H, B, N, k, persistent) and torch's thread count,
 and keeps bfloat16 only when speedup >= precision.STEP_MIN_SPEEDUP (1.1: ties go to full precision). The
 value is remembered per machine and software (genlearn.timing_cache; the entry names the step kernels' source
-hash, so that changed kernels are timed again). ~0.1-0.3 s once per machine and shape."""
+hash, so that changed kernels are timed again). ~0.3 s once per machine and shape. An explicit "bfloat16" (native
+here) is timed the same way and honoured, with one warning where its step is the slower (`warn_if_slower`)."""
 from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -99,6 +101,20 @@ def step_speedup(V: int, H: int, B: int, N: int, k: int, persistent: bool, densi
                                          lambda: measure_step_speedup(V, H, B, N, k, persistent, d)))
 
 
+_WARNED: set = set()
+
+
+def warn_if_slower(speedup: float) -> None:
+    """One RuntimeWarning per process where an explicit bfloat16 CD step was timed slower than the float32 one
+    (speedup < 1): it runs as asked, and the warning names the slowdown and what "auto" would do."""
+    if speedup < 1.0 and "slower" not in _WARNED:
+        _WARNED.add("slower")
+        warnings.warn(f"matmul_precision='bfloat16': the CD step measured {1.0 / speedup:.2f}x slower than in float32 "
+                      f"on this CPU (the float32 step's products with the sparse 0/1 rows are sums of selected rows); "
+                      f"training runs bfloat16 as asked, and matmul_precision='auto' would choose float32 here",
+                      RuntimeWarning, stacklevel=3)
+
+
 def auto_step_precision(V: int, H: int, B: int, N: int, k: int, persistent: bool, density: float) -> tuple:
     """("bfloat16" or "full", the measured step speedup): bfloat16 only where its step is >= STEP_MIN_SPEEDUP
     times faster than the float32 step on this CPU."""
@@ -106,4 +122,4 @@ def auto_step_precision(V: int, H: int, B: int, N: int, k: int, persistent: bool
     return ("bfloat16" if speedup >= STEP_MIN_SPEEDUP else "full"), speedup
 
 
-__all__ = ["auto_step_precision", "density_bucket", "measure_step_speedup", "step_speedup"]
+__all__ = ["auto_step_precision", "density_bucket", "measure_step_speedup", "step_speedup", "warn_if_slower"]

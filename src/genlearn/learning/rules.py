@@ -177,22 +177,28 @@ class ContrastiveDivergence(LearningRule):
         its batch size), so a short last batch of an epoch keeps the precision of the others. On a CPU, where the
         product's timing would pick bfloat16 for "auto", the step itself decides (genlearn.learning.cd_precision:
         the float32 step's sums over sparse 0/1 rows can beat bfloat16's dense products): `batch` (B) and
-        `density()` (the first batch's fraction of ones) give its shapes; without them the product decides."""
-        from genlearn.precision import resolve_matmul_precision
+        `density()` (the first batch's fraction of ones) give its shapes; without them the product decides. An
+        explicit "bfloat16" that runs natively is honoured, and warned about once where its step was timed slower
+        than the float32 step."""
+        from genlearn.precision import AUTO_MIN_FLOPS, resolve_matmul_precision
 
         if self._precision is None or self._precision[0] != W.device:
             flops = 2.0 * rows * W.shape[0] * W.shape[1]
             requested = self.config.matmul_precision
             resolved = resolve_matmul_precision(requested, W.device, flops)
             self._step_speedup = None
-            if requested == "auto" and resolved == "bfloat16" and W.device.type == "cpu" and batch is not None \
+            if resolved == "bfloat16" and flops >= AUTO_MIN_FLOPS and W.device.type == "cpu" and batch is not None \
                     and density is not None and W.dtype == torch.float32:
-                from genlearn.learning.cd_precision import auto_step_precision
+                from genlearn.learning import cd_precision
 
                 cfg = self.config
-                n = cfg.n_chains if cfg.persistent else batch
-                resolved, self._step_speedup = auto_step_precision(W.shape[0], W.shape[1], batch, n, cfg.k,
-                                                                   cfg.persistent, float(density()))
+                shape = (W.shape[0], W.shape[1], batch, cfg.n_chains if cfg.persistent else batch, cfg.k,
+                         cfg.persistent, float(density()))
+                if requested == "auto":
+                    resolved, self._step_speedup = cd_precision.auto_step_precision(*shape)
+                else:  # explicit: honoured; a slower step is said once
+                    self._step_speedup = cd_precision.step_speedup(*shape)
+                    cd_precision.warn_if_slower(self._step_speedup)
             self._precision = (W.device, rows, resolved)
         return self._precision[2]
 
