@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import genlearn.precision as P
+from genlearn import timing_cache
 from genlearn.errors import ConfigError
 from genlearn.learning import cd_precision
 from genlearn.learning.legacy import rule_from_legacy_config
@@ -25,6 +26,8 @@ BIG = 2.0 * 100 * 784 * 500  # the flops of a training product of binarized MNIS
 def machine(monkeypatch):
     """Mock the CPU: set capability, oneDNN bf16 support and the measured bf16 speedup; counts measurements."""
     P._reset_for_tests()
+    monkeypatch.setenv(timing_cache.ENV, "off")  # every process measures: the mocked timing is what counts
+    timing_cache._reset_for_tests()
     state = {"measured": 0}
 
     def configure(capability="AVX512", supported=True, speedup=2.0, native=None, step_speedup=None):
@@ -50,6 +53,7 @@ def machine(monkeypatch):
     yield configure
     P._reset_for_tests()
     cd_precision._WARNED.clear()
+    timing_cache._reset_for_tests()
 
 
 def test_auto_is_full_where_bfloat16_is_emulated_without_measuring(machine):
@@ -119,6 +123,26 @@ def test_unknown_precision_is_one_config_error():
 def test_the_measurement_is_real_and_positive():
     s = P.measure_bf16_speedup("cpu", shape=(8, 16, 8), seconds=0.002)
     assert math.isfinite(s) and s > 0
+
+
+def test_the_cpu_speedup_is_remembered_per_machine_and_thread_count(monkeypatch, tmp_path):
+    monkeypatch.setenv(timing_cache.ENV, str(tmp_path))
+    timing_cache._reset_for_tests()
+    P._reset_for_tests()
+    calls = []
+    monkeypatch.setattr(P, "bf16_capable", lambda device_type="cpu": True)
+    monkeypatch.setattr(P, "measure_bf16_speedup", lambda *a, **k: calls.append(k.get("shape")) or 2.5)
+    try:
+        assert P.bf16_speedup("cpu") == 2.5 and calls == [P.BENCH_SHAPE]
+        P._reset_for_tests()
+        timing_cache._reset_for_tests()  # a new process on the same machine: read back, not measured
+        assert P.bf16_speedup("cpu") == 2.5 and len(calls) == 1
+        P._reset_for_tests()
+        torch.set_num_threads(2)  # another thread count: measured again
+        assert P.bf16_speedup("cpu") == 2.5 and len(calls) == 2
+    finally:
+        P._reset_for_tests()
+        timing_cache._reset_for_tests()
 
 
 @pytest.mark.parametrize("speedup, expected", [(2.0, "bfloat16"), (0.02, "full")])

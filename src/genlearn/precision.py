@@ -5,7 +5,8 @@
 only faster where the hardware has bfloat16 dot products (CPUs with AVX512-BF16 or AMX, CUDA GPUs of compute
 capability >= 8.0); elsewhere oneDNN emulates it, measured 50x slower than float32 on an AVX2 CPU. So:
 
-- "auto" resolves, once per process and device, to "bfloat16" only when (1) the device can run it natively (CPU:
+- "auto" resolves, once per process and device (the CPU's timing remembered per machine, genlearn.timing_cache),
+  to "bfloat16" only when (1) the device can run it natively (CPU:
   torch's kernel capability is AVX512 or better, oneDNN reports bfloat16 support and, where /proc/cpuinfo can be
   read, the CPU has avx512_bf16 or amx_bf16; CUDA: capability >= 8.0)
   and (2) a one-off micro-benchmark, a bfloat16 against a float32 product of a training-like shape
@@ -137,14 +138,20 @@ def measure_bf16_speedup(device_type: str = "cpu", shape: tuple = BENCH_SHAPE, s
 
 
 def bf16_speedup(device_type: str = "cpu") -> float:
-    """`measure_bf16_speedup` on the device, measured once per process (cached); on a CPU without the capability
-    (bfloat16 emulated) on the smaller EMULATED_BENCH_SHAPE with less timing (~0.09 s instead of ~0.45 s on an
-    AVX2 core: an explicit bfloat16 there pays it in its first epoch)."""
+    """`measure_bf16_speedup` on the device, once per process; on a CPU remembered per machine, software and thread
+    count (genlearn.timing_cache: ~0.09 s less in the first epoch of every later process on a 2-core Zen 4), and
+    without the capability (bfloat16 emulated) on the smaller EMULATED_BENCH_SHAPE with less timing (~0.09 s
+    instead of ~0.45 s on an AVX2 core: an explicit bfloat16 there pays it in its first epoch)."""
     if device_type not in _SPEEDUP_CACHE:
-        if device_type != "cpu" or bf16_capable("cpu"):
+        if device_type != "cpu":
             _SPEEDUP_CACHE[device_type] = measure_bf16_speedup(device_type)
         else:
-            _SPEEDUP_CACHE[device_type] = measure_bf16_speedup(device_type, shape=EMULATED_BENCH_SHAPE, seconds=0.02)
+            from genlearn import timing_cache
+
+            shape, seconds = (BENCH_SHAPE, 0.05) if bf16_capable("cpu") else (EMULATED_BENCH_SHAPE, 0.02)
+            entry = f"bf16 product speedup {shape[0]}x{shape[1]}x{shape[2]} threads={torch.get_num_threads()}"
+            _SPEEDUP_CACHE[device_type] = float(timing_cache.remembered(
+                __file__, entry, lambda: measure_bf16_speedup("cpu", shape=shape, seconds=seconds)))
     return _SPEEDUP_CACHE[device_type]
 
 
