@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+
+from genlearn.bench import (  # noqa: F401  (the machine, the GEMM peak, the median's interval: also `genlearn bench`'s)
+    ISA_VARIABLES, gemm_gflops, gemm_peak, machine_record, median_interval)
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
@@ -22,68 +23,9 @@ DEFAULT_DATA_DIR = BENCHMARKS.parents[1] / "shared" / "data"
 
 
 # -- the machine -------------------------------------------------------------------------------------------------
-def machine_record() -> dict:
-    """Platform, cores, torch version, the CPU kernels torch dispatches to (e.g. AVX512) and whether oneDNN supports
-    bfloat16 on it, threads, date, and any instruction-set override in the environment (ISA_VARIABLES)."""
-    from genlearn.precision import cpu_bf16_supported
-
-    return {"cpu_bf16_supported": cpu_bf16_supported(),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
-            "platform": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_at_start": list(os.getloadavg()),
-            # instruction-set overrides (e.g. an AVX2 machine emulated on an AVX-512 one) and genlearn's product library
-            "isa_overrides": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ},
-            **_products_record()}
-
-
-def _products_record() -> dict:
-    from genlearn import numerics, products
-
-    return {**products.record(), "elementwise": numerics.elementwise_record()}
-
-
-#: environment variables that make torch, oneDNN, MKL, OpenBLAS and numba dispatch to a lower instruction set
-ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
-                 "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "GENLEARN_FLOAT32_PRODUCTS",
-                 "GENLEARN_ELEMENTWISE")
-
-
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
-
-
-# -- GEMM peak ---------------------------------------------------------------------------------------------------
-def gemm_gflops(m: int, k: int, n: int, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
-    """Throughput of the faster of torch.mm and, for float32, oneDNN's product (genlearn.products: twice torch.mm's
-    on AMD CPUs, whose MKL path is slower) for (m x k) @ (k x n) in GFLOP/s (2 m k n per product), each timed for
-    `seconds` after a warm-up product, the output written in place: the machine's peak, not one library's."""
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    out = torch.empty(m, n, dtype=dtype)
-    best = _gemm_rate(lambda: torch.mm(a, b, out=out), m, k, n, seconds)
-    if dtype == torch.float32:
-        from genlearn import products
-
-        if products.onednn_available():
-            best = max(best, _gemm_rate(lambda: out.copy_(products.onednn_mm(a, b)), m, k, n, seconds))
-    return best
-
-
-def _gemm_rate(product, m: int, k: int, n: int, seconds: float) -> float:
-    product()
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        product()
-        reps += 1
-    return 2.0 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
-
-
-def gemm_peak(shapes: dict, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> tuple[dict, float]:
-    """GFLOP/s of each named (m, k, n) shape and the best of them (the roofline of a run)."""
-    gf = {name: gemm_gflops(*shape, seconds=seconds, dtype=dtype) for name, shape in shapes.items()}
-    return gf, max(gf.values())
 
 
 # -- results -----------------------------------------------------------------------------------------------------
@@ -127,27 +69,6 @@ def write_results(path, results: dict, merge_depth: int = 0) -> Path:
     tmp.write_text(json.dumps(_json_safe(results), indent=1, default=str) + "\n")
     tmp.replace(path)
     return path
-
-
-# -- statistics --------------------------------------------------------------------------------------------------
-def median_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """A distribution-free confidence interval for the median of the population the values were drawn from
-    (independent draws): the order statistics [x_(j), x_(n+1-j)] with the largest j whose coverage
-    1 - 2 P(Binomial(n, 1/2) < j) is at least `level` (exact, whatever the distribution). Returns (low, high,
-    coverage); with too few values for `level` (5 pairs reach 93.8% at most, 6 reach 96.9%), (min, max) and its
-    coverage 1 - 2^(1-n)."""
-    x = sorted(float(v) for v in values)
-    n = len(x)
-    if n == 0:
-        raise ValueError("median_interval needs at least one value")
-
-    def coverage(j: int) -> float:
-        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(j)) / 2.0 ** n
-
-    j = 1
-    while j + 1 <= (n + 1) // 2 and coverage(j + 1) >= level:
-        j += 1
-    return x[j - 1], x[n - j], coverage(j)
 
 
 # -- flags -------------------------------------------------------------------------------------------------------

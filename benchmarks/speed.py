@@ -7,6 +7,11 @@ the data folder is absent, 60,000 random rows of density 0.13 (binarized MNIST's
     .venv/bin/python benchmarks/speed.py [--pairs 5] [--threads 2] [--rows 60000] [--variants auto,full]
     .venv/bin/python benchmarks/speed.py --smoke --out /tmp/speed.json        # seconds: small sizes
 
+`genlearn bench` (genlearn.bench, whose timing helpers this script uses) makes the same comparison through the
+product for any data set: `genlearn bench --data mnist:binarize=threshold,valid=0 --data-dir DIR --threads 2 --cli`
+times the same 60,000 rows with the wrapper ("auto"), scikit-learn and `genlearn fit rbm`. This script adds the
+variants below, the sums' machine record and --pool.
+
 genlearn variants (each timed in every pair, the order of the fits alternating from pair to pair):
 - auto: the default matmul_precision="auto" (bfloat16 products only where this machine runs them faster);
 - full: float32 products (products with a sparse 0/1 operand as compiled sums of selected rows where this
@@ -48,7 +53,6 @@ import gzip
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -89,12 +93,6 @@ def load_rows(data_dir: Path, rows: int, smoke: bool) -> tuple[np.ndarray, str]:
         return X[:rows], f"MNIST training images binarized at 0.5 ({path}), first {min(rows, len(X))} rows"
     X = (np.random.default_rng(0).random((rows, V)) < 0.13).astype(np.float32)
     return X, "random 0/1 rows of density 0.13 (MNIST data folder absent or --smoke)"
-
-
-def fit_seconds(make, X) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    est = make().fit(X)
-    return time.perf_counter() - t0, est
 
 
 def pair_ratios(results: dict, variant: str) -> list:
@@ -173,6 +171,7 @@ def main(argv=None) -> int:
     import genlearn.binary_kernels as bk
     import genlearn.cd_kernels as cd_kernels
     import genlearn.binary_products as bp
+    from genlearn import bench
     from genlearn.precision import machine_precision_record
     from genlearn.sklearn import BernoulliRBM as GlRBM
 
@@ -226,7 +225,8 @@ def main(argv=None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             try:
-                secs, est = fit_seconds(lambda: GlRBM(**args_common, random_state=seed, matmul_precision=precision), X)
+                secs, est = bench.fit_seconds(
+                    lambda: GlRBM(**args_common, random_state=seed, matmul_precision=precision), X)
             finally:
                 bk.ENABLED = cd_kernels.ENABLED = True
         for w in caught:
@@ -241,21 +241,14 @@ def main(argv=None) -> int:
     def cli_fit(seed: int) -> float:
         """The child's train_seconds (the epoch alone); its wall seconds go to res["cli_wall_seconds"]."""
         out = Path(tmp.name) / f"run{seed}"
-        cmd = [sys.executable, "-m", "genlearn", "fit", "rbm", "--data", str(Path(tmp.name) / "rows.npz"),
-               "--hidden", str(hid), "--gradient", "pcd", "--n-chains", str(BATCH), "--k", "1", "--optimizer", "sgd",
-               "--lr", "0.01", "--batch-size", str(BATCH), "--epochs", "1", "--seed", str(seed), "--ais-steps", "100",
-               "--ais-chains", "10", "--quiet", "--out", str(out)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        res.setdefault("cli_wall_seconds", []).append(time.perf_counter() - t0)
-        metrics = json.loads((out / "metrics.json").read_text())
-        resolved["cli"] = metrics.get("matmul_precision_resolved")
+        cmd = bench.cli_command(Path(tmp.name) / "rows.npz", out, hid, BATCH, 0.01, seed, args.threads, "auto")
+        child = bench.cli_fit(cmd, out)
+        res.setdefault("cli_wall_seconds", []).append(child["wall_seconds"])
+        resolved["cli"] = child["matmul_precision_resolved"]
         # one-off timings the child read from this machine's timing cache (genlearn.timing_cache) instead of measuring
-        res.setdefault("cli_timings_remembered", []).append(metrics.get("timings_remembered"))
+        res.setdefault("cli_timings_remembered", []).append(child["timings_remembered"])
         res["cli_command"] = " ".join(cmd[1:])
-        return float(metrics["train_seconds"])
+        return child["train_seconds"]
 
     times = {"sklearn": [], **{v: [] for v in variants}}
     resolved = {}
@@ -267,7 +260,7 @@ def main(argv=None) -> int:
         for who in order:
             time.sleep(args.settle)  # threads the previous fit left spinning (numpy's OpenBLAS) go to sleep first
             if who == "sklearn":
-                secs = fit_seconds(lambda: SkRBM(**args_common, random_state=i), X)[0]
+                secs = bench.fit_seconds(lambda: SkRBM(**args_common, random_state=i), X)[0]
             elif who == "cli":
                 secs = cli_fit(i)
             else:

@@ -50,7 +50,7 @@ LAYERS = [
     ("evaluation", ["genlearn.evaluation"]),
     ("outputs", ["genlearn.plots", "genlearn.report", "genlearn.report.*"]),
     ("runs", ["genlearn.runs", "genlearn.checks", "genlearn.recipes", "genlearn.recipes.*"]),
-    ("apps", ["genlearn", "genlearn.cli", "genlearn.sklearn", "genlearn.demo", "genlearn.demo_latent",
+    ("apps", ["genlearn", "genlearn.cli", "genlearn.sklearn", "genlearn.bench", "genlearn.demo", "genlearn.demo_latent",
               "genlearn.__main__", "genlearn.tune", "genlearn.tune_refit", "genlearn.refit"]),
 ]
 

@@ -161,6 +161,33 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list the named data sets")
     sub.add_parser("models", help="list the model families")
 
+    p = sub.add_parser("bench", help="time genlearn's RBM against scikit-learn's, side by side (PCD-1 epochs)",
+                       description="One PCD-1 epoch of genlearn.sklearn.BernoulliRBM against scikit-learn's "
+                                   "BernoulliRBM with the same arguments, in interleaved pairs in one process; "
+                                   "prints each pair, the median ratio with its 95%% interval, the roofline "
+                                   "fractions and the machine record. The rows are --data's training rows (0/1), "
+                                   "by default 60,000 random rows of 784 pixels at density 0.13 (binarized MNIST's "
+                                   "shape and density).")
+    if only in (None, "bench"):
+        _data_args(p)
+        p.add_argument("--rows", type=int, default=None, metavar="N", help="the first N rows (default: all)")
+        p.add_argument("--hidden", type=int, default=500, help="n_components of both (default 500)")
+        p.add_argument("--batch-size", type=int, default=100, help="batch_size of both (default 100)")
+        p.add_argument("--lr", type=float, default=0.01, help="learning_rate of both (default 0.01)")
+        p.add_argument("--pairs", type=int, default=5, help="interleaved pairs of fits (default 5)")
+        p.add_argument("--matmul-precision", choices=("auto", "full", "bfloat16"), default="auto",
+                       help="genlearn's product precision (default auto: bfloat16 only where it runs faster here)")
+        p.add_argument("--cli", action="store_true",
+                       help="also time the same epoch through `genlearn fit rbm` in a child process")
+        p.add_argument("--settle", type=float, default=0.5, metavar="SECONDS",
+                       help="idle seconds before each fit, not timed (default 0.5)")
+        p.add_argument("--threads", type=int, metavar="N", default=None,
+                       help="threads for torch and for numpy's BLAS (scikit-learn) alike (default: as they are)")
+        p.add_argument("--gemm-seconds", type=float, default=0.5, metavar="SECONDS",
+                       help="timing of each GEMM shape for the float32 peak (the roofline; default 0.5)")
+        p.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON to FILE")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
     p = sub.add_parser("demo", help="the framework's story on the embedded data, with a report folder")
     if only in (None, "demo"):
         _threads_arg(p)
@@ -527,6 +554,43 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from genlearn import bench
+
+    if args.rows is not None and args.rows < 1:
+        raise ConfigError(f"--rows must be >= 1 (got {args.rows})")
+    if not args.gemm_seconds > 0.0:
+        raise ConfigError(f"--gemm-seconds must be > 0 (got {args.gemm_seconds})")
+    bench.check_settings(args.rows or args.batch_size, args.hidden, args.batch_size, args.lr, args.pairs,
+                         args.settle, args.matmul_precision)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.exists() and not args.overwrite:
+            raise RunError(f"{out} exists; choose another --out or pass --overwrite")
+        out.parent.mkdir(parents=True, exist_ok=True)  # before the timing: an unwritable place fails at once
+    if args.data is None:
+        x = bench.synthetic_rows(bench.DEFAULT_ROWS if args.rows is None else args.rows)
+        what = f"random 0/1 rows of {bench.DEFAULT_VISIBLE} pixels at density {bench.DEFAULT_DENSITY}"
+    else:
+        from genlearn.data.registry import load_dataset
+
+        x = load_dataset(args.data, args.data_dir).train[:args.rows].numpy()
+        what = f"{args.data} (training rows)"
+    res = bench.side_by_side(x, hidden=args.hidden, batch_size=args.batch_size, learning_rate=args.lr,
+                             pairs=args.pairs, settle=args.settle, precision=args.matmul_precision, cli=args.cli,
+                             threads=args.threads, gemm_seconds=args.gemm_seconds, data=what,
+                             log=lambda line: print(line, flush=True))
+    res["bench_arguments"] = {k: v for k, v in vars(args).items() if k != "command"}
+    for line in bench.summary_lines(res):
+        print(line)
+    if out is not None:
+        from genlearn.learning.checkpoint import write_json
+
+        write_json(out, res)
+        print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from genlearn.demo import run_demo
 
@@ -571,7 +635,7 @@ def cmd_refit(args) -> int:
 
 
 COMMANDS = {"fit": cmd_fit, "eval": cmd_eval, "sample": cmd_sample, "kl": cmd_kl, "datasets": cmd_datasets,
-            "models": cmd_models, "demo": cmd_demo, "recipes": cmd_recipes, "tune": cmd_tune,
+            "models": cmd_models, "demo": cmd_demo, "bench": cmd_bench, "recipes": cmd_recipes, "tune": cmd_tune,
             "report": cmd_report, "refit": cmd_refit}
 
 
@@ -633,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: the commands that compute (and import torch); the others (`--help`, `models`, `recipes`...) stay light
-_TORCH_COMMANDS = ("fit", "eval", "sample", "kl", "demo", "tune", "report", "refit")
+_TORCH_COMMANDS = ("fit", "eval", "sample", "kl", "demo", "tune", "report", "refit", "bench")
 
 
 def _start_up_guard_active(signal) -> bool:
