@@ -127,3 +127,40 @@ def test_the_cli_side_runs_genlearn_fit_rbm_with_the_same_settings(tmp_path):
                  "--optimizer sgd", "--matmul-precision auto"):
         assert flag in command
     assert "genlearn fit rbm" in res["ratio_vs_scikit_learn"]
+
+
+def _record(ratios_by_side, arguments=None):
+    return {"rows": 200, "visible": 30, "arguments": arguments or {"n_components": 8, "batch_size": 50},
+            "ratio_vs_scikit_learn": {side: {"pair_ratios": r} for side, r in ratios_by_side.items()}}
+
+
+def test_pooling_joins_every_pair_of_every_run():
+    """The pooled median and interval are those of all pairs together (not the median of the runs' medians)."""
+    runs = {"a": _record({"genlearn": [1.0, 2.0, 3.0], "genlearn fit rbm": [4.0]}),
+            "b": _record({"genlearn": [10.0, 11.0, 12.0, 13.0]})}
+    pooled = bench.pool(runs)
+    g = pooled["sides"]["genlearn"]
+    assert g["pairs"] == 7 and g["runs"] == 2 and g["median"] == 10.0
+    assert g["run_medians"] == [2.0, 11.5]
+    low, high, coverage = bench.median_interval([1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0])
+    assert g["interval"] == [low, high] and g["interval_coverage"] == coverage
+    assert pooled["sides"]["genlearn fit rbm"]["pairs"] == 1
+    with pytest.raises(ConfigError, match="differ in arguments"):
+        bench.pool({"a": runs["a"], "c": _record({"genlearn": [1.0]}, {"n_components": 9, "batch_size": 50})})
+
+
+def test_the_cli_pools_its_own_result_files(tmp_path, capsys):
+    paths = []
+    for name, ratios in (("a", [2.0, 3.0]), ("b", [4.0])):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(_record({"genlearn": ratios})))
+    out = tmp_path / "pooled.json"
+    assert main(["bench", "--pool", *map(str, paths), "--out", str(out)]) == 0
+    assert "3.00x over 3 pairs" in capsys.readouterr().out
+    assert json.loads(out.read_text())["sides"]["genlearn"]["pair_ratios"] == [2.0, 3.0, 4.0]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["bench", "--pool", str(bad)]) == 2
+    assert "not a `genlearn bench --out` file" in capsys.readouterr().err
+    assert main(["bench", "--pool", str(tmp_path / "missing.json")]) == 2
+    assert "not a readable" in capsys.readouterr().err

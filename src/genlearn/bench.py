@@ -271,6 +271,60 @@ def _timed_pairs(X, hidden, batch_size, learning_rate, pairs, settle, precision,
     return res
 
 
+def pool(results: dict) -> dict:
+    """The pairs of several runs' results ({name: side_by_side's record}) pooled: per side, every pair's ratio, their
+    median with its 95% interval, and each run's median; the runs must share the data's shape and the arguments."""
+    if not results:
+        raise ConfigError("--pool needs at least one results file")
+    first_name, first = next(iter(results.items()))
+    for name, res in results.items():
+        for key in ("rows", "visible", "arguments"):
+            if res.get(key) != first.get(key):
+                raise ConfigError(f"{name} and {first_name} differ in {key} ({res.get(key)} against "
+                                  f"{first.get(key)}): pool runs of the same comparison only")
+    pooled = {"runs": list(results), "rows": first["rows"], "visible": first["visible"],
+              "arguments": first["arguments"], "sides": {}}
+    sides = sorted({side for res in results.values() for side in res["ratio_vs_scikit_learn"]})
+    for side in sides:
+        per_run = {name: res["ratio_vs_scikit_learn"][side]["pair_ratios"] for name, res in results.items()
+                   if side in res["ratio_vs_scikit_learn"]}
+        ratios = [r for values in per_run.values() for r in values]
+        low, high, coverage = median_interval(ratios)
+        pooled["sides"][side] = {"pairs": len(ratios), "runs": len(per_run), "pair_ratios": ratios,
+                                 "median": statistics.median(ratios), "interval": [low, high],
+                                 "interval_coverage": coverage,
+                                 "run_medians": [statistics.median(v) for v in per_run.values()]}
+    return pooled
+
+
+def read_results(paths: list) -> dict:
+    """{path: the record} of `genlearn bench --out` files, or a DataError naming the file that is not one."""
+    results = {}
+    for path in paths:
+        try:
+            res = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable `genlearn bench --out` file ({exc})") from None
+        if not (isinstance(res, dict) and isinstance(res.get("ratio_vs_scikit_learn"), dict)
+                and all(isinstance(v, dict) and "pair_ratios" in v for v in res["ratio_vs_scikit_learn"].values())):
+            raise DataError(f"{path}: not a `genlearn bench --out` file (no per-pair ratios)")
+        results[str(path)] = res
+    return results
+
+
+def pooled_lines(pooled: dict) -> list[str]:
+    """The pooled figures in a few lines."""
+    lines = [f"{len(pooled['runs'])} runs pooled: {pooled['rows']} rows x {pooled['visible']}, "
+             f"n_components={pooled['arguments']['n_components']}, batch_size={pooled['arguments']['batch_size']}"]
+    for side, f in pooled["sides"].items():
+        low, high = f["interval"]
+        medians = f["run_medians"]
+        lines.append(f"{side}: scikit-learn / {side} {f['median']:.2f}x over {f['pairs']} pairs (interval "
+                     f"{low:.2f}-{high:.2f}x at {100 * f['interval_coverage']:.1f}%); run medians "
+                     f"{min(medians):.2f}-{max(medians):.2f}x")
+    return lines
+
+
 def summary_lines(res: dict) -> list[str]:
     """The results in a few lines: each side's median seconds and ratio with its interval, and the machine."""
     m = res["machine"]
@@ -293,5 +347,5 @@ def summary_lines(res: dict) -> list[str]:
 
 
 __all__ = ["ISA_VARIABLES", "binary_rows", "check_settings", "cli_command", "cli_fit", "fit_seconds", "gemm_gflops",
-           "gemm_peak", "machine_record", "median_interval", "ratio_summary", "side_by_side", "summary_lines",
-           "synthetic_rows"]
+           "gemm_peak", "machine_record", "median_interval", "pool", "pooled_lines", "ratio_summary", "read_results",
+           "side_by_side", "summary_lines", "synthetic_rows"]

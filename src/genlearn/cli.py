@@ -185,6 +185,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help="threads for torch and for numpy's BLAS (scikit-learn) alike (default: as they are)")
         p.add_argument("--gemm-seconds", type=float, default=0.5, metavar="SECONDS",
                        help="timing of each GEMM shape for the float32 peak (the roofline; default 0.5)")
+        p.add_argument("--pool", nargs="+", default=None, metavar="FILE",
+                       help="time nothing: pool the pairs of earlier runs' --out files (median, interval, run medians)")
         p.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON to FILE")
         p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
@@ -568,6 +570,24 @@ def cmd_bench(args) -> int:
         if out.exists() and not args.overwrite:
             raise RunError(f"{out} exists; choose another --out or pass --overwrite")
         out.parent.mkdir(parents=True, exist_ok=True)  # before the timing: an unwritable place fails at once
+    if args.pool:
+        res = bench.pool(bench.read_results(args.pool))
+        lines = bench.pooled_lines(res)
+    else:
+        res = _bench_run(args, bench)
+        lines = bench.summary_lines(res)
+    for line in lines:
+        print(line)
+    if out is not None:
+        from genlearn.learning.checkpoint import write_json
+
+        write_json(out, res)
+        print(f"wrote {out}")
+    return 0
+
+
+def _bench_run(args, bench) -> dict:
+    """`genlearn bench`'s timing: the rows, then bench.side_by_side."""
     if args.data is None:
         x = bench.synthetic_rows(bench.DEFAULT_ROWS if args.rows is None else args.rows)
         what = f"random 0/1 rows of {bench.DEFAULT_VISIBLE} pixels at density {bench.DEFAULT_DENSITY}"
@@ -581,14 +601,7 @@ def cmd_bench(args) -> int:
                              threads=args.threads, gemm_seconds=args.gemm_seconds, data=what,
                              log=lambda line: print(line, flush=True))
     res["bench_arguments"] = {k: v for k, v in vars(args).items() if k != "command"}
-    for line in bench.summary_lines(res):
-        print(line)
-    if out is not None:
-        from genlearn.learning.checkpoint import write_json
-
-        write_json(out, res)
-        print(f"wrote {out}")
-    return 0
+    return res
 
 
 def cmd_demo(args) -> int:
