@@ -66,6 +66,11 @@ def _worker(root: str) -> None:
     root = Path(root)
     for name in ("made", "rbm", "vae", "mixture"):
         _fit(name, root / "two" / name)
+    from genlearn import precision
+
+    with mock.patch.object(precision, "cpu_capability", return_value="AVX2"), \
+            mock.patch.object(precision, "bf16_speedup", return_value=0.02):  # bfloat16 emulated: 50x slower
+        _fit("rbm", root / "two" / "rbm_bf16", matmul_precision="bfloat16")
     fit(None, None, out=root / "resume_rbm", resume=True, plots=False, progress=False, epochs=2)
     parallel, _ = DataParallel.from_env("cpu")
     model = load_run(root / "one" / "made").model
@@ -138,6 +143,17 @@ def test_two_processes_equal_one(runs, name):
     # 1e-5 of the parameters
     for split in ("train", "valid", "test"):
         assert m2[f"{split}_nll"] == pytest.approx(m1[f"{split}_nll"], rel=1e-5)
+
+
+def test_the_cd_precision_is_resolved_once_for_every_rank(runs):
+    """Under torchrun the CD rule's matmul precision is resolved as in one process, on rank 0, and broadcast: an
+    explicit "bfloat16" that the CPU would emulate runs float32 products on both ranks (the parameters equal the
+    1-process float32 run's), and the runs record what "bfloat16" and "auto" resolved to."""
+    _assert_params_close(_params(runs / "two" / "rbm_bf16"), _params(runs / "one" / "rbm"))
+    emulated = json.loads((runs / "two" / "rbm_bf16" / "metrics.json").read_text())
+    assert emulated["matmul_precision"] == "bfloat16" and emulated["matmul_precision_resolved"] == "full"
+    auto = json.loads((runs / "two" / "rbm" / "metrics.json").read_text())
+    assert auto["matmul_precision"] == "auto" and auto["matmul_precision_resolved"] == "full"
 
 
 @pytest.mark.parametrize("name", ["made", "rbm", "vae"])

@@ -20,7 +20,9 @@ depend on the number of processes (up to the order of float32 sums). Per rule:
   weighted gradient sum above;
 - contrastive divergence: the data term on the rank's rows, the negatives on its share of the chains (PCD: the
   persistent chains are split across ranks; CD: the negatives of its rows), with row weights -1/B and 1/N so
-  that the sum over ranks is the 1-process estimate; the chains are gathered before every checkpoint;
+  that the sum over ranks is the 1-process estimate; the chains are gathered before every checkpoint; its
+  matmul precision is resolved once, on rank 0 as one process would (so an explicit "bfloat16" that the CPU
+  would emulate runs float32) and broadcast, so that every rank runs its products alike;
 - EM: the E-step statistics N_k, S_ki, log-likelihood and count of the rank's rows, summed over ranks before
   the closed-form M-step (identical on every rank).
 
@@ -298,8 +300,9 @@ class DataParallel:
         V, H = W.shape
         u = torch.empty(cfg.k, N, H + V, dtype=W.dtype, device=W.device)
         uniform_(u, generator)
-        rule._workspace = cd_workspace(rule._workspace, W, stop - start, n_stop - n_start, cfg.k,
-                                       cfg.matmul_precision, totals=(B, N))
+        precision = self._cd_precision(rule, W, max(stop - start, n_stop - n_start), stop - start, x)
+        rule._workspace = cd_workspace(rule._workspace, W, stop - start, n_stop - n_start, cfg.k, precision,
+                                       totals=(B, N))
         probs = rule.chain_probs[n_start:n_stop] if cfg.persistent else None
         value, dW, db, dc, _ = cd_step(W, b, c, x, cfg.k, generator, rule._workspace, chains,
                                        uniforms=u[:, n_start:n_stop], chain_probs=probs)
@@ -307,6 +310,19 @@ class DataParallel:
             rule.chain_probs[n_start:n_stop].copy_(rule._workspace["chain_probs"])
         W.grad, b.grad, c.grad = dW, db, dc
         return value.double()
+
+    def _cd_precision(self, rule, W: Tensor, rows: int, batch: int, x: Tensor) -> str:
+        """The CD rule's matmul precision, the same on every rank: rank 0 resolves it at the first step as one
+        process would, for its own shard's products (rule.resolved_precision: "auto" by the product's and then
+        the step's timing; an explicit "bfloat16" that this CPU would emulate runs float32, said once), and
+        broadcasts the choice, which every rank keeps in the rule (rank 0's run records it)."""
+        if rule._precision is None or rule._precision[0] != W.device:
+            choice = torch.zeros(1, dtype=torch.uint8)
+            if self.rank == 0:
+                choice[0] = int(rule.resolved_precision(W, rows, batch, lambda: x.mean().item()) == "bfloat16")
+            self._broadcast_(choice)
+            rule._precision = (W.device, rows, "bfloat16" if int(choice[0]) else "full")
+        return rule._precision[2]
 
 
 def free_port() -> int:
