@@ -71,6 +71,18 @@ def _worker(root: str) -> None:
     with mock.patch.object(precision, "cpu_capability", return_value="AVX2"), \
             mock.patch.object(precision, "bf16_speedup", return_value=0.02):  # bfloat16 emulated: 50x slower
         _fit("rbm", root / "two" / "rbm_bf16", matmul_precision="bfloat16")
+    from genlearn.learning import model_precision
+
+    # MADE's "auto" where the product's timing picks bfloat16: rank 0's step timing says 2.0x, rank 1's would say
+    # 0.5x; settled once on rank 0 and broadcast, rank 1 never times
+    with mock.patch.object(precision, "bf16_capable", return_value=True), \
+            mock.patch.object(model_precision, "product_choice", return_value="bfloat16"), \
+            mock.patch.object(model_precision, "measure_step_speedup",
+                              side_effect=lambda *a: 2.0 if dist.get_rank() == 0 else 0.5):
+        run = _fit("made", root / "two" / "made_auto")
+    (root / f"made_auto_rank{dist.get_rank()}.json").write_text(json.dumps(
+        {"resolved": run.model.resolved_matmul_precision,
+         "speedup": getattr(run.model, "step_bf16_speedup_measured", None)}))
     fit(None, None, out=root / "resume_rbm", resume=True, plots=False, progress=False, epochs=2)
     parallel, _ = DataParallel.from_env("cpu")
     model = load_run(root / "one" / "made").model
@@ -143,6 +155,16 @@ def test_two_processes_equal_one(runs, name):
     # 1e-5 of the parameters
     for split in ("train", "valid", "test"):
         assert m2[f"{split}_nll"] == pytest.approx(m1[f"{split}_nll"], rel=1e-5)
+
+
+def test_a_models_auto_precision_is_settled_on_rank_0_for_every_rank(runs):
+    """NADE / MADE / VAE "auto" under torchrun: rank 0 times the step (model_precision) and every rank takes its
+    choice; the other ranks never time (their mocked timing would have said float32)."""
+    ranks = [json.loads((runs / f"made_auto_rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["resolved"] for r in ranks] == ["bfloat16", "bfloat16"]
+    assert ranks[0]["speedup"] == 2.0 and ranks[1]["speedup"] is None
+    metrics = json.loads((runs / "two" / "made_auto" / "metrics.json").read_text())
+    assert metrics["matmul_precision_resolved"] == "bfloat16" and metrics["step_bf16_speedup_measured"] == 2.0
 
 
 def test_the_cd_precision_is_resolved_once_for_every_rank(runs):

@@ -22,7 +22,8 @@ depend on the number of processes (up to the order of float32 sums). Per rule:
   persistent chains are split across ranks; CD: the negatives of its rows), with row weights -1/B and 1/N so
   that the sum over ranks is the 1-process estimate; the chains are gathered before every checkpoint; its
   matmul precision is resolved once, on rank 0 as one process would (so an explicit "bfloat16" that the CPU
-  would emulate runs float32) and broadcast, so that every rank runs its products alike;
+  would emulate runs float32) and broadcast, so that every rank runs its products alike (so is the "auto" of
+  NADE, MADE and the VAE, by `settle_auto_precision`);
 - EM: the E-step statistics N_k, S_ki, log-likelihood and count of the rank's rows, summed over ranks before
   the closed-form M-step (identical on every rank).
 
@@ -310,6 +311,28 @@ class DataParallel:
             rule.chain_probs[n_start:n_stop].copy_(rule._workspace["chain_probs"])
         W.grad, b.grad, c.grad = dW, db, dc
         return value.double()
+
+    def settle_auto_precision(self, model, rule, x: Tensor, batch_size: int) -> None:
+        """The "auto" precision of a model that resolves it itself (NADE, MADE, VAE) with float32 CPU parameters,
+        the same on every rank: rank 0 settles it on its share of the first batch_size rows of x as one process
+        would (genlearn.learning.model_precision: the step's timing where the product's picks bfloat16, else
+        float32) and broadcasts the choice, which every rank fixes in its model; rank 0 keeps the measured
+        speedup for its metrics."""
+        params = list(model.parameters())
+        if (getattr(model, "matmul_precision", None) != "auto" or getattr(model, "_matmul_resolution", None)
+                is not None or not params or params[0].device.type != "cpu" or params[0].dtype != torch.float32):
+            return
+        from genlearn.learning.model_precision import settle_auto_precision
+
+        choice = torch.zeros(1, dtype=torch.uint8)
+        if self.rank == 0:
+            start, stop = self.shard(min(batch_size, x.shape[0]))
+            settle_auto_precision(model, rule, x[start:stop])
+            resolution = getattr(model, "_matmul_resolution", None)
+            choice[0] = int(resolution is not None and resolution[1] == "bfloat16")
+        self._broadcast_(choice)
+        model._matmul_resolution = (("cpu", "auto"), "bfloat16" if int(choice[0]) else "full")
+        model.resolved_matmul_precision = model._matmul_resolution[1]
 
     def _cd_precision(self, rule, W: Tensor, rows: int, batch: int, x: Tensor) -> str:
         """The CD rule's matmul precision, the same on every rank: rank 0 resolves it at the first step as one

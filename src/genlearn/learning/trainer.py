@@ -365,10 +365,13 @@ class Trainer:
         x = self.dataset.redraw_train(self.generator)
         if not getattr(self, "_precision_settled", False):  # "auto" by timing the model's step (bfloat16 CPUs)
             self._precision_settled = True
-            if self.parallel is None and self.cfg.optimizer != "lbfgs" and x.shape[0] > 0:
-                from genlearn.learning.model_precision import settle_auto_precision
+            if self.cfg.optimizer != "lbfgs" and x.shape[0] > 0:
+                if self.parallel is not None:  # decided on rank 0, the same on every rank
+                    self.parallel.settle_auto_precision(self.model, self.rule, x, self.cfg.batch_size)
+                else:
+                    from genlearn.learning.model_precision import settle_auto_precision
 
-                settle_auto_precision(self.model, self.rule, x[: self.cfg.batch_size])
+                    settle_auto_precision(self.model, self.rule, x[: self.cfg.batch_size])
         losses, sizes = progress.losses, progress.sizes
         rule, step = self.rule, self.rule.uses_optimizer
         # data-parallel: this rank's share of each batch, gradients summed over ranks (learning.distributed)
