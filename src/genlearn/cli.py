@@ -164,7 +164,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time genlearn's RBM against scikit-learn's, side by side (PCD-1 epochs)",
                        description="One PCD-1 epoch of genlearn.sklearn.BernoulliRBM against scikit-learn's "
                                    "BernoulliRBM with the same arguments, in interleaved pairs in one process; "
-                                   "prints each pair, the median ratio with its 95%% interval, the roofline "
+                                   "prints each pair, the median ratio with its 95% interval, the roofline "
                                    "fractions and the machine record. The rows are --data's training rows (0/1), "
                                    "by default 60,000 random rows of 784 pixels at density 0.13 (binarized MNIST's "
                                    "shape and density).")
