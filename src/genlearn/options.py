@@ -88,7 +88,9 @@ def convert(cls, name: str, value):
     if low is not None:
         items = value if isinstance(value, tuple) else (value,)
         if any(v < low for v in items):
-            raise ConfigError(f"{where} must be >= {low:g}, got {value!r}")
+            shown = ",".join(str(v) for v in items) if isinstance(value, tuple) else repr(value)
+            each = " (each entry)" if isinstance(value, tuple) and len(items) > 1 else ""
+            raise ConfigError(f"{where} must be >= {low:g}{each}, got {shown}")
     return value
 
 
