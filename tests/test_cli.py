@@ -177,6 +177,25 @@ def test_demo_fast(tmp_path, capsys):
     page = (tmp_path / "demo" / "index.html").read_text()  # the same report as one HTML page, images embedded
     assert page.count('src="data:image/png;base64,') == report.count("![") and "http" not in page
     assert f"<strong>{latent['test_nll_exact']:.3f}</strong>" in page
+    from genlearn.demo import DEMO_FILES, check_report_folder
+
+    assert {p.name for p in (tmp_path / "demo").iterdir()} == DEMO_FILES  # what a rerun may replace
+    check_report_folder(tmp_path / "demo")  # its own report: a rerun writes there
+
+
+@pytest.mark.parametrize("files,message", [
+    ({"mydata.txt": "my own notes"}, "holds files that are not the demo's report (mydata.txt)"),
+    ({"summary.json": '{"best": 1}'}, "its summary.json is not a demo report's"),
+    ({"summary.json": "not json"}, "its summary.json is not a demo report's"),
+])
+def test_demo_refuses_a_folder_it_did_not_write_and_leaves_it_as_it_was(tmp_path, capsys, files, message):
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    code, _, err = run_cli(capsys, "demo", "--out", out, "--fast", "--quiet")
+    assert code == 2 and message in err and "Traceback" not in err
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
 
 
 def test_each_family_converts_its_own_flags_with_one_message_format(capsys):

@@ -98,3 +98,20 @@ def test_empirical_kl_identity_in_float64():
     assert res["kl"] == pytest.approx(direct, abs=1e-9)
     assert res["kl"] == pytest.approx(res["nll"] - res["entropy"], abs=1e-12)
     assert res["kl"] > 0
+
+
+@pytest.mark.parametrize("method", ["auto", "mc", "quad", "enumerate"])
+@pytest.mark.parametrize("pair,message", [
+    ((lambda: Gaussian(1), lambda: Bernoulli(torch.tensor(0.3))), "cannot compare a real model with a binary model"),
+    ((lambda: Bernoulli(torch.tensor(0.3)), lambda: Gaussian(1)), "cannot compare a binary model with a real model"),
+    ((lambda: Gaussian(1), lambda: Categorical(4)), "cannot compare a real model with a categorical model"),
+    ((lambda: Categorical(4), lambda: Bernoulli(torch.tensor(0.3))), "cannot compare a categorical model"),
+    ((lambda: ProductBernoulli(3), lambda: ProductBernoulli(4)), "have 3 and 4 dimensions"),
+    ((lambda: Categorical(4), lambda: Categorical(6)), "have 4 and 6 outcomes"),
+])
+def test_models_on_different_sample_spaces_are_refused_in_either_order_by_every_method(pair, message, method):
+    """D_KL(P||Q) is defined for P and Q on one sample space: a real model against a binary one gave -1.2 nats by
+    quadrature (one order only was checked), and Monte Carlo compared any two models' log P of one model's samples."""
+    p, q = pair[0](), pair[1]()
+    with pytest.raises(ConfigError, match=message):
+        kl_divergence(p, q, method=method)

@@ -417,3 +417,18 @@ def test_recipe_loader_takes_a_file(tmp_path):
     assert (r.name, r.model, r.data, r.train) == ("mine", "bernoulli", "coin:n=10", {"epochs": 3})
     with pytest.raises(ConfigError, match="no recipe file"):
         load_recipe(str(tmp_path / "absent.toml"))
+
+
+def test_a_folder_of_other_files_is_refused_and_left_as_it_was(capsys, tmp_path):
+    """tune writes summary.json and best.toml into --out: a folder that is not a study's (no trials/) and holds files
+    is refused before anything runs, so a user's files of those names are not replaced."""
+    from genlearn.cli import main
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "summary.json").write_text("my own notes")
+    (out / "best.toml").write_text("my recipe")
+    rc = main(["tune", "--data", "coin:n=50", "--families", "bernoulli", "--trials", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "is not a study's folder" in err and "best.toml" in err, err
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"summary.json": "my own notes", "best.toml": "my recipe"}

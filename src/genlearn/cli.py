@@ -611,7 +611,7 @@ def cmd_demo(args) -> int:
     above = next((a for a in (out, *out.parents) if a.exists()), None)
     if above is not None and not above.is_dir():
         raise RunError(f"--out {out}: {above} is a file, not a folder; give a folder for the demo's report")
-    run_demo(out, fast=args.fast, verbose=not args.quiet)
+    run_demo(out, fast=args.fast, verbose=not args.quiet)  # refuses a folder other than its own report's
     return 0
 
 

@@ -25,6 +25,7 @@ import torch
 from genlearn.data.registry import load_dataset
 from genlearn.demo_latent import LATENT_SETTINGS, latent_report, latent_section, latent_table_text
 from genlearn.divergence import empirical_kl, kl_divergence
+from genlearn.errors import RunError
 from genlearn.learning.checkpoint import write_json
 from genlearn.learning.trainer import TrainConfig, Trainer
 from genlearn.models import Bernoulli, Categorical, ProductBernoulli
@@ -261,9 +262,43 @@ def plot_gan_patterns(gan: dict, path: Path) -> None:
     plt.close(fig)
 
 
+#: every file the demo writes into its folder; a previous demo report there is replaced, nothing else is touched
+DEMO_FILES = frozenset({"summary.json", "report.md", "index.html", "kl_vs_n.png", "gradient_descent.png",
+                        "gan_patterns.png", "digits_learning_curve.png", "digits_samples.png", "digits_data.png",
+                        "vae_manifold.png", "vae_encodings.png", "vae_bounds.png"})
+
+
+def check_report_folder(out: Path) -> None:
+    """The demo writes into `out` only if it is new, empty or holds a previous demo report (only DEMO_FILES, and a
+    summary.json with the demo's sections): RunError naming what is there otherwise, before anything is run."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a folder; give a folder for the demo's report")
+    others = sorted(p.name for p in out.iterdir() if p.name not in DEMO_FILES)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise RunError(f"--out {out} holds files that are not the demo's report ({shown}); the demo replaces only "
+                       "a report of its own: give a new or empty folder")
+    summary = out / "summary.json"
+    if summary.exists():
+        import json
+
+        try:
+            sections = json.loads(summary.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            sections = None
+        if not isinstance(sections, dict) or not {"coin", "die", "digits"} <= set(sections):
+            raise RunError(f"--out {out}: its summary.json is not a demo report's; the demo replaces only a report of "
+                           "its own: give a new or empty folder")
+
+
 def run_demo(out: Path, fast: bool = False, verbose: bool = True) -> dict:
+    """The demo's sections, plots, summary.json, report.md and index.html in `out` (check_report_folder first)."""
     t0 = time.perf_counter()
     out = Path(out)
+    check_report_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     ns = [10, 100, 1000] if fast else [10, 30, 100, 300, 1000, 3000, 10000]
     seeds = range(5) if fast else range(20)

@@ -117,14 +117,22 @@ def _same_dim(p, q) -> None:
         raise ConfigError(f"the two models have {p.n_features} and {q.n_features} dimensions; they must match")
 
 
+def _same_space(p, q) -> None:
+    """D_KL(p||q) needs p and q on one sample space: the same support (binary, categorical, real), the same number
+    of variables and, for categorical models, the same outcomes; ConfigError naming the difference otherwise."""
+    if p.support != q.support:
+        raise ConfigError(f"cannot compare a {p.support} model with a {q.support} model: D_KL(P||Q) needs both "
+                          "on the same sample space")
+    _same_dim(p, q)
+    if p.support == "categorical" and p.n_categories != q.n_categories:
+        raise ConfigError(f"the two models have {p.n_categories} and {q.n_categories} outcomes; they must match")
+
+
 @torch.no_grad()
 def kl_enumerate(p, q, chunk_size: int = 1 << 16) -> float:
     """Exact KL by enumerating every state of {0,1}^n (n <= 24) or the K outcomes, float64."""
-    if p.support != q.support:
-        raise ConfigError(f"cannot compare a {p.support} model with a {q.support} model")
+    _same_space(p, q)
     if p.support == "categorical":
-        if p.n_categories != q.n_categories:
-            raise ConfigError(f"models with {p.n_categories} and {q.n_categories} outcomes")
         states = torch.arange(p.n_categories)
         return float(_kl_terms(p.log_prob(states).double(), q.log_prob(states).double()).sum())
     if p.support != "binary":
@@ -158,6 +166,7 @@ def kl_quadrature(p, q, lower: float = -math.inf, upper: float = math.inf) -> Es
     """KL between two 1-D continuous models by adaptive quadrature (scipy.integrate.quad)."""
     from scipy.integrate import quad
 
+    _same_space(p, q)
     if p.n_features != 1 or q.n_features != 1:
         raise ConfigError("numerical integration of the KL is for 1-D models; use method='mc'")
 
@@ -189,6 +198,7 @@ def kl_monte_carlo(p, q, n_samples: int = 100_000, seed: int = 0, partition: str
     widened by the log Z brackets. Method "monte-carlo" when both log Z are exact, else "monte-carlo + <method>"."""
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
         raise ConfigError(f"Monte Carlo KL needs an integer number of samples >= 2, got {n_samples!r}")
+    _same_space(p, q)
     zp = log_partition(p, partition, **partition_options)  # first: an intractable log Z fails before sampling
     zq = log_partition(q, partition, **partition_options)
     g = torch.Generator().manual_seed(seed)
@@ -244,6 +254,7 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
             raise ConfigError(f"two probability tables have an exact KL (a finite sum); method {method!r} does not "
                               "apply to tables: use auto or exact")
         return Estimate.exact(kl_tables(p, q), "exact (probability tables)")
+    _same_space(p, q)
     if method in ("auto", "exact", "closed-form"):
         est = _closed_form(p, q)
         if est is not None:

@@ -121,7 +121,9 @@ def _coerce(t, value):
         return out
     if typing.get_origin(t) is tuple:
         if isinstance(value, str):
-            parts = [p for p in value.replace(" ", "").split(",") if p]
+            parts = [p.strip() for p in value.split(",")]  # "8 8", "8,,8", ",8": errors, not 88 or (8, 8)
+            if not all(parts):
+                raise ValueError(value)
         elif isinstance(value, (list, tuple)):
             parts = list(value)
         else:

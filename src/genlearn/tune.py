@@ -379,6 +379,12 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and not (out / TRIALS_DIR).is_dir() and any(out.iterdir()):
+        names = sorted(p.name for p in out.iterdir())
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise RunError(f"--out {out} holds files ({shown}) and is not a study's folder (it has no {TRIALS_DIR}/); "
+                       "tune writes summary.json and best.toml there: give a new or empty folder, or a study's "
+                       "folder to continue it")
     created = not out.exists()
     (out / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
