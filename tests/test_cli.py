@@ -147,6 +147,13 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, capsys):
     assert torch.equal(resumed.model.logits, full.model.logits)
     assert [r["train_nll"] for r in resumed.metrics["history"]] == [r["train_nll"] for r in full.metrics["history"]]
 
+    before = {p.name: p.read_bytes() for p in (tmp_path / "full").iterdir() if p.is_file()}
+    code, _, err = run_cli(capsys, "fit", "--resume", tmp_path / "full", "--quiet")  # complete: nothing to resume
+    assert code == 2 and "is complete (8 of 8 epochs)" in err and "--epochs above 8" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "full").iterdir() if p.is_file()} == before  # as it was
+    code, _, _ = run_cli(capsys, "fit", "--resume", tmp_path / "full", "--epochs", "9", "--quiet")
+    assert code == 0 and load_run(tmp_path / "full").metrics["epochs_run"] == 9
+
 
 def test_demo_fast(tmp_path, capsys):
     code, stdout, _ = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--fast", "--quiet")

@@ -166,6 +166,9 @@ def test_refit_refuses_what_it_cannot_do(tmp_path, data_file):
     refit(tmp_path / "run", tmp_path / "refit", progress=False)
     with pytest.raises(RunError, match="overwrite"):  # the user's folder is not replaced without asking
         refit(tmp_path / "run", tmp_path / "refit", progress=False)
+    (tmp_path / "run" / "checkpoint.json").write_text("")  # damaged: one RunError naming it, not a JSON traceback
+    with pytest.raises(RunError, match="checkpoint.json"):
+        refit(tmp_path / "run", tmp_path / "refit2", progress=False)
 
 
 def test_refit_cli_writes_the_run_and_errors_exit_2(tmp_path, data_file):

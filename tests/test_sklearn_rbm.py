@@ -94,6 +94,11 @@ def test_transform_sample_gibbs_and_errors():
         est.score_samples(X * 0.5)
     with pytest.raises(ValueError, match="n_components"):
         BernoulliRBM(n_components=0).fit(X)
+    for bad in (2.5, "3", None, 0, True):  # was: 2.5 gave 2 rows, "3" gave 3, None a TypeError from int()
+        with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+            est.sample(bad, steps=5)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        est.sample(3, steps=0.5)
 
 
 def test_partial_fit_matches_the_sklearn_update_rule_in_expectation_and_changes_the_model():

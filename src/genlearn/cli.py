@@ -253,9 +253,8 @@ def _ais_options(args) -> dict:
     for flag, key in EVALUATION_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            if value < (0 if flag in ("ais_rows", "bdmc_rows") else 1):
-                name = "iw-samples (evaluation)" if flag == "eval_iw_samples" else flag.replace("_", "-")
-                raise ConfigError(f"--{name} must be a positive integer, got {value}")
+            if value < (0 if flag == "bdmc_rows" else 1):  # --bdmc-rows 0: no BDMC; no AIS over z: no --ais-rows
+                raise ConfigError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
             options[key] = value
     start = getattr(args, "ais_start", None)
     if start is not None:

@@ -103,7 +103,9 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
     if not spec:
         raise RunError(f"{run} was fitted to data given as an object, not a named data set or file: it cannot be "
                        "loaded again to refit")
-    checkpoint = json.loads((run / "checkpoint.json").read_text()) if (run / "checkpoint.json").exists() else {}
+    from genlearn.learning.run_folder import read_json  # a damaged checkpoint.json: one RunError naming it
+
+    checkpoint = read_json(run / "checkpoint.json") if (run / "checkpoint.json").exists() else {}
     data_dir = data_dir if data_dir is not None else checkpoint.get("data_dir")
     dataset = merged_rows(load_dataset(spec, data_dir))
     rows_ratio = dataset.train.shape[0] / metrics["data"]["sizes"]["train"]

@@ -230,6 +230,10 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     if resume and train_kwargs.get("epochs") is not None and cfg.epochs < int(meta.get("epoch") or 0):
         raise ConfigError(f"--epochs {cfg.epochs} is fewer than the {meta['epoch']} epochs the run in {out} has done; "
                           f"give --epochs above {meta['epoch']} to train longer, or drop --epochs")
+    if resume and cfg.epochs <= int(meta.get("epoch") or 0) and (Path(out) / METRICS_FILE).exists():
+        raise ConfigError(f"the run in {out} is complete ({meta['epoch']} of {cfg.epochs} epochs): nothing to resume; "
+                          f"give --epochs above {meta['epoch']} to train longer, or `genlearn eval {out}` to "
+                          "evaluate it again")
     checks.check_training(cfg, train_kwargs, model_obj, resume, rule=rule_obj)
     checks.check_evaluation(partition, partition_options, model_obj)
     trainer = Trainer(model_obj, dataset, cfg, out, run_meta, callbacks, rule=rule_obj, device=device,

@@ -231,6 +231,10 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
     def sample(self, n_samples=1, steps=1000, random_state=None):
         """n_samples binary rows drawn by `steps` Gibbs sweeps from uniformly random states."""
         check_is_fitted(self)
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         with torch.no_grad():
             v = self.model_.sample(int(n_samples), torch.Generator().manual_seed(seed), steps=int(steps))
