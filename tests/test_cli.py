@@ -334,3 +334,17 @@ def test_plateau_schedule_lowers_the_rate_after_stalled_evaluations_and_resumes_
     code, _, err = run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--schedule", "plateau",
                            "--gamma", "1", "--out", tmp_path / "bad", "--quiet")
     assert code == 2 and "--gamma must be a decay factor in (0, 1) for the plateau schedule" in err
+
+
+def test_more_threads_than_cores_is_one_warning(monkeypatch, capsys):
+    """--threads N above the usable cores warns once (it ran 10x slower at 10,000 threads on 2 cores, silently)."""
+    from genlearn import cli
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(cli, "_usable_cores", lambda: threads - 1 if threads > 1 else 0)
+    cli._set_threads(threads)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--threads {threads} is more than the" in err
+    monkeypatch.setattr(cli, "_usable_cores", lambda: threads)
+    cli._set_threads(threads)
+    assert capsys.readouterr().err == "" and torch.get_num_threads() == threads

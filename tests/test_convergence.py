@@ -125,7 +125,7 @@ def test_a_chosen_optimizer_drops_the_convergence_defaults():
     assert spec.training_defaults() == LBFGS_TO_CONVERGENCE
     assert spec.training_defaults({}, {"epochs": 5}) == LBFGS_TO_CONVERGENCE  # the user's epochs go on top
     assert spec.training_defaults({}, {"optimizer": "adam"}) == {}
-    assert spec.training_defaults({"closed_form": True}) == {}
+    assert spec.training_defaults({"closed_form": True}) == {"epochs": 1}  # exact after one pass
     boltzmann = get_spec("boltzmann")
     assert boltzmann.training_defaults({"gradient": "pcd"}) == boltzmann.train_defaults
     assert boltzmann.training_defaults({"gradient": "exact"}, {"batch_size": 10})["optimizer"] == "adam"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -657,9 +658,21 @@ def _set_threads(n: int | None) -> None:
         return
     if n < 1:
         raise ConfigError(f"--threads must be a positive integer, got {n}")
+    cores = _usable_cores()
+    if n > cores:
+        print(f"genlearn: warning: --threads {n} is more than the {cores} CPU core(s) this process may use; threads "
+              "beyond them take turns on the same cores and slow the work down", file=sys.stderr)
     import torch
 
     torch.set_num_threads(n)
+
+
+def _usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _with_recipe_family(argv: list[str]) -> list[str]:

@@ -100,8 +100,9 @@ def _rule(config: ProductBernoulliConfig) -> tuple[str, dict]:
 
 
 def _converge(config: ProductBernoulliConfig) -> dict:
-    """Gradient fits run to convergence by L-BFGS (registry.LBFGS_TO_CONVERGENCE); the closed form needs none."""
-    return {} if config.closed_form else lbfgs_to_convergence()
+    """Gradient fits run to convergence by L-BFGS (registry.LBFGS_TO_CONVERGENCE); the closed form is one epoch: its
+    estimate is exact after one pass, and further epochs would only compute it again."""
+    return {"epochs": 1} if config.closed_form else lbfgs_to_convergence()
 
 
 def _coin(dataset, config) -> Bernoulli:
