@@ -172,6 +172,7 @@ def test_without_a_better_mixture_the_best_trial_is_kept(tmp_path, monkeypatch):
     _forcing_k(monkeypatch, 1)
     stale = tmp_path / "t" / "ensemble"  # what an earlier end of the study chose: no longer the result
     stale.mkdir(parents=True)
+    (tmp_path / "t" / "trials").mkdir()  # a study's folder (tune refuses a folder of other files)
     (stale / "model.safetensors").write_bytes(b"old")
     s, ds, _ = _tune(tmp_path, ensemble=3)
     assert ds.__dict__["test_reads"] == 1

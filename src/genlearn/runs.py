@@ -230,7 +230,7 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     if resume and train_kwargs.get("epochs") is not None and cfg.epochs < int(meta.get("epoch") or 0):
         raise ConfigError(f"--epochs {cfg.epochs} is fewer than the {meta['epoch']} epochs the run in {out} has done; "
                           f"give --epochs above {meta['epoch']} to train longer, or drop --epochs")
-    if resume and cfg.epochs <= int(meta.get("epoch") or 0) and (Path(out) / METRICS_FILE).exists():
+    if resume and cfg.epochs <= int(meta.get("epoch") or 0) and _intact_and_finished(out):
         raise ConfigError(f"the run in {out} is complete ({meta['epoch']} of {cfg.epochs} epochs): nothing to resume; "
                           f"give --epochs above {meta['epoch']} to train longer, or `genlearn eval {out}` to "
                           "evaluate it again")
@@ -416,6 +416,20 @@ def _finite(obj):
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
+
+
+def _intact_and_finished(directory) -> bool:
+    """Whether the run in `directory` is finished with every file readable (a --resume of it has nothing to do; one
+    whose final model or metrics are damaged is repaired by --resume from its intact checkpoint)."""
+    from genlearn.errors import GenlearnError
+    from genlearn.learning.run_folder import read_run
+
+    if not (Path(directory) / METRICS_FILE).exists():
+        return False
+    try:
+        return bool(read_run(Path(directory)).finished)
+    except GenlearnError:
+        return False
 
 
 def load_run(directory, device=None) -> Run:
