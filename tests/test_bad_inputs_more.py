@@ -174,6 +174,8 @@ CASES = [
      "is a file, not a folder"),
     ("out-is-run", "fit product-bernoulli --data {d}/good.csv --out {run} --quiet", "exists and is not empty"),
     ("resume-fewer-epochs", "fit --resume {run} --epochs 1", "--epochs 1 is fewer than the 2 epochs"),
+    ("resume-complete", "fit --resume {run}", "is complete (2 of 2 epochs): nothing to resume"),
+    ("resume-is-file", "fit --resume {d}/existing.csv", "existing.csv is a file; give the folder of the run"),
     # -- recipes ----------------------------------------------------------------------------------------------------
     ("recipe-unknown", "fit --recipe nosuch", "unknown recipe 'nosuch'"),
     ("recipe-missing-file", "fit --recipe {d}/nosuch.toml", "no recipe file"),

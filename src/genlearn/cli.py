@@ -296,6 +296,8 @@ def cmd_fit(args) -> int:
             raise ConfigError("--resume continues a run with its own model and options; do not repeat them")
         if out and Path(out) != Path(args.resume):
             raise ConfigError("--resume DIR continues the run in DIR; do not give a different --out")
+        if Path(args.resume).exists() and not Path(args.resume).is_dir():
+            raise ConfigError(f"--resume {args.resume} is a file; give the folder of the run to continue")
         run = fit(None, data, out=args.resume, resume=True, data_dir=data_dir, partition=partition or "auto",
                   partition_options=_ais_options(args), progress=progress, device=getattr(args, "device", None),
                   callbacks=_callbacks(args, progress), init_from=getattr(args, "init_from", None),
