@@ -162,3 +162,80 @@ def test_sklearn_wrappers_refuse_huge_models():
         DensityEstimator("rbm", options={"hidden": 2_000_000_000}).fit(x)
     with pytest.raises(ConfigError, match=r"model 'vae' with .*--hidden 100000,100000 on 7 features"):
         VariationalAutoencoder(latent=2, hidden=(100_000, 100_000)).fit(x)
+
+
+def test_sklearn_rbm_refuses_huge_layers_and_chains(monkeypatch):
+    """BernoulliRBM is checked before anything is allocated: 32 bytes per weight plus 48 per unit and row of the
+    chains and minibatch (sklearn.BernoulliRBM._check_memory). 10^8 hidden units on 6 features are 110 GiB; 10^9
+    persistent chains (batch_size) 11.4 TiB. The same sizes scaled to a 1 MiB machine are refused, and accepted
+    with the memory they need."""
+    import numpy as np
+
+    from genlearn.sklearn import BernoulliRBM
+
+    x = np.random.default_rng(0).integers(0, 2, size=(60, 6)).astype(float)
+    with pytest.raises(ConfigError, match=r"6 visible x 100,000,000 hidden units \(n_components\) .* needs about "
+                                          r"110 GiB .* choose a smaller n_components or batch_size"):
+        BernoulliRBM(n_components=10**8, n_iter=1).fit(x)
+    with pytest.raises(ConfigError, match=r"1,000,000,000 persistent chains \(batch_size\) needs about 11.4 TiB"):
+        BernoulliRBM(batch_size=10**9, n_iter=1).partial_fit(x)
+    need = 32 * (6 * 2000 + 6 + 2000) + 48 * (10 + 10) * (6 + 2000)
+    monkeypatch.setattr(validate, "machine_memory", lambda: need - 1)
+    with pytest.raises(ConfigError, match="2,000 hidden units"):
+        BernoulliRBM(n_components=2000, n_iter=1).fit(x)
+    monkeypatch.setattr(validate, "machine_memory", lambda: need)
+    assert BernoulliRBM(n_components=2000, n_iter=1).fit(x).components_.shape == (2000, 6)
+
+
+def test_sklearn_samples_are_sized_before_they_are_drawn():
+    """sample(n) of every wrapper counts its float32 rows, their text and float64 copy (16 bytes per value) and the
+    widest layer's activations: 10^10 rows of 6 features are 0.87 TiB plus 4 bytes x width per row."""
+    import numpy as np
+
+    from genlearn.sklearn import BernoulliRBM, DensityEstimator, VariationalAutoencoder
+
+    x = np.random.default_rng(0).integers(0, 2, size=(40, 6)).astype(float)
+    fitted = [BernoulliRBM(n_components=4, n_iter=1, random_state=0).fit(x),
+              DensityEstimator("mixture", options={"components": 10}, epochs=1, random_state=0).fit(x),
+              VariationalAutoencoder(latent=2, hidden=4, epochs=1, eval_iw_samples=2, random_state=0).fit(x)]
+    for estimator, layer in zip(fitted, ["", " through a layer of 10 units", ""]):
+        with pytest.raises(ConfigError, match=rf"^10000000000 samples of 6 features{layer} needs about .* ask for "
+                                              r"fewer \(n_samples\)"):
+            estimator.sample(10**10)
+        assert estimator.sample(3, random_state=1).shape == (3, 6)
+
+
+def test_stored_rows_are_not_a_layer():
+    """An RBM's widest tensor can be a buffer (100 rows kept for reverse AIS): the sample check counts only the
+    parameters' dimensions (checks.layer_width), so 64 visible x 8 hidden units have no layer wider than a row,
+    and 6 visible x 500 hidden units have one of 500."""
+    from genlearn.checks import check_sample_model, layer_width
+    from genlearn.models.rbm import RBM
+
+    narrow = RBM(64, 8)
+    narrow.reverse_rows = torch.zeros(100, 64)
+    assert layer_width(narrow) == 64
+    with pytest.raises(ConfigError, match=r"^100000000000 samples of 64 features needs about"):
+        check_sample_model(10**11, narrow, None)
+    with pytest.raises(ConfigError, match=r"^100000000000 samples of 6 features through a layer of 500 units"):
+        check_sample_model(10**11, RBM(6, 500), None)
+
+
+def test_a_packed_critic_is_sized_before_training(tmp_path, capsys):
+    """`fit gan --pack m` feeds its critic B (1 + M) packs of m rows per step (B batch rows, M = samples_per_z):
+    12 B (1 + M) m n bytes (gan._step_memory). --pack 100000 on 64 features: 12 x 100 x 33 x 10^5 x 64 bytes =
+    236 GiB, refused before a run folder exists; the Python wrapper with batch_size 10 needs a tenth (23.6 GiB)."""
+    import numpy as np
+
+    from genlearn.sklearn import DensityEstimator
+
+    out = tmp_path / "g"
+    code = main(["fit", "gan", "--data", "digits", "--quiet", "--epochs", "1", "--pack", "100000", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert ("one training step of model 'gan' (100 rows of a batch and 32 model rows per row (--samples-per-z), "
+            "in packs of 100000 rows (--pack) of 64 features) needs about 236 GiB") in err[0]
+    assert "choose a smaller --pack, --samples-per-z or --batch-size" in err[0] and not out.exists()
+    x = np.random.default_rng(0).integers(0, 2, size=(200, 64)).astype(float)
+    with pytest.raises(ConfigError, match=r"\(10 rows of a batch .* needs about 23.6 GiB"):
+        DensityEstimator("gan", options={"pack": 100000}, batch_size=10, epochs=1).fit(x)

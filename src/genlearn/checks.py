@@ -329,9 +329,15 @@ def check_progress(history: list, out_dir=None) -> None:
             return
 
 
+def layer_width(model) -> int:
+    """Units of the model's widest layer: the largest dimension of its parameters. Buffers are left out: an RBM's
+    stored rows for reverse AIS or a table's patterns are not layers a sampled row passes through."""
+    return max((int(d) for p in model.parameters() for d in p.shape), default=0)
+
+
 def check_sample_count(n, n_features: int | None = None, what: str = "-n", width: int = 0) -> int:
     """A positive integer number of samples whose float32 rows (and their text), and one float32 activation per
-    row and unit of the model's widest layer (`width`, registry.size_of), fit in memory."""
+    row and unit of the model's widest layer (`width`, layer_width), fit in memory."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"{what} must be a positive integer number of samples, got {n!r}")
     if n_features is not None:
@@ -362,7 +368,9 @@ def check_model_memory(name: str, dataset, options: dict, train: dict) -> None:
     machine has: `fit_bytes` of the model's size on the meta device (registry.model_size). A lower bound of what
     the fit takes (activations and data come on top), so a refused fit would surely not fit. The message names the
     options that set the model's size (those whose default gives another number of parameters) and the data's
-    width."""
+    width. A family whose step's activations can outgrow its parameters (ModelSpec.step_memory, e.g. the gan's
+    packed critic inputs) has them checked first, for the batch rows of `train` (its batch_size, at most the
+    training rows)."""
     import dataclasses
 
     from genlearn.learning.trainer import TrainConfig
@@ -371,11 +379,16 @@ def check_model_memory(name: str, dataset, options: dict, train: dict) -> None:
 
     default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "optimizer")
     optimizer = train.get("optimizer") or default
+    spec = get_spec(name)
+    if spec.step_memory is not None:
+        rows = len(dataset.train)
+        batch = train.get("batch_size")
+        check_memory(*spec.step_memory(dataset, spec.parse_options(options), min(batch or rows, rows)))
     size = model_size(name, dataset, **options)
     nbytes = fit_bytes(size, optimizer)
     if nbytes <= machine_memory():
         return
-    config = get_spec(name).parse_options(options)
+    config = spec.parse_options(options)
 
     def sizes(k: str) -> bool:  # option k changes the number of parameters (its default gives another)
         try:
@@ -399,7 +412,7 @@ def _flag_value(value) -> str:
 __all__ = ["DEPENDENT_OPTIONS", "OPTIMIZER_FLAGS", "PARTITION_OPTIONS", "as_dataset", "check_dependent_options",
            "check_evaluation", "check_fit_arguments", "check_fit_paths", "check_known_options",
            "check_model_argument", "check_progress", "check_sample_count", "check_training",
-           "dataset_from_array"]
+           "dataset_from_array", "layer_width"]
 
 
 def check_fit_paths(out=None, data_dir=None, callbacks=None, recipe=None) -> None:
@@ -488,9 +501,7 @@ def check_sample_model(n: int, model, steps) -> None:
     if steps is not None and "steps" not in inspect.signature(model.sample).parameters:
         raise ConfigError(f"--steps applies to models sampled by Gibbs sweeps (rbm, boltzmann); {model.name} draws "
                           "exact samples: drop --steps")
-    from genlearn.models.registry import size_of
-
-    check_sample_count(n, model.n_features, width=size_of(model).width)
+    check_sample_count(n, model.n_features, width=layer_width(model))
 
 
 def kl_result(estimate) -> dict:

@@ -57,11 +57,10 @@ class Run:
 
     def sample(self, n: int, seed: int | None = None, **kwargs):
         """n rows drawn from the model: fresh random rows on every call, the same rows for the same `seed`."""
-        from genlearn.checks import check_sample_count
-        from genlearn.models.registry import size_of
+        from genlearn.checks import check_sample_count, layer_width
         from genlearn.validate import check_seed
 
-        check_sample_count(n, self.model.n_features, "n", width=size_of(self.model).width)
+        check_sample_count(n, self.model.n_features, "n", width=layer_width(self.model))
         generator = torch.Generator()
         if seed is None:
             generator.seed()  # a non-deterministic seed

@@ -99,6 +99,19 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32), accept_sparse=False)
         return X
 
+    def _check_memory(self, n_rows: int, n_features: int) -> None:
+        """Refuse, before allocating, an RBM whose training cannot fit in memory. Measured peaks (maximum resident
+        size, less an empty fit's, on 6 and 200 features) stay under 32 bytes per weight (the weights, their
+        gradient, the kernels' copies) plus 48 bytes per unit and row of the batch_size persistent chains and of
+        the minibatch (states, probabilities, uniforms, products), which is what is checked."""
+        from genlearn.validate import check_memory
+
+        n, h, chains = int(n_features), int(self.n_components), int(self.batch_size)
+        rows = chains + min(chains, int(n_rows))
+        nbytes = 32 * (n * h + n + h) + 48 * rows * (n + h)
+        check_memory(nbytes, f"an RBM of {n} visible x {h:,} hidden units (n_components) trained with {chains:,} "
+                     "persistent chains (batch_size)", "choose a smaller n_components or batch_size")
+
     def _new_model(self, n_features: int, rng) -> None:
         self._torch_seed = int(rng.randint(np.iinfo(np.int32).max))
         from genlearn.learning.rules import make_rule
@@ -154,6 +167,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         X = self._validate(X, reset=True)
         self._fit_dtype = X.dtype
         rng = check_random_state(self.random_state)
+        self._check_memory(X.shape[0], X.shape[1])
         self._new_model(X.shape[1], rng)
         x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         self.model_.set_training_statistics(x)
@@ -174,6 +188,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         if first:
             self._fit_dtype = np.dtype(np.float64)  # as scikit-learn's partial_fit, whatever X's dtype
+            self._check_memory(X.shape[0], X.shape[1])
             self._new_model(X.shape[1], check_random_state(self.random_state))
             self.model_.set_training_statistics(x)
         self._sgd_pass(x, None)
@@ -235,6 +250,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        _check_sample_memory(self.model_, n_samples)
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         with torch.no_grad():
             v = self.model_.sample(int(n_samples), torch.Generator().manual_seed(seed), steps=int(steps))
@@ -303,8 +319,10 @@ class DensityEstimator(BaseEstimator):
         dataset = Dataset(name="array", kind=kind, train=x)
         from genlearn.checks import check_model_memory  # sized before it is allocated
 
+        defaults = spec.training_defaults(self.options)
         check_model_memory(self.model, dataset, self.options or {},
-                           {"optimizer": self.optimizer or spec.training_defaults(self.options).get("optimizer")})
+                           {"optimizer": self.optimizer or defaults.get("optimizer"),
+                            "batch_size": self.batch_size or defaults.get("batch_size")})
         model = build_model(self.model, dataset, **(self.options or {}))
         model.check_input(x)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -343,6 +361,7 @@ class DensityEstimator(BaseEstimator):
         here, else by the estimator's own random_state, as scikit-learn's GaussianMixture.sample does)."""
         check_is_fitted(self, "model_")
         seed = _sample_seed(n_samples, self.random_state if random_state is None else random_state)
+        _check_sample_memory(self.model_, n_samples)
         with torch.no_grad():
             return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
 
@@ -509,6 +528,7 @@ class VariationalAutoencoder(TransformerMixin, BaseEstimator):
         """n_samples binary rows drawn from the model: z ~ p(z), then x ~ Bernoulli(sigmoid(decoder(z)))."""
         check_is_fitted(self, "model_")
         seed = _sample_seed(n_samples, self.random_state if random_state is None else random_state)
+        _check_sample_memory(self.model_, n_samples)
         with torch.no_grad():
             return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
 
@@ -519,6 +539,14 @@ def _sample_seed(n_samples, random_state) -> int:
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     return int(check_random_state(random_state).randint(2**31 - 1))
+
+
+def _check_sample_memory(model, n_samples) -> None:
+    """Refuse, before allocating, n_samples rows that cannot fit in memory: the float32 rows, their float64 copy
+    returned, and one activation per row and unit of the model's widest layer (checks.check_sample_count)."""
+    from genlearn.checks import check_sample_count, layer_width
+
+    check_sample_count(int(n_samples), model.n_features, what="n_samples", width=layer_width(model))
 
 
 #: the scikit-learn VAE wrapper under its short name

@@ -56,6 +56,7 @@ def detect_format(path) -> str:
     """'png-folder', 'split-folder', 'idx', 'npz', 'npy', 'amat', 'mat' or 'text'."""
     path = Path(path)
     if path.is_dir():
+        formats.check_not_run_folder(path)
         if _split_files(path):
             return "split-folder"
         return "png-folder"

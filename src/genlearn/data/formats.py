@@ -49,6 +49,28 @@ def _check_file(path) -> Path:
     return path
 
 
+#: files that mark a genlearn run folder (a fitted model), as genlearn.learning.run_folder writes them; named here
+#: because the data layer may not import the learning layer
+RUN_FOLDER_FILES = ("checkpoint.safetensors", "checkpoint.json", "model.safetensors", "metrics.json")
+
+
+def run_folder_marker(folder) -> str | None:
+    """The name of the first run-folder file (RUN_FOLDER_FILES) in `folder`, or None: a genlearn run folder, not
+    data, when not None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    return next((name for name in RUN_FOLDER_FILES if (folder / name).is_file()), None)
+
+
+def check_not_run_folder(folder) -> None:
+    """Raise DataError when `folder`, about to be read as data, is a genlearn run folder (a fitted model)."""
+    marker = run_folder_marker(folder)
+    if marker is not None:
+        raise DataError(f"{folder} is a genlearn run folder (a fitted model: it holds {marker}), not data; give a "
+                        "data file, a folder of images or a data-set name (see `genlearn datasets`)")
+
+
 def read_bytes(path) -> bytes:
     """The file's bytes, gunzipped when they start with the gzip magic number (whatever the file name)."""
     path = _check_file(path)
@@ -61,6 +83,18 @@ def read_bytes(path) -> bytes:
         if not raw:
             raise DataError(f"{path} is empty once decompressed; download it again")
     return raw
+
+
+def check_gzip_name(path) -> None:
+    """Raise DataError when the file's name ends in .gz but its content is not gzip (no magic bytes 1f 8b)."""
+    path = _check_file(path)
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head != GZIP_MAGIC:
+            raise DataError(f"{path} ends in .gz but is not gzip-compressed (it does not start with the gzip magic "
+                            f"bytes 1f 8b); rename it to {path.name[:-3] or 'a name'} without .gz if it holds "
+                            "plain data, or compress it with gzip")
 
 
 def sniff(path) -> str:
@@ -150,6 +184,9 @@ def _checked_array(arr, what: str) -> np.ndarray:
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise DataError(f"{what} holds dtype {arr.dtype}; numeric arrays (bool, int, float) are needed")
     if arr.size == 0:
+        if arr.ndim >= 2 and arr.shape[0] > 0:
+            raise DataError(f"{what} holds {arr.shape[0]} examples but no features (shape {arr.shape}: zero "
+                            "columns); save an array of shape (examples, features) with at least one feature column")
         raise DataError(f"{what} is empty (shape {arr.shape}); at least one example is needed")
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr)
@@ -168,13 +205,49 @@ def read_npy(path) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        raise DataError(f"{path}: cannot read as .npy ({exc}); object arrays are refused, save numeric arrays")
+        raise _npy_error(path, exc) from None
     except Exception as exc:  # OSError, EOFError; zipfile.BadZipFile when it starts like a zip archive
         raise DataError(f"{path}: corrupt or truncated .npy file ({type(exc).__name__}: {exc})") from None
     if not isinstance(arr, np.ndarray):  # np.load opened a .npz archive
         arr.close()
         raise DataError(f"{path} is a .npz archive, not one .npy array; name it .npz")
     return _checked_array(arr, str(path))
+
+
+def _npy_layout(path: Path):
+    """(shape, dtype, data offset) from the header of a .npy file, or None when the header cannot be read."""
+    from numpy.lib import format as npy_format
+
+    try:
+        with open(path, "rb") as fh:
+            version = npy_format.read_magic(fh)
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            return shape, dtype, fh.tell()
+    except Exception:  # a truncated or damaged header: ValueError, EOFError, SyntaxError...
+        return None
+
+
+def _npy_error(path: Path, exc: Exception) -> DataError:
+    """The DataError for a .npy file np.load refused with `exc` (a ValueError): an object array, a file shorter
+    than its header announces, or a damaged header."""
+    size = path.stat().st_size
+    if "Object arrays" in str(exc):
+        return DataError(f"{path} holds an object array (dtype object): object arrays are refused (loading them "
+                         "would run pickle); save a numeric array (bool, int or float)")
+    layout = _npy_layout(path)
+    if layout is None:
+        if "EOF" in str(exc):
+            return DataError(f"{path} is truncated: the file ({size} bytes) ends inside its .npy header; the file is "
+                             "incomplete, write it again (numpy.save) or download it again")
+        return DataError(f"{path}: the .npy header is damaged ({exc}); write the file again with numpy.save")
+    shape, dtype, offset = layout
+    needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size - offset < needed:
+        return DataError(f"{path} is truncated: its header announces a {dtype} array of shape {tuple(shape)} "
+                         f"({needed} data bytes) but the file holds only {max(size - offset, 0)}; the file is "
+                         "incomplete, write it again (numpy.save) or download it again")
+    return DataError(f"{path}: cannot read as .npy ({exc}); write it again with numpy.save")
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
@@ -205,7 +278,9 @@ def read_npz(path) -> dict[str, np.ndarray]:
     except DataError:
         raise
     except ValueError as exc:
-        raise DataError(f"{path}: cannot read as .npz ({exc}); object arrays are refused") from None
+        hint = "; object arrays are refused (loading them would run pickle), save numeric arrays" if (
+            "Object arrays" in str(exc)) else "; write it again with numpy.savez"
+        raise DataError(f"{path}: cannot read as .npz ({exc}){hint}") from None
     except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, zlib.error
         raise DataError(f"{path}: corrupt or truncated .npz archive ({type(exc).__name__}: {exc})") from None
     return {k: _checked_array(v, f"{path}[{k!r}]") for k, v in found.items()}
@@ -232,7 +307,9 @@ def read_text(path, delimiter: str | None = "auto", binary: bool = False) -> np.
     when the first line has one). Blank lines are skipped. Returns float64 (M, n).
 
     Every row must have the same number of values ("row R has C values, expected N" otherwise); with
-    binary=True every value must be 0 or 1."""
+    binary=True every value must be 0 or 1. A name ending in .gz must hold gzip (a plain file so named is refused:
+    the name says it is compressed)."""
+    check_gzip_name(path)
     raw = read_bytes(path)
     if raw.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
         raise DataError(f"{path} starts with a byte-order mark (as spreadsheet programs write); save it as plain "
@@ -340,7 +417,12 @@ def read_png_folder(folder) -> tuple[np.ndarray, tuple[int, int]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
+    check_not_run_folder(folder)
     files = png_files(folder)
+    run = next((f.parent for f in files if run_folder_marker(f.parent) is not None), None)
+    if run is not None:  # e.g. a `genlearn tune` output: its trials/NNNN are run folders
+        raise DataError(f"{folder} holds genlearn run folders (fitted models, e.g. {run.relative_to(folder)}), not "
+                        "data; give a data file, a folder of images or a data-set name (see `genlearn datasets`)")
     if not files:
         raise DataError(f"{folder} holds no .png images; put one image per example there")
     first = read_png(files[0])

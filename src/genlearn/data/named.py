@@ -70,9 +70,17 @@ def locate(name: str, data_dir, folders, groups, extra_dirs=()) -> list[Path]:
     alternatives = "; or ".join(" and ".join(g) for g in groups[1:])
     if alternatives:
         expected += f" (or {alternatives})"
+    if data_dir is not None and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
+        raise DataError(
+            f"data set {name!r}: the data directory {data_dir} is a file, not a folder; pass --data-dir DIR (Python: "
+            f"data_dir=DIR) or set GENLEARN_DATA=DIR, DIR being the folder that holds {expected}, directly or in "
+            f"DIR/{folders[0]}."
+        )
     looked = []
     for d in dirs:
-        if not d.is_dir():
+        if d.exists() and not d.is_dir():
+            looked.append(f"{d} (a file, not a folder)")
+        elif not d.is_dir():
             looked.append(f"{d} (no such folder)")
         else:
             missing = [f for f in groups[0] if not (d / f).is_file()]

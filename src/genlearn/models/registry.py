@@ -65,6 +65,9 @@ class ModelSpec:
     #: gradient tolerance, epochs = the maximum): over train_defaults unless the user chooses another optimizer
     #: or, for a full-batch optimizer, a batch size (see `training_defaults`); None: train_defaults alone
     converge: Callable | None = None
+    #: (dataset, config, batch rows) -> (bytes, what, fix): the activations one training step holds where they can
+    #: outgrow the parameters (e.g. a packed critic's inputs), checked by checks.check_model_memory; None: none
+    step_memory: Callable | None = None
 
     def training_defaults(self, options: dict | None = None, given: dict | None = None) -> dict:
         """The trainer settings a fit of this family starts from under model `options`, before the user's own
