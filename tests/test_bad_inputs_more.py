@@ -202,7 +202,7 @@ CASES = [
     ("sample-out-under-file", "sample {run} --out {d}/existing.csv/x.csv", "existing.csv does not exist"),
     ("sample-steps-zero", "sample {run} --steps 0", "--steps must be a positive number"),
     # -- kl ---------------------------------------------------------------------------------------------------------
-    ("kl-dash-value", "kl --p -0.5,1.5 --q 0.5,0.5", "a value that starts with '-' is written --flag=VALUE"),
+    ("kl-dash-value", "kl --p -0.5,1.5 --q 0.5,0.5", "a value that starts with '-' is written --p=VALUE"),
     ("kl-negative", "kl --p=-0.5,1.5 --q 0.5,0.5", "p must hold finite non-negative probabilities"),
     ("kl-nan", "kl --p 0.5,nan --q 0.5,0.5", "non-negative probabilities, got [0.5, nan]"),
     ("kl-data-file", "kl --p {run} --q {d}/good.csv", "neither a run folder nor comma-separated"),
@@ -367,7 +367,7 @@ API_CASES = [
     ("vae-iw-zero", lambda d: _estimators().VariationalAutoencoder(iw_samples=0).fit(X4), ValueError,
      "iw_samples must be a positive integer"),
     ("vae-nan", lambda d: _estimators().VariationalAutoencoder(latent=2, hidden=4, epochs=1).fit(X4 * np.nan),
-     ValueError, "Input X contains NaN"),
+     ValueError, "X holds nan at row 0, column 0"),
 ]
 
 

@@ -282,7 +282,7 @@ def test_geometric_schedule_over_epochs_and_over_the_time_budget(tmp_path, capsy
     assert torch.equal(resumed.model.logits, full.model.logits)
     code, _, err = run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--schedule", "geometric",
                            "--final-lr-fraction", "0", "--out", tmp_path / "bad", "--quiet")
-    assert code == 2 and "final_lr_fraction must be in (0, 1]" in err
+    assert code == 2 and "--final-lr-fraction must be in (0, 1]" in err
 
 
 def test_plateau_schedule_lowers_the_rate_after_stalled_evaluations_and_resumes_the_same(tmp_path, capsys):

@@ -16,13 +16,28 @@ from genlearn.errors import ConfigError, GenlearnError, RunError
 EXIT_USAGE = 2
 
 
+#: the command line being parsed (set by _main), for the hints of _Parser.error
+_ARGV: list[str] = []
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the package's error format: one line `genlearn: error: ...` and exit code 2."""
 
     def error(self, message):
-        if message.endswith("expected one argument"):  # e.g. --p -0.5,1.5: argparse reads -0.5,1.5 as a flag
-            message += "; a value that starts with '-' is written --flag=VALUE"
+        if message.endswith("expected one argument"):
+            message += _missing_value_hint(message, _ARGV)
         self.exit(EXIT_USAGE, f"genlearn: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _missing_value_hint(message: str, argv: list[str]) -> str:
+    """The hint for argparse's "argument --flag: expected one argument": a flag followed by a negative number (e.g.
+    --p -0.5,1.5, which argparse reads as a flag) is written --flag=VALUE; a flag followed by nothing or by another
+    flag needs its value after it."""
+    flag = message.removeprefix("argument ").split(":")[0].split("/")[0].strip()
+    nxt = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag), None)
+    if nxt is not None and nxt[:1] == "-" and nxt[1:2] in tuple("0123456789."):  # a negative number
+        return f"; a value that starts with '-' is written {flag}=VALUE"
+    return f"; write its value after it ({flag} VALUE)"
 
 
 def _data_args(p: argparse.ArgumentParser, required: bool = False, suppress: bool = False) -> None:
@@ -112,6 +127,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="genlearn",
         description="Learn generative models P(X|theta) by minimising D_KL(Q^||P_theta) = NLL - H(Q^).",
     )
+    from genlearn import __version__
+
+    parser.add_argument("--version", action="version", version=f"genlearn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fit", help="fit a model to a data set; writes checkpoint, metrics.json and plots to --out",
@@ -323,11 +341,15 @@ PLAIN_KEYS = ("train_nll", "valid_nll", "train_nll_member", "valid_nll_member", 
 
 def _plain_lines(args, progress: bool):
     """Not on a terminal (a pipe, a log file) and not --quiet: no progress bar but one plain line per evaluation on
-    standard error, `epoch 5/100 train_nll=... valid_nll=...` (None when a bar is shown or --quiet)."""
+    standard error, `epoch 5/100 train_nll=... valid_nll=...`, from rank 0 alone under torchrun (None when a bar is
+    shown or --quiet)."""
     if progress or getattr(args, "quiet", False):
         return None
 
     def line(trainer, rec):
+        parallel = getattr(trainer, "parallel", None)
+        if parallel is not None and not parallel.is_writer:  # torchrun: rank 0 alone prints
+            return
         shown = [k for k in PLAIN_KEYS if isinstance(rec.get(k), (int, float))]
         if shown:
             print(f"epoch {rec['epoch']}/{trainer.cfg.epochs} " + " ".join(f"{k}={rec[k]:.6g}" for k in shown),
@@ -514,7 +536,10 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _distribution(text: str):
+def _distribution(text: str, flag: str):
+    """`kl --p/--q TEXT`: a run folder's model, or the probabilities p1,p2,... of a table."""
+    if not text.strip():
+        raise ConfigError(f"{flag} is empty; give probabilities p1,p2,... or a run folder")
     if Path(text).is_dir():
         from genlearn.runs import load_run
 
@@ -528,7 +553,7 @@ def _distribution(text: str):
 def cmd_kl(args) -> int:
     from genlearn.divergence import kl_divergence
 
-    p, q = _distribution(args.p), _distribution(args.q)
+    p, q = _distribution(args.p, "--p"), _distribution(args.q, "--q")
     if isinstance(p, list) != isinstance(q, list):
         raise ConfigError("compare two tables or two runs, not one of each")
     estimate = kl_divergence(p, q, method=args.method)
@@ -766,6 +791,7 @@ def _main(argv: list[str] | None = None) -> int:
     except GenlearnError as exc:
         print(f"genlearn: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    _ARGV[:] = argv
     args = parser.parse_args(argv)
     try:
         _set_threads(getattr(args, "threads", None))

@@ -34,6 +34,7 @@ from genlearn.models.base import EnergyModel, LatentVariableModel
 from genlearn.models.categorical import Categorical
 from genlearn.models.gaussian import Gaussian
 from genlearn.models.product import ProductBernoulli
+from genlearn.validate import check_binary, check_categorical, check_real
 
 #: what `kl_divergence(method=...)` accepts
 KL_METHODS = ("auto", "exact", "closed-form", "enumerate", "quad", "mc")
@@ -278,14 +279,39 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
     return kl_monte_carlo(p, q, partition=partition, **kwargs)
 
 
+def _check_data(model, x) -> Tensor:
+    """x (tensor, numpy array or nested lists) as a tensor of the model's sample space, validated once at this entry
+    point (genlearn.validate, through the model's check_input): shape (M, n_features) with 0/1 values for a binary
+    model, integer outcomes 0..K-1 of shape (M,) for a categorical one, finite numbers for a real one; one DataError
+    naming the problem and where it is otherwise."""
+    if hasattr(model, "check_input"):
+        return model.check_input(x)
+    if model.support == "binary":
+        return check_binary(x, model.n_features)
+    if model.support == "categorical":
+        return check_categorical(x, model.n_categories)
+    return check_real(x, model.n_features)
+
+
 @torch.no_grad()
 def empirical_kl(model, x: Tensor, kind: str | None = None, batch_size: int = 10_000) -> dict:
     """D_KL(Q^||P_theta) = NLL(theta) - H(Q^), both terms in nats per example, float64.
 
-    Returns {"kl": ..., "nll": ..., "entropy": ...}; for real-valued data H(Q^) and kl are None."""
+    x: the rows (a tensor or a numpy array), checked once against the model's sample space before they are scored
+    (`_check_data`: the model's number of features; 0/1 for a binary model, outcomes 0..K-1 for a categorical one,
+    finite numbers for a real one): one DataError naming the first bad entry. `kind` (binary | categorical | real),
+    if given, must be the model's. Returns {"kl": ..., "nll": ..., "entropy": ...}; for real-valued data H(Q^) and
+    kl are None."""
     from genlearn.data.empirical import empirical_entropy
 
-    kind = kind or ("categorical" if model.support == "categorical" else model.support)
+    support = model.support
+    if kind is not None and kind != support:
+        raise ConfigError(f"kind {kind!r} does not match the model's sample space: the {model.name!r} model is "
+                          f"{support}; leave kind out (it follows the model)")
+    kind = support
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    x = _check_data(model, x)
     nll = mean_nll(model, x, batch_size)
     h = empirical_entropy(x, kind)
     return {"kl": None if h is None else nll - h, "nll": nll, "entropy": h}

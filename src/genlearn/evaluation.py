@@ -23,6 +23,15 @@ def _finite_or_none(value: float) -> float | None:
 
 
 @torch.no_grad()
+def check_data_kind(model, dataset) -> None:
+    """The data set's kind (binary, categorical, real) must be the model's sample space: one ConfigError naming
+    both otherwise, before any likelihood (or the KL to the data's known truth) is computed."""
+    support, kind = getattr(model, "support", None), getattr(dataset, "kind", None)
+    if support is not None and kind is not None and support != kind:
+        raise ConfigError(f"the model {model.name!r} is for {support} data, but the data set {dataset.name!r} is "
+                          f"{kind}; evaluate it on {support} data")
+
+
 def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str = "auto", progress: bool = False,
              parallel=None, **partition_options) -> dict:
     """Metrics of a fitted model on a data set: `<split>_nll`, `<split>_nll_method`, `<split>_bits_per_dim` (and
@@ -36,6 +45,7 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str =
     `parallel` (a learning.distributed.DataParallel, every rank calling): the per-row part of each split's NLL is
     sharded (`sharded`); log Z (exact or AIS), the entropy, the KL and latent AIS/BDMC are computed by rank 0 alone,
     after the shards; rank 0 returns the metrics of one process, the other ranks {}."""
+    check_data_kind(model, dataset)
     if isinstance(model, LatentVariableModel):
         return evaluate_latent(model, dataset, splits, partition, progress, parallel=parallel, **partition_options)
     out: dict = {}

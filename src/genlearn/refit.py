@@ -24,6 +24,7 @@ from pathlib import Path
 
 from genlearn.data.refit_rows import REFIT_ROWS, merged_rows
 from genlearn.errors import ConfigError, RunError
+from genlearn.learning.lock import LOCK_FILE
 
 
 def plateau_lr_steps(history: list[dict], lr: float, epochs: int) -> str | None:
@@ -38,6 +39,33 @@ def plateau_lr_steps(history: list[dict], lr: float, epochs: int) -> str | None:
             factor = value
         previous_epoch = int(rec["epoch"])
     return ",".join(steps) or None
+
+
+def _check_metrics(metrics, path: Path) -> None:
+    """The fields of a finished run's metrics.json that a refit reads, with their types: the model's name, the
+    data record (its training rows, and its spec: a string, or none for data given as an object), the training
+    settings and the epochs it ran. A RunError naming the damaged field otherwise."""
+    def damaged(what: str) -> RunError:
+        return RunError(f"{path} is damaged: {what}; fit the run again (genlearn fit writes metrics.json), then "
+                        "refit it")
+
+    if not isinstance(metrics, dict):
+        raise damaged("it is not a JSON object")
+    if not isinstance(metrics.get("model"), str):
+        raise damaged("it names no model (a string \"model\")")
+    data = metrics.get("data")
+    sizes = data.get("sizes") if isinstance(data, dict) else None
+    rows = sizes.get("train") if isinstance(sizes, dict) else None
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise damaged("it records no number of training rows (data.sizes.train)")
+    if data.get("spec") is not None and not isinstance(data["spec"], str):
+        raise damaged(f"its data spec (data.spec) is {data['spec']!r}, not a string")
+    if not isinstance(metrics.get("train_config"), dict):
+        raise damaged("it records no training settings (train_config)")
+    for key in ("best_epoch", "epochs_run"):
+        value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise damaged(f"{key} is {value!r}, not a number of epochs")
 
 
 def refit_train_settings(metrics: dict, rows_ratio: float, defaults: dict | None = None) -> dict:
@@ -87,6 +115,10 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
 
     check_path_argument(run, "run")
     run = Path(run)
+    if not run.exists():
+        raise RunError(f"{run}: no such folder; give the folder of a run that `genlearn fit` finished")
+    if not run.is_dir():
+        raise RunError(f"{run} is a file, not a run folder; give the folder of a run that `genlearn fit` finished")
     path = run / "metrics.json"
     try:
         metrics = json.loads(path.read_text())
@@ -94,11 +126,15 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
         raise RunError(f"{run} holds no finished run (no metrics.json): refit a run that `genlearn fit` finished")
     except (OSError, ValueError) as exc:
         raise RunError(f"{path} cannot be read ({exc}); refit a finished run") from None
+    _check_metrics(metrics, path)
     if (metrics.get("recipe") or {}).get("refit_of"):
         raise ConfigError(f"{run} is already a refit (of {metrics['recipe']['refit_of'].get('run')}): it trained on "
                           "train + valid, and has no valid choices left to refit with")
     if Path(out).resolve() == run.resolve():
         raise ConfigError(f"--out {out} is the run to refit: the refit would replace it; give another --out")
+    if not overwrite and Path(out).is_dir() and any(p.name != LOCK_FILE for p in Path(out).iterdir()):
+        raise RunError(f"{out} exists and is not empty; choose another --out, or pass --overwrite to replace the "
+                       "run in it")
     spec = metrics.get("data", {}).get("spec")
     if not spec:
         raise RunError(f"{run} was fitted to data given as an object, not a named data set or file: it cannot be "

@@ -96,7 +96,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
             raise ValueError(f"matmul_precision must be 'auto', 'full' or 'bfloat16', got {self.matmul_precision!r}")
 
     def _validate(self, X, reset: bool):
-        X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32), accept_sparse=False)
+        X = _finite_rows(self, X, reset)
         return X
 
     def _check_memory(self, n_rows: int, n_features: int) -> None:
@@ -295,7 +295,7 @@ class DensityEstimator(BaseEstimator):
         self.verbose = verbose
 
     def _tensor(self, X, reset: bool) -> torch.Tensor:
-        X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32), accept_sparse=False)
+        X = _finite_rows(self, X, reset)
         return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
 
     def fit(self, X, y=None):
@@ -443,7 +443,7 @@ class VariationalAutoencoder(TransformerMixin, BaseEstimator):
         return value
 
     def _binary(self, X, reset: bool, what: str) -> torch.Tensor:
-        X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32), accept_sparse=False)
+        X = _finite_rows(self, X, reset)
         bad = (X != 0) & (X != 1)
         if bad.any():
             r, c = np.argwhere(bad)[0]
@@ -531,6 +531,20 @@ class VariationalAutoencoder(TransformerMixin, BaseEstimator):
         _check_sample_memory(self.model_, n_samples)
         with torch.no_grad():
             return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
+
+
+def _finite_rows(estimator, X, reset: bool) -> np.ndarray:
+    """X as a float (n_samples, n_features) array checked by scikit-learn's validate_data (shape, the number of
+    features seen in fit), then for NaN and infinity with a message for density models: one ValueError naming the
+    first bad entry (scikit-learn's own points to classifiers that accept missing values)."""
+    X = validate_data(estimator, X, reset=reset, dtype=(np.float64, np.float32), accept_sparse=False,
+                      ensure_all_finite=False)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"X holds {X[r, c]} at row {r}, column {c} ({int(bad.sum())} NaN or inf values); a density "
+                         "model needs finite values: remove or impute those rows first")
+    return X
 
 
 def _sample_seed(n_samples, random_state) -> int:

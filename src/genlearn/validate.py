@@ -56,8 +56,8 @@ def check_binary(x, n_features: int | None = None, what: str = "data") -> Tensor
         where = _first_bad_index(bad)
         raise DataError(
             f"{what} must be binary (0/1) for this model but holds {x[where].item()!r} at row {where[0]}, "
-            f"column {where[1]} ({int(bad.sum())} such values); binarize it first "
-            "(e.g. --data NAME:binarize=threshold)"
+            f"column {where[1]} ({int(bad.sum())} such values); binarize it first (command line: --data "
+            "NAME:binarize=threshold; Python: (x > 0.5).astype(float))"
         )
     return x.to(torch.float32)
 

@@ -61,7 +61,7 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
     rel_tol relative between two epochs (epochs is then the maximum; recorded as state.converged; see
     genlearn.learning.convergence)."""
 
-    epochs: int = option(100, "passes over the training set", minimum=0)
+    epochs: int = option(100, "passes over the training set", minimum=1)
     lr: float = option(0.1, "learning rate eps of theta <- theta - eps dD_KL/dtheta")
     optimizer: str = option("gd", "gd = full-batch gradient descent; sgd/momentum/adam use --batch-size; lbfgs = "
                             "full-batch L-BFGS with a line search (--lr: its first trial step)", choices=OPTIMIZERS)
@@ -102,45 +102,45 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
 
     def validate(self) -> "TrainConfig":
         if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ConfigError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+            raise ConfigError(f"--epochs must be a non-negative integer, got {self.epochs!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"the learning rate must be a positive number, got {self.lr!r}")
+            raise ConfigError(f"--lr (the learning rate) must be a positive number, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if not (isinstance(self.final_lr_fraction, (int, float)) and 0 < self.final_lr_fraction <= 1):
-            raise ConfigError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction!r}")
+            raise ConfigError(f"--final-lr-fraction must be in (0, 1], got {self.final_lr_fraction!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
+            raise ConfigError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
         if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0):
-            raise ConfigError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
+            raise ConfigError(f"--max-minutes must be a positive number, got {self.max_minutes!r}")
         if self.schedule == "piecewise" or self.lr_steps is not None:
             if self.schedule != "piecewise" or self.lr_steps is None:
                 raise ConfigError("--lr-steps goes with --schedule piecewise, and that schedule needs --lr-steps "
                                   "(e.g. --lr-steps 10:0.5,20:0.25)")
             parse_lr_steps(self.lr_steps)
         if not isinstance(self.plateau_patience, int) or self.plateau_patience < 1:
-            raise ConfigError(f"plateau_patience must be a positive integer, got {self.plateau_patience!r}")
+            raise ConfigError(f"--plateau-patience must be a positive integer, got {self.plateau_patience!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
+            raise ConfigError(f"--patience must be a positive integer, got {self.patience!r}")
         if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
-            raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if not isinstance(self.eval_every, int) or self.eval_every < 1:
-            raise ConfigError(f"eval_every must be a positive integer, got {self.eval_every!r}")
+            raise ConfigError(f"--eval-every must be a positive integer, got {self.eval_every!r}")
         if self.monitor_ais_steps is not None and (not isinstance(self.monitor_ais_steps, int)
                                                    or self.monitor_ais_steps < 1):
-            raise ConfigError(f"monitor_ais_steps must be a positive integer, got {self.monitor_ais_steps!r}")
+            raise ConfigError(f"--monitor-ais-steps must be a positive integer, got {self.monitor_ais_steps!r}")
         if self.monitor_rows is not None and (not isinstance(self.monitor_rows, int) or self.monitor_rows < 1):
-            raise ConfigError(f"monitor_rows must be a positive integer, got {self.monitor_rows!r}")
+            raise ConfigError(f"--monitor-rows must be a positive integer, got {self.monitor_rows!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
-            raise ConfigError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every!r}")
+            raise ConfigError(f"--checkpoint-every must be a positive integer, got {self.checkpoint_every!r}")
         for name in ("tol", "rel_tol"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+                raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative number, got {value!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -659,7 +659,8 @@ class Trainer:
         if self.state.epoch == 0 and not self.state.history:
             self.state.history.append(self.evaluate(float("nan")))
         bar = tqdm(total=self.cfg.epochs, initial=self.state.epoch, desc=f"fit {self.model.name}", unit="epoch",
-                   disable=None if self.cfg.progress else True, leave=False)  # None: off when not a terminal
+                   disable=None if self.cfg.progress and (self.parallel is None or self.parallel.is_writer)
+                   else True, leave=False)  # None: off when not a terminal; torchrun: rank 0's bar alone
         # Ctrl-C: stop after the current minibatch with a checkpoint of that point (genlearn.learning.interrupt)
         self.stop = StopOnSignal(enabled=self.out_dir is not None and self.parallel is None)
         try:

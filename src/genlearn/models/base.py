@@ -9,7 +9,9 @@ For models with an exact likelihood loss(x) = -mean log P(x|theta) = D_KL(Q^||P_
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import operator
 
 import torch
 from torch import Tensor
@@ -31,6 +33,17 @@ class GenerativeModel(torch.nn.Module):
     tractable: bool = True
 
     n_features: int
+
+    def __init_subclass__(cls, **kwargs):
+        """Each family's own `log_prob` and `sample` are wrapped here, once, with the cheap checks of their arguments
+        (no pass over the data's values: log_prob runs in training loops): `check_log_prob_shape` (the width of x)
+        and `check_sample_count` (n). One clear error instead of a raw torch error or silently reshaped numbers."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "log_prob" in own and not getattr(own["log_prob"], "_genlearn_checked", False):
+            cls.log_prob = _shape_checked_log_prob(own["log_prob"])
+        if "sample" in own and not getattr(own["sample"], "_genlearn_checked", False):
+            cls.sample = _count_checked_sample(own["sample"])
 
     # -- the interface -------------------------------------------------------------------------------
     def log_prob(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -93,6 +106,57 @@ class GenerativeModel(torch.nn.Module):
         if self.support == "categorical":
             return check_categorical(x, self.n_categories)
         return check_real(x, self.n_features)
+
+
+def check_sample_count(n) -> int:
+    """n of `sample(n)` as an int >= 1 (any integer type: int, numpy or 0-d torch integers); ConfigError otherwise."""
+    if not isinstance(n, bool):
+        try:
+            value = operator.index(n)
+        except TypeError:
+            value = None
+        if value is not None and value >= 1:
+            return value
+    raise ConfigError(f"n must be a positive integer (the number of samples to draw), got {n!r}")
+
+
+def check_log_prob_shape(model: GenerativeModel, x) -> None:
+    """DataError unless x has the width of the model's examples: x.shape[-1] == n_features (a 1-D x of a
+    1-feature model is M scalar examples), or 1-D outcomes (M,) / (M, 1) for a categorical model. Shape only, no
+    values; x without a shape (a list) is left to the family."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return
+    shape = tuple(shape)
+    if model.support == "categorical":
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise DataError(f"x for the categorical model {model.name!r} must be integer outcomes of shape (M,) or "
+                            f"(M, 1), got shape {shape}")
+        return
+    n = model.n_features
+    width = shape[-1] if len(shape) > 1 or (shape and n != 1) else 1
+    if width != n:
+        raise DataError(f"x has {width} columns but the {model.name!r} model has {n} features (x has shape {shape}); "
+                        f"pass data of shape (M, {n}), like the data the model was built for")
+
+
+def _shape_checked_log_prob(fn):
+    @functools.wraps(fn)
+    def log_prob(self, x, *args, **kwargs):
+        check_log_prob_shape(self, x)
+        return fn(self, x, *args, **kwargs)
+
+    log_prob._genlearn_checked = True
+    return log_prob
+
+
+def _count_checked_sample(fn):
+    @functools.wraps(fn)
+    def sample(self, n, *args, **kwargs):
+        return fn(self, check_sample_count(n), *args, **kwargs)
+
+    sample._genlearn_checked = True
+    return sample
 
 
 class EnergyModel(GenerativeModel):
@@ -233,6 +297,38 @@ def check_probability_vector(p, what: str) -> Tensor:
     if not math.isclose(float(p.sum()), 1.0, abs_tol=1e-6):
         raise ConfigError(f"{what} must sum to 1, got sum {float(p.sum()):.6g}")
     return p
+
+
+def check_parameter_vector(value, n: int, what: str, low: float | None = None, high: float | None = None,
+                           low_open: bool = False) -> Tensor:
+    """An explicit parameter value given to a constructor (a Gaussian's mean or std, Bernoulli probabilities) as a
+    float32 vector of n entries, each finite and within [low, high] (low excluded with low_open); ConfigError naming
+    the parameter and the first bad entry otherwise. Values on the meta device (no values) are not checked."""
+    try:
+        t = torch.as_tensor(value.detach() if isinstance(value, Tensor) else value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"{what} must be {n} number(s), one per feature, got {value!r}"[:300]) from None
+    if t.numel() != n:
+        raise ConfigError(f"{what} must be {n} number(s), one per feature, got {t.numel()} (shape {tuple(t.shape)})")
+    t = t.reshape(n)
+    if t.is_meta:
+        return t
+    bad = ~torch.isfinite(t)
+    if low is not None:
+        bad |= (t <= low) if low_open else (t < low)
+    if high is not None:
+        bad |= t > high
+    if bad.any():
+        i = int(torch.nonzero(bad)[0])
+        if low is None and high is None:
+            need = "finite numbers"
+        elif high is None:
+            need = f"finite numbers {'>' if low_open else '>='} {low:g}"
+        else:
+            need = f"numbers in [{low:g}, {high:g}]"
+        where = what if n == 1 else f"{what}[{i}]"
+        raise ConfigError(f"{where} is {t[i].item()}; {what} must hold {need}")
+    return t
 
 
 def reject_learning_settings(cls_name: str, got: dict, learning_keys: tuple, use: str) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from genlearn.errors import ConfigError
-from genlearn.models.base import GenerativeModel, as_float, check_positive_int
+from genlearn.models.base import GenerativeModel, as_float, check_parameter_vector, check_positive_int
 from genlearn.models.registry import ModelSpec, lbfgs_to_convergence, register_model
 from genlearn.options import option
 
@@ -30,9 +30,12 @@ class Gaussian(GenerativeModel):
             raise ConfigError(f"covariance must be 'diag' or 'full', got {covariance!r}")
         self.covariance = covariance
         d = self.n_features
-        start = torch.zeros(d) if mean is None else torch.as_tensor(mean, dtype=torch.float32).reshape(d).clone()
+        start = torch.zeros(d) if mean is None else check_parameter_vector(mean, d, "mean").clone()
         self.mean = torch.nn.Parameter(start)
-        log_std = torch.zeros(d) if std is None else torch.log(torch.as_tensor(std, dtype=torch.float32).reshape(d))
+        if std is None:
+            log_std = torch.zeros(d)
+        else:
+            log_std = torch.log(check_parameter_vector(std, d, "std", 0.0, low_open=True))
         self.log_diag = torch.nn.Parameter(log_std.clone())
         if covariance == "full":
             self.off_diag = torch.nn.Parameter(torch.zeros(d * (d - 1) // 2))

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlearn.errors import ConfigError
-from genlearn.models.base import GenerativeModel, as_float, check_positive_int, column_means, logit
+from genlearn.models.base import (GenerativeModel, as_float, check_parameter_vector, check_positive_int,
+                                  column_means, logit)
 from genlearn.models.registry import ModelSpec, lbfgs_to_convergence, register_model
 from genlearn import search_space as ss
 from genlearn.options import option
@@ -21,6 +22,8 @@ class ProductBernoulli(GenerativeModel):
 
     name = "product-bernoulli"
     support = "binary"
+    #: what the constructor's error messages call the probabilities
+    _probs_name = "probs"
 
     def __init__(self, n_features: int, probs=None):
         super().__init__()
@@ -28,10 +31,7 @@ class ProductBernoulli(GenerativeModel):
         if probs is None:
             init = torch.zeros(self.n_features)
         else:
-            p = torch.as_tensor(probs, dtype=torch.float32).reshape(-1)
-            if p.numel() != self.n_features or (p < 0).any() or (p > 1).any() or not torch.isfinite(p).all():
-                raise ConfigError(f"probs must be {self.n_features} numbers in [0, 1]")
-            init = logit(p)
+            init = logit(check_parameter_vector(probs, self.n_features, self._probs_name, 0.0, 1.0))
         self.logits = torch.nn.Parameter(init.clone())
 
     @property
@@ -67,6 +67,7 @@ class Bernoulli(ProductBernoulli):
     """The coin: one Bernoulli(p) unit; data are shape (M, 1) in {0, 1}."""
 
     name = "bernoulli"
+    _probs_name = "p"
 
     def __init__(self, p: float | None = None, n_features: int = 1):
         if n_features != 1:

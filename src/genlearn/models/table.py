@@ -32,8 +32,22 @@ class PatternTable(GenerativeModel):
         probs = torch.as_tensor(probs, dtype=torch.float64)
         if patterns.ndim != 2 or probs.shape != (patterns.shape[0],):
             raise ConfigError("patterns must be (K, n) and probs (K,)")
+        if patterns.shape[0] == 0 or patterns.shape[1] == 0:
+            raise ConfigError(f"a pattern table needs at least one pattern of at least one bit, got patterns of shape "
+                              f"{tuple(patterns.shape)}")
+        if not patterns.is_meta:
+            bad = (patterns != 0) & (patterns != 1)
+            if bad.any():
+                i, j = torch.nonzero(bad)[0].tolist()
+                raise ConfigError(f"patterns must be binary (0/1), but row {i}, column {j} is {patterns[i, j].item()}")
+            if not torch.isfinite(probs).all() or (probs < 0).any() or not probs.sum() > 0:
+                raise ConfigError(f"probs must be finite non-negative weights with a positive sum, got "
+                                  f"{probs.tolist()}"[:300])
         self.n_features = patterns.shape[1]
         codes = pattern_codes(patterns)
+        if not codes.is_meta and torch.unique(codes).numel() != codes.numel():
+            raise ConfigError("patterns holds the same pattern more than once; list each pattern once with its total "
+                              "probability")
         order = torch.argsort(codes)
         self.register_buffer("patterns", patterns[order])
         self.register_buffer("codes", codes[order])

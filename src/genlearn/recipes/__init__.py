@@ -106,10 +106,26 @@ def load_recipe(name: str) -> Recipe:
         if not isinstance(raw.get(key, {}), dict):
             raise ConfigError(f"recipe {name!r}: {key} must be a table [{key}] of key = value lines, got "
                               f"{raw[key]!r}")
+    _check_settings(name, source, raw["model"], raw.get("model_options", {}), raw.get("train", {}))
     return Recipe(name=name, summary=raw["summary"], model=raw["model"], data=raw["data"],
                   model_options=dict(raw.get("model_options", {})), train=dict(raw.get("train", {})),
                   evaluation=dict(raw.get("evaluation", {})), figure=dict(raw.get("figure", {})),
                   threads=raw.get("threads"), continues=continues)
+
+
+def _check_settings(name: str, source, model: str, model_options: dict, train: dict) -> None:
+    """The recipe's own model and settings, checked when it is read: the family's options (its typed config) and
+    the training settings (TrainConfig); a ConfigError names the recipe and its file, so that a bad value is not
+    taken for one of the user's flags."""
+    from genlearn import options as opts
+    from genlearn.learning.trainer import TrainConfig
+    from genlearn.models.registry import get_spec
+
+    try:
+        get_spec(model).parse_options(model_options)
+        opts.parse(TrainConfig, train, "a recipe's [train] table").validate()
+    except ConfigError as exc:
+        raise ConfigError(f"recipe {name!r} ({source}): {exc}") from None
 
 
 def list_recipes() -> list[Recipe]:

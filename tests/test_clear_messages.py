@@ -1,0 +1,134 @@
+"""Messages that name the user's real mistake (the s34 audit, section B): a missing flag value, an empty --p, the
+flags of training settings (not their config names), one bound for --epochs, a recipe's own bad value named as
+the recipe's, refit of a missing folder, a file or a damaged metrics.json, eval of a run on data of another kind,
+NaN in the scikit-learn wrappers, and `genlearn --version`. Each assertion fails on the message it replaced."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import genlearn
+from genlearn.errors import ConfigError
+
+SMALL = "product-bernoulli:dim=3,n=30"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["fit", "rbm", "--data"], "expected one argument; write its value after it (--data VALUE)"),
+    (["kl", "--p", "--q", "0.5,0.5"], "expected one argument; write its value after it (--p VALUE)"),
+    (["kl", "--p", "-0.5,1.5", "--q", "0.5,0.5"], "a value that starts with '-' is written --p=VALUE"),
+    (["kl", "--p", "", "--q", "0.5,0.5"], "--p is empty; give probabilities p1,p2,... or a run folder"),
+    (["kl", "--p", "0.5,0.5", "--q", " "], "--q is empty"),
+])
+def test_missing_and_empty_values(refused, argv, words):
+    refused(argv, words)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--epochs", "-1"], "--epochs must be >= 1, got -1"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--final-lr-fraction", "2", "--schedule", "geometric"], "--final-lr-fraction must be in (0, 1], got 2.0"),
+    (["--max-minutes", "-1"], "--max-minutes must be a positive number, got -1.0"),
+    (["--lr", "-1"], "--lr (the learning rate) must be a positive number"),
+])
+def test_training_settings_are_named_by_their_flags(refused, tmp_path, flags, words):
+    refused(["fit", "product-bernoulli", "--data", SMALL, "--quiet", "--out", tmp_path / "r", *flags], words)
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_python_api_gives_the_same_bound_for_epochs():
+    for epochs in (-1, 0):
+        with pytest.raises(ConfigError, match=f"--epochs must be >= 1, got {epochs}"):
+            genlearn.fit("product-bernoulli", SMALL, epochs=epochs, progress=False)
+
+
+def test_a_recipe_file_s_own_bad_value_names_the_recipe(refused, tmp_path):
+    recipe = tmp_path / "bad4.toml"
+    recipe.write_text('summary = "x"\nmodel = "rbm"\ndata = "digits"\n[model_options]\nhidden = -4\n')
+    line = refused(["fit", "--recipe", recipe, "--out", tmp_path / "r"], "--hidden must be >= 1, got -4")
+    assert line.startswith(f"genlearn: error: recipe 'bad4' ({recipe}): ")
+    recipe.write_text('summary = "x"\nmodel = "rbm"\ndata = "digits"\n[train]\nepochs = 2.5\n')
+    refused(["fit", "--recipe", recipe, "--out", tmp_path / "r"], "recipe 'bad4'")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "coin"
+    genlearn.fit("product-bernoulli", "coin:n=30", epochs=1, out=out, progress=False, plots=False)
+    return out
+
+
+def test_refit_of_what_is_not_a_run(refused, tmp_path, finished_run):
+    refused(["refit", tmp_path / "nonexist", "--out", tmp_path / "x"], "nonexist: no such folder")
+    (tmp_path / "afile").write_text("precious")
+    refused(["refit", tmp_path / "afile", "--out", tmp_path / "x"], "afile is a file, not a run folder")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("precious")
+    line = refused(["refit", finished_run, "--out", full], "exists and is not empty; choose another --out, or pass "
+                                                            "--overwrite")
+    assert "--resume" not in line and (full / "mine.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda m: m["data"]["sizes"].update(train="x"), "no number of training rows (data.sizes.train)"),
+    (lambda m: m.pop("data"), "no number of training rows (data.sizes.train)"),
+    (lambda m: m["data"].update(spec=3), "its data spec (data.spec) is 3, not a string"),
+    (lambda m: m.pop("train_config"), "no training settings (train_config)"),
+    (lambda m: m.update(model=None), "names no model"),
+    (lambda m: m.update(best_epoch="two"), "best_epoch is 'two', not a number of epochs"),
+])
+def test_refit_of_a_damaged_metrics_file_says_it_is_damaged(refused, tmp_path, finished_run, damage, words):
+    import shutil
+
+    run = tmp_path / "damaged"
+    shutil.copytree(finished_run, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    damage(metrics)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    line = refused(["refit", run, "--out", tmp_path / "x"], words)
+    assert "metrics.json is damaged" in line and "given as an object" not in line
+
+
+def test_eval_on_data_of_another_kind_names_model_and_data(refused, tmp_path, finished_run):
+    refused(["eval", finished_run, "--data", "die"], "the model 'product-bernoulli' is for binary data, but the data "
+                                                     "set 'die' is categorical; evaluate it on binary data")
+    categorical = tmp_path / "die"
+    genlearn.fit("categorical", "die", epochs=1, out=categorical, progress=False, plots=False)
+    refused(["eval", categorical, "--data", "coin"], "the model 'categorical' is for categorical data, but the data "
+                                                     "set 'coin' is binary")
+
+
+@pytest.mark.parametrize("name", ["BernoulliRBM", "DensityEstimator", "VariationalAutoencoder"])
+def test_wrappers_say_nan_is_not_a_density_model_s_input(name):
+    import genlearn.sklearn as wrappers
+
+    x = np.ones((10, 3))
+    x[2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"^X holds inf at row 2, column 1 \(1 NaN or inf values\); a density model "
+                                         "needs finite values") as caught:
+        getattr(wrappers, name)().fit(x)
+    assert "HistGradientBoosting" not in str(caught.value)
+
+
+def test_version(cli):
+    code, out, _ = cli(["--version"])
+    assert code == 0 and out.strip() == f"genlearn {genlearn.__version__}"
+
+
+def test_under_torchrun_rank_0_alone_prints_the_epoch_lines(capsys):
+    """`genlearn fit` piped to a log: one plain line per evaluation, printed by the writing rank only (every rank
+    used to print its own copy)."""
+    from types import SimpleNamespace
+
+    from genlearn.cli import _plain_lines
+
+    [line] = _plain_lines(SimpleNamespace(quiet=False), progress=False)
+    record = {"epoch": 3, "train_nll": 1.5, "valid_nll": 1.75}
+    for is_writer in (False, True):
+        line(SimpleNamespace(cfg=SimpleNamespace(epochs=10), parallel=SimpleNamespace(is_writer=is_writer)), record)
+    line(SimpleNamespace(cfg=SimpleNamespace(epochs=10), parallel=None), record)
+    assert capsys.readouterr().err.splitlines() == ["epoch 3/10 train_nll=1.5 valid_nll=1.75"] * 2
