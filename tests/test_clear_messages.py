@@ -132,3 +132,30 @@ def test_under_torchrun_rank_0_alone_prints_the_epoch_lines(capsys):
         line(SimpleNamespace(cfg=SimpleNamespace(epochs=10), parallel=SimpleNamespace(is_writer=is_writer)), record)
     line(SimpleNamespace(cfg=SimpleNamespace(epochs=10), parallel=None), record)
     assert capsys.readouterr().err.splitlines() == ["epoch 3/10 train_nll=1.5 valid_nll=1.75"] * 2
+
+
+def test_a_real_valued_family_reads_a_file_s_values_as_they_are(cli, tmp_path):
+    """`fit gaussian --data real.npy` used to ask for `:binarize=none` by hand: a family of real data alone now
+    reads the file unbinarized, records that spec (so `eval` reads it the same way), and its maximum-likelihood
+    mean is the training rows' mean (the closed form)."""
+    x = np.random.default_rng(0).normal(loc=[1.0, -2.0, 0.5], size=(200, 3)).astype(np.float32)
+    np.save(tmp_path / "real.npy", x)
+    code, _, err = cli(["fit", "gaussian", "--data", tmp_path / "real.npy", "--quiet", "--out", tmp_path / "g"])
+    assert code == 0, err
+    run = genlearn.load_run(tmp_path / "g")
+    assert run.meta["data_spec"] == f"{tmp_path / 'real.npy'}:binarize=none"
+    train = genlearn.load_dataset(run.meta["data_spec"]).train.numpy()
+    np.testing.assert_allclose(run.model.mean.detach().numpy(), train.mean(0), atol=1e-4)
+    code, out, err = cli(["eval", tmp_path / "g", "--split", "test"])
+    assert code == 0 and json.loads(out)["data_spec"].endswith("binarize=none"), err
+
+
+def test_a_categorical_family_says_what_a_file_should_hold(refused, tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "cat2d.npy", rng.integers(0, 4, size=(100, 2)))
+    np.save(tmp_path / "catfrac.npy", rng.random(100) * 3)
+    takes = "but model 'categorical' takes one column of outcomes 0..K-1"
+    refused(["fit", "categorical", "--data", tmp_path / "cat2d.npy", "--out", tmp_path / "c"], f"holds 2 columns, {takes}")
+    refused(["fit", "categorical", "--data", tmp_path / "catfrac.npy", "--out", tmp_path / "c"],
+            f"holds values that are not non-negative integers, {takes}")
+    assert not (tmp_path / "c").exists()

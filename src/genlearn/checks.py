@@ -302,9 +302,60 @@ def as_dataset(data, data_dir=None, model=None):
                                 f"at row {r}, column {c}; binarize it first (e.g. (x > 0.5).astype(int))")
         return dataset
     if isinstance(data, (str, os.PathLike)):
-        return load_dataset(str(data), data_dir)
+        spec = file_spec_for(str(data), model)
+        try:
+            return load_dataset(spec, data_dir)
+        except DataError as exc:
+            if not _for_categorical(model):
+                raise
+            _explain_categorical(spec, data_dir, model, exc)
+            raise
     raise ConfigError(f"data must be a data set name or spec (e.g. 'coin:p=0.3'), a path, a Dataset, or a 2-D 0/1 "
                       f"numpy array or torch tensor, got {type(data).__name__} {data!r}"[:300])
+
+
+def _explain_categorical(spec: str, data_dir, model: str, exc: Exception) -> None:
+    """A file a categorical family could not read: when it reads as real values (binarize=none), one DataError
+    saying what it holds against what the family takes; otherwise nothing (the reader's own error stands)."""
+    from genlearn.data.registry import load_dataset
+    from genlearn.data.sources import parse_spec
+
+    name, settings = parse_spec(spec)
+    if "binarize" in settings:
+        return
+    try:
+        rows = load_dataset(f"{spec}{',' if settings else ':'}binarize=none", data_dir).train
+    except (DataError, ConfigError):
+        return
+    whole = rows.flatten()
+    integers = bool(((whole == whole.round()) & (whole >= 0)).all())
+    what = (f"{rows.shape[1]} columns" if rows.ndim == 2 and rows.shape[1] > 1
+            else "values that are not non-negative integers" if not integers else "values it cannot read as outcomes")
+    raise DataError(f"{name} holds {what}, but model {model!r} takes one column of outcomes 0..K-1 (a 1-D .npy "
+                    "array, or a text file with one integer per line)") from None
+
+
+def _for_categorical(model) -> bool:
+    from genlearn.models.registry import get_spec
+
+    return isinstance(model, str) and get_spec(model).data_kinds == ("categorical",)
+
+
+def file_spec_for(spec: str, model) -> str:
+    """The data spec a family reads a file with: a family of real data alone (e.g. gaussian) keeps a file's values
+    as they are (`PATH:binarize=none`) unless the spec says how to binarize; any other spec is returned as given.
+    The run records this spec, so that `genlearn eval` reads the file the same way."""
+    from pathlib import Path
+
+    from genlearn.data.sources import SOURCES, parse_spec
+    from genlearn.models.registry import get_spec
+
+    if not isinstance(model, str) or get_spec(model).data_kinds != ("real",):
+        return spec
+    name, settings = parse_spec(spec)
+    if name in SOURCES or "binarize" in settings or not Path(name).exists():
+        return spec
+    return f"{spec}{',' if settings else ':'}binarize=none"
 
 
 # -- after training ---------------------------------------------------------------------------------------------
