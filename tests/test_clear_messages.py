@@ -155,7 +155,8 @@ def test_a_categorical_family_says_what_a_file_should_hold(refused, tmp_path):
     np.save(tmp_path / "cat2d.npy", rng.integers(0, 4, size=(100, 2)))
     np.save(tmp_path / "catfrac.npy", rng.random(100) * 3)
     takes = "but model 'categorical' takes one column of outcomes 0..K-1"
-    refused(["fit", "categorical", "--data", tmp_path / "cat2d.npy", "--out", tmp_path / "c"], f"holds 2 columns, {takes}")
+    refused(["fit", "categorical", "--data", tmp_path / "cat2d.npy", "--out", tmp_path / "c"],
+            f"holds 2 columns, {takes}")
     refused(["fit", "categorical", "--data", tmp_path / "catfrac.npy", "--out", tmp_path / "c"],
             f"holds values that are not non-negative integers, {takes}")
     assert not (tmp_path / "c").exists()
