@@ -238,3 +238,39 @@ def test_ais_metrics_of_a_generator_without_encoder_matches_quadrature():
     assert -0.05 <= out["bdmc_gap"] <= 0.1
     one_step = ais_metrics(model, x, seed=0, ais_steps=1, **settings)
     assert one_step["ais_test_nll"] - exact > 0.3 and one_step["bdmc_gap"] > 0.3
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 19])
+def test_quadrature_chunks_add_up_to_the_whole_grid(monkeypatch, chunk):
+    """The grid is summed chunk by chunk into one (B,) accumulator: any chunk size gives the log-sum-exp over the
+    whole (grid x rows) table computed at once (the oracle, float64), and the probabilities of all 2^4 states
+    sum to 1 up to the grid (a linear Bernoulli decoder, prior N(0, I) on [-8, 8]^2)."""
+    import genlearn.estimators.latent_ais as latent_ais
+    from genlearn.enumeration import all_states
+
+    monkeypatch.setattr(latent_ais, "QUADRATURE_DECODER_CHUNK", chunk)
+    weight = torch.tensor([[1.5, -0.5], [0.3, 2.0], [-1.0, 0.7], [0.0, -1.2]], dtype=torch.float64)
+    bias = torch.tensor([0.2, -0.4, 0.1, 0.5], dtype=torch.float64)
+
+    def decoder_logits(z):
+        return z @ weight.T + bias
+
+    def log_prior(z):
+        return -0.5 * (z ** 2).sum(-1) - math.log(2 * math.pi)
+
+    def log_likelihood(x, z):
+        logits = decoder_logits(z)
+        return (x * logits - torch.nn.functional.softplus(logits)).sum(-1)
+
+    x = all_states(4, dtype=torch.float64)
+    got = quadrature_log_marginal(log_prior, log_likelihood, x, 2, points=41, decoder_logits=decoder_logits)
+    axis = torch.linspace(-8, 8, 41, dtype=torch.float64)
+    h = 16 / 40
+    w = torch.full((41,), h, dtype=torch.float64)
+    w[0] = w[-1] = h / 2
+    a, b = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([a.reshape(-1), b.reshape(-1)], -1)
+    log_w = (w[:, None] * w[None, :]).reshape(-1).log()
+    table = log_prior(grid)[:, None] + log_likelihood(x[None, :, :], grid[:, None, :]) + log_w[:, None]
+    torch.testing.assert_close(got, torch.logsumexp(table, 0), rtol=0, atol=1e-12)
+    assert float(torch.logsumexp(got, 0)) == pytest.approx(0.0, abs=1e-6)

@@ -56,6 +56,10 @@ MONITOR_TERMS = 1 << 29
 #: the trainer monitors the KL to a known truth every epoch by enumeration only up to this many states (a closed
 #: form is always used; the final metrics enumerate up to 2^24 states)
 MONITOR_KL_STATES = 1 << 20
+#: ... and, for a model whose log P(x) of each state is a quadrature over z (a GAN's generator, QUADRATURE_POINTS^D
+#: grid points per state), up to this many (state, grid point) terms: {0,1}^12 on the 401^2 grid of a 2-D latent
+#: space (0.66e9, seconds) every epoch, not {0,1}^16 (1.05e10, about a minute each time)
+MONITOR_QUADRATURE_TERMS = 1 << 30
 #: how log Z may be asked for; a model offers the computations it has (an RBM has no mean-field bound)
 PARTITION_METHODS = ("auto", "exact", "ais", "mean-field")
 #: what the policy decides for what: "evaluate" (one-off numbers) or "monitor" (every epoch of training)
