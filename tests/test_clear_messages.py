@@ -160,3 +160,17 @@ def test_a_categorical_family_says_what_a_file_should_hold(refused, tmp_path):
     refused(["fit", "categorical", "--data", tmp_path / "catfrac.npy", "--out", tmp_path / "c"],
             f"holds values that are not non-negative integers, {takes}")
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["fit", "bernoulli", "--data", "coin", "--out", ""], "--out is empty; give a path"),
+    (["fit", "bernoulli", "--data", "coin", "--data-dir", " ", "--out", "x"], "--data-dir is empty"),
+    (["eval", ""], "RUN is empty"),
+    (["report", ".", ""], "RUN is empty"),
+    (["fit", "--resume", ""], "--resume is empty"),
+])
+def test_an_empty_path_is_refused_not_taken_for_a_default(refused, tmp_path, monkeypatch, argv, words):
+    """`--out ""` used to write runs/MODEL-DATA, `--data-dir ""` to mean the current folder."""
+    monkeypatch.chdir(tmp_path)
+    refused(argv, words)
+    assert not any(tmp_path.iterdir())

@@ -782,6 +782,20 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     return 130
 
 
+#: the arguments that name a file or folder: an empty value would silently mean the current folder or a default
+_PATH_ARGS = {"out": "--out", "data_dir": "--data-dir", "resume": "--resume", "init_from": "--init-from",
+              "recipe": "--recipe", "tensorboard": "--tensorboard", "run": "RUN", "runs": "RUN", "pool": "--pool"}
+
+
+def _check_no_empty_paths(args) -> None:
+    """A path argument given as an empty (or blank) string is one ConfigError naming it."""
+    for key, flag in _PATH_ARGS.items():
+        value = getattr(args, key, None)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.strip():
+                raise ConfigError(f"{flag} is empty; give a path")
+
+
 def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else "")  # `genlearn --help`: no torch import
@@ -794,6 +808,7 @@ def _main(argv: list[str] | None = None) -> int:
     _ARGV[:] = argv
     args = parser.parse_args(argv)
     try:
+        _check_no_empty_paths(args)
         _set_threads(getattr(args, "threads", None))
         return COMMANDS[args.command](args)
     except GenlearnError as exc:
