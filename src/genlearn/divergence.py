@@ -267,13 +267,14 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
         if method != "enumerate" and not _enumerable(p):
             raise IntractableError(
                 f"the exact KL needs 2^{p.n_features} states (enumeration is limited to n <= {MAX_ENUMERABLE}) and "
-                f"no closed form is registered for KL({type(p).__name__} || {type(q).__name__}); use "
-                "kl_divergence(p, q, method='mc') for a Monte Carlo estimate")
+                f"no closed form is registered for KL({type(p).__name__} || {type(q).__name__}); for a Monte Carlo "
+                "estimate use `genlearn kl --method mc` (Python: kl_divergence(p, q, method='mc'))")
         how = " (log P by quadrature over z)" if _by_quadrature(p) or _by_quadrature(q) else ""
         return Estimate.exact(kl_enumerate(p, q, **kwargs), "exact enumeration" + how)
     if method == "exact":
         raise IntractableError(f"no exact KL for KL({type(p).__name__} || {type(q).__name__}) of {p.support} "
-                               "models; use method='quad' (1-D) or 'mc'")
+                               "models; use the method quad (1-D) or mc (`genlearn kl --method mc`; Python: "
+                               "method='mc')")
     if method == "quad" or (method == "auto" and p.support == "real" and p.n_features == 1):
         return kl_quadrature(p, q, **kwargs)
     return kl_monte_carlo(p, q, partition=partition, **kwargs)
