@@ -174,3 +174,26 @@ def test_an_empty_path_is_refused_not_taken_for_a_default(refused, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     refused(argv, words)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_closed_pipe_ends_the_command_quietly(finished_run):
+    """`genlearn sample RUN -n 200000 | head -1`: the reader closes the pipe after one line; the command used to say
+    `genlearn: error: [Errno 32] Broken pipe` and exit 2. Now it stops without a word, exit 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "genlearn", "sample", str(finished_run), "-n", "200000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert first.strip() in (b"0", b"1") and err == ""
+
+
+def test_evaluation_flags_are_named_as_typed(refused, tmp_path, finished_run):
+    """`--ais-steps` on a model with an exact likelihood used to be reported as the option "steps"."""
+    refused(["fit", "bernoulli", "--data", "coin", "--ais-steps", "10", "--out", tmp_path / "x"],
+            "the evaluation option(s) --ais-steps apply to energy and latent-variable models")
+    refused(["eval", finished_run, "--ais-chains", "10", "--ais-steps", "5"],
+            "option(s) --ais-chains, --ais-steps apply")

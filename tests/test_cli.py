@@ -348,3 +348,24 @@ def test_more_threads_than_cores_is_one_warning(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_usable_cores", lambda: threads)
     cli._set_threads(threads)
     assert capsys.readouterr().err == "" and torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("flags, words, again", [
+    (["--data", "coin:p=0.3,n=1000"], "it converged at epoch", ["--tol", "1e-12"]),
+    (["--data", "bars-and-stripes:size=2,n=100", "--optimizer", "adam", "--lr", "0.5", "--patience", "1",
+      "--epochs", "200"], "it stopped early at epoch", None),
+])
+def test_resume_of_a_converged_or_stopped_run_is_refused(tmp_path, capsys, flags, words, again):
+    """A run that converged (L-BFGS to its tolerance) or stopped early would not train another epoch: --resume
+    used to re-evaluate it and rewrite metrics.json, exit 0. Now one error, the folder byte for byte as it was;
+    a smaller --tol trains on."""
+    run = tmp_path / "run"
+    family = "bernoulli" if "coin" in flags[1] else "product-bernoulli"
+    assert run_cli(capsys, "fit", family, *flags, "--out", run, "--quiet")[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for extra in ([], ["--epochs", "5000"]):
+        code, _, err = run_cli(capsys, "fit", "--resume", run, *extra, "--quiet")
+        assert code == 2 and words in err and "nothing to resume" in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    if again is not None:
+        assert run_cli(capsys, "fit", "--resume", run, *again, "--quiet")[0] == 0

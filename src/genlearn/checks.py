@@ -196,8 +196,15 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
                                   f"likelihood of {model.name} is exact (drop --partition)")
             extra = sorted(k for k in options if k != "seed")
             if extra:
-                raise ConfigError(f"the evaluation option(s) {', '.join(extra)} apply to energy and latent-variable "
-                                  f"models; the likelihood of {model.name} is exact (drop them)")
+                flags = ", ".join(_evaluation_flag(k) for k in extra)
+                raise ConfigError(f"the evaluation option(s) {flags} apply to energy and latent-variable models; the "
+                                  f"likelihood of {model.name} is exact (drop them)")
+
+
+def _evaluation_flag(key: str) -> str:
+    """The command-line flag of a partition_options key: steps -> --ais-steps, chains -> --ais-chains, iw_samples
+    -> --iw-samples (`genlearn fit`: --eval-iw-samples), ais_rows -> --ais-rows..."""
+    return "--" + {"steps": "ais_steps", "chains": "ais_chains"}.get(key, key).replace("_", "-")
 
 
 # -- Python API arguments ---------------------------------------------------------------------------------------

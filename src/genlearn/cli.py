@@ -814,11 +814,23 @@ def _main(argv: list[str] | None = None) -> int:
     except GenlearnError as exc:
         print(f"genlearn: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `genlearn eval RUN | head -1`: the reader has what it wanted
+        _silence_stdout()
+        return 0
     except (OSError, MemoryError) as exc:
         print(f"genlearn: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush of a closed pipe raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured in tests)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

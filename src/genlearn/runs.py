@@ -245,6 +245,10 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         from genlearn.learning.run_folder import restore
 
         restore(trainer, tensors, meta, out)
+        done = _why_complete(trainer)
+        if done is not None and _intact_and_finished(out):
+            raise ConfigError(f"the run in {out} is complete ({done}): nothing to resume; `genlearn eval {out}` "
+                              "evaluates it again")
     trainer.fit()
     if parallel is not None and not parallel.is_writer:  # rank 0 writes the run; the final NLLs are sharded
         from genlearn.evaluation import evaluate
@@ -417,6 +421,22 @@ def _finite(obj):
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
+
+
+def _why_complete(trainer) -> str | None:
+    """Why a restored run's training loop would not run another epoch under its (possibly new) settings: it
+    converged under the same tolerance (a smaller --tol / --rel-tol trains on: convergence.after_restore) or it
+    stopped early; None when it would train."""
+    state = trainer.state
+    if state.converged:
+        record = state.convergence or {}
+        flag = "--tol" if record.get("criterion") == "gradient" else "--rel-tol"
+        return (f"it converged at epoch {record.get('epoch')}: {record.get('test', 'its test')}; give a smaller "
+                f"{flag} to train on")
+    if state.stopped_early:
+        return (f"it stopped early at epoch {state.epoch}, after {trainer.cfg.patience} epoch(s) without a better "
+                "valid NLL; fit again with a larger --patience, or start a new run from it with --init-from")
+    return None
 
 
 def _intact_and_finished(directory) -> bool:
