@@ -197,3 +197,19 @@ def test_evaluation_flags_are_named_as_typed(refused, tmp_path, finished_run):
             "the evaluation option(s) --ais-steps apply to energy and latent-variable models")
     refused(["eval", finished_run, "--ais-chains", "10", "--ais-steps", "5"],
             "option(s) --ais-chains, --ais-steps apply")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["fit", "made", "--data", "digits", "--mask-sampling", "random"], "--mask-sampling applies to several masks"),
+    (["fit", "rbm", "--data", "digits", "--gradient", "exact", "--k", "1"], "--k applies to CD-k / PCD-k"),
+    (["fit", "--recipe", "made-500", "--data", "digits", "--mask-sampling", "random"], "--mask-sampling applies"),
+])
+def test_a_typed_moot_flag_is_refused_even_at_its_default_value(refused, tmp_path, argv, words):
+    """`--mask-sampling random` (the default) with one mask, `--k 1` (the default) with the exact gradient: typed on
+    the command line, they used to be accepted and ignored; a recipe's or the API's options at their default still
+    pass (a saved config may spell out every option)."""
+    refused([*argv, "--epochs", "1", "--out", tmp_path / "r"], words)
+    assert not (tmp_path / "r").exists()
+    run = genlearn.fit("made", "bars-and-stripes:size=2,n=50", mask_sampling="random", epochs=1, progress=False,
+                       plots=False)
+    assert run.metrics["epochs_run"] == 1

@@ -107,10 +107,12 @@ DEPENDENT_OPTIONS = {
 }
 
 
-def check_dependent_options(family: str, options: dict) -> None:
+def check_dependent_options(family: str, options: dict, typed=()) -> None:
     """The family options `options` (those given) against each other: a seed option outside [0, 2^63 - 1], or an
     option set to other than its default where the others make it ineffective (DEPENDENT_OPTIONS), is one
-    ConfigError naming the option and what it applies to."""
+    ConfigError naming the option and what it applies to. The options named in `typed` (flags the user typed on
+    the command line) are refused there whatever their value; the others only off their default, since a
+    recipe, a tuning trial or a saved config may spell out every option."""
     import dataclasses
 
     from genlearn.models.registry import get_spec
@@ -123,7 +125,7 @@ def check_dependent_options(family: str, options: dict) -> None:
     rows = DEPENDENT_OPTIONS.get(family, ())
     defaults = {f.name: f.default for f in dataclasses.fields(spec.config)}
     for name, applies, what in rows:
-        if name in options and getattr(config, name) != defaults[name] and not applies(config):
+        if name in options and (name in typed or getattr(config, name) != defaults[name]) and not applies(config):
             raise ConfigError(f"--{name.replace('_', '-')} applies to {what}; drop it or change the setting it "
                               "depends on")
 

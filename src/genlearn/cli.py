@@ -326,6 +326,9 @@ def cmd_fit(args) -> int:
                           "(see `genlearn models`), or give --recipe NAME or --resume DIR")
     if not data:
         raise ConfigError("say which data to fit with --data (e.g. --data digits); see `genlearn datasets`")
+    from genlearn.checks import check_dependent_options
+
+    check_dependent_options(family, model_options, typed=set(model_options))  # a typed moot flag, at any value
     out = out or f"runs/{family}-{data.split(':')[0].replace('/', '_')}"
     run = fit(family, data, out=out, overwrite=getattr(args, "overwrite", False), data_dir=data_dir,
               partition=partition or "auto", partition_options=_ais_options(args), progress=progress,
@@ -414,6 +417,9 @@ def _fit_recipe(args, family, train: dict, model_options: dict, progress: bool) 
     partition_options = {**evaluation, **_ais_options(args)}
     if getattr(args, "partition", None) or _ais_options(args):
         overrides["evaluation"] = {"partition": partition, **_ais_options(args)}
+    from genlearn.checks import check_dependent_options
+
+    check_dependent_options(recipe.model, {**recipe.model_options, **model_options}, typed=set(model_options))
     out = getattr(args, "out", None) or f"runs/{recipe.name}"
     run = fit(recipe.model, data or recipe.data, out=out, overwrite=getattr(args, "overwrite", False),
               data_dir=getattr(args, "data_dir", None), partition=partition, partition_options=partition_options,
