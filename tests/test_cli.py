@@ -369,3 +369,34 @@ def test_resume_of_a_converged_or_stopped_run_is_refused(tmp_path, capsys, flags
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     if again is not None:
         assert run_cli(capsys, "fit", "--resume", run, *again, "--quiet")[0] == 0
+
+
+def test_resume_refuses_settings_that_would_not_apply(tmp_path, capsys):
+    """A resumed run continues with its optimizer's restored state: --lr, --momentum, --seed... used to be ignored
+    while metrics.json recorded them (and `--optimizer gd` crashed in the first epoch). Each is refused, the
+    folder as it was; the recorded value itself, and --epochs / --max-minutes / --eval-every, are taken."""
+    run = tmp_path / "run"
+    assert run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--optimizer", "adam", "--lr", "0.05",
+                   "--epochs", "2", "--out", run, "--quiet")[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for flags, words in ((["--optimizer", "gd"], "--optimizer (the run's: 'adam') cannot change on --resume"),
+                         (["--lr", "0.1"], "--lr (the run's: 0.05) cannot change"),
+                         (["--seed", "5"], "--seed (the run's: 0)"),
+                         (["--keep-best"], "--keep-best (the run's: False)"),
+                         (["--batch-size", "7"], "--batch-size"), (["--schedule", "cosine"], "--schedule")):
+        code, _, err = run_cli(capsys, "fit", "--resume", run, "--epochs", "3", *flags, "--quiet")
+        assert code == 2 and words in err and "--init-from DIR" in err, (flags, err)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    code, _, err = run_cli(capsys, "fit", "--resume", run, "--epochs", "3", "--lr", "0.05", "--eval-every", "1",
+                           "--max-minutes", "5", "--quiet")
+    assert code == 0 and load_run(run).metrics["epochs_run"] == 3, err
+
+
+def test_resume_of_a_run_whose_time_budget_is_spent_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "fit", "rbm", "--data", "digits", "--hidden", "8", "--max-minutes", "0.0001",
+                   "--out", run, "--quiet")[0] == 0
+    code, _, err = run_cli(capsys, "fit", "--resume", run, "--quiet")
+    assert code == 2 and "its --max-minutes budget of 0.0001 is spent; give a larger --max-minutes" in err, err
+    assert run_cli(capsys, "fit", "--resume", run, "--max-minutes", "10", "--epochs", "2", "--quiet")[0] == 0
+    assert load_run(run).metrics["epochs_run"] == 2

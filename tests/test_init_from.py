@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import genlearn
 from genlearn.cli import main
@@ -92,3 +93,24 @@ def test_cli_fit_from_a_run(source, tmp_path, capsys):
     assert metrics["init_from"]["run_id"] == json.loads((src / "metrics.json").read_text())["run_id"]
     reloaded = genlearn.load_run(out).model.state_dict()
     assert _largest_difference(reloaded, params) < 1e-6
+
+
+def test_an_rbm_starts_from_an_rbm_run_with_its_own_data_statistics(tmp_path):
+    """An RBM run holds 100 training rows for reverse AIS (reverse_rows) and the base rate: statistics of its data,
+    not parameters. --init-from an RBM run was refused ("reverse_rows has shape (100, 9) there and (0, 9) here");
+    now the parameters are copied exactly and the new run's data statistics are its own."""
+    from genlearn.models.registry import build_model
+    from genlearn.runs import start_from_run
+
+    src = tmp_path / "src"
+    source = genlearn.fit("rbm", "bars-and-stripes", hidden="8", epochs=1, out=src, progress=False, plots=False)
+    assert tuple(source.model.reverse_rows.shape) == (100, 9)
+    model = build_model("rbm", genlearn.load_dataset("bars-and-stripes"), hidden="8")
+    record = start_from_run(model, "rbm", src)
+    for name in ("weight", "visible_bias", "hidden_bias"):
+        assert torch.equal(getattr(model, name), getattr(source.model, name)), name
+    assert int(model.base_rate_ready) == 0 and tuple(model.reverse_rows.shape) == (0, 9)
+    assert record["run"] == str(src.resolve())
+    run = genlearn.fit("rbm", "bars-and-stripes", hidden="8", epochs=1, init_from=src, out=tmp_path / "b",
+                       progress=False, plots=False)
+    assert run.metrics["init_from"]["run"] == str(src.resolve()) and int(run.model.base_rate_ready) == 2

@@ -432,3 +432,18 @@ def test_a_folder_of_other_files_is_refused_and_left_as_it_was(capsys, tmp_path)
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "is not a study's folder" in err and "best.toml" in err, err
     assert {p.name: p.read_text() for p in out.iterdir()} == {"summary.json": "my own notes", "best.toml": "my recipe"}
+
+
+def test_the_hint_to_rerun_the_best_names_the_data_folder(capsys, tmp_path):
+    """best.toml records a named data set by its name: the hint tune prints carries the --data-dir it was found in
+    (without it, `genlearn fit --recipe OUT/best.toml` of e.g. nips could not find the data), and no --data-dir
+    where none was given."""
+    from genlearn.cli import main
+
+    for extra, hint in ((["--data-dir", str(tmp_path)], f"best.toml --data-dir {tmp_path}`"), ([], "best.toml`")):
+        out = tmp_path / f"t{len(extra)}"
+        rc = main(["tune", "--data", "coin:n=50", "--families", "bernoulli", "--trials", "1", "--quiet",
+                   "--out", str(out), *extra])
+        err = capsys.readouterr().err
+        assert rc == 0 and f"re-run the best trial with `genlearn fit --recipe {out / 'best.toml'}" in err, err
+        assert hint in err, err

@@ -181,6 +181,7 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         rule_obj = rule_from_record(rule_record(meta))
         if meta.get("recipe") and partition == "auto" and not partition_options:
             partition, partition_options = recipe_evaluation(meta["recipe"])
+        _check_resume_settings(meta["train_config"], train_kwargs)
         cfg_dict = {**meta["train_config"], **train_kwargs}
         run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe",
                                          "init_from", "run_id", "data_fingerprint") if k in meta}
@@ -265,7 +266,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
 def start_from_run(model, model_name: str, directory) -> dict:
     """Copy the parameters of the run in `directory` (read_run: the final model of a finished run, else its last
     checkpoint's) into `model`, which must be of the same family with the same parameter names and shapes (its
-    other settings, e.g. the number of importance samples, may differ). Returns what the new run records: the
+    other settings, e.g. the number of importance samples, may differ); the model's `data_buffers` (statistics of
+    the training data) are not copied. Returns what the new run records: the
     source folder, its run id, epoch and status, and its test NLL when it has one. One ConfigError otherwise."""
     from genlearn.learning.run_folder import read_run
 
@@ -274,7 +276,9 @@ def start_from_run(model, model_name: str, directory) -> dict:
     if source_family != model_name:
         raise ConfigError(f"--init-from {directory}: that run is of model {source_family!r}, this fit's is "
                           f"{model_name!r}; start from a run of the same family")
-    theirs, ours = files.model.state_dict(), model.state_dict()
+    data_buffers = set(getattr(model, "data_buffers", ()))  # statistics of the data (RBM): this run computes its own
+    theirs = {k: v for k, v in files.model.state_dict().items() if k not in data_buffers}
+    ours = {k: v for k, v in model.state_dict().items() if k not in data_buffers}
     missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     if missing or extra:
         here, there = ", ".join(missing[:3]) or "none", ", ".join(extra[:3]) or "none"
@@ -287,7 +291,7 @@ def start_from_run(model, model_name: str, directory) -> dict:
                               f"there and {tuple(value.shape)} here; give the same architecture options as that run "
                               "(see its metrics.json model_config)")
     with torch.no_grad():
-        model.load_state_dict({k: v.to(dtype=ours[k].dtype) for k, v in theirs.items()})
+        model.load_state_dict({k: v.to(dtype=ours[k].dtype) for k, v in theirs.items()}, strict=not data_buffers)
     record = {"run": str(Path(directory).resolve()), "run_id": files.meta.get("run_id"),
               "epoch": files.meta.get("epoch"), "status": files.status}
     if isinstance(files.metrics.get("test_nll"), (int, float)):
@@ -423,6 +427,27 @@ def _finite(obj):
     return obj
 
 
+#: the training settings a --resume may change: how long it trains (--epochs, --max-minutes, a smaller --tol /
+#: --rel-tol), how often it evaluates, monitors and writes checkpoints, and the progress bar. The others (the
+#: optimizer and its rate, the batches, the schedule, early stopping, the seed) are part of the run: the optimizer's
+#: state restored from the checkpoint would keep the old values while metrics.json recorded the new ones
+RESUMABLE_SETTINGS = ("epochs", "max_minutes", "tol", "rel_tol", "eval_every", "checkpoint_every", "monitor_ais_steps",
+                      "monitor_ensemble", "monitor_is_samples", "monitor_rows", "progress")
+
+
+def _check_resume_settings(recorded: dict, given: dict) -> None:
+    """A --resume continues the run with its own settings: one ConfigError for a training setting other than
+    RESUMABLE_SETTINGS given with a value other than the recorded one, naming it and the way to train on with
+    other settings (a new run started from this one's parameters)."""
+    changed = sorted(k for k, v in given.items()
+                     if k not in RESUMABLE_SETTINGS and v is not None and recorded.get(k) != v)
+    if changed:
+        shown = ", ".join(f"--{k.replace('_', '-')} (the run's: {recorded.get(k)!r})" for k in changed)
+        raise ConfigError(f"{shown} cannot change on --resume: a resumed run continues with its own settings; "
+                          "to train on with others, start a new run from its parameters (--init-from DIR); "
+                          f"--resume takes {', '.join('--' + k.replace('_', '-') for k in RESUMABLE_SETTINGS[:-1])}")
+
+
 def _why_complete(trainer) -> str | None:
     """Why a restored run's training loop would not run another epoch under its (possibly new) settings: it
     converged under the same tolerance (a smaller --tol / --rel-tol trains on: convergence.after_restore) or it
@@ -433,6 +458,9 @@ def _why_complete(trainer) -> str | None:
         flag = "--tol" if record.get("criterion") == "gradient" else "--rel-tol"
         return (f"it converged at epoch {record.get('epoch')}: {record.get('test', 'its test')}; give a smaller "
                 f"{flag} to train on")
+    minutes = trainer.cfg.max_minutes
+    if minutes is not None and state.train_seconds >= 60 * minutes:
+        return f"its --max-minutes budget of {minutes:g} is spent; give a larger --max-minutes to train on"
     if state.stopped_early:
         return (f"it stopped early at epoch {state.epoch}, after {trainer.cfg.patience} epoch(s) without a better "
                 "valid NLL; fit again with a larger --patience, or start a new run from it with --init-from")

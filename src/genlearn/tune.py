@@ -940,8 +940,9 @@ def cmd_tune(args) -> int:
         shown["refit"] = {"rows": r["rows"], "trials": [m["trial"] for m in r["members"]],
                           "run": str(result.out / r["run"])}
     print(json.dumps(shown, indent=2))
+    data_dir = f" --data-dir {s['data_dir']}" if s.get("data_dir") else ""  # a named set: where it was found
     print(f"summary in {result.out / SUMMARY_FILE}; re-run the best trial with `genlearn fit --recipe "
-          f"{result.out / RECIPE_FILE}`", file=sys.stderr)
+          f"{result.out / RECIPE_FILE}{data_dir}`", file=sys.stderr)
     if s.get("refitted"):
         print(f"the test NLL is that of the selection refitted on train + valid, {result.out / s['refit']['run']} "
               "(`genlearn eval` / `genlearn sample` it)", file=sys.stderr)

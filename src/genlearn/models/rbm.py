@@ -67,6 +67,9 @@ class RBM(EnergyModel):
 
     name = "rbm"
     support = "binary"
+    #: buffers that hold statistics of the training data, not the model: a run started from another run's
+    #: parameters (--init-from) computes its own (runs.start_from_run)
+    data_buffers = ("base_rate_logits", "base_rate_ready", "reverse_rows")
 
     def __init__(self, n_visible: int, n_hidden: int = 16, init_std: float = 0.01, seed: int = 0, **legacy):
         super().__init__()
