@@ -213,3 +213,58 @@ def test_a_typed_moot_flag_is_refused_even_at_its_default_value(refused, tmp_pat
     run = genlearn.fit("made", "bars-and-stripes:size=2,n=50", mask_sampling="random", epochs=1, progress=False,
                        plots=False)
     assert run.metrics["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("name", ["overwrite", "resume", "plots"])
+def test_fit_flags_must_be_booleans(tmp_path, name):
+    """overwrite="no" is a true string: it used to replace the run the user meant to keep."""
+    out = tmp_path / "run"
+    genlearn.fit("bernoulli", "coin:n=50", out=out, progress=False, plots=False)
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(ConfigError, match=f"^{name} must be True or False, got str 'no'"):
+        genlearn.fit("bernoulli", "coin:n=80", out=out, progress=False, **{"plots": False, name: "no"})
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_kl_divergence_takes_runs_and_numpy_tables(finished_run):
+    """A fitted Run stands for its model (it raised AttributeError 'support'); numpy tables are tables; a table
+    of words is one ConfigError."""
+    run = genlearn.load_run(finished_run)
+    assert genlearn.kl_divergence(run, run).value == 0.0
+    assert genlearn.kl_divergence(run, run.model).value == 0.0
+    assert genlearn.kl_divergence(np.array([0.5, 0.5]), [0.9, 0.1]).value == pytest.approx(
+        0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1), abs=1e-12)
+    with pytest.raises(ConfigError, match="p must be a table of numbers"):
+        genlearn.kl_divergence(["a", "b"], [0.9, 0.1])
+
+
+def test_an_unusable_tensorboard_folder_is_refused_before_the_run_folder_exists(refused, tmp_path):
+    pytest.importorskip("tensorboard")
+    (tmp_path / "afile").write_text("x")
+    refused(["fit", "bernoulli", "--data", "coin:n=50", "--tensorboard", tmp_path / "afile" / "sub", "--out",
+             tmp_path / "r"], "afile is a file; give a folder")
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_and_sample_replace_a_link_at_out_instead_of_writing_through_it(cli, tmp_path, finished_run):
+    """--out LINK --overwrite used to write the page (or the CSV) into the link's target, here the run's own
+    metrics.json; the new file is now renamed over the link."""
+    metrics = finished_run / "metrics.json"
+    before = metrics.read_bytes()
+    for argv, name in ((["report", finished_run], "page.html"), (["sample", finished_run, "-n", "3"], "rows.csv")):
+        link = tmp_path / name
+        link.symlink_to(metrics)
+        code, _, err = cli([*argv, "--out", link, "--overwrite"])
+        assert code == 0, err
+        assert not link.is_symlink() and metrics.read_bytes() == before
+
+
+def test_real_samples_are_written_with_float32_precision(cli, tmp_path):
+    """`genlearn sample` CSV rows of a gaussian run give back the float32 samples exactly (6 digits, %g, did not)."""
+    x = np.random.default_rng(1).normal(size=(100, 2)).astype(np.float32)
+    np.save(tmp_path / "real.npy", x)
+    assert cli(["fit", "gaussian", "--data", tmp_path / "real.npy", "--quiet", "--out", tmp_path / "g"])[0] == 0
+    code, out, _ = cli(["sample", tmp_path / "g", "-n", "50", "--seed", "3"])
+    rows = np.array([[float(v) for v in line.split(",")] for line in out.splitlines()], dtype=np.float32)
+    expected = genlearn.load_run(tmp_path / "g").sample(50, seed=3).numpy()
+    assert code == 0 and np.array_equal(rows, expected)

@@ -5,7 +5,6 @@ and exits with code 2, without a traceback."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -533,12 +532,24 @@ def cmd_sample(args) -> int:
         print(f"wrote {out}", file=sys.stderr)
         return 0
     rows = x.reshape(args.n, -1)
-    # CSV written in blocks of rows: the text of one block at a time in memory, whatever -n
-    with (open(out, "w") if out is not None else contextlib.nullcontext(sys.stdout)) as stream:
+
+    def write_rows(stream) -> None:
+        """CSV in blocks of rows (the text of one block at a time in memory, whatever -n); 9 significant digits,
+        which give a float32 back exactly (0/1 and outcomes print as integers)."""
         for block in rows.split(10_000):
-            stream.write("".join(",".join(f"{v:g}" for v in row) + "\n" for row in block.tolist()))
-    if out is not None:
-        print(f"wrote {out}", file=sys.stderr)
+            stream.write("".join(",".join(f"{v:.9g}" for v in row) + "\n" for row in block.tolist()))
+
+    if out is None:
+        write_rows(sys.stdout)
+        return 0
+    from genlearn.learning.checkpoint import atomic_write_bytes
+
+    def write(tmp) -> None:
+        with open(tmp, "w") as stream:
+            write_rows(stream)
+
+    atomic_write_bytes(out, write)  # a new file renamed over --out: a link there is replaced, not written through
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -783,8 +794,9 @@ def _import_under_guard(argv: list[str]) -> None:
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
-    what = str(exc) or "a fit can be continued from its last checkpoint with `genlearn fit --resume DIR`"
-    print(f"genlearn: interrupted: {what}", file=sys.stderr)
+    """Ctrl-C: one line, exit 130. A fit interrupted in its training loop says where it stopped and how to resume
+    (its KeyboardInterrupt's text, genlearn.learning.interrupt); any other moment or command says only that."""
+    print("genlearn: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
     return 130
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,7 +31,7 @@ from genlearn.enumeration import MAX_ENUMERABLE, iter_states, require_enumerable
 from genlearn.errors import ConfigError, IntractableError
 from genlearn.estimators.estimate import Estimate
 from genlearn.likelihood import QUADRATURE_MAX_DIM, _is_float64, float64_copy, log_partition, mean_nll, quadrature
-from genlearn.models.base import EnergyModel, LatentVariableModel
+from genlearn.models.base import EnergyModel, GenerativeModel, LatentVariableModel
 from genlearn.models.categorical import Categorical
 from genlearn.models.gaussian import Gaussian
 from genlearn.models.product import ProductBernoulli
@@ -68,10 +69,17 @@ def _kl_terms(log_p: Tensor, log_q: Tensor) -> Tensor:
     return torch.where(p > 0, p * diff, torch.zeros_like(p))
 
 
+def _table(values, name: str) -> Tensor:
+    """A probability table (list, tuple, numpy array or tensor of numbers) as a flat float64 tensor."""
+    try:
+        return torch.as_tensor(np.asarray(values, dtype=np.float64)).reshape(-1)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a table of numbers (probabilities), got {values!r}"[:300]) from None
+
+
 def kl_tables(p, q) -> float:
     """Exact KL between two probability tables of the same length (each must sum to 1)."""
-    p = torch.as_tensor(p, dtype=torch.float64).reshape(-1)
-    q = torch.as_tensor(q, dtype=torch.float64).reshape(-1)
+    p, q = _table(p, "p"), _table(q, "q")
     if p.shape != q.shape:
         raise ConfigError(f"the two distributions have {p.numel()} and {q.numel()} outcomes; they must match")
     for name, t in (("p", p), ("q", q)):
@@ -242,11 +250,14 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
     tables (lists or tensors) give the exact "tables" KL."""
     if method not in KL_METHODS:
         raise ConfigError(f"unknown KL method {method!r}; use {', '.join(KL_METHODS)}")
-    tables = [isinstance(d, (list, tuple, Tensor)) for d in (p, q)]
+    p, q = (d.model if not isinstance(d, GenerativeModel) and isinstance(getattr(d, "model", None), GenerativeModel)
+            else d for d in (p, q))  # a fitted run (genlearn.load_run) stands for its model
+    tables = [isinstance(d, (list, tuple, Tensor, np.ndarray)) for d in (p, q)]
     for d, is_table in zip((p, q), tables):
         if not is_table and not hasattr(d, "log_prob"):
             raise ConfigError(f"kl_divergence compares two models (with log_prob) or two probability tables (lists or "
-                              f"tensors), got {type(p).__name__} and {type(q).__name__}")
+                              f"tensors or numpy arrays) or fitted runs, got {type(p).__name__} and "
+                              f"{type(q).__name__}")
     if any(tables):
         if not all(tables):
             raise ConfigError(f"kl_divergence compares two models or two probability tables, not one of each (got "

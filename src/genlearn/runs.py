@@ -146,6 +146,9 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     from genlearn import checks  # the arguments' types, names and ranges, before anything is loaded or written
 
     checks.check_fit_paths(out, data_dir, callbacks, recipe)
+    for name, value in (("overwrite", overwrite), ("resume", resume), ("plots", plots)):
+        if not isinstance(value, bool):  # overwrite="no" would be true: a run replaced that the user meant to keep
+            raise ConfigError(f"{name} must be True or False, got {type(value).__name__} {value!r}"[:200])
     if init_from is not None:
         from genlearn.validate import check_path_argument
 

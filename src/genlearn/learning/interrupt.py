@@ -34,7 +34,8 @@ class StopOnSignal:
 
     def _handler(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("stopped at once (a second Ctrl-C); the last checkpoint written is intact: "
+                                    "`genlearn fit --resume DIR` continues from it")
         self.requested = True
 
     def __enter__(self) -> "StopOnSignal":

@@ -354,7 +354,10 @@ def write_report(directories, out, data_dir=None, title: str | None = None, over
     if not report.runs:
         raise RunError("no run folder could be reported: " + "; ".join(f"{d}: {msg}" for d, msg in report.errors))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.html, encoding="utf-8")
+    from genlearn.learning.checkpoint import atomic_write_bytes
+
+    # a new file renamed over `out`: a link there is replaced, not written through, and a reader never sees half
+    atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(report.html, encoding="utf-8"))
     report.path = out
     return report
 

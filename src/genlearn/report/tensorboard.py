@@ -58,6 +58,19 @@ def _monitor_tag(key: str, method: str | None) -> str:
     return tag
 
 
+def _check_writable_folder(folder: Path) -> None:
+    """Make the folder now, when the logger is made and before the fit creates its run folder (the writer opens
+    its files at the first record): a path that cannot be a folder is one ConfigError up front."""
+    existing = next((a for a in (folder, *folder.absolute().parents) if a.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"--tensorboard {folder}: {existing} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--tensorboard {folder}: cannot make that folder ({exc.strerror}); give a folder you may "
+                          "write in") from None
+
+
 class TensorBoardLogger:
     """A Trainer callback writing TensorBoard event files to `log_dir` (see the module docstring).
     image_seconds: the least wall time between two sample grids (0: at every evaluation)."""
@@ -67,6 +80,7 @@ class TensorBoardLogger:
         self.log_dir = Path(log_dir)
         if self.log_dir.exists() and not self.log_dir.is_dir():
             raise ConfigError(f"--tensorboard {self.log_dir} is a file; give a folder")
+        _check_writable_folder(self.log_dir)
         self._writer_cls, self._writer = writer_cls, None
         self.image_seconds = float(image_seconds)
         self.samples = samples
