@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 
 import genlearn
@@ -268,3 +269,47 @@ def test_real_samples_are_written_with_float32_precision(cli, tmp_path):
     rows = np.array([[float(v) for v in line.split(",")] for line in out.splitlines()], dtype=np.float32)
     expected = genlearn.load_run(tmp_path / "g").sample(50, seed=3).numpy()
     assert code == 0 and np.array_equal(rows, expected)
+
+
+def test_run_sample_and_log_prob_check_their_arguments(finished_run, tmp_path):
+    """Run.sample takes numpy integers and names an argument the model's sampler does not take (TypeError before);
+    Run.log_prob refuses a string (TypeError before) and returns numbers without an autograd graph."""
+    run = genlearn.load_run(finished_run)
+    assert run.sample(np.int64(4), seed=0).shape == (4, 1)
+    with pytest.raises(ConfigError, match=r"^steps does not apply to sampling model 'product-bernoulli' \(it takes "
+                                          "none\\)"):
+        run.sample(3, steps=5)
+    with pytest.raises(genlearn.DataError, match="log_prob takes rows as a tensor, a numpy array or a list, got str"):
+        run.log_prob("abc")
+    log_p = run.log_prob(np.array([[0.0], [1.0]]))
+    assert not log_p.requires_grad and float(log_p.exp().sum()) == pytest.approx(1.0, abs=1e-6)
+    rbm = genlearn.fit("rbm", "bars-and-stripes:size=2,n=50", hidden="4", epochs=1, out=tmp_path / "rbm",
+                       progress=False, plots=False)
+    assert rbm.sample(2, seed=0, steps=3).shape == (2, 4)
+    with pytest.raises(ConfigError, match=r"bogus does not apply to sampling model 'rbm' \(it takes steps\)"):
+        rbm.sample(2, bogus=1)
+
+
+def test_resume_of_no_folder_and_with_overwrite(refused, tmp_path, finished_run):
+    refused(["fit", "--resume", tmp_path / "nonexist"], "nonexist: no such folder, so no run to resume")
+    assert not (tmp_path / "nonexist").exists()
+    refused(["fit", "--resume", finished_run, "--overwrite", "--epochs", "5"],
+            "--overwrite replaces a run, --resume continues it: give one of them")
+
+
+def test_sample_out_a_folder_and_a_readable_grid(refused, cli, tmp_path):
+    refused(["sample", ".", "--out", tmp_path], f"--out {tmp_path} is a folder; give a file in it")
+    from PIL import Image
+
+    from genlearn.plots import sample_grid
+
+    sample_grid(torch.zeros(100_000, 64), (8, 8), tmp_path / "g.png", "x: 100000 samples")
+    with Image.open(tmp_path / "g.png") as image:
+        assert max(image.size) <= 2000  # 12,345 of the 8x8 images at most, 2 x 2 screen pixels per pixel
+    assert empirical_entropy_of_one_pattern() == 0.0 and str(empirical_entropy_of_one_pattern()) == "0.0"
+
+
+def empirical_entropy_of_one_pattern() -> float:
+    from genlearn.data.empirical import empirical_entropy
+
+    return empirical_entropy(torch.ones(5, 3))

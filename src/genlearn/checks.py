@@ -526,7 +526,7 @@ def check_fit_arguments(model, data, train: dict, model_options: dict, partition
 
 # -- genlearn sample / kl ---------------------------------------------------------------------------------------
 #: `genlearn sample --out FILE`: what each extension is written as
-SAMPLE_FORMATS = {".png": "a grid of images", ".csv": "comma-separated 0/1 rows", ".txt": "comma-separated rows"}
+SAMPLE_FORMATS = {".png": "a grid of images", ".csv": "comma-separated rows", ".txt": "comma-separated rows"}
 
 
 def check_sample_args(n, out, seed, steps, overwrite: bool = False) -> None:
@@ -543,6 +543,8 @@ def check_sample_args(n, out, seed, steps, overwrite: bool = False) -> None:
         raise ConfigError(f"--steps must be a positive number of Gibbs sweeps, got {steps!r}")
     if out is not None:
         out = Path(out)
+        if out.is_dir():
+            raise ConfigError(f"--out {out} is a folder; give a file in it, e.g. {out / 'samples.csv'}")
         if out.suffix.lower() not in SAMPLE_FORMATS:
             shown = ", ".join(f"{k} ({v})" for k, v in SAMPLE_FORMATS.items())
             raise ConfigError(f"--out {out}: cannot write samples as {out.suffix or 'a file without extension'}; "

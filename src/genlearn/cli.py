@@ -311,6 +311,8 @@ def cmd_fit(args) -> int:
     if getattr(args, "resume", None):
         if family or model_options:
             raise ConfigError("--resume continues a run with its own model and options; do not repeat them")
+        if getattr(args, "overwrite", False):
+            raise ConfigError("--overwrite replaces a run, --resume continues it: give one of them")
         if out and Path(out) != Path(args.resume):
             raise ConfigError("--resume DIR continues the run in DIR; do not give a different --out")
         if Path(args.resume).exists() and not Path(args.resume).is_dir():
@@ -528,7 +530,7 @@ def cmd_sample(args) -> int:
             raise ConfigError("a PNG grid needs image data; this run's data have no image shape: use --out FILE.csv")
         from genlearn.plots import sample_grid
 
-        sample_grid(x, tuple(image_shape), out, f"{run.meta['model']}: {args.n} samples")
+        sample_grid(x, tuple(image_shape), out, f"{run.meta['model']}: {args.n} sample{'s' if args.n != 1 else ''}")
         print(f"wrote {out}", file=sys.stderr)
         return 0
     rows = x.reshape(args.n, -1)

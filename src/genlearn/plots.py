@@ -107,12 +107,15 @@ GRID_MAX_INCHES = 20.0
 
 def sample_grid(samples: torch.Tensor, image_shape: tuple[int, int], path: Path, title: str | None = None) -> Path:
     """Samples (N, h*w) in [0, 1] as a near-square grid of h x w images, white = 1. Capped in size whatever the
-    images: at most GRID_MAX_PIXELS canvas pixels (the first samples that fit; the title says how many) and a figure
-    of at most GRID_MAX_INCHES inches a side at 100 dpi."""
+    images: at most GRID_MAX_PIXELS canvas pixels and 2 x 2 screen pixels per image pixel (the first samples that
+    fit; the title says how many) and a figure of at most GRID_MAX_INCHES inches a side at 100 dpi."""
     samples = torch.as_tensor(samples).detach().float().cpu()
     h, w = image_shape
     total = samples.shape[0]
-    n = max(1, min(total, GRID_MAX_PIXELS // max(h * w, 1)))
+    # ...and at least 2 x 2 screen pixels per image pixel on the largest figure (100,000 8x8 digits used to come
+    # out smaller than a pixel each)
+    readable = int((GRID_MAX_INCHES * 100 / 2) ** 2) // max((h + 1) * (w + 1), 1)
+    n = max(1, min(total, GRID_MAX_PIXELS // max(h * w, 1), readable))
     samples = samples[:n]
     if n < total:
         title = f"{title or 'samples'} (the first {n} of {total})"

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from genlearn.data.dataset import Dataset
 from genlearn.data.registry import load_dataset
-from genlearn.errors import ConfigError, RunError
+from genlearn.errors import ConfigError, DataError, RunError
 from genlearn.learning import checkpoint as ckpt
 from genlearn.learning.convergence import metrics as convergence_metrics
 from genlearn.learning.legacy import rule_record
@@ -47,20 +47,37 @@ class Run:
         whose log P(x) is intractable, an ESTIMATE: genlearn.likelihood.log_likelihoods, importance sampling with
         the encoder q(z|x) as proposal (likelihood.IS_SAMPLES = 5000 samples per row, seed 0; float64), which
         under-estimates log P(x) in expectation (E[log P^(x)] <= log P(x))."""
+        import numpy as np
+
         from genlearn.models.base import LatentVariableModel
 
+        if not isinstance(x, (torch.Tensor, np.ndarray, list, tuple)):
+            raise DataError(f"log_prob takes rows as a tensor, a numpy array or a list, got {type(x).__name__} "
+                            f"{x!r}"[:200])
         if isinstance(self.model, LatentVariableModel):
             from genlearn.likelihood import log_likelihoods
 
             return log_likelihoods(self.model, x)[0]
-        return self.model.log_prob(self.model.check_input(x))
+        with torch.no_grad():  # numbers, not a graph to differentiate
+            return self.model.log_prob(self.model.check_input(x))
 
     def sample(self, n: int, seed: int | None = None, **kwargs):
-        """n rows drawn from the model: fresh random rows on every call, the same rows for the same `seed`."""
+        """n rows drawn from the model: fresh random rows on every call, the same rows for the same `seed`.
+        `kwargs` go to the model's sample (e.g. steps=, the Gibbs sweeps of an RBM or a Boltzmann machine)."""
+        import inspect
+        import operator
+
         from genlearn.checks import check_sample_count, layer_width
         from genlearn.validate import check_seed
 
+        if not isinstance(n, bool) and hasattr(n, "__index__"):
+            n = operator.index(n)  # numpy and 0-d torch integers too
         check_sample_count(n, self.model.n_features, "n", width=layer_width(self.model))
+        accepted = set(inspect.signature(self.model.sample).parameters) - {"self", "n", "generator"}
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes none"
+            raise ConfigError(f"{', '.join(unknown)} does not apply to sampling model {self.model.name!r} ({takes})")
         generator = torch.Generator()
         if seed is None:
             generator.seed()  # a non-deterministic seed
@@ -164,6 +181,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     if resume:
         if out is None:
             raise ConfigError("resume needs the run folder (--resume DIR / out=DIR)")
+        if overwrite:
+            raise ConfigError("--overwrite replaces a run, --resume continues it: give one of them")
         from genlearn.learning.run_folder import read_checkpoint
 
         tensors, meta = read_checkpoint(out, build=True)  # validated: one RunError naming a damaged file

@@ -40,7 +40,7 @@ class EmpiricalDistribution:
     def entropy(self) -> float:
         """H(Q^) in nats."""
         p = self.probs
-        return float(-(p * torch.log(p)).sum())
+        return float(-(p * torch.log(p)).sum()) + 0.0  # + 0.0: one pattern gives 0.0, not -0.0
 
 
 def empirical_entropy(x: Tensor, kind: str = "binary") -> float | None:

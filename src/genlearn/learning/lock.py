@@ -165,6 +165,10 @@ def locked_out(fit):
         check_path_argument(out, "out")  # a path, before the lock makes a folder of it
         if out is None or not writes_runs():
             return fit(*args, **kwargs)
+        if kwargs.get("resume") and not Path(out).exists():  # before the lock makes the folder
+            from genlearn.errors import RunError
+
+            raise RunError(f"{out}: no such folder, so no run to resume; give the folder a fit wrote (--resume DIR)")
         with RunLock(out):
             for tmp in Path(out).glob(".*.tmp"):  # the only writer: these are left by a killed one
                 try:
