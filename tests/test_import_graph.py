@@ -33,7 +33,7 @@ LAYERS = [
               "genlearn.binary_kernels", "genlearn.logistic_kernels", "genlearn.uniform_kernels",
               "genlearn.boltzmann_kernels", "genlearn.subset_kernels", "genlearn.cd_kernels",
               "genlearn.products", "genlearn.kernel_timing", "genlearn.timing_cache", "genlearn.gaussian_kernels",
-              "genlearn.estimators",
+              "genlearn.estimators", "genlearn.cpu_load",
               "genlearn.estimators.estimate"]),
     # where samples come from, without models: the source table, files, formats, binarization, the Dataset, the
     # empirical distribution, the embedded and real data sets

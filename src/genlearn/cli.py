@@ -714,11 +714,31 @@ def _set_threads(n: int | None) -> None:
 
 
 def _usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one, else os.cpu_count())."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    from genlearn.cpu_load import usable_cores
+
+    return usable_cores()
+
+
+def _threads_for_the_load(args) -> None:
+    """No --threads: a command that computes uses the cores other work leaves free right now (genlearn.cpu_load:
+    one thread sharing its core with another program holds torch's others back, 3.6x slower in `genlearn demo`),
+    and says so when that is fewer than all. Not under torchrun (each process is given its share)."""
+    if args.command not in _TORCH_COMMANDS or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    from genlearn.cpu_load import busy_cores, threads_for_load
+
+    cores = _usable_cores()
+    if cores < 2:
+        return
+    busy = busy_cores()
+    n = threads_for_load(cores, busy)
+    if n < cores:
+        if not getattr(args, "quiet", False):
+            print(f"genlearn: note: about {busy:.1f} of {cores} CPU cores are busy with other work: using {n} "
+                  f"thread{'s' if n > 1 else ''} (--threads N to choose)", file=sys.stderr)
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def _with_recipe_family(argv: list[str]) -> list[str]:
@@ -829,6 +849,8 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_no_empty_paths(args)
+        if getattr(args, "threads", None) is None:
+            _threads_for_the_load(args)
         _set_threads(getattr(args, "threads", None))
         return COMMANDS[args.command](args)
     except GenlearnError as exc:
