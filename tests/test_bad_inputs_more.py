@@ -166,7 +166,7 @@ CASES = [
     ("fam-vae-prior", f"fit vae --data {BARS} --prior bogus", "--prior must be one of standard, vampprior"),
     ("fam-gaussian-covariance", "fit gaussian --data gaussian:n=40 --covariance bogus", "--covariance must be one"),
     ("fam-threads-negative", "fit bernoulli --data coin:n=40 --threads -2", "--threads must be a positive integer"),
-    ("fam-lr-text", "fit bernoulli --data coin:n=40 --lr abc", "--lr must be a number, got 'abc'"),
+    ("fam-lr-text", "fit bernoulli --data coin:n=40 --lr abc", "--lr must be a finite number, got 'abc'"),
     ("fam-no-model", "fit --data coin:n=40", "say which model to fit"),
     # -- run folders: --out and --resume ---------------------------------------------------------------------------
     ("out-is-file", "fit product-bernoulli --data {d}/good.csv --out {d}/existing.csv --quiet", "is a file"),

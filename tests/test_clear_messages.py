@@ -313,3 +313,15 @@ def empirical_entropy_of_one_pattern() -> float:
     from genlearn.data.empirical import empirical_entropy
 
     return empirical_entropy(torch.ones(5, 3))
+
+
+def test_settings_that_would_be_ignored_are_refused(refused, finished_run, tmp_path):
+    """A keyword for two probability tables (their KL is a finite sum), `report --data-dir` of no folder, and a
+    non-finite number for a float flag (`inf` was "must be a number")."""
+    with pytest.raises(ConfigError, match="bogus does not apply to two probability tables"):
+        genlearn.kl_divergence([0.5, 0.5], [0.9, 0.1], bogus=1)
+    refused(["report", finished_run, "--data-dir", tmp_path / "none", "--out", tmp_path / "r.html"],
+            "no such folder")
+    refused(["fit", "bernoulli", "--data", "coin", "--max-minutes", "inf", "--out", tmp_path / "x"],
+            "--max-minutes must be a finite number, got 'inf'")
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "x").exists()

@@ -46,7 +46,7 @@ def test_values_are_converted_to_the_field_type(name, given, expected):
     ("sizes", ",8", "--sizes must be comma-separated integers"),
     ("sizes", "500,0", "--sizes must be >= 1 (each entry), got 500,0"),
     ("sizes", "0", "--sizes must be >= 1, got 0"),
-    ("rate", "inf", "--rate must be a number, got 'inf'"),
+    ("rate", "inf", "--rate must be a finite number, got 'inf'"),
     ("rate", -1, "--rate must be >= 0, got -1.0"),
     ("mode", "c", "--mode must be one of a, b, got 'c'"),
     ("on", "maybe", "--on must be true or false, got 'maybe'"),

@@ -665,6 +665,8 @@ def cmd_report(args) -> int:
     """`genlearn report RUN [RUN...] --out FILE`: the page, and one warning line per unreadable folder."""
     from genlearn.report import write_report
 
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise ConfigError(f"--data-dir {args.data_dir}: no such folder (it holds the data sets the plots need)")
     report = write_report(args.runs, args.out, data_dir=args.data_dir, title=args.title, overwrite=args.overwrite)
     for folder, message in report.errors:
         print(f"genlearn: warning: {folder} was not reported: {message}", file=sys.stderr)

@@ -265,6 +265,10 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
         if method not in ("auto", "exact"):
             raise ConfigError(f"two probability tables have an exact KL (a finite sum); method {method!r} does not "
                               "apply to tables: use auto or exact")
+        if kwargs or partition != "auto":
+            given = sorted(kwargs) + (["partition"] if partition != "auto" else [])
+            raise ConfigError(f"{', '.join(given)} does not apply to two probability tables (their KL is a finite "
+                              "sum): drop it")
         return Estimate.exact(kl_tables(p, q), "exact (probability tables)")
     _same_space(p, q)
     if method in ("auto", "exact", "closed-form"):

@@ -57,7 +57,7 @@ def _type_name(t) -> str:
     if t is int:
         return "an integer"
     if t is float:
-        return "a number"
+        return "a finite number"
     if t is bool:
         return "true or false"
     if typing.get_origin(t) is tuple:
