@@ -325,3 +325,10 @@ def test_settings_that_would_be_ignored_are_refused(refused, finished_run, tmp_p
     refused(["fit", "bernoulli", "--data", "coin", "--max-minutes", "inf", "--out", tmp_path / "x"],
             "--max-minutes must be a finite number, got 'inf'")
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "x").exists()
+
+
+def test_tol_with_minibatches_names_the_batch_size_the_fit_has(refused, tmp_path):
+    """The rbm family trains on batches of 100 by default: "drop --batch-size" told a user who gave none to drop it."""
+    line = refused(["fit", "rbm", "--data", "digits", "--tol", "1e-3", "--out", tmp_path / "r"],
+                   "it needs one batch per epoch, and this fit takes batches of 100 rows")
+    assert "drop --batch-size" not in line

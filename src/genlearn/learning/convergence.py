@@ -124,8 +124,9 @@ def check(trainer) -> None:
             raise ConfigError(f"--tol is a tolerance on the gradient; the learning rule {rule.name!r} takes no "
                               "gradient steps: use --rel-tol (relative change of the objective per epoch)")
         if not whole:
-            raise ConfigError("--tol tests the full-batch gradient: it needs one batch per epoch (drop --batch-size, "
-                              "or use --optimizer gd or lbfgs)")
+            raise ConfigError(f"--tol tests the full-batch gradient: it needs one batch per epoch, and this fit "
+                              f"takes batches of {cfg.batch_size} rows (the family's default or yours: give "
+                              "--optimizer gd or lbfgs, or a --batch-size of at least the training rows)")
     if cfg.rel_tol is not None and not (exact and (whole or not rule.uses_optimizer)):
         raise ConfigError(f"--rel-tol compares the exact objective between epochs; the learning rule {rule.name!r} "
                           f"with these batches does not give it for {model.name!r} (use full-batch epochs and an "
