@@ -332,3 +332,18 @@ def test_tol_with_minibatches_names_the_batch_size_the_fit_has(refused, tmp_path
     line = refused(["fit", "rbm", "--data", "digits", "--tol", "1e-3", "--out", tmp_path / "r"],
                    "it needs one batch per epoch, and this fit takes batches of 100 rows")
     assert "drop --batch-size" not in line
+
+
+def test_an_empty_study_name_is_refused(refused, tmp_path):
+    pytest.importorskip("optuna")
+    refused(["tune", "--data", "coin:n=50", "--families", "bernoulli", "--study-name", "", "--out", tmp_path / "t"],
+            "--study-name must be a non-empty name")
+
+
+def test_kl_of_an_unfinished_run_says_it_uses_the_checkpoint(cli, tmp_path):
+    out = tmp_path / "run"
+    genlearn.fit("bernoulli", "coin:n=50", out=out, progress=False, plots=False)
+    (out / "model.safetensors").unlink()  # as a fit stopped before its final model
+    code, stdout, err = cli(["kl", "--p", out, "--q", out])
+    assert code == 0 and json.loads(stdout)["kl"] == 0.0
+    assert "warning:" in err and "using that checkpoint" in err, err

@@ -562,7 +562,9 @@ def _distribution(text: str, flag: str):
     if Path(text).is_dir():
         from genlearn.runs import load_run
 
-        return load_run(text).model
+        run = load_run(text)
+        _say_unfinished(run)  # its last checkpoint, as eval and sample say
+        return run.model
     try:
         return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
     except ValueError:

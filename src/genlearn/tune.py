@@ -349,6 +349,8 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
     settings = _resolve(preset, families, trials, budget_minutes, trial_minutes, epochs, patience, ensemble, refit)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
         raise ConfigError(f"--seed of the TPE sampler must be an integer in [0, 2^32 - 1], got {seed!r}")
+    if not isinstance(study_name, str) or not study_name.strip():
+        raise ConfigError(f"--study-name must be a non-empty name, got {study_name!r}")
     families = settings["families"]
     spaces = family_spaces(families, space)
     if isinstance(data, Dataset):
