@@ -347,3 +347,12 @@ def test_kl_of_an_unfinished_run_says_it_uses_the_checkpoint(cli, tmp_path):
     code, stdout, err = cli(["kl", "--p", out, "--q", out])
     assert code == 0 and json.loads(stdout)["kl"] == 0.0
     assert "warning:" in err and "using that checkpoint" in err, err
+
+
+def test_bench_on_categorical_data_and_tune_without_a_completed_trial(refused, tmp_path):
+    refused(["bench", "--data", "die"], "needs rows of 0/1 features, a non-empty 2-D table, got shape (1000,) (one "
+                                        "column of outcomes: categorical data)")
+    pytest.importorskip("optuna")
+    line = refused(["tune", "--data", "coin:n=50", "--families", "bernoulli", "--budget-minutes", "0.00001",
+                    "--quiet", "--out", tmp_path / "t"], "completed (")
+    assert "give a larger --budget-minutes or --trial-minutes, or more --trials" in line

@@ -133,7 +133,9 @@ def binary_rows(x, what: str) -> np.ndarray:
     """x as a C-contiguous float32 array of 0/1 rows (2-D), or a DataError naming the problem and the fix."""
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise DataError(f"{what}: expected a non-empty 2-D table of rows, got shape {x.shape}")
+        one_column = " (one column of outcomes: categorical data)" if x.ndim == 1 else ""
+        raise DataError(f"{what}: the RBM speed comparison needs rows of 0/1 features, a non-empty 2-D table, got "
+                        f"shape {x.shape}{one_column}; give binary data such as mnist or digits")
     bad = ~((x == 0.0) | (x == 1.0))
     if bad.any():
         r, c = np.argwhere(bad)[0]

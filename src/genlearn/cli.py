@@ -160,7 +160,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("run", metavar="DIR")
         p.add_argument("-n", type=int, default=64, help="number of samples (64)")
         p.add_argument("--out", metavar="FILE", help=".png (image grid) or .csv; default: CSV on standard output")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0,
+                       help="seed of the random numbers (default 0: the same samples every time; give others for "
+                            "other samples)")
         p.add_argument("--steps", type=int, help="Gibbs sweeps for models sampled by MCMC")
         p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 

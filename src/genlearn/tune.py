@@ -618,8 +618,11 @@ def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, ur
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        raise RunError(f"no trial of the study {study_name!r} completed (see {out / TRIALS_DIR}); give more "
-                       "--trials, a larger --budget-minutes or --trial-minutes")
+        ran = len(study.get_trials(deepcopy=False))
+        why = (f"{ran} trial(s) ran and none completed" if ran else
+               "no trial started: the --budget-minutes was spent first")
+        raise RunError(f"no trial of the study {study_name!r} completed ({why}; see {out / TRIALS_DIR}); give a "
+                       "larger --budget-minutes or --trial-minutes, or more --trials")
     best = min(complete, key=lambda t: t.value)
     run_dir = out / best.user_attrs["run"]
     run = load_run(run_dir)
