@@ -356,3 +356,17 @@ def test_bench_on_categorical_data_and_tune_without_a_completed_trial(refused, t
     line = refused(["tune", "--data", "coin:n=50", "--families", "bernoulli", "--budget-minutes", "0.00001",
                     "--quiet", "--out", tmp_path / "t"], "completed (")
     assert "give a larger --budget-minutes or --trial-minutes, or more --trials" in line
+
+
+def test_report_of_a_study_folder_and_of_a_run_without_its_final_model(refused, cli, tmp_path, finished_run):
+    import shutil
+
+    study = tmp_path / "study"
+    (study / "trials").mkdir(parents=True)
+    refused(["report", study, "--out", tmp_path / "a.html"], "is a `genlearn tune` study, not a run: report its trials")
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "model.safetensors").unlink()  # `genlearn eval` calls this run unfinished: so does the report
+    code, _, err = cli(["report", run, "--out", tmp_path / "b.html"])
+    page = (tmp_path / "b.html").read_text()
+    assert code == 0 and "unfinished: its final model (model.safetensors) is missing" in page, err

@@ -90,6 +90,9 @@ def read_run(directory, load_model: bool = True) -> RunRecord:
         raise RunError(f"{path} is not a folder; give a run folder written by `genlearn fit`")
     has_meta, has_metrics = (path / META_FILE).is_file(), (path / METRICS_FILE).is_file()
     if not has_meta and not has_metrics:
+        if (path / "trials").is_dir():
+            raise RunError(f"{path} is a `genlearn tune` study, not a run: report its trials (e.g. {path}/trials/*) "
+                           "or the run its summary.json names")
         raise RunError(f"{path} holds neither {META_FILE} nor {METRICS_FILE}; is it a `genlearn fit` output folder?")
     meta = _read_json(path / META_FILE, "checkpoint") if has_meta else {}
     metrics = _read_json(path / METRICS_FILE, "metrics file") if has_metrics else {}
@@ -111,6 +114,11 @@ def read_run(directory, load_model: bool = True) -> RunRecord:
                 f"{metrics['epochs_run']}; the metrics below are those of epoch {metrics['epochs_run']}, the "
                 "learning curve runs to the checkpoint")
         history = ckpt_history if len(ckpt_history) >= len(final_history) else final_history
+    elif has_meta and not (path / MODEL_FILE).is_file():  # as `genlearn eval` and `sample` see it
+        status = "unfinished"
+        note = (f"unfinished: its final model ({MODEL_FILE}) is missing; `genlearn fit --resume {path}` writes it "
+                "again from the checkpoint")
+        history = final_history or ckpt_history
     else:
         status = "finished"
         parts = [f"{metrics.get('epochs_run', ckpt_epoch)} epochs"]
