@@ -32,6 +32,17 @@ def bfloat16_honoured(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _quiet_machine(request, monkeypatch):
+    """The CLI without --threads measures the other work on this machine (genlearn.cpu_load) and prints a note when
+    cores are busy: the suite's commands see a quiet machine, so that their stderr does not depend on what else
+    runs beside the tests (test_cpu_load tests the measurement and the note themselves)."""
+    if request.module.__name__.rsplit(".", 1)[-1] != "test_cpu_load":
+        from genlearn import cpu_load
+
+        monkeypatch.setattr(cpu_load, "busy_cores", lambda *args, **kwargs: 0.0)
+
+
+@pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
     os.environ.setdefault("MPLBACKEND", "Agg")

@@ -167,7 +167,6 @@ CASES = [
     ("sample-seed", "sample {run} --seed -1", "--seed must be an integer"),
     ("sample-no-run", "sample {d}/no-such-run", "no-such-run"),
     ("sample-existing", "sample {run} --out {d}/existing.csv", "exists; choose another --out"),
-    ("sample-no-folder", "sample {run} --out {d}/no/such/x.csv", "does not exist"),
 ]
 
 

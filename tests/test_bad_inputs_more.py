@@ -199,7 +199,7 @@ CASES = [
     ("sample-n-text", "sample {run} -n abc", "argument -n: invalid int value"),
     ("sample-file-not-run", "sample {d}/good.csv", "no run folder at"),
     ("sample-empty-folder", "sample {d}/emptydir", "holds no checkpoint"),
-    ("sample-out-under-file", "sample {run} --out {d}/existing.csv/x.csv", "existing.csv does not exist"),
+    ("sample-out-under-file", "sample {run} --out {d}/existing.csv/x.csv", "existing.csv is a file, not a folder"),
     ("sample-steps-zero", "sample {run} --steps 0", "--steps must be a positive number"),
     # -- kl ---------------------------------------------------------------------------------------------------------
     ("kl-dash-value", "kl --p -0.5,1.5 --q 0.5,0.5", "a value that starts with '-' is written --p=VALUE"),

@@ -39,6 +39,9 @@ def test_fit_eval_sample(tmp_path, capsys):
     assert np.array(rows).shape == (5, 64) and set(np.unique(rows)) <= {0.0, 1.0}
     code, _, err = run_cli(capsys, "sample", out, "-n", "16", "--out", tmp_path / "grid.png")
     assert code == 2 and "exists" in err  # nothing overwritten without asking
+    code, _, _ = run_cli(capsys, "sample", out, "-n", "3", "--out", tmp_path / "new" / "folder" / "s.csv")
+    assert code == 0  # missing folders are made, as `report --out` makes them
+    assert np.loadtxt(tmp_path / "new" / "folder" / "s.csv", delimiter=",").shape == (3, 64)
 
 
 def test_fit_reports_kl_to_the_truth_and_reaches_mle(tmp_path, capsys):

@@ -531,7 +531,8 @@ SAMPLE_FORMATS = {".png": "a grid of images", ".csv": "comma-separated rows", ".
 
 def check_sample_args(n, out, seed, steps, overwrite: bool = False) -> None:
     """`genlearn sample` settings that need no run: -n, --out (by extension: .png, .csv or .txt; not an existing
-    file unless --overwrite), --seed, --steps."""
+    file unless --overwrite; missing folders are made when it is written, as `report --out` does, so none of its
+    folders may be a file), --seed, --steps."""
     from pathlib import Path
 
     from genlearn.errors import RunError
@@ -551,8 +552,9 @@ def check_sample_args(n, out, seed, steps, overwrite: bool = False) -> None:
                               f"use {shown}")
         if out.exists() and not overwrite:
             raise RunError(f"{out} exists; choose another --out or pass --overwrite")
-        if not out.parent.is_dir():
-            raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
+        above = next((a for a in out.parents if a.exists()), None)
+        if above is not None and not above.is_dir():
+            raise ConfigError(f"--out {out}: {above} is a file, not a folder; choose another --out")
 
 
 def check_sample_model(n: int, model, steps) -> None:

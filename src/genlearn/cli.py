@@ -526,6 +526,8 @@ def cmd_sample(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.overwrite:
         raise RunError(f"{out} exists; choose another --out or pass --overwrite")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)  # as `report --out`: the folders checked above
     image_shape = (run.metrics.get("data") or {}).get("image_shape")
     if out is not None and out.suffix.lower() == ".png":
         if not image_shape:
