@@ -371,3 +371,26 @@ def test_report_of_a_study_folder_and_of_a_run_without_its_final_model(refused, 
     code, _, err = cli(["report", run, "--out", tmp_path / "b.html"])
     page = (tmp_path / "b.html").read_text()
     assert code == 0 and "unfinished: its final model (model.safetensors) is missing" in page, err
+
+
+def test_the_command_shows_warnings_as_one_line_each(capsys, monkeypatch):
+    """`genlearn ...` prints a Python warning as `genlearn: warning: MESSAGE` (a library's with its category and
+    place), not Python's file path, line number and the source text of the warn call; main() called from Python
+    (argv given) leaves the caller's warning display alone."""
+    import warnings
+
+    from genlearn import cli
+    from genlearn.estimators import ais
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        before = warnings.showwarning
+        assert cli.main(["models"]) == 0 and warnings.showwarning is before
+        monkeypatch.setattr("sys.argv", ["genlearn", "models"])
+        assert cli.main() == 0 and warnings.showwarning is not before
+        capsys.readouterr()
+        warnings.warn_explicit("AIS: effective sample size 1.0 of 100 chains is low", RuntimeWarning, ais.__file__, 9)
+        warnings.warn_explicit("overflow encountered in exp", RuntimeWarning, "/lib/numpy/core.py", 7)
+    assert capsys.readouterr().err.splitlines() == [
+        "genlearn: warning: AIS: effective sample size 1.0 of 100 chains is low",
+        "genlearn: warning: RuntimeWarning from core.py:7: overflow encountered in exp"]

@@ -789,10 +789,32 @@ def main(argv: list[str] | None = None) -> int:
         if _start_up_guard_active(signal):
             _import_under_guard(sys.argv[1:] if argv is None else argv)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if argv is None:  # the command itself (`genlearn`, `python -m genlearn`), not a call from Python
+        _show_warnings_as_lines()
     try:
         return _main(argv)
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
+
+
+def _show_warnings_as_lines() -> None:
+    """Python warnings as one line each, as the command's own: `genlearn: warning: MESSAGE` (genlearn's, e.g. a low
+    AIS effective sample size) or `genlearn: warning: CATEGORY from FILE:LINE: MESSAGE` (a library's), instead of
+    Python's source path, line and the source text of the `warnings.warn` call."""
+    import warnings
+    from pathlib import Path
+
+    package = str(Path(__file__).resolve().parent)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        where = "" if str(Path(filename).resolve()).startswith(package) else \
+            f"{category.__name__} from {Path(filename).name}:{lineno}: "
+        try:
+            (file or sys.stderr).write(f"genlearn: warning: {where}{message}\n")
+        except (OSError, ValueError):  # a closed stderr: nothing to tell
+            pass
+
+    warnings.showwarning = show
 
 
 #: the commands that compute (and import torch); the others (`--help`, `models`, `recipes`...) stay light
