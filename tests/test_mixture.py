@@ -274,5 +274,25 @@ def test_init_from_data_starts_distinct_components_from_repeated_rows():
         m = MixtureOfBernoulli(6, 3).init_from_data(x, torch.Generator().manual_seed(seed))
         p = m.probs.detach()
         assert min(float((p[a] - p[b]).abs().max()) for a, b in ((0, 1), (0, 2), (1, 2))) > 0.1
-    m = MixtureOfBernoulli(6, 5).init_from_data(x, torch.Generator().manual_seed(0))  # more components than patterns
+    with pytest.warns(UserWarning, match="only 3 distinct rows"):  # more components than patterns
+        m = MixtureOfBernoulli(6, 5).init_from_data(x, torch.Generator().manual_seed(0))
     assert torch.isfinite(m.probs).all()
+
+
+def test_more_components_than_distinct_rows_warn_and_the_copies_stay_equal():
+    """K above the distinct training rows: the extra components start as copies and EM keeps copies equal (the
+    oracle of the warning's claim); K at most the distinct rows: no warning."""
+    import warnings
+
+    x = torch.tensor([[0, 1, 1], [1, 0, 1], [0, 1, 1], [1, 1, 0]] * 5, dtype=torch.float32)  # 3 distinct rows
+    with pytest.warns(UserWarning, match="4 mixture components .* only 3 distinct rows among the 20 training rows"):
+        model = MixtureOfBernoulli(3, components=4, seed=0).init_from_data(x)
+    fit_em(model, x, iterations=30, init=None)
+    logits = model.logits.detach()
+    copies = [(i, j) for i in range(4) for j in range(i + 1, 4) if torch.equal(logits[i], logits[j])]
+    assert copies, logits  # two components were equal at the start and are equal after 30 EM steps
+    with pytest.warns(UserWarning, match="5 mixture components .* only 4 training rows"):
+        MixtureOfBernoulli(3, components=5, seed=0).init_from_data(x[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MixtureOfBernoulli(3, components=3, seed=0).init_from_data(x)

@@ -42,6 +42,19 @@ def mixture_log_prob(x: Tensor, log_weights: Tensor, logits: Tensor) -> Tensor:
     return torch.logsumexp(component_log_probs(x, logits) + log_weights, dim=-1)
 
 
+def _warn_repeated_components(k: int, distinct: int | None, rows: int, stacklevel: int) -> None:
+    """A warning when K exceeds the distinct training rows that start the components: the extra ones start as
+    copies, and copies stay equal (EM and gradient descent move equal components alike), so the model has fewer
+    different components than asked, at K times the cost."""
+    import warnings
+
+    have = f"{distinct} distinct rows among the {rows} training rows" if distinct is not None else \
+        f"{rows} training rows"
+    warnings.warn(f"{k} mixture components (--components) but only {have}: the components beyond them start as "
+                  "copies of others and stay equal to them; use at most that many components", UserWarning,
+                  stacklevel=stacklevel)  # attributed to init_from_data
+
+
 def _distinct_rows(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
     """Indices of the first k rows of x with distinct values in a random order (then random rows with replacement
     when x has fewer than k distinct rows)."""
@@ -54,6 +67,7 @@ def _distinct_rows(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
             if len(idx) == k:
                 break
     if len(idx) < k:
+        _warn_repeated_components(k, len(idx), x.shape[0], stacklevel=3)
         idx += torch.randint(0, x.shape[0], (k - len(idx),), generator=generator, device=x.device).tolist()
     return torch.tensor(idx, device=x.device)
 
@@ -120,6 +134,7 @@ class MixtureOfBernoulli(GenerativeModel):
         elif self.components <= m:
             idx = _distinct_rows(x, self.components, generator)
         else:
+            _warn_repeated_components(self.components, None, m, stacklevel=2)
             idx = torch.randint(0, m, (self.components,), generator=generator)
         p = ((1 - blend) * x[idx] + blend * x.mean(0)).clamp(1e-3, 1 - 1e-3)
         self.set_parameters(torch.zeros(self.components, dtype=torch.float64), torch.log(p) - torch.log1p(-p))
