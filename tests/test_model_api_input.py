@@ -10,7 +10,7 @@ import torch
 from genlearn.data.dataset import Dataset
 from genlearn.divergence import empirical_kl
 from genlearn.errors import ConfigError, DataError
-from genlearn.models import Bernoulli, Categorical, Gaussian, PatternTable, ProductBernoulli
+from genlearn.models import Bernoulli, Categorical, Gaussian, LatentVariableModel, PatternTable, ProductBernoulli
 from genlearn.models.registry import build_model, list_models
 
 FAMILIES = [spec.name for spec in list_models()]
@@ -123,6 +123,45 @@ def test_log_prob_refuses_rows_of_another_width(name):
         model.log_prob(torch.zeros(4, n + 2))
     with pytest.raises(DataError, match=rf"x has {n + 2} columns .*pass data of shape \(M, {n}\)"):
         model.log_prob(np.zeros((4, n + 2), dtype=np.float32))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_log_prob_gives_one_value_per_example_for_any_batch_shape_and_numpy(name):
+    """One example (n,) -> a scalar, a batch (2, 2, n) -> (2, 2), a numpy array as the tensor, each the value of the
+    same rows in an (M, n) batch (1-feature models: (M,) is M examples). NADE, MADE and the RBM used to fail on
+    1-D or 3-D input (raw numba / torch errors), the RBM on numpy; Bernoulli summed M flips into one number."""
+    model, x = _family(name)
+    if model.support == "categorical" or isinstance(model, LatentVariableModel):
+        return  # outcomes (M,) (test_categorical_outcomes_...); latent models have no exact log_prob
+    with torch.no_grad():
+        rows = model.log_prob(x[:4])
+        assert rows.shape == (4,)
+        assert torch.allclose(model.log_prob(torch.as_tensor(x[:4]).numpy()), rows)
+        if model.n_features == 1:
+            assert torch.allclose(model.log_prob(x[:4].reshape(-1)), rows)
+            return
+        one = model.log_prob(x[1])
+        assert one.shape == () and torch.allclose(one, rows[1])
+        assert torch.allclose(model.log_prob(x[:4].reshape(2, 2, -1)), rows.reshape(2, 2))
+
+
+def test_a_bernoulli_scores_each_flip_of_a_1d_tensor():
+    flips = Bernoulli(0.3).log_prob(torch.tensor([1.0, 0.0, 1.0]))
+    assert torch.allclose(flips, torch.tensor([math.log(0.3), math.log(0.7), math.log(0.3)]))
+
+
+@pytest.mark.parametrize("bad, message", [([-1], r"must be 0\.\.2 \(3 categories\), got -1"),
+                                          ([3, 0, 4], r"must be 0\.\.2 \(3 categories\), got 3, 4"),
+                                          ([1.7], r"must be integers 0\.\.2, got 1\.7"),
+                                          ([float("nan")], r"must be integers 0\.\.2, got nan")])
+def test_categorical_outcomes_outside_the_categories_are_refused(bad, message):
+    """A negative outcome used to wrap to the last category (P = 0.5 here), a fraction to be truncated."""
+    die = Categorical(3, probs=[0.2, 0.3, 0.5])
+    with pytest.raises(DataError, match=message):
+        die.log_prob(torch.tensor(bad))
+    with pytest.raises(DataError, match=message):
+        Categorical(3).fit_closed_form(torch.tensor(bad))
+    assert torch.allclose(die.log_prob(torch.tensor([0, 2])).exp(), torch.tensor([0.2, 0.5]))
 
 
 def test_log_prob_of_a_gaussian_no_longer_reshapes_rows_of_another_width():

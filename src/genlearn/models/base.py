@@ -122,8 +122,9 @@ def check_sample_count(n) -> int:
 
 def check_log_prob_shape(model: GenerativeModel, x) -> None:
     """DataError unless x has the width of the model's examples: x.shape[-1] == n_features (a 1-D x of a
-    1-feature model is M scalar examples), or 1-D outcomes (M,) / (M, 1) for a categorical model. Shape only, no
-    values; x without a shape (a list) is left to the family."""
+    1-feature model is M scalar examples, else one example), or 1-D outcomes (M,) / (M, 1) for a categorical
+    model. Shape only, no values; x without a shape (a list) is left to the family. (The wrapped log_prob then
+    gives one value per example: (...,) for x of shape (..., n), a scalar for one example.)"""
     shape = getattr(x, "shape", None)
     if shape is None:
         return
@@ -144,7 +145,16 @@ def _shape_checked_log_prob(fn):
     @functools.wraps(fn)
     def log_prob(self, x, *args, **kwargs):
         check_log_prob_shape(self, x)
-        return fn(self, x, *args, **kwargs)
+        if self.support == "categorical" or getattr(x, "shape", None) is None:
+            return fn(self, x, *args, **kwargs)
+        if not isinstance(x, Tensor):  # a numpy array: every family sees a tensor
+            x = torch.as_tensor(x)
+        if x.dim() == 2:
+            return fn(self, x, *args, **kwargs)
+        # one example (n,) -> a scalar; M scalar examples (M,) of a 1-feature model -> (M,); a batch of any
+        # leading shape (..., n) -> (...): the family's own log_prob sees rows (M, n), as in training
+        lead = x.shape[:-1] if x.dim() > 1 or self.n_features != 1 else x.shape
+        return fn(self, x.reshape(-1, self.n_features), *args, **kwargs).reshape(lead)
 
     log_prob._genlearn_checked = True
     return log_prob

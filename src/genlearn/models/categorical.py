@@ -33,9 +33,26 @@ class Categorical(GenerativeModel):
     def probs(self) -> Tensor:
         return torch.softmax(self.logits, -1)
 
+    def outcomes(self, x) -> Tensor:
+        """x as integer outcomes (M,) in {0..K-1}; DataError for another value (a negative index would silently
+        pick a category from the end, a fraction would be truncated)."""
+        from genlearn.errors import DataError
+
+        x = torch.as_tensor(x).reshape(-1)
+        if x.is_floating_point() and not bool(torch.all(x == torch.round(x))):  # NaN fails too
+            bad = ", ".join(f"{v:g}" for v in x[x != torch.round(x)][:3].tolist())
+            raise DataError(f"outcomes of the categorical model must be integers 0..{self.n_categories - 1}, got "
+                            f"{bad}")
+        x = x.long()
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.n_categories):
+            bad = ", ".join(str(v) for v in x[(x < 0) | (x >= self.n_categories)][:3].tolist())
+            raise DataError(f"outcomes of the categorical model must be 0..{self.n_categories - 1} "
+                            f"({self.n_categories} categories), got {bad}")
+        return x
+
     def log_prob(self, x: Tensor) -> Tensor:
         """log softmax(theta)[x] in nats."""
-        return torch.log_softmax(self.logits, -1)[torch.as_tensor(x).long().reshape(-1)]
+        return torch.log_softmax(self.logits, -1)[self.outcomes(x)]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.multinomial(self.probs.detach(), n, replacement=True, generator=generator)
@@ -46,7 +63,7 @@ class Categorical(GenerativeModel):
     @torch.no_grad()
     def fit_closed_form(self, x: Tensor) -> "Categorical":
         """MLE: p_k = (number of k) / M; empty categories get probability 1e-12 so the logits stay finite."""
-        counts = torch.bincount(torch.as_tensor(x).long().reshape(-1), minlength=self.n_categories).double()
+        counts = torch.bincount(self.outcomes(x), minlength=self.n_categories).double()
         self.logits.copy_(torch.log((counts / counts.sum()).clamp_min(1e-12)).to(self.logits.dtype))
         return self
 

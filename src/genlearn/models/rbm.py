@@ -252,8 +252,34 @@ class RBM(EnergyModel):
                                  progress=progress)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """log P(x) = -F(x) - log Z with the exact log Z (IntractableError when the smaller layer is too big)."""
-        return -self.free_energy(x) - self.log_partition(method="exact").value
+        """log P(x) = -F(x) - log Z with the exact log Z (IntractableError when the smaller layer is too big).
+        Differentiable in the parameters: d log Z/dW = E_P[v h^T], d/db = E_P[v], d/dc = E_P[h], the exact model
+        moments by enumerating the smaller layer (genlearn.estimators.exact_rbm.rbm_exact_moments)."""
+        log_z = self.log_partition(method="exact").value
+        params = (self.weight, self.visible_bias, self.hidden_bias)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return -self.free_energy(x) - _ExactLogPartition.apply(log_z, *params)
+        return -self.free_energy(x) - log_z
+
+
+class _ExactLogPartition(torch.autograd.Function):
+    """log Z(W, b, c) as a differentiable scalar: the forward pass is the (cached) exact value, the backward pass
+    the exact model moments, d log Z/dW = E_P[v h^T], d/db = E_P[v], d/dc = E_P[h] (float64 enumeration)."""
+
+    @staticmethod
+    def forward(ctx, log_z: float, weight: Tensor, visible_bias: Tensor, hidden_bias: Tensor) -> Tensor:
+        ctx.save_for_backward(weight, visible_bias, hidden_bias)
+        return torch.tensor(log_z, dtype=torch.float64, device=weight.device)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        from genlearn.estimators.exact_rbm import EXACT_LOGZ_LIMIT, rbm_exact_moments
+
+        weight, visible_bias, hidden_bias = ctx.saved_tensors
+        _, e_vh, e_v, e_h = rbm_exact_moments(weight, visible_bias, hidden_bias, limit=EXACT_LOGZ_LIMIT)
+        g = grad.double()
+        return (None, *((g * e).to(p.dtype).to(p.device) for e, p in ((e_vh, weight), (e_v, visible_bias),
+                                                                       (e_h, hidden_bias))))
 
 
 @dataclass(frozen=True)
