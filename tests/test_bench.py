@@ -164,3 +164,28 @@ def test_the_cli_pools_its_own_result_files(tmp_path, capsys):
     assert "not a `genlearn bench --out` file" in capsys.readouterr().err
     assert main(["bench", "--pool", str(tmp_path / "missing.json")]) == 2
     assert "not a readable" in capsys.readouterr().err
+
+
+def test_without_threads_both_sides_get_the_count_chosen_for_the_load(monkeypatch, capsys):
+    """One of two cores busy: the command uses one thread, and so must scikit-learn's BLAS (side_by_side's
+    `threads`), else genlearn would be timed on one thread against scikit-learn on two."""
+    import torch
+
+    from genlearn import bench, cpu_load
+
+    monkeypatch.setattr(cpu_load, "busy_cores", lambda *a, **k: 1.0)
+    monkeypatch.setattr(cpu_load, "usable_cores", lambda: 2)
+    seen = {}
+
+    def fake_side_by_side(x, **kwargs):
+        seen.update(kwargs, torch_threads=torch.get_num_threads())
+        raise KeyboardInterrupt  # stop before any timing
+
+    monkeypatch.setattr(bench, "side_by_side", fake_side_by_side)
+    previous = torch.get_num_threads()
+    try:
+        assert main(["bench", "--rows", "200", "--hidden", "8", "--batch-size", "50"]) == 130
+    finally:
+        torch.set_num_threads(previous)
+    assert seen["threads"] == 1 and seen["torch_threads"] == 1
+    assert "using 1 thread" in capsys.readouterr().err

@@ -394,3 +394,16 @@ def test_the_command_shows_warnings_as_one_line_each(capsys, monkeypatch):
     assert capsys.readouterr().err.splitlines() == [
         "genlearn: warning: AIS: effective sample size 1.0 of 100 chains is low",
         "genlearn: warning: RuntimeWarning from core.py:7: overflow encountered in exp"]
+
+
+@pytest.mark.parametrize("command", ["fit", "eval", "sample", "kl", "demo", "tune", "report", "refit", "bench"])
+def test_every_command_whose_load_note_suggests_threads_takes_threads(command, capsys):
+    """The note "using 1 thread (--threads N to choose)" is printed by every command that computes
+    (cli._TORCH_COMMANDS): each of them takes --threads (`report` did not)."""
+    from genlearn import cli
+
+    assert command in cli._TORCH_COMMANDS
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    assert "--threads N" in capsys.readouterr().out
+    assert set(cli._TORCH_COMMANDS) <= {"fit", "eval", "sample", "kl", "demo", "tune", "report", "refit", "bench"}

@@ -81,7 +81,8 @@ def _device_arg(p: argparse.ArgumentParser, suppress: bool = False) -> None:
 
 def _threads_arg(p: argparse.ArgumentParser, suppress: bool = False) -> None:
     p.add_argument("--threads", type=int, metavar="N", default=argparse.SUPPRESS if suppress else None,
-                   help="CPU threads for torch and the compiled kernels (default: torch's, one per core)")
+                   help="CPU threads for torch and the compiled kernels (default: the cores that other work "
+                        "leaves free when the command starts, at most one per core)")
 
 
 def _fit_arguments(p: argparse.ArgumentParser, spec=None) -> None:
@@ -202,7 +203,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--settle", type=float, default=0.5, metavar="SECONDS",
                        help="idle seconds before each fit, not timed (default 0.5)")
         p.add_argument("--threads", type=int, metavar="N", default=None,
-                       help="threads for torch and for numpy's BLAS (scikit-learn) alike (default: as they are)")
+                       help="threads for torch and for numpy's BLAS (scikit-learn) alike (default: the cores that "
+                            "other work leaves free when the command starts, for both sides)")
         p.add_argument("--gemm-seconds", type=float, default=0.5, metavar="SECONDS",
                        help="timing of each GEMM shape for the float32 peak (the roofline; default 0.5)")
         p.add_argument("--pool", nargs="+", default=None, metavar="FILE",
@@ -223,6 +225,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                    "curves, samples and filters; with several runs a sortable comparison table "
                                    "and overlaid learning curves. An unreadable folder gets a message of its own.")
     if only in (None, "report"):
+        _threads_arg(p)
         p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `genlearn fit`")
         p.add_argument("--out", default="report.html", metavar="FILE", help="the page to write (default report.html)")
         p.add_argument("--data-dir", metavar="DIR", help="where real data sets live, for plots that need the data "
@@ -648,9 +651,13 @@ def _bench_run(args, bench) -> dict:
 
         x = load_dataset(args.data, args.data_dir).train[:args.rows].numpy()
         what = f"{args.data} (training rows)"
+    import torch
+
+    # without --threads: the count chosen for the load (genlearn.cpu_load) for both sides, scikit-learn's BLAS too
+    threads = args.threads or torch.get_num_threads()
     res = bench.side_by_side(x, hidden=args.hidden, batch_size=args.batch_size, learning_rate=args.lr,
                              pairs=args.pairs, settle=args.settle, precision=args.matmul_precision, cli=args.cli,
-                             threads=args.threads, gemm_seconds=args.gemm_seconds, data=what,
+                             threads=threads, gemm_seconds=args.gemm_seconds, data=what,
                              log=lambda line: print(line, flush=True))
     res["bench_arguments"] = {k: v for k, v in vars(args).items() if k != "command"}
     return res
