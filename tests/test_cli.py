@@ -161,7 +161,12 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, capsys):
 def test_demo_fast(tmp_path, capsys):
     code, stdout, _ = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--fast", "--quiet")
     assert code == 0
-    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    # valid JSON, as JavaScript's JSON.parse reads it: no NaN, no Infinity
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["digits"]["history"][0]["loss"] is None  # epoch 0 has no training loss: NaN in memory
     for name in ("coin", "die"):
         assert summary["gradient_descent"][name]["max_abs_gap_to_mle"] < 1e-4
     assert summary["die"][-1]["kl_true_mean"] == pytest.approx(summary["die"][-1]["asymptotic_kl"], rel=0.6)
@@ -187,6 +192,10 @@ def test_demo_fast(tmp_path, capsys):
     page = (tmp_path / "demo" / "index.html").read_text()  # the same report as one HTML page, images embedded
     assert page.count('src="data:image/png;base64,') == report.count("![") and "http" not in page
     assert f"<strong>{latent['test_nll_exact']:.3f}</strong>" in page
+    # the formula of (e) is code, not an HTML tag to Markdown converters; every table scrolls inside the page
+    assert "`dD_KL/dW_ij = <x_i x_j>_P - <x_i x_j>_Q^`" in report
+    assert "<code>dD_KL/dW_ij = &lt;x_i x_j&gt;_P - &lt;x_i x_j&gt;_Q^</code>" in page
+    assert page.count("<table") == page.count('<div class="wide"><table') >= 6
     from genlearn.demo import DEMO_FILES, check_report_folder
 
     assert {p.name for p in (tmp_path / "demo").iterdir()} == DEMO_FILES  # what a rerun may replace

@@ -1,11 +1,13 @@
-"""Section (f) of `genlearn demo`: GAN generators on 3x3 bars-and-stripes, scored exactly by quadrature over z.
-(The whole demo end to end, report and summary included, is tests/test_cli.py::test_demo_fast.)"""
+"""Section (f) of `genlearn demo`: GAN generators on 3x3 bars-and-stripes, scored exactly by quadrature over z;
+summary.json as a strict JSON parser reads it. (The whole demo end to end, its summary read strictly, its report
+and page, is tests/test_cli.py::test_demo_fast.)"""
+import json
 import math
 
 import pytest
 import torch
 
-from genlearn.demo import GAN_EPOCHS, _gan_reading, gan_section, pattern_scores, plot_gan_patterns
+from genlearn.demo import GAN_EPOCHS, _gan_reading, gan_section, pattern_scores, plot_gan_patterns, write_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -92,3 +94,18 @@ def test_gan_reading_says_what_the_numbers_show():
     text = not_separated.replace("\n", " ")
     assert "does not show that separation" in text and "mode covering" not in text
     assert "12 of the 14 patterns covered" in text
+
+
+def _strict(text: str):
+    """json.loads refusing NaN and infinities, as JavaScript's JSON.parse does."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_summary_writes_nan_and_infinity_as_null(tmp_path):
+    write_summary(tmp_path / "s.json", {"history": [{"loss": float("nan"), "kl": 0.5}], "kl_pq": float("inf"),
+                                        "rows": (1.0, float("-inf"))})
+    assert _strict((tmp_path / "s.json").read_text()) == {"history": [{"loss": None, "kl": 0.5}], "kl_pq": None,
+                                                          "rows": [1.0, None]}

@@ -351,7 +351,8 @@ def test_tensorboard_logs_the_monitoring_history(tmp_path):
     assert len(seconds) == 4 and all(s > 0 for s in seconds)
     assert sum(seconds) == pytest.approx(run.metrics["train_seconds"], rel=1e-4)
     images = acc.Images("samples")
-    assert [e.step for e in images] == [1, 2, 3, 4] and all(e.width == e.height == 64 for e in images)
+    # one grid of 8 x 8 digits with 1-pixel borders (8 * 9 + 1 = 73 pixels a side), each pixel shown 7 x 7
+    assert [e.step for e in images] == [1, 2, 3, 4] and all(e.width == e.height == 73 * 7 for e in images)
     assert acc.Scalars("final/test_nll")[0].value == pytest.approx(run.metrics["test_nll"], rel=1e-6)
     assert "final/methods/text_summary" in tags["tensors"]
     # logging changes nothing of the fit (the samples are drawn with their own generator)

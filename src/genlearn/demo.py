@@ -317,7 +317,7 @@ def run_demo(out: Path, fast: bool = False, verbose: bool = True) -> dict:
                "units": "nats; KL to the truth is D_KL(Q||P^), closed form (in gan: exact by quadrature over z; "
                "kl_pq null = infinite; in latent: NLLs per test row, exact by quadrature over z)", "fast": fast,
                "wall_seconds": time.perf_counter() - t0}
-    write_json(out / "summary.json", summary)
+    write_summary(out / "summary.json", summary)
     (out / "report.md").write_text(report_markdown(summary))
     from genlearn.report.markdown import markdown_page
 
@@ -326,6 +326,13 @@ def run_demo(out: Path, fast: bool = False, verbose: bool = True) -> dict:
         print(table_text(summary))
         print(f"\nreport: {out / 'report.md'} and {out / 'index.html'}  ({summary['wall_seconds']:.1f} s)")
     return summary
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    """summary.json: valid JSON, a NaN or infinity written as null (as in metrics.json, runs._finite)."""
+    from genlearn.runs import _finite
+
+    write_json(path, _finite(summary))
 
 
 def table_text(s: dict) -> str:
@@ -417,7 +424,7 @@ richer models (mixtures, Boltzmann machines, RBMs, NADE/MADE) are for.
 
 P(x) = exp(b.x + 1/2 x.W.x)/Z on {{0,1}}^10; the data are M exact samples of a random teacher
 (`boltzmann-teacher:n=10,scale=0.5`). The KL gradient is a difference of moments,
-dD_KL/dW_ij = <x_i x_j>_P - <x_i x_j>_Q^, here with the model moments by exact enumeration (Adam, cosine
+`dD_KL/dW_ij = <x_i x_j>_P - <x_i x_j>_Q^`, here with the model moments by exact enumeration (Adam, cosine
 schedule). The exact KL to the teacher falls with M roughly like d/(2M), d = 55 parameters.
 
 | M | D_KL(Q‖P_theta) to the teacher | D_KL(Q^‖P_theta) to the data | d/(2M) | seconds |
@@ -458,8 +465,7 @@ def _gan_reading(fits: list[dict]) -> str:
                  "outside them, and lets the others go. ")
     else:
         text += ("This run does not show that separation: one seed and a short adversarial fit, whose critic "
-                 "estimate of the divergence is noisy (benchmarks/gan_bars_and_stripes.py compares them over seeds "
-                 "and longer fits). ")
+                 "estimate of the divergence is noisy. ")
     ml_covered = "all" if ml["patterns_covered"] == k else f"{ml['patterns_covered']} of the"
     text += (f"Maximum likelihood of the same generator reaches D_KL(Q||P) = {ml['kl_qp']:.3f} nats with "
              f"{ml_covered} {k} patterns covered: the adversarial fits' gap comes from learning through a critic "

@@ -49,25 +49,53 @@ def _panels(keys: list[str]) -> list[tuple[str, ...]]:
     return panels
 
 
+#: at most this many panels side by side in learning_curve; more wrap onto further rows
+MAX_PANELS_PER_ROW = 3
+
+
+def panel_grid(n: int) -> tuple[int, int]:
+    """(rows, columns) for n panels: at most MAX_PANELS_PER_ROW a row, the rows as even as they can be."""
+    rows = max(1, math.ceil(n / MAX_PANELS_PER_ROW))
+    return rows, max(1, math.ceil(n / rows))
+
+
+def wants_log_scale(values) -> bool:
+    """A log y-axis for these values: all positive and spanning a decade or more (max/min >= 10)."""
+    values = [v for v in values if math.isfinite(v)]
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= 10
+
+
+def integer_epochs(ax) -> None:
+    """Whole-number ticks on the epoch axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def learning_curve(history: list[dict], path: Path, title: str = "learning curve") -> Path | None:
     """One panel per monitored quantity against the epoch (the groups of CURVE_PANELS share a panel, one line per
-    quantity with a legend); log scale for the KLs when all are positive."""
+    quantity with a legend), at most MAX_PANELS_PER_ROW a row; log scale for the KLs that span a decade."""
     keys = [k for k in CURVE_KEYS if any(k in rec for rec in history)]
     if not keys:
         return None
     panels = _panels(keys)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        for key in panel:
-            pts = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
+    rows, cols = panel_grid(len(panels))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows + 0.3), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.remove()
+    for ax, panel in zip(axes.flat, panels):
+        curves = [[(r["epoch"], r[k]) for r in history if r.get(k) is not None] for k in panel]
+        for key, pts in zip(panel, curves):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None,
                     label=CURVE_KEYS[key])
-            if key.endswith("kl") or key == "kl_true":
-                if pts and all(p[1] > 0 for p in pts):
-                    ax.set_yscale("log")
-        if ax.get_yscale() == "linear":
-            _zoom_past_the_start(ax, [[(r["epoch"], r[k]) for r in history if r.get(k) is not None] for k in panel])
+        kls = [v for key, pts in zip(panel, curves) if key.endswith("kl") or key == "kl_true" for _, v in pts]
+        if kls and len(kls) == sum(len(pts) for pts in curves) and wants_log_scale(kls):
+            ax.set_yscale("log")
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
+            _zoom_past_the_start(ax, curves)
         ax.set_xlabel("epoch")
+        integer_epochs(ax)
         if len(panel) == 1:
             ax.set_title(CURVE_KEYS[panel[0]], fontsize=9)
         else:

@@ -105,7 +105,17 @@ def read_run(directory, load_model: bool = True) -> RunRecord:
     if not has_metrics:
         status = "unfinished"
         note = (f"unfinished: a checkpoint at epoch {ckpt_epoch}" + (f" of {epochs}" if epochs is not None else "")
-                + f" and no final metrics ({METRICS_FILE}); continue it with `genlearn fit --resume {path}`")
+                + f" and no final metrics ({METRICS_FILE}); ")
+        ended = [why for why, done in (
+            ("every epoch trained", isinstance(ckpt_epoch, int) and isinstance(epochs, int) and ckpt_epoch >= epochs),
+            ("converged", state.get("converged")), ("stopped early", state.get("stopped_early")),
+            ("out of time", state.get("out_of_time"))) if done]
+        if ended:
+            note += (f"its training had ended ({', '.join(ended)}), so the fit stopped at or before its final "
+                     f"evaluation: if it was interrupted, `genlearn fit --resume {path}` finishes it; if it failed "
+                     "(e.g. training diverged: see the learning curve), fit again instead")
+        else:
+            note += f"continue it with `genlearn fit --resume {path}`"
         history = ckpt_history
     elif isinstance(ckpt_epoch, int) and isinstance(metrics.get("epochs_run"), int) \
             and ckpt_epoch > metrics["epochs_run"]:
@@ -121,7 +131,10 @@ def read_run(directory, load_model: bool = True) -> RunRecord:
         history = final_history or ckpt_history
     else:
         status = "finished"
-        parts = [f"{metrics.get('epochs_run', ckpt_epoch)} epochs"]
+        run = metrics.get("epochs_run", ckpt_epoch)
+        parts = [f"{run} of {epochs} epochs" if isinstance(run, int) and isinstance(epochs, int) and run < epochs
+                 else f"{run} epochs"]
+        parts += _convergence(metrics)
         if metrics.get("stopped_early"):
             parts.append(f"stopped early (best epoch {metrics.get('best_epoch')})")
         if metrics.get("out_of_time"):
@@ -137,6 +150,19 @@ def read_run(directory, load_model: bool = True) -> RunRecord:
         except Exception as exc:  # noqa: BLE001 - any failure (e.g. a truncated safetensors file): numbers only
             record.model_error = f"{type(exc).__name__}: {exc}"
     return record
+
+
+def _convergence(metrics: dict) -> list[str]:
+    """What metrics.json says of the convergence test (--tol, --rel-tol): met at which epoch, or not met."""
+    record = metrics.get("convergence")
+    if metrics.get("converged") is None or not isinstance(record, dict):
+        return []
+    test = record.get("test") or record.get("criterion") or "its test"
+    value = record.get("value")
+    how = test + (f", value {value:.4g}" if isinstance(value, (int, float)) else "")
+    if metrics["converged"]:
+        return [f"converged at epoch {record.get('epoch', '?')} ({how})"]
+    return [f"did not converge ({how} at the last epoch)"]
 
 
 def _load_model(path: Path, meta: dict, metrics: dict):

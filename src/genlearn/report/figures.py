@@ -64,6 +64,8 @@ def _loss_curve(history: list, title: str) -> bytes | None:
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None)
     ax.set_xlabel("epoch")
+    plots.integer_epochs(ax)
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_title("training objective of the learning rule (loss, epoch mean)", fontsize=9)
     ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
@@ -207,13 +209,19 @@ def overlay_curves(records: list[RunRecord]) -> bytes | None:
         return None
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(drawn), figsize=(4.6 * len(drawn), 3.6), squeeze=False)
-    for ax, (title, lines) in zip(axes[0], drawn):
+    rows, cols = plots.panel_grid(len(drawn))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows + 0.3), squeeze=False)
+    for ax in axes.flat[len(drawn):]:
+        ax.remove()
+    for ax, (title, lines) in zip(axes.flat, drawn):
         for label, pts in lines:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker="." if len(pts) < 50 else None)
-        if title.startswith("D_KL") and all(v > 0 for _, pts in lines for _, v in pts):
+        if title.startswith("D_KL") and plots.wants_log_scale([v for _, pts in lines for _, v in pts]):
             ax.set_yscale("log")
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel("epoch")
+        plots.integer_epochs(ax)
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

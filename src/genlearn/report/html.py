@@ -8,6 +8,7 @@ import html
 import io
 import json
 import math
+import re
 
 #: the largest side of an embedded image in pixels, and its largest size in bytes after PNG encoding: a figure
 #: beyond either is scaled down (aspect kept) until it fits, so that a page with the default plots stays < 5 MB
@@ -37,7 +38,9 @@ figcaption { font-size: 0.8em; color: #555; max-width: 640px; }
 .note { color: #555; font-size: 0.9em; }
 code { background: #f5f5f5; padding: 0 0.2em; }
 details { margin: 0.6em 0; }
-.wide { overflow-x: auto; }
+.wide { overflow-x: auto; max-width: 100%; }
+p, li, figcaption, h1, h2 { overflow-wrap: break-word; }
+figure { max-width: calc(100% - 1em); }
 """
 
 #: click a header of a table.sortable to sort its body by that column (numbers by value, using data-v when given);
@@ -69,6 +72,14 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 def esc(value) -> str:
     """Text for HTML (quotes escaped too, so that it may also stand in an attribute)."""
     return html.escape(str(value), quote=True)
+
+
+CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def esc_code(text) -> str:
+    """esc(text) with each `span` in backticks as <code>span</code>."""
+    return CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", esc(text))
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -113,9 +124,14 @@ def cell(value, numeric: bool | None = None, sort_value=None, html_content: str 
             "sort": sort_value}
 
 
+def wide(content: str) -> str:
+    """`content` (a table) in a box that scrolls sideways when it is wider than the page, so the page does not."""
+    return f'<div class="wide">{content}</div>'
+
+
 def table(headers: list[str] | None, rows: list[list], sortable: bool = False, cls: str = "") -> str:
-    """An HTML table (without a header row when headers is None). A row item is a cell() dict, or any value
-    (shown through fmt)."""
+    """An HTML table (without a header row when headers is None) in a wide() box. A row item is a cell() dict, or
+    any value (shown through fmt)."""
     classes = " ".join(c for c in (cls, "sortable" if sortable else "") if c)
     out = [f'<table class="{classes}">' if classes else "<table>"]
     if headers is not None:
@@ -131,7 +147,7 @@ def table(headers: list[str] | None, rows: list[list], sortable: bool = False, c
             out.append(f"<td{attrs}>{c['html']}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
-    return "".join(out)
+    return wide("".join(out))
 
 
 def cap_png(data: bytes, max_side: int = MAX_IMAGE_SIDE, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
@@ -174,5 +190,5 @@ def page(title: str, body: str, script: bool = False) -> str:
             f"<body>{body}{js}</body></html>\n")
 
 
-__all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_SIDE", "cap_png", "cell", "esc", "fmt", "img", "page", "raw_value",
-           "table"]
+__all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_SIDE", "cap_png", "cell", "esc", "esc_code", "fmt", "img", "page",
+           "raw_value", "table", "wide"]

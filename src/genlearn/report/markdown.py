@@ -88,9 +88,10 @@ def markdown_to_html(text: str, folder: Path, missing: list | None = None) -> st
             while i < len(lines) and lines[i].strip().startswith("|"):
                 rows.append(_row(lines[i]))
                 i += 1
-            out.append("<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in headers) + "</tr></thead>"
-                       "<tbody>" + "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>" for r in rows)
-                       + "</tbody></table>")
+            out.append(H.wide("<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in headers)
+                              + "</tr></thead><tbody>"
+                              + "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>" for r in rows)
+                              + "</tbody></table>"))
             continue
         elif IMAGE.search(stripped) and not IMAGE.sub("", stripped).strip():
             flush()

@@ -59,7 +59,8 @@ def _bits(record: RunRecord, nats, given=None):
 
 
 def _bracket(lower, upper) -> str:
-    if lower is None and upper is None:
+    """[lower, upper]; a dash when there is none or it is a point (an exact value records lower = upper)."""
+    if (lower is None and upper is None) or lower == upper:
         return "\u2014"
     return f"[{H.fmt(lower)}, {H.fmt(upper)}]"
 
@@ -131,7 +132,7 @@ def kl_rows(record: RunRecord) -> list[list]:
     if "kl_empirical" in m:
         kind = label if m.get("kl_empirical") is not None else "not defined here"
         bracket = ""
-        if m.get("kl_empirical_lower") is not None or m.get("kl_empirical_upper") is not None:
+        if _bracket(m.get("kl_empirical_lower"), m.get("kl_empirical_upper")) != "\u2014":
             bracket = " " + _bracket(m.get("kl_empirical_lower"), m.get("kl_empirical_upper"))
         rows.append(["D_KL(Q^||P_theta) = NLL - H(Q^)", H.cell(m.get("kl_empirical")), kind + bracket])
     if m.get("kl_empirical_upper") is not None and "kl_empirical" not in m:
@@ -146,7 +147,7 @@ def kl_rows(record: RunRecord) -> list[list]:
             how = str(m.get("kl_true_method") or "not recorded")
             if m.get("kl_true_stderr") is not None:
                 how += f", stderr {H.fmt(m['kl_true_stderr'])}"
-            if m.get("kl_true_lower") is not None or m.get("kl_true_upper") is not None:
+            if _bracket(m.get("kl_true_lower"), m.get("kl_true_upper")) != "\u2014":
                 how += " " + _bracket(m.get("kl_true_lower"), m.get("kl_true_upper"))
             rows.append(["D_KL(Q||P_theta), the true Q", H.cell(m["kl_true"]), how])
     elif record.data.get("truth_known") is False:
@@ -165,6 +166,24 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
+#: how the summary shows a training setting that is unset (None); an unset setting not named here is left out
+UNSET = {"batch_size": "full batch"}
+
+
+def _settings(values: dict, unset: dict | None = None) -> str:
+    """key=value, ... of recorded settings: true/false, lists of numbers as 1,2; unset ones as `unset` says."""
+    parts = []
+    for k, v in values.items():
+        if v is None:
+            if unset and k in unset:
+                parts.append(unset[k])
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float, str)) for x in v):
+            parts.append(f"{k}={','.join(H.raw_value(x) for x in v)}")
+        else:
+            parts.append(f"{k}={H.raw_value(v)}")
+    return ", ".join(parts)
+
+
 def _summary(record: RunRecord) -> str:
     m, meta = record.metrics, record.meta
     config = m.get("model_config") or meta.get("model_config") or {}
@@ -172,11 +191,12 @@ def _summary(record: RunRecord) -> str:
     train = m.get("train_config") or meta.get("train_config") or {}
     data = record.data
     recipe = m.get("recipe") or meta.get("recipe")
-    rows = [["model", f"{record.model_name}: " + ", ".join(f"{k}={H.raw_value(v)}" for k, v in config.items())]]
+    options = _settings(config)
+    rows = [["model", record.model_name + (f": {options}" if options else "")]]
     if m.get("n_parameters") is not None:
         rows.append(["parameters", H.fmt(m["n_parameters"])])
     if rule:
-        settings = ", ".join(f"{k}={H.raw_value(v)}" for k, v in (rule.get("settings") or {}).items())
+        settings = _settings(rule.get("settings") or {})
         rows.append(["learning rule", rule.get("name", "?") + (f" ({settings})" if settings else "")])
     if m.get("objective"):
         rows.append(["objective", m["objective"]])
@@ -196,8 +216,9 @@ def _summary(record: RunRecord) -> str:
         rows.append(["recipe", f"{recipe.get('name')}" + (f", overrides {H.raw_value(overrides)}" if overrides
                                                           else ", no overrides")])
     if train:
-        keys = ("epochs", "optimizer", "lr", "batch_size", "schedule", "patience", "max_minutes", "seed")
-        rows.append(["training", ", ".join(f"{k}={H.raw_value(train[k])}" for k in keys if k in train)])
+        keys = ("epochs", "optimizer", "lr", "batch_size", "schedule", "patience", "max_minutes", "tol", "rel_tol",
+                "seed")
+        rows.append(["training", _settings({k: train[k] for k in keys if k in train}, UNSET)])
     times = []
     for key, label in (("train_seconds", "training"), ("wall_seconds", "wall, with evaluation")):
         value = m.get(key) if m.get(key) is not None else (meta.get("state") or {}).get(key)
@@ -212,7 +233,7 @@ def render_run(record: RunRecord, figures: list, anchor: str) -> str:
     """The section of one run."""
     out = [f'<h2 id="{H.esc(anchor)}">{H.esc(record.name)}: {H.esc(record.model_name)} on '
            f"{H.esc(record.dataset)}</h2>",
-           f'<p><span class="status {record.status}">{record.status}</span> {H.esc(record.status_note)}<br>'
+           f'<p><span class="status {record.status}">{record.status}</span> {H.esc_code(record.status_note)}<br>'
            f'<span class="note">folder {H.esc(record.path)}</span></p>', _summary(record)]
     out.append("<h3>Likelihoods (nats per example; bits per dimension)</h3>")
     rows = likelihood_rows(record)
@@ -239,7 +260,7 @@ def render_run(record: RunRecord, figures: list, anchor: str) -> str:
                 for f in figures]
         out.append("</div>")
     if record.notes:
-        out.append('<ul class="note">' + "".join(f"<li>{H.esc(n)}</li>" for n in record.notes) + "</ul>")
+        out.append('<ul class="note">' + "".join(f"<li>{H.esc_code(n)}</li>" for n in record.notes) + "</ul>")
     if record.metrics:
         flat = _flatten(record.metrics)
         out.append(f"<details><summary>every value of metrics.json ({len(flat)})</summary>")
@@ -280,7 +301,7 @@ def render_comparison(records: list[RunRecord], anchors: list[str], overlay: boo
     out = ["<h2 id=\"comparison\">Comparison</h2>",
            "<p>Nats per example; click a column header to sort. Each likelihood is what the run's final "
            "evaluation recorded, with its method; unfinished runs have none.</p>",
-           '<div class="wide">' + H.table(headers, rows, sortable=True, cls="comparison") + "</div>"]
+           H.table(headers, rows, sortable=True, cls="comparison")]
     overlay = overlay_curves(records) if overlay else None
     if overlay is not None:
         out.append(H.img(overlay, "overlaid learning curves", "the monitored curves of every run; a curve labelled "
@@ -311,7 +332,7 @@ def build_report(directories, data_dir=None, title: str | None = None, samples: 
                       else "genlearn report")
     body = [f"<h1>{H.esc(title)}</h1>",
             f'<p class="note">{len(records)} run(s) reported, {len(errors)} folder(s) unreadable; made by '
-            f"`genlearn report` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Fitting minimises "
+            f"<code>genlearn report</code> on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Fitting minimises "
             "D_KL(Q^||P_theta) = NLL(theta) - H(Q^); every likelihood says how it was obtained.</p>"]
     for d, message in errors:
         body.append(f'<div class="error"><strong>{H.esc(d)}</strong> could not be reported: {H.esc(message)}</div>')

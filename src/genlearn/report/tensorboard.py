@@ -9,7 +9,8 @@ through torch.utils.tensorboard, at the epoch as step:
   ensemble_member, quadrature...), `neg_elbo/<split>` (a bound), `kl/train_empirical`, `kl/train_upper_elbo`,
   `kl/true`, `ais/ess`, `ais/log_z_forward`, `adversarial/<key>`, and any other number as `other/<key>`;
 - `time/epoch_seconds`: the training time of the epoch (not the monitoring);
-- `samples`: a grid of 64 samples (seed 0, so the same random numbers every time) for image data, at the
+- `samples`: one image of 64 samples (seed 0, so the same random numbers every time) for image data, in a grid
+  with grey borders enlarged towards GRID_SIDE pixels (sample_canvas), at the
   evaluations, at most every `image_seconds` of wall time and always at the last epoch;
 - at the end (`finish(metrics)`): the final metrics as `final/<key>` and their methods as text.
 
@@ -69,6 +70,20 @@ def _check_writable_folder(folder: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"--tensorboard {folder}: cannot make that folder ({exc.strerror}); give a folder you may "
                           "write in") from None
+
+
+#: the side (pixels) that the sample grid is enlarged towards, by a whole factor (nearest neighbour)
+GRID_SIDE = 512
+
+
+def sample_canvas(images: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Images (N, h*w) in [0, 1] as one near-square grid (H, W) with grey 1-pixel borders (plots._image_canvas),
+    each pixel repeated max(1, GRID_SIDE // side) times across and down."""
+    from genlearn.plots import _image_canvas
+
+    canvas = _image_canvas(images, shape, math.ceil(math.sqrt(images.shape[0])))
+    scale = max(1, GRID_SIDE // max(canvas.shape))
+    return canvas.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
 
 
 class TensorBoardLogger:
@@ -148,9 +163,8 @@ class TensorBoardLogger:
                 x = model.sample(N_SAMPLES, generator=generator)
             finally:
                 model.train(was_training)
-        h, w = shape
-        images = x.detach().float().cpu().clamp(0, 1).reshape(-1, 1, h, w)
-        self.writer.add_images("samples", images, epoch, dataformats="NCHW")
+        grid = sample_canvas(x.detach().float().cpu().clamp(0, 1).reshape(x.shape[0], -1), shape)
+        self.writer.add_image("samples", grid[None], epoch, dataformats="CHW")
 
     def finish(self, metrics: dict) -> None:
         """The final metrics (numbers as final/<key> at the last epoch, their methods as text), then close. Nothing
@@ -175,4 +189,4 @@ class TensorBoardLogger:
             self._writer.close()
 
 
-__all__ = ["TAGS", "TensorBoardLogger"]
+__all__ = ["TAGS", "TensorBoardLogger", "sample_canvas"]
