@@ -89,7 +89,7 @@ def test_transform_sample_gibbs_and_errors():
     assert s.shape == (50, 8) and set(np.unique(s)) <= {0.0, 1.0}
     assert np.array_equal(s, est.sample(50, steps=20, random_state=0))
     v = est.gibbs(X[:4])
-    assert v.shape == (4, 8) and set(np.unique(v)) <= {0.0, 1.0}
+    assert v.shape == (4, 8) and v.dtype == np.bool_  # as scikit-learn's
     with pytest.raises(ValueError, match="binary"):
         est.score_samples(X * 0.5)
     with pytest.raises(ValueError, match="n_components"):
@@ -146,3 +146,40 @@ def test_fitted_attributes_take_the_data_dtype_as_scikit_learns(dtype, method):
         assert getattr(ours, name).shape == getattr(theirs, name).shape, name
     assert np.array_equal(ours.components_, ours.model_.weight.detach().T.numpy())
     assert ours.components_.flags.c_contiguous
+
+
+def enumerated_mean_log_likelihood(est, X):
+    """Oracle: mean log P(x) = mean[x.b + sum_j softplus(c_j + (x W)_j)] - log Z in float64 numpy, with log Z the
+    logsumexp of the same over all 2^n visible states."""
+    W, b, c = (np.asarray(a, dtype=np.float64) for a in (est.components_.T, est.intercept_visible_,
+                                                          est.intercept_hidden_))
+
+    def minus_free_energy(v):
+        return v @ b + np.logaddexp(0.0, c + v @ W).sum(axis=1)
+
+    states = all_states(X.shape[1], torch.float64).numpy()
+    f = minus_free_energy(states)
+    log_z = f.max() + np.log(np.exp(f - f.max()).sum())
+    return float(minus_free_energy(X).mean() - log_z)
+
+
+def test_verbose_prints_the_exact_mean_log_likelihood_of_each_pass(capsys):
+    X = binary_data()
+    make = lambda n_iter, verbose: BernoulliRBM(n_components=4, n_iter=n_iter, batch_size=10,  # noqa: E731
+                                                random_state=0, verbose=verbose)
+    loud = make(2, 1).fit(X)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("[BernoulliRBM] Iteration 1, time = ")
+    printed = [float(line.split("exact mean log-likelihood = ")[1].split(" nats")[0]) for line in lines]
+    one_pass = make(1, 0).fit(X)  # the parameters after the first pass
+    assert printed[0] == pytest.approx(enumerated_mean_log_likelihood(one_pass, X), abs=2e-5)
+    assert printed[1] == pytest.approx(enumerated_mean_log_likelihood(loud, X), abs=2e-5)
+    assert printed[1] == pytest.approx(loud.score(X), abs=2e-5)
+    assert np.array_equal(loud.components_, make(2, 0).fit(X).components_)  # printing changes nothing
+    capsys.readouterr()
+    make(1, 1).fit(X * 0.5)  # gray rows have no likelihood: the time alone
+    gray = capsys.readouterr().out
+    assert "time = " in gray and "log-likelihood" not in gray
+    BernoulliRBM(n_components=40, n_iter=1, verbose=1, random_state=0).fit(binary_data(d=30))  # 2^30 states
+    large = capsys.readouterr().out
+    assert "time = " in large and "log-likelihood" not in large

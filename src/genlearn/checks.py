@@ -384,8 +384,8 @@ def check_progress(history: list, out_dir=None) -> None:
             if math.isfinite(first) and (not math.isfinite(last) or last - first > max(1.0, 0.5 * abs(first))):
                 kept = f"; the checkpoint of the last epoch is in {out_dir}" if out_dir is not None else ""
                 raise NumericalError(f"training diverged: the {key.replace('_', ' ')} rose from {first:.4g} (epoch "
-                                     f"{e0}) to {last:.4g} nats per example (epoch {e1}){kept}. Lower the learning "
-                                     "rate (--lr).")
+                                     f"{e0}) to {last:.4g} nats per example (epoch {e1}){kept}. Fit again with a "
+                                     "smaller learning rate (--lr; --overwrite replaces this run)")
             return
 
 

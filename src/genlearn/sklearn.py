@@ -2,7 +2,8 @@
 
 `BernoulliRBM`: a drop-in for `sklearn.neural_network.BernoulliRBM` (same constructor arguments n_components,
 learning_rate, batch_size, n_iter, verbose, random_state; same fitted attributes components_,
-intercept_hidden_, intercept_visible_, in scikit-learn's dtypes; fit, partial_fit, transform, gibbs) backed by
+intercept_hidden_, intercept_visible_, h_samples_, in scikit-learn's dtypes; fit, partial_fit, transform, gibbs
+(boolean rows), get_feature_names_out / set_output; dense or scipy.sparse CSR input) backed by
 `genlearn.models.rbm.RBM`, with what scikit-learn's lacks:
 
 - `score_samples(X)` returns the real per-example log-likelihood log P(x) = -F(x) - log Z in nats (not the
@@ -21,15 +22,20 @@ non-binary row raises ValueError.
 `DensityEstimator`: any genlearn family as a density estimator. `VariationalAutoencoder` (alias `VAE`): the `vae`
 family as a density estimator and transformer of binary rows, whose score_samples are importance-sampling
 ESTIMATES of log P(x) (the likelihood of a VAE is intractable), recorded in `score_method_`.
+
+Every fit (fit, partial_fit) leaves torch's global random number generator as it found it (`_keeps_torch_rng`):
+the estimators draw from generators of their own, seeded from random_state.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
 import numpy as np
+import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -38,7 +44,20 @@ from genlearn.models.rbm import RBM
 from genlearn.numerics import sample_bernoulli
 
 
-class BernoulliRBM(TransformerMixin, BaseEstimator):
+def _keeps_torch_rng(method):
+    """`method` run inside torch.random.fork_rng: torch's global CPU generator (and those of the CUDA devices, when
+    CUDA is already initialised; forking them otherwise would initialise it) is in the same state after the call
+    as before it, whatever the call reseeds (the Trainer's torch.manual_seed) or draws."""
+    @functools.wraps(method)
+    def kept(*args, **kwargs):
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return method(*args, **kwargs)
+
+    return kept
+
+
+class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Bernoulli RBM with honest likelihoods (see the module docstring).
 
     Parameters (the first six as in sklearn.neural_network.BernoulliRBM)
@@ -47,7 +66,9 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
     learning_rate : SGD step on the mean minibatch gradient.
     batch_size : examples per minibatch (and number of persistent chains).
     n_iter : passes over the training set.
-    verbose : print the time of each pass (and, when cheap, the exact mean log-likelihood).
+    verbose : after each pass of fit, print its time and, when the exact log Z is cheap (the trainer's monitoring
+        threshold, genlearn.likelihood.monitors_exactly: u <= 25 enumerated units, n 2^u <= 2^29 terms) and X is
+        binary, the exact mean log-likelihood of X in nats (score(X) after that pass, with log_z "auto" or "exact").
     random_state : None, int or numpy RandomState; seeds weights, minibatch order and sampling.
     k : Gibbs sweeps per update.
     gradient : "pcd" (scikit-learn's choice), "cd" or "exact" (small models).
@@ -59,6 +80,12 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         accumulation; faster only on CPUs with AVX512-BF16 or AMX). "auto" picks bfloat16 only where this machine
         runs it faster (genlearn.precision; the choice is in `matmul_precision_` after fit); an explicit
         "bfloat16" where it is emulated warns once. Likelihoods are always computed in full precision.
+
+    Fitted attributes (as scikit-learn's): components_ (n_components x n_features), intercept_hidden_,
+    intercept_visible_, and with gradient="pcd" h_samples_ (batch_size x n_components, 0/1 values): hidden states
+    h ~ P(h | v) of the persistent chains v, drawn from the probabilities the next PCD step samples from (by a
+    generator of their own, so that reading them changes nothing); all in X's float dtype after fit, float64 after
+    partial_fit. X may be a dense array or a scipy.sparse matrix (densified: its dense size is checked first).
     """
 
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,
@@ -96,8 +123,12 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
             raise ValueError(f"matmul_precision must be 'auto', 'full' or 'bfloat16', got {self.matmul_precision!r}")
 
     def _validate(self, X, reset: bool):
-        X = _finite_rows(self, X, reset)
-        return X
+        return _finite_rows(self, X, reset, accept_sparse=True)
+
+    @property
+    def _n_features_out(self):
+        """The number of outputs of transform (ClassNamePrefixFeaturesOutMixin: names bernoullirbm0, ...)."""
+        return self.components_.shape[0]
 
     def _check_memory(self, n_rows: int, n_features: int) -> None:
         """Refuse, before allocating, an RBM whose training cannot fit in memory. Measured peaks (maximum resident
@@ -125,6 +156,8 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
                 "matmul_precision": self.matmul_precision})
         self._rule.check(self.model_)
         self._generator = torch.Generator().manual_seed(self._torch_seed)
+        # h_samples_'s draws: a generator apart from the training's, which they must not advance
+        self._h_generator = torch.Generator().manual_seed((self._torch_seed + 1) % (2**31 - 1))
         self._log_z_cache = []
 
     def _sgd_pass(self, x: torch.Tensor, order: torch.Tensor | None) -> None:
@@ -158,9 +191,39 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         self.intercept_visible_ = np.array(m.visible_bias.detach().numpy(), dtype=dtype)
         if getattr(self._rule, "_precision", None) is not None:  # what "auto" resolved to (CD/PCD)
             self.matmul_precision_ = self._rule._precision[2]
+        if self.gradient == "pcd":
+            self.h_samples_ = self._hidden_chain_states().numpy().astype(dtype)
         self._log_z_cache = []
 
+    def _hidden_chain_states(self) -> torch.Tensor:
+        """h ~ Bernoulli(P(h | v)) for the rule's persistent chains v (batch_size x n_components, 0/1), from the
+        hidden probabilities the next PCD step draws its own sample from; zeros before the first step (as
+        scikit-learn's initial h_samples_)."""
+        from genlearn.learning.rules import fresh_chain_probs
+
+        rule, m = self._rule, self.model_
+        if rule.chains is None:
+            return torch.zeros(int(self.batch_size), int(self.n_components))
+        probs = rule.chain_probs
+        if probs is None or probs.shape != (rule.chains.shape[0], m.n_hidden):
+            probs = fresh_chain_probs(rule.chains.float(), m.weight.detach(), m.hidden_bias.detach())
+        probs = probs.detach().float()
+        return (torch.rand(probs.shape, generator=self._h_generator) < probs).float()
+
+    def _verbose_log_likelihood(self, X) -> str:
+        """", exact mean log-likelihood = L nats" for the binary rows X when the exact log Z is cheap
+        (genlearn.likelihood.monitors_exactly), else ""."""
+        from genlearn.likelihood import log_partition, mean_free_energy, monitors_exactly
+
+        if not monitors_exactly(self.model_) or not np.isin(X, (0.0, 1.0)).all():
+            return ""
+        with torch.no_grad():
+            log_z = log_partition(self.model_, "exact").value
+            mean_f = mean_free_energy(self.model_, torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
+        return f", exact mean log-likelihood = {-(mean_f + log_z):.6f} nats"
+
     # -- scikit-learn API -------------------------------------------------------------------------------
+    @_keeps_torch_rng
     def fit(self, X, y=None):
         """Fit by PCD-k (or the chosen gradient) for n_iter passes over X (n_samples x n_features)."""
         self._check_params()
@@ -176,10 +239,12 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
             order = torch.randperm(x.shape[0], generator=self._generator)
             self._sgd_pass(x, order)
             if self.verbose:
-                print(f"[BernoulliRBM] Iteration {it + 1}, time = {time.perf_counter() - t0:.2f}s")
+                seconds = time.perf_counter() - t0
+                print(f"[BernoulliRBM] Iteration {it + 1}, time = {seconds:.2f}s{self._verbose_log_likelihood(X)}")
         self._sync()
         return self
 
+    @_keeps_torch_rng
     def partial_fit(self, X, y=None):
         """One SGD pass over X in minibatches of batch_size (the first call initialises the model)."""
         self._check_params()
@@ -196,20 +261,22 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        """P(h = 1 | X) = sigmoid(X W + c), shape (n_samples, n_components), in X's float dtype."""
+        """P(h = 1 | X) = sigmoid(X W + c), shape (n_samples, n_components), in scikit-learn's dtype: that of
+        X @ components_.T (float32 only when both are: X float32 after a fit on float32 rows)."""
         check_is_fitted(self)
         X = self._validate(X, reset=False)
         with torch.no_grad():
             h = self.model_.hidden_probs(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
-        return h.numpy().astype(X.dtype, copy=False)
+        return h.numpy().astype(np.result_type(X.dtype, self.components_.dtype), copy=False)
 
     def gibbs(self, v):
-        """One Gibbs sweep from the rows v: h ~ P(h|v), then v ~ P(v|h); returns the new binary v."""
+        """One Gibbs sweep from the rows v: h ~ P(h|v), then v ~ P(v|h); returns the new v as a boolean array
+        (n_samples x n_features), as scikit-learn's."""
         check_is_fitted(self)
         v = self._validate(v, reset=False)
         with torch.no_grad():
             out = self.model_.gibbs(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)), 1, self._generator)
-        return out.numpy().astype(v.dtype, copy=False)
+        return out.numpy() != 0
 
     def log_partition(self):
         """The log Z estimate used by score_samples (an Estimate; cached until the next fit)."""
@@ -258,6 +325,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
@@ -272,9 +340,18 @@ class DensityEstimator(BaseEstimator):
     model : a family name from `genlearn models` ("product-bernoulli", "mixture", "made", "gaussian", ...).
     options : dict of the family's options (e.g. {"components": 20}), checked against the family's typed config
         (`genlearn fit FAMILY --help` lists them); None for its defaults.
-    epochs, learning_rate, optimizer, batch_size : the learning equation's settings (see TrainConfig); None takes
-        the family's own training default (the same as `genlearn fit FAMILY`), then TrainConfig's.
-    random_state : None or int; seeds the initialisation, minibatches and sampling.
+    epochs, learning_rate, optimizer : the learning equation's settings (TrainConfig's epochs, lr, optimizer); None
+        takes the family's own training (ModelSpec.training_defaults, as genlearn.fit(FAMILY, X) and `genlearn fit
+        FAMILY`): e.g. full-batch L-BFGS until max_i |dD_KL/dtheta_i| <= 1e-7 nats (at most 1000 iterations) for
+        product-bernoulli, gaussian, boltzmann with the exact gradient; EM until the NLL changes by <= 1e-7
+        relative for mixture with {"em": True}; the family's optimizer, rate and batch size otherwise.
+    batch_size : "auto" (default): the family's own; None: the whole training set per step; an int: minibatches of
+        that many rows. As in genlearn.fit, choosing another optimizer or a batch size gives up the family's fit to
+        convergence for its plain training defaults, and a setting the training would ignore is a ConfigError
+        (a ValueError): a batch size with a full-batch optimizer (gd, lbfgs), an optimizer or learning_rate with
+        a rule that takes no optimizer steps (options {"em": True}, {"closed_form": True}).
+    random_state : None or int; seeds the initialisation (the family's init_seed option too, unless `options` set
+        it), minibatches and sampling.
 
     `score_samples(X)` is log P(x|theta) in nats per row (exact for normalised families; for energy models
     -F(x) - log Z with log Z exact when enumerable, else AIS; for a latent-variable family the policy of
@@ -283,8 +360,8 @@ class DensityEstimator(BaseEstimator):
     mean; `sample(n)` draws rows.
     """
 
-    def __init__(self, model="product-bernoulli", *, options=None, epochs=100, learning_rate=None,
-                 optimizer=None, batch_size=100, random_state=None, verbose=0):
+    def __init__(self, model="product-bernoulli", *, options=None, epochs=None, learning_rate=None,
+                 optimizer=None, batch_size="auto", random_state=None, verbose=0):
         self.model = model
         self.options = options
         self.epochs = epochs
@@ -298,45 +375,67 @@ class DensityEstimator(BaseEstimator):
         X = _finite_rows(self, X, reset)
         return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
 
+    def _given_training(self) -> dict:
+        """The training settings chosen here, as genlearn.fit's keyword arguments (TrainConfig names; None and
+        batch_size "auto" left out: the family's own)."""
+        bs = self.batch_size
+        if not (bs is None or (isinstance(bs, str) and bs == "auto")
+                or (isinstance(bs, (int, np.integer)) and not isinstance(bs, bool) and bs >= 1)):
+            raise ConfigError(f"batch_size must be 'auto' (the family's own), None (the whole training set per step) "
+                              f"or a positive integer, got {bs!r}"[:300])
+        given = {"epochs": self.epochs, "lr": self.learning_rate, "optimizer": self.optimizer,
+                 "batch_size": None if isinstance(bs, str) else bs}
+        for name in ("epochs", "batch_size"):  # numpy integers (a parameter grid's) as TrainConfig's int
+            if isinstance(given[name], np.integer):
+                given[name] = int(given[name])
+        if isinstance(given["lr"], np.floating):
+            given["lr"] = float(given["lr"])
+        return {k: v for k, v in given.items() if v is not None}
+
+    @_keeps_torch_rng
     def fit(self, X, y=None):
-        """Fit the family to the rows of X (n_samples x n_features) by the trainer of `genlearn fit`."""
+        """Fit the family to the rows of X (n_samples x n_features) with the settings of genlearn.fit(FAMILY, X):
+        the family's training defaults (ModelSpec.training_defaults) under the settings given here, refused by
+        the same checks (genlearn.checks.check_dependent_options, check_training), by genlearn's Trainer."""
+        from genlearn import checks
         from genlearn.data.dataset import Dataset
         from genlearn.learning import TrainConfig, Trainer
         from genlearn.learning.rules import make_rule
         from genlearn.models.registry import build_model, get_spec, rule_for
 
         x = self._tensor(X, reset=True)
+        if not isinstance(self.model, str):
+            raise ConfigError(f"model must be a family name (e.g. 'product-bernoulli'; see `genlearn models`), got "
+                              f"{type(self.model).__name__} {self.model!r}"[:300])
         spec = get_spec(self.model)
         if self.options is not None and not isinstance(self.options, dict):
             raise ConfigError(f"options must be a dict of the family's options (e.g. {{'components': 20}}) or None, "
                               f"got {type(self.options).__name__} {self.options!r}"[:300])
-        from genlearn.checks import check_dependent_options
-
-        check_dependent_options(self.model, self.options or {})  # seeds, options the others make ineffective
+        options = dict(self.options or {})
+        given = self._given_training()
+        checks.check_dependent_options(self.model, options)  # as genlearn.fit: options the others make moot
         kind = "real" if "real" in spec.data_kinds else spec.data_kinds[0]
         if kind == "categorical":
             raise ValueError("DensityEstimator models rows of features; use genlearn.Categorical for one die")
         dataset = Dataset(name="array", kind=kind, train=x)
-        from genlearn.checks import check_model_memory  # sized before it is allocated
-
-        defaults = spec.training_defaults(self.options)
-        check_model_memory(self.model, dataset, self.options or {},
-                           {"optimizer": self.optimizer or defaults.get("optimizer"),
-                            "batch_size": self.batch_size or defaults.get("batch_size")})
-        model = build_model(self.model, dataset, **(self.options or {}))
-        model.check_input(x)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        torch.manual_seed(seed)
-        given = {"epochs": self.epochs, "lr": self.learning_rate, "optimizer": self.optimizer,
-                 "batch_size": self.batch_size}
-        settings = {**spec.training_defaults(self.options, given), **{k: v for k, v in given.items() if v is not None}}
-        if self.batch_size is None:  # None is a value here: the whole training set per step
+        # genlearn.fit's settings: the family's defaults (its fit to convergence unless the optimizer or a batch
+        # size is chosen) under the given ones; batch_size None is a value here: the whole training set per step
+        settings = {**spec.training_defaults(options, given), **given}
+        if self.batch_size is None:
             settings["batch_size"] = None
+        checks.check_model_memory(self.model, dataset, options, settings)  # sized before it is allocated
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        torch.manual_seed(seed)  # any initialisation that draws from the global generator (restored after fit)
+        # random_state seeds the initial parameters of the families that seed their own (their init_seed option),
+        # unless the options set it; given after the checks, which refuse an init_seed the options make moot
+        seeded = {"init_seed": seed} if "init_seed" in spec.options and "init_seed" not in options else {}
+        model = build_model(self.model, dataset, **options, **seeded)
+        model.check_input(x)
         config = TrainConfig.from_dict({**settings, "seed": seed, "progress": bool(self.verbose)})
-        rule = make_rule(*rule_for(self.model, **(self.options or {})))  # e.g. {"em": True}: the EM rule
-        from genlearn.checks import check_training  # as genlearn.fit: epochs >= 1, a decay gamma in (0, 1]...
-
-        check_training(config, (), model)  # (learning_rate, like scikit-learn's parameters, may go unused)
+        rule = make_rule(*rule_for(self.model, **options))  # e.g. {"em": True}: the EM rule
+        # as genlearn.fit: epochs >= 1, and every given setting the training would ignore (a batch size with gd,
+        # the optimizer's settings with EM); the Trainer refuses a batch size with L-BFGS
+        checks.check_training(config, given, model, rule=rule)
         Trainer(model, dataset, config, rule=rule).fit()
         self.model_ = model.eval()
         self._seed = seed
@@ -366,7 +465,7 @@ class DensityEstimator(BaseEstimator):
             return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
 
 
-class VariationalAutoencoder(TransformerMixin, BaseEstimator):
+class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """A variational autoencoder (genlearn's `vae` family: Bernoulli decoder, Gaussian encoder q(z|x)) as a
     scikit-learn density estimator and transformer of binary rows, trained by maximising the ELBO (k = 1) or the
     IWAE bound (k > 1) with Adam, through genlearn's Trainer and the "elbo" learning rule.
@@ -396,7 +495,8 @@ class VariationalAutoencoder(TransformerMixin, BaseEstimator):
     random_state : None or int; seeds the initial weights, minibatches, evaluation and sampling.
     verbose : a progress bar while training.
 
-    Fitted attributes: `model_` (the genlearn VAE), `latent_dim_`, `n_features_in_`, `score_method_`.
+    Fitted attributes: `model_` (the genlearn VAE), `latent_dim_`, `n_features_in_`, `score_method_`;
+    get_feature_names_out() names transform's columns variationalautoencoder0, ... (scikit-learn's convention).
     """
 
     def __init__(self, latent=50, *, hidden=(200, 200), activation="tanh", prior="standard", pseudo_inputs=500,
@@ -452,12 +552,18 @@ class VariationalAutoencoder(TransformerMixin, BaseEstimator):
                              "(e.g. X > 0.5)")
         return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
 
+    @property
+    def _n_features_out(self):
+        """The number of outputs of transform: the latent dimension (ClassNamePrefixFeaturesOutMixin)."""
+        return self.latent_dim_
+
     def _record_score_method(self) -> dict:
         self.score_method_ = {"method": "importance-sampling", "iw_samples": int(self.eval_iw_samples),
                               "seed": self._seed}
         return self.score_method_
 
     # -- scikit-learn API -------------------------------------------------------------------------------------
+    @_keeps_torch_rng
     def fit(self, X, y=None):
         """Fit to the binary rows of X (n_samples x n_features) by Adam on -ELBO (or -IWAE bound), `epochs` passes
         in minibatches of batch_size, through genlearn's Trainer and the "elbo" learning rule."""
@@ -533,12 +639,21 @@ class VariationalAutoencoder(TransformerMixin, BaseEstimator):
             return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
 
 
-def _finite_rows(estimator, X, reset: bool) -> np.ndarray:
+def _finite_rows(estimator, X, reset: bool, accept_sparse: bool = False) -> np.ndarray:
     """X as a float (n_samples, n_features) array checked by scikit-learn's validate_data (shape, the number of
-    features seen in fit), then for NaN and infinity with a message for density models: one ValueError naming the
-    first bad entry (scikit-learn's own points to classifiers that accept missing values)."""
-    X = validate_data(estimator, X, reset=reset, dtype=(np.float64, np.float32), accept_sparse=False,
-                      ensure_all_finite=False)
+    features seen in fit; float32 kept, other types to float64), then for NaN and infinity with a message for
+    density models: one ValueError naming the first bad entry (scikit-learn's own points to classifiers that accept
+    missing values). With `accept_sparse`, a scipy.sparse matrix is densified once its dense size (n_samples x
+    n_features x 4 or 8 bytes) is checked against the machine's memory (genlearn.validate.check_memory)."""
+    X = validate_data(estimator, X, reset=reset, dtype=(np.float64, np.float32),
+                      accept_sparse="csr" if accept_sparse else False, ensure_all_finite=False)
+    if accept_sparse and sp.issparse(X):
+        from genlearn.validate import check_memory
+
+        n, d = X.shape
+        check_memory(float(n) * d * X.dtype.itemsize, f"the sparse X as a dense array of {n:,} x {d:,} {X.dtype} "
+                     "values", "pass fewer rows at a time (partial_fit) or fewer features")
+        X = X.toarray()
     if np.isfinite(np.sum(X)):  # the common case in one pass without a mask (scikit-learn's own fast path)
         return X
     bad = ~np.isfinite(X)

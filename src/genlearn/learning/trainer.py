@@ -445,7 +445,9 @@ class Trainer:
         where = f"at epoch {self.state.epoch + 1}, step {self.state.step + 1 if step is None else step}"
         kept = (f"; the last good checkpoint (epoch {self.state.epoch}) is kept in {self.out_dir}"
                 if self.out_dir is not None and self.state.epoch > 0 else "")
-        raise NumericalError(f"training diverged: {what} {where}{kept}. Lower the learning rate (--lr).")
+        start = f", --init-from {self.out_dir} starts from that checkpoint" if kept else ""
+        raise NumericalError(f"training diverged: {what} {where}{kept}. Fit again with a smaller learning rate "
+                             f"(--lr; --overwrite replaces this run{start})")
 
     # -- monitoring ------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -134,7 +134,8 @@ class MixtureOfBernoulli(GenerativeModel):
         elif self.components <= m:
             idx = _distinct_rows(x, self.components, generator)
         else:
-            _warn_repeated_components(self.components, None, m, stacklevel=2)
+            if not x.is_meta:  # a skeleton sized for its memory is not fitted
+                _warn_repeated_components(self.components, None, m, stacklevel=2)
             idx = torch.randint(0, m, (self.components,), generator=generator)
         p = ((1 - blend) * x[idx] + blend * x.mean(0)).clamp(1e-3, 1 - 1e-3)
         self.set_parameters(torch.zeros(self.components, dtype=torch.float64), torch.log(p) - torch.log1p(-p))
