@@ -404,6 +404,23 @@ def test_resume_refuses_settings_that_would_not_apply(tmp_path, capsys):
     assert code == 0 and load_run(run).metrics["epochs_run"] == 3, err
 
 
+@pytest.mark.parametrize("schedule, flags, changed", [
+    ("cosine", [], ["--epochs", "4"]),
+    ("geometric", [], ["--epochs", "4"]),
+    ("geometric", ["--max-minutes", "5"], ["--max-minutes", "10"])])
+def test_resume_keeps_the_length_a_schedule_is_laid_over(tmp_path, capsys, schedule, flags, changed):
+    """A cosine schedule over 2 epochs ends at rate 0; `--resume --epochs 4` used to restore it and climb back to
+    the full rate (epochs 3, 4 at 0.5 lr, lr), recording "cosine, 4 epochs" that no fit reproduces. Refused; the
+    same length resumes an interrupted run."""
+    run = tmp_path / "run"
+    assert run_cli(capsys, "fit", "product-bernoulli", "--data", "digits", "--optimizer", "sgd", "--lr", "0.5",
+                   "--batch-size", "500", "--schedule", schedule, "--epochs", "2", *flags, "--out", run,
+                   "--quiet")[0] == 0
+    code, _, err = run_cli(capsys, "fit", "--resume", run, *changed, "--quiet")
+    assert code == 2 and f"{changed[0]} cannot change on --resume of this run: its {schedule} schedule" in err, err
+    assert "--init-from DIR" in err
+
+
 def test_resume_of_a_run_whose_time_budget_is_spent_says_so(tmp_path, capsys):
     run = tmp_path / "run"
     assert run_cli(capsys, "fit", "rbm", "--data", "digits", "--hidden", "8", "--max-minutes", "0.0001",
@@ -412,3 +429,22 @@ def test_resume_of_a_run_whose_time_budget_is_spent_says_so(tmp_path, capsys):
     assert code == 2 and "its --max-minutes budget of 0.0001 is spent; give a larger --max-minutes" in err, err
     assert run_cli(capsys, "fit", "--resume", run, "--max-minutes", "10", "--epochs", "2", "--quiet")[0] == 0
     assert load_run(run).metrics["epochs_run"] == 2
+
+
+def test_a_resumed_run_is_evaluated_as_its_first_fit_said(tmp_path, capsys):
+    """`fit rbm --partition ais --ais-steps 200 ...` interrupted, then `--resume` with no evaluation flags: the
+    final log Z used to be computed with the default policy ("auto": exact here, the published 14,500 AIS steps on
+    a large RBM), the run's own settings dropped. It is now AIS with the run's steps, chains and seed, as an
+    uninterrupted fit gives."""
+    common = ["--data", "digits", "--hidden", "6", "--optimizer", "sgd", "--lr", "0.05", "--batch-size", "200",
+              "--partition", "ais", "--ais-steps", "200", "--ais-chains", "20", "--quiet"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_cli(capsys, "fit", "rbm", *common, "--epochs", "2", "--out", whole)[0] == 0
+    assert run_cli(capsys, "fit", "rbm", *common, "--epochs", "1", "--out", part)[0] == 0
+    (part / "metrics.json").unlink()  # as if interrupted at its final evaluation
+    code, _, err = run_cli(capsys, "fit", "--resume", part, "--epochs", "2", "--quiet")
+    assert code == 0, err
+    a, b = load_run(whole).metrics, load_run(part).metrics
+    assert b["evaluation"] == a["evaluation"] and a["evaluation"]["partition"] == "ais"
+    assert b["log_z_method"] == "ais" and b["log_z_details"]["steps"] == 200 and b["log_z_details"]["chains"] == 20
+    assert b["test_nll"] == a["test_nll"] and b["log_z"] == a["log_z"]

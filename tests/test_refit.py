@@ -78,6 +78,26 @@ def test_refit_settings_keep_the_run_but_its_valid_choices():
     TrainConfig.from_dict(train)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "geometric"])
+def test_refit_replays_a_schedule_laid_over_the_runs_planned_epochs(schedule):
+    """Cosine (and geometric without a time budget) over the run's 10 planned epochs, best epoch 3: the refit runs
+    epochs 1..3 at the rates the run's epochs 1..3 ran with, not the same schedule annealed over 3 epochs."""
+    run = TrainConfig(lr=3.0, optimizer="sgd", batch_size=20, schedule=schedule, epochs=10, final_lr_fraction=0.01,
+                      patience=1)
+    metrics = {"train_config": run.to_dict(), "best_epoch": 3, "epochs_run": 4, "history": []}
+    train = refit_train_settings(metrics, 1.2)
+    assert train["schedule"] == "piecewise" and train["epochs"] == 3
+    refit_cfg = TrainConfig.from_dict({**run.to_dict(), **train})
+    if schedule == "cosine":  # torch's own schedule over 10 epochs
+        ran = _rates(run, 3)
+        over_three = _rates(TrainConfig.from_dict({**run.to_dict(), "epochs": 3}), 3)
+    else:  # lr f^(d / (E - 1)) with d the epochs done (the Trainer's rule)
+        ran = [3.0 * 0.01 ** (d / 9) for d in range(3)]
+        over_three = [3.0 * 0.01 ** (d / 2) for d in range(3)]
+    assert _rates(refit_cfg, 3) == pytest.approx(ran, rel=1e-11)
+    assert _rates(refit_cfg, 3) != pytest.approx(over_three)
+
+
 @pytest.fixture
 def data_file(tmp_path):
     """A pre-split binary npz: 10 features with unequal means, 300 / 60 / 80 rows."""
@@ -113,10 +133,9 @@ def test_refit_replays_the_runs_rates_on_train_and_valid_rows(tmp_path, data_fil
     assert m["data"]["sizes"] == {"train": 360, "valid": None, "test": 80}
     assert m["epochs_run"] == best and m["train_config"]["schedule"] == "piecewise"
     assert m["recipe"]["refit_of"]["epochs"] == best and "valid_nll" not in m
-    # the rate of refit epoch e is in its record e - 1 (its schedule stepped at the end of epoch e - 1): the run's
-    # record e holds the rate the run's epoch e ran with
+    # record e holds the rate epoch e ran with, in the run and in the refit
     replayed = [h["lr"] for h in m["history"]]
-    assert replayed[:best] == pytest.approx(rates[1:best + 1])
+    assert replayed[1:best + 1] == pytest.approx(rates[1:best + 1])
     # the same as an explicit fit on the concatenated rows, parameter for parameter
     rows = merged_rows(_loaded(path))
     assert torch.equal(rows.train, torch.as_tensor(np.concatenate([parts["train"], parts["valid"]]),
@@ -241,3 +260,21 @@ def test_a_refit_is_not_refitted(tmp_path, data_file):
     refit(tmp_path / "run", tmp_path / "refit", progress=False)
     with pytest.raises(ConfigError, match="already a refit"):
         refit(tmp_path / "refit", tmp_path / "again", progress=False)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "exponential", "geometric"])
+def test_each_history_record_holds_the_rate_its_epoch_ran_with(tmp_path, data_file, schedule):
+    """Record e's "lr" is the rate epoch e ran with under every schedule (it used to be the next epoch's under
+    all but plateau: a cosine run's last record said 0.0); record 0 the initial rate."""
+    from genlearn.runs import fit
+
+    path, _ = data_file
+    gamma = {"gamma": 0.5} if schedule == "exponential" else {}
+    run = fit("product-bernoulli", str(path), optimizer="sgd", lr=0.5, batch_size=100, epochs=4, schedule=schedule,
+              progress=False, plots=False, **gamma)
+    recorded = [h["lr"] for h in run.metrics["history"]]
+    if schedule == "geometric":  # lr f^(d / (E - 1)), d the epochs done
+        ran = [0.5 * 0.01 ** (d / 3) for d in range(4)]
+    else:
+        ran = _rates(TrainConfig(lr=0.5, optimizer="sgd", schedule=schedule, epochs=4, **gamma), 4)
+    assert recorded[0] == 0.5 and recorded[1:] == pytest.approx(ran, rel=1e-12)

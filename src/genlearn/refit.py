@@ -11,7 +11,9 @@ kept best, and scores the test split as the run's own evaluation settings say. T
 - a geometric schedule that decays in time (max_minutes) has its budget scaled by (M_t + M_v) / M_t, so that it
   ends at the same point after the same number of epochs; under any other schedule the budget was a cap only, and
   is dropped, so that the refit runs its planned epochs;
-- the other schedules depend on the epoch alone and are kept as they are.
+- a schedule laid over the run's planned epoch count (cosine; geometric without a time budget) has the rates
+  its first epochs ran with replayed (`planned_lr_steps`), not the same schedule over the refit's fewer epochs;
+- the other schedules (step, exponential, piecewise) depend on the epoch alone and are kept as they are.
 
 The refit is an ordinary run folder (`genlearn eval`, `sample`, `report` read it); its metrics.json has no valid
 figures (there are no held-out rows but test) and records the refitted run under recipe.refit_of. A run started
@@ -38,6 +40,36 @@ def plateau_lr_steps(history: list[dict], lr: float, epochs: int) -> str | None:
             steps.append(f"{previous_epoch + 1}:{value:.12g}")
             factor = value
         previous_epoch = int(rec["epoch"])
+    return ",".join(steps) or None
+
+
+def planned_lr_steps(train: dict, planned: int, epochs: int) -> str | None:
+    """The rates epochs 1..epochs ran with under a schedule laid over the run's planned epoch count (cosine:
+    lr (1 + cos(pi d / E)) / 2; geometric without a time budget: lr f^(d / (E - 1)); d the epochs done, E the
+    planned epochs), as a piecewise schedule "E1:F1,..." (F the rate over lr): the refit stops at the best epoch,
+    so the same schedule over its own epoch count would anneal faster. None when the rate never changed."""
+    import types
+
+    import torch
+
+    from genlearn.learning.trainer import geometric_factor, make_schedule
+
+    if train.get("schedule") == "geometric":
+        factors = [geometric_factor(float(train.get("final_lr_fraction", 0.01)), done / max(planned - 1, 1))
+                   for done in range(epochs)]
+    else:
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        schedule = make_schedule(opt, types.SimpleNamespace(schedule="cosine", epochs=planned))
+        factors = []
+        for _ in range(epochs):
+            factors.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+    steps, factor = [], 1.0
+    for epoch, value in enumerate(factors, start=1):
+        if abs(value - factor) > 1e-12 * max(value, factor):
+            steps.append(f"{epoch}:{value:.12g}")
+            factor = value
     return ",".join(steps) or None
 
 
@@ -81,10 +113,16 @@ def refit_train_settings(metrics: dict, rows_ratio: float, defaults: dict | None
             train["max_minutes"] = float(train["max_minutes"]) * rows_ratio
         else:  # a budget only: the epoch count is the refit's plan, and a budget must not cut it short
             train["max_minutes"] = None
+    planned = int(metrics["train_config"].get("epochs") or epochs)
+    steps = None
     if train.get("schedule") == "plateau":
         steps = plateau_lr_steps(metrics.get("history") or [], train["lr"], int(epochs))
+    elif train.get("schedule") == "cosine" or (train.get("schedule") == "geometric"
+                                                and train.get("max_minutes") is None):
+        steps = planned_lr_steps(train, planned, int(epochs))
+    if train.get("schedule") in ("plateau", "cosine") or steps is not None:
         train.update(schedule="piecewise" if steps else "constant", lr_steps=steps)
-        for moot in ("gamma", "plateau_patience", "final_lr_fraction"):  # the plateau rule's own settings
+        for moot in ("gamma", "plateau_patience", "final_lr_fraction"):  # the replaced schedule's own settings
             train.pop(moot, None)
     return _given(train, defaults or {})
 

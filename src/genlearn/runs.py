@@ -145,7 +145,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
     checkpointed there every epoch; `resume=True` continues the run in `out` exactly where it stopped (pass a larger
     `epochs` to train longer). `recipe` ({"name", "overrides", "evaluation"}) is recorded in the run when the
     settings came from a recipe (genlearn.recipes). A resumed run continues with the rule recorded in its
-    checkpoint, and a resumed recipe run is evaluated as its recipe says (`recipe_evaluation`) unless partition /
+    checkpoint, and is evaluated as its first fit was (the partition and partition_options recorded in its
+    checkpoints; a recipe run of an earlier version as its recipe says, `recipe_evaluation`) unless partition /
     partition_options are given. `data_spec`: the spec recorded in the run when `data` is a Dataset loaded from one
     (so that `genlearn eval DIR` can reload it). `init_from`: a run folder of the same family and architecture whose
     parameters (the final ones of a finished run, else its last checkpoint's) this new run starts from instead of
@@ -201,8 +202,12 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
             raise ConfigError("a resumed run continues with the learning rule recorded in its checkpoint; "
                               "do not pass rule=")
         rule_obj = rule_from_record(rule_record(meta))
-        if meta.get("recipe") and partition == "auto" and not partition_options:
-            partition, partition_options = recipe_evaluation(meta["recipe"])
+        if partition == "auto" and not partition_options:  # evaluated as the run's first fit said
+            if isinstance(meta.get("evaluation"), dict):
+                partition_options = dict(meta["evaluation"])
+                partition = partition_options.pop("partition", "auto")
+            elif meta.get("recipe"):  # runs recorded before their evaluation was
+                partition, partition_options = recipe_evaluation(meta["recipe"])
         _check_resume_settings(meta["train_config"], train_kwargs)
         cfg_dict = {**meta["train_config"], **train_kwargs}
         run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe",
@@ -246,6 +251,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
             from genlearn.learning.run_folder import new_identity
 
             run_meta.update(new_identity(dataset))
+    # the final evaluation's settings, in every checkpoint: a --resume without them evaluates the same way
+    run_meta["evaluation"] = {"partition": partition, **(partition_options or {})}
     for split in ("train", "valid", "test"):
         x = getattr(dataset, split)
         if x is not None:
@@ -450,7 +457,8 @@ def _finite(obj):
 
 
 #: the training settings a --resume may change: how long it trains (--epochs, --max-minutes, a smaller --tol /
-#: --rel-tol), how often it evaluates, monitors and writes checkpoints, and the progress bar. The others (the
+#: --rel-tol; not the length a cosine or geometric schedule is laid over), how often it evaluates, monitors and
+#: writes checkpoints, and the progress bar. The others (the
 #: optimizer and its rate, the batches, the schedule, early stopping, the seed) are part of the run: the optimizer's
 #: state restored from the checkpoint would keep the old values while metrics.json recorded the new ones
 RESUMABLE_SETTINGS = ("epochs", "max_minutes", "tol", "rel_tol", "eval_every", "checkpoint_every", "monitor_ais_steps",
@@ -461,6 +469,15 @@ def _check_resume_settings(recorded: dict, given: dict) -> None:
     """A --resume continues the run with its own settings: one ConfigError for a training setting other than
     RESUMABLE_SETTINGS given with a value other than the recorded one, naming it and the way to train on with
     other settings (a new run started from this one's parameters)."""
+    schedule = recorded.get("schedule")
+    length = "epochs" if schedule == "cosine" or (schedule == "geometric" and recorded.get("max_minutes") is None) \
+        else "max_minutes" if schedule == "geometric" else None
+    if length is not None and given.get(length) is not None and given[length] != recorded.get(length):
+        flag = "--" + length.replace("_", "-")
+        raise ConfigError(f"{flag} cannot change on --resume of this run: its {schedule} schedule sets each epoch's "
+                          f"rate from the run's {flag} ({recorded.get(length)!r}), so the epochs it trained and "
+                          f"those it would add would follow two different schedules; to train on, start a new run "
+                          "from its parameters (--init-from DIR)")
     changed = sorted(k for k, v in given.items()
                      if k not in RESUMABLE_SETTINGS and v is not None and recorded.get(k) != v)
     if changed:
@@ -482,6 +499,9 @@ def _why_complete(trainer) -> str | None:
                 f"{flag} to train on")
     minutes = trainer.cfg.max_minutes
     if minutes is not None and state.train_seconds >= 60 * minutes:
+        if trainer.cfg.schedule == "geometric":  # its rates were laid over this budget
+            return (f"its --max-minutes budget of {minutes:g} is spent, and its geometric schedule ended there; "
+                    "start a new run from it with --init-from to train on")
         return f"its --max-minutes budget of {minutes:g} is spent; give a larger --max-minutes to train on"
     if state.stopped_early:
         return (f"it stopped early at epoch {state.epoch}, after {trainer.cfg.patience} epoch(s) without a better "

@@ -204,6 +204,12 @@ def piecewise_factor(steps: list[tuple[int, float]], epoch: int) -> float:
     return factor
 
 
+def geometric_factor(final_lr_fraction: float, progress: float) -> float:
+    """The geometric schedule's rate over lr: f^p, f = final_lr_fraction, p the progress clipped to [0, 1]
+    (epochs done / (epochs - 1), or training seconds / the time budget)."""
+    return final_lr_fraction ** min(max(progress, 0.0), 1.0)
+
+
 def make_schedule(opt, cfg: TrainConfig):
     if cfg.schedule == "piecewise":  # LambdaLR passes the epochs done: the next epoch is one more
         steps = parse_lr_steps(cfg.lr_steps)
@@ -275,6 +281,7 @@ class Trainer:
             raise ConfigError(f"model {model.name!r} has no parameters to learn")
         self.optimizer = make_optimizer(params, self.cfg)
         self._epoch_started: float | None = None
+        self._epoch_lr: float | None = None  # the rate of the epoch being trained (its record's "lr")
         self.state = TrainState()
         if self.cfg.schedule == "geometric":
             self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._geometric_factor)
@@ -359,6 +366,7 @@ class Trainer:
         """One pass of the learning rule over the training set (every minibatch, then the end-of-epoch hooks);
         returns the mean objective per example. `fit` calls it in its loop; benchmarks call it to time epochs."""
         self._epoch_started = time.perf_counter()
+        self._epoch_lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
         # the epoch's start, or where a checkpoint stopped in it (a Ctrl-C: genlearn.learning.interrupt)
         progress = EpochProgress(self)
@@ -429,7 +437,7 @@ class Trainer:
             progress = seconds / (60.0 * cfg.max_minutes)
         else:
             progress = epochs_done / max(cfg.epochs - 1, 1)
-        return cfg.final_lr_fraction ** min(max(progress, 0.0), 1.0)
+        return geometric_factor(cfg.final_lr_fraction, progress)
 
     def _out_of_time(self) -> bool:
         if self.cfg.max_minutes is not None and self.state.train_seconds >= 60 * self.cfg.max_minutes:
@@ -466,8 +474,9 @@ class Trainer:
 
         self.model.eval()
         train, valid = self._monitored(self.dataset.train), self._monitored(self.dataset.valid)
-        rec = {"epoch": self.state.epoch, "step": self.state.step, "lr": self.optimizer.param_groups[0]["lr"],
-               "loss": mean_loss}
+        # "lr": the rate the epoch ran with (a schedule steps at the end of the epoch, before this record)
+        lr = self._epoch_lr if self._epoch_lr is not None else self.optimizer.param_groups[0]["lr"]
+        rec = {"epoch": self.state.epoch, "step": self.state.step, "lr": lr, "loss": mean_loss}
         if self.model.ensemble_size > 1 and not self.cfg.monitor_ensemble:
             k = rec["monitored_member"] = int(self.model.monitor_member)
             rec["train_nll_member"] = mean_nll(self.model, train, member=k)
