@@ -48,8 +48,11 @@ def _warn_repeated_components(k: int, distinct: int | None, rows: int, stackleve
     different components than asked, at K times the cost."""
     import warnings
 
-    have = f"{distinct} distinct rows among the {rows} training rows" if distinct is not None else \
-        f"{rows} training rows"
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}" + ("" if n == 1 else "s")
+
+    have = f"{count(distinct, 'distinct row')} among the {count(rows, 'training row')}" if distinct is not None \
+        else count(rows, "training row")
     warnings.warn(f"{k} mixture components (--components) but only {have}: the components beyond them start as "
                   "copies of others and stay equal to them; use at most that many components", UserWarning,
                   stacklevel=stacklevel)  # attributed to init_from_data
