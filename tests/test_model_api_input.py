@@ -145,6 +145,20 @@ def test_log_prob_gives_one_value_per_example_for_any_batch_shape_and_numpy(name
         assert torch.allclose(model.log_prob(x[:4].reshape(2, 2, -1)), rows.reshape(2, 2))
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_samples_are_in_the_models_float_dtype(name):
+    """A model made .double() draws float64 rows, like its parameters (mixture, fvsbn, nade, made, boltzmann, vae
+    and gan drew float32); float32 by default; a die's outcomes stay integers."""
+    model, _ = _family(name)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        if model.support == "categorical":
+            assert not model.double().sample(3, generator=g).is_floating_point()
+            return
+        assert model.sample(3, generator=g).dtype == torch.float32
+        assert model.double().sample(3, generator=g).dtype == torch.float64
+
+
 def test_a_bernoulli_scores_each_flip_of_a_1d_tensor():
     flips = Bernoulli(0.3).log_prob(torch.tensor([1.0, 0.0, 1.0]))
     assert torch.allclose(flips, torch.tensor([math.log(0.3), math.log(0.7), math.log(0.3)]))

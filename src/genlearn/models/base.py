@@ -163,7 +163,12 @@ def _shape_checked_log_prob(fn):
 def _count_checked_sample(fn):
     @functools.wraps(fn)
     def sample(self, n, *args, **kwargs):
-        return fn(self, check_sample_count(n), *args, **kwargs)
+        x = fn(self, check_sample_count(n), *args, **kwargs)
+        # in the model's float dtype, as its log_prob (a model made .double() samples float64 rows)
+        p = next((p for p in self.parameters() if p.is_floating_point()), None)
+        if p is not None and isinstance(x, Tensor) and x.is_floating_point() and x.dtype != p.dtype:
+            x = x.to(p.dtype)
+        return x
 
     sample._genlearn_checked = True
     return sample
