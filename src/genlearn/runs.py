@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from genlearn.data.dataset import Dataset
 from genlearn.data.registry import load_dataset
+from genlearn.learning.devices import keeps_torch_rng
 from genlearn.errors import ConfigError, DataError, RunError
 from genlearn.learning import checkpoint as ckpt
 from genlearn.learning.convergence import metrics as convergence_metrics
@@ -128,6 +129,7 @@ def _as_rule(rule) -> LearningRule:
 
 
 @locked_out  # one writer per run folder: a second process writing `out` is refused with the holder's PID
+@keeps_torch_rng  # the Trainer seeds torch's global generator: the caller's stream is as it was after the fit
 def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False, data_dir=None,
         partition: str = "auto", partition_options: dict | None = None, callbacks=None, plots: bool = True,
         recipe: dict | None = None, rule=None, data_spec: str | None = None, device=None, init_from=None,

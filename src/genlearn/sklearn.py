@@ -23,12 +23,12 @@ non-binary row raises ValueError.
 family as a density estimator and transformer of binary rows, whose score_samples are importance-sampling
 ESTIMATES of log P(x) (the likelihood of a VAE is intractable), recorded in `score_method_`.
 
-Every fit (fit, partial_fit) leaves torch's global random number generator as it found it (`_keeps_torch_rng`):
-the estimators draw from generators of their own, seeded from random_state.
+Every fit (fit, partial_fit) leaves torch's global random number generator as it found it
+(genlearn.learning.devices.keeps_torch_rng): the estimators draw from generators of their own, seeded from
+random_state.
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 
@@ -40,21 +40,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from genlearn.errors import ConfigError
+from genlearn.learning.devices import keeps_torch_rng
 from genlearn.models.rbm import RBM
 from genlearn.numerics import sample_bernoulli
-
-
-def _keeps_torch_rng(method):
-    """`method` run inside torch.random.fork_rng: torch's global CPU generator (and those of the CUDA devices, when
-    CUDA is already initialised; forking them otherwise would initialise it) is in the same state after the call
-    as before it, whatever the call reseeds (the Trainer's torch.manual_seed) or draws."""
-    @functools.wraps(method)
-    def kept(*args, **kwargs):
-        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=devices):
-            return method(*args, **kwargs)
-
-    return kept
 
 
 class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -223,7 +211,7 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return f", exact mean log-likelihood = {-(mean_f + log_z):.6f} nats"
 
     # -- scikit-learn API -------------------------------------------------------------------------------
-    @_keeps_torch_rng
+    @keeps_torch_rng
     def fit(self, X, y=None):
         """Fit by PCD-k (or the chosen gradient) for n_iter passes over X (n_samples x n_features)."""
         self._check_params()
@@ -244,7 +232,7 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self._sync()
         return self
 
-    @_keeps_torch_rng
+    @keeps_torch_rng
     def partial_fit(self, X, y=None):
         """One SGD pass over X in minibatches of batch_size (the first call initialises the model)."""
         self._check_params()
@@ -392,7 +380,7 @@ class DensityEstimator(BaseEstimator):
             given["lr"] = float(given["lr"])
         return {k: v for k, v in given.items() if v is not None}
 
-    @_keeps_torch_rng
+    @keeps_torch_rng
     def fit(self, X, y=None):
         """Fit the family to the rows of X (n_samples x n_features) with the settings of genlearn.fit(FAMILY, X):
         the family's training defaults (ModelSpec.training_defaults) under the settings given here, refused by
@@ -563,7 +551,7 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return self.score_method_
 
     # -- scikit-learn API -------------------------------------------------------------------------------------
-    @_keeps_torch_rng
+    @keeps_torch_rng
     def fit(self, X, y=None):
         """Fit to the binary rows of X (n_samples x n_features) by Adam on -ELBO (or -IWAE bound), `epochs` passes
         in minibatches of batch_size, through genlearn's Trainer and the "elbo" learning rule."""

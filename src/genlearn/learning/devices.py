@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 
 import torch
@@ -19,6 +20,19 @@ from genlearn.errors import ConfigError
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DEVICE_HELP = ("where to compute: auto (a GPU when present, else the CPU), cpu, cuda, cuda:N or mps "
                "(default cpu)")
+
+
+def keeps_torch_rng(function):
+    """`function` run inside torch.random.fork_rng: torch's global CPU generator (and those of the CUDA devices, when
+    CUDA is already initialised; forking them otherwise would initialise it) is in the same state after the call
+    as before it, whatever the call reseeds (the Trainer's torch.manual_seed) or draws."""
+    @functools.wraps(function)
+    def kept(*args, **kwargs):
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return function(*args, **kwargs)
+
+    return kept
 
 
 def _mps_available() -> bool:
