@@ -231,6 +231,11 @@ def test_large_latent_space_is_evaluated_by_ais():
     m = run.metrics
     assert m["likelihood_method"] == "ais" and m["test_nll_method"] == "ais" and m["test_nll_rows"] == 8
     assert math.isfinite(m["test_nll"]) and "bdmc_gap" in m and m["test_nll_lower"] <= m["test_nll_upper"]
+    # the BDMC gap bounds the AIS bias; 2 standard errors over the rows widen both ends (a gap at noise level used
+    # to collapse the bracket onto the estimate)
+    se = m["test_nll_stderr"]
+    assert se > 0 and m["test_nll_upper"] == pytest.approx(m["test_nll"] + 2 * se)
+    assert m["test_nll_lower"] == pytest.approx(m["test_nll"] - max(m["bdmc_gap"], 0.0) - 2 * se)
     assert m["kl_true"] is None  # no exact KL over z in 8 dimensions
 
 

@@ -276,3 +276,21 @@ def test_a_generator_scored_by_quadrature_is_monitored_within_the_terms_cap(monk
     assert all("kl_true" not in r for r in capped.metrics["history"])
     assert capped.metrics["kl_true"] == pytest.approx(monitored.metrics["kl_true"], rel=1e-9)
     assert capped.metrics["kl_true"] == pytest.approx(monitored.metrics["history"][-1]["kl_true"], rel=1e-9)
+
+
+def test_importance_sampling_with_one_sample_has_an_unknown_stderr_not_zero():
+    """With k = 1 the delta method's variance (1/k)(k/ESS - 1) is 0 whatever the spread of the weights: the NLL's
+    Monte Carlo error used to be reported as 0.0 (seed-to-seed sd ~0.01-0.02 nats). It is NaN (null in JSON),
+    with a note; k = 2 gives a positive error."""
+    import math
+
+    from genlearn.data import Dataset
+    from genlearn.likelihood import latent_nll
+    from genlearn.models.registry import build_model
+
+    x = (torch.rand(30, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    vae = build_model("vae", Dataset(name="t", kind="binary", train=x))
+    one = latent_nll(vae, x, iw_samples=1)
+    assert math.isnan(one.stderr) and "unknown" in one.details["stderr_note"] and math.isfinite(one.value)
+    two = latent_nll(vae, x, iw_samples=2)
+    assert two.stderr > 0 and "stderr_note" not in two.details

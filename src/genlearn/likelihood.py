@@ -314,7 +314,8 @@ def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMP
     """NLL (nats per example) of a latent-variable model as an Estimate.
 
     "auto" / "importance-sampling": -(1/M) sum_m log P^(x_m) with `iw_samples` samples per row; stderr is the
-    Monte Carlo error of the estimate, sqrt(sum_m Var[log P^(x_m)]) / M (delta method); details: the mean ELBO
+    Monte Carlo error of the estimate, sqrt(sum_m Var[log P^(x_m)]) / M (delta method; NaN with one sample per
+    row, whose variance it cannot see); details: the mean ELBO
     (nats, <= -NLL), the mean effective sample size, the spread over rows (row_stderr). "ais": forward AIS over z
     with HMC (`ais_steps` temperatures, `ais_chains` chains, `ais_leapfrog` leapfrog steps) on the first `ais_rows`
     rows (all when None), from the prior or (ais_start="encoder") from the encoder's q(z|x),
@@ -365,6 +366,9 @@ def latent_nll(model, x: Tensor, method: str = "auto", iw_samples: int = IS_SAMP
     details = {"iw_samples": iw_samples, "seed": seed, "rows": int(m), "elbo": elbo, "ess_mean": ess,
                "row_stderr": row_std / math.sqrt(m), "bits_per_dim": value * per_dim,
                "bound": "stochastic upper bound of the NLL: E[log P^(x)] <= log P(x)"}
+    if iw_samples == 1:  # one weight per row: its spread, hence the delta method's variance, is unknown (not 0)
+        stderr = math.nan
+        details["stderr_note"] = "unknown with one importance sample per row (use iw_samples >= 2)"
     return Estimate(value, "importance-sampling", stderr, details=details)
 
 

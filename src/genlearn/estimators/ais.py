@@ -83,6 +83,15 @@ def log_mean_stderr(lw: Tensor) -> float:
 
 
 @torch.no_grad()
+def ais_bracket(forward: float, stderr: float, reverse: float, reverse_stderr: float) -> tuple[float, float]:
+    """The bracket of log Z from forward AIS (a stochastic lower bound) and reverse AIS (a stochastic upper bound):
+    [min(forward - 2 se_f, reverse - 2 se_r), max(reverse + 2 se_r, forward + 2 se_f)]. Usually forward - 2 se_f
+    and reverse + 2 se_r; when noise makes the two estimates cross, the bracket still holds both with their
+    errors (it used to shrink to [reverse, forward], or to end below the forward estimate it was reported with)."""
+    return (min(forward - 2.0 * stderr, reverse - 2.0 * reverse_stderr),
+            max(reverse + 2.0 * reverse_stderr, forward + 2.0 * stderr))
+
+
 def gibbs_sweeps(W: Tensor, b: Tensor, c: Tensor, v: Tensor, sweeps: int, generator) -> Tensor:
     """`sweeps` Gibbs sweeps (h ~ P(h|v), v ~ P(v|h)) of the RBM from the rows v; returns the last v.
 
@@ -244,9 +253,10 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_logits: Tensor | Non
     chains; with `reverse`, reverse AIS from `reverse_start` rows (cycled to `chains` rows; base-rate samples
     when None) after `burn_in` Gibbs sweeps at beta = 1. `progress`: a progress bar over the temperatures.
 
-    Returns Estimate(value = forward estimate, stderr (delta method), lower = forward - 2 stderr,
-    upper = reverse + 2 reverse stderr (inf without reverse), details = {forward, reverse, forward_stderr,
-    reverse_stderr, ess_forward, ess_reverse, forward_reverse_gap, steps, chains, seed, base, ...}).
+    Returns Estimate(value = forward estimate, stderr (delta method), lower, upper = `ais_bracket` (forward - 2
+    stderr and reverse + 2 reverse stderr unless the two cross; without reverse: forward - 2 stderr, inf),
+    details = {forward, reverse, forward_stderr, reverse_stderr, ess_forward, ess_reverse, forward_reverse_gap,
+    steps, chains, seed, base, ...}).
     The forward and reverse estimates are stochastic lower and upper bounds (in expectation, by Jensen's
     inequality, the reverse one only for exact start samples); the two standard errors widen them for noise.
     Warns when the forward effective sample size is below 10% of the chains, or when forward and reverse
@@ -295,11 +305,9 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_logits: Tensor | Non
         details.update({"reverse": rev, "reverse_stderr": rev_se,
                         "ess_reverse": effective_sample_size(lw_r), "reverse_init": reverse_init,
                         "burn_in": burn_in, "forward_reverse_gap": rev - forward})
-        upper = rev + 2.0 * rev_se
         if rev < forward:
             details["note"] = "forward and reverse estimates crossed (their difference is noise unless large)"
-        if upper < lower:
-            lower, upper = min(forward, rev), max(forward, rev)
+        lower, upper = ais_bracket(forward, stderr, rev, rev_se)
     details["seconds"] = time.perf_counter() - t0
     if warn and ess_f < ESS_WARN_FRACTION * chains:
         warnings.warn(f"AIS: effective sample size {ess_f:.1f} of {chains} chains is low; the log Z estimate "
@@ -365,8 +373,8 @@ def boltzmann_ais_log_partition(b: Tensor, W: Tensor, steps: int = 1000, chains:
     Z_0 / Z, so log Z ~= log Z_0 - log mean w_rev, a stochastic upper bound when the starts are model samples.
     Forward and reverse chains run in one batch (float64).
 
-    Returns Estimate(value = forward, stderr (delta method), lower = forward - 2 stderr, upper = reverse + 2
-    reverse stderr (inf without reverse), method "ais", details {forward, reverse, forward_stderr,
+    Returns Estimate(value = forward, stderr (delta method), lower, upper = `ais_bracket` (without reverse:
+    forward - 2 stderr, inf), method "ais", details {forward, reverse, forward_stderr,
     reverse_stderr, ess_forward, ess_reverse, ess (= ess_forward), forward_reverse_gap, steps, chains, seed,
     burn_in, reverse_init, base}). Warns (when `warn`) on a forward ESS below 10% of the chains or forward and
     reverse more than 1 nat apart."""
@@ -386,8 +394,12 @@ def boltzmann_ais_log_partition(b: Tensor, W: Tensor, steps: int = 1000, chains:
     if reverse:
         if reverse_start is not None and reverse_start.shape[0] > 0:
             rows = reverse_start.detach().double()
-            x_rev = rows[torch.arange(chains) % rows.shape[0]]
-            reverse_init = f"{min(rows.shape[0], chains)} distinct data rows + {burn_in} Gibbs sweeps"
+            # `chains` rows drawn at random without replacement (cycled when there are fewer): a data file in
+            # some order (e.g. by class) would otherwise start every reverse chain in its first rows
+            pick = torch.randperm(rows.shape[0], generator=g)[:chains] if rows.shape[0] > chains else \
+                torch.arange(chains) % rows.shape[0]
+            x_rev = rows[pick]
+            reverse_init = f"{min(rows.shape[0], chains)} random data rows + {burn_in} Gibbs sweeps"
         else:
             x_rev = torch.bernoulli(torch.full((chains, n), 0.5, dtype=torch.float64), generator=g)
             reverse_init = f"uniform states + {burn_in} Gibbs sweeps"
@@ -419,9 +431,9 @@ def boltzmann_ais_log_partition(b: Tensor, W: Tensor, steps: int = 1000, chains:
         rev_se = log_mean_stderr(lw_r)
         details.update({"reverse": rev, "reverse_stderr": rev_se, "ess_reverse": effective_sample_size(lw_r),
                         "reverse_init": reverse_init, "burn_in": burn_in, "forward_reverse_gap": rev - forward})
-        upper = rev + 2.0 * rev_se
-        if upper < lower:
-            lower, upper = min(forward, rev), max(forward, rev)
+        if rev < forward:
+            details["note"] = "forward and reverse estimates crossed (their difference is noise unless large)"
+        lower, upper = ais_bracket(forward, stderr, rev, rev_se)
     details["seconds"] = time.perf_counter() - t0
     if warn and ess_f < ESS_WARN_FRACTION * chains:
         warnings.warn(f"AIS: effective sample size {ess_f:.1f} of {chains} chains is low; the log Z estimate "

@@ -171,6 +171,9 @@ class BoltzmannMachine(EnergyModel):
     support = "binary"
     #: `loss` is the exact batch NLL with its exact gradient (n <= MAX_EXACT_UNITS): maximum likelihood by L-BFGS
     exact_loss = True
+    #: reverse AIS starts from training rows given as `data` (the model stores none): genlearn.evaluation passes
+    #: the training split, without which the reverse chains start uniform and need not be model samples
+    ais_reverse_from_data = True
 
     def __init__(self, n_features: int, spins: bool = False, **legacy):
         super().__init__()
