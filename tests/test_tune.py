@@ -6,6 +6,7 @@ the end, never during the search); the recipe the search writes re-runs to the t
 database is read back with Optuna to check counts after an interrupted run and after two concurrent workers."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -176,6 +177,12 @@ def test_interrupted_study_continues(tmp_path, monkeypatch, capsys):
     assert len(trials) == 6 and len(done) == 5
     assert {t.number: t.value for t in done if t.number in before} == before
     assert [t.number for t in done] == [0, 1, 3, 4, 5]
+    # the continuation's sampler is seeded anew (seed + trials so far): its first random draw is not trial 2's again
+    assert trials[3].params != trials[2].params, (trials[2].params, trials[3].params)
+    # the interrupted trial continues with `genlearn fit --resume`, without the test split, as it was fitted
+    assert main(["fit", "--resume", str(out / stopped.user_attrs["run"]), "--quiet"]) == 0, capsys.readouterr().err
+    resumed = json.loads((out / stopped.user_attrs["run"] / "metrics.json").read_text())
+    assert resumed["data"]["sizes"]["test"] is None and "test_nll" not in resumed
     # the same --out with other families is refused rather than mixed into the study
     assert main([*argv[:4], "fvsbn", *argv[5:]]) == 2
     assert "was started with another --families" in capsys.readouterr().err
@@ -447,3 +454,36 @@ def test_the_hint_to_rerun_the_best_names_the_data_folder(capsys, tmp_path):
         err = capsys.readouterr().err
         assert rc == 0 and f"re-run the best trial with `genlearn fit --recipe {out / 'best.toml'}" in err, err
         assert hint in err, err
+
+
+def test_a_budget_spent_before_any_trial_says_so(tmp_path, capsys):
+    """The queued baseline trials (one per family) wait in the study: they used to count as trials that "ran and
+    none completed", with the advice of more --trials. No trial started: the message says the budget was spent."""
+    pytest.importorskip("optuna")
+    from genlearn.cli import main
+
+    rc = main(["tune", "--data", "coin:n=50", "--families", "mixture", "--trials", "3", "--budget-minutes", "1e-7",
+               "--out", str(tmp_path / "t"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no trial of the study 'genlearn-tune' started: the --budget-minutes was spent first" in err
+    assert "--trials" not in err
+
+
+def test_a_continued_study_relabels_the_test_figure_of_its_earlier_best(tmp_path):
+    """The test split was read for the best trial of an earlier run of the study; when a continuation chooses
+    another trial, the earlier figure stays (it was read) under a label saying it is not the study's."""
+    from types import SimpleNamespace
+
+    from genlearn.tune import _relabel_earlier_best
+
+    for name, label in (("0000", "genlearn tune (best of the study by valid NLL; test read once)"), ("0001", None)):
+        (tmp_path / "trials" / name).mkdir(parents=True)
+        metrics = {"test_nll": 20.0} if label else {}
+        if label:
+            metrics["test_scored_by"] = label
+        (tmp_path / "trials" / name / "metrics.json").write_text(json.dumps(metrics))
+    trials = [SimpleNamespace(number=n, user_attrs={"run": f"trials/000{n}"}) for n in (0, 1)]
+    _relabel_earlier_best(trials, trials[1], tmp_path)
+    earlier = json.loads((tmp_path / "trials" / "0000" / "metrics.json").read_text())
+    assert earlier["test_nll"] == 20.0 and "since chosen trial 1" in earlier["test_scored_by"]
+    assert json.loads((tmp_path / "trials" / "0001" / "metrics.json").read_text()) == {}

@@ -195,6 +195,14 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
             from genlearn.data.refit_rows import as_trained
 
             dataset = as_trained(meta, dataset)
+            from genlearn.data.refit_rows import without_test
+            from genlearn.learning.run_folder import fingerprint
+
+            # a tune trial was fitted without the test split (recorded since 2026-12-06; earlier trials are known by
+            # the fingerprint of their data without it)
+            if meta.get("test_held_out") or (meta.get("data_fingerprint") not in (None, fingerprint(dataset))
+                                             and fingerprint(without_test(dataset)) == meta["data_fingerprint"]):
+                dataset = without_test(dataset)
         from genlearn.learning.run_folder import check_resume_data
 
         check_resume_data(out, meta, data, dataset)  # --resume DIR --data OTHER is refused
@@ -213,7 +221,7 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         _check_resume_settings(meta["train_config"], train_kwargs)
         cfg_dict = {**meta["train_config"], **train_kwargs}
         run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe",
-                                         "init_from", "run_id", "data_fingerprint") if k in meta}
+                                         "init_from", "run_id", "data_fingerprint", "test_held_out") if k in meta}
     else:
         dataset = checks.as_dataset(data, data_dir, model)
         if isinstance(data, str):  # the spec the file was read with (checks.file_spec_for), for eval and refit
@@ -247,6 +255,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
                     "model_options": {k: v for k, v in model_options.items() if v is not None}}
         if recipe is not None:
             run_meta["recipe"] = recipe
+        if isinstance(data, Dataset) and "test_held_out" in data.settings:  # a tune trial: --resume drops it too
+            run_meta["test_held_out"] = True
         if init_from is not None:
             run_meta["init_from"] = start_from_run(model_obj, model_name, init_from)
         if out is not None:  # the run id every file of the run carries, and the data's fingerprint

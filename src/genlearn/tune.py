@@ -47,6 +47,7 @@ from pathlib import Path
 
 from genlearn import options as opts
 from genlearn import search_space as ss
+from genlearn.data.refit_rows import without_test
 from genlearn.errors import ConfigError, GenlearnError, RunError
 
 STUDY_FILE = "study.db"
@@ -300,17 +301,6 @@ def _resolve(preset: str | None, families, trials, budget_minutes, trial_minutes
     return settings
 
 
-def _without_test(dataset):
-    """The data set the trials see: every field but the test split (and its labels); `dataset.test` is not read."""
-    from genlearn.data.dataset import Dataset
-
-    values = {f.name: getattr(dataset, f.name) for f in dataclasses.fields(Dataset) if f.name != "test"}
-    if values.get("labels"):
-        values["labels"] = {k: v for k, v in values["labels"].items() if k != "test"} or None
-    values["settings"] = {**dataset.settings, "test_held_out": "by genlearn tune (scored once, at the end)"}
-    return Dataset(**values)
-
-
 @dataclass
 class TuneResult:
     """What `tune` returns: the summary written to DIR/summary.json, the study, and the best trial's run."""
@@ -373,7 +363,7 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
     if dataset.valid is None:
         raise ConfigError(f"data set {dataset.name!r} has no valid split, and tune selects by the validation NLL; "
                           "give pre-split data (NAME.valid.data) or a file that genlearn splits")
-    search = _without_test(dataset)
+    search = without_test(dataset)
     if settings["refit"]:
         from genlearn.tune_refit import check_refittable
 
@@ -433,9 +423,12 @@ def _open_study(optuna, url: str, name: str, record: dict, spaces: dict, seed, p
     import warnings
 
     storage = _storage(optuna, url)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # multivariate / group TPE are marked experimental
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    def tpe(seed):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # multivariate / group TPE are marked experimental
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+    sampler = tpe(seed)
     pruner = (_family_median_pruner(optuna, n_startup_trials=3, n_warmup_steps=warmup) if prune
               else optuna.pruners.NopPruner())
     try:
@@ -448,6 +441,8 @@ def _open_study(optuna, url: str, name: str, record: dict, spaces: dict, seed, p
     except optuna.exceptions.DuplicatedStudyError:
         pass
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    if seed is not None:  # a continuation: seed + trials so far, else its random start-up draws repeat the first run's
+        study.sampler = tpe(int(seed) + len(study.get_trials(deepcopy=False)))
     saved = study.user_attrs.get("genlearn")
     if saved is None:  # another worker created it a moment ago and has not written its settings yet
         for _ in range(50):
@@ -611,6 +606,26 @@ def _trial_rows(optuna, study) -> list[dict]:
     return rows
 
 
+def _relabel_earlier_best(complete, best, out: Path) -> None:
+    """A continued study that chose another best trial: the test figure an earlier run of the study scored on its
+    best trial stays (the test split was read for it) under a label that says it is no longer the study's choice."""
+    from genlearn.learning import checkpoint as ckpt
+
+    for trial in complete:
+        if trial.number == best.number or "run" not in trial.user_attrs:
+            continue
+        path = out / trial.user_attrs["run"] / "metrics.json"
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        label = metrics.get("test_scored_by")
+        if isinstance(label, str) and label.startswith("genlearn tune (best of the study"):
+            metrics["test_scored_by"] = (f"genlearn tune, as the best trial of the study then (a continuation has "
+                                         f"since chosen trial {best.number}: its test figure is the study's)")
+            ckpt.write_json(path, metrics)
+
+
 def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, url, study_name, out: Path,
             t_start: float, say) -> TuneResult:
     from genlearn.learning import checkpoint as ckpt
@@ -618,11 +633,12 @@ def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, ur
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        ran = len(study.get_trials(deepcopy=False))
-        why = (f"{ran} trial(s) ran and none completed" if ran else
-               "no trial started: the --budget-minutes was spent first")
-        raise RunError(f"no trial of the study {study_name!r} completed ({why}; see {out / TRIALS_DIR}); give a "
-                       "larger --budget-minutes or --trial-minutes, or more --trials")
+        ran = len([t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING])
+        if not ran:  # the queued baselines wait for a trial that never started
+            raise RunError(f"no trial of the study {study_name!r} started: the --budget-minutes was spent first; "
+                           "give a larger --budget-minutes")
+        raise RunError(f"no trial of the study {study_name!r} completed ({ran} trial(s) ran and none completed; see "
+                       f"{out / TRIALS_DIR}); give a larger --budget-minutes or --trial-minutes, or more --trials")
     best = min(complete, key=lambda t: t.value)
     run_dir = out / best.user_attrs["run"]
     run = load_run(run_dir)
@@ -632,6 +648,7 @@ def _finish(optuna, study, dataset, search, spec, data_dir, settings, spaces, ur
     x_test = dataset.test  # the one read of the test split
     if x_test is None:
         raise ConfigError(f"data set {dataset.name!r} has no test split to score the best trial on")
+    _relabel_earlier_best(complete, best, out)
     test = score_rows(run.model, x_test)
     metrics = dict(run.metrics)
     metrics.update(test)

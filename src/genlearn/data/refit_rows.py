@@ -41,3 +41,15 @@ def as_trained(meta: dict, dataset):
     if ((meta.get("recipe") or {}).get("refit_of")) and dataset.valid is not None:
         return merged_rows(dataset)
     return dataset
+
+
+def without_test(dataset):
+    """The data set without its test split (and its labels): what `genlearn tune`'s trials see (the test split is
+    read once, for the study's choice); the settings record it (`test_held_out`)."""
+    from genlearn.data.dataset import Dataset
+
+    values = {f.name: getattr(dataset, f.name) for f in dataclasses.fields(Dataset) if f.name != "test"}
+    if values.get("labels"):
+        values["labels"] = {k: v for k, v in values["labels"].items() if k != "test"} or None
+    values["settings"] = {**dataset.settings, "test_held_out": "by genlearn tune (scored once, at the end)"}
+    return Dataset(**values)
