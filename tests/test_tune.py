@@ -456,19 +456,6 @@ def test_the_hint_to_rerun_the_best_names_the_data_folder(capsys, tmp_path):
         assert hint in err, err
 
 
-def test_a_budget_spent_before_any_trial_says_so(tmp_path, capsys):
-    """The queued baseline trials (one per family) wait in the study: they used to count as trials that "ran and
-    none completed", with the advice of more --trials. No trial started: the message says the budget was spent."""
-    pytest.importorskip("optuna")
-    from genlearn.cli import main
-
-    rc = main(["tune", "--data", "coin:n=50", "--families", "mixture", "--trials", "3", "--budget-minutes", "1e-7",
-               "--out", str(tmp_path / "t"), "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "no trial of the study 'genlearn-tune' started: the --budget-minutes was spent first" in err
-    assert "--trials" not in err
-
-
 def test_a_continued_study_relabels_the_test_figure_of_its_earlier_best(tmp_path):
     """The test split was read for the best trial of an earlier run of the study; when a continuation chooses
     another trial, the earlier figure stays (it was read) under a label saying it is not the study's."""
