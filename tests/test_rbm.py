@@ -366,6 +366,8 @@ def test_cli_fit_eval_sample_end_to_end(tmp_path, capsys):
     ais = json.loads(capsys.readouterr().out)
     assert ais["log_z_method"] == "ais" and ais["log_z_details"]["steps"] == 300
     assert ais["log_z_lower"] <= exact["log_z"] <= ais["log_z_upper"]
+    # the Monte Carlo error of log Z at the top level (it was only inside log_z_details); 0 for the exact value
+    assert ais["log_z_stderr"] == ais["log_z_details"]["forward_stderr"] > 0 and exact["log_z_stderr"] == 0
     assert abs(ais["test_nll"] - exact["test_nll"]) < 0.1
     out_csv = tmp_path / "s.csv"
     assert main(["sample", str(run), "-n", "5", "--steps", "10", "--out", str(out_csv)]) == 0

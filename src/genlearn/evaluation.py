@@ -36,8 +36,8 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str =
              parallel=None, **partition_options) -> dict:
     """Metrics of a fitted model on a data set: `<split>_nll`, `<split>_nll_method`, `<split>_bits_per_dim` (and
     `<split>_nll_lower`/`_upper` when log Z is bracketed) for each split present (nats per example); for energy
-    models `log_z`, `log_z_lower`, `log_z_upper`, `log_z_method`, `log_z_details`; the empirical entropy and KL on
-    train; `kl_true` (+ `kl_true_method`) when the truth is known and its KL computable.
+    models `log_z`, `log_z_stderr`, `log_z_lower`, `log_z_upper`, `log_z_method`, `log_z_details`; the empirical
+    entropy and KL on train; `kl_true` (+ `kl_true_method`) when the truth is known and its KL computable.
 
     `partition` (auto | exact | ais | mean-field) and `partition_options` (AIS steps, chains, seed, ...) go to the
     likelihood policy; `progress`: progress bars over AIS temperatures and over each split's rows.
@@ -66,6 +66,7 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str =
             options["data"] = dataset.train  # reverse AIS from training rows, near the model's distribution
         log_z = log_partition(model, partition, progress=progress, **options)
         out["log_z"] = log_z.value
+        out["log_z_stderr"] = log_z.stderr  # Monte Carlo error of log_z (forward AIS, delta method); 0 when exact
         out["log_z_lower"] = _finite_or_none(log_z.lower)
         out["log_z_upper"] = _finite_or_none(log_z.upper)
         out["log_z_method"] = log_z.method
