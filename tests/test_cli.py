@@ -448,3 +448,20 @@ def test_a_resumed_run_is_evaluated_as_its_first_fit_said(tmp_path, capsys):
     assert b["evaluation"] == a["evaluation"] and a["evaluation"]["partition"] == "ais"
     assert b["log_z_method"] == "ais" and b["log_z_details"]["steps"] == 200 and b["log_z_details"]["chains"] == 20
     assert b["test_nll"] == a["test_nll"] and b["log_z"] == a["log_z"]
+
+
+def test_resume_with_more_epochs_under_eval_every_matches_the_longer_run(tmp_path, capsys):
+    """--eval-every 2 --patience 2: a 3-epoch run evaluates at 0, 2 and (its last) 3; extended to 6 by --resume,
+    that off-cadence evaluation used to count as a patience strike (stopped at 4, best 2, test NLL 25.275 against
+    25.221). It is recorded but does not count: the same parameters and figures as the 6-epoch run."""
+    common = ["--data", "digits", "--optimizer", "sgd", "--batch-size", "20", "--lr", "3", "--eval-every", "2",
+              "--patience", "2", "--seed", "1", "--quiet"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_cli(capsys, "fit", "product-bernoulli", *common, "--epochs", "6", "--out", whole)[0] == 0
+    assert run_cli(capsys, "fit", "product-bernoulli", *common, "--epochs", "3", "--out", part)[0] == 0
+    assert run_cli(capsys, "fit", "--resume", part, "--epochs", "6", "--quiet")[0] == 0
+    a, b = load_run(whole), load_run(part)
+    assert torch.equal(a.model.logits, b.model.logits)
+    for key in ("epochs_run", "best_epoch", "stopped_early", "test_nll", "valid_nll"):
+        assert a.metrics.get(key) == b.metrics.get(key), key
+    assert [r["epoch"] for r in b.metrics["history"] if "valid_nll" in r] == [0, 2, 3, 4, 6]  # 3: recorded

@@ -40,11 +40,13 @@ class TrainConfig:
     piecewise (lr x F_j from epoch E_j on, the pairs given as lr_steps "E1:F1,E2:F2,..." with E_1 < E_2 < ...;
     lr before E_1: e.g. the rates a plateau run chose, replayed by `genlearn refit`);
     patience: stop when the valid NLL has not improved for that many evaluations (epochs when eval_every = 1) and
-    restore the best parameters (None = off); monitor_ais_steps: for energy models too large for an exact log Z
-    (e.g. a 784 x 500 RBM), estimate the train/valid NLL at every
-    evaluation by forward AIS with this many temperatures (100 chains; recorded as train_nll_ais / valid_nll_ais
-    with the AIS effective sample size; forward AIS under-estimates log Z on average, so these are optimistic;
-    None = off); monitor_ensemble: an ensemble of K members (MADE masks, NADE orderings) is monitored through
+    restore the best parameters (None = off; with eval_every > 1 the final evaluation off that cadence is recorded
+    but does not count, nor for keep_best and the plateau rule: a longer run would not have made it);
+    monitor_ais_steps: for energy models too large for an exact log Z (e.g. a 784 x 500 RBM), estimate the train/valid
+    NLL at every evaluation by forward AIS with this many temperatures (100 chains; recorded as train_nll_ais /
+    valid_nll_ais with the AIS effective sample size; forward AIS under-estimates log Z on average, so these are
+    optimistic; None = off); monitor_ensemble: an ensemble of K members (MADE masks, NADE orderings) is monitored
+    through
     one member by default (model.monitor_member, recorded as monitored_member, train_nll_member /
     valid_nll_member, early stopping on the latter; 1/K of the cost), True evaluates the whole ensemble at
     every evaluation. The final metrics of a fit always use the whole ensemble. Latent-variable models (VAE) are
@@ -81,7 +83,8 @@ when present, else valid_neg_elbo. monitor_rows: monitor the
     patience: int | None = option(None, "early stopping: epochs without a better valid NLL (default off)", minimum=1)
     max_minutes: float | None = option(None, "stop after this much training time, in minutes (default no limit)")
     seed: int = option(0, "random seed; the same seed gives the same run on the same machine")
-    eval_every: int = option(1, "monitor the NLL/KL every N epochs", minimum=1)
+    eval_every: int = option(1, "monitor the NLL/KL every N epochs (and after the last; early stopping, "
+                             "--keep-best and the plateau rule use the evaluations every N epochs)", minimum=1)
     monitor_ais_steps: int | None = option(None, "RBMs too large for an exact log Z: monitor the train/valid NLL "
                                            "by forward AIS with this many temperatures (default off)", minimum=1)
     monitor_ensemble: bool = option(False, "mask/ordering ensembles: monitor the whole ensemble at every "
@@ -690,10 +693,15 @@ class Trainer:
                 mean_loss = self.train_epoch()
                 self.state.epoch += 1
                 self.state.train_seconds += time.perf_counter() - t0
-                if self.state.epoch % self.cfg.eval_every == 0 or self._finished():
+                on_cadence = self.state.epoch % self.cfg.eval_every == 0
+                if on_cadence or self._finished():
                     rec = self.evaluate(mean_loss)
                     self.state.history.append(rec)
-                    self._early_stopping(rec)
+                    # the final record off the --eval-every cadence is the run's last figures only: early stopping,
+                    # keep-best and the plateau rule see the evaluations a longer run would also make, so that
+                    # `--resume --epochs N` continues as the uninterrupted run of N epochs
+                    if on_cadence:
+                        self._early_stopping(rec)
                     bar.set_postfix({k: f"{rec[k]:.4g}" for k in ("train_nll", "valid_nll", "train_nll_member",
                                                                      "valid_nll_member", "valid_neg_elbo",
                                                                      "valid_nll_is", "kl_true") if k in rec})
