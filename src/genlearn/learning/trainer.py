@@ -46,8 +46,7 @@ class TrainConfig:
     NLL at every evaluation by forward AIS with this many temperatures (100 chains; recorded as train_nll_ais /
     valid_nll_ais with the AIS effective sample size; forward AIS under-estimates log Z on average, so these are
     optimistic; None = off); monitor_ensemble: an ensemble of K members (MADE masks, NADE orderings) is monitored
-    through
-    one member by default (model.monitor_member, recorded as monitored_member, train_nll_member /
+    through one member by default (model.monitor_member, recorded as monitored_member, train_nll_member /
     valid_nll_member, early stopping on the latter; 1/K of the cost), True evaluates the whole ensemble at
     every evaluation. The final metrics of a fit always use the whole ensemble. Latent-variable models (VAE) are
 monitored through -ELBO on train and valid (train_neg_elbo, valid_neg_elbo, with one seeded sample per row) and,
