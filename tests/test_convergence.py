@@ -169,3 +169,18 @@ def test_cli_refuses_lbfgs_with_minibatches_in_one_line(tmp_path, capsys):
                "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("genlearn: error: L-BFGS is a full-batch method")
+
+
+@pytest.mark.parametrize("settings", [{}, {"optimizer": "gd", "lr": 1.0, "tol": 1e-9}])
+def test_rel_tol_stops_a_fit_that_also_has_a_gradient_tol(settings):
+    """--rel-tol beside a gradient --tol (L-BFGS's default 1e-7, or given): the gradient record replaced the
+    relative-change record every epoch, so the previous objective was lost and the relative test never ran (30
+    epochs, converged false). Now the fit stops at the first epoch whose objective changed by <= 1% relative."""
+    run = _fit("product-bernoulli", "digits", epochs=30, rel_tol=0.01, **settings)
+    m = run.metrics
+    record = m["convergence"]
+    assert m["converged"] is True and record["criterion"] == "relative change" and record["value"] <= 0.01
+    assert m["epochs_run"] == record["epoch"] < 30
+    losses = [r["loss"] for r in m["history"][1:]]  # the objective at each epoch: the test's inputs
+    assert abs(losses[-1] - losses[-2]) / abs(losses[-1]) == pytest.approx(record["value"], rel=1e-9)
+    assert all(abs(b - a) / abs(b) > 0.01 for a, b in zip(losses[:-2], losses[1:-1]))

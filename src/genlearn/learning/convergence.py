@@ -166,8 +166,10 @@ def _record_gradient(trainer, value: float) -> bool:
         return False
     done = value <= cfg.tol
     state.converged = done
+    previous = (state.convergence or {}).get("objective")  # the relative-change test's, when --rel-tol is set too
     state.convergence = {"criterion": "gradient", "test": f"max_i |dD_KL/dtheta_i| <= {cfg.tol:g}",
-                         "tol": cfg.tol, "value": value, "epoch": state.epoch + 1 if done else None}
+                         "tol": cfg.tol, "value": value, "epoch": state.epoch + 1 if done else None,
+                         **({"objective": previous} if previous is not None else {})}
     return done
 
 
