@@ -465,3 +465,25 @@ def test_resume_with_more_epochs_under_eval_every_matches_the_longer_run(tmp_pat
     for key in ("epochs_run", "best_epoch", "stopped_early", "test_nll", "valid_nll"):
         assert a.metrics.get(key) == b.metrics.get(key), key
     assert [r["epoch"] for r in b.metrics["history"] if "valid_nll" in r] == [0, 2, 3, 4, 6]  # 3: recorded
+
+
+def test_eval_warns_and_refit_refuses_when_the_runs_data_file_changed(tmp_path, capsys):
+    """`--resume` refused a run whose data file changed since the fit; `eval` used to score the new rows as the
+    run's without a word, and `refit` to train on them. eval now warns (its figures are on the data as they are
+    now), refit refuses; unchanged data: no warning, and the refit's own eval sees its merged rows unchanged."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "rows.csv"
+    np.savetxt(data, (rng.random((200, 6)) < 0.4).astype(int), fmt="%d", delimiter=",")
+    run, refit_dir = tmp_path / "run", tmp_path / "refit"
+    assert run_cli(capsys, "fit", "product-bernoulli", "--data", data, "--optimizer", "gd", "--epochs", "2",
+                   "--out", run, "--quiet")[0] == 0
+    code, _, err = run_cli(capsys, "eval", run, "--split", "test")
+    assert code == 0 and "warning" not in err, err
+    assert run_cli(capsys, "refit", run, "--out", refit_dir, "--quiet")[0] == 0
+    code, _, err = run_cli(capsys, "eval", refit_dir, "--split", "test")
+    assert code == 0 and "warning" not in err, err
+    np.savetxt(data, (rng.random((200, 6)) < 0.4).astype(int), fmt="%d", delimiter=",")
+    code, _, err = run_cli(capsys, "eval", run, "--split", "test")
+    assert code == 0 and "have changed since it was fitted (their fingerprint differs)" in err, err
+    code, _, err = run_cli(capsys, "refit", run, "--out", tmp_path / "refit2", "--quiet")
+    assert code == 2 and "a refit on other data would not be this run's" in err, err

@@ -471,8 +471,12 @@ def cmd_eval(args) -> int:
         dataset = load_dataset(spec, args.data_dir if args.data_dir else run.meta.get("data_dir"))
         if not args.data:  # a refit run: its training rows are its spec's train and valid rows (genlearn.refit)
             from genlearn.data.refit_rows import as_trained
+            from genlearn.learning.run_folder import data_unchanged
 
             dataset = as_trained(run.meta, dataset)
+            if data_unchanged(run.meta, dataset) is False:
+                print(f"genlearn: warning: the data {spec!r} of {run.dir} have changed since it was fitted (their "
+                      "fingerprint differs): these figures are on the data as they are now", file=sys.stderr)
         if args.device is not None:  # the data on the model's device, moved once
             from genlearn.learning.devices import move_dataset
 

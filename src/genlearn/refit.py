@@ -181,7 +181,13 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
 
     checkpoint = read_json(run / "checkpoint.json") if (run / "checkpoint.json").exists() else {}
     data_dir = data_dir if data_dir is not None else checkpoint.get("data_dir")
-    dataset = merged_rows(load_dataset(spec, data_dir))
+    loaded = load_dataset(spec, data_dir)
+    from genlearn.learning.run_folder import data_unchanged
+
+    if data_unchanged(checkpoint, loaded) is False:
+        raise RunError(f"the data {spec!r} of {run} have changed since it was fitted (their fingerprint differs): "
+                       "a refit on other data would not be this run's; restore them, or fit anew")
+    dataset = merged_rows(loaded)
     rows_ratio = dataset.train.shape[0] / metrics["data"]["sizes"]["train"]
     options = dict(checkpoint.get("model_options") or {})
     recorded = {k: v for k, v in metrics["train_config"].items() if k in ("optimizer", "batch_size")}

@@ -115,6 +115,19 @@ def fingerprint(dataset) -> str:
     return h.hexdigest()
 
 
+def data_unchanged(meta: dict, dataset) -> bool | None:
+    """Whether `dataset`, loaded again from the run's recorded spec, holds the data the run was fitted on (its
+    recorded fingerprint, with or without the test split, which a `genlearn tune` trial never saw); None when the
+    run recorded no fingerprint."""
+    from genlearn.data.refit_rows import without_test
+
+    recorded = meta.get("data_fingerprint")
+    if recorded is None:
+        return None
+    return fingerprint(dataset) == recorded or (dataset.test is not None
+                                                and fingerprint(without_test(dataset)) == recorded)
+
+
 def check_resume_data(out: Path, meta: dict, data, dataset) -> None:
     """`fit --resume DIR --data OTHER`: refused when the data differ from those the run was fitted on (by the
     recorded fingerprint, else by the spec); also when the recorded spec now gives other data."""
