@@ -145,6 +145,11 @@ CASES = [
     ("dep-fvsbn-init-seed", f"fit fvsbn --data {BARS} --init-seed 3", "--init-seed applies to --order random"),
     ("dep-vae-pseudo", f"fit vae --data {BARS} --pseudo-inputs 10", "--pseudo-inputs applies to --prior vampprior"),
     ("dep-vae-kl-iwae", f"fit vae --data {BARS} --iw-samples 5 --kl-estimator sampled", "--kl-estimator applies"),
+    # two layers or a VampPrior sample the KL whatever --kl-estimator says: it used to be accepted and recorded
+    ("dep-vae-kl-vampprior", f"fit vae --data {BARS} --prior vampprior --pseudo-inputs 5 --kl-estimator closed-form",
+     "of one latent layer with the standard prior"),
+    ("dep-vae-kl-two-layers", f"fit vae --data {BARS} --latent 2,2 --kl-estimator closed-form",
+     "two layers or a VampPrior sample it"),
     ("dep-gan-temperature", f"fit gan --data {BARS} --temperature 0.3", "--temperature applies to --estimator"),
     ("dep-made-mask-sampling", f"fit made --data {BARS} --mask-sampling cycle", "--mask-sampling applies to several"),
     ("dep-nade-precision", f"fit nade --data {BARS} --matmul-precision bfloat16", "--matmul-precision applies"),

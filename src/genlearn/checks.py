@@ -98,8 +98,9 @@ DEPENDENT_OPTIONS = {
                      ("smoothing", "weight_smoothing", "reseed", "min_mass")),
     "fvsbn": (("init_seed", lambda c: c.order == "random", "--order random (the fixed order draws nothing)"),),
     "vae": (("pseudo_inputs", lambda c: c.prior == "vampprior", "--prior vampprior"),
-            ("kl_estimator", lambda c: c.iw_samples == 1, "ELBO training (--iw-samples 1); the IWAE bound has no "
-             "separate KL term")),
+            ("kl_estimator", lambda c: c.iw_samples == 1 and len(c.latent) == 1 and c.prior == "standard",
+             "ELBO training (--iw-samples 1) of one latent layer with the standard prior (the KL in closed form); the "
+             "IWAE bound has no separate KL term, and two layers or a VampPrior sample it")),
     "gan": (("temperature", lambda c: c.estimator == "relaxation", "--estimator relaxation"),),
     "made": (("mask_sampling", lambda c: c.masks > 1, "several masks (--masks K > 1)"),),
     "nade": (("matmul_precision", lambda c: c.order_agnostic, "order-agnostic training (--order-agnostic); a fixed "
