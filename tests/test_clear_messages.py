@@ -408,3 +408,12 @@ def test_every_command_whose_load_note_suggests_threads_takes_threads(command, c
         cli.main([command, "--help"])
     assert "--threads N" in capsys.readouterr().out
     assert set(cli._TORCH_COMMANDS) <= {"fit", "eval", "sample", "kl", "demo", "tune", "report", "refit", "bench"}
+
+
+def test_monitoring_and_evaluation_flags_are_named_as_they_apply(refused, tmp_path):
+    """--monitor-ais-steps on a VAE said its NLL "is computed exactly" (it is estimated); --eval-iw-samples on an
+    exact family was named --iw-samples, the flag of `genlearn eval`, not the one typed."""
+    refused(["fit", "vae", "--data", "digits", "--epochs", "1", "--monitor-ais-steps", "10", "--out", tmp_path / "a"],
+            "the NLL of vae is monitored by importance sampling (--monitor-is-samples) or quadrature")
+    refused(["fit", "product-bernoulli", "--data", "digits", "--eval-iw-samples", "10", "--out", tmp_path / "b"],
+            "--iw-samples (in genlearn fit: --eval-iw-samples) apply to energy and latent-variable models")

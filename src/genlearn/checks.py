@@ -55,8 +55,10 @@ def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
         from genlearn.likelihood import monitors_exactly
 
         if not isinstance(model, EnergyModel):
+            how = ("is monitored by importance sampling (--monitor-is-samples) or quadrature"
+                   if isinstance(model, LatentVariableModel) else "is computed exactly")
             ignored.append(("--monitor-ais-steps", f"applies to energy models (RBMs, Boltzmann machines); the NLL "
-                            f"of {model.name} is computed exactly"))
+                            f"of {model.name} {how}"))
         elif monitors_exactly(model):
             ignored.append(("--monitor-ais-steps", f"applies to energy models too large for an exact log Z; this "
                             f"{model.name}'s NLL is monitored exactly"))
@@ -207,6 +209,8 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
 def _evaluation_flag(key: str) -> str:
     """The command-line flag of a partition_options key: steps -> --ais-steps, chains -> --ais-chains, iw_samples
     -> --iw-samples (`genlearn fit`: --eval-iw-samples), ais_rows -> --ais-rows..."""
+    if key == "iw_samples":
+        return "--iw-samples (in genlearn fit: --eval-iw-samples)"
     return "--" + {"steps": "ais_steps", "chains": "ais_chains"}.get(key, key).replace("_", "-")
 
 
