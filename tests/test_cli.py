@@ -487,3 +487,20 @@ def test_eval_warns_and_refit_refuses_when_the_runs_data_file_changed(tmp_path, 
     assert code == 0 and "have changed since it was fitted (their fingerprint differs)" in err, err
     code, _, err = run_cli(capsys, "refit", run, "--out", tmp_path / "refit2", "--quiet")
     assert code == 2 and "a refit on other data would not be this run's" in err, err
+
+
+def test_a_relative_data_path_is_recorded_absolute(tmp_path, capsys, monkeypatch):
+    """`fit --data plain.csv` in the data's folder, `eval RUN --split test` from another: the run recorded the path
+    as typed, so re-reading the data failed ("no such file or folder: plain.csv") anywhere else."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.savetxt(folder / "plain.csv", (np.random.default_rng(0).random((100, 5)) < 0.4).astype(int), fmt="%d",
+               delimiter=",")
+    monkeypatch.chdir(folder)
+    assert run_cli(capsys, "fit", "product-bernoulli", "--data", "plain.csv:valid=0.2", "--optimizer", "gd",
+                   "--epochs", "1", "--out", tmp_path / "run", "--quiet")[0] == 0
+    metrics = load_run(tmp_path / "run").metrics
+    assert metrics["data"]["spec"] == f"{folder / 'plain.csv'}:valid=0.2"
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "eval", tmp_path / "run", "--split", "test")
+    assert code == 0 and json.loads(out)["test_nll"] == pytest.approx(metrics["test_nll"], abs=1e-6), err

@@ -224,8 +224,10 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
                                          "init_from", "run_id", "data_fingerprint", "test_held_out") if k in meta}
     else:
         dataset = checks.as_dataset(data, data_dir, model)
-        if isinstance(data, str):  # the spec the file was read with (checks.file_spec_for), for eval and refit
-            data = checks.file_spec_for(data, model)
+        if isinstance(data, str):  # the spec the file was read with (checks.file_spec_for), for eval and refit,
+            from genlearn.data.registry import recorded_spec
+
+            data = recorded_spec(checks.file_spec_for(data, model))  # a relative path made absolute
         if isinstance(model, str):
             model_name = model
             # the family's defaults, with its fit to convergence (e.g. L-BFGS to a tolerance) unless the user

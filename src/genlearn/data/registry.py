@@ -55,13 +55,25 @@ def load_dataset(spec: str, data_dir=None, **settings):
 
         check_path_settings(path, spec_settings)
         dataset = load_path(path, **spec_settings)
-        dataset.settings.setdefault("spec", spec)
+        dataset.settings.setdefault("spec", recorded_spec(spec))
         return dataset
     if os.sep in name or "." in name:
         raise DataError(f"no such file or folder: {name}")
     raise ConfigError(
         f"unknown data set {name!r}; known: {', '.join(sorted(SOURCES))} (or give a path to a file or folder)"
     )
+
+
+def recorded_spec(spec: str) -> str:
+    """The spec a run records for its data: a relative path made absolute (settings kept as written), so that
+    `genlearn eval`, `refit` and `--resume` find the file from any working folder; a named data set as it is."""
+    if not isinstance(spec, str):
+        return spec
+    name, colon, rest = spec.partition(":")
+    path = Path(name.strip())
+    if name.strip() in SOURCES or path.is_absolute() or not (path.exists() or split_files_of(path)):
+        return spec
+    return os.path.abspath(path) + colon + rest
 
 
 def _jsonable(v) -> bool:
@@ -73,4 +85,5 @@ def list_sources() -> list[Source]:
 
 
 __all__ = ["SOURCES", "Source", "default_data_dir", "list_sources", "load_dataset", "parse_spec", "parse_value",
+           "recorded_spec",
            "register_source"]
