@@ -139,12 +139,25 @@ def test_npy_nan_and_inf(tmp_path):
     x = np.zeros((3, 4))
     x[1, 2] = np.nan
     np.save(tmp_path / "n.npy", x)
-    with pytest.raises(DataError, match=r"contains nan at index \[1, 2\] \(1 non-finite values\)"):
+    # row and column from 1, as the text readers count them
+    with pytest.raises(DataError, match=r"contains nan at row 2, column 3 \(1 non-finite values\)"):
         formats.read_npy(tmp_path / "n.npy")
     x[1, 2], x[2, 0] = 0.0, -np.inf
     np.save(tmp_path / "i.npy", x)
-    with pytest.raises(DataError, match=r"contains -inf at index \[2, 0\]"):
+    with pytest.raises(DataError, match=r"contains -inf at row 3, column 1"):
         formats.read_npy(tmp_path / "i.npy")
+
+
+def test_a_semicolon_separated_file_and_a_grey_range_name_the_problem(tmp_path):
+    """A ';' file was described as a header line; a grey-level range error did not name its file."""
+    from genlearn.data.files import load_path
+
+    (tmp_path / "semi.csv").write_text("".join(f"{i % 2};1;0\n" for i in range(10)))
+    with pytest.raises(DataError, match=r"values separated by ';'\? genlearn reads commas, tabs or white space"):
+        load_path(tmp_path / "semi.csv")
+    (tmp_path / "grey.csv").write_text("".join(f"{i * 20},{i}\n" for i in range(10)))
+    with pytest.raises(DataError, match=r"grey\.csv: values span \[0, 180\], outside the grey-level range"):
+        load_path(tmp_path / "grey.csv", scale=100)
 
 
 # -- text -----------------------------------------------------------------------------------------------------------

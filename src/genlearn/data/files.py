@@ -212,7 +212,10 @@ def load_path(path, **settings) -> Dataset:
     widths = {k: a.shape[1] for k, a in shaped.items()}
     if len(set(widths.values())) > 1:
         raise DataError(f"{path}: splits have different numbers of features {widths}; they must agree")
-    value_kind, scale = _value_kind(shaped, opts["scale"])
+    try:
+        value_kind, scale = _value_kind(shaped, opts["scale"])
+    except DataError as exc:  # the file named, as in every other data error
+        raise DataError(f"{path}: {exc}") from None
     if value_kind != "binary" and _is_outcomes(shaped):
         return _categorical_dataset(path, fmt, shaped, v_frac, t_frac)
     if value_kind == "grey":  # not 0/1 and no binarize= given: an error naming the file, row, column and value

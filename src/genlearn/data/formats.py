@@ -192,8 +192,11 @@ def _checked_array(arr, what: str) -> np.ndarray:
         bad = ~np.isfinite(arr)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
+            # row and column counted from 1, as the text files' messages count them
+            at = (f"row {where[0] + 1}, column {where[1] + 1}" if len(where) == 2
+                  else f"index {list(where)} (from 0)")
             raise DataError(
-                f"{what} contains {arr[where]} at index {list(where)} ({int(bad.sum())} non-finite values); "
+                f"{what} contains {arr[where]} at {at} ({int(bad.sum())} non-finite values); "
                 "remove or impute NaN/inf entries first"
             )
     return arr
@@ -350,6 +353,10 @@ def _explain_text_error(path, lines, delimiter) -> None:
                 float(v)
             except ValueError:
                 hint = " (a header line? remove it: one example per line, numbers only)" if r == 1 else ""
+                other = next((sep for sep in ";|" if sep in v and sep != delimiter), None)
+                if other is not None:  # another separator: the whole row reads as one value
+                    hint = (f" (values separated by {other!r}? genlearn reads commas, tabs or white space: replace "
+                            f"{other!r} by ',')")
                 raise DataError(f"{path}: row {r}, column {c} holds {v!r}, which is not a number{hint}") from None
     raise DataError(f"{path}: cannot parse as numbers separated by {delimiter or 'white space'!r}")
 
