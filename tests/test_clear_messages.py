@@ -417,3 +417,21 @@ def test_monitoring_and_evaluation_flags_are_named_as_they_apply(refused, tmp_pa
             "the NLL of vae is monitored by importance sampling (--monitor-is-samples) or quadrature")
     refused(["fit", "product-bernoulli", "--data", "digits", "--eval-iw-samples", "10", "--out", tmp_path / "b"],
             "--iw-samples (in genlearn fit: --eval-iw-samples) apply to energy and latent-variable models")
+
+
+def test_early_stopping_flags_need_a_monitored_valid_nll(refused, tmp_path):
+    """--patience / --keep-best / --schedule plateau act on the monitored valid NLL: with none (an RBM whose exact
+    log Z is too costly to monitor, without --monitor-ais-steps; data with no valid split) they were accepted and
+    did nothing (best_epoch null, never stopped early)."""
+    refused(["fit", "rbm", "--data", "digits", "--hidden", "30", "--epochs", "2", "--patience", "1", "--out",
+             tmp_path / "a"], "--patience act(s) on the monitored valid NLL, but none would be monitored: this rbm's "
+                              "exact log Z is too costly to monitor every epoch: add --monitor-ais-steps S")
+    import numpy as np
+
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, (np.random.default_rng(0).random((50, 4)) < 0.5).astype(int), fmt="%d", delimiter=",")
+    refused(["fit", "product-bernoulli", "--data", f"{rows}:valid=0", "--optimizer", "adam", "--epochs", "2",
+             "--keep-best", "--schedule", "plateau", "--out", tmp_path / "b"],
+            "--keep-best, --schedule plateau act(s) on the monitored valid NLL, but none would be monitored: the "
+            "data have no valid split")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -18,6 +18,32 @@ from genlearn.validate import check_memory, check_seed
 
 # -- training options -------------------------------------------------------------------------------------------
 #: flag -> (applies?, why not): a given flag that would have no effect under the effective settings is refused
+def check_valid_monitoring(cfg, model, dataset) -> None:
+    """--patience, --keep-best and --schedule plateau act on the monitored valid NLL: one ConfigError when the fit
+    would monitor none (no valid split; an energy model whose exact log Z is too costly to monitor, without
+    --monitor-ais-steps; a model without an encoder whose latent space is too large for quadrature), instead of
+    flags that silently do nothing."""
+    from genlearn.likelihood import QUADRATURE_MAX_DIM, monitors_exactly
+    from genlearn.models.base import EnergyModel, LatentVariableModel
+
+    uses = [flag for flag, on in (("--patience", cfg.patience is not None), ("--keep-best", cfg.keep_best),
+                                  ("--schedule plateau", cfg.schedule == "plateau")) if on]
+    if not uses:
+        return
+    if dataset.valid is None or dataset.valid.shape[0] == 0:
+        why = "the data have no valid split (give one, e.g. DATA:valid=0.1)"
+    elif isinstance(model, EnergyModel) and cfg.monitor_ais_steps is None and not monitors_exactly(model):
+        why = (f"this {model.name}'s exact log Z is too costly to monitor every epoch: add --monitor-ais-steps S "
+               "(its valid NLL by forward AIS)")
+    elif (isinstance(model, LatentVariableModel) and not model.has_encoder
+          and model.latent_dim > QUADRATURE_MAX_DIM):
+        why = (f"this {model.name}'s latent space of {model.latent_dim} dimensions is too large for the quadrature "
+               "its monitoring uses")
+    else:
+        return
+    raise ConfigError(f"{', '.join(uses)} act(s) on the monitored valid NLL, but none would be monitored: {why}")
+
+
 def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
     """Cross-checks of a TrainConfig the single fields cannot see. `given`: the names the user set (not the
     family's defaults). Refused: --epochs < 1, seeds outside [0, 2^63 - 1], a --gamma that is not in (0, 1], and
@@ -476,7 +502,7 @@ def _flag_value(value) -> str:
 
 __all__ = ["DEPENDENT_OPTIONS", "OPTIMIZER_FLAGS", "PARTITION_OPTIONS", "as_dataset", "check_dependent_options",
            "check_evaluation", "check_fit_arguments", "check_fit_paths", "check_known_options",
-           "check_model_argument", "check_progress", "check_sample_count", "check_training",
+           "check_model_argument", "check_progress", "check_valid_monitoring", "check_sample_count", "check_training",
            "dataset_from_array", "layer_width"]
 
 

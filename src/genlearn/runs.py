@@ -280,6 +280,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
                           f"give --epochs above {meta['epoch']} to train longer, or `genlearn eval {out}` to "
                           "evaluate it again")
     checks.check_training(cfg, train_kwargs, model_obj, resume, rule=rule_obj)
+    if not resume:
+        checks.check_valid_monitoring(cfg, model_obj, dataset)
     checks.check_evaluation(partition, partition_options, model_obj)
     trainer = Trainer(model_obj, dataset, cfg, out, run_meta, callbacks, rule=rule_obj, device=device,
                       parallel=parallel)
