@@ -103,6 +103,13 @@ CASES = [
     ("file-threshold", "fit product-bernoulli --data {d}/good.csv:threshold=abc", "threshold must be a number in"),
     ("file-scale", "fit product-bernoulli --data {d}/half.csv:binarize=threshold,scale=-1", "scale must be a number >"),
     ("file-wrong-width", "fit bernoulli --data {d}/three.csv", "bernoulli models one binary variable"),
+    # -- binarization settings the method ignores (they were accepted and recorded as if used) -----------------------
+    ("spec-threshold-static", "fit product-bernoulli --data digits:binarize=static,threshold=0.3",
+     "data set 'digits': threshold= applies to binarize=threshold, and this spec binarizes by static"),
+    ("spec-seed-threshold", "fit product-bernoulli --data digits:seed=3",
+     "seed= applies to binarize=static|dynamic, and this spec binarizes by threshold; drop seed="),
+    ("file-seed-threshold", "fit product-bernoulli --data {d}/half.csv:binarize=threshold,seed=2",
+     "seed= applies to binarize=static|dynamic"),
     # -- training options: types, ranges, contradictory or inapplicable flags --------------------------------------
     ("opt-threads", f"fit bernoulli --data {SMALL} --threads 0", "--threads must be a positive integer"),
     ("opt-gamma-negative", f"fit bernoulli --data {SMALL} --schedule exponential --gamma -1",

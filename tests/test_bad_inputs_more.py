@@ -161,6 +161,14 @@ CASES = [
     ("opt-closed-form-schedule", "fit bernoulli --data coin:n=40 --closed-form --schedule exponential",
      "--schedule applies to gradient learning"),
     ("opt-em-weight-decay", f"fit mixture --data {BARS} --em --weight-decay 0.01", "--weight-decay applies"),
+    # -- the flags of iterative fits beside the one-pass closed form (it repeated the same estimate) ---------------
+    ("one-pass-epochs", f"fit product-bernoulli --data {BARS} --closed-form --epochs 5",
+     "--epochs applies to iterative fits; the closed-form estimate is final after one pass"),
+    ("one-pass-patience", "fit bernoulli --data coin:n=40 --closed-form --patience 2",
+     "--patience applies to iterative"),
+    ("one-pass-rel-tol", f"fit product-bernoulli --data {BARS} --closed-form --rel-tol 0.01", "--rel-tol applies"),
+    ("one-pass-eval-every", f"fit product-bernoulli --data {BARS} --closed-form --eval-every 2",
+     "--eval-every applies to iterative fits"),
     # -- other family options -------------------------------------------------------------------------------------
     ("fam-mixture-components", f"fit mixture --data {BARS} --components 0", "--components must be >= 1"),
     ("fam-vae-latent", f"fit vae --data {BARS} --latent 0", "--latent must be >= 1"),
@@ -434,3 +442,4 @@ def test_shipped_recipes_pass_the_new_refusals():
         check_dependent_options(recipe.model, recipe.model_options)
         rule = make_rule(*rule_for(recipe.model, **recipe.model_options))
         assert rule.uses_optimizer or not set(OPTIMIZER_FLAGS) & set(recipe.train), recipe.name
+        assert not rule.one_pass or recipe.train.get("epochs", 1) == 1, recipe.name

@@ -504,3 +504,21 @@ def test_a_relative_data_path_is_recorded_absolute(tmp_path, capsys, monkeypatch
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(capsys, "eval", tmp_path / "run", "--split", "test")
     assert code == 0 and json.loads(out)["test_nll"] == pytest.approx(metrics["test_nll"], abs=1e-6), err
+
+
+def test_fit_help_shows_the_defaults_that_hold_with_another_optimizer(capsys, monkeypatch):
+    """product-bernoulli fits by L-BFGS (lr 1.0, 1000 epochs, tol 1e-7) unless the user picks another optimizer,
+    which then starts from lr 0.1 and 100 epochs: the help says both (it said lr 1.0 alone)."""
+    import re
+    monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside hyphenated names
+    with pytest.raises(SystemExit):
+        main(["fit", "product-bernoulli", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    assert "(product-bernoulli default 1.0 with --optimizer lbfgs; 0.1 otherwise)" in text
+    assert "(product-bernoulli default 1000 with --optimizer lbfgs; 100 otherwise)" in text
+    assert "(product-bernoulli default 1e-07 with --optimizer lbfgs; unset otherwise)" in text
+    assert "(product-bernoulli default lbfgs)" in text
+    with pytest.raises(SystemExit):
+        main(["fit", "nade", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    assert "(nade default 0.001)" in text and "otherwise" not in text

@@ -48,7 +48,8 @@ def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
     """Cross-checks of a TrainConfig the single fields cannot see. `given`: the names the user set (not the
     family's defaults). Refused: --epochs < 1, seeds outside [0, 2^63 - 1], a --gamma that is not in (0, 1], and
     every given flag that the effective settings would ignore (with `rule`, a LearningRule that sets the parameters
-    itself, such as EM or the closed form: the optimizer's flags)."""
+    itself, such as EM or the closed form: the optimizer's flags; with a one-pass rule, the closed form: the flags
+    of iterative fits, --epochs > 1 among them)."""
     from genlearn.models.base import EnergyModel, LatentVariableModel
 
     if cfg.epochs < 1:
@@ -100,6 +101,14 @@ def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
         if moot:
             ignored.append((f"--{moot[0].replace('_', '-')}", f"applies to gradient learning; the {rule.name} rule of "
                             "this fit sets the parameters itself (no optimizer step)"))
+    if rule is not None and rule.one_pass:
+        iterative = [flag for flag, on in (
+            ("--epochs", "epochs" in given and cfg.epochs > 1), ("--patience", "patience" in given),
+            ("--keep-best", "keep_best" in given and cfg.keep_best), ("--tol", "tol" in given),
+            ("--rel-tol", "rel_tol" in given), ("--eval-every", "eval_every" in given and cfg.eval_every > 1)) if on]
+        if iterative:
+            ignored.append((iterative[0], f"applies to iterative fits; the {rule.name} estimate is final after one "
+                            "pass over the data (another epoch would compute it again)"))
     if ignored:
         flag, why = ignored[0]
         raise ConfigError(f"{flag} {why}; drop it or change the setting it depends on")

@@ -113,8 +113,14 @@ def _fit_arguments(p: argparse.ArgumentParser, spec=None) -> None:
     _device_arg(p, suppress=True)
     _partition_args(p, suppress=True, fit=True)
     g = p.add_argument_group("learning (theta <- theta - lr * dD_KL/dtheta)")
-    options.add_arguments(g, TrainConfig, "train_", spec.training_defaults() if spec is not None else None,
-                          spec.name if spec is not None else "")
+    if spec is not None:
+        converged = spec.training_defaults()
+        optimizer = converged.get("optimizer", TrainConfig.optimizer)
+        options.add_arguments(g, TrainConfig, "train_", converged, spec.name,
+                              otherwise={**spec.train_defaults, "optimizer": optimizer},
+                              condition=f"with --optimizer {optimizer}")
+    else:
+        options.add_arguments(g, TrainConfig, "train_")
     if spec is not None and options.field_types(spec.config):
         g = p.add_argument_group(f"{spec.name} options")
         options.add_arguments(g, spec.config, "model_")

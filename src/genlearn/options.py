@@ -160,12 +160,16 @@ def to_dict(instance) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(instance).items()}
 
 
-def add_arguments(group, cls, dest_prefix: str = "", defaults: dict | None = None, owner: str = "") -> None:
+def add_arguments(group, cls, dest_prefix: str = "", defaults: dict | None = None, owner: str = "",
+                  otherwise: dict | None = None, condition: str = "") -> None:
     """One argparse flag per CLI field of `cls`, into `group`; values stay unset unless given (SUPPRESS), arrive
     as strings (bools as switches, with --no-NAME for those on by default) and are converted by `parse`.
-    `defaults`: the defaults of `owner` (a family's own training defaults) that replace the field's in the help."""
+    `defaults`: the defaults of `owner` (a family's own training defaults) that replace the field's in the help;
+    `otherwise`: the defaults that hold instead when `condition` does not (e.g. another optimizer), shown beside
+    those that differ from them."""
     types_ = field_types(cls)
     defaults = defaults or {}
+    otherwise = otherwise if otherwise is not None else defaults
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if not meta.get("cli", True) or "help" not in meta:
@@ -173,7 +177,11 @@ def add_arguments(group, cls, dest_prefix: str = "", defaults: dict | None = Non
         t, _ = types_[f.name]
         default = defaults.get(f.name, f.default)
         text = meta["help"]
-        if f.name in defaults:
+        if f.name in defaults and otherwise.get(f.name, f.default) != default:
+            instead = otherwise.get(f.name, f.default)
+            text += (f" ({owner} default {_shown(default)} {condition}; "
+                     f"{'unset' if instead is None else _shown(instead)} otherwise)")
+        elif f.name in defaults:
             text += f" ({owner} default {_shown(default)})"
         elif t is bool:
             text += f" (default {'on' if default else 'off'})"

@@ -15,7 +15,7 @@ from genlearn.data.sources import register_source
 @register_source(
     "digits", "scikit-learn 8x8 digits, binarized (threshold at half intensity by default); embedded",
     {"binarize": ("threshold", "threshold | static | dynamic"), "threshold": (0.5, "for binarize=threshold"),
-     "seed": (0, "seed of the split and of stochastic binarization")},
+     "seed": (0, "binarize=static|dynamic: seed of the draws (the split is fixed)")},
 )
 def digits(settings, data_dir=None) -> Dataset:
     from sklearn.datasets import load_digits

@@ -119,6 +119,8 @@ def check_spec_settings(name: str, given: dict, full: dict) -> None:
             k, m = next(iter(lengths.items()))
             raise ConfigError(f"gaussian: dim={given['dim']} contradicts the {m} values of {k}; give dim or a "
                               "list of that many values")
+    if "binarize" in full:
+        check_binarization_settings(given, full["binarize"], f"data set {name!r}")
     estimate = SPEC_MEMORY.get(name)
     if estimate is not None:
         nbytes, what = estimate(full)
@@ -127,6 +129,22 @@ def check_spec_settings(name: str, given: dict, full: dict) -> None:
 
 def check_path_settings(path, given: dict) -> None:
     _check_declared(PATH_CONSTRAINTS, given, f"data file {path}")
+    check_binarization_settings(given, given.get("binarize", "threshold"), f"data file {path}")
+
+
+#: binarization setting -> the binarize= methods it acts on
+BINARIZATION_SETTINGS = {"threshold": ("threshold",), "seed": ("static", "dynamic")}
+
+
+def check_binarization_settings(given: dict, method, where: str) -> None:
+    """threshold= acts on binarize=threshold alone and seed= on the random draws of binarize=static|dynamic (the
+    splits of these sources are fixed): one ConfigError for a given setting the binarization would ignore, which
+    the run would otherwise record as if it had been used."""
+    method = str(method).lower()
+    for key, methods in BINARIZATION_SETTINGS.items():
+        if key in given and method not in methods:
+            raise ConfigError(f"{where}: {key}= applies to binarize={'|'.join(methods)}, and this spec binarizes "
+                              f"by {method}; drop {key}= or set binarize={methods[0]}")
 
 
 def _rows(s: dict, n_key: str = "n") -> int:

@@ -26,9 +26,9 @@ class LearningRule(ABC):
 
     Class attributes: `name` (the registry name), `uses_optimizer` (False for rules that set the parameters
     themselves, e.g. EM's M-step), `resumes_mid_epoch` (its state between minibatches is all in state_tensors),
-    `Settings` (a frozen dataclass of typed settings made with genlearn.options.option), `objective` (one
-    line: what the returned value is). Instances hold their settings in `self.config` (a `Settings` instance) and
-    their state (chains, statistics)."""
+    `one_pass` (one epoch gives the final parameters), `Settings` (a frozen dataclass of typed settings made
+    with genlearn.options.option), `objective` (one line: what the returned value is). Instances hold their
+    settings in `self.config` (a `Settings` instance) and their state (chains, statistics)."""
 
     name: ClassVar[str] = ""
     uses_optimizer: ClassVar[bool] = True
@@ -36,6 +36,9 @@ class LearningRule(ABC):
     #: checkpoint may be taken between two minibatches (a Ctrl-C stops there); False (the safe default) for rules
     #: that accumulate over the epoch (EM's statistics), which then stop at the end of the epoch
     resumes_mid_epoch: ClassVar[bool] = False
+    #: True when one epoch gives the rule's final parameters (a closed-form estimate): the flags of iterative
+    #: fits (--epochs > 1, --patience, --tol, ...) are refused beside it (checks.check_training)
+    one_pass: ClassVar[bool] = False
     Settings: ClassVar[type] = NoSettings
     objective: ClassVar[str] = ""
 

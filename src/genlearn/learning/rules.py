@@ -579,6 +579,7 @@ class ClosedForm(LearningRule):
     name = "closed-form"
     resumes_mid_epoch = True  # its state between minibatches is in state_tensors()
     uses_optimizer = False
+    one_pass = True
     Settings = ClosedFormSettings
     objective = "closed-form estimate: maximum likelihood, or add-a smoothing p = (S + a) / (M + 2a)"
 
