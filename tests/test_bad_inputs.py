@@ -245,6 +245,36 @@ def test_divergence_that_stays_finite_is_an_error(files, tmp_path, cli):
         check_progress([{"epoch": 0, "train_nll": 10.0}, {"epoch": 5, "train_nll": 15.1}])
 
 
+def test_a_diverged_run_says_so_in_eval_sample_and_report(files, tmp_path, cli):
+    """The folder of a fit that diverged records why (diverged.json, of its run id): eval, sample and report call it
+    diverged, not 'interrupted' (whose advice, --resume, only diverges again); --overwrite removes the record, and
+    the record of another run id is not believed."""
+    import shutil
+
+    from genlearn.learning.run_folder import DIVERGED_FILE, read_run
+    from genlearn.report.collect import read_run as read_record
+
+    run = tmp_path / "run"
+    code, _, err = cli(["fit", "product-bernoulli", "--data", f"{files}/good.csv", "--optimizer", "sgd", "--lr",
+                        "1e6", "--epochs", "3", "--out", run, "--quiet"])
+    assert code == 2 and (run / DIVERGED_FILE).is_file(), err
+    status = read_run(run).status
+    assert status.startswith("diverged (the train nll rose from") and "interrupted" not in status, status
+    code, out, err = cli(["eval", run])
+    assert code == 0 and json.loads(out)["run_status"] == status and "is diverged (" in err, err
+    record = read_record(run, load_model=False)
+    assert "training diverged (the train nll rose from" in record.status_note and "--resume" not in \
+        record.status_note, record.status_note
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    data = json.loads((other / DIVERGED_FILE).read_text())
+    (other / DIVERGED_FILE).write_text(json.dumps({**data, "run_id": "another"}))
+    assert read_run(other).status.startswith("unfinished (interrupted")
+    code, _, err = cli(["fit", "product-bernoulli", "--data", f"{files}/good.csv", "--epochs", "3", "--out", run,
+                        "--overwrite", "--quiet"])
+    assert code == 0 and not (run / DIVERGED_FILE).exists() and read_run(run).status == "finished", err
+
+
 def test_sample_grid_is_capped(tmp_path, monkeypatch):
     """A grid of big images: at most GRID_MAX_PIXELS canvas pixels (the first samples that fit, said in the title)
     and GRID_MAX_INCHES x 100 dpi a side. Scaled down for speed: a cap of 250000 pixels and 64 images of 200 x 200

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from genlearn.data.dataset import Dataset
 from genlearn.data.registry import load_dataset
 from genlearn.learning.devices import keeps_torch_rng
-from genlearn.errors import ConfigError, DataError, RunError
+from genlearn.errors import ConfigError, DataError, NumericalError, RunError
 from genlearn.learning import checkpoint as ckpt
 from genlearn.learning.convergence import metrics as convergence_metrics
 from genlearn.learning.legacy import rule_record
@@ -29,7 +29,8 @@ MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 #: the plots of latent-variable models (write_plots)
 LATENT_PLOTS = ("reconstructions.png", "latent_manifold.png", "latent_encodings.png")
-OWN_FILES = (ckpt.TENSORS, ckpt.META, MODEL_FILE, METRICS_FILE, "learning_curve.png", "samples.png", *LATENT_PLOTS)
+OWN_FILES = (ckpt.TENSORS, ckpt.META, MODEL_FILE, METRICS_FILE, "learning_curve.png", "samples.png", *LATENT_PLOTS,
+             "diverged.json")
 
 
 @dataclass
@@ -295,16 +296,23 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         if done is not None and _intact_and_finished(out):
             raise ConfigError(f"the run in {out} is complete ({done}): nothing to resume; `genlearn eval {out}` "
                               "evaluates it again")
-    trainer.fit()
-    if parallel is not None and not parallel.is_writer:  # rank 0 writes the run; the final NLLs are sharded
+    writer = parallel is None or parallel.is_writer
+    try:
+        trainer.fit()
+        checks.check_progress(trainer.state.history, out)  # the history is common: every rank stops alike
+    except NumericalError as exc:
+        if out is not None and writer and str(exc).startswith("training diverged"):
+            from genlearn.learning.run_folder import record_divergence
+
+            record_divergence(out, str(exc), trainer.run_meta.get("run_id"), trainer.state.epoch)
+        raise
+    if not writer:  # rank 0 writes the run; the final NLLs are sharded
         from genlearn.evaluation import evaluate
 
-        checks.check_progress(trainer.state.history, out)  # the history is common: every rank stops alike
         trainer.model.eval()
         evaluate(trainer.model, trainer.dataset, partition=partition, parallel=parallel, **(partition_options or {}))
         return Run(trainer.model, {"rank": parallel.rank, "world_size": parallel.world_size}, out, dataset,
                    trainer.rule)
-    checks.check_progress(trainer.state.history, out)
     return _finish(trainer, dataset, out, partition, partition_options or {}, plots, t_start)
 
 
@@ -414,6 +422,9 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
         if trainer.run_meta.get("run_id"):
             metrics["run_id"] = trainer.run_meta["run_id"]
         ckpt.write_json(out / METRICS_FILE, _finite(metrics))
+        from genlearn.learning.run_folder import clear_divergence
+
+        clear_divergence(out)  # a resumed run that had diverged has now finished
         if plots:
             write_plots(model, dataset, trainer.state.history, out)
     return Run(model, _finite(metrics), out, dataset, trainer.rule)

@@ -37,6 +37,8 @@ TENSORS = "checkpoint.safetensors"
 META = "checkpoint.json"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
+#: written when a fit stops because training diverged (record_divergence): what eval, sample and report then say
+DIVERGED_FILE = "diverged.json"
 #: the key of the checkpoint's JSON in the safetensors header metadata, and the format tag beside it
 META_KEY = "genlearn.meta"
 FORMAT = "genlearn-checkpoint-2"
@@ -158,7 +160,38 @@ def _show(data) -> str:
 #: the files of a run, in the order an --overwrite removes them: first those that mark a run finished, the
 #: checkpoint last, so that a folder is at every moment either the old run (perhaps unfinished) or empty
 SUPERSEDE_ORDER = (METRICS_FILE, MODEL_FILE, "learning_curve.png", "samples.png", "reconstructions.png",
-                   "latent_manifold.png", "latent_encodings.png", META, TENSORS)
+                   "latent_manifold.png", "latent_encodings.png", DIVERGED_FILE, META, TENSORS)
+
+
+def record_divergence(out: Path, message: str, run_id, epoch) -> None:
+    """{"run_id", "epoch", "error"} in DIVERGED_FILE: the folder's last checkpoint is of a fit that stopped because
+    training diverged (genlearn.errors.NumericalError), so that `genlearn eval`, `sample` and `report` say so
+    instead of calling the run interrupted. Removed when a later --resume of the run finishes (clear_divergence)."""
+    from genlearn.learning.checkpoint import write_json
+
+    write_json(Path(out) / DIVERGED_FILE, {"run_id": run_id, "epoch": epoch, "error": message})
+
+
+def clear_divergence(out: Path) -> None:
+    try:
+        (Path(out) / DIVERGED_FILE).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def read_divergence(directory: Path, run_id) -> str | None:
+    """Why the run's fit diverged (the first clause of its error), when DIVERGED_FILE is of this run; else None."""
+    path = Path(directory) / DIVERGED_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path, "the record of a diverged fit")
+    except DamagedFile:
+        return None
+    if record.get("run_id") != run_id or not isinstance(record.get("error"), str):
+        return None
+    why = record["error"].removeprefix("training diverged: ")
+    return why.split("; the ")[0].split(". Fit again")[0]
 
 
 def supersede(out: Path) -> None:
@@ -492,6 +525,8 @@ class RunFiles:
     #: the PID of the process writing the folder now, if any
     writer: int | None = None
     notes: list = field(default_factory=list)
+    #: why the last fit of an unfinished run stopped, when training diverged (read_divergence)
+    diverged: str | None = None
 
     @property
     def status(self) -> str:
@@ -503,6 +538,9 @@ class RunFiles:
         where = f"epoch {epoch}" + (f" of {epochs}" if epochs is not None else "")
         if partial:
             where += f" and {partial.get('batches_done')} of {partial.get('batches')} minibatches of the next"
+        if self.diverged is not None and self.writer is None:
+            return (f"diverged ({self.diverged}; its last checkpoint is of {where}): fit again with a smaller "
+                    "learning rate")
         how = (f"being written by process {self.writer}" if self.writer is not None
                else "interrupted or still being evaluated")
         return f"unfinished ({how}; its last checkpoint is of {where})"
@@ -559,7 +597,8 @@ def read_run(directory) -> RunFiles:
         raise _damaged(model_path if finished else directory / TENSORS,
                        f"its parameters do not load into the {meta['model']!r} model ({str(exc).splitlines()[0]})"
                        ) from None
-    return RunFiles(model, meta, tensors, metrics, finished, holder(directory) if not finished else None)
+    return RunFiles(model, meta, tensors, metrics, finished, holder(directory) if not finished else None,
+                    diverged=None if finished else read_divergence(directory, meta.get("run_id")))
 
 
 def restore(trainer, tensors: dict, meta: dict, directory: Path) -> None:

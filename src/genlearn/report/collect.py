@@ -110,7 +110,13 @@ def read_run(directory, load_model: bool = True) -> RunRecord:
             ("every epoch trained", isinstance(ckpt_epoch, int) and isinstance(epochs, int) and ckpt_epoch >= epochs),
             ("converged", state.get("converged")), ("stopped early", state.get("stopped_early")),
             ("out of time", state.get("out_of_time"))) if done]
-        if ended:
+        from genlearn.learning.run_folder import read_divergence
+
+        diverged = read_divergence(path, meta.get("run_id"))
+        if diverged is not None:
+            note = (f"unfinished: training diverged ({diverged}); the checkpoint is of epoch {ckpt_epoch}. Fit again "
+                    "with a smaller learning rate (the learning curve shows where it rose)")
+        elif ended:
             note += (f"its training had ended ({', '.join(ended)}), so the fit stopped at or before its final "
                      f"evaluation: if it was interrupted, `genlearn fit --resume {path}` finishes it; if it failed "
                      "(e.g. training diverged: see the learning curve), fit again instead")
