@@ -184,3 +184,24 @@ def test_boltzmann_evaluation_starts_reverse_ais_from_training_rows():
         assert m["log_z_lower"] <= exact <= m["log_z_upper"]
         gaps.append(m["log_z_details"]["reverse"] - exact)
     assert sum(gaps) / 3 > -0.3, gaps
+
+
+def test_low_ess_warns_with_few_chains_too():
+    """ESS >= 1 always, so 10% of 10 chains or fewer never warned: the threshold is max(0.1 chains, 1.5). One
+    chain cannot be judged; two equal weights (ESS 2) pass, 1 : 0.2 (ESS 1.39) warns."""
+    import math
+    import warnings
+
+    from genlearn.estimators.ais import ais_log_partition, effective_sample_size, ess_is_low
+
+    assert not ess_is_low(1.0, 1) and not ess_is_low(2.0, 2) and ess_is_low(1.3, 4) and ess_is_low(9.0, 100)
+    assert not ess_is_low(10.0, 100) and not ess_is_low(1.6, 10)
+    assert ess_is_low(float(effective_sample_size(torch.tensor([0.0, math.log(0.2)]))), 2)
+    g = torch.Generator().manual_seed(0)
+    W = 4.0 * torch.randn(12, 6, generator=g)  # strong couplings: three temperatures leave one chain all the weight
+    b, c = torch.zeros(12), torch.zeros(6)
+    with pytest.warns(RuntimeWarning, match="effective sample size .* of 4 chains is low"):
+        ais_log_partition(W, b, c, steps=3, chains=4, reverse=False)
+    with warnings.catch_warnings():  # no couplings: every chain's weight is equal, ESS = 4
+        warnings.simplefilter("error")
+        ais_log_partition(torch.zeros(12, 6), b, c, steps=3, chains=4, reverse=False)

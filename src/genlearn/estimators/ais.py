@@ -42,6 +42,15 @@ PUBLISHED_STEPS = 14_500
 _SEGMENTS = ((0.0, 0.5, 500), (0.5, 0.9, 4000), (0.9, 1.0, 10000))
 #: ESS below this fraction of the chains triggers a warning
 ESS_WARN_FRACTION = 0.1
+#: ... or below this many chains, whatever their number (ESS >= 1 always: 10% of 10 chains or fewer never warned)
+ESS_WARN_MIN = 1.5
+
+
+def ess_is_low(ess: float, chains: int) -> bool:
+    """True when the forward chains' effective sample size ESS = (sum_c w_c)^2 / sum_c w_c^2 is below
+    max(ESS_WARN_FRACTION x chains, ESS_WARN_MIN): a few chains carry the estimate (with two chains, one weight
+    under 27% of the other). One chain (ESS = 1 always) cannot be judged: False."""
+    return chains >= 2 and ess < max(ESS_WARN_FRACTION * chains, ESS_WARN_MIN)
 #: the progress bar of `anneal` advances by this many temperatures at a time
 PROGRESS_EVERY = 500
 
@@ -309,7 +318,7 @@ def ais_log_partition(W: Tensor, b: Tensor, c: Tensor, base_logits: Tensor | Non
             details["note"] = "forward and reverse estimates crossed (their difference is noise unless large)"
         lower, upper = ais_bracket(forward, stderr, rev, rev_se)
     details["seconds"] = time.perf_counter() - t0
-    if warn and ess_f < ESS_WARN_FRACTION * chains:
+    if warn and ess_is_low(ess_f, chains):
         warnings.warn(f"AIS: effective sample size {ess_f:.1f} of {chains} chains is low; the log Z estimate "
                       "may be far too low. Use more steps (e.g. 100,000) or chains.", RuntimeWarning, stacklevel=2)
     if warn and reverse and abs(details["forward_reverse_gap"]) > 1.0:
@@ -435,7 +444,7 @@ def boltzmann_ais_log_partition(b: Tensor, W: Tensor, steps: int = 1000, chains:
             details["note"] = "forward and reverse estimates crossed (their difference is noise unless large)"
         lower, upper = ais_bracket(forward, stderr, rev, rev_se)
     details["seconds"] = time.perf_counter() - t0
-    if warn and ess_f < ESS_WARN_FRACTION * chains:
+    if warn and ess_is_low(ess_f, chains):
         warnings.warn(f"AIS: effective sample size {ess_f:.1f} of {chains} chains is low; the log Z estimate "
                       "may be far too low. Use more steps or chains.", RuntimeWarning, stacklevel=2)
     if warn and reverse and abs(details["forward_reverse_gap"]) > 1.0:
