@@ -188,6 +188,51 @@ def test_interrupted_study_continues(tmp_path, monkeypatch, capsys):
     assert "was started with another --families" in capsys.readouterr().err
 
 
+def test_an_interrupted_baseline_trial_is_queued_again(tmp_path, monkeypatch, capsys):
+    """The family's baseline (its default settings, trial 0) interrupted by Ctrl-C: the continuation fits those
+    settings again (it never did: the baseline was enqueued once, when the study was created); a baseline that
+    failed with an error of its own is not queued again."""
+    pytest.importorskip("optuna")
+    import optuna
+
+    import genlearn.runs
+    from genlearn.cli import main
+
+    prefix = write_presplit(tmp_path / "data")
+    out = tmp_path / "tune"
+    argv = ["tune", "--data", str(prefix), "--families", "mixture", "--trials", "2", "--epochs", "3", "--no-prune",
+            "--seed", "0", "--out", str(out), "--quiet"]
+    real_fit = genlearn.runs.fit
+
+    def interrupted_fit(*args, **kwargs):  # the first trial is interrupted in its second epoch
+        def ctrl_c(trainer, rec):
+            if rec["epoch"] == 2:
+                raise KeyboardInterrupt
+        return real_fit(*args, **{**kwargs, "callbacks": [*kwargs["callbacks"], ctrl_c]})
+
+    monkeypatch.setattr(genlearn.runs, "fit", interrupted_fit)
+    assert main(argv) == 130
+    monkeypatch.setattr(genlearn.runs, "fit", real_fit)
+    assert main(argv) == 0, capsys.readouterr().err
+    trials = optuna.load_study(study_name="genlearn-tune", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL and trials[0].user_attrs["baseline"]
+    again = [t for t in trials[1:] if t.user_attrs.get("requeued_from") == 0]
+    assert len(again) == 1 and again[0].params == trials[0].params and again[0].user_attrs["baseline"]
+    assert again[0].state == optuna.trial.TrialState.COMPLETE
+    from genlearn.tune import _requeue_baselines
+
+    study = optuna.load_study(study_name="genlearn-tune", storage=f"sqlite:///{out / 'study.db'}")
+    assert _requeue_baselines(optuna, study) == []  # done now: not queued a third time
+    memory = optuna.create_study()
+    for x, error in ((1, "training diverged"), (2, None)):
+        memory.enqueue_trial({"x": x}, user_attrs={"baseline": True})
+        trial = memory.ask()
+        if error:
+            trial.set_user_attr("error", error)
+        memory.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert _requeue_baselines(optuna, memory) == [1]  # the one that failed on its own is not queued again
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path):
     """Worker A is another process; worker B (this process) joins once A has started its first trial."""

@@ -14,7 +14,8 @@ e.g. postgresql://...), so that several workers (processes or machines) share on
 from the database, a worker stops when the study holds `trials` finished or running trials, and a worker that
 dies leaves its trial to the heartbeat (failed after a grace period). Running `tune` again on the same DIR
 continues the study (the finished trials count; an interrupted trial is recorded as failed, its run folder
-kept and resumable with `genlearn fit --resume`).
+kept and resumable with `genlearn fit --resume`; a family's interrupted baseline trial, its default settings,
+is queued again).
 
 Outputs in DIR: study.db, trials/NNNN/ (run folders; the best one's metrics.json gains its test NLL),
 summary.json (settings, the trials table, the best configuration, its test NLL with a 95% interval), and
@@ -394,6 +395,8 @@ def tune(data, *, out, families=None, trials: int | None = None, budget_minutes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # marked experimental
         optuna.storages.fail_stale_trials(study)  # trials of dead workers (no heartbeat for GRACE_SECONDS) fail
+    for number in _requeue_baselines(optuna, study):
+        say(f"trial {number:4d} was a family's baseline and was interrupted: queued again")
 
     def objective(trial):
         return _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, out, t_start, say)
@@ -457,6 +460,27 @@ def _open_study(optuna, url: str, name: str, record: dict, spaces: dict, seed, p
                                   f"({saved.get(key) if key != 'space' else 'its spaces are in its summary.json'}); "
                                   "re-run it with the same settings, or give another --out / --study-name")
     return study
+
+
+def _requeue_baselines(optuna, study) -> list[int]:
+    """Queue again each baseline trial (a family's default settings, enqueued when the study was created) that
+    failed without an error of its own (interrupted, or its worker died) and has no other trial of the same
+    settings waiting, running or done: a continuation would otherwise never fit it. Returns their numbers."""
+    failed = optuna.trial.TrialState.FAIL
+    trials = study.get_trials(deepcopy=False)
+
+    def params(t):
+        return dict(t.system_attrs.get("fixed_params", t.params))
+
+    alive = [params(t) for t in trials if t.user_attrs.get("baseline") and t.state != failed]
+    requeued = []
+    for t in trials:
+        if t.user_attrs.get("baseline") and t.state == failed and "error" not in t.user_attrs \
+                and params(t) not in alive:
+            study.enqueue_trial(params(t), user_attrs={"baseline": True, "requeued_from": t.number})
+            alive.append(params(t))
+            requeued.append(t.number)
+    return requeued
 
 
 def _left_seconds(settings: dict, t_start: float) -> float:
