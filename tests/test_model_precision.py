@@ -95,6 +95,29 @@ def test_vae_auto_is_settled_by_its_elbo_step_and_recorded(bf16_machine, tmp_pat
                        latent="4", hidden="128", progress=False, plots=False, partition_options={"iw_samples": 10})
     assert state["steps_measured"] == 1
     assert run.metrics["matmul_precision_resolved"] == "full" and run.metrics["step_bf16_speedup_measured"] == 0.95
+    # a --resume that only evaluates (the final files lost after the last epoch) records the same choice, from the
+    # checkpoint of the epochs that made it (it recorded none: no step ran in the resuming process)
+    (tmp_path / "run" / "metrics.json").unlink()
+    (tmp_path / "run" / "model.safetensors").unlink()
+    P._reset_for_tests()
+    resumed = genlearn.fit(None, None, out=tmp_path / "run", resume=True, progress=False, plots=False)
+    assert state["steps_measured"] == 1
+    assert resumed.metrics["matmul_precision_resolved"] == "full"
+    assert resumed.metrics["step_bf16_speedup_measured"] == 0.95
+
+
+def test_a_resume_that_only_evaluates_records_the_cd_products_precision(tmp_path):
+    """The RBM's CD/PCD rule records its products' precision (and the machine's facts) after its first step; a
+    --resume after the last epoch runs no step, and took none of it before the checkpoint carried it."""
+    import genlearn
+
+    run = genlearn.fit("rbm", "digits", out=tmp_path / "run", hidden=8, persistent=True, epochs=1, progress=False,
+                       plots=False)
+    first = {k: v for k, v in run.metrics.items() if "precision" in k or k.startswith("cpu_")}
+    assert first["matmul_precision_resolved"] in ("full", "bfloat16") and "cpu_capability" in first
+    (tmp_path / "run" / "metrics.json").unlink()
+    resumed = genlearn.fit(None, None, out=tmp_path / "run", resume=True, progress=False, plots=False)
+    assert {k: v for k, v in resumed.metrics.items() if "precision" in k or k.startswith("cpu_")} == first
 
 
 def test_the_real_measurement_is_positive_and_remembered(bfloat16_honoured, tmp_path, monkeypatch):

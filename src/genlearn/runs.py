@@ -222,7 +222,8 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         _check_resume_settings(meta["train_config"], train_kwargs)
         cfg_dict = {**meta["train_config"], **train_kwargs}
         run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe",
-                                         "init_from", "run_id", "data_fingerprint", "test_held_out") if k in meta}
+                                         "init_from", "run_id", "data_fingerprint", "test_held_out",
+                                         "training_record") if k in meta}
     else:
         dataset = checks.as_dataset(data, data_dir, model)
         if isinstance(data, str):  # the spec the file was read with (checks.file_spec_for), for eval and refit,
@@ -402,11 +403,9 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
     model.cpu()
     metrics["evaluation"] = {"partition": partition, **partition_options}
     metrics["rule"] = trainer.rule.record()
-    metrics.update(trainer.rule.describe())
-    if getattr(model, "resolved_matmul_precision", None) is not None:  # what matmul_precision "auto" chose
-        metrics["matmul_precision_resolved"] = model.resolved_matmul_precision
-        if getattr(model, "step_bf16_speedup_measured", None) is not None:  # decided by timing the steps
-            metrics["step_bf16_speedup_measured"] = model.step_bf16_speedup_measured
+    # the rule's description and what "auto" chose (matmul_precision_resolved, step_bf16_speedup_measured); a
+    # --resume that only evaluates takes them from the checkpoint of the epochs that decided them
+    metrics.update(trainer.training_record())
     metrics["units"] = "nats per example (bits_per_dim in bits per dimension)"
     metrics["train_seconds"] = trainer.state.train_seconds
     metrics["device"] = str(trainer.device)

@@ -24,6 +24,9 @@ from genlearn.learning.interrupt import EpochProgress, Interrupted, StopOnSignal
 from genlearn.options import option
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "lbfgs")
+#: (metrics / checkpoint key, model attribute): what matmul_precision "auto" resolved to, and the step timing
+RESOLVED_PRECISION = (("matmul_precision_resolved", "resolved_matmul_precision"),
+                      ("step_bf16_speedup_measured", "step_bf16_speedup_measured"))
 SCHEDULES = ("constant", "cosine", "exponential", "step", "geometric", "plateau", "piecewise")
 
 
@@ -627,7 +630,18 @@ class Trainer:
                 "train_config": self.cfg.to_dict(),
                 "state": asdict(self.state), "optimizer": opt_meta, "schedule": self.schedule.state_dict(),
                 "epoch": self.state.epoch}
+        meta["training_record"] = self.training_record()
         return tensors, meta
+
+    def training_record(self) -> dict:
+        """What the training steps decided and the final metrics record: the rule's describe() (e.g. the CD
+        products' resolved precision) and the model's resolved matmul precision, over the record of the
+        checkpoint this run resumed from (so that a --resume that only evaluates still records them)."""
+        record = dict(self.run_meta.get("training_record") or {})
+        record.update(self.rule.describe())
+        record.update({key: getattr(self.model, attr) for key, attr in RESOLVED_PRECISION
+                       if getattr(self.model, attr, None) is not None})
+        return record
 
     def save(self, partial=None) -> None:
         """Write the checkpoint; `partial` (an EpochProgress): one taken in the middle of an epoch."""
