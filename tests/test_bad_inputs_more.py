@@ -161,6 +161,11 @@ CASES = [
     ("opt-closed-form-schedule", "fit bernoulli --data coin:n=40 --closed-form --schedule exponential",
      "--schedule applies to gradient learning"),
     ("opt-em-weight-decay", f"fit mixture --data {BARS} --em --weight-decay 0.01", "--weight-decay applies"),
+    # -- AIS options where log Z is exact (they were accepted and recorded, and changed nothing) ---------------------
+    ("ais-steps-exact-auto", f"fit rbm --data {BARS} --hidden 3 --ais-steps 100",
+     "--ais-steps apply to AIS; this rbm's log Z is computed by enumeration (auto: 2^3 states"),
+    ("ais-chains-exact", f"fit boltzmann --data {BARS} --partition exact --ais-chains 50",
+     "--ais-chains apply to AIS; this boltzmann's log Z is computed by --partition exact"),
     # -- the flags of iterative fits beside the one-pass closed form (it repeated the same estimate) ---------------
     ("one-pass-epochs", f"fit product-bernoulli --data {BARS} --closed-form --epochs 5",
      "--epochs applies to iterative fits; the closed-form estimate is final after one pass"),

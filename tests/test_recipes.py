@@ -102,6 +102,24 @@ def test_resuming_a_recipe_run_keeps_its_evaluation_settings(tmp_path, capsys):
     assert (resumed["test_iw_samples"], resumed["train_iw_samples"]) == (30, 20)
 
 
+def test_a_recipe_run_takes_another_partition_method(tmp_path, capsys):
+    """`fit --recipe rbm-784x20-cd1 --partition ais` (its recipe evaluates exactly): the run is evaluated by AIS with
+    the flags given (it failed: "unknown partition option 'partition'"), records the override, and an old run
+    without its evaluation record is evaluated the same way (runs.recipe_evaluation)."""
+    from genlearn.runs import recipe_evaluation
+
+    out = tmp_path / "run"
+    rc = main(["fit", "--recipe", "rbm-784x20-cd1", "--data", "digits", "--epochs", "1", "--partition", "ais",
+               "--ais-steps", "100", "--out", str(out), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluation"] == {"partition": "ais", "steps": 100, "seed": 0}
+    assert metrics["test_nll_method"] == "ais" and metrics["log_z_details"]["steps"] == 100
+    assert recipe_evaluation(metrics["recipe"]) == ("ais", {"steps": 100, "seed": 0})
+    gan = {"name": "gan-js", "overrides": {"evaluation": {"partition": "auto"}}}
+    assert recipe_evaluation(gan) == ("auto", {})  # the recipe's AIS options do not go with another method
+
+
 def test_fit_recipe_rejects_a_family_other_than_its_own(tmp_path, capsys):
     assert main(["fit", "rbm", "--recipe", "fvsbn", "--data", "digits", "--out", str(tmp_path / "x")]) == 2
     assert "fits model 'fvsbn', not 'rbm'" in capsys.readouterr().err

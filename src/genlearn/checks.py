@@ -174,6 +174,9 @@ PARTITION_OPTIONS = {"steps": 1, "chains": 1, "ais_steps": 1, "ais_chains": 1, "
                      "ais_start": None}
 
 
+#: the evaluation options of AIS over the states of an energy model (ignored by its exact or mean-field log Z)
+AIS_OPTIONS = ("steps", "chains", "burn_in", "reverse")
+
 #: the evaluation options of latent-variable models alone (importance sampling, AIS over z, BDMC)
 LATENT_OPTIONS = ("iw_samples", "train_iw_samples", "ais_rows", "ais_steps", "ais_chains", "ais_leapfrog", "bdmc_rows",
                   "ais_start")
@@ -230,6 +233,17 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
             if partition == "exact" and units > EXACT_UNITS:
                 raise ConfigError(f"--partition exact would enumerate 2^{units} states of {model.name} (at most "
                                   f"2^{EXACT_UNITS}); use --partition ais or auto")
+            ais_only = sorted(k for k in options if k in AIS_OPTIONS)
+            if ais_only:
+                from genlearn.likelihood import choose_method
+
+                method = choose_method(model, "evaluate") if partition == "auto" else partition
+                if method != "ais":
+                    how = ("by enumeration (auto: 2^%d states are affordable)" % units if partition == "auto"
+                           else f"by --partition {partition}")
+                    raise ConfigError(f"the evaluation option(s) {', '.join(_evaluation_flag(k) for k in ais_only)} "
+                                      f"apply to AIS; this {model.name}'s log Z is computed {how}: drop them, or "
+                                      "give --partition ais to estimate it by AIS")
         elif not isinstance(model, LatentVariableModel):
             if partition not in ("auto", "exact"):
                 raise ConfigError(f"--partition {partition} applies to energy and latent-variable models; the "

@@ -425,7 +425,10 @@ def _fit_recipe(args, family, train: dict, model_options: dict, progress: bool) 
     if data:
         overrides["data"] = data
     evaluation = dict(recipe.evaluation)
-    partition = getattr(args, "partition", None) or evaluation.pop("partition", "auto")
+    own = evaluation.pop("partition", "auto")
+    partition = getattr(args, "partition", None) or own
+    if partition != own:  # the recipe's options are those of its own method: another one starts from the flags
+        evaluation = {}
     partition_options = {**evaluation, **_ais_options(args)}
     if getattr(args, "partition", None) or _ais_options(args):
         overrides["evaluation"] = {"partition": partition, **_ais_options(args)}

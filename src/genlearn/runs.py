@@ -367,7 +367,10 @@ def recipe_evaluation(recorded: dict) -> tuple[str, dict]:
             evaluation = dict(load_recipe(recorded["name"]).evaluation)
         except ConfigError:
             evaluation = {}
-    evaluation.update((recorded.get("overrides") or {}).get("evaluation") or {})
+    given = dict((recorded.get("overrides") or {}).get("evaluation") or {})
+    if given.get("partition", evaluation.get("partition", "auto")) != evaluation.get("partition", "auto"):
+        evaluation = {}  # another method than the recipe's: its options are those given (as `fit --recipe` ran)
+    evaluation.update(given)
     return evaluation.pop("partition", "auto"), evaluation
 
 
