@@ -88,6 +88,11 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str =
         h = empirical_entropy(dataset.train, dataset.kind)
         out["entropy_empirical"] = h
         out["kl_empirical"] = out["train_nll"] - h
+        out["kl_empirical_method"] = out.get("train_nll_method")
+        if out.get("train_nll_lower") is not None:  # log Z estimated (AIS) or bounded (mean field): so is the KL
+            upper = out.get("train_nll_upper")
+            out["kl_empirical_lower"] = out["train_nll_lower"] - h
+            out["kl_empirical_upper"] = None if upper is None else upper - h  # None: unbounded above
     elif "train_nll" in out:
         out["entropy_empirical"] = None  # real-valued or dynamically binarized data: no finite H(Q^)
         out["kl_empirical"] = None
