@@ -20,7 +20,7 @@ from genlearn.cli import main
 from genlearn.enumeration import all_states
 from genlearn.estimators.latent_ais import quadrature_log_marginal
 from genlearn.learning.rules import make_rule
-from genlearn.likelihood import QUADRATURE_POINTS, importance_sampling, latent_nll, quadrature
+from genlearn.likelihood import QUADRATURE_MAX_POINTS, QUADRATURE_POINTS, importance_sampling, latent_nll, quadrature
 from genlearn.models.vae import VAE, gaussian_log_density
 
 
@@ -49,10 +49,15 @@ def test_quadrature_normalises_and_bounds_hold(latent, prior, scale):
         assert abs(torch.logsumexp(log_p, 0).item()) < 1e-6, "P(x) by quadrature does not sum to 1"
         # the likelihood policy's quadrature (one decoder pass per grid point, genlearn.likelihood.quadrature)
         # gives the per-row kernel's numbers
+        # on its box (prior_box: a VampPrior's reaches beyond [-8, 8]) at the spacing of 401 points on [-8, 8]
         by_policy = quadrature(model, states)
+        limit = model.prior_box()
+        points = min(QUADRATURE_MAX_POINTS, max(QUADRATURE_POINTS, math.ceil(400 * limit / 8) + 1))
+        assert (limit > 8) == (prior == "vampprior")
         per_row = quadrature_log_marginal(model.log_prior, model.log_likelihood, states, dim=model.latent_dim,
-                                          points=QUADRATURE_POINTS)
+                                          points=points, limit=limit)
         assert torch.allclose(by_policy, per_row, atol=1e-10, rtol=0)
+        assert abs(torch.logsumexp(by_policy, 0).item()) < 1e-9
         g = torch.Generator().manual_seed(0)
         elbo = model.log_weights(states, 20000, g).mean(0)  # E_q[log w] to ~1e-2
         assert (elbo < log_p + 1e-2).all(), f"ELBO above log P(x): {elbo - log_p}"
@@ -461,3 +466,20 @@ def test_the_kept_logit_buffer_is_bounded_for_wide_data():
     assert held.numel() <= V.KEPT_LOGITS and held.shape == (V.KEPT_LOGITS // n, n)
     exact = torch.nn.functional.softplus(h.double() @ W.double().T + b.double()).sum(-1)
     torch.testing.assert_close(got.double(), exact, atol=1e-5 * n, rtol=1e-5)
+
+
+def test_quadrature_covers_a_vampprior_far_from_the_origin():
+    """Random VampPrior VAE (6 pixels, 2 latents) with a component at -1.6 and sd 2: the box [-8, 8]^2 cut off
+    2.5e-4 of P (log sum_x P(x) = -2.46e-4); the box now holds 8 sds around every component, and the spacing of
+    [-8, 8] is kept (more points), so P sums to 1."""
+    from genlearn.enumeration import all_states
+    from genlearn.likelihood import quadrature
+
+    model = VAE(6, latent=2, hidden=[8], prior="vampprior", pseudo_inputs=3, matmul_precision="full").double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.7 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    assert model.prior_box() > 12
+    assert abs(float(torch.logsumexp(quadrature(model, all_states(6, dtype=torch.float64)), 0))) < 1e-9
+    assert VAE(6, latent=2, hidden=[8]).prior_box() == 8.0

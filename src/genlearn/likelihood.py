@@ -74,6 +74,8 @@ LATENT_METHODS = ("auto", "importance-sampling", "quadrature", "ais")
 QUADRATURE_MAX_DIM = 2
 #: grid points per latent axis of that quadrature (trapezoid rule on [-8, 8]^D)
 QUADRATURE_POINTS = 401
+#: ... and at most this many on a wider box (a VampPrior's components far from 0: prior_box)
+QUADRATURE_MAX_POINTS = 1201
 
 
 # ---------------------------------------------------------------------------------------------- the decision
@@ -408,15 +410,19 @@ def _latent_method(model, method: str) -> str:
 
 @torch.no_grad()
 def quadrature(model, x: Tensor) -> Tensor:
-    """log P(x) per row (float64, nats) by the trapezoid rule over z on [-8, 8]^D with QUADRATURE_POINTS points
-    per axis (genlearn.estimators.latent_ais.quadrature_log_marginal, with the model's Bernoulli decoder logits:
-    one decoder pass per grid point); D <= QUADRATURE_MAX_DIM."""
+    """log P(x) per row (float64, nats) by the trapezoid rule over z on [-L, L]^D, L = 8 for a standard-normal
+    prior, else the model's `prior_box()` (a VampPrior: 8 standard deviations around every component), with
+    QUADRATURE_POINTS points per axis on [-8, 8] and as many more as keep that spacing on a wider box (at most
+    QUADRATURE_MAX_POINTS) (genlearn.estimators.latent_ais.quadrature_log_marginal, with the model's Bernoulli
+    decoder logits: one decoder pass per grid point); D <= QUADRATURE_MAX_DIM."""
     from genlearn.estimators.latent_ais import quadrature_log_marginal
 
     dtype = next(model.parameters()).dtype
+    limit = float(model.prior_box()) if hasattr(model, "prior_box") else 8.0
+    points = min(QUADRATURE_MAX_POINTS, max(QUADRATURE_POINTS, math.ceil((QUADRATURE_POINTS - 1) * limit / 8) + 1))
     unique, inverse = torch.unique(x.to(dtype), dim=0, return_inverse=True)  # repeated rows integrated once
     log_p = quadrature_log_marginal(model.log_prior, model.log_likelihood, unique, dim=model.latent_dim,
-                                    points=QUADRATURE_POINTS, decoder_logits=model.decoder_logits)
+                                    points=points, limit=limit, decoder_logits=model.decoder_logits)
     return log_p[inverse]
 
 

@@ -405,6 +405,17 @@ class VAE(LatentVariableModel):
         inv = torch.exp(-logvar)
         return inv.T, (mu * inv).T, (mu.pow(2) * inv).sum(-1) + logvar.sum(-1) + mu.shape[-1] * LOG_2PI
 
+    @torch.no_grad()
+    def prior_box(self, sds: float = 8.0) -> float:
+        """The half-width L of a box [-L, L]^d holding the prior: sds standard deviations around the standard
+        prior's 0 (L = sds) or around every VampPrior component, L = max_k,j |mu_kj| + sds sqrt(v_kj) (at least
+        sds); for quadrature over z (genlearn.likelihood.quadrature)."""
+        if self.prior == "standard":
+            return float(sds)
+        inv_t, mu_inv_t, _ = self._vamp_terms()
+        reach = (mu_inv_t / inv_t).abs() + sds * inv_t.rsqrt()
+        return max(float(sds), float(reach.max()))
+
     def log_prior_top(self, z_top: Tensor) -> Tensor:
         """log p(z_top): N(0, I), or the VampPrior log (1/K) sum_k N(z; mu_k, diag v_k) with (mu_k, log v_k) the
         encoder at u_k; the quadratic forms sum_j (z_j - mu_kj)^2 / v_kj as matrix products, in float64."""
