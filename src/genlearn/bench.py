@@ -155,11 +155,11 @@ def fit_seconds(make: Callable[[], object], X: np.ndarray) -> tuple[float, objec
 def cli_command(data: Path, out: Path, hidden: int, batch_size: int, learning_rate: float, seed: int,
                 threads: int | None, precision: str) -> list:
     """`genlearn fit rbm` with the estimators' settings: PCD-1 with batch_size chains, plain SGD, one epoch (its
-    evaluation at 100 temperatures x 10 chains, on the first rows given as valid and test, is short)."""
+    evaluation by AIS at 100 temperatures x 10 chains, on the first rows given as valid and test, is short)."""
     cmd = [sys.executable, "-m", "genlearn", "fit", "rbm", "--data", str(data), "--hidden", str(hidden),
            "--gradient", "pcd", "--n-chains", str(batch_size), "--k", "1", "--optimizer", "sgd",
            "--lr", repr(learning_rate), "--batch-size", str(batch_size), "--epochs", "1", "--seed", str(seed),
-           "--matmul-precision", precision, "--ais-steps", "100", "--ais-chains", "10", "--quiet",
+           "--matmul-precision", precision, "--partition", "ais", "--ais-steps", "100", "--ais-chains", "10", "--quiet",
            "--out", str(out)]
     return cmd + (["--threads", str(threads)] if threads else [])
 

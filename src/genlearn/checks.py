@@ -103,9 +103,10 @@ def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
                             "this fit sets the parameters itself (no optimizer step)"))
     if rule is not None and rule.one_pass:
         iterative = [flag for flag, on in (
-            ("--epochs", "epochs" in given and cfg.epochs > 1), ("--patience", "patience" in given),
-            ("--keep-best", "keep_best" in given and cfg.keep_best), ("--tol", "tol" in given),
-            ("--rel-tol", "rel_tol" in given), ("--eval-every", "eval_every" in given and cfg.eval_every > 1)) if on]
+            ("--epochs", "epochs" in given and cfg.epochs > 1), ("--patience", cfg.patience is not None),
+            ("--keep-best", cfg.keep_best), ("--tol", "tol" in given and cfg.tol is not None),
+            ("--rel-tol", cfg.rel_tol is not None), ("--eval-every", "eval_every" in given and cfg.eval_every > 1))
+            if on]
         if iterative:
             ignored.append((iterative[0], f"applies to iterative fits; the {rule.name} estimate is final after one "
                             "pass over the data (another epoch would compute it again)"))

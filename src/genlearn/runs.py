@@ -303,7 +303,7 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         checks.check_progress(trainer.state.history, out)  # the history is common: every rank stops alike
     except NumericalError as exc:
         if out is not None and writer and str(exc).startswith("training diverged"):
-            from genlearn.learning.run_folder import record_divergence
+            from genlearn.learning.checkpoint import record_divergence
 
             record_divergence(out, str(exc), trainer.run_meta.get("run_id"), trainer.state.epoch)
         raise
@@ -424,7 +424,7 @@ def _finish(trainer: Trainer, dataset: Dataset, out: Path | None, partition: str
         if trainer.run_meta.get("run_id"):
             metrics["run_id"] = trainer.run_meta["run_id"]
         ckpt.write_json(out / METRICS_FILE, _finite(metrics))
-        from genlearn.learning.run_folder import clear_divergence
+        from genlearn.learning.checkpoint import clear_divergence
 
         clear_divergence(out)  # a resumed run that had diverged has now finished
         if plots:

@@ -492,7 +492,9 @@ def _left_seconds(settings: dict, t_start: float) -> float:
 def _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, out: Path, t_start, say):
     """One trial: sample a family and its settings, fit a run folder on train (monitored on valid, reported to
     the pruner), return its final valid NLL (nats per example)."""
+    from genlearn.learning.rules import make_rule
     from genlearn.learning.trainer import TrainConfig
+    from genlearn.models.registry import rule_for
     from genlearn.runs import fit
 
     earlier = [t for t in study.get_trials(deepcopy=False, states=(
@@ -511,6 +513,9 @@ def _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, o
         train["max_minutes"] = max(left, 0.05)
     train.update({k: v for k, v in values.items() if k in train_names})
     model_options = {k: opts.convert(_config(family), k, v) for k, v in values.items() if k not in train_names}
+    if make_rule(*rule_for(family, **model_options)).one_pass:  # a closed form: one epoch, nothing to stop early
+        for key in ("epochs", "patience", "keep_best"):
+            train.pop(key, None)
     run_dir = out / TRIALS_DIR / f"{trial.number:04d}"
     trial.set_user_attr("run", str(run_dir.relative_to(out)))
     trial.set_user_attr("worker", _worker())

@@ -104,3 +104,21 @@ def load_checkpoint(directory: Path, tensors_required: bool = True) -> tuple[dic
     from genlearn.learning.run_folder import read_checkpoint
 
     return read_checkpoint(Path(directory), tensors_required)
+
+
+def record_divergence(out: Path, message: str, run_id, epoch) -> None:
+    """{"run_id", "epoch", "error"} in DIVERGED_FILE: the folder's last checkpoint is of a fit that stopped because
+    training diverged (genlearn.errors.NumericalError), so that `genlearn eval`, `sample` and `report` say so
+    instead of calling the run interrupted. Removed when a later --resume of the run finishes (clear_divergence)."""
+    from genlearn.learning.run_folder import DIVERGED_FILE
+
+    write_json(Path(out) / DIVERGED_FILE, {"run_id": run_id, "epoch": epoch, "error": message})
+
+
+def clear_divergence(out: Path) -> None:
+    from genlearn.learning.run_folder import DIVERGED_FILE
+
+    try:
+        (Path(out) / DIVERGED_FILE).unlink()
+    except FileNotFoundError:
+        pass

@@ -163,22 +163,6 @@ SUPERSEDE_ORDER = (METRICS_FILE, MODEL_FILE, "learning_curve.png", "samples.png"
                    "latent_manifold.png", "latent_encodings.png", DIVERGED_FILE, META, TENSORS)
 
 
-def record_divergence(out: Path, message: str, run_id, epoch) -> None:
-    """{"run_id", "epoch", "error"} in DIVERGED_FILE: the folder's last checkpoint is of a fit that stopped because
-    training diverged (genlearn.errors.NumericalError), so that `genlearn eval`, `sample` and `report` say so
-    instead of calling the run interrupted. Removed when a later --resume of the run finishes (clear_divergence)."""
-    from genlearn.learning.checkpoint import write_json
-
-    write_json(Path(out) / DIVERGED_FILE, {"run_id": run_id, "epoch": epoch, "error": message})
-
-
-def clear_divergence(out: Path) -> None:
-    try:
-        (Path(out) / DIVERGED_FILE).unlink()
-    except FileNotFoundError:
-        pass
-
-
 def read_divergence(directory: Path, run_id) -> str | None:
     """Why the run's fit diverged (the first clause of its error), when DIVERGED_FILE is of this run; else None."""
     path = Path(directory) / DIVERGED_FILE
