@@ -164,6 +164,14 @@ def test_the_cli_pools_its_own_result_files(tmp_path, capsys):
     assert "not a `genlearn bench --out` file" in capsys.readouterr().err
     assert main(["bench", "--pool", str(tmp_path / "missing.json")]) == 2
     assert "not a readable" in capsys.readouterr().err
+    # the pooled summary over one of its own inputs (its pairs lost), timing flags that --pool ignores, a folder
+    before = paths[0].read_text()
+    assert main(["bench", "--pool", *map(str, paths), "--out", str(paths[0]), "--overwrite"]) == 2
+    assert "is one of the --pool files" in capsys.readouterr().err and paths[0].read_text() == before
+    assert main(["bench", "--pool", *map(str, paths), "--hidden", "9"]) == 2
+    assert "--hidden is a setting of the timing; --pool times nothing" in capsys.readouterr().err
+    assert main(["bench", "--pool", *map(str, paths), "--out", str(tmp_path), "--overwrite"]) == 2
+    assert f"--out {tmp_path} is a folder" in capsys.readouterr().err
 
 
 def test_without_threads_both_sides_get_the_count_chosen_for_the_load(monkeypatch, capsys):

@@ -522,3 +522,18 @@ def test_fit_help_shows_the_defaults_that_hold_with_another_optimizer(capsys, mo
         main(["fit", "nade", "--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     assert "(nade default 0.001)" in text and "otherwise" not in text
+
+
+def test_flags_are_matched_whole_and_unknown_ones_name_the_command(tmp_path, capsys):
+    """`refit RUN --data coin` was read as --data-dir coin (an abbreviation) and ignored: flags are matched whole,
+    and the error points to the command's own help."""
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "product-bernoulli", "--data", "digits", "--epo", "3", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "unrecognized arguments: --epo" in err, err
+    assert "(see `genlearn fit product-bernoulli --help`)" in err, err
+    with pytest.raises(SystemExit) as stop:
+        main(["refit", str(tmp_path / "r"), "--out", str(tmp_path / "rf"), "--data", "coin"])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --data coin (see `genlearn refit --help`)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

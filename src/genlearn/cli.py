@@ -20,12 +20,30 @@ _ARGV: list[str] = []
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the package's error format: one line `genlearn: error: ...` and exit code 2."""
+    """argparse with the package's error format: one line `genlearn: error: ...` and exit code 2. Flags are matched
+    whole (no abbreviations: `refit --data X` was read as --data-dir X and ignored)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         if message.endswith("expected one argument"):
             message += _missing_value_hint(message, _ARGV)
-        self.exit(EXIT_USAGE, f"genlearn: error: {message} (see `{self.prog} --help`)\n")
+        prog = self.prog
+        if prog == "genlearn" and message.startswith("unrecognized arguments"):  # a command's unknown flags
+            prog = " ".join(["genlearn", *_command_of(_ARGV)])
+        self.exit(EXIT_USAGE, f"genlearn: error: {message} (see `{prog} --help`)\n")
+
+
+def _command_of(argv: list[str]) -> list[str]:
+    """The command words of a command line: [], ["eval"], or ["fit", FAMILY]."""
+    words = []
+    for arg in argv[:2]:
+        if arg.startswith("-") or (words and words[0] != "fit"):
+            break
+        words.append(arg)
+    return words
 
 
 def _missing_value_hint(message: str, argv: list[str]) -> str:
@@ -634,7 +652,17 @@ def cmd_bench(args) -> int:
     bench.check_settings(args.rows or args.batch_size, args.hidden, args.batch_size, args.lr, args.pairs,
                          args.settle, args.matmul_precision)
     out = Path(args.out) if args.out else None
+    if args.pool:
+        typed = [flag for flag in BENCH_TIMING_FLAGS if any(a == flag or a.startswith(flag + "=") for a in _ARGV)]
+        if typed:
+            raise ConfigError(f"{typed[0]} is a setting of the timing; --pool times nothing (it merges the pairs of "
+                              "earlier --out files, timed with their own settings): drop it")
+        if out is not None and any(Path(f).resolve() == out.resolve() for f in args.pool):
+            raise ConfigError(f"--out {out} is one of the --pool files: the pooled summary would replace its pairs; "
+                              "give another --out")
     if out is not None:
+        if out.is_dir():
+            raise RunError(f"--out {out} is a folder; give a file name (e.g. {out / 'bench.json'})")
         if out.exists() and not args.overwrite:
             raise RunError(f"{out} exists; choose another --out or pass --overwrite")
         out.parent.mkdir(parents=True, exist_ok=True)  # before the timing: an unwritable place fails at once
@@ -652,6 +680,11 @@ def cmd_bench(args) -> int:
         write_json(out, res)
         print(f"wrote {out}")
     return 0
+
+
+#: the flags of `genlearn bench` that set its timing (refused beside --pool, which times nothing)
+BENCH_TIMING_FLAGS = ("--data", "--data-dir", "--rows", "--hidden", "--batch-size", "--lr", "--pairs",
+                      "--matmul-precision", "--cli", "--settle", "--threads", "--gemm-seconds")
 
 
 def _bench_run(args, bench) -> dict:
