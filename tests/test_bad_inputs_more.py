@@ -166,6 +166,12 @@ CASES = [
      "--ais-steps apply to AIS; this rbm's log Z is computed by enumeration (auto: 2^3 states"),
     ("ais-chains-exact", f"fit boltzmann --data {BARS} --partition exact --ais-chains 50",
      "--ais-chains apply to AIS; this boltzmann's log Z is computed by --partition exact"),
+    ("gan-quadrature-ais", "fit gan --data bars-and-stripes:n=20 --latent 2 --ais-steps 10",
+     "--ais-steps set(s) AIS over z; this gan's likelihood is computed by quadrature over its 2 latent"),
+    ("gan-quadrature-partition", "fit gan --data bars-and-stripes:n=20 --latent 1 --partition ais",
+     "--partition ais set(s) AIS over z"),
+    ("gan-no-encoder-iw", "fit gan --data bars-and-stripes:n=20 --latent 3 --eval-iw-samples 10",
+     "set the importance samples of q(z|x); gan has no encoder"),
     # -- the flags of iterative fits beside the one-pass closed form (it repeated the same estimate) ---------------
     ("one-pass-epochs", f"fit product-bernoulli --data {BARS} --closed-form --epochs 5",
      "--epochs applies to iterative fits; the closed-form estimate is final after one pass"),

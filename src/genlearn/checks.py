@@ -220,6 +220,8 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
         if isinstance(model, LatentVariableModel) and options.get("ais_start") == "encoder" and not model.has_encoder:
             raise ConfigError(f"--ais-start encoder needs a model with an encoder q(z|x) (the vae family); "
                               f"{model.name} has none: use --ais-start prior")
+        if isinstance(model, LatentVariableModel):
+            _check_latent_evaluation(partition, options, model)
         if isinstance(model, EnergyModel):
             from genlearn.likelihood import EXACT_UNITS
             from genlearn.models.boltzmann import BoltzmannMachine
@@ -254,6 +256,26 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
                 flags = ", ".join(_evaluation_flag(k) for k in extra)
                 raise ConfigError(f"the evaluation option(s) {flags} apply to energy and latent-variable models; the "
                                   f"likelihood of {model.name} is exact (drop them)")
+
+
+def _check_latent_evaluation(partition: str, options: dict, model) -> None:
+    """Evaluation flags a latent-variable model's method ignores: without an encoder, importance samples (it has
+    no q(z|x)); on a latent space small enough for quadrature (genlearn.likelihood.choose_method), every option
+    but the seed, and --partition ais (the quadrature is exact up to its grid). One ConfigError."""
+    from genlearn.likelihood import choose_method
+
+    if not model.has_encoder:
+        samples = sorted(k for k in options if k in ("iw_samples", "train_iw_samples"))
+        if samples:
+            raise ConfigError(f"the evaluation option(s) {', '.join(_evaluation_flag(k) for k in samples)} set the "
+                              f"importance samples of q(z|x); {model.name} has no encoder: drop them")
+    if choose_method(model) == "quadrature":
+        moot = [_evaluation_flag(k) for k in sorted(options) if k != "seed"]
+        moot = moot or (["--partition ais"] if partition == "ais" else [])
+        if moot:
+            raise ConfigError(f"{', '.join(moot)} set(s) AIS over z; this {model.name}'s likelihood is computed by "
+                              f"quadrature over its {model.latent_dim} latent dimension(s), exact up to the grid: "
+                              "drop it")
 
 
 def _evaluation_flag(key: str) -> str:
