@@ -110,6 +110,8 @@ CASES = [
      "seed= applies to binarize=static|dynamic, and this spec binarizes by threshold; drop seed="),
     ("file-seed-threshold", "fit product-bernoulli --data {d}/half.csv:binarize=threshold,seed=2",
      "seed= applies to binarize=static|dynamic"),
+    ("file-fraction-presplit", "fit product-bernoulli --data {d}/splits.npz:test=0.3",
+     "test= cuts a test split from the rows, but the file has its own test part"),
     # -- training options: types, ranges, contradictory or inapplicable flags --------------------------------------
     ("opt-threads", f"fit bernoulli --data {SMALL} --threads 0", "--threads must be a positive integer"),
     ("opt-gamma-negative", f"fit bernoulli --data {SMALL} --schedule exponential --gamma -1",
