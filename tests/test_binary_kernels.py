@@ -6,6 +6,7 @@ tolerance for densities 0, 1 and in between, odd shapes, empty rows and columns;
 give the dense step's gradients and negatives."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,3 +204,18 @@ def test_count_non_binary_against_torch(dtype):
     big = torch.zeros(bk.COMPILED_COUNT_MIN, dtype=dtype)
     big[5] = 2
     assert bk.count_non_binary(big) == 1  # from COMPILED_COUNT_MIN entries on, the compiled count
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_count_outside_unit_equals_numpy(dtype):
+    """The compiled count of entries outside [0, 1] (NaN and inf included) equals numpy's, above and below the
+    size where the kernel takes over."""
+    from genlearn.binary_kernels import COMPILED_COUNT_MIN, count_outside_unit
+
+    rng = np.random.default_rng(0)
+    for size in (1000, COMPILED_COUNT_MIN + 7):
+        x = rng.random(size).astype(dtype)
+        x[[3, 17, 500]] = [-0.5, 1.0000001, np.nan]
+        x[-1] = np.inf
+        expected = int(np.count_nonzero(~((x >= 0) & (x <= 1))))
+        assert expected == 4 and count_outside_unit(x.reshape(-1, 1)) == expected

@@ -183,3 +183,23 @@ def test_verbose_prints_the_exact_mean_log_likelihood_of_each_pass(capsys):
     BernoulliRBM(n_components=40, n_iter=1, verbose=1, random_state=0).fit(binary_data(d=30))  # 2^30 states
     large = capsys.readouterr().out
     assert "time = " in large and "log-likelihood" not in large
+
+
+def test_moot_settings_refused_numpy_rates_taken_and_values_outside_the_unit_interval_warned():
+    """k with the exact gradient and the AIS settings with log_z 'exact' changed nothing and were accepted (the
+    command line refuses them); a numpy float32 learning rate (scikit-learn takes it) was refused with a message
+    that contradicted itself; values outside [0, 1] are fitted as scikit-learn's are, with one warning."""
+    import warnings
+
+    X = (np.random.default_rng(0).random((40, 6)) < 0.4).astype(float)
+    with pytest.raises(ValueError, match="k=3 applies to CD-k / PCD-k"):
+        BernoulliRBM(4, k=3, gradient="exact").fit(X)
+    with pytest.raises(ValueError, match="ais_steps and ais_chains apply to log_z 'ais' or 'auto'"):
+        BernoulliRBM(4, log_z="exact", ais_steps=10).fit(X)
+    rbm = BernoulliRBM(4, learning_rate=np.float32(0.1), n_iter=1, random_state=0).fit(X)
+    assert rbm.components_.shape == (4, 6)
+    with pytest.warns(UserWarning, match="X holds -1 at row 0, column 1: a Bernoulli RBM models values in"):
+        BernoulliRBM(4, n_iter=1, random_state=0).fit(-X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BernoulliRBM(4, n_iter=1, random_state=0).fit(0.5 * X)  # probabilities: no warning

@@ -100,13 +100,21 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if isinstance(self.n_iter, bool) or not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 0:
             raise ValueError(f"n_iter must be a non-negative integer, got {self.n_iter!r}")
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
-                and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+                or not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"learning_rate must be a positive finite number, got {rate!r}")
         if self.gradient not in ("pcd", "cd", "exact"):
             raise ValueError(f"gradient must be 'pcd', 'cd' or 'exact', got {self.gradient!r}")
         if self.log_z not in ("auto", "exact", "ais"):
             raise ValueError(f"log_z must be 'auto', 'exact' or 'ais', got {self.log_z!r}")
+        # settings the others make moot, off their default: refused as the command line refuses them
+        if self.gradient == "exact" and self.k != 1:
+            raise ValueError(f"k={self.k} applies to CD-k / PCD-k (gradient 'cd' or 'pcd'); the exact gradient runs "
+                             "no Gibbs sweeps: drop k or choose another gradient")
+        if self.log_z == "exact" and (self.ais_steps is not None or self.ais_chains != 100):
+            raise ValueError("ais_steps and ais_chains apply to log_z 'ais' or 'auto' (AIS where log Z is too costly "
+                             "to enumerate); log_z 'exact' enumerates: drop them")
         if self.matmul_precision not in ("auto", "full", "bfloat16"):
             raise ValueError(f"matmul_precision must be 'auto', 'full' or 'bfloat16', got {self.matmul_precision!r}")
 
@@ -215,7 +223,7 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     def fit(self, X, y=None):
         """Fit by PCD-k (or the chosen gradient) for n_iter passes over X (n_samples x n_features)."""
         self._check_params()
-        X = self._validate(X, reset=True)
+        X = _unit_interval_rows(self, X, reset=True)
         self._fit_dtype = X.dtype
         rng = check_random_state(self.random_state)
         self._check_memory(X.shape[0], X.shape[1])
@@ -237,7 +245,7 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """One SGD pass over X in minibatches of batch_size (the first call initialises the model)."""
         self._check_params()
         first = not hasattr(self, "model_")
-        X = self._validate(X, reset=first)
+        X = _unit_interval_rows(self, X, reset=first)
         x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         if first:
             self._fit_dtype = np.dtype(np.float64)  # as scikit-learn's partial_fit, whatever X's dtype
@@ -627,7 +635,27 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             return self.model_.sample(int(n_samples), generator=torch.Generator().manual_seed(seed)).double().numpy()
 
 
-def _finite_rows(estimator, X, reset: bool, accept_sparse: bool = False) -> np.ndarray:
+def _unit_interval_rows(estimator, X, reset: bool) -> np.ndarray:
+    """`_finite_rows` (sparse accepted) of a Bernoulli model's training rows, and one UserWarning naming the first
+    value outside [0, 1] (0/1 pixels, or probabilities as scikit-learn's BernoulliRBM takes them), checked in the
+    one pass that replaces the finiteness check. A warning, not an error: scikit-learn's BernoulliRBM fits any
+    finite values, and its estimator checks (check_estimator) feed them."""
+    import warnings
+
+    from genlearn.binary_kernels import count_outside_unit
+
+    X = _finite_rows(estimator, X, reset, accept_sparse=True, check_finite=False)
+    if count_outside_unit(X) == 0:
+        return X
+    _check_finite(X)
+    r, c = np.argwhere((X < 0) | (X > 1))[0]
+    warnings.warn(f"X holds {X[r, c]:g} at row {r}, column {c}: a Bernoulli RBM models values in [0, 1] (0/1 "
+                  "pixels, or probabilities), and fits others as if they were such means; binarize or rescale X "
+                  "first", UserWarning, stacklevel=3)
+    return X
+
+
+def _finite_rows(estimator, X, reset: bool, accept_sparse: bool = False, check_finite: bool = True) -> np.ndarray:
     """X as a float (n_samples, n_features) array checked by scikit-learn's validate_data (shape, the number of
     features seen in fit; float32 kept, other types to float64), then for NaN and infinity with a message for
     density models: one ValueError naming the first bad entry (scikit-learn's own points to classifiers that accept
@@ -642,14 +670,20 @@ def _finite_rows(estimator, X, reset: bool, accept_sparse: bool = False) -> np.n
         check_memory(float(n) * d * X.dtype.itemsize, f"the sparse X as a dense array of {n:,} x {d:,} {X.dtype} "
                      "values", "pass fewer rows at a time (partial_fit) or fewer features")
         X = X.toarray()
+    if check_finite:
+        _check_finite(X)
+    return X
+
+
+def _check_finite(X: np.ndarray) -> None:
+    """One ValueError naming the first NaN or infinite entry of X, if any."""
     if np.isfinite(np.sum(X)):  # the common case in one pass without a mask (scikit-learn's own fast path)
-        return X
+        return
     bad = ~np.isfinite(X)
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise ValueError(f"X holds {X[r, c]} at row {r}, column {c} ({int(bad.sum())} NaN or inf values); a density "
                          "model needs finite values: remove or impute those rows first")
-    return X
 
 
 def _sample_seed(n_samples, random_state) -> int:
