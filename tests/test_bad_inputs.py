@@ -234,6 +234,18 @@ def test_plain_progress_lines_off_a_terminal(files, tmp_path, cli):
     assert shown == pytest.approx(recorded, rel=1e-5)
 
 
+def test_plain_lines_show_the_training_loss_where_no_nll_is_monitored(tmp_path, cli):
+    """An RBM of 30 hidden units (2^30 states: no exact NLL every epoch, no --monitor-ais-steps) printed nothing
+    for its whole fit off a terminal: each epoch's line now shows the rule's loss."""
+    code, _, err = cli(["fit", "rbm", "--data", "digits", "--hidden", "30", "--epochs", "2",
+                        "--out", tmp_path / "run"])
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert code == 0 and [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]], err
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    shown = [float(line.split("loss=")[1].split()[0]) for line in lines]
+    assert "train_nll" not in history[-1] and shown == pytest.approx([r["loss"] for r in history[1:]], rel=1e-5)
+
+
 def test_divergence_that_stays_finite_is_an_error(files, tmp_path, cli):
     """sgd at lr 1e6 sends the logits of a product of Bernoullis to +-1e5: a finite NLL far above the initial one
     is reported as divergence (exit 2), not as a finished run."""

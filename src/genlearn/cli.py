@@ -123,7 +123,8 @@ def _fit_arguments(p: argparse.ArgumentParser, spec=None) -> None:
                    help="a named configuration that reproduces a published figure (see `genlearn recipes`), or a "
                         "recipe file (e.g. the best.toml of `genlearn tune`); flags given beside it override its "
                         "settings and are recorded in the run")
-    p.add_argument("--quiet", action="store_true", default=suppress, help="no progress bar")
+    p.add_argument("--quiet", action="store_true", default=suppress,
+                   help="no progress bar, no per-epoch lines, no note on the CPU load")
     p.add_argument("--tensorboard", metavar="DIR", default=suppress,
                    help="write TensorBoard logs to DIR during training (scalars, sample grids; the tensorboard "
                         "extra: pip install 'genlearn[tensorboard]')")
@@ -174,7 +175,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         _device_arg(p)
         p.add_argument("run", metavar="DIR")
         _data_args(p)
-        p.add_argument("--split", choices=("train", "valid", "test", "all"), default="all")
+        p.add_argument("--split", choices=("train", "valid", "test", "all"), default="all",
+                       help="the split(s) to score (default all: the run's recorded figures unless a flag asks for "
+                            "a new evaluation; a single split is always scored anew)")
         p.add_argument("--seed", type=int, default=0, help="seed of stochastic estimators (AIS)")
         _partition_args(p)
 
@@ -184,7 +187,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         _device_arg(p)
         p.add_argument("run", metavar="DIR")
         p.add_argument("-n", type=int, default=64, help="number of samples (64)")
-        p.add_argument("--out", metavar="FILE", help=".png (image grid) or .csv; default: CSV on standard output")
+        p.add_argument("--out", metavar="FILE", help=".png (image grid), .csv or .txt; default: CSV on standard "
+                       "output")
         p.add_argument("--seed", type=int, default=0,
                        help="seed of the random numbers (default 0: the same samples every time; give others for "
                             "other samples)")
@@ -259,10 +263,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("refit", help="train a finished run again on its train + valid rows, for its best epoch count",
                        description="The run's family, options, seed and start (--init-from) trained on the train "
-                                   "rows then the valid rows, for the epoch where its valid NLL was best, its plateau "
-                                   "schedule's rates replayed epoch by epoch; the test split scored as the run's "
-                                   "evaluation settings say. The valid rows are training rows of the refit: it has no "
-                                   "valid figures.")
+                                   "rows then the valid rows, for the epoch where its valid NLL was best, the rates "
+                                   "of its plateau, cosine or geometric schedule replayed epoch by epoch; the test "
+                                   "split scored as the run's evaluation settings say. The valid rows are training "
+                                   "rows of the refit: it has no valid figures.")
     if only in (None, "refit"):
         _threads_arg(p)
         p.add_argument("run", metavar="RUN", help="a run folder finished by `genlearn fit`")
@@ -372,6 +376,11 @@ PLAIN_KEYS = ("train_nll", "valid_nll", "train_nll_member", "valid_nll_member", 
               "train_neg_elbo", "valid_neg_elbo", "valid_nll_is", "kl_true")
 
 
+#: ... and where none is monitored (an RBM too large for an exact log Z, a GAN's AIS-only likelihood): the
+#: training objective of the epoch (its rule's `loss`) and a GAN's critic figures
+FALLBACK_KEYS = ("loss", "divergence_estimate", "critic_loss", "generator_loss")
+
+
 def _plain_lines(args, progress: bool):
     """Not on a terminal (a pipe, a log file) and not --quiet: no progress bar but one plain line per evaluation on
     standard error, `epoch 5/100 train_nll=... valid_nll=...`, from rank 0 alone under torchrun (None when a bar is
@@ -384,6 +393,8 @@ def _plain_lines(args, progress: bool):
         if parallel is not None and not parallel.is_writer:  # torchrun: rank 0 alone prints
             return
         shown = [k for k in PLAIN_KEYS if isinstance(rec.get(k), (int, float))]
+        if not shown and int(rec.get("epoch") or 0) % trainer.cfg.eval_every == 0:  # an evaluation without an NLL
+            shown = [k for k in FALLBACK_KEYS if isinstance(rec.get(k), (int, float))]
         if shown:
             print(f"epoch {rec['epoch']}/{trainer.cfg.epochs} " + " ".join(f"{k}={rec[k]:.6g}" for k in shown),
                   file=sys.stderr, flush=True)

@@ -937,7 +937,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-prune", action="store_true", help="no pruning of poor learning curves")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--threads", type=int, metavar="N", default=None,
-                   help="CPU threads for torch (default: torch's, one per core)")
+                   help="CPU threads for torch (default: the cores other work leaves free when it starts)")
 
 
 def _number(args, name: str, kind):
