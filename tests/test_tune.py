@@ -340,6 +340,8 @@ def test_bad_search_space_is_one_line_error(tmp_path, capsys, toml, words):
     (["--families", "nade", "--trials", "x"], ["--trials must be an integer"]),
     ([], ["--families", "--preset uci"]),
     (["--families", "gaussian"], ["needs real data"]),
+    (["--families", "bernoulli,product-bernoulli,mixture", "--trials", "2"],  # a family would never run
+     ["--trials 2 is fewer than the 3 families", "give --trials at least that many"]),
 ])
 def test_bad_tune_settings_are_one_line_errors(tmp_path, capsys, argv, words):
     pytest.importorskip("optuna")

@@ -299,6 +299,10 @@ def _resolve(preset: str | None, families, trials, budget_minutes, trial_minutes
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
                               or not math.isfinite(v)):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of minutes, got {v!r}")
+    if settings["trials"] < len(settings["families"]):  # each family's baseline is a trial: one would never run
+        raise ConfigError(f"--trials {settings['trials']} is fewer than the {len(settings['families'])} families "
+                          f"({', '.join(settings['families'])}): each family's first trial is its default settings; "
+                          "give --trials at least that many, or fewer --families")
     return settings
 
 
