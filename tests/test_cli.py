@@ -482,9 +482,14 @@ def test_eval_warns_and_refit_refuses_when_the_runs_data_file_changed(tmp_path, 
     assert run_cli(capsys, "refit", run, "--out", refit_dir, "--quiet")[0] == 0
     code, _, err = run_cli(capsys, "eval", refit_dir, "--split", "test")
     assert code == 0 and "warning" not in err, err
+    for folder in (run, refit_dir):  # the fit's own figures, printed again: no warning either
+        code, _, err = run_cli(capsys, "eval", folder)
+        assert code == 0 and "warning" not in err, err
     np.savetxt(data, (rng.random((200, 6)) < 0.4).astype(int), fmt="%d", delimiter=",")
     code, _, err = run_cli(capsys, "eval", run, "--split", "test")
     assert code == 0 and "have changed since it was fitted (their fingerprint differs)" in err, err
+    code, out, err = run_cli(capsys, "eval", run)  # the fit's figures, said to be of the data as they were
+    assert code == 0 and "these are the figures of the fit, on the data as they were" in err, err
     code, _, err = run_cli(capsys, "refit", run, "--out", tmp_path / "refit2", "--quiet")
     assert code == 2 and "a refit on other data would not be this run's" in err, err
 

@@ -502,6 +502,7 @@ def cmd_eval(args) -> int:
     if not recompute and args.split == "all" and run.metrics:  # the metrics the fit wrote
         metrics = dict(run.metrics)
         metrics.pop("history", None)
+        _warn_if_file_changed(run)
     else:
         spec = args.data or run.meta.get("data_spec")
         if spec is None:
@@ -544,6 +545,30 @@ def cmd_eval(args) -> int:
         metrics["run_status"] = run.status
     print(json.dumps(_finite(metrics), indent=2, default=str))
     return 0
+
+
+def _warn_if_file_changed(run) -> None:
+    """`genlearn eval RUN` printing the fit's own figures: one warning when the run's data file has changed since
+    (its fingerprint differs): the figures are of the data as they were. Named data sets are not re-read."""
+    from genlearn.data.registry import load_dataset
+    from genlearn.data.sources import SOURCES, parse_spec
+    from genlearn.learning.run_folder import data_unchanged
+
+    spec = run.meta.get("data_spec")
+    if not isinstance(spec, str) or parse_spec(spec)[0] in SOURCES or not run.meta.get("data_fingerprint"):
+        return
+    try:
+        dataset = load_dataset(spec, run.meta.get("data_dir"))
+    except GenlearnError:
+        print(f"genlearn: warning: the data {spec!r} of {run.dir} cannot be read now; these are the figures of the "
+              "fit", file=sys.stderr)
+        return
+    from genlearn.data.refit_rows import as_trained
+
+    if data_unchanged(run.meta, as_trained(run.meta, dataset)) is False:
+        print(f"genlearn: warning: the data {spec!r} of {run.dir} have changed since it was fitted (their "
+              "fingerprint differs): these are the figures of the fit, on the data as they were; --split NAME "
+              "scores the data as they are now", file=sys.stderr)
 
 
 def _say_unfinished(run) -> None:
