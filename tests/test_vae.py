@@ -483,3 +483,18 @@ def test_quadrature_covers_a_vampprior_far_from_the_origin():
     assert model.prior_box() > 12
     assert abs(float(torch.logsumexp(quadrature(model, all_states(6, dtype=torch.float64)), 0))) < 1e-9
     assert VAE(6, latent=2, hidden=[8]).prior_box() == 8.0
+
+
+def test_dynamically_binarized_data_say_why_there_is_no_empirical_kl(tmp_path):
+    """digits:binarize=dynamic redraws the training rows every epoch: no fixed Q^, so no entropy and no KL bounds;
+    the metrics said nothing of why (the same data binarized once have them)."""
+    import genlearn
+    from genlearn.evaluation import NO_EMPIRICAL_KL
+
+    run = genlearn.fit("vae", "digits:binarize=dynamic", epochs=1, latent="2", hidden="16", progress=False,
+                       plots=False, partition_options={"iw_samples": 10})
+    assert run.metrics["entropy_empirical"] is None and run.metrics["kl_empirical_note"] == NO_EMPIRICAL_KL
+    assert "kl_empirical_upper" not in run.metrics
+    static = genlearn.fit("vae", "digits", epochs=1, latent="2", hidden="16", progress=False, plots=False,
+                          partition_options={"iw_samples": 10})
+    assert static.metrics["entropy_empirical"] > 0 and static.metrics["kl_empirical_upper"] is not None

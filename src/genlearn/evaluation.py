@@ -96,10 +96,15 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), partition: str =
     elif "train_nll" in out:
         out["entropy_empirical"] = None  # real-valued or dynamically binarized data: no finite H(Q^)
         out["kl_empirical"] = None
+        out["kl_empirical_note"] = NO_EMPIRICAL_KL
     if dataset.truth is not None:
         out.update(kl_true_metrics(dataset.truth, model))
     return out
 
+
+#: why a run has no empirical KL
+NO_EMPIRICAL_KL = ("no empirical KL: the training data are real-valued or dynamically binarized (redrawn every "
+                   "epoch), so there is no fixed empirical distribution Q^ with a finite entropy H(Q^)")
 
 #: importance samples per row on the train and valid splits of a latent-variable model's final metrics (test gets
 #: likelihood.IS_SAMPLES = 5,000): their figures serve the KL bound and model selection, at 1/50 of the cost
@@ -174,6 +179,9 @@ def evaluate_latent(model, dataset, splits=("train", "valid", "test"), partition
         out["kl_empirical_upper_is"] = out["train_nll"] - h
         out["kl_empirical_note"] = ("upper bounds of D_KL(Q^||P_theta): -ELBO - H(Q^), and the importance-sampling "
                                     "NLL - H(Q^) (an upper bound in expectation); the exact KL is intractable")
+    elif "train_nll" in out:
+        out["entropy_empirical"] = None
+        out["kl_empirical_note"] = NO_EMPIRICAL_KL
     if (partition == "ais" or ais_options) and dataset.test is not None and "test" in splits:
         out.update(ais_metrics(model, dataset.test, seed, progress, **ais_options))
     if dataset.truth is not None:
