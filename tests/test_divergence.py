@@ -115,3 +115,27 @@ def test_models_on_different_sample_spaces_are_refused_in_either_order_by_every_
     p, q = pair[0](), pair[1]()
     with pytest.raises(ConfigError, match=message):
         kl_divergence(p, q, method=method)
+
+
+def test_kl_of_latent_models_by_quadrature_or_one_clear_refusal():
+    """A VAE of 2 latent dimensions has log P(x) by quadrature over z: its exact KL to itself is 0 and to a
+    perturbed copy positive. One of 3 latent dimensions has only estimates of log P(x): the exact KL pointed to
+    `--method mc`, which then failed with a Python-only hint; both refuse in one message now."""
+    import copy
+
+    from genlearn.divergence import kl_divergence
+    from genlearn.errors import IntractableError
+    from genlearn.models.vae import VAE
+
+    small = VAE(5, latent=2, hidden=[8])
+    assert kl_divergence(small, small).value == pytest.approx(0.0, abs=1e-12)
+    other = copy.deepcopy(small)
+    with torch.no_grad():
+        for param in other.parameters():  # the encoder's do not change P(x); the decoder's do
+            param.add_(0.3)
+    est = kl_divergence(small, other)
+    assert est.value > 1e-6 and "quadrature over z" in est.method
+    big = VAE(5, latent=3, hidden=[8])
+    for method in ("auto", "mc"):
+        with pytest.raises(IntractableError, match="its log P\\(x\\) is only an estimate"):
+            kl_divergence(big, small, method=method)

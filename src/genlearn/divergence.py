@@ -158,16 +158,30 @@ def kl_enumerate(p, q, chunk_size: int = 1 << 16) -> float:
 
 
 def _state_log_prob(model, states: Tensor) -> Tensor:
-    """log P(x) of enumerated states, float64: the model's log_prob, or for a latent-variable model without an
-    encoder and latent_dim <= 2 (a GAN's generator) the quadrature over z of genlearn.likelihood.quadrature (exact
-    up to the grid); any other latent-variable model raises IntractableError (its log_prob)."""
+    """log P(x) of enumerated states, float64: the model's log_prob, or for a latent-variable model of latent_dim
+    <= 2 (a GAN's generator, a small VAE) the quadrature over z of genlearn.likelihood.quadrature (exact up to the
+    grid); any other latent-variable model raises IntractableError (its log_prob)."""
     if _by_quadrature(model):
         return quadrature(model, states)
     return model.log_prob(states).double()
 
 
 def _by_quadrature(model) -> bool:
-    return isinstance(model, LatentVariableModel) and not model.has_encoder and model.latent_dim <= QUADRATURE_MAX_DIM
+    """A latent-variable model whose log P(x) the quadrature over z gives exactly (up to the grid): at most
+    QUADRATURE_MAX_DIM latent dimensions, with or without an encoder."""
+    return isinstance(model, LatentVariableModel) and model.latent_dim <= QUADRATURE_MAX_DIM
+
+
+def _check_log_prob_known(p, q) -> None:
+    """One IntractableError when p or q is a latent-variable model too large for quadrature: its log P(x) is only
+    an estimate (importance sampling, AIS), so neither the exact nor the Monte Carlo KL applies."""
+    for model in (p, q):
+        if isinstance(model, LatentVariableModel) and not _by_quadrature(model):
+            raise IntractableError(
+                f"the KL needs log P(x) of the {model.name} model, whose {model.latent_dim} latent dimensions are "
+                f"more than the quadrature over z takes (at most {QUADRATURE_MAX_DIM}): its log P(x) is only an "
+                "estimate (importance sampling or AIS), and genlearn has no KL with an honest error for it; compare "
+                "such models by their test NLL (`genlearn eval RUN`)")
 
 
 @torch.no_grad()
@@ -271,6 +285,7 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
                               "sum): drop it")
         return Estimate.exact(kl_tables(p, q), "exact (probability tables)")
     _same_space(p, q)
+    _check_log_prob_known(p, q)
     if method in ("auto", "exact", "closed-form"):
         est = _closed_form(p, q)
         if est is not None:
