@@ -110,6 +110,8 @@ CASES = [
      "seed= applies to binarize=static|dynamic, and this spec binarizes by threshold; drop seed="),
     ("file-seed-threshold", "fit product-bernoulli --data {d}/half.csv:binarize=threshold,seed=2",
      "seed= applies to binarize=static|dynamic"),
+    ("data-dir-missing", "fit product-bernoulli --data digits --data-dir {d}/no-such-folder",
+     "no-such-folder does not exist; give the folder that holds the named data sets' files"),
     ("file-fraction-presplit", "fit product-bernoulli --data {d}/splits.npz:test=0.3",
      "test= cuts a test split from the rows, but the file has its own test part"),
     # -- training options: types, ranges, contradictory or inapplicable flags --------------------------------------

@@ -186,5 +186,5 @@ def test_data_dir_that_is_a_file_cli(tmp_path, refused, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "precious.txt").write_text("keep me\n")
     refused(["fit", "rbm", "--data", "mnist", "--data-dir", "precious.txt", "--quiet", "--epochs", "1",
-             "--out", tmp_path / "out"], "the data directory precious.txt is a file, not a folder")
+             "--out", tmp_path / "out"], "--data-dir precious.txt is a file")
     assert (tmp_path / "precious.txt").read_text() == "keep me\n"
