@@ -99,6 +99,22 @@ def test_sample_checks_its_count_the_same_way_in_every_family(name):
     # any integer type is a count: numpy and 0-d torch integers as well as int
     assert model.sample(np.int64(3), generator=torch.Generator().manual_seed(0)).shape[0] == 3
     assert model.sample(torch.tensor(2)).shape[0] == 2
+    with pytest.raises(ConfigError, match="10,000,000,000,000 samples of .* needs about .* draw fewer at a time"):
+        model.sample(10**13)  # before torch is asked for the memory (its allocator's error, or the machine's swap)
+
+
+@pytest.mark.parametrize("model, x, words", [
+    (ProductBernoulli(3), torch.zeros(5, 4), "data has 4 features per example but the model expects 3"),
+    (ProductBernoulli(3), torch.zeros(3), "must be a 2-D array"),
+    (Bernoulli(), torch.zeros(5, 2), "data has 2 features per example but the model expects 1"),
+    (ProductBernoulli(2), torch.tensor([[0.0, 7.0]]), "must be binary"),
+    (Gaussian(3), torch.zeros(5, 4), "data has 4 features per example but the model expects 3"),
+    (Gaussian(2), torch.tensor([[0.0, float("nan")]]), "contains nan"),
+])
+def test_fit_closed_form_checks_its_rows(model, x, words):
+    """fit_closed_form raised torch's shape errors, and took NaN or 7 into its estimate (p = 1, a NaN mean)."""
+    with pytest.raises(DataError, match=words):
+        model.fit_closed_form(x)
 
 
 @pytest.mark.parametrize("model", [ProductBernoulli(6), Gaussian(2), Categorical(3),

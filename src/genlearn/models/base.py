@@ -160,10 +160,28 @@ def _shape_checked_log_prob(fn):
     return log_prob
 
 
+def _check_sample_memory(model, n: int) -> None:
+    """Refuse, before torch allocates, n samples that cannot fit in memory: the float32 rows twice (the draws and
+    their probabilities) and one activation per row and unit of the model's widest parameter dimension."""
+    from genlearn.validate import check_memory
+
+    width = max((int(d) for p in model.parameters() for d in p.shape), default=0)
+    features = int(getattr(model, "n_features", 1) or 1)
+    nbytes = float(n) * (2 * features + width) * 4
+    if nbytes > SAMPLE_MEMORY_FREE:  # below it, no reading of the machine's memory (~50 us a call)
+        check_memory(nbytes, f"{n:,} samples of {features} features", "draw fewer at a time")
+
+
+#: sample() calls needing less than this many bytes skip the memory check
+SAMPLE_MEMORY_FREE = 256 * 2**20
+
+
 def _count_checked_sample(fn):
     @functools.wraps(fn)
     def sample(self, n, *args, **kwargs):
-        x = fn(self, check_sample_count(n), *args, **kwargs)
+        n = check_sample_count(n)
+        _check_sample_memory(self, n)
+        x = fn(self, n, *args, **kwargs)
         # in the model's float dtype, as its log_prob (a model made .double() samples float64 rows)
         p = next((p for p in self.parameters() if p.is_floating_point()), None)
         if p is not None and isinstance(x, Tensor) and x.is_floating_point() and x.dtype != p.dtype:

@@ -72,7 +72,9 @@ class Gaussian(GenerativeModel):
 
     @torch.no_grad()
     def fit_closed_form(self, x: Tensor) -> "Gaussian":
-        x = as_float(x).double().reshape(-1, self.n_features)
+        """The MLE: the rows' mean and their covariance (1/M) sum_m (x_m - mu)(x_m - mu)^T (diagonal or full, as the
+        model's); x: finite rows of n_features (check_input: one DataError otherwise)."""
+        x = as_float(self.check_input(x)).double().reshape(-1, self.n_features)
         mu = x.mean(0)
         diff = x - mu
         cov = diff.T @ diff / x.shape[0]

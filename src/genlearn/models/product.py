@@ -55,8 +55,9 @@ class ProductBernoulli(GenerativeModel):
     @torch.no_grad()
     def fit_closed_form(self, x: Tensor, smoothing: float = 0.0) -> "ProductBernoulli":
         """MLE p_i = (1/M) sum_m x_mi, or with smoothing a > 0 the add-a estimate p_i = (sum_m x_mi + a) / (M + 2a)
-        (the posterior mean under a Beta(a, a) prior); clipped to [1e-6, 1-1e-6] so the logits stay finite."""
-        x = as_float(x)
+        (the posterior mean under a Beta(a, a) prior); clipped to [1e-6, 1-1e-6] so the logits stay finite. x: 0/1
+        rows of n_features (check_input: one DataError otherwise)."""
+        x = as_float(self.check_input(x))
         m = x.shape[0]
         p = (column_means(x) * m + smoothing) / (m + 2 * smoothing)
         self.logits.copy_(logit(p).to(self.logits.dtype))
