@@ -199,7 +199,8 @@ def test_ensemble_is_the_mean_of_member_probabilities_and_deterministic(name):
     assert (member_lp.max(0).values - member_lp.min(0).values).max() > 1e-3  # members really differ
 
 
-@pytest.mark.parametrize("name", ["fvsbn-random", "nade-2-layers", "oa-nade-ensemble", "made-masks-random-order"])
+@pytest.mark.parametrize("name", ["fvsbn-random", "nade-2-layers", "oa-nade-ensemble", "made-masks-random-order",
+                                  "made-1", "made-no-direct"])
 def test_ancestral_samples_match_exact_marginals(name):
     n, m = 10, 20_000
     model = randomize(FACTORIES[name](n), 7, 0.8)

@@ -250,14 +250,38 @@ class MADE(GenerativeModel):
         ks = (torch.randint(self.masks, (n,), generator=generator) if self.masks > 1
               else torch.zeros(n, dtype=torch.long))
         x = torch.zeros(n, self.n_features, dtype=self.out.weight.dtype)
-        for k in torch.unique(ks).tolist():
-            rows = torch.nonzero(ks == k).flatten()
-            xk = torch.zeros(rows.numel(), self.n_features, dtype=x.dtype)
-            for i in self.ordering(k).tolist():
-                p = torch.sigmoid(self.conditional_logits(xk, k)[:, i])
-                xk[:, i] = torch.bernoulli(p, generator=generator)
-            x[rows] = xk
+        with torch.no_grad():
+            for k in torch.unique(ks).tolist():
+                rows = torch.nonzero(ks == k).flatten()
+                x[rows] = self._sample_mask(k, rows.numel(), generator)
         return x.float()
+
+    def _sample_mask(self, k: int, count: int, generator: torch.Generator | None) -> Tensor:
+        """`count` rows drawn from the model of mask k: x_{o_d} ~ Bernoulli(sigmoid(l_{o_d}(x))) for d = 1..n, the
+        masked weights formed once (conditional_logits forms them at every call: 784 calls of ~5 ms per mask) and
+        only the logit of unit o_d computed at step d: l_i = h(x) . (V * M^out)_i + c_i [+ x . (A * M^dir)_i]. The
+        first layer's pre-activations a = b + x (W^1 * M^1)^T are kept and updated as each x_i is drawn
+        (a += x_i (W^1 * M^1)_{:, i}), so a step costs O(hidden) there instead of a product with all n inputs."""
+        mats = self.mask_matrices(k)
+        n_layers = len(self.layers)
+        first = self.layers[0].weight * mats[0]  # (H1, n)
+        deeper = [(lin.weight * m, lin.bias) for lin, m in zip(self.layers[1:], mats[1:n_layers])]
+        out_w = self.out.weight * mats[n_layers]
+        direct_w = self.direct_weight * mats[n_layers + 1] if self.direct else None
+        dtype = self.out.weight.dtype
+        xk = torch.zeros(count, self.n_features, dtype=dtype)
+        pre = self.layers[0].bias.detach().to(dtype).expand(count, -1).clone()
+        for i in self.ordering(k).tolist():
+            h = self._act(pre)
+            for w, b in deeper:
+                h = self._act(torch.addmm(b, h, w.T))
+            logit = h @ out_w[i] + self.out.bias[i]
+            if direct_w is not None:
+                logit = logit + xk @ direct_w[i]
+            xi = torch.bernoulli(torch.sigmoid(logit), generator=generator)
+            xk[:, i] = xi
+            pre.addr_(xi, first[:, i])
+        return xk
 
     @classmethod
     def from_config(cls, config: dict) -> "MADE":
