@@ -217,7 +217,7 @@ CASES = [
     ("eval-ais-steps-exact", "eval {run} --ais-steps 10", "the likelihood of product-bernoulli is exact"),
     ("eval-iw-exact", "eval {run} --iw-samples 5", "apply to energy and latent-variable models"),
     ("eval-split-choice", "eval {run} --split bogus", "argument --split: invalid choice"),
-    ("eval-file-not-run", "eval {d}/good.csv", "no run folder at"),
+    ("eval-file-not-run", "eval {d}/good.csv", "good.csv: it is a file, not a run folder"),
     ("eval-empty-folder", "eval {d}/emptydir", "holds no checkpoint"),
     # -- sample -----------------------------------------------------------------------------------------------------
     ("sample-n-text", "sample {run} -n abc", "argument -n: invalid int value"),
@@ -345,7 +345,7 @@ API_CASES = [
      ConfigError, "is fewer than the 2 epochs"),
     ("load-run-int", lambda d: genlearn.load_run(42), ConfigError, "load_run needs the path of a run folder"),
     ("load-run-none", lambda d: genlearn.load_run(None), ConfigError, "got NoneType None"),
-    ("load-run-missing", lambda d: genlearn.load_run(d / "nope"), RunError, "no run folder at"),
+    ("load-run-missing", lambda d: genlearn.load_run(d / "nope"), RunError, "nope: it does not exist"),
     ("load-run-file", lambda d: genlearn.load_run(d / "good.csv"), RunError, "no run folder at"),
     ("load-run-empty", lambda d: genlearn.load_run(d / "emptydir"), RunError, "holds no checkpoint"),
     ("kl-table-model", lambda d: genlearn.kl_divergence([0.5, 0.5], genlearn.load_run(d / "run").model),

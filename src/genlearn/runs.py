@@ -302,7 +302,7 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         trainer.fit()
         checks.check_progress(trainer.state.history, out)  # the history is common: every rank stops alike
     except NumericalError as exc:
-        if out is not None and writer and str(exc).startswith("training diverged"):
+        if out is not None and writer and str(exc).startswith("training diverged") and (out / ckpt.META).exists():
             from genlearn.learning.checkpoint import record_divergence
 
             record_divergence(out, str(exc), trainer.run_meta.get("run_id"), trainer.state.epoch)

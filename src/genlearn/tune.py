@@ -962,7 +962,8 @@ def cmd_tune(args) -> int:
     if args.space:
         path = Path(args.space)
         if not path.is_file():
-            raise ConfigError(f"no search-space file {path}; give a TOML file (see `genlearn tune --help`)")
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise ConfigError(f"no search-space file {path}: it {what}; give a TOML file (see `genlearn tune --help`)")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:

@@ -285,7 +285,8 @@ def read_npz(path) -> dict[str, np.ndarray]:
             "Object arrays" in str(exc)) else "; write it again with numpy.savez"
         raise DataError(f"{path}: cannot read as .npz ({exc}){hint}") from None
     except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, zlib.error
-        raise DataError(f"{path}: corrupt or truncated .npz archive ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{path}: corrupt or truncated .npz archive ({type(exc).__name__}: {exc}); write it again "
+                        "(numpy.savez) or copy it again from its source") from None
     return {k: _checked_array(v, f"{path}[{k!r}]") for k, v in found.items()}
 
 

@@ -537,7 +537,8 @@ def read_run(directory) -> RunFiles:
 
     directory = Path(directory)
     if not directory.is_dir():
-        raise RunError(f"no run folder at {directory}")
+        what = "is a file, not a run folder" if directory.exists() else "does not exist"
+        raise RunError(f"no run folder at {directory}: it {what}; give the --out folder of a `genlearn fit`")
     model_path, metrics_path = directory / MODEL_FILE, directory / METRICS_FILE
     has_model = model_path.exists()
     tensors, meta = read_checkpoint(directory, tensors_required=not has_model, build=True)

@@ -459,8 +459,10 @@ class Trainer:
         kept = (f"; the last good checkpoint (epoch {self.state.epoch}) is kept in {self.out_dir}"
                 if self.out_dir is not None and self.state.epoch > 0 else "")
         start = f", --init-from {self.out_dir} starts from that checkpoint" if kept else ""
+        first = (" (at the first step the initial parameters or the penalty may be at fault too: e.g. --init-std, "
+                 "--weight-decay)" if self.state.epoch == 0 and (step or self.state.step + 1) <= 1 else "")
         raise NumericalError(f"training diverged: {what} {where}{kept}. Fit again with a smaller learning rate "
-                             f"(--lr; --overwrite replaces this run{start})")
+                             f"(--lr; --overwrite replaces this run{start}){first}")
 
     # -- monitoring ------------------------------------------------------------------------------------
     @torch.no_grad()
