@@ -299,10 +299,13 @@ def _resolve(preset: str | None, families, trials, budget_minutes, trial_minutes
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
                               or not math.isfinite(v)):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of minutes, got {v!r}")
-    if settings["trials"] < len(settings["families"]):  # each family's baseline is a trial: one would never run
-        raise ConfigError(f"--trials {settings['trials']} is fewer than the {len(settings['families'])} families "
-                          f"({', '.join(settings['families'])}): each family's first trial is its default settings; "
-                          "give --trials at least that many, or fewer --families")
+    if settings["trials"] < len(settings["families"]):  # each family's baseline is a trial: some never run
+        import warnings
+
+        left = settings["families"][settings["trials"]:]
+        warnings.warn(f"--trials {settings['trials']} is fewer than the {len(settings['families'])} families: each "
+                      f"family's first trial is its default settings, and {', '.join(left)} will get none; give "
+                      "--trials at least that many to try every family", UserWarning, stacklevel=3)
     return settings
 
 
@@ -626,7 +629,7 @@ def score_rows(model, x) -> dict:
 def _trial_rows(optuna, study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("surplus"):
+        if t.user_attrs.get("surplus") or t.state == optuna.trial.TrialState.WAITING:  # never started: no trial
             continue
         a = t.user_attrs
         rows.append({"number": t.number, "state": t.state.name.lower(), "family": t.params.get("family"),
