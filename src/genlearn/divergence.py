@@ -285,13 +285,13 @@ def kl_divergence(p, q, method: str = "auto", partition: str = "auto", **kwargs)
                               "sum): drop it")
         return Estimate.exact(kl_tables(p, q), "exact (probability tables)")
     _same_space(p, q)
-    _check_log_prob_known(p, q)
     if method in ("auto", "exact", "closed-form"):
         est = _closed_form(p, q)
         if est is not None:
             return est
         if method == "closed-form":
             raise ConfigError(f"no closed form registered for KL({type(p).__name__} || {type(q).__name__})")
+    _check_log_prob_known(p, q)
     discrete = p.support in ("binary", "categorical")
     if method == "enumerate" or (method in ("auto", "exact") and discrete):
         if method != "enumerate" and not _enumerable(p):

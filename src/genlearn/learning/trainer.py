@@ -533,7 +533,7 @@ class Trainer:
     def _kl_true(self, kl_divergence) -> dict:
         """{"kl_true": D_KL(truth || model)} (nats) for the monitoring record: a registered closed form, else exact
         enumeration when the state space has at most likelihood.MONITOR_KL_STATES states (2^24 states of a
-        neural model would cost minutes every epoch) and, for a generator scored by quadrature over z, at most
+        neural model would cost minutes every epoch) and, for a latent model scored by quadrature over z, at most
         MONITOR_QUADRATURE_TERMS (state, grid point) terms, else the estimate kl_divergence gives for continuous
         models; {} when none is affordable (the final metrics still report it)."""
         from genlearn.likelihood import (MONITOR_KL_STATES, MONITOR_QUADRATURE_TERMS, QUADRATURE_MAX_DIM,
@@ -548,7 +548,7 @@ class Trainer:
         if truth.n_states is not None and truth.n_states > MONITOR_KL_STATES:
             return {}
         model = self.model
-        if (truth.n_states is not None and isinstance(model, LatentVariableModel) and not model.has_encoder
+        if (truth.n_states is not None and isinstance(model, LatentVariableModel)
                 and model.latent_dim <= QUADRATURE_MAX_DIM
                 and truth.n_states * QUADRATURE_POINTS ** model.latent_dim > MONITOR_QUADRATURE_TERMS):
             return {}  # each state's log P(x) a quadrature over z: too slow for every epoch
