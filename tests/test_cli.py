@@ -542,3 +542,23 @@ def test_flags_are_matched_whole_and_unknown_ones_name_the_command(tmp_path, cap
     assert stop.value.code == 2
     assert "unrecognized arguments: --data coin (see `genlearn refit --help`)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_ctrl_c_while_a_class_is_built_is_exit_130(monkeypatch, capsys):
+    """Python 3.11 wraps a KeyboardInterrupt raised inside a class body's __set_name__ (a dataclass being built
+    while the model families import) in a RuntimeError: a Ctrl-C at that moment printed a traceback (a kill-and-
+    resume run caught it) instead of one line and exit 130. Other RuntimeErrors still propagate."""
+    import genlearn.cli as cli
+
+    def interrupted(argv):
+        raise RuntimeError("Error calling __set_name__") from KeyboardInterrupt()
+
+    monkeypatch.setattr(cli, "_main", interrupted)
+    assert cli.main(["models"]) == 130 and capsys.readouterr().err == "genlearn: interrupted\n"
+
+    def broken(argv):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(cli, "_main", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        cli.main(["models"])

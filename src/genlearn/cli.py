@@ -884,6 +884,10 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
+    except RuntimeError as exc:  # a Ctrl-C while Python builds a class (an import): "Error calling __set_name__"
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return _interrupted(exc.__cause__)
+        raise
 
 
 def _show_warnings_as_lines() -> None:
