@@ -6,6 +6,7 @@ fresh sampling) are checked against an oracle."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -103,17 +104,8 @@ CASES = [
     ("file-threshold", "fit product-bernoulli --data {d}/good.csv:threshold=abc", "threshold must be a number in"),
     ("file-scale", "fit product-bernoulli --data {d}/half.csv:binarize=threshold,scale=-1", "scale must be a number >"),
     ("file-wrong-width", "fit bernoulli --data {d}/three.csv", "bernoulli models one binary variable"),
-    # -- binarization settings the method ignores (they were accepted and recorded as if used) -----------------------
-    ("spec-threshold-static", "fit product-bernoulli --data digits:binarize=static,threshold=0.3",
-     "data set 'digits': threshold= applies to binarize=threshold, and this spec binarizes by static"),
-    ("spec-seed-threshold", "fit product-bernoulli --data digits:seed=3",
-     "seed= applies to binarize=static|dynamic, and this spec binarizes by threshold; drop seed="),
-    ("file-seed-threshold", "fit product-bernoulli --data {d}/half.csv:binarize=threshold,seed=2",
-     "seed= applies to binarize=static|dynamic"),
     ("data-dir-missing", "fit product-bernoulli --data digits --data-dir {d}/no-such-folder",
      "no-such-folder does not exist; give the folder that holds the named data sets' files"),
-    ("file-fraction-presplit", "fit product-bernoulli --data {d}/splits.npz:test=0.3",
-     "test= cuts a test split from the rows, but the file has its own test part"),
     # -- training options: types, ranges, contradictory or inapplicable flags --------------------------------------
     ("opt-threads", f"fit bernoulli --data {SMALL} --threads 0", "--threads must be a positive integer"),
     ("opt-gamma-negative", f"fit bernoulli --data {SMALL} --schedule exponential --gamma -1",
@@ -238,14 +230,34 @@ def test_plain_progress_lines_off_a_terminal(files, tmp_path, cli):
 
 def test_plain_lines_show_the_training_loss_where_no_nll_is_monitored(tmp_path, cli):
     """An RBM of 30 hidden units (2^30 states: no exact NLL every epoch, no --monitor-ais-steps) printed nothing
-    for its whole fit off a terminal: each epoch's line now shows the rule's loss."""
-    code, _, err = cli(["fit", "rbm", "--data", "digits", "--hidden", "30", "--epochs", "2",
+    for its whole fit off a terminal: each evaluation's line (every 2 epochs, and the last) shows the rule's loss."""
+    code, _, err = cli(["fit", "rbm", "--data", "digits", "--hidden", "30", "--epochs", "3", "--eval-every", "2",
                         "--out", tmp_path / "run"])
     lines = [line for line in err.splitlines() if line.startswith("epoch ")]
-    assert code == 0 and [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]], err
+    assert code == 0 and [line.split()[:2] for line in lines] == [["epoch", "2/3"], ["epoch", "3/3"]], err
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
     shown = [float(line.split("loss=")[1].split()[0]) for line in lines]
-    assert "train_nll" not in history[-1] and shown == pytest.approx([r["loss"] for r in history[1:]], rel=1e-5)
+    assert "train_nll" not in history[-1]
+    assert shown == pytest.approx([r["loss"] for r in history if r["epoch"] in (2, 3)], rel=1e-5)
+
+
+def test_data_settings_the_spec_ignores_are_warned(files, tmp_path):
+    """threshold= without binarize=threshold, seed= without a random binarization, and a valid=/test= fraction on a
+    file with its own split were accepted and recorded as if used: one warning each now (not an error: runs
+    recorded such specs and must still evaluate, refit and resume)."""
+    from genlearn.data.registry import load_dataset
+
+    rows = (np.random.default_rng(0).random((30, 4)) < 0.5).astype(np.float32)
+    np.savez(tmp_path / "own.npz", train=rows[:20], test=rows[20:])
+    for spec, words in (("digits:binarize=static,threshold=0.3", "threshold= applies to binarize=threshold, and "
+                         "this spec binarizes by static: threshold= is ignored"),
+                        ("digits:seed=3", "seed= applies to binarize=static|dynamic, and this spec binarizes by "
+                         "threshold: seed= is ignored"),
+                        (f"{files}/half.csv:binarize=threshold,seed=2", "seed= applies to binarize=static|dynamic"),
+                        (f"{tmp_path}/own.npz:test=0.3", "test= cuts a test split from the rows, but the file has its "
+                         "own test part")):
+        with pytest.warns(UserWarning, match=re.escape(words)):
+            load_dataset(spec)
 
 
 def test_divergence_that_stays_finite_is_an_error(files, tmp_path, cli):
@@ -286,6 +298,10 @@ def test_a_diverged_run_says_so_in_eval_sample_and_report(files, tmp_path, cli):
     data = json.loads((other / DIVERGED_FILE).read_text())
     (other / DIVERGED_FILE).write_text(json.dumps({**data, "run_id": "another"}))
     assert read_run(other).status.startswith("unfinished (interrupted")
+    from genlearn.learning.run_folder import read_divergence
+
+    epoch, run_id = data["epoch"], data["run_id"]  # a --resume that trained past it, then was interrupted: stale
+    assert read_divergence(run, run_id, epoch) is not None and read_divergence(run, run_id, epoch + 1) is None
     code, _, err = cli(["fit", "product-bernoulli", "--data", f"{files}/good.csv", "--epochs", "3", "--out", run,
                         "--overwrite", "--quiet"])
     assert code == 0 and not (run / DIVERGED_FILE).exists() and read_run(run).status == "finished", err

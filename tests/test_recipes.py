@@ -116,8 +116,11 @@ def test_a_recipe_run_takes_another_partition_method(tmp_path, capsys):
     assert metrics["evaluation"] == {"partition": "ais", "steps": 100, "seed": 0}
     assert metrics["test_nll_method"] == "ais" and metrics["log_z_details"]["steps"] == 100
     assert recipe_evaluation(metrics["recipe"]) == ("ais", {"steps": 100, "seed": 0})
+    rbm = {"name": "rbm-784x500", "overrides": {"evaluation": {"partition": "exact"}}}
+    assert recipe_evaluation(rbm, "rbm") == ("exact", {})  # an energy model's AIS options go with AIS alone
     gan = {"name": "gan-js", "overrides": {"evaluation": {"partition": "auto"}}}
-    assert recipe_evaluation(gan) == ("auto", {})  # the recipe's AIS options do not go with another method
+    partition, options = recipe_evaluation(gan, "gan")  # a latent model's options hold under any method
+    assert partition == "auto" and options["ais_rows"] == 1000 and options["bdmc_rows"] == 100
 
 
 def test_fit_recipe_rejects_a_family_other_than_its_own(tmp_path, capsys):

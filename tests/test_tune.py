@@ -534,3 +534,18 @@ def test_fewer_trials_than_families_warns_and_counts_only_trials_that_ran(tmp_pa
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_trials"] == 1 and [r["family"] for r in summary["trials"]] == ["bernoulli"]
+
+
+def test_trials_whose_settings_the_family_refuses_fail_and_stop_the_study(tmp_path, capsys):
+    """A space whose every point the family refuses (--smoothing without --closed-form): each trial fails with
+    that error and the study stops after 10 in a row. Deciding a trial's one-pass rule outside the fit's error
+    handling looped forever, writing thousands of failed trials without a line."""
+    pytest.importorskip("optuna")
+    from genlearn.cli import main
+
+    space = tmp_path / "space.toml"
+    space.write_text("[product-bernoulli]\nclosed_form = false\nsmoothing = {low = 0.01, high = 1.0}\n")
+    rc = main(["tune", "--data", "coin:n=50", "--families", "product-bernoulli", "--space", str(space),
+               "--trials", "2", "--epochs", "2", "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "10 trials in a row failed" in err and "--smoothing applies to the closed-form" in err, err

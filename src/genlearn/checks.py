@@ -44,12 +44,13 @@ def check_valid_monitoring(cfg, model, dataset) -> None:
     raise ConfigError(f"{', '.join(uses)} act(s) on the monitored valid NLL, but none would be monitored: {why}")
 
 
-def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
+def check_training(cfg, given, model, resume: bool = False, rule=None, strict: bool = True) -> None:
     """Cross-checks of a TrainConfig the single fields cannot see. `given`: the names the user set (not the
     family's defaults). Refused: --epochs < 1, seeds outside [0, 2^63 - 1], a --gamma that is not in (0, 1], and
     every given flag that the effective settings would ignore (with `rule`, a LearningRule that sets the parameters
-    itself, such as EM or the closed form: the optimizer's flags; with a one-pass rule, the closed form: the flags
-    of iterative fits, --epochs > 1 among them)."""
+    itself, such as EM or the closed form: the optimizer's flags; with a one-pass rule, the closed form, and
+    `strict` (settings the caller gave, not a resumed, refitted or recipe run's): the flags of iterative fits,
+    --epochs > 1 among them)."""
     from genlearn.models.base import EnergyModel, LatentVariableModel
 
     if cfg.epochs < 1:
@@ -101,7 +102,7 @@ def check_training(cfg, given, model, resume: bool = False, rule=None) -> None:
         if moot:
             ignored.append((f"--{moot[0].replace('_', '-')}", f"applies to gradient learning; the {rule.name} rule of "
                             "this fit sets the parameters itself (no optimizer step)"))
-    if rule is not None and rule.one_pass:
+    if rule is not None and rule.one_pass and strict:  # not for a resumed or refitted run's recorded settings
         iterative = [flag for flag, on in (
             ("--epochs", "epochs" in given and cfg.epochs > 1), ("--patience", cfg.patience is not None),
             ("--keep-best", cfg.keep_best), ("--tol", "tol" in given and cfg.tol is not None),
@@ -220,8 +221,6 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
         if isinstance(model, LatentVariableModel) and options.get("ais_start") == "encoder" and not model.has_encoder:
             raise ConfigError(f"--ais-start encoder needs a model with an encoder q(z|x) (the vae family); "
                               f"{model.name} has none: use --ais-start prior")
-        if isinstance(model, LatentVariableModel):
-            _check_latent_evaluation(partition, options, model)
         if isinstance(model, EnergyModel):
             from genlearn.likelihood import EXACT_UNITS
             from genlearn.models.boltzmann import BoltzmannMachine
@@ -236,17 +235,6 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
             if partition == "exact" and units > EXACT_UNITS:
                 raise ConfigError(f"--partition exact would enumerate 2^{units} states of {model.name} (at most "
                                   f"2^{EXACT_UNITS}); use --partition ais or auto")
-            ais_only = sorted(k for k in options if k in AIS_OPTIONS)
-            if ais_only:
-                from genlearn.likelihood import choose_method
-
-                method = choose_method(model, "evaluate") if partition == "auto" else partition
-                if method != "ais":
-                    how = ("by enumeration (auto: 2^%d states are affordable)" % units if partition == "auto"
-                           else f"by --partition {partition}")
-                    raise ConfigError(f"the evaluation option(s) {', '.join(_evaluation_flag(k) for k in ais_only)} "
-                                      f"apply to AIS; this {model.name}'s log Z is computed {how}: drop them, or "
-                                      "give --partition ais to estimate it by AIS")
         elif not isinstance(model, LatentVariableModel):
             if partition not in ("auto", "exact"):
                 raise ConfigError(f"--partition {partition} applies to energy and latent-variable models; the "
@@ -258,24 +246,42 @@ def check_evaluation(partition, options: dict | None, model=None) -> None:
                                   f"likelihood of {model.name} is exact (drop them)")
 
 
-def _check_latent_evaluation(partition: str, options: dict, model) -> None:
-    """Evaluation flags a latent-variable model's method ignores: without an encoder, importance samples (it has
-    no q(z|x)); on a latent space small enough for quadrature (genlearn.likelihood.choose_method), every option
-    but the seed, and --partition ais (the quadrature is exact up to its grid). One ConfigError."""
+def moot_evaluation(partition: str, options: dict, model) -> tuple[list[str], str] | None:
+    """Evaluation settings the model's method ignores, as (the keys, with "partition" for a moot --partition ais;
+    one message naming them and why), or None: AIS options where an energy model's log Z is exact (by --partition
+    exact or mean-field, or auto's enumeration); for a latent-variable model, importance samples without an
+    encoder, and every option but the seed (and --partition ais) where quadrature over z is exact. `genlearn fit`
+    and `eval` refuse those the user gave; a resumed, refitted or recipe run drops them (older runs recorded them:
+    they had no effect)."""
     from genlearn.likelihood import choose_method
+    from genlearn.models.base import EnergyModel, LatentVariableModel
 
+    options = options or {}
+    if isinstance(model, EnergyModel):
+        ais_only = sorted(k for k in options if k in AIS_OPTIONS)
+        method = choose_method(model, "evaluate") if partition == "auto" else partition
+        if ais_only and method != "ais":
+            units = int(model.exact_partition_size()[0])
+            how = (f"by enumeration (auto: 2^{units} states are affordable)" if partition == "auto"
+                   else f"by --partition {partition}")
+            return ais_only, (f"the evaluation option(s) {', '.join(_evaluation_flag(k) for k in ais_only)} apply to "
+                              f"AIS; this {model.name}'s log Z is computed {how}: drop them, or give --partition ais "
+                              "to estimate it by AIS")
+    if not isinstance(model, LatentVariableModel):
+        return None
     if not model.has_encoder:
         samples = sorted(k for k in options if k in ("iw_samples", "train_iw_samples"))
         if samples:
-            raise ConfigError(f"the evaluation option(s) {', '.join(_evaluation_flag(k) for k in samples)} set the "
-                              f"importance samples of q(z|x); {model.name} has no encoder: drop them")
+            return samples, (f"the evaluation option(s) {', '.join(_evaluation_flag(k) for k in samples)} set the "
+                             f"importance samples of q(z|x); {model.name} has no encoder: drop them")
     if choose_method(model) == "quadrature":
-        moot = [_evaluation_flag(k) for k in sorted(options) if k != "seed"]
-        moot = moot or (["--partition ais"] if partition == "ais" else [])
-        if moot:
-            raise ConfigError(f"{', '.join(moot)} set(s) AIS over z; this {model.name}'s likelihood is computed by "
-                              f"quadrature over its {model.latent_dim} latent dimension(s), exact up to the grid: "
-                              "drop it")
+        keys = [k for k in sorted(options) if k != "seed"] + (["partition"] if partition == "ais" else [])
+        if keys:
+            flags = [_evaluation_flag(k) if k != "partition" else "--partition ais" for k in keys]
+            return keys, (f"{', '.join(flags)} set(s) AIS over z; this {model.name}'s likelihood is computed by "
+                          f"quadrature over its {model.latent_dim} latent dimension(s), exact up to the grid: drop "
+                          "it (or use --partition auto)")
+    return None
 
 
 def _evaluation_flag(key: str) -> str:

@@ -393,7 +393,8 @@ def _plain_lines(args, progress: bool):
         if parallel is not None and not parallel.is_writer:  # torchrun: rank 0 alone prints
             return
         shown = [k for k in PLAIN_KEYS if isinstance(rec.get(k), (int, float))]
-        if not shown and int(rec.get("epoch") or 0) % trainer.cfg.eval_every == 0:  # an evaluation without an NLL
+        epoch = int(rec.get("epoch") or 0)
+        if not shown and (epoch % trainer.cfg.eval_every == 0 or epoch == trainer.cfg.epochs):  # no NLL to show
             shown = [k for k in FALLBACK_KEYS if isinstance(rec.get(k), (int, float))]
         if shown:
             print(f"epoch {rec['epoch']}/{trainer.cfg.epochs} " + " ".join(f"{k}={rec[k]:.6g}" for k in shown),
@@ -456,7 +457,9 @@ def _fit_recipe(args, family, train: dict, model_options: dict, progress: bool) 
     evaluation = dict(recipe.evaluation)
     own = evaluation.pop("partition", "auto")
     partition = getattr(args, "partition", None) or own
-    if partition != own:  # the recipe's options are those of its own method: another one starts from the flags
+    from genlearn.runs import latent_family
+
+    if partition != own and not latent_family(recipe.model):  # an energy model's options are its method's own
         evaluation = {}
     partition_options = {**evaluation, **_ais_options(args)}
     if getattr(args, "partition", None) or _ais_options(args):
@@ -497,6 +500,11 @@ def cmd_eval(args) -> int:
         from genlearn.checks import check_evaluation
 
         check_evaluation(args.partition or "auto", _ais_options(args), run.model)
+        from genlearn.checks import moot_evaluation
+
+        moot = moot_evaluation(args.partition or "auto", _ais_options(args), run.model)
+        if moot is not None:
+            raise ConfigError(moot[1])
     recompute = (args.data is not None or args.data_dir is not None or args.partition not in (None, "auto")
                  or bool(_ais_options(args)) or args.device is not None)
     if not recompute and args.split == "all" and run.metrics:  # the metrics the fit wrote
@@ -559,9 +567,9 @@ def _warn_if_file_changed(run) -> None:
         return
     try:
         dataset = load_dataset(spec, run.meta.get("data_dir"))
-    except GenlearnError:
-        print(f"genlearn: warning: the data {spec!r} of {run.dir} cannot be read now; these are the figures of the "
-              "fit", file=sys.stderr)
+    except GenlearnError as exc:
+        print(f"genlearn: warning: the data {spec!r} of {run.dir} cannot be read now ({exc}); these are the figures "
+              "of the fit", file=sys.stderr)
         return
     from genlearn.data.refit_rows import as_trained
 

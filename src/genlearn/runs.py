@@ -218,7 +218,7 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
                 partition_options = dict(meta["evaluation"])
                 partition = partition_options.pop("partition", "auto")
             elif meta.get("recipe"):  # runs recorded before their evaluation was
-                partition, partition_options = recipe_evaluation(meta["recipe"])
+                partition, partition_options = recipe_evaluation(meta["recipe"], meta.get("model"))
         _check_resume_settings(meta["train_config"], train_kwargs)
         cfg_dict = {**meta["train_config"], **train_kwargs}
         run_meta = {k: meta[k] for k in ("model", "dataset", "data_spec", "data_dir", "model_options", "recipe",
@@ -281,10 +281,18 @@ def fit(model, data, *, out=None, overwrite: bool = False, resume: bool = False,
         raise ConfigError(f"the run in {out} is complete ({meta['epoch']} of {cfg.epochs} epochs): nothing to resume; "
                           f"give --epochs above {meta['epoch']} to train longer, or `genlearn eval {out}` to "
                           "evaluate it again")
-    checks.check_training(cfg, train_kwargs, model_obj, resume, rule=rule_obj)
+    checks.check_training(cfg, train_kwargs, model_obj, resume, rule=rule_obj, strict=not resume and recipe is None)
     if not resume:
         checks.check_valid_monitoring(cfg, model_obj, dataset)
     checks.check_evaluation(partition, partition_options, model_obj)
+    moot = checks.moot_evaluation(partition, partition_options, model_obj)
+    if moot is not None:  # refused where the caller gave them; dropped from a resumed run's or a recipe's record
+        keys, message = moot
+        if not resume and recipe is None:
+            raise ConfigError(message)
+        partition_options = {k: v for k, v in (partition_options or {}).items() if k not in keys}
+        partition = "auto" if "partition" in keys else partition
+        run_meta["evaluation"] = {"partition": partition, **partition_options}
     trainer = Trainer(model_obj, dataset, cfg, out, run_meta, callbacks, rule=rule_obj, device=device,
                       parallel=parallel)
     if out is not None and not resume:  # every setting is checked: only now is the run folder created
@@ -353,7 +361,7 @@ def start_from_run(model, model_name: str, directory) -> dict:
     return record
 
 
-def recipe_evaluation(recorded: dict) -> tuple[str, dict]:
+def recipe_evaluation(recorded: dict, model: str | None = None) -> tuple[str, dict]:
     """(partition, partition_options) of a recipe run's final likelihood: the recipe's [evaluation] table as the
     run recorded it at its first fit ({"name", "overrides", "evaluation"}: a recipe given as a file path is found
     again without the file), with the recorded evaluation overrides. Runs recorded before the table was: the
@@ -368,10 +376,22 @@ def recipe_evaluation(recorded: dict) -> tuple[str, dict]:
         except ConfigError:
             evaluation = {}
     given = dict((recorded.get("overrides") or {}).get("evaluation") or {})
-    if given.get("partition", evaluation.get("partition", "auto")) != evaluation.get("partition", "auto"):
+    if given.get("partition", evaluation.get("partition", "auto")) != evaluation.get("partition", "auto") \
+            and not latent_family(model):
         evaluation = {}  # another method than the recipe's: its options are those given (as `fit --recipe` ran)
     evaluation.update(given)
     return evaluation.pop("partition", "auto"), evaluation
+
+
+def latent_family(name) -> bool:
+    """True for a family of latent-variable models (vae, gan): their evaluation options (importance samples, AIS
+    over z) hold whatever --partition says, which only adds AIS over z."""
+    from genlearn.models.base import LatentVariableModel
+
+    try:
+        return issubclass(get_spec(name).cls, LatentVariableModel)
+    except (ConfigError, TypeError):
+        return False
 
 
 def _default_rule(model):

@@ -651,7 +651,7 @@ def _unit_interval_rows(estimator, X, reset: bool) -> np.ndarray:
     r, c = np.argwhere((X < 0) | (X > 1))[0]
     warnings.warn(f"X holds {X[r, c]:g} at row {r}, column {c}: a Bernoulli RBM models values in [0, 1] (0/1 "
                   "pixels, or probabilities), and fits others as if they were such means; binarize or rescale X "
-                  "first", UserWarning, stacklevel=3)
+                  "first", UserWarning, stacklevel=4)  # the caller of fit / partial_fit (through keeps_torch_rng)
     return X
 
 

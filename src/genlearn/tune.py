@@ -520,7 +520,11 @@ def _run_trial(optuna, trial, study, search, spec, data_dir, spaces, settings, o
         train["max_minutes"] = max(left, 0.05)
     train.update({k: v for k, v in values.items() if k in train_names})
     model_options = {k: opts.convert(_config(family), k, v) for k, v in values.items() if k not in train_names}
-    if make_rule(*rule_for(family, **model_options)).one_pass:  # a closed form: one epoch, nothing to stop early
+    try:
+        one_pass = make_rule(*rule_for(family, **model_options)).one_pass
+    except GenlearnError:  # settings the family refuses: the fit below raises it again, as this trial's error
+        one_pass = False
+    if one_pass:  # a closed form: one epoch, nothing to stop early
         for key in ("epochs", "patience", "keep_best"):
             train.pop(key, None)
     run_dir = out / TRIALS_DIR / f"{trial.number:04d}"

@@ -205,10 +205,12 @@ def load_path(path, **settings) -> Dataset:
 
     fmt = "split-files" if presplit else detect_format(path)
     parts, image_shape = read_arrays(path, fmt)
-    for name in ("valid", "test"):  # a fraction the file's own split makes moot: refused, not dropped
+    for name in ("valid", "test"):  # a fraction the file's own split makes moot: said, not silently dropped
         if name in settings and name in parts:
-            raise ConfigError(f"{name}= cuts a {name} split from the rows, but the file has its own {name} part "
-                              f"(its parts: {', '.join(parts)}); drop {name}=")
+            import warnings
+
+            warnings.warn(f"{path}: {name}= cuts a {name} split from the rows, but the file has its own {name} part "
+                          f"(its parts: {', '.join(parts)}): {name}= is ignored (drop it)", UserWarning, stacklevel=2)
     shaped = {}
     for key, arr in parts.items():
         shaped[key], shape_k = _as_examples(arr, f"{path}[{key}]" if key != "data" else str(path))

@@ -138,13 +138,16 @@ BINARIZATION_SETTINGS = {"threshold": ("threshold",), "seed": ("static", "dynami
 
 def check_binarization_settings(given: dict, method, where: str) -> None:
     """threshold= acts on binarize=threshold alone and seed= on the random draws of binarize=static|dynamic (the
-    splits of these sources are fixed): one ConfigError for a given setting the binarization would ignore, which
-    the run would otherwise record as if it had been used."""
+    splits of these sources are fixed): one UserWarning for a given setting the binarization ignores (a warning,
+    not an error: runs recorded such specs before, and must still evaluate, refit and resume)."""
+    import warnings
+
     method = str(method).lower()
     for key, methods in BINARIZATION_SETTINGS.items():
         if key in given and method not in methods:
-            raise ConfigError(f"{where}: {key}= applies to binarize={'|'.join(methods)}, and this spec binarizes "
-                              f"by {method}; drop {key}= or set binarize={methods[0]}")
+            warnings.warn(f"{where}: {key}= applies to binarize={'|'.join(methods)}, and this spec binarizes by "
+                          f"{method}: {key}= is ignored (drop it, or set binarize={methods[0]})", UserWarning,
+                          stacklevel=2)
 
 
 def _rows(s: dict, n_key: str = "n") -> int:

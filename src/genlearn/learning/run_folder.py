@@ -163,8 +163,10 @@ SUPERSEDE_ORDER = (METRICS_FILE, MODEL_FILE, "learning_curve.png", "samples.png"
                    "latent_manifold.png", "latent_encodings.png", DIVERGED_FILE, META, TENSORS)
 
 
-def read_divergence(directory: Path, run_id) -> str | None:
-    """Why the run's fit diverged (the first clause of its error), when DIVERGED_FILE is of this run; else None."""
+def read_divergence(directory: Path, run_id, epoch=None) -> str | None:
+    """Why the run's fit diverged (the first clause of its error), when DIVERGED_FILE is of this run and its last
+    checkpoint (`epoch`) is not past the epoch it diverged at (a --resume that trained on, then was interrupted,
+    is an interrupted run); else None."""
     path = Path(directory) / DIVERGED_FILE
     if not path.is_file():
         return None
@@ -173,6 +175,8 @@ def read_divergence(directory: Path, run_id) -> str | None:
     except DamagedFile:
         return None
     if record.get("run_id") != run_id or not isinstance(record.get("error"), str):
+        return None
+    if isinstance(epoch, int) and isinstance(record.get("epoch"), int) and epoch > record["epoch"]:
         return None
     why = record["error"].removeprefix("training diverged: ")
     return why.split("; the ")[0].split(". Fit again")[0]
@@ -583,7 +587,7 @@ def read_run(directory) -> RunFiles:
                        f"its parameters do not load into the {meta['model']!r} model ({str(exc).splitlines()[0]})"
                        ) from None
     return RunFiles(model, meta, tensors, metrics, finished, holder(directory) if not finished else None,
-                    diverged=None if finished else read_divergence(directory, meta.get("run_id")))
+                    diverged=None if finished else read_divergence(directory, meta.get("run_id"), meta.get("epoch")))
 
 
 def restore(trainer, tensors: dict, meta: dict, directory: Path) -> None:

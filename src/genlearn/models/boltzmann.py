@@ -376,7 +376,7 @@ class BoltzmannMachine(EnergyModel):
         g = torch.Generator().manual_seed(0)
         # the bound has local maxima when couplings are strong: sequential ascent from the uniform start, the
         # fields' signs and MF_RESTARTS random corners (seeded), after the parallel iteration's fixed point
-        starts = [zero, torch.tanh(h)] + [0.99 * (2 * torch.randint(0, 2, h.shape, generator=g).double() - 1)
+        starts = [zero, torch.tanh(h)] + [0.99 * (2 * torch.randint(0, 2, h.shape, generator=g).double() - 1).to(h)
                                           for _ in range(MF_RESTARTS)]
         value = max([bound(mean_field_magnetizations(h, J, zero, iterations=1000, tap=False))]
                     + [bound(sequential_mean_field(h, J, start, sweeps=1000)) for start in starts])

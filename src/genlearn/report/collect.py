@@ -112,7 +112,7 @@ def read_run(directory, load_model: bool = True) -> RunRecord:
             ("out of time", state.get("out_of_time"))) if done]
         from genlearn.learning.run_folder import read_divergence
 
-        diverged = read_divergence(path, meta.get("run_id"))
+        diverged = read_divergence(path, meta.get("run_id"), ckpt_epoch)
         if diverged is not None:
             note = (f"unfinished: training diverged ({diverged}); the checkpoint is of epoch {ckpt_epoch}. Fit again "
                     "with a smaller learning rate (the learning curve shows where it rose)")
