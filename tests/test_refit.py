@@ -278,3 +278,18 @@ def test_each_history_record_holds_the_rate_its_epoch_ran_with(tmp_path, data_fi
     else:
         ran = _rates(TrainConfig(lr=0.5, optimizer="sgd", schedule=schedule, epochs=4, **gamma), 4)
     assert recorded[0] == 0.5 and recorded[1:] == pytest.approx(ran, rel=1e-12)
+
+
+def test_refit_of_a_closed_form_run(tmp_path, data_file):
+    """A closed-form run's one epoch is its family's default, so the refit's settings left it out and the refit
+    record's epochs raised KeyError: the refit is the closed form on train + valid, one epoch."""
+    import torch
+
+    from genlearn.runs import fit
+
+    path, _ = data_file
+    fit("product-bernoulli", str(path), out=tmp_path / "run", closed_form=True, progress=False, plots=False)
+    again = refit(tmp_path / "run", tmp_path / "refit", progress=False)
+    assert again.metrics["epochs_run"] == 1 and again.metrics["recipe"]["refit_of"]["epochs"] == 1
+    rows = again.dataset.train
+    assert torch.allclose(torch.sigmoid(again.model.logits), rows.mean(0).clamp(1e-6, 1 - 1e-6), atol=1e-6)

@@ -199,7 +199,7 @@ def refit(run, out, *, data_dir=None, overwrite: bool = False, progress: bool = 
     record = {"name": f"refit of {recipe.get('name') or run.name}", "overrides": {},
               "evaluation": {"partition": partition, **evaluation},
               "refit_of": {"run": str(run.resolve()), "run_id": metrics.get("run_id"),
-                           "epochs": train["epochs"], "rows": REFIT_ROWS,
+                           "epochs": int(metrics.get("best_epoch") or metrics.get("epochs_run")), "rows": REFIT_ROWS,
                            "train_rows": int(dataset.train.shape[0]), "valid_nll": metrics.get("valid_nll")}}
     if init_from is None:
         init_from = (metrics.get("init_from") or {}).get("run")
