@@ -322,7 +322,7 @@ def test_settings_that_would_be_ignored_are_refused(refused, finished_run, tmp_p
     with pytest.raises(ConfigError, match="bogus does not apply to two probability tables"):
         genlearn.kl_divergence([0.5, 0.5], [0.9, 0.1], bogus=1)
     refused(["report", finished_run, "--data-dir", tmp_path / "none", "--out", tmp_path / "r.html"],
-            "none does not exist")
+            "no such folder")
     refused(["fit", "bernoulli", "--data", "coin", "--max-minutes", "inf", "--out", tmp_path / "x"],
             "--max-minutes must be a finite number, got 'inf'")
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "x").exists()

@@ -960,17 +960,21 @@ _PATH_ARGS = {"out": "--out", "data_dir": "--data-dir", "resume": "--resume", "i
 
 def _check_no_empty_paths(args) -> None:
     """A path argument given as an empty (or blank) string is one ConfigError naming it; so is a --data-dir that
-    is not a folder (where the data set needs none it was ignored, typo and all)."""
+    is a file, and one that does not exist is a warning (where the data set needs none it was ignored silently,
+    typo and all; scripts pass a default that may be absent)."""
     for key, flag in _PATH_ARGS.items():
         value = getattr(args, key, None)
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, str) and not v.strip():
                 raise ConfigError(f"{flag} is empty; give a path")
     data_dir = getattr(args, "data_dir", None)
-    if isinstance(data_dir, str) and not Path(data_dir).is_dir():
-        what = "is a file" if Path(data_dir).exists() else "does not exist"
-        raise ConfigError(f"--data-dir {data_dir} {what}; give the folder that holds the named data sets' files "
+    if isinstance(data_dir, str) and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise ConfigError(f"--data-dir {data_dir} is a file; give the folder that holds the named data sets' files "
                           "(e.g. ../shared/data), or drop it")
+    if isinstance(data_dir, str) and not Path(data_dir).exists() and getattr(args, "command", None) != "report":
+        # (report refuses it itself; elsewhere a data set that needs it fails on its own)
+        print(f"genlearn: warning: --data-dir {data_dir} does not exist; a named data set read from files (mnist, "
+              "binarized-mnist, ...) will not be found there", file=sys.stderr)
 
 
 def _main(argv: list[str] | None = None) -> int:
